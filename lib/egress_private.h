@@ -1,0 +1,307 @@
+/*
+ * Internal interfaces shared between the files of lib/.  Included first by
+ * every file of the library and by the unit tests, never installed.
+ *
+ * Naming: functions and types shared across files are egress__*; anything
+ * used by one file only is static there.
+ */
+#ifndef EGRESS_PRIVATE_H
+#define EGRESS_PRIVATE_H
+
+#define _GNU_SOURCE 1
+
+#include "egress.h"
+
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define EGRESS__NAME_MAX 253  /* RFC 1035 name length, without trailing dot */
+#define EGRESS__LABEL_MAX 63
+#define EGRESS__IPSTR_MAX 46  /* INET6_ADDRSTRLEN */
+
+/* ------------------------------------------------------------------------ */
+/* alloc.c: every allocation of the library goes through these so that the  */
+/* tests can fail the Nth one and prove each failure path fails closed.      */
+/* ------------------------------------------------------------------------ */
+void *egress__malloc(size_t size);
+void *egress__calloc(size_t nmemb, size_t size);
+void *egress__realloc(void *ptr, size_t size);
+void egress__free(void *ptr);
+char *egress__strndup(const char *s, size_t len);
+char *egress__strdup(const char *s);
+/* Test hook: make the @p nth allocation from now on fail (1 = the next one);
+ * 0 disables injection.  Process-wide. */
+void egress__alloc_fail_at(long nth);
+/* Allocations attempted since the last egress__alloc_fail_at() call. */
+long egress__alloc_count(void);
+
+/* Formats into errbuf (may be NULL) and returns @p status; truncation is
+ * harmless because callers size errbuf with EGRESS_ERRBUF_SIZE. */
+egress_status_t egress__errf(char *errbuf, size_t errlen, egress_status_t status,
+                             const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* ------------------------------------------------------------------------ */
+/* ip.c: addresses.                                                          */
+/* ------------------------------------------------------------------------ */
+typedef struct egress__ip {
+  uint8_t family;      /* 4 or 6 */
+  uint8_t bytes[16];   /* IPv4 in bytes[0..3], rest zero */
+} egress__ip_t;
+
+typedef struct egress__prefix {
+  egress__ip_t addr;   /* host bits zero */
+  uint8_t len;         /* 0..32 or 0..128 */
+} egress__prefix_t;
+
+/* Strict IPv4: canonical dotted quad only ("a.b.c.d", decimal, 0..255, no
+ * leading zeros, no other characters).  @p len bytes, need not be
+ * NUL-terminated. */
+bool egress__ip4_parse(const char *s, size_t len, egress__ip_t *out);
+/* IPv6 in any RFC 4291 text form, no brackets, no zone id. */
+bool egress__ip6_parse(const char *s, size_t len, egress__ip_t *out);
+/* Canonical text (RFC 5952 for IPv6) into buf (>= EGRESS__IPSTR_MAX). */
+void egress__ip_format(const egress__ip_t *ip, char *buf, size_t buflen);
+/* Whether @p ip lies in @p prefix (families must agree). */
+bool egress__prefix_contains(const egress__prefix_t *prefix, const egress__ip_t *ip);
+/* ::ffff:a.b.c.d becomes a.b.c.d (in place); returns whether it did. */
+bool egress__ip_unmap(egress__ip_t *ip);
+/* Fill a sockaddr_in/sockaddr_in6 for ip:port; returns its length. */
+socklen_t egress__ip_sockaddr(const egress__ip_t *ip, uint16_t port,
+                              struct sockaddr_storage *ss);
+
+/* ------------------------------------------------------------------------ */
+/* canon.c: host canonicalization (DESIGN §4 step 1-2).                      */
+/* ------------------------------------------------------------------------ */
+typedef enum egress__host_kind {
+  EGRESS__HOST_NAME = 0,
+  EGRESS__HOST_IPV4 = 4,
+  EGRESS__HOST_IPV6 = 6
+} egress__host_kind_t;
+
+typedef struct egress__host {
+  egress__host_kind_t kind;
+  size_t len;                          /* strlen(text) */
+  char text[EGRESS__NAME_MAX + 1];     /* canonical: lower-case A-label name,
+                                          dotted quad, or RFC 5952 IPv6 */
+  egress__ip_t ip;                     /* for IP kinds; IPv4-mapped IPv6 is
+                                          reported as the IPv4 it carries */
+} egress__host_t;
+
+/* Canonicalize a host to check.  @p in has @p len bytes (embedded NUL is
+ * invalid).  Accepts "[v6]".  Returns EGRESS_OK, EGRESS_EINVAL with *why set
+ * to a static message naming the problem, or EGRESS_ENOMEM. */
+egress_status_t egress__canon_host(const char *in, size_t len, egress__host_t *out,
+                                   const char **why);
+/* Canonicalize a host *name* (no IP literal, no brackets): as
+ * egress__canon_host but an IP literal or numeric-looking name is invalid.
+ * Used by the entry grammar for the name part of host rules. */
+egress_status_t egress__canon_name(const char *in, size_t len, egress__host_t *out,
+                                   const char **why);
+
+/* ------------------------------------------------------------------------ */
+/* special.c + special_table.c (generated): special-purpose addresses.      */
+/* ------------------------------------------------------------------------ */
+typedef struct egress__special_block {
+  egress__prefix_t prefix;
+  const char *name;       /* registry name, e.g. "Private-Use" */
+  const char *rfc;        /* e.g. "[RFC1918]" */
+  bool global;            /* globally reachable per registry / rule */
+  bool by_rule;           /* added by rule, not a registry row */
+  bool synthetic;         /* part of "outside 2000::/3" coverage */
+} egress__special_block_t;
+
+extern const egress__special_block_t egress__special_blocks[];
+extern const size_t egress__special_block_count;
+extern const char egress__special_version[];
+
+typedef struct egress__special_info {
+  bool global;                           /* true: not special-purpose */
+  const egress__special_block_t *block;  /* most specific block containing
+                                            the address, NULL when none */
+  uint8_t open_len;                      /* a CIDR rule opens this address
+                                            only if its prefix length is at
+                                            least this (it then lies inside
+                                            the special range) */
+} egress__special_info_t;
+
+/* Classify one address (IPv4-mapped must already be unmapped). */
+void egress__special_classify(const egress__ip_t *ip, egress__special_info_t *info);
+/* IPv4 addresses embedded in an IPv6 address: NAT64 (64:ff9b::/96,
+ * 64:ff9b:1::/48 and @p pref64, RFC 6052 layouts), 6to4 (2002::/16), Teredo
+ * (2001::/32: server and client).  Returns how many were written to out[]. */
+size_t egress__embedded_ipv4(const egress__ip_t *ip6, const egress__prefix_t *pref64,
+                             size_t n_pref64, egress__ip_t out[2]);
+
+/* ------------------------------------------------------------------------ */
+/* entry.c: the entry grammar (DESIGN §3).                                   */
+/* ------------------------------------------------------------------------ */
+typedef enum egress__rule_kind {
+  EGRESS__RULE_EXACT = 0,   /* api.example.com */
+  EGRESS__RULE_WILD1 = 1,   /* *.example.com: one label in front */
+  EGRESS__RULE_WILDN = 2,   /* **.example.com: one or more labels in front */
+  EGRESS__RULE_ANY = 3,     /* *: any name, never an IP literal */
+  EGRESS__RULE_REGEX = 4,   /* re:PATTERN */
+  EGRESS__RULE_CIDR = 5     /* IPv4 / IPv6 prefix */
+} egress__rule_kind_t;
+
+typedef struct egress__rule {
+  egress__rule_kind_t kind;
+  egress_list_t list;
+  size_t index;            /* position in its list */
+  char *text;              /* entry exactly as written (owned) */
+  char *name;              /* EXACT: the name; WILD1/WILDN: the suffix after
+                              "*." / "**."; canonical (owned); else NULL */
+  size_t name_len;
+  void *regex;             /* REGEX: pcre2_code_8 * (owned) */
+  egress__prefix_t cidr;   /* CIDR */
+  uint16_t port_lo, port_hi; /* inclusive; 1..65535 means any port */
+  char *path;              /* URL entries: path prefix without trailing '/',
+                              NULL when none or "/" (owned) */
+} egress__rule_t;
+
+/* Parse one entry of @p list.  @p text has @p len bytes.  On error returns
+ * EGRESS_EPOLICY with *why a static message, or EGRESS_ENOMEM; the rule is
+ * then left cleared.  list and index are set by the caller. */
+egress_status_t egress__entry_parse(const char *text, size_t len, egress_list_t list,
+                                    egress__rule_t *rule, const char **why);
+void egress__rule_clear(egress__rule_t *rule);
+/* Does a regex rule match @p name (canonical)?  Bounded by a match limit;
+ * a limit hit counts as no match for the allowlist and as a match for the
+ * deny list (fail closed). */
+bool egress__regex_match(const egress__rule_t *rule, const char *name, size_t len);
+
+/* ------------------------------------------------------------------------ */
+/* match.c / cidr.c: compiled matchers.                                      */
+/* ------------------------------------------------------------------------ */
+typedef struct egress__matcher egress__matcher_t;
+
+typedef struct egress__match {
+  const egress__rule_t *allowing;  /* first rule matching host AND port */
+  const egress__rule_t *any;       /* first rule matching the host at all */
+} egress__match_t;
+
+egress_status_t egress__matcher_build(const egress__rule_t *rules, size_t n,
+                                      egress__matcher_t **out);
+void egress__matcher_free(egress__matcher_t *m);
+/* Host-name rules (exact, wildcards, any, regex) against a canonical name. */
+void egress__match_name(const egress__matcher_t *m, const char *name, size_t len,
+                        uint16_t port, egress__match_t *res);
+/* CIDR rules against an address; only rules with prefix length >= min_len
+ * count (used to open special-purpose ranges only by naming them). */
+void egress__match_ip(const egress__matcher_t *m, const egress__ip_t *ip,
+                      uint16_t port, uint8_t min_len, egress__match_t *res);
+
+/* ------------------------------------------------------------------------ */
+/* policy.c                                                                  */
+/* ------------------------------------------------------------------------ */
+struct egress_policy {
+  atomic_long refs;
+  egress__rule_t *rules[2];        /* [EGRESS_LIST_ALLOW], [EGRESS_LIST_DENY] */
+  size_t nrules[2];
+  egress__matcher_t *matcher[2];
+  char digest[65];
+};
+
+
+/* ------------------------------------------------------------------------ */
+/* options (checker.c) and request (decision.c)                              */
+/* ------------------------------------------------------------------------ */
+#define EGRESS__MAX_PREF64 8
+#define EGRESS__FIELD_COUNT 6
+
+struct egress_options {
+  egress_mode_t mode;
+  egress_mixed_t mixed;
+  char *dns_servers;        /* "ip[:port],..." or NULL for system */
+  char *hosts_file;         /* NULL: DNS only */
+  char *resolv_conf;        /* tests: c-ares ARES_OPT_RESOLVCONF path */
+  uint32_t timeout_ms;
+  uint32_t cache_max, cache_min_ttl, cache_max_ttl, cache_neg_ttl;
+  egress__prefix_t pref64[EGRESS__MAX_PREF64];
+  size_t n_pref64;
+  char *event_source;
+  egress_event_cb event_cb;
+  void *event_cb_data;
+  int event_fd;             /* -1: none */
+  char *event_path;         /* NULL: none */
+  bool audit_required;
+};
+
+struct egress_request {
+  char *field[EGRESS__FIELD_COUNT];   /* indexed by egress_field_t */
+};
+
+/* ------------------------------------------------------------------------ */
+/* decision.c                                                                */
+/* ------------------------------------------------------------------------ */
+typedef struct egress__addr_verdict {
+  egress__ip_t ip;
+  char text[EGRESS__IPSTR_MAX];
+  egress_verdict_t verdict;
+  egress_reason_t reason;
+  int32_t ttl;                      /* -1 for literals */
+  struct sockaddr_storage sa;
+  socklen_t sa_len;
+} egress__addr_verdict_t;
+
+struct egress_decision {
+  egress_verdict_t verdict;
+  egress_outcome_t outcome;         /* what enforce mode would do */
+  egress_reason_t reason;
+  egress_mode_t mode;
+  bool would_deny;                  /* monitor mode: outcome is not allowed */
+  char *message;                    /* owned */
+  char *destination;                /* host exactly as given (owned; NULL if NULL given) */
+  char *url;                        /* egress_check_url: the URL as given */
+  bool has_host;
+  egress__host_t host;              /* canonical, when has_host */
+  int32_t port;
+  bool has_rule;
+  egress_list_t rule_list;
+  size_t rule_index;
+  char *rule_text;                  /* owned copy */
+  egress__addr_verdict_t *addrs;    /* owned */
+  size_t naddrs;
+  char *curl_resolve;               /* owned; allow + name only */
+  double dns_ms, latency_ms;
+  char policy_digest[65];           /* "" when none */
+  const char *special_version;      /* egress__special_version */
+  char *field[EGRESS__FIELD_COUNT]; /* request context copies (owned) */
+  char *event_json;                 /* owned; built once per check */
+  char time_rfc3339[32];            /* event time */
+  char event_id[37];                /* UUID v4 */
+};
+
+/* ------------------------------------------------------------------------ */
+/* event.c: CloudEvents JSON for a decision (built with cJSON).             */
+/* sink.c:  where events go.                                                 */
+/* ------------------------------------------------------------------------ */
+#define EGRESS__DEFAULT_SOURCE "/enforcement/libegress"
+#define EGRESS__EVENT_TYPE "io.portarium.egress.attempt"
+
+/* Fill d->event_id (UUID v4 from getrandom) and d->time_rfc3339 (UTC, ms). */
+egress_status_t egress__event_stamp(egress_decision_t *d);
+/* Build the event JSON text of @p d (compact, one line, no newline).
+ * Returns a string the caller frees with egress__free, NULL on ENOMEM. */
+char *egress__event_build(const egress_decision_t *d, const char *source);
+/* egressctl's per-decision output object (see egress_decision_to_json). */
+char *egress__decision_json(const egress_decision_t *d);
+
+typedef struct egress__sink egress__sink_t;
+/* Build the sink the options ask for (callback, fd, path, or none). */
+egress_status_t egress__sink_new(const egress_options_t *opts, egress__sink_t **out,
+                                 char *errbuf, size_t errlen);
+void egress__sink_free(egress__sink_t *sink);
+/* Deliver one event: returns 0 when delivered (or when there is no sink),
+ * -1 when delivery failed.  Safe from many threads at once; a line is
+ * written with one write() so concurrent writers never interleave. */
+int egress__sink_deliver(egress__sink_t *sink, const char *json, size_t len,
+                         const egress_decision_t *d);
+bool egress__sink_active(const egress__sink_t *sink);
+
+#endif /* EGRESS_PRIVATE_H */

@@ -1,0 +1,70 @@
+/*
+ * Stable names and messages of statuses, reasons and outcomes, all generated
+ * from the X-macro lists in egress.h so that no code can lack a string.
+ */
+#include "egress_private.h"
+
+const char *egress_status_name(egress_status_t status) {
+  switch (status) {
+#define EGRESS_NAME_CASE_(name, value, token, message) \
+  case EGRESS_##name:                                  \
+    return token;
+    EGRESS_STATUS_MAP(EGRESS_NAME_CASE_)
+#undef EGRESS_NAME_CASE_
+  }
+  return "unknown";
+}
+
+const char *egress_strerror(egress_status_t status) {
+  switch (status) {
+#define EGRESS_MSG_CASE_(name, value, token, message) \
+  case EGRESS_##name:                                 \
+    return message;
+    EGRESS_STATUS_MAP(EGRESS_MSG_CASE_)
+#undef EGRESS_MSG_CASE_
+  }
+  return "unknown status";
+}
+
+int egress_reason_count(void) {
+  int count = 0;
+#define EGRESS_COUNT_(name, value, token, message) count++;
+  EGRESS_REASON_MAP(EGRESS_COUNT_)
+#undef EGRESS_COUNT_
+  return count;
+}
+
+const char *egress_reason_name(egress_reason_t reason) {
+  switch (reason) {
+#define EGRESS_RNAME_CASE_(name, value, token, message) \
+  case EGRESS_REASON_##name:                            \
+    return token;
+    EGRESS_REASON_MAP(EGRESS_RNAME_CASE_)
+#undef EGRESS_RNAME_CASE_
+  }
+  return "unknown";
+}
+
+const char *egress_reason_message(egress_reason_t reason) {
+  switch (reason) {
+#define EGRESS_RMSG_CASE_(name, value, token, message) \
+  case EGRESS_REASON_##name:                           \
+    return message;
+    EGRESS_REASON_MAP(EGRESS_RMSG_CASE_)
+#undef EGRESS_RMSG_CASE_
+  }
+  return "unknown reason";
+}
+
+const char *egress_outcome_name(egress_outcome_t outcome) {
+  switch (outcome) {
+#define EGRESS_ONAME_CASE_(name, value, token) \
+  case EGRESS_OUTCOME_##name:                  \
+    return token;
+    EGRESS_OUTCOME_MAP(EGRESS_ONAME_CASE_)
+#undef EGRESS_ONAME_CASE_
+  }
+  return "unknown";
+}
+
+const char *egress_version(void) { return EGRESS_VERSION_STRING; }
