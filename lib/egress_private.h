@@ -199,6 +199,10 @@ void egress__match_ip(const egress__matcher_t *m, const egress__ip_t *ip,
 /* ------------------------------------------------------------------------ */
 /* policy.c                                                                  */
 /* ------------------------------------------------------------------------ */
+/* Read a whole file (bounded); *data is NUL-terminated, free with egress__free. */
+egress_status_t egress__read_file(const char *path, char **data, size_t *len,
+                                  char *errbuf, size_t errlen);
+
 struct egress_policy {
   atomic_long refs;
   egress__rule_t *rules[2];        /* [EGRESS_LIST_ALLOW], [EGRESS_LIST_DENY] */
@@ -231,6 +235,9 @@ struct egress_options {
   char *event_path;         /* NULL: none */
   bool audit_required;
 };
+
+/* Tests: point c-ares at another resolv.conf (search list, ndots). */
+egress_status_t egress__options_set_resolv_conf(egress_options_t *opts, const char *path);
 
 struct egress_request {
   char *field[EGRESS__FIELD_COUNT];   /* indexed by egress_field_t */
@@ -276,6 +283,9 @@ struct egress_decision {
   char time_rfc3339[32];            /* event time */
   char event_id[37];                /* UUID v4 */
 };
+
+/* Free what a decision owns and zero it (for decisions on the stack). */
+void egress__decision_clear(egress_decision_t *d);
 
 /* ------------------------------------------------------------------------ */
 /* event.c: CloudEvents JSON for a decision (built with cJSON).             */

@@ -1,0 +1,1010 @@
+/*
+ * The checker: the policy in force, the resolver, the event sink, counters,
+ * and the check itself (DESIGN §4).
+ */
+#include "resolve.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+/* ------------------------------------------------------------------------ */
+/* Options                                                                   */
+/* ------------------------------------------------------------------------ */
+
+egress_status_t egress_options_new(egress_options_t **out) {
+  if (!out) return EGRESS_EINVAL;
+  egress_options_t *o = egress__calloc(1, sizeof(*o));
+  *out = o;
+  if (!o) return EGRESS_ENOMEM;
+  o->mode = EGRESS_MODE_ENFORCE;
+  o->mixed = EGRESS_MIXED_DENY;
+  o->timeout_ms = 2000;
+  o->cache_max = 4096;
+  o->cache_min_ttl = 5;
+  o->cache_max_ttl = 300;
+  o->cache_neg_ttl = 5;
+  o->event_fd = -1;
+  return EGRESS_OK;
+}
+
+static void options_clear(egress_options_t *o) {
+  egress__free(o->dns_servers);
+  egress__free(o->hosts_file);
+  egress__free(o->resolv_conf);
+  egress__free(o->event_source);
+  egress__free(o->event_path);
+}
+
+void egress_options_free(egress_options_t *opts) {
+  if (!opts) return;
+  options_clear(opts);
+  egress__free(opts);
+}
+
+static egress_status_t replace_string(char **slot, const char *value) {
+  char *copy = NULL;
+  if (value && !(copy = egress__strdup(value))) return EGRESS_ENOMEM;
+  egress__free(*slot);
+  *slot = copy;
+  return EGRESS_OK;
+}
+
+egress_status_t egress_options_set_mode(egress_options_t *opts, egress_mode_t mode) {
+  if (!opts || (mode != EGRESS_MODE_ENFORCE && mode != EGRESS_MODE_MONITOR)) return EGRESS_EINVAL;
+  opts->mode = mode;
+  return EGRESS_OK;
+}
+
+egress_status_t egress_options_set_mixed(egress_options_t *opts, egress_mixed_t mixed) {
+  if (!opts || (mixed != EGRESS_MIXED_DENY && mixed != EGRESS_MIXED_FILTER)) return EGRESS_EINVAL;
+  opts->mixed = mixed;
+  return EGRESS_OK;
+}
+
+egress_status_t egress_options_set_dns_servers(egress_options_t *opts, const char *servers) {
+  if (!opts) return EGRESS_EINVAL;
+  return replace_string(&opts->dns_servers, servers && *servers ? servers : NULL);
+}
+
+egress_status_t egress_options_set_hosts_file(egress_options_t *opts, const char *path) {
+  if (!opts) return EGRESS_EINVAL;
+  return replace_string(&opts->hosts_file, path);
+}
+
+egress_status_t egress__options_set_resolv_conf(egress_options_t *opts, const char *path) {
+  if (!opts) return EGRESS_EINVAL;
+  return replace_string(&opts->resolv_conf, path);
+}
+
+egress_status_t egress_options_set_timeout_ms(egress_options_t *opts, uint32_t timeout_ms) {
+  if (!opts || timeout_ms < 1 || timeout_ms > 600000) return EGRESS_EINVAL;
+  opts->timeout_ms = timeout_ms;
+  return EGRESS_OK;
+}
+
+egress_status_t egress_options_set_cache(egress_options_t *opts, uint32_t max_entries,
+                                         uint32_t min_ttl_s, uint32_t max_ttl_s,
+                                         uint32_t negative_ttl_s) {
+  if (!opts || min_ttl_s > max_ttl_s) return EGRESS_EINVAL;
+  opts->cache_max = max_entries;
+  opts->cache_min_ttl = min_ttl_s;
+  opts->cache_max_ttl = max_ttl_s;
+  opts->cache_neg_ttl = negative_ttl_s;
+  return EGRESS_OK;
+}
+
+egress_status_t egress_options_add_pref64(egress_options_t *opts, const char *prefix) {
+  if (!opts || !prefix) return EGRESS_EINVAL;
+  if (opts->n_pref64 >= EGRESS__MAX_PREF64) return EGRESS_ERANGE;
+  const char *slash = strchr(prefix, '/');
+  if (!slash || slash == prefix) return EGRESS_EINVAL;
+  egress__prefix_t p;
+  memset(&p, 0, sizeof p);
+  if (!egress__ip6_parse(prefix, (size_t)(slash - prefix), &p.addr)) return EGRESS_EINVAL;
+  const char *len = slash + 1;
+  int bits = 0;
+  if (!*len || strlen(len) > 3) return EGRESS_EINVAL;
+  for (const char *c = len; *c; c++) {
+    if (*c < '0' || *c > '9') return EGRESS_EINVAL;
+    bits = bits * 10 + (*c - '0');
+  }
+  if (bits != 32 && bits != 40 && bits != 48 && bits != 56 && bits != 64 && bits != 96)
+    return EGRESS_EINVAL;
+  if (len[0] == '0') return EGRESS_EINVAL;
+  p.len = (uint8_t)bits;
+  for (int b = bits; b < 128; b++)
+    if (p.addr.bytes[b / 8] & (0x80 >> (b % 8))) return EGRESS_EINVAL;
+  opts->pref64[opts->n_pref64++] = p;
+  return EGRESS_OK;
+}
+
+egress_status_t egress_options_set_event_source(egress_options_t *opts, const char *source) {
+  if (!opts) return EGRESS_EINVAL;
+  return replace_string(&opts->event_source, source);
+}
+
+static void clear_sinks(egress_options_t *opts) {
+  opts->event_cb = NULL;
+  opts->event_cb_data = NULL;
+  opts->event_fd = -1;
+  egress__free(opts->event_path);
+  opts->event_path = NULL;
+}
+
+egress_status_t egress_options_set_event_callback(egress_options_t *opts, egress_event_cb cb,
+                                                  void *user_data) {
+  if (!opts) return EGRESS_EINVAL;
+  clear_sinks(opts);
+  opts->event_cb = cb;
+  opts->event_cb_data = cb ? user_data : NULL;
+  return EGRESS_OK;
+}
+
+egress_status_t egress_options_set_event_fd(egress_options_t *opts, int fd) {
+  if (!opts || fd < -1) return EGRESS_EINVAL;
+  clear_sinks(opts);
+  opts->event_fd = fd;
+  return EGRESS_OK;
+}
+
+egress_status_t egress_options_set_event_path(egress_options_t *opts, const char *path) {
+  if (!opts) return EGRESS_EINVAL;
+  char *copy = NULL;
+  if (path && !(copy = egress__strdup(path))) return EGRESS_ENOMEM;
+  clear_sinks(opts);
+  opts->event_path = copy;
+  return EGRESS_OK;
+}
+
+egress_status_t egress_options_set_audit_required(egress_options_t *opts, bool required) {
+  if (!opts) return EGRESS_EINVAL;
+  opts->audit_required = required;
+  return EGRESS_OK;
+}
+
+static egress_status_t options_copy(const egress_options_t *src, egress_options_t *dst) {
+  *dst = *src;
+  dst->dns_servers = dst->hosts_file = dst->resolv_conf = dst->event_source = dst->event_path = NULL;
+  if ((src->dns_servers && !(dst->dns_servers = egress__strdup(src->dns_servers))) ||
+      (src->hosts_file && !(dst->hosts_file = egress__strdup(src->hosts_file))) ||
+      (src->resolv_conf && !(dst->resolv_conf = egress__strdup(src->resolv_conf))) ||
+      (src->event_source && !(dst->event_source = egress__strdup(src->event_source))) ||
+      (src->event_path && !(dst->event_path = egress__strdup(src->event_path)))) {
+    options_clear(dst);
+    return EGRESS_ENOMEM;
+  }
+  return EGRESS_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Checker                                                                   */
+/* ------------------------------------------------------------------------ */
+
+#define N_OUTCOMES 3
+#define N_REASONS 13
+#define N_COUNTERS 9
+
+struct egress_checker {
+  /*
+   * Policy in force, swapped without a lock on the read side.  Readers
+   * announce themselves in the reader slot of the current epoch for the
+   * few instructions it takes to load the pointer and take a reference; a
+   * writer swaps the pointer, flips the epoch and waits for the old slot to
+   * drain before dropping the checker's reference to the old policy.  Checks
+   * in flight hold their own reference and finish on the policy they
+   * started with.
+   */
+  _Atomic(egress_policy_t *) policy;
+  atomic_uint epoch;
+  atomic_long readers[2];
+  pthread_mutex_t swap_lock;
+
+  egress_options_t opts;
+  egress__resolver_t *resolver;
+  egress__sink_t *sink;
+
+  atomic_ullong counters[N_COUNTERS];
+  atomic_ullong by_outcome_reason[N_OUTCOMES][N_REASONS];
+};
+
+static egress_policy_t *policy_acquire(egress_checker_t *c) {
+  unsigned e;
+  for (;;) {
+    e = atomic_load(&c->epoch);
+    atomic_fetch_add(&c->readers[e & 1], 1);
+    if (atomic_load(&c->epoch) == e) break;
+    atomic_fetch_sub(&c->readers[e & 1], 1);
+  }
+  egress_policy_t *p = egress_policy_ref(atomic_load(&c->policy));
+  atomic_fetch_sub(&c->readers[e & 1], 1);
+  return p;
+}
+
+static void policy_swap(egress_checker_t *c, egress_policy_t *next) {
+  pthread_mutex_lock(&c->swap_lock);
+  egress_policy_t *old = atomic_exchange(&c->policy, next);
+  unsigned e = atomic_fetch_add(&c->epoch, 1);
+  /* The window a reader stays in its slot is a handful of instructions. */
+  while (atomic_load(&c->readers[e & 1]) != 0) sched_yield();
+  pthread_mutex_unlock(&c->swap_lock);
+  egress_policy_unref(old);
+}
+
+static void count(egress_checker_t *c, egress_counter_t which) {
+  atomic_fetch_add_explicit(&c->counters[which], 1, memory_order_relaxed);
+}
+
+egress_status_t egress_checker_new(egress_policy_t *policy, const egress_options_t *opts,
+                                   egress_checker_t **out, char *errbuf, size_t errlen) {
+  egress_status_t st = EGRESS_ENOMEM;
+  egress_options_t defaults;
+  egress_checker_t *c = NULL;
+  bool opts_copied = false;
+  if (!out) return egress__errf(errbuf, errlen, EGRESS_EINVAL, "out must not be NULL");
+  *out = NULL;
+  if (!policy) return egress__errf(errbuf, errlen, EGRESS_EINVAL, "policy must not be NULL");
+  if (!opts) {
+    memset(&defaults, 0, sizeof defaults);
+    defaults.timeout_ms = 2000;
+    defaults.cache_max = 4096;
+    defaults.cache_min_ttl = 5;
+    defaults.cache_max_ttl = 300;
+    defaults.cache_neg_ttl = 5;
+    defaults.event_fd = -1;
+    opts = &defaults;
+  }
+  c = egress__calloc(1, sizeof(*c));
+  if (!c) goto fail;
+  if ((st = options_copy(opts, &c->opts)) != EGRESS_OK) goto fail;
+  opts_copied = true;
+  if ((st = egress__resolver_new(&c->opts, &c->resolver, errbuf, errlen)) != EGRESS_OK) goto fail;
+  if ((st = egress__sink_new(&c->opts, &c->sink, errbuf, errlen)) != EGRESS_OK) goto fail;
+  pthread_mutex_init(&c->swap_lock, NULL);
+  atomic_init(&c->policy, egress_policy_ref(policy));
+  *out = c;
+  return EGRESS_OK;
+fail:
+  if (c) {
+    egress__resolver_free(c->resolver);
+    if (opts_copied) options_clear(&c->opts);
+    egress__free(c);
+  }
+  if (st == EGRESS_ENOMEM) egress__errf(errbuf, errlen, st, "out of memory creating the checker");
+  return st;
+}
+
+void egress_checker_free(egress_checker_t *checker) {
+  if (!checker) return;
+  egress_policy_unref(atomic_load(&checker->policy));
+  egress__sink_free(checker->sink);
+  egress__resolver_free(checker->resolver);
+  pthread_mutex_destroy(&checker->swap_lock);
+  options_clear(&checker->opts);
+  egress__free(checker);
+}
+
+egress_status_t egress_checker_set_policy(egress_checker_t *checker, egress_policy_t *policy) {
+  if (!checker || !policy) return EGRESS_EINVAL;
+  policy_swap(checker, egress_policy_ref(policy));
+  count(checker, EGRESS_COUNTER_POLICY_SWAPS);
+  return EGRESS_OK;
+}
+
+egress_policy_t *egress_checker_policy(egress_checker_t *checker) {
+  return checker ? policy_acquire(checker) : NULL;
+}
+
+egress_status_t egress_checker_reload_file(egress_checker_t *checker, const char *path,
+                                           bool *changed, char *errbuf, size_t errlen) {
+  egress_policy_t *next = NULL, *current = NULL;
+  if (changed) *changed = false;
+  if (!checker || !path) return egress__errf(errbuf, errlen, EGRESS_EINVAL, "checker and path are required");
+  egress_status_t st = egress_policy_from_file(path, &next, errbuf, errlen);
+  if (st != EGRESS_OK) {
+    count(checker, EGRESS_COUNTER_POLICY_RELOAD_FAILURES);
+    return st;
+  }
+  current = policy_acquire(checker);
+  bool same = current && !strcmp(current->digest, next->digest);
+  egress_policy_unref(current);
+  if (!same) {
+    policy_swap(checker, next);
+    count(checker, EGRESS_COUNTER_POLICY_SWAPS);
+    if (changed) *changed = true;
+  } else {
+    egress_policy_unref(next);
+  }
+  return EGRESS_OK;
+}
+
+uint64_t egress_checker_counter(const egress_checker_t *checker, egress_counter_t counter) {
+  if (!checker || (int)counter < 0 || (int)counter >= N_COUNTERS) return 0;
+  return atomic_load_explicit(&((egress_checker_t *)checker)->counters[counter], memory_order_relaxed);
+}
+
+uint64_t egress_checker_checks_by(const egress_checker_t *checker, egress_outcome_t outcome,
+                                  egress_reason_t reason) {
+  if (!checker || (int)outcome < 0 || (int)outcome >= N_OUTCOMES || (int)reason < 0 ||
+      (int)reason >= N_REASONS)
+    return 0;
+  return atomic_load_explicit(&((egress_checker_t *)checker)->by_outcome_reason[outcome][reason],
+                              memory_order_relaxed);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The check                                                                 */
+/* ------------------------------------------------------------------------ */
+
+static double mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Set the result; returns false only when the message could not be
+ * allocated (the decision then still says what it should, without text). */
+static void decide(egress_decision_t *d, egress_outcome_t outcome, egress_reason_t reason,
+                   const egress__rule_t *rule, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+static void decide(egress_decision_t *d, egress_outcome_t outcome, egress_reason_t reason,
+                   const egress__rule_t *rule, const char *fmt, ...) {
+  d->outcome = outcome;
+  d->reason = reason;
+  if (rule) {
+    d->has_rule = true;
+    d->rule_list = rule->list;
+    d->rule_index = rule->index;
+    egress__free(d->rule_text);
+    d->rule_text = egress__strdup(rule->text);
+  }
+  egress__free(d->message);
+  d->message = NULL;
+  if (fmt) {
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    d->message = egress__strdup(buf);
+  }
+}
+
+static bool add_address(egress_decision_t *d, const egress__ip_t *ip, int32_t ttl, size_t cap) {
+  if (!d->addrs) {
+    d->addrs = egress__calloc(cap ? cap : 1, sizeof(*d->addrs));
+    if (!d->addrs) return false;
+  }
+  egress__addr_verdict_t *a = &d->addrs[d->naddrs++];
+  a->ip = *ip;
+  egress__ip_format(ip, a->text, sizeof a->text);
+  a->ttl = ttl;
+  a->verdict = EGRESS_VERDICT_DENY;
+  a->reason = EGRESS_REASON_INTERNAL_ERROR;
+  uint16_t port = (uint16_t)(d->port > 0 && d->port < 65536 ? d->port : 0);
+  a->sa_len = egress__ip_sockaddr(ip, port, &a->sa);
+  return true;
+}
+
+typedef struct vet_result {
+  egress_reason_t reason;               /* NONE when the address passes */
+  const egress__rule_t *rule;           /* deny rule or opening allow rule */
+  char detail[160];
+} vet_result_t;
+
+/* Deny list and special-purpose check for one address (DESIGN §4 step 7 and
+ * "Special-purpose addresses"), including IPv4 embedded in IPv6. */
+static void vet_one(const egress_policy_t *p, const egress_options_t *o, const egress__ip_t *ip,
+                    uint16_t port, vet_result_t *v) {
+  egress__match_t m;
+  egress__special_info_t info;
+  egress__match_ip(p->matcher[EGRESS_LIST_DENY], ip, port, 0, &m);
+  if (m.allowing) {
+    v->reason = EGRESS_REASON_EXPLICIT_DENY;
+    v->rule = m.allowing;
+    return;
+  }
+  egress__special_classify(ip, &info);
+  if (!info.global) {
+    egress__match_ip(p->matcher[EGRESS_LIST_ALLOW], ip, port, info.open_len, &m);
+    if (!m.allowing) {
+      v->reason = EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS;
+      snprintf(v->detail, sizeof v->detail, "%s", info.block ? info.block->name : "special-purpose");
+      return;
+    }
+  }
+  if (ip->family == 6) {
+    egress__ip_t embedded[2];
+    size_t n = egress__embedded_ipv4(ip, o->pref64, o->n_pref64, embedded);
+    for (size_t i = 0; i < n; i++) {
+      vet_result_t inner;
+      memset(&inner, 0, sizeof inner);
+      vet_one(p, o, &embedded[i], port, &inner);
+      if (inner.reason != EGRESS_REASON_NONE) {
+        char text[EGRESS__IPSTR_MAX];
+        egress__ip_format(&embedded[i], text, sizeof text);
+        v->reason = inner.reason;
+        v->rule = inner.rule;
+        snprintf(v->detail, sizeof v->detail, "embedded IPv4 %.46s: %.64s", text,
+                 inner.detail[0] ? inner.detail : egress_reason_name(inner.reason));
+        return;
+      }
+    }
+  }
+  v->reason = EGRESS_REASON_NONE;
+}
+
+
+/* ------------------------------------------------------------------------ */
+/* URL paths (egress_check_url)                                              */
+/* ------------------------------------------------------------------------ */
+
+/* A rule path "/v1" allows "/v1" and "/v1/..." but not "/v10". */
+static bool path_allows(const char *rule_path, const char *path) {
+  if (!rule_path) return true;
+  size_t n = strlen(rule_path);
+  return !strncmp(rule_path, path, n) && (path[n] == '\0' || path[n] == '/');
+}
+
+static bool rule_matches_host(const egress__rule_t *r, const egress__host_t *h, uint16_t port) {
+  if (port < r->port_lo || port > r->port_hi) return false;
+  if (h->kind != EGRESS__HOST_NAME)
+    return r->kind == EGRESS__RULE_CIDR && r->cidr.addr.family == h->ip.family &&
+           egress__prefix_contains(&r->cidr, &h->ip);
+  switch (r->kind) {
+    case EGRESS__RULE_EXACT:
+      return r->name_len == h->len && !memcmp(r->name, h->text, h->len);
+    case EGRESS__RULE_WILD1: {
+      const char *dot = memchr(h->text, '.', h->len);
+      return dot && (size_t)(h->text + h->len - dot - 1) == r->name_len &&
+             !memcmp(dot + 1, r->name, r->name_len);
+    }
+    case EGRESS__RULE_WILDN:
+      return h->len > r->name_len + 1 && h->text[h->len - r->name_len - 1] == '.' &&
+             !memcmp(h->text + h->len - r->name_len, r->name, r->name_len);
+    case EGRESS__RULE_ANY: return true;
+    case EGRESS__RULE_REGEX: return egress__regex_match(r, h->text, h->len);
+    default: return false;
+  }
+}
+
+/* The compiled matchers ignore paths; when the rule they found carries a
+ * path that does not cover this URL, look for the first rule that does.
+ * Only URL checks against path rules come here. */
+static const egress__rule_t *path_rule(const egress_policy_t *p, const egress__host_t *h,
+                                       uint16_t port, const egress__rule_t *found,
+                                       const char *path) {
+  if (!path || path_allows(found->path, path)) return found;
+  for (size_t i = 0; i < p->nrules[EGRESS_LIST_ALLOW]; i++) {
+    const egress__rule_t *r = &p->rules[EGRESS_LIST_ALLOW][i];
+    if (path_allows(r->path, path) && rule_matches_host(r, h, port)) return r;
+  }
+  return NULL;
+}
+
+static void check_literal(const egress_policy_t *p, const egress_options_t *o,
+                          egress_decision_t *d, uint16_t port, const char *path) {
+  const egress__ip_t *ip = &d->host.ip;
+  egress__match_t m;
+  vet_result_t v;
+  memset(&v, 0, sizeof v);
+  if (!add_address(d, ip, -1, 1)) {
+    decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL, NULL);
+    return;
+  }
+  egress__addr_verdict_t *a = &d->addrs[0];
+  vet_one(p, o, ip, port, &v);
+  if (v.reason == EGRESS_REASON_EXPLICIT_DENY) {
+    a->reason = v.reason;
+    decide(d, EGRESS_OUTCOME_DENIED, v.reason, v.rule, "%s is in the deny list%s%s", d->host.text,
+           v.detail[0] ? ": " : "", v.detail);
+    return;
+  }
+  egress__match_ip(p->matcher[EGRESS_LIST_ALLOW], ip, port, 0, &m);
+  if (v.reason == EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS) {
+    a->reason = v.reason;
+    if (m.any && !m.allowing)
+      decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_PORT_NOT_ALLOWED, m.any,
+             "%s is allowed only on other ports, not %u", d->host.text, port);
+    else
+      decide(d, EGRESS_OUTCOME_DENIED, v.reason, NULL,
+             "%s is a special-purpose address (%s) not opened by a CIDR rule inside its range",
+             d->host.text, v.detail);
+    a->reason = d->reason;
+    return;
+  }
+  if (!m.any) {
+    a->reason = EGRESS_REASON_NOT_IN_ALLOWLIST;
+    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NOT_IN_ALLOWLIST, NULL,
+           "IP address %s is not inside any allowlist CIDR rule", d->host.text);
+    return;
+  }
+  if (!m.allowing) {
+    a->reason = EGRESS_REASON_PORT_NOT_ALLOWED;
+    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_PORT_NOT_ALLOWED, m.any,
+           "%s is allowed only on other ports, not %u", d->host.text, port);
+    return;
+  }
+  const egress__rule_t *by_path = path_rule(p, &d->host, port, m.allowing, path);
+  if (!by_path) {
+    a->reason = EGRESS_REASON_NOT_IN_ALLOWLIST;
+    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NOT_IN_ALLOWLIST, m.allowing,
+           "path %.200s is outside every allowlist entry for %s", path, d->host.text);
+    return;
+  }
+  m.allowing = by_path;
+  a->verdict = EGRESS_VERDICT_ALLOW;
+  a->reason = EGRESS_REASON_NONE;
+  decide(d, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE, m.allowing, "allowed by %s[%zu]",
+         m.allowing->list == EGRESS_LIST_ALLOW ? "egressAllowlist" : "egressDenylist",
+         m.allowing->index);
+}
+
+static bool build_curl_resolve(egress_decision_t *d, uint16_t port) {
+  size_t cap = d->host.len + 8 + d->naddrs * (EGRESS__IPSTR_MAX + 3);
+  char *s = egress__malloc(cap);
+  if (!s) return false;
+  size_t o = (size_t)snprintf(s, cap, "%s:%u:", d->host.text, port);
+  bool first = true;
+  for (size_t i = 0; i < d->naddrs; i++) {
+    const egress__addr_verdict_t *a = &d->addrs[i];
+    if (a->verdict != EGRESS_VERDICT_ALLOW) continue;
+    o += (size_t)snprintf(s + o, cap - o, a->ip.family == 6 ? "%s[%s]" : "%s%s", first ? "" : ",", a->text);
+    first = false;
+  }
+  d->curl_resolve = s;
+  return true;
+}
+
+static void check_name(egress_checker_t *c, const egress_policy_t *p, egress_decision_t *d,
+                       uint16_t port, const char *path) {
+  egress__match_t m;
+  egress__match_name(p->matcher[EGRESS_LIST_ALLOW], d->host.text, d->host.len, port, &m);
+  if (!m.any) {
+    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NOT_IN_ALLOWLIST, NULL,
+           "%s matches no allowlist entry", d->host.text);
+    return;
+  }
+  if (!m.allowing) {
+    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_PORT_NOT_ALLOWED, m.any,
+           "%s is allowed only on other ports, not %u", d->host.text, port);
+    return;
+  }
+  const egress__rule_t *rule = path_rule(p, &d->host, port, m.allowing, path);
+  if (!rule) {
+    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NOT_IN_ALLOWLIST, m.allowing,
+           "path %.200s is outside every allowlist entry for %s", path, d->host.text);
+    return;
+  }
+
+  egress__answer_t ans;
+  count(c, EGRESS_COUNTER_DNS_QUERIES);
+  egress_status_t st = egress__resolve(c->resolver, d->host.text, &ans);
+  d->dns_ms = ans.ms;
+  if (st != EGRESS_OK || ans.result == EGRESS__DNS_NOMEM) {
+    count(c, EGRESS_COUNTER_DNS_FAILURES);
+    decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, rule,
+           "out of memory while resolving %s", d->host.text);
+    goto done;
+  }
+  if (ans.result == EGRESS__DNS_NO_SUCH_HOST) {
+    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NO_SUCH_HOST, rule, "%s: %s", d->host.text,
+           ans.detail ? ans.detail : "no address");
+    goto done;
+  }
+  if (ans.result != EGRESS__DNS_OK) {
+    count(c, EGRESS_COUNTER_DNS_FAILURES);
+    decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_DNS_UNAVAILABLE, rule,
+           "resolving %s failed: %s", d->host.text, ans.detail ? ans.detail : "DNS error");
+    goto done;
+  }
+
+  size_t passed = 0;
+  const egress__addr_verdict_t *first_bad = NULL;
+  vet_result_t first_bad_v;
+  memset(&first_bad_v, 0, sizeof first_bad_v);
+  for (size_t i = 0; i < ans.n; i++) {
+    egress__ip_t ip = ans.ips[i];
+    egress__ip_unmap(&ip);
+    if (!add_address(d, &ip, ans.ttls[i], ans.n)) {
+      decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, rule, NULL);
+      goto done;
+    }
+    egress__addr_verdict_t *a = &d->addrs[d->naddrs - 1];
+    vet_result_t v;
+    memset(&v, 0, sizeof v);
+    vet_one(p, &c->opts, &ip, port, &v);
+    a->reason = v.reason;
+    if (v.reason == EGRESS_REASON_NONE) {
+      a->verdict = EGRESS_VERDICT_ALLOW;
+      passed++;
+    } else if (!first_bad) {
+      first_bad = a;
+      first_bad_v = v;
+    }
+  }
+  if (first_bad && (c->opts.mixed == EGRESS_MIXED_DENY || passed == 0)) {
+    /* Deny-if-any: no address of this answer may be used. */
+    for (size_t i = 0; i < d->naddrs; i++)
+      if (d->addrs[i].verdict == EGRESS_VERDICT_ALLOW) d->addrs[i].verdict = EGRESS_VERDICT_DENY;
+    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_RESOLVED_ADDRESS_FORBIDDEN,
+           first_bad_v.reason == EGRESS_REASON_EXPLICIT_DENY ? first_bad_v.rule : rule,
+           "%s resolved to forbidden address %s (%s%s%s)", d->host.text, first_bad->text,
+           egress_reason_name(first_bad_v.reason), first_bad_v.detail[0] ? ": " : "",
+           first_bad_v.detail);
+    goto done;
+  }
+  if (!build_curl_resolve(d, port)) {
+    decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, rule, NULL);
+    goto done;
+  }
+  decide(d, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE, rule, "allowed by egressAllowlist[%zu]%s",
+         rule->index, first_bad ? " (forbidden addresses filtered out)" : "");
+done:
+  egress__answer_clear(&ans);
+}
+
+/* Everything up to the verdict; never allocates the decision itself. */
+static void check_into(egress_checker_t *c, const egress_policy_t *p, egress_decision_t *d,
+                       const char *host, int32_t port, const char *path) {
+  const char *why = NULL;
+  egress__match_t m;
+  if (port < 1 || port > 65535) {
+    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_INVALID_PORT, NULL, "port %ld is outside 1-65535",
+           (long)port);
+    return;
+  }
+  if (!host) {
+    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_INVALID_HOST, NULL, "host is NULL");
+    return;
+  }
+  egress_status_t st = egress__canon_host(host, strlen(host), &d->host, &why);
+  if (st == EGRESS_ENOMEM) {
+    decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL, NULL);
+    return;
+  }
+  if (st != EGRESS_OK) {
+    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_INVALID_HOST, NULL, "invalid host: %s",
+           why ? why : "not a bare host name or IP address");
+    return;
+  }
+  d->has_host = true;
+  uint16_t p16 = (uint16_t)port;
+  if (d->host.kind == EGRESS__HOST_NAME) {
+    egress__match_name(p->matcher[EGRESS_LIST_DENY], d->host.text, d->host.len, p16, &m);
+    if (m.allowing) {
+      decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_EXPLICIT_DENY, m.allowing,
+             "%s matches deny-list entry %zu", d->host.text, m.allowing->index);
+      return;
+    }
+  }
+  /* IP literals meet the deny list inside check_literal's vetting. */
+  if (p->nrules[EGRESS_LIST_ALLOW] == 0) {
+    /* The deny list still wins for literals: report it when it applies. */
+    if (d->host.kind != EGRESS__HOST_NAME) {
+      egress__match_ip(p->matcher[EGRESS_LIST_DENY], &d->host.ip, p16, 0, &m);
+      if (m.allowing) {
+        decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_EXPLICIT_DENY, m.allowing,
+               "%s matches deny-list entry %zu", d->host.text, m.allowing->index);
+        return;
+      }
+    }
+    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_EMPTY_ALLOWLIST, NULL,
+           "the allowlist is empty: every destination is denied");
+    return;
+  }
+  if (d->host.kind == EGRESS__HOST_NAME)
+    check_name(c, p, d, p16, path);
+  else
+    check_literal(p, &c->opts, d, p16, path);
+}
+
+static bool copy_context(egress_decision_t *d, const char *host, const egress_request_t *req) {
+  if (host && !(d->destination = egress__strdup(host))) return false;
+  if (req)
+    for (int i = 0; i < EGRESS__FIELD_COUNT; i++)
+      if (req->field[i] && !(d->field[i] = egress__strdup(req->field[i]))) return false;
+  return true;
+}
+
+/* Verdict from outcome and mode (DESIGN §5), then the event. */
+static void finish(egress_checker_t *c, egress_decision_t *d, const egress_policy_t *p,
+                   double start, bool want_json) {
+  d->mode = c->opts.mode;
+  d->special_version = egress__special_version;
+  if (p) memcpy(d->policy_digest, p->digest, sizeof d->policy_digest);
+  d->would_deny = d->outcome != EGRESS_OUTCOME_ALLOWED;
+  bool input_error = d->reason == EGRESS_REASON_INVALID_HOST || d->reason == EGRESS_REASON_INVALID_PORT ||
+                     d->reason == EGRESS_REASON_INTERNAL_ERROR;
+  if (d->outcome == EGRESS_OUTCOME_ALLOWED)
+    d->verdict = EGRESS_VERDICT_ALLOW;
+  else if (d->mode == EGRESS_MODE_MONITOR && !input_error)
+    d->verdict = EGRESS_VERDICT_ALLOW;
+  else
+    d->verdict = EGRESS_VERDICT_DENY;
+
+  d->latency_ms = mono_ms() - start;
+  bool sink = egress__sink_active(c->sink);
+  if (sink || want_json) {
+    if (egress__event_stamp(d) == EGRESS_OK) d->event_json = egress__event_build(d, c->opts.event_source);
+    int delivered = -1;
+    if (d->event_json)
+      delivered = egress__sink_deliver(c->sink, d->event_json, strlen(d->event_json), d);
+    if (sink) {
+      if (delivered == 0) {
+        count(c, EGRESS_COUNTER_EVENTS_EMITTED);
+      } else {
+        count(c, EGRESS_COUNTER_EVENTS_FAILED);
+        if (c->opts.audit_required) {
+          /* No audit record, no connection: whatever the policy said. */
+          d->verdict = EGRESS_VERDICT_DENY;
+          d->outcome = EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE;
+          d->reason = EGRESS_REASON_AUDIT_UNAVAILABLE;
+          d->would_deny = true;
+          egress__free(d->message);
+          d->message = egress__strdup("the decision event could not be delivered and audit is required");
+          for (size_t i = 0; i < d->naddrs; i++) d->addrs[i].verdict = EGRESS_VERDICT_DENY;
+        }
+      }
+    }
+  }
+  count(c, EGRESS_COUNTER_CHECKS);
+  if ((int)d->outcome < N_OUTCOMES && (int)d->reason < N_REASONS)
+    atomic_fetch_add_explicit(&c->by_outcome_reason[d->outcome][d->reason], 1, memory_order_relaxed);
+}
+
+static egress_status_t run_check(egress_checker_t *c, const char *host, int32_t port,
+                                 const char *path, const egress_request_t *req,
+                                 egress_decision_t *d, bool want_json) {
+  double start = mono_ms();
+  d->port = port;
+  d->verdict = EGRESS_VERDICT_DENY;
+  egress_policy_t *p = policy_acquire(c);
+  egress_status_t st = EGRESS_OK;
+  if (!copy_context(d, host, req)) {
+    decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL, NULL);
+    st = EGRESS_ENOMEM;
+  } else {
+    check_into(c, p, d, host, port, path);
+    if (d->reason == EGRESS_REASON_INTERNAL_ERROR) st = EGRESS_ENOMEM;
+  }
+  finish(c, d, p, start, want_json);
+  egress_policy_unref(p);
+  if (st != EGRESS_OK) d->verdict = EGRESS_VERDICT_DENY;
+  return st;
+}
+
+egress_verdict_t egress_check(egress_checker_t *checker, const char *host, uint16_t port) {
+  egress_decision_t d;
+  if (!checker) return EGRESS_VERDICT_DENY;
+  memset(&d, 0, sizeof d);
+  egress_status_t st = run_check(checker, host, port, NULL, NULL, &d, false);
+  egress_verdict_t verdict = st == EGRESS_OK ? d.verdict : EGRESS_VERDICT_DENY;
+  egress__decision_clear(&d);
+  return verdict;
+}
+
+egress_status_t egress_check_ex(egress_checker_t *checker, const char *host, int32_t port,
+                                const egress_request_t *req, egress_decision_t **out) {
+  if (!out) return EGRESS_EINVAL;
+  *out = NULL;
+  egress_decision_t *d = egress__calloc(1, sizeof(*d));
+  if (!d) {
+    if (checker) count(checker, EGRESS_COUNTER_EVENTS_FAILED);
+    return EGRESS_ENOMEM;
+  }
+  *out = d;
+  if (!checker) {
+    d->port = port;
+    decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL, "checker is NULL");
+    return EGRESS_EINVAL;
+  }
+  return run_check(checker, host, port, NULL, req, d, true);
+}
+
+/*
+ * Split an http(s) URL into host, port and a normalized path.  Userinfo is
+ * refused outright: "https://allowed.example@evil.example/" is the classic
+ * way to make a reader see the wrong host.  Dot segments (also spelled
+ * %2e) are resolved as RFC 3986 §5.2.4 does, so "/v1/../admin" is checked
+ * as "/admin", which is what an HTTP client sends.
+ */
+typedef struct url_parts {
+  char *host;      /* owned, brackets kept for IPv6 */
+  int32_t port;
+  char *path;      /* owned, starts with '/' */
+} url_parts_t;
+
+static bool is_dot_segment(const char *s, size_t n, int dots) {
+  /* Matches "." (dots == 1) or ".." (dots == 2), each dot possibly "%2e". */
+  int seen = 0;
+  size_t i = 0;
+  while (i < n) {
+    if (s[i] == '.') i++;
+    else if (i + 2 < n + 0 && s[i] == '%' && s[i + 1] == '2' && (s[i + 2] == 'e' || s[i + 2] == 'E')) i += 3;
+    else return false;
+    seen++;
+  }
+  return seen == dots;
+}
+
+static char *normalize_path(const char *in, size_t len) {
+  /* Output is never longer than the input plus a leading '/'. */
+  char *out = egress__malloc(len + 2);
+  if (!out) return NULL;
+  size_t o = 0;
+  size_t i = 0;
+  if (len == 0 || in[0] != '/') out[o++] = '/';
+  while (i < len) {
+    if (in[i] == '/') i++;
+    size_t start = i;
+    while (i < len && in[i] != '/') i++;
+    size_t seg = i - start;
+    bool trailing = i >= len;
+    if (is_dot_segment(in + start, seg, 1)) {
+      if (trailing && (o == 0 || out[o - 1] != '/')) out[o++] = '/';
+      continue;
+    }
+    if (is_dot_segment(in + start, seg, 2)) {
+      while (o > 0 && out[o - 1] != '/') o--;   /* drop the last segment */
+      if (o > 1) o--;                            /* and its slash */
+      while (o > 0 && out[o - 1] != '/') o--;
+      if (o == 0) out[o++] = '/';
+      continue;
+    }
+    if (o == 0 || out[o - 1] != '/') out[o++] = '/';
+    memcpy(out + o, in + start, seg);
+    o += seg;
+  }
+  if (o == 0) out[o++] = '/';
+  out[o] = '\0';
+  return out;
+}
+
+static const char *parse_url(const char *url, url_parts_t *u, bool *nomem) {
+  size_t len = strlen(url);
+  size_t i = 0;
+  *nomem = false;
+  memset(u, 0, sizeof *u);
+  for (size_t k = 0; k < len; k++)
+    if ((unsigned char)url[k] <= 0x20 || url[k] == 0x7f || url[k] == '\\')
+      return "URL contains white space, a control character or a backslash";
+  int default_port;
+  if (len >= 8 && !strncasecmp(url, "https://", 8)) {
+    default_port = 443;
+    i = 8;
+  } else if (len >= 7 && !strncasecmp(url, "http://", 7)) {
+    default_port = 80;
+    i = 7;
+  } else {
+    return "URL scheme must be http or https";
+  }
+  size_t auth_start = i;
+  while (i < len && url[i] != '/' && url[i] != '?' && url[i] != '#') i++;
+  size_t auth_end = i;
+  if (memchr(url + auth_start, '@', auth_end - auth_start)) return "URL must not contain userinfo";
+  if (auth_end == auth_start) return "URL has no host";
+  size_t host_end = auth_end;
+  const char *port_text = NULL;
+  size_t port_len = 0;
+  if (url[auth_start] == '[') {
+    const char *close = memchr(url + auth_start, ']', auth_end - auth_start);
+    if (!close) return "URL has an unbalanced '['";
+    host_end = (size_t)(close - url) + 1;
+    if (host_end < auth_end) {
+      if (url[host_end] != ':') return "junk after ']' in URL host";
+      port_text = url + host_end + 1;
+      port_len = auth_end - host_end - 1;
+    }
+  } else {
+    const char *colon = memchr(url + auth_start, ':', auth_end - auth_start);
+    if (colon) {
+      host_end = (size_t)(colon - url);
+      port_text = colon + 1;
+      port_len = auth_end - host_end - 1;
+    }
+  }
+  u->port = default_port;
+  if (port_text) {
+    if (port_len == 0 || port_len > 5) return "URL port must be 1-65535";
+    int32_t v = 0;
+    for (size_t k = 0; k < port_len; k++) {
+      if (port_text[k] < '0' || port_text[k] > '9') return "URL port must be decimal digits";
+      v = v * 10 + (port_text[k] - '0');
+    }
+    u->port = v;   /* range is judged by the check as invalid_port */
+  }
+  size_t path_end = auth_end;
+  while (path_end < len && url[path_end] != '?' && url[path_end] != '#') path_end++;
+  u->host = egress__strndup(url + auth_start, host_end - auth_start);
+  u->path = normalize_path(url + auth_end, path_end - auth_end);
+  if (!u->host || !u->path) {
+    *nomem = true;
+    return "out of memory";
+  }
+  return NULL;
+}
+
+egress_status_t egress_check_url(egress_checker_t *checker, const char *url,
+                                 const egress_request_t *req, egress_decision_t **out) {
+  url_parts_t u;
+  bool nomem = false;
+  if (!out) return EGRESS_EINVAL;
+  *out = NULL;
+  egress_decision_t *d = egress__calloc(1, sizeof(*d));
+  if (!d) return EGRESS_ENOMEM;
+  *out = d;
+  if (!checker) {
+    decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL, "checker is NULL");
+    return EGRESS_EINVAL;
+  }
+  const char *why = url ? parse_url(url, &u, &nomem) : "URL is NULL";
+  if (url && !(d->url = egress__strdup(url))) nomem = true;
+  if (why || nomem) {
+    double start = mono_ms();
+    egress_policy_t *p = policy_acquire(checker);
+    if (!nomem) copy_context(d, url, req);
+    if (nomem)
+      decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL, NULL);
+    else
+      decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_INVALID_HOST, NULL, "invalid URL: %s", why);
+    d->port = 0;
+    finish(checker, d, p, start, true);
+    egress_policy_unref(p);
+    if (url) {
+      egress__free(u.host);
+      egress__free(u.path);
+    }
+    d->verdict = nomem ? EGRESS_VERDICT_DENY : d->verdict;
+    return nomem ? EGRESS_ENOMEM : EGRESS_OK;
+  }
+  /* The checked host is the URL's host without IPv6 brackets. */
+  egress_status_t st = run_check(checker, u.host, u.port, u.path, req, d, true);
+  egress__free(u.host);
+  egress__free(u.path);
+  return st;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Prometheus text                                                           */
+/* ------------------------------------------------------------------------ */
+
+static const char *const counter_names[N_COUNTERS] = {
+    "egress_checks_total",         "egress_dns_queries_total",
+    "egress_dns_failures_total",   "egress_dns_cache_hits_total",
+    "egress_dns_cache_misses_total", "egress_events_emitted_total",
+    "egress_events_failed_total",  "egress_policy_swaps_total",
+    "egress_policy_reload_failures_total"};
+
+char *egress_checker_metrics(const egress_checker_t *checker) {
+  if (!checker) return NULL;
+  size_t cap = 4096 + (size_t)N_OUTCOMES * N_REASONS * 128;
+  char *buf = egress__malloc(cap);
+  if (!buf) return NULL;
+  size_t o = 0;
+  o += (size_t)snprintf(buf + o, cap - o,
+                        "# HELP egress_checks_by_outcome_total Egress checks by outcome and reason.\n"
+                        "# TYPE egress_checks_by_outcome_total counter\n");
+  for (int oc = 0; oc < N_OUTCOMES; oc++)
+    for (int r = 0; r < N_REASONS; r++) {
+      uint64_t v = egress_checker_checks_by(checker, (egress_outcome_t)oc, (egress_reason_t)r);
+      if (!v) continue;
+      o += (size_t)snprintf(buf + o, cap - o,
+                            "egress_checks_by_outcome_total{outcome=\"%s\",reason=\"%s\"} %llu\n",
+                            egress_outcome_name((egress_outcome_t)oc),
+                            r == EGRESS_REASON_NONE ? "" : egress_reason_name((egress_reason_t)r),
+                            (unsigned long long)v);
+    }
+  for (int i = 0; i < N_COUNTERS; i++)
+    o += (size_t)snprintf(buf + o, cap - o, "# TYPE %s counter\n%s %llu\n", counter_names[i],
+                          counter_names[i],
+                          (unsigned long long)egress_checker_counter(checker, (egress_counter_t)i));
+  return buf;
+}

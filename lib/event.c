@@ -1,0 +1,370 @@
+/*
+ * Decision events (DESIGN §6) and egressctl's per-decision output (§7).
+ *
+ * Both are built with cJSON.  cJSON_InitHooks() is deliberately never
+ * called: its hooks are process-wide and would take over the allocator of
+ * a host application that uses cJSON itself.  cJSON therefore allocates
+ * with whatever the application configured, and the printed text is
+ * copied into an egress__malloc() buffer so that our callers free
+ * everything they get from us with egress__free().
+ *
+ * Every string that reaches the JSON text goes through json_str(), which
+ * replaces ill-formed UTF-8 with U+FFFD.  The destination of an invalid
+ * host is reported as given, so it can hold anything a hostile caller
+ * chose; cJSON escapes control characters but copies other bytes through,
+ * and one stray byte would make the whole audit line invalid JSON for a
+ * strict reader.
+ *
+ * Field choice: the event's "data" holds exactly the fields DESIGN §6
+ * lists, plus "url" when the check was made with egress_check_url(): the
+ * path is part of what was decided (URL path prefixes), so an audit record
+ * without it could not be replayed.  The member is absent for host:port
+ * checks, so consumers that know only the listed fields are unaffected.
+ */
+#include "egress_private.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+/* ------------------------------------------------------------------------ */
+/* UTF-8                                                                     */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Length of the well-formed UTF-8 sequence at s[0..len) (Unicode Table 3-7),
+ * or 0 when ill-formed; *bad is then the length of the maximal subpart to
+ * replace by one U+FFFD (Unicode §3.9 "U+FFFD Substitution of Maximal
+ * Subparts", what browsers and Python do), always at least 1.
+ */
+static size_t utf8_seq(const unsigned char *s, size_t len, size_t *bad) {
+  unsigned char c = s[0];
+  size_t need;
+  unsigned char lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
+
+  *bad = 1;
+  if (c < 0x80) return 1;
+  if (c >= 0xC2 && c <= 0xDF) {
+    need = 2;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    need = 3;
+    if (c == 0xE0) lo = 0xA0;      /* overlong */
+    else if (c == 0xED) hi = 0x9F; /* surrogates */
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    need = 4;
+    if (c == 0xF0) lo = 0x90;      /* overlong */
+    else if (c == 0xF4) hi = 0x8F; /* above U+10FFFF */
+  } else {
+    return 0; /* 80..C1, F5..FF never start a sequence */
+  }
+  for (size_t i = 1; i < need; i++) {
+    unsigned char min = i == 1 ? lo : 0x80, max = i == 1 ? hi : 0xBF;
+    if (i >= len || s[i] < min || s[i] > max) {
+      *bad = i;
+      return 0;
+    }
+  }
+  return need;
+}
+
+/* A cJSON string holding @p s (NUL-terminated) with ill-formed UTF-8
+ * replaced; a JSON null when @p s is NULL.  NULL on allocation failure. */
+static cJSON *json_str(const char *s) {
+  if (!s) return cJSON_CreateNull();
+
+  const unsigned char *u = (const unsigned char *)s;
+  size_t len = strlen(s), i = 0, bad;
+  while (i < len) {
+    size_t n = utf8_seq(u + i, len - i, &bad);
+    if (!n) break;
+    i += n;
+  }
+  if (i == len) return cJSON_CreateString(s);
+
+  /* Each replaced byte run (>= 1 byte) becomes 3 bytes of U+FFFD. */
+  if (len > (SIZE_MAX - 1) / 3) return NULL;
+  char *clean = egress__malloc(len * 3 + 1);
+  if (!clean) return NULL;
+  memcpy(clean, s, i);
+  size_t o = i;
+  while (i < len) {
+    size_t n = utf8_seq(u + i, len - i, &bad);
+    if (n) {
+      memcpy(clean + o, s + i, n);
+      o += n;
+      i += n;
+    } else {
+      memcpy(clean + o, "\xEF\xBF\xBD", 3);
+      o += 3;
+      i += bad;
+    }
+  }
+  clean[o] = '\0';
+  cJSON *item = cJSON_CreateString(clean);
+  egress__free(clean);
+  return item;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Building blocks                                                           */
+/* ------------------------------------------------------------------------ */
+
+/* Adds @p item under the constant key @p key; takes ownership of the item
+ * either way, so callers can write add(obj, "k", cJSON_Create...()). */
+static bool add(cJSON *obj, const char *key, cJSON *item) {
+  if (!item) return false;
+  if (!cJSON_AddItemToObjectCS(obj, key, item)) {
+    cJSON_Delete(item);
+    return false;
+  }
+  return true;
+}
+
+static bool append(cJSON *arr, cJSON *item) {
+  if (!item) return false;
+  if (!cJSON_AddItemToArray(arr, item)) {
+    cJSON_Delete(item);
+    return false;
+  }
+  return true;
+}
+
+/* Milliseconds rounded to microseconds: three decimals say all a timing can
+ * mean, and keep "%1.15g" from printing 0.12300000000000001.  Non-finite or
+ * negative timings (a clock step) become 0 rather than a JSON null that
+ * would change the field's type. */
+static cJSON *json_ms(double ms) {
+  if (!isfinite(ms) || ms < 0) ms = 0;
+  if (ms < 1e12) ms = (double)(long long)(ms * 1000.0 + 0.5) / 1000.0;
+  return cJSON_CreateNumber(ms);
+}
+
+static const char *verdict_name(egress_verdict_t v) {
+  return v == EGRESS_VERDICT_ALLOW ? "allow" : "deny";
+}
+
+static const char *mode_name(egress_mode_t m) {
+  return m == EGRESS_MODE_MONITOR ? "monitor" : "enforce";
+}
+
+/* The reason of a decision as reported: null only for a clean allow, so a
+ * malformed deny still says something. */
+static cJSON *json_reason(const egress_decision_t *d) {
+  if (d->outcome == EGRESS_OUTCOME_ALLOWED && d->reason == EGRESS_REASON_NONE)
+    return cJSON_CreateNull();
+  return cJSON_CreateString(egress_reason_name(d->reason));
+}
+
+static cJSON *json_rule(const egress_decision_t *d) {
+  if (!d->has_rule) return cJSON_CreateNull();
+  cJSON *r = cJSON_CreateObject();
+  if (!r) return NULL;
+  if (!add(r, "index", cJSON_CreateNumber((double)d->rule_index)) ||
+      !add(r, "list", cJSON_CreateString(d->rule_list == EGRESS_LIST_DENY ? "deny" : "allow")) ||
+      !add(r, "text", json_str(d->rule_text))) {
+    cJSON_Delete(r);
+    return NULL;
+  }
+  return r;
+}
+
+static cJSON *json_addresses(const egress_decision_t *d) {
+  cJSON *arr = cJSON_CreateArray();
+  if (!arr) return NULL;
+  for (size_t i = 0; d->addrs && i < d->naddrs; i++) {
+    const egress__addr_verdict_t *a = &d->addrs[i];
+    cJSON *o = cJSON_CreateObject();
+    if (!append(arr, o)) goto fail;
+    /* a->text is a fixed array filled by inet_ntop-like code; bound it in
+     * case it was ever left unterminated. */
+    char text[EGRESS__IPSTR_MAX];
+    size_t tl = strnlen(a->text, sizeof text - 1);
+    memcpy(text, a->text, tl);
+    text[tl] = '\0';
+    if (!add(o, "address", json_str(text)) ||
+        !add(o, "verdict", cJSON_CreateString(verdict_name(a->verdict))) ||
+        !add(o, "reason", a->reason == EGRESS_REASON_NONE
+                              ? cJSON_CreateNull()
+                              : cJSON_CreateString(egress_reason_name(a->reason))) ||
+        !add(o, "ttl", a->ttl < 0 ? cJSON_CreateNull() : cJSON_CreateNumber(a->ttl)))
+      goto fail;
+  }
+  return arr;
+
+fail:
+  cJSON_Delete(arr);
+  return NULL;
+}
+
+/* "host:port" with the destination as given; an IPv6 literal given without
+ * brackets is bracketed so the port stays unambiguous.  Only a host that
+ * canonicalized is known to be IPv6: an invalid destination is left exactly
+ * as given.  Caller frees with egress__free(). */
+static char *host_port(const egress_decision_t *d) {
+  const char *dest = d->destination ? d->destination : "";
+  size_t dl = strlen(dest);
+  bool bracket = d->has_host && dest[0] != '[' && memchr(dest, ':', dl) != NULL;
+  if (dl > SIZE_MAX - 32) return NULL;
+  size_t cap = dl + 32;
+  char *buf = egress__malloc(cap);
+  if (!buf) return NULL;
+  int n = snprintf(buf, cap, bracket ? "[%s]:%ld" : "%s:%ld", dest, (long)d->port);
+  if (n < 0 || (size_t)n >= cap) {
+    egress__free(buf);
+    return NULL;
+  }
+  return buf;
+}
+
+static cJSON *json_host_port(const egress_decision_t *d) {
+  char *hp = host_port(d);
+  if (!hp) return NULL;
+  cJSON *item = json_str(hp);
+  egress__free(hp);
+  return item;
+}
+
+/* Prints @p root compactly into an egress__malloc() buffer and deletes it. */
+static char *print_and_delete(cJSON *root) {
+  char *out = NULL;
+  char *text = cJSON_PrintUnformatted(root);
+  cJSON_Delete(root);
+  if (!text) return NULL;
+  out = egress__strdup(text);
+  cJSON_free(text);
+  return out;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Stamp                                                                     */
+/* ------------------------------------------------------------------------ */
+
+egress_status_t egress__event_stamp(egress_decision_t *d) {
+  static const char hex[] = "0123456789abcdef";
+  unsigned char r[16];
+  size_t got = 0;
+  struct timespec ts;
+  struct tm tm;
+
+  if (!d) return EGRESS_EINVAL;
+  d->event_id[0] = '\0';
+  d->time_rfc3339[0] = '\0';
+
+  /* getrandom(2) never needs a file descriptor (works in chroots and after
+   * fd exhaustion) and blocks only until the kernel pool is first seeded. */
+  while (got < sizeof r) {
+    ssize_t n = getrandom(r + got, sizeof r - got, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return EGRESS_EINTERNAL;
+    }
+    got += (size_t)n;
+  }
+  r[6] = (unsigned char)((r[6] & 0x0F) | 0x40); /* version 4 (RFC 9562 §5.4) */
+  r[8] = (unsigned char)((r[8] & 0x3F) | 0x80); /* variant 10 */
+  char *p = d->event_id;
+  for (size_t i = 0; i < sizeof r; i++) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) *p++ = '-';
+    *p++ = hex[r[i] >> 4];
+    *p++ = hex[r[i] & 0x0F];
+  }
+  *p = '\0';
+
+  if (clock_gettime(CLOCK_REALTIME, &ts) != 0 || !gmtime_r(&ts.tv_sec, &tm))
+    goto fail;
+  int n = snprintf(d->time_rfc3339, sizeof d->time_rfc3339,
+                   "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
+                   tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                   (long)(ts.tv_nsec / 1000000));
+  if (n < 0 || (size_t)n >= sizeof d->time_rfc3339) goto fail;
+  return EGRESS_OK;
+
+fail:
+  d->event_id[0] = '\0';
+  d->time_rfc3339[0] = '\0';
+  return EGRESS_EINTERNAL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The CloudEvent                                                            */
+/* ------------------------------------------------------------------------ */
+
+char *egress__event_build(const egress_decision_t *d, const char *source) {
+  if (!d) return NULL;
+  cJSON *root = cJSON_CreateObject();
+  if (!root) return NULL;
+  cJSON *data = cJSON_CreateObject();
+  if (!add(root, "specversion", cJSON_CreateString("1.0")) ||
+      !add(root, "type", cJSON_CreateString(EGRESS__EVENT_TYPE)) ||
+      !add(root, "source", json_str(source ? source : EGRESS__DEFAULT_SOURCE)) ||
+      !add(root, "id", json_str(d->event_id)) ||
+      !add(root, "time", json_str(d->time_rfc3339)) ||
+      !add(root, "datacontenttype", cJSON_CreateString("application/json")) ||
+      !add(root, "subject", json_host_port(d)) || !add(root, "data", data))
+    goto fail;
+
+  const egress_outcome_t oc = d->outcome;
+  if (!add(data, "workspaceId", json_str(d->field[EGRESS_FIELD_WORKSPACE_ID])) ||
+      !add(data, "agentId", json_str(d->field[EGRESS_FIELD_AGENT_ID])) ||
+      !add(data, "machineId", json_str(d->field[EGRESS_FIELD_MACHINE_ID])) ||
+      !add(data, "runId", json_str(d->field[EGRESS_FIELD_RUN_ID])) ||
+      !add(data, "correlationId", json_str(d->field[EGRESS_FIELD_CORRELATION_ID])) ||
+      !add(data, "method", json_str(d->field[EGRESS_FIELD_METHOD])) ||
+      !add(data, "destination", json_host_port(d)) ||
+      !add(data, "host", d->has_host ? json_str(d->host.text) : cJSON_CreateNull()) ||
+      !add(data, "port", cJSON_CreateNumber(d->port)) ||
+      !add(data, "outcome", cJSON_CreateString(egress_outcome_name(oc))) ||
+      !add(data, "denyReason", json_reason(d)) ||
+      !add(data, "enforcementMode", cJSON_CreateString(mode_name(d->mode))) ||
+      !add(data, "wouldDeny", cJSON_CreateBool(oc != EGRESS_OUTCOME_ALLOWED)) ||
+      !add(data, "matchedRule", json_rule(d)) ||
+      !add(data, "addresses", json_addresses(d)) ||
+      !add(data, "dnsMs", json_ms(d->dns_ms)) ||
+      !add(data, "latencyMs", json_ms(d->latency_ms)) ||
+      !add(data, "policyDigest",
+           json_str(d->policy_digest[0] ? d->policy_digest : NULL)) ||
+      !add(data, "specialRangesVersion",
+           json_str(d->special_version ? d->special_version : egress__special_version)))
+    goto fail;
+  if (d->url && !add(data, "url", json_str(d->url))) goto fail;
+
+  return print_and_delete(root);
+
+fail:
+  cJSON_Delete(root);
+  return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* egressctl output                                                          */
+/* ------------------------------------------------------------------------ */
+
+char *egress__decision_json(const egress_decision_t *d) {
+  if (!d) return NULL;
+  cJSON *root = cJSON_CreateObject();
+  if (!root) return NULL;
+  const char *host = d->has_host ? d->host.text : d->destination;
+  const char *msg = d->message ? d->message : egress_reason_message(d->reason);
+  if (!add(root, "host", json_str(host)) ||
+      !add(root, "port", cJSON_CreateNumber(d->port)) ||
+      !add(root, "verdict", cJSON_CreateString(verdict_name(d->verdict))) ||
+      !add(root, "outcome", cJSON_CreateString(egress_outcome_name(d->outcome))) ||
+      !add(root, "reason", json_reason(d)) ||
+      !add(root, "matchedRule", json_rule(d)) ||
+      !add(root, "addresses", json_addresses(d)) ||
+      !add(root, "message", json_str(msg)) ||
+      !add(root, "mode", cJSON_CreateString(mode_name(d->mode))) ||
+      !add(root, "wouldDeny", cJSON_CreateBool(d->outcome != EGRESS_OUTCOME_ALLOWED)))
+    goto fail;
+  if (d->curl_resolve && !add(root, "curlResolve", json_str(d->curl_resolve))) goto fail;
+  if (d->url && !add(root, "url", json_str(d->url))) goto fail;
+  return print_and_delete(root);
+
+fail:
+  cJSON_Delete(root);
+  return NULL;
+}

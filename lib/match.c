@@ -1,0 +1,211 @@
+/*
+ * Compiled name matcher.  Exact names and wildcard suffixes live in hash
+ * tables so that a check costs one lookup per label of the host, whatever
+ * the number of rules; "*" rules are a short list; regex rules are tried only
+ * when no cheaper rule allows the destination.
+ */
+#include "cidr.h"
+
+#include <string.h>
+
+typedef struct name_bucket {
+  const char *key;                /* borrowed from the rule */
+  size_t klen;
+  uint64_t hash;
+  const egress__rule_t **rules;   /* in policy order */
+  size_t nrules;
+} name_bucket_t;
+
+typedef struct name_map {
+  name_bucket_t *slots;
+  size_t nslots;                  /* power of two, or 0 */
+  size_t used;
+} name_map_t;
+
+struct egress__matcher {
+  name_map_t exact, wild1, wildn;
+  const egress__rule_t **any;
+  size_t nany;
+  const egress__rule_t **regex;
+  size_t nregex;
+  egress__cidrset_t *cidrs;
+};
+
+/*
+ * FNV-1a run from the last byte towards the first: the hash of every suffix
+ * of a name falls out of one right-to-left pass, which is what the wildcard
+ * lookups need.
+ */
+#define HASH_SEED 1469598103934665603ULL
+#define HASH_PRIME 1099511628211ULL
+
+static uint64_t hash_step(uint64_t h, unsigned char c) { return (h ^ c) * HASH_PRIME; }
+
+static uint64_t hash_name(const char *s, size_t len) {
+  uint64_t h = HASH_SEED;
+  while (len--) h = hash_step(h, (unsigned char)s[len]);
+  return h;
+}
+
+static name_bucket_t *map_find(const name_map_t *map, const char *key, size_t klen,
+                               uint64_t hash) {
+  size_t mask = map->nslots - 1;
+  for (size_t i = (size_t)(hash ^ (hash >> 32)) & mask;; i = (i + 1) & mask) {
+    name_bucket_t *b = &map->slots[i];
+    if (!b->key) return b;
+    if (b->hash == hash && b->klen == klen && !memcmp(b->key, key, klen)) return b;
+  }
+}
+
+static const name_bucket_t *map_get(const name_map_t *map, const char *key, size_t klen,
+                                    uint64_t hash) {
+  if (!map->nslots) return NULL;
+  const name_bucket_t *b = map_find(map, key, klen, hash);
+  return b->key ? b : NULL;
+}
+
+static egress_status_t map_grow(name_map_t *map) {
+  size_t nslots = map->nslots ? map->nslots * 2 : 16;
+  name_bucket_t *slots = egress__calloc(nslots, sizeof(*slots));
+  if (!slots) return EGRESS_ENOMEM;
+  name_map_t grown = {.slots = slots, .nslots = nslots, .used = map->used};
+  for (size_t i = 0; i < map->nslots; i++) {
+    const name_bucket_t *b = &map->slots[i];
+    if (b->key) *map_find(&grown, b->key, b->klen, b->hash) = *b;
+  }
+  egress__free(map->slots);
+  *map = grown;
+  return EGRESS_OK;
+}
+
+static egress_status_t map_add(name_map_t *map, const egress__rule_t *rule) {
+  if ((map->used + 1) * 4 > map->nslots * 3 && map_grow(map) != EGRESS_OK)
+    return EGRESS_ENOMEM;
+  uint64_t hash = hash_name(rule->name, rule->name_len);
+  name_bucket_t *b = map_find(map, rule->name, rule->name_len, hash);
+  const egress__rule_t **rules = egress__realloc(b->rules, (b->nrules + 1) * sizeof(*rules));
+  if (!rules) return EGRESS_ENOMEM;
+  if (!b->key) {
+    b->key = rule->name;
+    b->klen = rule->name_len;
+    b->hash = hash;
+    map->used++;
+  }
+  rules[b->nrules++] = rule;
+  b->rules = rules;
+  return EGRESS_OK;
+}
+
+static void map_free(name_map_t *map) {
+  for (size_t i = 0; i < map->nslots; i++) egress__free(map->slots[i].rules);
+  egress__free(map->slots);
+}
+
+static egress_status_t list_add(const egress__rule_t ***list, size_t *n,
+                                const egress__rule_t *rule) {
+  const egress__rule_t **grown = egress__realloc(*list, (*n + 1) * sizeof(*grown));
+  if (!grown) return EGRESS_ENOMEM;
+  grown[(*n)++] = rule;
+  *list = grown;
+  return EGRESS_OK;
+}
+
+void egress__matcher_free(egress__matcher_t *m) {
+  if (!m) return;
+  map_free(&m->exact);
+  map_free(&m->wild1);
+  map_free(&m->wildn);
+  egress__free(m->any);
+  egress__free(m->regex);
+  egress__cidrset_free(m->cidrs);
+  egress__free(m);
+}
+
+egress_status_t egress__matcher_build(const egress__rule_t *rules, size_t n,
+                                      egress__matcher_t **out) {
+  egress_status_t st = EGRESS_ENOMEM;
+  egress__matcher_t *m = egress__calloc(1, sizeof(*m));
+  *out = NULL;
+  if (!m) return EGRESS_ENOMEM;
+  if ((st = egress__cidrset_new(&m->cidrs)) != EGRESS_OK) goto fail;
+  for (size_t i = 0; i < n; i++) {
+    const egress__rule_t *r = &rules[i];
+    switch (r->kind) {
+      case EGRESS__RULE_EXACT: st = map_add(&m->exact, r); break;
+      case EGRESS__RULE_WILD1: st = map_add(&m->wild1, r); break;
+      case EGRESS__RULE_WILDN: st = map_add(&m->wildn, r); break;
+      case EGRESS__RULE_ANY: st = list_add(&m->any, &m->nany, r); break;
+      case EGRESS__RULE_REGEX: st = list_add(&m->regex, &m->nregex, r); break;
+      case EGRESS__RULE_CIDR: st = egress__cidrset_add(m->cidrs, r); break;
+      default: st = EGRESS_EINTERNAL; break;
+    }
+    if (st != EGRESS_OK) goto fail;
+  }
+  *out = m;
+  return EGRESS_OK;
+fail:
+  egress__matcher_free(m);
+  return st;
+}
+
+static bool port_in(const egress__rule_t *r, uint16_t port) {
+  return port >= r->port_lo && port <= r->port_hi;
+}
+
+static void fold(egress__match_t *res, const egress__rule_t *r, uint16_t port) {
+  if (!res->any || r->index < res->any->index) res->any = r;
+  if (port_in(r, port) && (!res->allowing || r->index < res->allowing->index))
+    res->allowing = r;
+}
+
+static void fold_bucket(egress__match_t *res, const name_bucket_t *b, uint16_t port) {
+  if (!b) return;
+  for (size_t i = 0; i < b->nrules; i++) fold(res, b->rules[i], port);
+}
+
+void egress__match_name(const egress__matcher_t *m, const char *name, size_t len,
+                        uint16_t port, egress__match_t *res) {
+  res->allowing = res->any = NULL;
+  if (!m || !len) return;
+
+  fold_bucket(res, map_get(&m->exact, name, len, hash_name(name, len)), port);
+
+  /* One right-to-left pass: at each '.', the bytes after it form a proper
+   * suffix with at least one label in front of it. */
+  if (m->wild1.used || m->wildn.used) {
+    uint64_t h = HASH_SEED;
+    size_t first_dot = SIZE_MAX;
+    for (size_t i = len; i-- > 0;) {
+      if (name[i] == '.') {
+        const char *suffix = name + i + 1;
+        size_t slen = len - i - 1;
+        fold_bucket(res, map_get(&m->wildn, suffix, slen, h), port);
+        first_dot = i;
+      }
+      h = hash_step(h, (unsigned char)name[i]);
+    }
+    if (first_dot != SIZE_MAX) {
+      const char *suffix = name + first_dot + 1;
+      size_t slen = len - first_dot - 1;
+      fold_bucket(res, map_get(&m->wild1, suffix, slen, hash_name(suffix, slen)), port);
+    }
+  }
+
+  for (size_t i = 0; i < m->nany; i++) fold(res, m->any[i], port);
+
+  /* Regexes cost the most: only when nothing cheaper allowed this port. */
+  if (res->allowing) return;
+  for (size_t i = 0; i < m->nregex; i++) {
+    const egress__rule_t *r = m->regex[i];
+    if (res->any && !port_in(r, port) && r->index > res->any->index) continue;
+    if (egress__regex_match(r, name, len)) fold(res, r, port);
+    if (res->allowing) return;
+  }
+}
+
+void egress__match_ip(const egress__matcher_t *m, const egress__ip_t *ip,
+                      uint16_t port, uint8_t min_len, egress__match_t *res) {
+  res->allowing = res->any = NULL;
+  if (!m) return;
+  egress__cidrset_match(m->cidrs, ip, port, min_len, res);
+}

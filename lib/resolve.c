@@ -1,0 +1,387 @@
+/*
+ * Name resolution with c-ares.
+ *
+ * c-ares 1.18 channels are not thread-safe, so the resolver keeps a pool of
+ * channels: a check borrows one, resolves on it alone, and gives it back.
+ * Threads never share a channel and never wait for each other's queries.
+ *
+ * Names are always resolved exactly as checked: no search list, no
+ * HOSTALIASES, so "api.example.com" can never become
+ * "api.example.com.<ns>.svc.cluster.local" inside a pod.
+ */
+#include "resolve.h"
+
+#include <ares.h>
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define POOL_MAX 64
+
+struct egress__resolver {
+  pthread_mutex_t lock;
+  ares_channel pool[POOL_MAX];
+  size_t npool;
+  char *servers;          /* NULL: system configuration */
+  char *resolv_conf;      /* tests only */
+  char lookups[4];        /* "" (c-ares default), "f", "fb" */
+  bool env_hosts;
+  uint32_t timeout_ms;
+};
+
+static pthread_once_t library_once = PTHREAD_ONCE_INIT;
+static int library_status = ARES_SUCCESS;
+
+static void library_init(void) { library_status = ares_library_init(ARES_LIB_INIT_ALL); }
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+static int channel_new(const egress__resolver_t *r, ares_channel *out) {
+  struct ares_options o;
+  int mask = ARES_OPT_FLAGS | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_NDOTS |
+             ARES_OPT_DOMAINS;
+  memset(&o, 0, sizeof o);
+  o.flags = ARES_FLAG_NOSEARCH | ARES_FLAG_NOALIASES;
+  /* Two tries inside the budget; the caller's deadline cancels the rest. */
+  uint32_t per_try = r->timeout_ms / 2;
+  o.timeout = (int)(per_try < 50 ? 50 : per_try);
+  o.tries = 2;
+  o.ndots = 1;
+  o.domains = NULL;
+  o.ndomains = 0;
+  if (r->lookups[0]) {
+    mask |= ARES_OPT_LOOKUPS;
+    o.lookups = (char *)r->lookups;
+  }
+  if (r->resolv_conf) {
+    mask |= ARES_OPT_RESOLVCONF;
+    o.resolvconf_path = r->resolv_conf;
+  }
+  int st = ares_init_options(out, &o, mask);
+  if (st != ARES_SUCCESS) return st;
+  if (r->servers) {
+    st = ares_set_servers_ports_csv(*out, r->servers);
+    if (st != ARES_SUCCESS) {
+      ares_destroy(*out);
+      *out = NULL;
+    }
+  }
+  return st;
+}
+
+/* Accept only IP[:PORT] and [IPv6]:PORT items: c-ares would otherwise take
+ * some forms we do not want to promise. */
+static bool servers_valid(const char *csv, const char **why) {
+  const char *p = csv;
+  if (!*p) {
+    *why = "empty DNS server list";
+    return false;
+  }
+  while (*p) {
+    const char *end = strchr(p, ',');
+    size_t len = end ? (size_t)(end - p) : strlen(p);
+    char item[80];
+    egress__ip_t ip;
+    if (len == 0 || len >= sizeof item) {
+      *why = "empty or over-long DNS server entry";
+      return false;
+    }
+    memcpy(item, p, len);
+    item[len] = '\0';
+    const char *host = item, *port = NULL;
+    if (item[0] == '[') {
+      char *close = strchr(item, ']');
+      if (!close) {
+        *why = "unbalanced '[' in DNS server";
+        return false;
+      }
+      *close = '\0';
+      host = item + 1;
+      if (close[1] == ':') port = close + 2;
+      else if (close[1]) {
+        *why = "junk after ']' in DNS server";
+        return false;
+      }
+      if (!egress__ip6_parse(host, strlen(host), &ip)) {
+        *why = "DNS server is not an IPv6 address";
+        return false;
+      }
+    } else {
+      char *colon = strchr(item, ':');
+      if (colon && strchr(colon + 1, ':')) {
+        if (!egress__ip6_parse(item, len, &ip)) {
+          *why = "DNS server is not an IP address";
+          return false;
+        }
+      } else {
+        if (colon) {
+          *colon = '\0';
+          port = colon + 1;
+        }
+        if (!egress__ip4_parse(host, strlen(host), &ip)) {
+          *why = "DNS server is not an IP address";
+          return false;
+        }
+      }
+    }
+    if (port) {
+      char *endp = NULL;
+      errno = 0;
+      long v = strtol(port, &endp, 10);
+      if (!*port || *endp || errno || v < 1 || v > 65535 || port[0] == '+' || port[0] == '-') {
+        *why = "DNS server port must be 1-65535";
+        return false;
+      }
+    }
+    p += len;
+    if (*p == ',') p++;
+  }
+  return true;
+}
+
+egress_status_t egress__resolver_new(const egress_options_t *opts, egress__resolver_t **out,
+                                     char *errbuf, size_t errlen) {
+  egress_status_t st = EGRESS_ENOMEM;
+  egress__resolver_t *r = NULL;
+  *out = NULL;
+  pthread_once(&library_once, library_init);
+  if (library_status != ARES_SUCCESS)
+    return egress__errf(errbuf, errlen, EGRESS_ERESOLVER, "c-ares: %s", ares_strerror(library_status));
+  r = egress__calloc(1, sizeof(*r));
+  if (!r) goto fail;
+  pthread_mutex_init(&r->lock, NULL);
+  r->timeout_ms = opts ? opts->timeout_ms : 2000;
+  if (opts && opts->dns_servers && opts->dns_servers[0]) {
+    const char *why = NULL;
+    if (!servers_valid(opts->dns_servers, &why)) {
+      st = egress__errf(errbuf, errlen, EGRESS_EINVAL, "DNS servers \"%.200s\": %s", opts->dns_servers, why);
+      goto fail;
+    }
+    if (!(r->servers = egress__strdup(opts->dns_servers))) goto fail;
+  }
+  if (opts && opts->resolv_conf && !(r->resolv_conf = egress__strdup(opts->resolv_conf))) goto fail;
+  if (opts && opts->hosts_file) {
+    /* c-ares 1.18 reads another hosts file only through CARES_HOSTS with
+     * ARES_AI_ENVHOSTS: process-wide, documented on the option. */
+    if (setenv("CARES_HOSTS", opts->hosts_file, 1) != 0) {
+      st = egress__errf(errbuf, errlen, EGRESS_ENOMEM, "cannot set CARES_HOSTS");
+      goto fail;
+    }
+    r->env_hosts = true;
+    snprintf(r->lookups, sizeof r->lookups, "%s", r->servers ? "fb" : "f");
+  }
+  /* Build one channel now so that a bad configuration fails here, not on
+   * the first check. */
+  int ast = channel_new(r, &r->pool[0]);
+  if (ast != ARES_SUCCESS) {
+    st = egress__errf(errbuf, errlen, ast == ARES_ENOMEM ? EGRESS_ENOMEM : EGRESS_ERESOLVER,
+                      "c-ares channel: %s", ares_strerror(ast));
+    goto fail;
+  }
+  r->npool = 1;
+  *out = r;
+  return EGRESS_OK;
+fail:
+  egress__resolver_free(r);
+  if (st == EGRESS_ENOMEM) egress__errf(errbuf, errlen, st, "out of memory creating the resolver");
+  return st;
+}
+
+void egress__resolver_free(egress__resolver_t *r) {
+  if (!r) return;
+  for (size_t i = 0; i < r->npool; i++) ares_destroy(r->pool[i]);
+  pthread_mutex_destroy(&r->lock);
+  egress__free(r->servers);
+  egress__free(r->resolv_conf);
+  egress__free(r);
+}
+
+static int channel_get(egress__resolver_t *r, ares_channel *ch) {
+  pthread_mutex_lock(&r->lock);
+  if (r->npool) {
+    *ch = r->pool[--r->npool];
+    pthread_mutex_unlock(&r->lock);
+    return ARES_SUCCESS;
+  }
+  pthread_mutex_unlock(&r->lock);
+  return channel_new(r, ch);
+}
+
+static void channel_put(egress__resolver_t *r, ares_channel ch) {
+  pthread_mutex_lock(&r->lock);
+  if (r->npool < POOL_MAX) {
+    r->pool[r->npool++] = ch;
+    ch = NULL;
+  }
+  pthread_mutex_unlock(&r->lock);
+  if (ch) ares_destroy(ch);
+}
+
+typedef struct lookup_state {
+  bool done;
+  int status;
+  egress__answer_t *ans;
+  bool nomem;
+} lookup_state_t;
+
+static bool answer_has(const egress__answer_t *ans, const egress__ip_t *ip) {
+  for (size_t i = 0; i < ans->n; i++)
+    if (!memcmp(&ans->ips[i], ip, sizeof *ip)) return true;
+  return false;
+}
+
+static void on_addrinfo(void *arg, int status, int timeouts, struct ares_addrinfo *res) {
+  lookup_state_t *s = arg;
+  (void)timeouts;
+  s->done = true;
+  s->status = status;
+  if (status == ARES_SUCCESS && res) {
+    size_t count = 0;
+    for (struct ares_addrinfo_node *n = res->nodes; n; n = n->ai_next) count++;
+    s->ans->ips = egress__calloc(count + 1, sizeof(*s->ans->ips));
+    s->ans->ttls = egress__calloc(count + 1, sizeof(*s->ans->ttls));
+    if (!s->ans->ips || !s->ans->ttls) {
+      s->nomem = true;
+    } else {
+      for (struct ares_addrinfo_node *n = res->nodes; n; n = n->ai_next) {
+        egress__ip_t ip;
+        memset(&ip, 0, sizeof ip);
+        if (n->ai_family == AF_INET && n->ai_addr) {
+          ip.family = 4;
+          memcpy(ip.bytes, &((struct sockaddr_in *)(void *)n->ai_addr)->sin_addr, 4);
+        } else if (n->ai_family == AF_INET6 && n->ai_addr) {
+          ip.family = 6;
+          memcpy(ip.bytes, &((struct sockaddr_in6 *)(void *)n->ai_addr)->sin6_addr, 16);
+        } else {
+          continue;
+        }
+        if (answer_has(s->ans, &ip)) continue;
+        s->ans->ips[s->ans->n] = ip;
+        s->ans->ttls[s->ans->n] = n->ai_ttl;
+        s->ans->n++;
+      }
+    }
+  }
+  if (res) ares_freeaddrinfo(res);
+}
+
+/* Drive the channel with poll() (never select(): workers may hold file
+ * descriptors above FD_SETSIZE) until the lookup ends or the deadline
+ * passes, when every query on the channel is cancelled. */
+static void run_until_done(ares_channel ch, lookup_state_t *s, double deadline) {
+  while (!s->done) {
+    ares_socket_t socks[ARES_GETSOCK_MAXNUM];
+    struct pollfd pfd[ARES_GETSOCK_MAXNUM];
+    int bits = ares_getsock(ch, socks, ARES_GETSOCK_MAXNUM);
+    nfds_t nfds = 0;
+    for (int i = 0; i < ARES_GETSOCK_MAXNUM; i++) {
+      short ev = 0;
+      if (ARES_GETSOCK_READABLE(bits, i)) ev |= POLLIN;
+      if (ARES_GETSOCK_WRITABLE(bits, i)) ev |= POLLOUT;
+      if (!ev) continue;
+      pfd[nfds].fd = socks[i];
+      pfd[nfds].events = ev;
+      pfd[nfds].revents = 0;
+      nfds++;
+    }
+    double left = deadline - now_ms();
+    if (left <= 0) {
+      ares_cancel(ch);
+      break;
+    }
+    struct timeval maxtv = {.tv_sec = (time_t)(left / 1000), .tv_usec = (suseconds_t)((long)left % 1000) * 1000};
+    struct timeval tv, *tvp = ares_timeout(ch, &maxtv, &tv);
+    int wait_ms = tvp ? (int)(tvp->tv_sec * 1000 + (tvp->tv_usec + 999) / 1000) : (int)left;
+    if (wait_ms < 1) wait_ms = 1;
+    int n = poll(pfd, nfds, wait_ms);
+    if (n < 0 && errno != EINTR) {
+      ares_cancel(ch);
+      break;
+    }
+    if (n <= 0) {
+      ares_process_fd(ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+      continue;
+    }
+    for (nfds_t i = 0; i < nfds; i++) {
+      ares_socket_t rfd = (pfd[i].revents & (POLLIN | POLLERR | POLLHUP)) ? pfd[i].fd : ARES_SOCKET_BAD;
+      ares_socket_t wfd = (pfd[i].revents & (POLLOUT | POLLERR | POLLHUP)) ? pfd[i].fd : ARES_SOCKET_BAD;
+      if (rfd != ARES_SOCKET_BAD || wfd != ARES_SOCKET_BAD) ares_process_fd(ch, rfd, wfd);
+    }
+  }
+  if (!s->done) {
+    /* ares_cancel runs the callback with ARES_ECANCELLED. */
+    s->done = true;
+    s->status = ARES_ETIMEOUT;
+  }
+}
+
+egress__dns_result_t egress__dns_result_of(int ares_status) {
+  switch (ares_status) {
+    case ARES_SUCCESS: return EGRESS__DNS_OK;
+    case ARES_ENOTFOUND:
+    case ARES_ENODATA:
+    case ARES_ENONAME:
+      return EGRESS__DNS_NO_SUCH_HOST;
+    case ARES_ENOMEM: return EGRESS__DNS_NOMEM;
+    default: return EGRESS__DNS_UNAVAILABLE;
+  }
+}
+
+egress_status_t egress__resolve(egress__resolver_t *r, const char *name, egress__answer_t *ans) {
+  ares_channel ch = NULL;
+  memset(ans, 0, sizeof *ans);
+  double start = now_ms();
+  int ast = channel_get(r, &ch);
+  if (ast != ARES_SUCCESS) {
+    ans->result = ast == ARES_ENOMEM ? EGRESS__DNS_NOMEM : EGRESS__DNS_UNAVAILABLE;
+    ans->detail = ares_strerror(ast);
+    ans->ms = now_ms() - start;
+    return ast == ARES_ENOMEM ? EGRESS_ENOMEM : EGRESS_OK;
+  }
+  struct ares_addrinfo_hints hints;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_flags = ARES_AI_NOSORT | (r->env_hosts ? ARES_AI_ENVHOSTS : 0);
+  lookup_state_t s = {.ans = ans};
+  ares_getaddrinfo(ch, name, NULL, &hints, on_addrinfo, &s);
+  run_until_done(ch, &s, start + (double)r->timeout_ms);
+  ans->ms = now_ms() - start;
+  if (s.status == ARES_ECANCELLED) s.status = ARES_ETIMEOUT;
+  ans->ares_status = s.status;
+  ans->detail = ares_strerror(s.status);
+  if (s.nomem) {
+    ans->result = EGRESS__DNS_NOMEM;
+  } else {
+    ans->result = egress__dns_result_of(s.status);
+    if (ans->result == EGRESS__DNS_OK && ans->n == 0) ans->result = EGRESS__DNS_NO_SUCH_HOST;
+  }
+  /* A channel whose lookup was cancelled or failed oddly may hold half-open
+   * state; only reuse channels that finished cleanly. */
+  if (s.status == ARES_SUCCESS || ans->result == EGRESS__DNS_NO_SUCH_HOST)
+    channel_put(r, ch);
+  else
+    ares_destroy(ch);
+  if (ans->result == EGRESS__DNS_NOMEM) {
+    egress__answer_clear(ans);
+    ans->result = EGRESS__DNS_NOMEM;
+    return EGRESS_ENOMEM;
+  }
+  return EGRESS_OK;
+}
+
+void egress__answer_clear(egress__answer_t *ans) {
+  if (!ans) return;
+  egress__free(ans->ips);
+  egress__free(ans->ttls);
+  ans->ips = NULL;
+  ans->ttls = NULL;
+  ans->n = 0;
+}

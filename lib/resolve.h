@@ -1,0 +1,37 @@
+/* Resolver (resolve.c) and DNS cache (cache.c): private to the library. */
+#ifndef EGRESS_RESOLVE_H
+#define EGRESS_RESOLVE_H
+
+#include "egress_private.h"
+
+typedef enum egress__dns_result {
+  EGRESS__DNS_OK = 0,
+  EGRESS__DNS_NO_SUCH_HOST = 1,   /* NXDOMAIN, no data, no address */
+  EGRESS__DNS_UNAVAILABLE = 2,    /* timeout, SERVFAIL, REFUSED, unreachable, bad reply */
+  EGRESS__DNS_NOMEM = 3
+} egress__dns_result_t;
+
+typedef struct egress__answer {
+  egress__dns_result_t result;
+  int ares_status;
+  const char *detail;     /* static text (ares_strerror) */
+  egress__ip_t *ips;      /* owned */
+  int32_t *ttls;          /* owned, parallel to ips */
+  size_t n;
+  double ms;              /* time spent resolving */
+  bool cached;
+} egress__answer_t;
+
+typedef struct egress__resolver egress__resolver_t;
+
+egress_status_t egress__resolver_new(const egress_options_t *opts, egress__resolver_t **out,
+                                     char *errbuf, size_t errlen);
+void egress__resolver_free(egress__resolver_t *r);
+/* Resolve A and AAAA of @p name (canonical, no trailing dot), blocking for at
+ * most the configured timeout.  Returns EGRESS_OK with ans->result set, or
+ * EGRESS_ENOMEM.  Thread-safe. */
+egress_status_t egress__resolve(egress__resolver_t *r, const char *name, egress__answer_t *ans);
+void egress__answer_clear(egress__answer_t *ans);
+egress__dns_result_t egress__dns_result_of(int ares_status);
+
+#endif
