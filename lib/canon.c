@@ -162,6 +162,7 @@ static egress_status_t canon_ascii(const char *s, size_t n, bool from_idna, bool
       if (llen > EGRESS__LABEL_MAX) return invalid(why, "label is longer than 63 octets");
       if (out->text[label_start] == '-' || out->text[i - 1] == '-')
         return invalid(why, "label starts or ends with '-'");
+      if (i < n) out->text[i] = '.';
       label_start = i + 1;
       continue;
     }

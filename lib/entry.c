@@ -32,7 +32,8 @@
  *    ("re:^a\.example\.com$:8443").  A pattern without a final '$' that ends
  *    in ":PORT" is an error, since a canonical name never holds ':' and the
  *    author surely meant a port.  Regexes must be ASCII (names are matched as
- *    A-labels); white space inside a pattern is allowed.
+ *    A-labels) and hold no white space (no name does; (?x) layout is not
+ *    worth the ambiguity).
  *  - Entries longer than ENTRY_MAX bytes are errors.
  */
 #include "egress_private.h"
@@ -635,9 +636,11 @@ static egress_status_t parse_regex(entry_ctx_t *c, const char *s, size_t n,
       FAIL_POLICY("a regex port suffix must follow a final '$' (re:PATTERN$:PORT)");
   }
   if (pn == 0) FAIL_POLICY("empty regular expression");
-  for (size_t i = 0; i < pn; i++)
+  for (size_t i = 0; i < pn; i++) {
     if ((unsigned char)s[i] >= 0x80)
       FAIL_POLICY("regular expression must be ASCII (names are matched as A-labels)");
+    if (is_space(s[i])) FAIL_POLICY("regular expression must not contain white space");
+  }
 
   regex_env_t *env = regex_env_get();
   if (!env) {
@@ -649,7 +652,7 @@ static egress_status_t parse_regex(entry_ctx_t *c, const char *s, size_t n,
   pcre2_code *code = pcre2_compile((PCRE2_SPTR)s, pn, REGEX_OPTIONS, &err, &off,
                                    env->comp);
   if (!code) {
-    if (err == PCRE2_ERROR_NOMEMORY || err == PCRE2_ERROR_HEAPLIMIT) {
+    if (err == PCRE2_ERROR_HEAP_FAILED || err == PCRE2_ERROR_NOMEMORY) {
       *why = MSG_NOMEM;
       return EGRESS_ENOMEM;
     }

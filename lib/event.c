@@ -298,14 +298,19 @@ char *egress__event_build(const egress_decision_t *d, const char *source) {
   cJSON *root = cJSON_CreateObject();
   if (!root) return NULL;
   cJSON *data = cJSON_CreateObject();
+  if (!data) goto fail;
   if (!add(root, "specversion", cJSON_CreateString("1.0")) ||
       !add(root, "type", cJSON_CreateString(EGRESS__EVENT_TYPE)) ||
       !add(root, "source", json_str(source ? source : EGRESS__DEFAULT_SOURCE)) ||
       !add(root, "id", json_str(d->event_id)) ||
       !add(root, "time", json_str(d->time_rfc3339)) ||
       !add(root, "datacontenttype", cJSON_CreateString("application/json")) ||
-      !add(root, "subject", json_host_port(d)) || !add(root, "data", data))
+      !add(root, "subject", json_host_port(d))) {
+    cJSON_Delete(data);
     goto fail;
+  }
+  /* From here on root owns data (add() releases it if attaching fails). */
+  if (!add(root, "data", data)) goto fail;
 
   const egress_outcome_t oc = d->outcome;
   if (!add(data, "workspaceId", json_str(d->field[EGRESS_FIELD_WORKSPACE_ID])) ||

@@ -361,6 +361,13 @@ egress_status_t egress__resolve(egress__resolver_t *r, const char *name, egress_
     ans->result = EGRESS__DNS_NOMEM;
   } else {
     ans->result = egress__dns_result_of(s.status);
+    /* With only a hosts file to consult, c-ares 1.18 ends a lookup that
+     * found nothing with ARES_ECONNREFUSED: there is no server to fail, so
+     * the name simply does not exist. */
+    if (s.status == ARES_ECONNREFUSED && !strcmp(r->lookups, "f")) {
+      ans->result = EGRESS__DNS_NO_SUCH_HOST;
+      ans->detail = "not in the hosts file";
+    }
     if (ans->result == EGRESS__DNS_OK && ans->n == 0) ans->result = EGRESS__DNS_NO_SUCH_HOST;
   }
   /* A channel whose lookup was cancelled or failed oddly may hold half-open

@@ -12,10 +12,13 @@
  *
  * A short write is a failed delivery: writing the rest in a second call
  * could put another writer's line in the middle of ours, so we stop and
- * report instead (the checker counts it, and denies when audit is required).
+ * report instead (the checker counts it, and denies when audit is required),
+ * after ending the fragment with a lone newline so the next line survives.
  * A non-blocking descriptor that would block (EAGAIN) is a failure too:
  * blocking a security check on a slow log reader is the caller's choice to
- * make with a blocking descriptor.
+ * make with a blocking descriptor.  A descriptor given in the options is
+ * checked with fstat() when the sink is built (EGRESS_EIO when it is not
+ * open); one closed later fails each delivery with EBADF.
  *
  * SIGPIPE: a library must not change the process's signal dispositions.
  * Sockets are written with send(MSG_NOSIGNAL).  For pipes and FIFOs,
@@ -159,27 +162,35 @@ static ssize_t write_nosigpipe(int fd, const char *buf, size_t len) {
   return n;
 }
 
+/* One write of @p len bytes by the means the descriptor needs; EINTR
+ * before anything was written is retried. */
+static ssize_t write_once(const egress__sink_t *s, const char *buf, size_t len) {
+  ssize_t n;
+  if (s->may_sigpipe) return write_nosigpipe(s->fd, buf, len);
+  do {
+    n = s->is_socket ? send(s->fd, buf, len, MSG_NOSIGNAL) : write(s->fd, buf, len);
+  } while (n < 0 && errno == EINTR);
+  return n;
+}
+
 static int deliver_fd(const egress__sink_t *s, const char *json, size_t len) {
   int rc = -1;
-  ssize_t n;
   if (len == SIZE_MAX) return -1;
   char *line = egress__malloc(len + 1);
   if (!line) return -1;
   memcpy(line, json, len);
   line[len] = '\n';
 
-  if (s->is_socket) {
-    do {
-      n = send(s->fd, line, len + 1, MSG_NOSIGNAL);
-    } while (n < 0 && errno == EINTR);
-  } else if (s->may_sigpipe) {
-    n = write_nosigpipe(s->fd, line, len + 1);
-  } else {
-    do {
-      n = write(s->fd, line, len + 1);
-    } while (n < 0 && errno == EINTR);
+  ssize_t n = write_once(s, line, len + 1);
+  if (n >= 0 && (size_t)n == len + 1) {
+    rc = 0;
+  } else if (n > 0) {
+    /* Part of the line is out.  Ending the fragment with its own newline
+     * (one byte, so one atomic write) keeps the next writer's line intact:
+     * a reader then skips one broken line instead of losing two.  Best
+     * effort; the delivery is a failure either way. */
+    (void)write_once(s, "\n", 1);
   }
-  if (n >= 0 && (size_t)n == len + 1) rc = 0;
 
   egress__free(line);
   return rc;

@@ -499,6 +499,15 @@ static int run_single(egress_checker_t *ck, const char *host_arg,
 /* --batch                                                                   */
 /* ------------------------------------------------------------------------ */
 
+/* Whether a JSON port value is a whole number that prints as an integer
+ * (|v| <= 2^53, where doubles still hold every integer); such a value is
+ * echoed in the output, anything else shows as null. */
+static bool port_is_whole(const cJSON *port) {
+  return port != NULL && cJSON_IsNumber(port) && isfinite(port->valuedouble) &&
+         floor(port->valuedouble) == port->valuedouble &&
+         fabs(port->valuedouble) <= 9007199254740992.0;
+}
+
 /* Result of one batch line beyond its printed decision. */
 enum { LINE_OK = 0, LINE_INTERNAL = 1, LINE_IOERR = 2 };
 
@@ -535,8 +544,7 @@ static int emit_line_deny(unsigned long long lineno, const cJSON *port,
   o = cJSON_CreateObject();
   if (o == NULL || cJSON_AddNullToObject(o, "host") == NULL)
     goto done;
-  if (port != NULL && cJSON_IsNumber(port) && isfinite(port->valuedouble) &&
-      floor(port->valuedouble) == port->valuedouble) {
+  if (port_is_whole(port)) {
     if (cJSON_AddNumberToObject(o, "port", port->valuedouble) == NULL)
       goto done;
   } else if (cJSON_AddNullToObject(o, "port") == NULL) {
@@ -669,8 +677,7 @@ static int emit_patched(const egress_decision_t *d, unsigned long long lineno,
   o = cJSON_Parse(json);
   if (o == NULL || !cJSON_IsObject(o))
     goto done;
-  if (port != NULL && cJSON_IsNumber(port) && isfinite(port->valuedouble) &&
-      floor(port->valuedouble) == port->valuedouble)
+  if (port_is_whole(port))
     item = cJSON_CreateNumber(port->valuedouble);
   else
     item = cJSON_CreateNull();
@@ -680,13 +687,21 @@ static int emit_patched(const egress_decision_t *d, unsigned long long lineno,
     cJSON_ReplaceItemInObjectCaseSensitive(o, "port", item);
   else
     cJSON_AddItemToObject(o, "port", item);
-  item = cJSON_GetObjectItemCaseSensitive(o, "message");
-  libmsg = cJSON_IsString(item) ? item->valuestring : "";
-  mlen = strlen(libmsg) + strlen(why) + 64;
+  /* The library's message would quote the stand-in -1, so say it here.  If
+   * the library found something else wrong first (the host), keep its
+   * message after ours. */
+  item = cJSON_GetObjectItemCaseSensitive(o, "reason");
+  libmsg = "";
+  if (!cJSON_IsString(item) || strcmp(item->valuestring, "invalid_port") != 0) {
+    item = cJSON_GetObjectItemCaseSensitive(o, "message");
+    libmsg = cJSON_IsString(item) ? item->valuestring : "";
+  }
+  mlen = strlen(libmsg) + strlen(why) + 96;
   msg = malloc(mlen);
   if (msg == NULL)
     goto done;
-  snprintf(msg, mlen, "line %llu: %s; %s", lineno, why, libmsg);
+  snprintf(msg, mlen, "line %llu: %s (must be an integer from 1 to 65535)%s%s",
+           lineno, why, libmsg[0] ? "; " : "", libmsg);
   item = cJSON_CreateString(msg);
   if (item == NULL)
     goto done;

@@ -7,6 +7,9 @@
  * bytes (the self-test throws garbage at it), so everything is parsed with
  * explicit lengths and compression pointers may only point backwards.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* accept4, pipe2 when built outside meson */
+#endif
 #include "responder.h"
 
 #include <arpa/inet.h>

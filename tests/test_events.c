@@ -1,0 +1,1286 @@
+/*
+ * Decision events and sinks: golden CloudEvents JSON (tests/golden/, written
+ * by hand from DESIGN §6/§7), the event schema, UUID v4 and RFC 3339 stamps,
+ * UTF-8 sanitizing of hostile strings, and every sink with its failure
+ * modes (EPIPE, ENOSPC, EBADF, EAGAIN, failing callbacks, unwritable paths,
+ * concurrent writers).
+ */
+#include "egress_private.h"
+#include "testutil.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DIGEST "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+/* ------------------------------------------------------------------------ */
+/* Decisions built by hand                                                   */
+/* ------------------------------------------------------------------------ */
+
+static egress_decision_t *new_decision(const char *dest, int32_t port) {
+  egress_decision_t *d = egress__calloc(1, sizeof *d);
+  CU_ASSERT_FATAL(d != NULL);
+  d->destination = dest ? egress__strdup(dest) : NULL;
+  d->port = port;
+  d->verdict = EGRESS_VERDICT_DENY;
+  d->outcome = EGRESS_OUTCOME_DENIED;
+  d->mode = EGRESS_MODE_ENFORCE;
+  d->special_version = "test-ranges-1";
+  memcpy(d->policy_digest, DIGEST, sizeof DIGEST);
+  d->dns_ms = 1.23456;
+  d->latency_ms = 2.5;
+  CU_ASSERT_FATAL(egress__event_stamp(d) == EGRESS_OK);
+  return d;
+}
+
+static void set_host(egress_decision_t *d, const char *canon, egress__host_kind_t kind) {
+  d->has_host = true;
+  d->host.kind = kind;
+  d->host.len = strlen(canon);
+  memcpy(d->host.text, canon, d->host.len + 1);
+}
+
+static void set_rule(egress_decision_t *d, egress_list_t list, size_t index, const char *text) {
+  d->has_rule = true;
+  d->rule_list = list;
+  d->rule_index = index;
+  d->rule_text = egress__strdup(text);
+}
+
+static void set_field(egress_decision_t *d, egress_field_t f, const char *v) {
+  d->field[f] = egress__strdup(v);
+}
+
+static void add_addr(egress_decision_t *d, const char *text, egress_verdict_t v,
+                     egress_reason_t r, int32_t ttl) {
+  egress__addr_verdict_t *a = egress__realloc(d->addrs, (d->naddrs + 1) * sizeof *a);
+  CU_ASSERT_FATAL(a != NULL);
+  d->addrs = a;
+  a = &d->addrs[d->naddrs++];
+  memset(a, 0, sizeof *a);
+  snprintf(a->text, sizeof a->text, "%s", text);
+  a->verdict = v;
+  a->reason = r;
+  a->ttl = ttl;
+}
+
+static void free_decision(egress_decision_t *d) {
+  if (!d) return;
+  egress__free(d->message);
+  egress__free(d->destination);
+  egress__free(d->url);
+  egress__free(d->rule_text);
+  egress__free(d->addrs);
+  egress__free(d->curl_resolve);
+  egress__free(d->event_json);
+  for (int i = 0; i < EGRESS__FIELD_COUNT; i++) egress__free(d->field[i]);
+  egress__free(d);
+}
+
+static egress_decision_t *case_allowed(void) {
+  egress_decision_t *d = new_decision("API.Example.com.", 443);
+  set_host(d, "api.example.com", EGRESS__HOST_NAME);
+  d->verdict = EGRESS_VERDICT_ALLOW;
+  d->outcome = EGRESS_OUTCOME_ALLOWED;
+  d->reason = EGRESS_REASON_NONE;
+  set_rule(d, EGRESS_LIST_ALLOW, 0, "https://api.example.com");
+  add_addr(d, "93.184.216.34", EGRESS_VERDICT_ALLOW, EGRESS_REASON_NONE, 60);
+  add_addr(d, "2606:2800:220:1:248:1893:25c8:1946", EGRESS_VERDICT_ALLOW,
+           EGRESS_REASON_NONE, 300);
+  set_field(d, EGRESS_FIELD_METHOD, "GET");
+  set_field(d, EGRESS_FIELD_WORKSPACE_ID, "ws-1");
+  set_field(d, EGRESS_FIELD_AGENT_ID, "agent-7");
+  set_field(d, EGRESS_FIELD_MACHINE_ID, "machine-3");
+  set_field(d, EGRESS_FIELD_RUN_ID, "run-42");
+  set_field(d, EGRESS_FIELD_CORRELATION_ID, "corr-9");
+  d->curl_resolve =
+      egress__strdup("api.example.com:443:93.184.216.34,[2606:2800:220:1:248:1893:25c8:1946]");
+  d->message = egress__strdup("allowed by rule 0 of egressAllowlist");
+  return d;
+}
+
+static egress_decision_t *case_not_in_allowlist(void) {
+  egress_decision_t *d = new_decision("evil.example.net", 443);
+  set_host(d, "evil.example.net", EGRESS__HOST_NAME);
+  d->reason = EGRESS_REASON_NOT_IN_ALLOWLIST;
+  d->message = egress__strdup("evil.example.net matches no allowlist entry");
+  return d;
+}
+
+static egress_decision_t *case_explicit_deny(void) {
+  egress_decision_t *d = new_decision("2001:DB8::1", 8443);
+  set_host(d, "2001:db8::1", EGRESS__HOST_IPV6);
+  d->reason = EGRESS_REASON_EXPLICIT_DENY;
+  set_rule(d, EGRESS_LIST_DENY, 2, "2001:db8::/32");
+  add_addr(d, "2001:db8::1", EGRESS_VERDICT_DENY, EGRESS_REASON_EXPLICIT_DENY, -1);
+  set_field(d, EGRESS_FIELD_METHOD, "POST");
+  set_field(d, EGRESS_FIELD_WORKSPACE_ID, "ws-1");
+  d->dns_ms = 0;
+  return d;
+}
+
+static egress_decision_t *case_resolved_forbidden(void) {
+  egress_decision_t *d = new_decision("rebind.example.com", 443);
+  set_host(d, "rebind.example.com", EGRESS__HOST_NAME);
+  d->reason = EGRESS_REASON_RESOLVED_ADDRESS_FORBIDDEN;
+  set_rule(d, EGRESS_LIST_ALLOW, 1, "*.example.com");
+  add_addr(d, "8.8.8.8", EGRESS_VERDICT_ALLOW, EGRESS_REASON_NONE, 30);
+  add_addr(d, "10.0.0.5", EGRESS_VERDICT_DENY, EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS, 30);
+  add_addr(d, "169.254.169.254", EGRESS_VERDICT_DENY, EGRESS_REASON_EXPLICIT_DENY, 0);
+  set_field(d, EGRESS_FIELD_CORRELATION_ID, "c-1");
+  return d;
+}
+
+static egress_decision_t *case_unavailable(void) {
+  egress_decision_t *d = new_decision("api.example.com", 443);
+  set_host(d, "api.example.com", EGRESS__HOST_NAME);
+  d->outcome = EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE;
+  d->reason = EGRESS_REASON_DNS_UNAVAILABLE;
+  set_rule(d, EGRESS_LIST_ALLOW, 0, "https://api.example.com/v1");
+  set_field(d, EGRESS_FIELD_METHOD, "GET");
+  d->policy_digest[0] = '\0';
+  d->url = egress__strdup("https://api.example.com/v1/items");
+  return d;
+}
+
+static egress_decision_t *case_monitor(void) {
+  egress_decision_t *d = new_decision("Other.Example.org", 80);
+  set_host(d, "other.example.org", EGRESS__HOST_NAME);
+  d->mode = EGRESS_MODE_MONITOR;
+  d->verdict = EGRESS_VERDICT_ALLOW;
+  d->would_deny = true;
+  d->reason = EGRESS_REASON_NOT_IN_ALLOWLIST;
+  set_field(d, EGRESS_FIELD_AGENT_ID, "agent-7");
+  d->message = egress__strdup("other.example.org matches no allowlist entry");
+  return d;
+}
+
+/* Control characters, a quote and a backslash, a byte that is never UTF-8,
+ * an overlong '/', and a well-formed e-acute. */
+#define HOSTILE_DEST "ev\x01il\n.com\xff\xc0\xaf\xc3\xa9\"\\x"
+
+static egress_decision_t *case_invalid_host(void) {
+  egress_decision_t *d = new_decision(HOSTILE_DEST, 443);
+  d->reason = EGRESS_REASON_INVALID_HOST;
+  d->dns_ms = 0;
+  return d;
+}
+
+typedef struct golden_case {
+  const char *name;
+  egress_decision_t *(*make)(void);
+  const char *source;
+} golden_case_t;
+
+static const golden_case_t event_cases[] = {
+    {"event_allowed", case_allowed, NULL},
+    {"event_not_in_allowlist", case_not_in_allowlist, "/enforcement/worker-a"},
+    {"event_explicit_deny", case_explicit_deny, NULL},
+    {"event_resolved_address_forbidden", case_resolved_forbidden, NULL},
+    {"event_enforcement_unavailable", case_unavailable, NULL},
+    {"event_monitor", case_monitor, NULL},
+    {"event_invalid_host", case_invalid_host, NULL},
+};
+#define N_EVENT_CASES (sizeof event_cases / sizeof event_cases[0])
+
+/* ------------------------------------------------------------------------ */
+/* Helpers                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Strict UTF-8 check written independently of lib/event.c: decode each
+ * sequence to a code point, then reject overlongs, surrogates and values
+ * above U+10FFFF. */
+static bool utf8_ok(const unsigned char *s, size_t len) {
+  size_t i = 0;
+  while (i < len) {
+    unsigned c = s[i];
+    size_t n;
+    unsigned cp, min;
+    if (c < 0x80) { i++; continue; }
+    if ((c & 0xE0) == 0xC0) { n = 2; cp = c & 0x1F; min = 0x80; }
+    else if ((c & 0xF0) == 0xE0) { n = 3; cp = c & 0x0F; min = 0x800; }
+    else if ((c & 0xF8) == 0xF0) { n = 4; cp = c & 0x07; min = 0x10000; }
+    else return false;
+    if (i + n > len) return false;
+    for (size_t k = 1; k < n; k++) {
+      if ((s[i + k] & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (s[i + k] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += n;
+  }
+  return true;
+}
+
+/* One line of strict JSON text: valid UTF-8, no raw control characters. */
+static bool json_line_ok(const char *text) {
+  size_t len = strlen(text);
+  for (size_t i = 0; i < len; i++)
+    if ((unsigned char)text[i] < 0x20) return false;
+  return utf8_ok((const unsigned char *)text, len);
+}
+
+static char *slurp(const char *path, size_t *len_out) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  size_t cap = 4096, len = 0;
+  char *buf = malloc(cap);
+  size_t n;
+  while (buf && (n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
+    len += n;
+    if (cap - len - 1 == 0) {
+      char *nb = realloc(buf, cap * 2);
+      if (!nb) { free(buf); buf = NULL; break; }
+      buf = nb;
+      cap *= 2;
+    }
+  }
+  fclose(f);
+  if (buf) buf[len] = '\0';
+  if (len_out) *len_out = len;
+  return buf;
+}
+
+static cJSON *load_golden(const char *name) {
+  char rel[256], path[1024];
+  snprintf(rel, sizeof rel, "golden/%s.json", name);
+  char *text = slurp(egress_test_path(rel, path, sizeof path), NULL);
+  if (!text) {
+    fprintf(stderr, "cannot read golden file %s\n", path);
+    return NULL;
+  }
+  cJSON *j = cJSON_Parse(text);
+  if (!j) fprintf(stderr, "golden file %s is not JSON\n", path);
+  free(text);
+  return j;
+}
+
+static void replace_with_string(cJSON *obj, const char *key, const char *mask) {
+  CU_ASSERT_FATAL(cJSON_HasObjectItem(obj, key));
+  cJSON_ReplaceItemInObjectCaseSensitive(obj, key, cJSON_CreateString(mask));
+}
+
+static double rounded_ms(double v) { return (double)(long long)(v * 1000.0 + 0.5) / 1000.0; }
+
+static void compare_golden(const char *name, cJSON *got) {
+  cJSON *want = load_golden(name);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(want);
+  bool same = cJSON_Compare(got, want, 1);
+  if (!same) {
+    char *g = cJSON_Print(got), *w = cJSON_Print(want);
+    fprintf(stderr, "\n%s: mismatch\n--- got:\n%s\n--- want:\n%s\n", name, g, w);
+    cJSON_free(g);
+    cJSON_free(w);
+  }
+  CU_ASSERT_TRUE(same);
+  cJSON_Delete(want);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Golden tests                                                              */
+/* ------------------------------------------------------------------------ */
+
+static void test_golden_events(void) {
+  for (size_t i = 0; i < N_EVENT_CASES; i++) {
+    egress_decision_t *d = event_cases[i].make();
+    char *text = egress__event_build(d, event_cases[i].source);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    CU_ASSERT_TRUE(json_line_ok(text));
+    CU_ASSERT_PTR_NULL(strchr(text, '\n'));
+    cJSON *j = cJSON_Parse(text);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    /* The masked values must be the decision's own before they are masked. */
+    CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(j, "id")->valuestring, d->event_id);
+    CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(j, "time")->valuestring, d->time_rfc3339);
+    cJSON *data = cJSON_GetObjectItem(j, "data");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(data);
+    CU_ASSERT_DOUBLE_EQUAL(cJSON_GetObjectItem(data, "dnsMs")->valuedouble,
+                           rounded_ms(d->dns_ms), 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(cJSON_GetObjectItem(data, "latencyMs")->valuedouble,
+                           rounded_ms(d->latency_ms), 1e-9);
+    replace_with_string(j, "id", "<id>");
+    replace_with_string(j, "time", "<time>");
+    replace_with_string(data, "dnsMs", "<ms>");
+    replace_with_string(data, "latencyMs", "<ms>");
+    compare_golden(event_cases[i].name, j);
+    cJSON_Delete(j);
+    egress__free(text);
+    free_decision(d);
+  }
+}
+
+static void test_golden_decisions(void) {
+  static const golden_case_t cases[] = {
+      {"decision_allowed", case_allowed, NULL},
+      {"decision_monitor", case_monitor, NULL},
+      {"decision_invalid_host", case_invalid_host, NULL},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    egress_decision_t *d = cases[i].make();
+    char *text = egress__decision_json(d);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    CU_ASSERT_TRUE(json_line_ok(text));
+    cJSON *j = cJSON_Parse(text);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    compare_golden(cases[i].name, j);
+    cJSON_Delete(j);
+    egress__free(text);
+    free_decision(d);
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Schema                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* Type codes: S string, s string or null, N number, n number or null,
+ * B bool, R matchedRule (object or null), A array. */
+typedef struct field_spec {
+  const char *name;
+  char type;
+} field_spec_t;
+
+static bool type_ok(const cJSON *v, char t) {
+  switch (t) {
+  case 'S': return cJSON_IsString(v);
+  case 's': return cJSON_IsString(v) || cJSON_IsNull(v);
+  case 'N': return cJSON_IsNumber(v);
+  case 'n': return cJSON_IsNumber(v) || cJSON_IsNull(v);
+  case 'B': return cJSON_IsBool(v);
+  case 'R': return cJSON_IsObject(v) || cJSON_IsNull(v);
+  case 'A': return cJSON_IsArray(v);
+  case 'O': return cJSON_IsObject(v);
+  default: return false;
+  }
+}
+
+/* Every listed field present with its type, and no other field except
+ * those named in @p optional. */
+static void check_fields(const cJSON *obj, const field_spec_t *spec, size_t n,
+                         const field_spec_t *optional, size_t nopt, const char *where) {
+  CU_ASSERT_FATAL(cJSON_IsObject(obj));
+  for (size_t i = 0; i < n; i++) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, spec[i].name);
+    if (!v || !type_ok(v, spec[i].type)) {
+      fprintf(stderr, "%s: field %s missing or of the wrong type\n", where, spec[i].name);
+      CU_FAIL("schema");
+    }
+  }
+  for (const cJSON *c = obj->child; c; c = c->next) {
+    bool known = false;
+    for (size_t i = 0; i < n && !known; i++) known = !strcmp(c->string, spec[i].name);
+    for (size_t i = 0; i < nopt && !known; i++)
+      known = !strcmp(c->string, optional[i].name) && type_ok(c, optional[i].type);
+    if (!known) {
+      fprintf(stderr, "%s: unexpected field %s\n", where, c->string);
+      CU_FAIL("schema: unexpected field");
+    }
+  }
+}
+
+static void check_rule_and_addresses(const cJSON *obj) {
+  static const field_spec_t rule[] = {{"index", 'N'}, {"list", 'S'}, {"text", 'S'}};
+  static const field_spec_t addr[] = {
+      {"address", 'S'}, {"verdict", 'S'}, {"reason", 's'}, {"ttl", 'n'}};
+  const cJSON *r = cJSON_GetObjectItemCaseSensitive(obj, "matchedRule");
+  if (cJSON_IsObject(r)) {
+    check_fields(r, rule, 3, NULL, 0, "matchedRule");
+    const char *l = cJSON_GetObjectItem(r, "list")->valuestring;
+    CU_ASSERT_TRUE(!strcmp(l, "allow") || !strcmp(l, "deny"));
+  }
+  const cJSON *a;
+  cJSON_ArrayForEach(a, cJSON_GetObjectItemCaseSensitive(obj, "addresses")) {
+    check_fields(a, addr, 4, NULL, 0, "addresses[]");
+    const char *v = cJSON_GetObjectItem(a, "verdict")->valuestring;
+    CU_ASSERT_TRUE(!strcmp(v, "allow") || !strcmp(v, "deny"));
+    /* A passed address has no reason; a failed one always has one. */
+    CU_ASSERT_EQUAL(!strcmp(v, "allow"), cJSON_IsNull(cJSON_GetObjectItem(a, "reason")));
+  }
+}
+
+static void test_schema(void) {
+  static const field_spec_t top[] = {
+      {"specversion", 'S'}, {"type", 'S'}, {"source", 'S'}, {"id", 'S'},
+      {"time", 'S'}, {"datacontenttype", 'S'}, {"subject", 'S'}, {"data", 'O'}};
+  static const field_spec_t data[] = {
+      {"workspaceId", 's'}, {"agentId", 's'}, {"machineId", 's'}, {"runId", 's'},
+      {"correlationId", 's'}, {"method", 's'}, {"destination", 'S'}, {"host", 's'},
+      {"port", 'N'}, {"outcome", 'S'}, {"denyReason", 's'}, {"enforcementMode", 'S'},
+      {"wouldDeny", 'B'}, {"matchedRule", 'R'}, {"addresses", 'A'}, {"dnsMs", 'N'},
+      {"latencyMs", 'N'}, {"policyDigest", 's'}, {"specialRangesVersion", 'S'}};
+  static const field_spec_t data_opt[] = {{"url", 'S'}};
+  static const field_spec_t dec[] = {
+      {"host", 'S'}, {"port", 'N'}, {"verdict", 'S'}, {"outcome", 'S'}, {"reason", 's'},
+      {"matchedRule", 'R'}, {"addresses", 'A'}, {"message", 'S'}, {"mode", 'S'},
+      {"wouldDeny", 'B'}};
+  static const field_spec_t dec_opt[] = {{"curlResolve", 'S'}, {"url", 'S'}};
+
+  for (size_t i = 0; i < N_EVENT_CASES; i++) {
+    egress_decision_t *d = event_cases[i].make();
+    char *text = egress__event_build(d, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    cJSON *j = cJSON_Parse(text);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    check_fields(j, top, sizeof top / sizeof top[0], NULL, 0, event_cases[i].name);
+    CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(j, "specversion")->valuestring, "1.0");
+    CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(j, "type")->valuestring,
+                           "io.portarium.egress.attempt");
+    CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(j, "source")->valuestring,
+                           "/enforcement/libegress");
+    CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(j, "datacontenttype")->valuestring,
+                           "application/json");
+    cJSON *dj = cJSON_GetObjectItem(j, "data");
+    check_fields(dj, data, sizeof data / sizeof data[0], data_opt, 1, event_cases[i].name);
+    check_rule_and_addresses(dj);
+    /* url appears exactly when the check was a URL check. */
+    CU_ASSERT_EQUAL(cJSON_HasObjectItem(dj, "url") != 0, d->url != NULL);
+    /* wouldDeny and denyReason agree with the outcome, in both modes. */
+    bool allowed = d->outcome == EGRESS_OUTCOME_ALLOWED;
+    CU_ASSERT_EQUAL(cJSON_IsTrue(cJSON_GetObjectItem(dj, "wouldDeny")), !allowed);
+    CU_ASSERT_EQUAL(cJSON_IsNull(cJSON_GetObjectItem(dj, "denyReason")), allowed);
+    CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(j, "subject")->valuestring,
+                           cJSON_GetObjectItem(dj, "destination")->valuestring);
+    cJSON_Delete(j);
+    egress__free(text);
+
+    text = egress__decision_json(d);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    CU_ASSERT_TRUE(json_line_ok(text));
+    j = cJSON_Parse(text);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    check_fields(j, dec, sizeof dec / sizeof dec[0], dec_opt, 2, event_cases[i].name);
+    check_rule_and_addresses(j);
+    CU_ASSERT_EQUAL(cJSON_HasObjectItem(j, "curlResolve") != 0, d->curl_resolve != NULL);
+    CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(j, "verdict")->valuestring,
+                           d->verdict == EGRESS_VERDICT_ALLOW ? "allow" : "deny");
+    cJSON_Delete(j);
+    egress__free(text);
+    free_decision(d);
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Stamps                                                                    */
+/* ------------------------------------------------------------------------ */
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp((const char *)a, (const char *)b);
+}
+
+static void test_uuid_v4(void) {
+  enum { N = 10000 };
+  char(*ids)[37] = calloc(N, sizeof *ids);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(ids);
+  egress_decision_t d;
+  memset(&d, 0, sizeof d);
+  unsigned char seen_one[16] = {0}, seen_zero[16] = {0};
+  bool format_ok = true;
+  for (int i = 0; i < N; i++) {
+    CU_ASSERT_EQUAL_FATAL(egress__event_stamp(&d), EGRESS_OK);
+    const char *u = d.event_id;
+    if (strlen(u) != 36) format_ok = false;
+    unsigned char bytes[16];
+    size_t b = 0;
+    for (size_t k = 0; k < 36 && format_ok; k++) {
+      if (k == 8 || k == 13 || k == 18 || k == 23) {
+        if (u[k] != '-') format_ok = false;
+        continue;
+      }
+      const char *hex = "0123456789abcdef";
+      const char *p = u[k] ? strchr(hex, u[k]) : NULL;
+      if (!p) { format_ok = false; break; }
+      if (b % 2 == 0 && b / 2 < 16) bytes[b / 2] = (unsigned char)((p - hex) << 4);
+      else bytes[b / 2] |= (unsigned char)(p - hex);
+      b++;
+    }
+    if (!format_ok) {
+      fprintf(stderr, "bad uuid: %s\n", u);
+      break;
+    }
+    if (u[14] != '4' || !strchr("89ab", u[19])) format_ok = false;
+    for (int k = 0; k < 16; k++) {
+      seen_one[k] |= bytes[k];
+      seen_zero[k] |= (unsigned char)~bytes[k];
+    }
+    memcpy(ids[i], u, 37);
+  }
+  CU_ASSERT_TRUE(format_ok);
+  /* Every one of the 122 random bits took both values over 10000 ids; the
+   * 6 fixed bits never changed. */
+  for (int k = 0; k < 16; k++) {
+    unsigned char fixed = k == 6 ? 0xF0 : k == 8 ? 0xC0 : 0;
+    CU_ASSERT_EQUAL(seen_one[k] & seen_zero[k], (unsigned char)~fixed);
+  }
+  qsort(ids, N, sizeof *ids, cmp_str);
+  int dups = 0;
+  for (int i = 1; i < N; i++) dups += !strcmp(ids[i - 1], ids[i]);
+  CU_ASSERT_EQUAL(dups, 0);
+  free(ids);
+  CU_ASSERT_EQUAL(egress__event_stamp(NULL), EGRESS_EINVAL);
+}
+
+static void test_rfc3339(void) {
+  egress_decision_t d;
+  memset(&d, 0, sizeof d);
+  for (int i = 0; i < 200; i++) {
+    time_t before = time(NULL);
+    CU_ASSERT_EQUAL_FATAL(egress__event_stamp(&d), EGRESS_OK);
+    time_t after = time(NULL);
+    const char *t = d.time_rfc3339;
+    /* YYYY-MM-DDTHH:MM:SS.mmmZ */
+    const char *pat = "dddd-dd-ddTdd:dd:dd.dddZ";
+    CU_ASSERT_EQUAL_FATAL(strlen(t), strlen(pat));
+    for (size_t k = 0; pat[k]; k++) {
+      if (pat[k] == 'd') {
+        CU_ASSERT_TRUE(t[k] >= '0' && t[k] <= '9');
+      } else {
+        CU_ASSERT_EQUAL(t[k], pat[k]);
+      }
+    }
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    int ms = -1;
+    CU_ASSERT_EQUAL(sscanf(t, "%4d-%2d-%2dT%2d:%2d:%2d.%3dZ", &tm.tm_year, &tm.tm_mon,
+                           &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms), 7);
+    CU_ASSERT_TRUE(tm.tm_mon >= 1 && tm.tm_mon <= 12 && tm.tm_mday >= 1 &&
+                   tm.tm_mday <= 31 && tm.tm_hour <= 23 && tm.tm_min <= 59 &&
+                   tm.tm_sec <= 60 && ms >= 0 && ms <= 999);
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    time_t when = timegm(&tm);
+    /* UTC, not local time: the stamp lies between the two readings. */
+    CU_ASSERT_TRUE(when >= before && when <= after);
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Hostile strings                                                           */
+/* ------------------------------------------------------------------------ */
+
+/* Host field of egressctl's output for an invalid destination, as bytes. */
+static char *invalid_host_output(const char *dest) {
+  egress_decision_t *d = new_decision(dest, 443);
+  d->reason = EGRESS_REASON_INVALID_HOST;
+  char *text = egress__decision_json(d);
+  free_decision(d);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+  CU_ASSERT_TRUE(json_line_ok(text));
+  cJSON *j = cJSON_Parse(text);
+  egress__free(text);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+  char *host = strdup(cJSON_GetObjectItem(j, "host")->valuestring);
+  cJSON_Delete(j);
+  return host;
+}
+
+#define R "\xEF\xBF\xBD" /* U+FFFD */
+
+static void test_utf8_replacement(void) {
+  /* Unicode §3.9 Table 3-8 and the maximal-subpart rule: one U+FFFD per
+   * maximal subpart of an ill-formed sequence. */
+  static const struct { const char *in, *out; } cases[] = {
+      {"a\x80z", "a" R "z"},                       /* lone continuation */
+      {"\xC0\xAF", R R},                           /* overlong '/': C0 never leads */
+      {"\xC1\xBF", R R},
+      {"\xE0\x80\xAF", R R R},                     /* overlong 3-byte */
+      {"\xF0\x80\x80\xAF", R R R R},               /* overlong 4-byte */
+      {"\xED\xA0\x80", R R R},                     /* surrogate D800 */
+      {"\xED\xBF\xBF", R R R},                     /* surrogate DFFF */
+      {"\xF4\x90\x80\x80", R R R R},               /* above U+10FFFF */
+      {"\xF5\x80\x80\x80", R R R R},
+      {"\xFE\xFF", R R},
+      {"\xE2\x82", R},                             /* truncated at end */
+      {"\xE2\x82z", R "z"},                        /* truncated, then ASCII */
+      {"\xF0\x9F\x98", R},
+      {"\xF0\x9F\x98\xF0\x9F\x98\x80", R "\xF0\x9F\x98\x80"},
+      {"\x61\xF1\x80\x80\xE1\x80\xC2\x62\x80\x63\x80\xBF\x64",
+       "a" R R R "b" R "c" R R "d"},               /* Unicode's own example */
+      {"\xED\x9F\xBF", "\xED\x9F\xBF"},            /* U+D7FF: valid */
+      {"\xEE\x80\x80", "\xEE\x80\x80"},            /* U+E000: valid */
+      {"\xF4\x8F\xBF\xBF", "\xF4\x8F\xBF\xBF"},    /* U+10FFFF: valid */
+      {"\xC2\x80", "\xC2\x80"},                    /* U+0080: valid */
+      {"\xE2\x80\xA8", "\xE2\x80\xA8"},            /* U+2028: valid JSON */
+      {"\x7F", "\x7F"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char *got = invalid_host_output(cases[i].in);
+    if (strcmp(got, cases[i].out)) fprintf(stderr, "utf8 case %zu differs\n", i);
+    CU_ASSERT_STRING_EQUAL(got, cases[i].out);
+    free(got);
+  }
+  /* Every control character survives as itself (escaped on the wire). */
+  for (int c = 1; c < 0x20; c++) {
+    char in[4] = {'a', (char)c, 'b', 0};
+    char *got = invalid_host_output(in);
+    CU_ASSERT_STRING_EQUAL(got, in);
+    free(got);
+  }
+}
+
+static unsigned long long rng_state = 0x9E3779B97F4A7C15ull;
+static unsigned rnd(void) {
+  rng_state ^= rng_state << 13;
+  rng_state ^= rng_state >> 7;
+  rng_state ^= rng_state << 17;
+  return (unsigned)(rng_state >> 16);
+}
+
+static void random_string(char *buf, size_t cap) {
+  static const char *pieces[] = {"\xC3\xA9", "\xE2\x82\xAC", "\xF0\x9F\x98\x80", "\"", "\\",
+                                 "\n", "\x01", "\x7F", "\xFF", "\xC0", "\xED\xA0\x80",
+                                 ":", "[", "]", "/", "\\u0000", "%00", "\xE2\x80\xA8"};
+  size_t n = rnd() % 40, o = 0;
+  for (size_t i = 0; i < n && o + 5 < cap; i++) {
+    if (rnd() % 3 == 0) {
+      const char *p = pieces[rnd() % (sizeof pieces / sizeof pieces[0])];
+      size_t pl = strlen(p);
+      memcpy(buf + o, p, pl);
+      o += pl;
+    } else {
+      buf[o++] = (char)(1 + rnd() % 255);
+    }
+  }
+  buf[o] = '\0';
+}
+
+static void test_hostile_strings(void) {
+  char dest[256], other[256];
+  int bad = 0, roundtrip_fail = 0;
+  for (int iter = 0; iter < 4000; iter++) {
+    random_string(dest, sizeof dest);
+    egress_decision_t *d = new_decision(dest, (int32_t)(rnd() % 70000) - 100);
+    d->reason = EGRESS_REASON_INVALID_HOST;
+    for (int f = 0; f < EGRESS__FIELD_COUNT; f++) {
+      random_string(other, sizeof other);
+      set_field(d, (egress_field_t)f, other);
+    }
+    random_string(other, sizeof other);
+    d->message = egress__strdup(other);
+    random_string(other, sizeof other);
+    d->url = egress__strdup(other);
+    random_string(other, sizeof other);
+    set_rule(d, EGRESS_LIST_DENY, rnd(), other);
+    char *ev = egress__event_build(d, other);
+    char *dj = egress__decision_json(d);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ev);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(dj);
+    if (!json_line_ok(ev) || !json_line_ok(dj)) bad++;
+    cJSON *je = cJSON_Parse(ev), *jd = cJSON_Parse(dj);
+    if (!je || !jd) {
+      bad++;
+    } else if (utf8_ok((const unsigned char *)dest, strlen(dest))) {
+      /* Well-formed input comes back byte for byte. */
+      char expect[300];
+      snprintf(expect, sizeof expect, "%s:%ld", dest, (long)d->port);
+      const char *got = cJSON_GetObjectItem(cJSON_GetObjectItem(je, "data"), "destination")
+                            ->valuestring;
+      if (strcmp(got, expect) || strcmp(cJSON_GetObjectItem(jd, "host")->valuestring, dest))
+        roundtrip_fail++;
+    }
+    cJSON_Delete(je);
+    cJSON_Delete(jd);
+    egress__free(ev);
+    egress__free(dj);
+    free_decision(d);
+  }
+  CU_ASSERT_EQUAL(bad, 0);
+  CU_ASSERT_EQUAL(roundtrip_fail, 0);
+}
+
+static const char *event_subject(egress_decision_t *d, char *buf, size_t len) {
+  char *text = egress__event_build(d, NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+  cJSON *j = cJSON_Parse(text);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+  snprintf(buf, len, "%s", cJSON_GetObjectItem(j, "subject")->valuestring);
+  cJSON_Delete(j);
+  egress__free(text);
+  return buf;
+}
+
+static void test_subject(void) {
+  static const struct {
+    const char *dest, *canon;
+    egress__host_kind_t kind;
+    int32_t port;
+    const char *subject;
+  } cases[] = {
+      {"::1", "::1", EGRESS__HOST_IPV6, 443, "[::1]:443"},
+      {"[::1]", "::1", EGRESS__HOST_IPV6, 443, "[::1]:443"},
+      {"::ffff:1.2.3.4", "1.2.3.4", EGRESS__HOST_IPV4, 80, "[::ffff:1.2.3.4]:80"},
+      {"203.0.113.7", "203.0.113.7", EGRESS__HOST_IPV4, 1, "203.0.113.7:1"},
+      {"Example.COM", "example.com", EGRESS__HOST_NAME, 65535, "Example.COM:65535"},
+      {"a:b", NULL, 0, 443, "a:b:443"},          /* invalid: left as given */
+      {"[1.2.3.4]", NULL, 0, 443, "[1.2.3.4]:443"},
+      {"", NULL, 0, 443, ":443"},
+      {"example.com", "example.com", EGRESS__HOST_NAME, 0, "example.com:0"},
+      {"example.com", "example.com", EGRESS__HOST_NAME, 70000, "example.com:70000"},
+      {"example.com", "example.com", EGRESS__HOST_NAME, -1, "example.com:-1"},
+      {NULL, NULL, 0, 443, ":443"},
+  };
+  char buf[256];
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    egress_decision_t *d = new_decision(cases[i].dest, cases[i].port);
+    if (cases[i].canon) set_host(d, cases[i].canon, cases[i].kind);
+    CU_ASSERT_STRING_EQUAL(event_subject(d, buf, sizeof buf), cases[i].subject);
+    free_decision(d);
+  }
+}
+
+static void test_numbers(void) {
+  egress_decision_t *d = case_allowed();
+  d->port = 70000;
+  d->dns_ms = 1.23456;
+  d->latency_ms = 0.0004;
+  d->rule_index = 4000000000u;
+  char *text = egress__event_build(d, NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+  CU_ASSERT_PTR_NOT_NULL(strstr(text, "\"port\":70000,"));
+  CU_ASSERT_PTR_NOT_NULL(strstr(text, "\"dnsMs\":1.235,"));
+  CU_ASSERT_PTR_NOT_NULL(strstr(text, "\"latencyMs\":0,"));
+  CU_ASSERT_PTR_NOT_NULL(strstr(text, "\"index\":4000000000,"));
+  egress__free(text);
+
+  /* Nonsense timings keep the field a number. */
+  double weird[] = {-5.0, 0.0 / 0.0, 1.0 / 0.0};
+  for (size_t i = 0; i < 3; i++) {
+    d->latency_ms = weird[i];
+    text = egress__event_build(d, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "\"latencyMs\":0,"));
+    egress__free(text);
+  }
+  free_decision(d);
+
+  CU_ASSERT_PTR_NULL(egress__event_build(NULL, NULL));
+  CU_ASSERT_PTR_NULL(egress__decision_json(NULL));
+}
+
+static void *hook_malloc(size_t n) { return egress__malloc(n); }
+static void hook_free(void *p) { egress__free(p); }
+
+/* Every allocation of the builders fails once - ours and, through cJSON's
+ * hooks (set here in the test only; the library never sets them), cJSON's -
+ * and each must return NULL or the full, correct text, never a partial
+ * object, and leak nothing (ASan builds). */
+static void test_alloc_failures(void) {
+  cJSON_Hooks hooks = {hook_malloc, hook_free};
+  cJSON_InitHooks(&hooks);
+  for (size_t c = 0; c < N_EVENT_CASES; c++) {
+    egress_decision_t *d = event_cases[c].make();
+    char *ref_ev = egress__event_build(d, NULL);
+    char *ref_dj = egress__decision_json(d);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ref_ev);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ref_dj);
+    int failures = 0;
+    for (long n = 1; n < 100000; n++) {
+      egress__alloc_fail_at(n);
+      char *ev = egress__event_build(d, NULL);
+      long used = egress__alloc_count();
+      egress__alloc_fail_at(0);
+      if (ev) {
+        CU_ASSERT_STRING_EQUAL(ev, ref_ev);
+      } else {
+        failures++;
+      }
+      egress__free(ev);
+      if (used < n) break;
+    }
+    CU_ASSERT_TRUE(failures >= 10);
+    failures = 0;
+    for (long n = 1; n < 100000; n++) {
+      egress__alloc_fail_at(n);
+      char *dj = egress__decision_json(d);
+      long used = egress__alloc_count();
+      egress__alloc_fail_at(0);
+      if (dj) {
+        CU_ASSERT_STRING_EQUAL(dj, ref_dj);
+      } else {
+        failures++;
+      }
+      egress__free(dj);
+      if (used < n) break;
+    }
+    CU_ASSERT_TRUE(failures >= 10);
+    egress__free(ref_ev);
+    egress__free(ref_dj);
+    free_decision(d);
+  }
+  cJSON_InitHooks(NULL);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Sinks                                                                     */
+/* ------------------------------------------------------------------------ */
+
+static char tmpdir[64];
+
+static int sinks_init(void) {
+  snprintf(tmpdir, sizeof tmpdir, "/tmp/egress-events-XXXXXX");
+  return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int sinks_cleanup(void) {
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+  return system(cmd) == 0 ? 0 : -1;
+}
+
+static struct egress_options base_opts(void) {
+  struct egress_options o;
+  memset(&o, 0, sizeof o);
+  o.event_fd = -1;
+  return o;
+}
+
+static egress__sink_t *make_sink(const struct egress_options *o) {
+  egress__sink_t *s = NULL;
+  char err[EGRESS_ERRBUF_SIZE] = "";
+  egress_status_t st = egress__sink_new(o, &s, err, sizeof err);
+  if (st != EGRESS_OK) fprintf(stderr, "sink_new: %s\n", err);
+  CU_ASSERT_EQUAL_FATAL(st, EGRESS_OK);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+  return s;
+}
+
+static void test_sink_none(void) {
+  egress__sink_t *s = make_sink(NULL);
+  CU_ASSERT_FALSE(egress__sink_active(s));
+  CU_ASSERT_EQUAL(egress__sink_deliver(s, "{}", 2, NULL), 0);
+  egress__sink_free(s);
+  struct egress_options o = base_opts();
+  s = make_sink(&o);
+  CU_ASSERT_FALSE(egress__sink_active(s));
+  CU_ASSERT_EQUAL(egress__sink_deliver(s, "{}", 2, NULL), 0);
+  egress__sink_free(s);
+  CU_ASSERT_FALSE(egress__sink_active(NULL));
+  CU_ASSERT_EQUAL(egress__sink_deliver(NULL, "{}", 2, NULL), 0);
+  egress__sink_free(NULL);
+  CU_ASSERT_EQUAL(egress__sink_new(NULL, NULL, NULL, 0), EGRESS_EINVAL);
+}
+
+static void test_sink_fd_pipe(void) {
+  int p[2];
+  CU_ASSERT_FATAL(pipe(p) == 0);
+  struct egress_options o = base_opts();
+  o.event_fd = p[1];
+  egress__sink_t *s = make_sink(&o);
+  CU_ASSERT_TRUE(egress__sink_active(s));
+  egress_decision_t *d = case_allowed();
+  char *ev = egress__event_build(d, NULL);
+  CU_ASSERT_EQUAL(egress__sink_deliver(s, ev, strlen(ev), d), 0);
+  CU_ASSERT_EQUAL(egress__sink_deliver(s, "{\"a\":1}xxxx", 7, d), 0); /* len is honoured */
+  egress__sink_free(s);
+  /* The sink does not own a descriptor it was given. */
+  CU_ASSERT_TRUE(fcntl(p[1], F_GETFD) >= 0);
+  close(p[1]);
+  char buf[16384];
+  size_t got = 0;
+  ssize_t n;
+  while ((n = read(p[0], buf + got, sizeof buf - 1 - got)) > 0) got += (size_t)n;
+  buf[got] = '\0';
+  close(p[0]);
+  char expect[16384];
+  snprintf(expect, sizeof expect, "%s\n{\"a\":1}\n", ev);
+  CU_ASSERT_STRING_EQUAL(buf, expect);
+  egress__free(ev);
+  free_decision(d);
+}
+
+static void test_sink_path(void) {
+  char path[128];
+  snprintf(path, sizeof path, "%s/events.jsonl", tmpdir);
+  FILE *f = fopen(path, "w");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+  fputs("old\n", f);
+  fclose(f);
+  struct egress_options o = base_opts();
+  o.event_path = path;
+  egress__sink_t *s = make_sink(&o);
+  CU_ASSERT_TRUE(egress__sink_active(s));
+  CU_ASSERT_EQUAL(egress__sink_deliver(s, "{\"n\":1}", 7, NULL), 0);
+  CU_ASSERT_EQUAL(egress__sink_deliver(s, "{\"n\":2}", 7, NULL), 0);
+  egress__sink_free(s);
+  char *text = slurp(path, NULL);
+  CU_ASSERT_STRING_EQUAL(text, "old\n{\"n\":1}\n{\"n\":2}\n");
+  free(text);
+
+  /* A new file is created with no more than 0640. */
+  snprintf(path, sizeof path, "%s/new.jsonl", tmpdir);
+  s = make_sink(&o);
+  CU_ASSERT_EQUAL(egress__sink_deliver(s, "{}", 2, NULL), 0);
+  egress__sink_free(s);
+  struct stat st;
+  CU_ASSERT_EQUAL_FATAL(stat(path, &st), 0);
+  CU_ASSERT_EQUAL(st.st_mode & 0137, 0);
+  text = slurp(path, NULL);
+  CU_ASSERT_STRING_EQUAL(text, "{}\n");
+  free(text);
+}
+
+static void test_sink_bad_path(void) {
+  char err[EGRESS_ERRBUF_SIZE];
+  egress__sink_t *s = (egress__sink_t *)&s;
+  struct egress_options o = base_opts();
+  o.event_path = "/nonexistent-egress-dir/sub/events.jsonl";
+  CU_ASSERT_EQUAL(egress__sink_new(&o, &s, err, sizeof err), EGRESS_EIO);
+  CU_ASSERT_PTR_NULL(s);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, o.event_path));
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, strerror(ENOENT)));
+
+  /* A directory. */
+  o.event_path = tmpdir;
+  CU_ASSERT_EQUAL(egress__sink_new(&o, &s, err, sizeof err), EGRESS_EIO);
+  CU_ASSERT_PTR_NULL(s);
+
+  /* A FIFO nobody reads fails at once instead of hanging. */
+  char fifo[128];
+  snprintf(fifo, sizeof fifo, "%s/fifo", tmpdir);
+  CU_ASSERT_EQUAL_FATAL(mkfifo(fifo, 0600), 0);
+  o.event_path = fifo;
+  CU_ASSERT_EQUAL(egress__sink_new(&o, &s, err, sizeof err), EGRESS_EIO);
+  CU_ASSERT_PTR_NULL(s);
+
+  /* An unwritable file (root may write anyway, so only checked otherwise). */
+  if (geteuid() != 0) {
+    char ro[128];
+    snprintf(ro, sizeof ro, "%s/readonly.jsonl", tmpdir);
+    int fd = open(ro, O_CREAT | O_WRONLY, 0400);
+    CU_ASSERT_FATAL(fd >= 0);
+    close(fd);
+    o.event_path = ro;
+    CU_ASSERT_EQUAL(egress__sink_new(&o, &s, err, sizeof err), EGRESS_EIO);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, ro));
+  }
+
+  /* A bad descriptor is reported at construction. */
+  int p[2];
+  CU_ASSERT_FATAL(pipe(p) == 0);
+  close(p[0]);
+  close(p[1]);
+  o = base_opts();
+  o.event_fd = p[1];
+  CU_ASSERT_EQUAL(egress__sink_new(&o, &s, err, sizeof err), EGRESS_EIO);
+  CU_ASSERT_PTR_NULL(s);
+}
+
+typedef struct thread_arg {
+  egress__sink_t *sink;
+  int id;
+  int failures;
+} thread_arg_t;
+
+enum { N_THREADS = 8, N_LINES = 2000 };
+
+static void *writer(void *p) {
+  thread_arg_t *a = p;
+  static char pad[6001];
+  memset(pad, 'x', sizeof pad - 1);
+  char line[7000];
+  for (int i = 0; i < N_LINES; i++) {
+    /* Some lines longer than PIPE_BUF, where a split would show. */
+    int padlen = i % 97 == 0 ? 6000 : (int)(i % 50);
+    int n = snprintf(line, sizeof line, "{\"t\":%d,\"i\":%d,\"pad\":\"%.*s\"}", a->id, i,
+                     padlen, pad);
+    if (egress__sink_deliver(a->sink, line, (size_t)n, NULL) != 0) a->failures++;
+  }
+  return NULL;
+}
+
+static void test_sink_threads(void) {
+  char path[128];
+  snprintf(path, sizeof path, "%s/threads.jsonl", tmpdir);
+  struct egress_options o = base_opts();
+  o.event_path = path;
+  /* Half the threads share one sink, the others each open their own, as
+   * separate processes appending to one file would. */
+  egress__sink_t *shared = make_sink(&o);
+  egress__sink_t *own[N_THREADS] = {0};
+  pthread_t th[N_THREADS];
+  thread_arg_t args[N_THREADS];
+  for (int t = 0; t < N_THREADS; t++) {
+    if (t >= N_THREADS / 2) own[t] = make_sink(&o);
+    args[t] = (thread_arg_t){t < N_THREADS / 2 ? shared : own[t], t, 0};
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&th[t], NULL, writer, &args[t]), 0);
+  }
+  for (int t = 0; t < N_THREADS; t++) {
+    pthread_join(th[t], NULL);
+    CU_ASSERT_EQUAL(args[t].failures, 0);
+    egress__sink_free(own[t]);
+  }
+  egress__sink_free(shared);
+
+  size_t len;
+  char *text = slurp(path, &len);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+  static unsigned char seen[N_THREADS][N_LINES];
+  memset(seen, 0, sizeof seen);
+  int lines = 0, bad = 0;
+  char *save = NULL;
+  CU_ASSERT_EQUAL(text[len - 1], '\n');
+  for (char *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+    lines++;
+    cJSON *j = cJSON_Parse(l);
+    cJSON *t = j ? cJSON_GetObjectItem(j, "t") : NULL, *i = j ? cJSON_GetObjectItem(j, "i") : NULL;
+    if (!cJSON_IsNumber(t) || !cJSON_IsNumber(i) || t->valueint < 0 ||
+        t->valueint >= N_THREADS || i->valueint < 0 || i->valueint >= N_LINES)
+      bad++;
+    else
+      seen[t->valueint][i->valueint]++;
+    cJSON_Delete(j);
+  }
+  CU_ASSERT_EQUAL(bad, 0);
+  CU_ASSERT_EQUAL(lines, N_THREADS * N_LINES);
+  int wrong = 0;
+  for (int t = 0; t < N_THREADS; t++)
+    for (int i = 0; i < N_LINES; i++) wrong += seen[t][i] != 1;
+  CU_ASSERT_EQUAL(wrong, 0);
+  free(text);
+}
+
+static bool sigpipe_pending(void) {
+  sigset_t s;
+  sigemptyset(&s);
+  sigpending(&s);
+  return sigismember(&s, SIGPIPE) == 1;
+}
+
+static bool sigpipe_blocked(void) {
+  sigset_t s;
+  pthread_sigmask(SIG_SETMASK, NULL, &s);
+  return sigismember(&s, SIGPIPE) == 1;
+}
+
+/* Runs in a child so that a regression (death by SIGPIPE) fails the test
+ * instead of killing the whole suite. */
+static void epipe_child(void) {
+  signal(SIGPIPE, SIG_DFL);
+  int p[2];
+  if (pipe(p) != 0) _exit(10);
+  close(p[0]);
+  struct egress_options o = base_opts();
+  o.event_fd = p[1];
+  egress__sink_t *s = NULL;
+  if (egress__sink_new(&o, &s, NULL, 0) != EGRESS_OK) _exit(11);
+  /* 1. SIGPIPE unblocked: delivery fails, no signal kills us, mask restored. */
+  if (egress__sink_deliver(s, "{}", 2, NULL) != -1) _exit(12);
+  if (sigpipe_blocked() || sigpipe_pending()) _exit(13);
+  /* 2. The caller blocks SIGPIPE itself: ours is consumed, mask kept. */
+  sigset_t pipe_set, old;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+  if (egress__sink_deliver(s, "{}", 2, NULL) != -1) _exit(14);
+  if (!sigpipe_blocked() || sigpipe_pending()) _exit(15);
+  /* 3. A SIGPIPE already pending is the application's: left pending. */
+  raise(SIGPIPE);
+  if (!sigpipe_pending()) _exit(16);
+  if (egress__sink_deliver(s, "{}", 2, NULL) != -1) _exit(17);
+  if (!sigpipe_pending()) _exit(18);
+  struct timespec zero = {0, 0};
+  if (sigtimedwait(&pipe_set, NULL, &zero) != SIGPIPE) _exit(19);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  egress__sink_free(s);
+  close(p[1]);
+
+  /* 4. A socket whose peer is gone: send(MSG_NOSIGNAL). */
+  int sp[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) != 0) _exit(20);
+  close(sp[1]);
+  o.event_fd = sp[0];
+  if (egress__sink_new(&o, &s, NULL, 0) != EGRESS_OK) _exit(21);
+  if (egress__sink_deliver(s, "{}", 2, NULL) != -1) _exit(22);
+  if (egress__sink_deliver(s, "{}", 2, NULL) != -1) _exit(23);
+  egress__sink_free(s);
+  close(sp[0]);
+  _exit(0);
+}
+
+static void test_sink_epipe(void) {
+  pid_t pid = fork();
+  CU_ASSERT_FATAL(pid >= 0);
+  if (pid == 0) epipe_child();
+  int status = 0;
+  CU_ASSERT_EQUAL_FATAL(waitpid(pid, &status, 0), pid);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    fprintf(stderr, "epipe child: %s %d\n", WIFSIGNALED(status) ? "signal" : "exit",
+            WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+  CU_ASSERT_TRUE(WIFEXITED(status));
+  CU_ASSERT_EQUAL(WIFEXITED(status) ? WEXITSTATUS(status) : -1, 0);
+}
+
+static void test_sink_enospc(void) {
+  int fd = open("/dev/full", O_WRONLY | O_CLOEXEC);
+  CU_ASSERT_FATAL(fd >= 0);
+  struct egress_options o = base_opts();
+  o.event_fd = fd;
+  egress__sink_t *s = make_sink(&o);
+  CU_ASSERT_EQUAL(egress__sink_deliver(s, "{}", 2, NULL), -1);
+  egress__sink_free(s);
+  close(fd);
+
+  o = base_opts();
+  o.event_path = "/dev/full";
+  s = make_sink(&o);
+  CU_ASSERT_EQUAL(egress__sink_deliver(s, "{}", 2, NULL), -1);
+  egress__sink_free(s);
+}
+
+static void test_sink_ebadf_eagain(void) {
+  int p[2];
+  CU_ASSERT_FATAL(pipe(p) == 0);
+  struct egress_options o = base_opts();
+  o.event_fd = p[1];
+  egress__sink_t *s = make_sink(&o);
+  close(p[1]);
+  CU_ASSERT_EQUAL(egress__sink_deliver(s, "{}", 2, NULL), -1); /* EBADF */
+  egress__sink_free(s);
+  close(p[0]);
+
+  /* A full non-blocking pipe fails instead of blocking; a line that only
+   * partly fits is a failure too (never completed by a second write). */
+  CU_ASSERT_FATAL(pipe(p) == 0);
+  CU_ASSERT_FATAL(fcntl(p[1], F_SETFL, O_NONBLOCK) == 0);
+  o.event_fd = p[1];
+  s = make_sink(&o);
+  char chunk[4096];
+  memset(chunk, 'x', sizeof chunk);
+  size_t filled = 0;
+  while (write(p[1], chunk, sizeof chunk) > 0) filled += sizeof chunk;
+  CU_ASSERT_TRUE(filled > 0);
+  CU_ASSERT_EQUAL(egress__sink_deliver(s, "{}", 2, NULL), -1); /* EAGAIN */
+  /* Free 4 KiB and offer 8 KiB: the kernel takes part of it at most. */
+  CU_ASSERT_EQUAL(read(p[0], chunk, sizeof chunk), (ssize_t)sizeof chunk);
+  static char big[8192];
+  memset(big, 'y', sizeof big);
+  CU_ASSERT_EQUAL(egress__sink_deliver(s, big, sizeof big, NULL), -1);
+  egress__sink_free(s);
+  close(p[0]);
+  close(p[1]);
+}
+
+typedef struct cb_state {
+  int calls;
+  int ret;
+  const char *json;
+  size_t len;
+  const egress_decision_t *d;
+} cb_state_t;
+
+static int test_cb(const char *json, size_t len, const egress_decision_t *d, void *user) {
+  cb_state_t *st = user;
+  st->calls++;
+  st->json = json;
+  st->len = len;
+  st->d = d;
+  return st->ret;
+}
+
+static void test_sink_callback(void) {
+  cb_state_t st = {0, 0, NULL, 0, NULL};
+  struct egress_options o = base_opts();
+  o.event_cb = test_cb;
+  o.event_cb_data = &st;
+  o.event_fd = 1; /* the callback wins over other settings */
+  egress__sink_t *s = make_sink(&o);
+  CU_ASSERT_TRUE(egress__sink_active(s));
+  egress_decision_t *d = case_allowed();
+  const char *json = "{\"x\":1}";
+  CU_ASSERT_EQUAL(egress__sink_deliver(s, json, 7, d), 0);
+  CU_ASSERT_EQUAL(st.calls, 1);
+  CU_ASSERT_PTR_EQUAL(st.json, json);
+  CU_ASSERT_EQUAL(st.len, 7);
+  CU_ASSERT_PTR_EQUAL(st.d, d);
+  int rets[] = {1, -1, 42, 0x7fffffff};
+  for (size_t i = 0; i < 4; i++) {
+    st.ret = rets[i];
+    CU_ASSERT_EQUAL(egress__sink_deliver(s, json, 7, d), -1);
+  }
+  CU_ASSERT_EQUAL(st.calls, 5);
+  st.ret = 0;
+  CU_ASSERT_EQUAL(egress__sink_deliver(s, NULL, 0, d), -1); /* no event: failure */
+  egress__sink_free(s);
+  free_decision(d);
+}
+
+static void test_sink_alloc_failures(void) {
+  char path[128];
+  snprintf(path, sizeof path, "%s/alloc.jsonl", tmpdir);
+  struct egress_options o = base_opts();
+  o.event_path = path;
+  int failures = 0;
+  for (long n = 1; n < 20; n++) {
+    egress__sink_t *s = NULL;
+    egress__alloc_fail_at(n);
+    egress_status_t st = egress__sink_new(&o, &s, NULL, 0);
+    long used = egress__alloc_count();
+    egress__alloc_fail_at(0);
+    if (st != EGRESS_OK) {
+      CU_ASSERT_EQUAL(st, EGRESS_ENOMEM);
+      CU_ASSERT_PTR_NULL(s);
+      failures++;
+    } else {
+      egress__alloc_fail_at(1);
+      CU_ASSERT_EQUAL(egress__sink_deliver(s, "{}", 2, NULL), -1);
+      egress__alloc_fail_at(0);
+      CU_ASSERT_EQUAL(egress__sink_deliver(s, "{}", 2, NULL), 0);
+      egress__sink_free(s);
+    }
+    if (used < n) break;
+  }
+  CU_ASSERT_TRUE(failures >= 1);
+  char *text = slurp(path, NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+  /* Failed deliveries wrote nothing, not even part of a line. */
+  for (const char *p = text; *p; p += 3) CU_ASSERT_EQUAL(strncmp(p, "{}\n", 3), 0);
+  free(text);
+}
+
+/* ------------------------------------------------------------------------ */
+
+static CU_TestInfo event_tests[] = {
+    {"golden events", test_golden_events},
+    {"golden egressctl decisions", test_golden_decisions},
+    {"schema: field names and types", test_schema},
+    {"uuid v4 format, bits, uniqueness x10000", test_uuid_v4},
+    {"rfc3339 UTC milliseconds", test_rfc3339},
+    {"utf-8 maximal-subpart replacement", test_utf8_replacement},
+    {"hostile strings yield valid JSON lines", test_hostile_strings},
+    {"subject host:port bracketing", test_subject},
+    {"numbers", test_numbers},
+    {"allocation failures", test_alloc_failures},
+    CU_TEST_INFO_NULL,
+};
+
+static CU_TestInfo sink_tests[] = {
+    {"none", test_sink_none},
+    {"fd sink into a pipe", test_sink_fd_pipe},
+    {"path sink appends", test_sink_path},
+    {"bad paths and descriptors", test_sink_bad_path},
+    {"8 threads x 2000 lines, one file", test_sink_threads},
+    {"EPIPE never kills", test_sink_epipe},
+    {"ENOSPC", test_sink_enospc},
+    {"EBADF, EAGAIN, short write", test_sink_ebadf_eagain},
+    {"callback", test_sink_callback},
+    {"allocation failures", test_sink_alloc_failures},
+    CU_TEST_INFO_NULL,
+};
+
+int main(int argc, char **argv) {
+  static const egress_test_suite_t suites[] = {
+      {"events", NULL, NULL, event_tests},
+      {"sinks", sinks_init, sinks_cleanup, sink_tests},
+      {NULL, NULL, NULL, NULL},
+  };
+  return egress_test_main(argc, argv, suites);
+}

@@ -1,0 +1,391 @@
+/*
+ * The check through real DNS: c-ares against our loopback responder.
+ * Rebinding answers, fail-closed faults, no lookups for names outside the
+ * policy, no search-list expansion, vetted addresses handed back.
+ */
+#include "egress_private.h"
+#include "responder.h"
+#include "testutil.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static egress_dns_responder_t *dns;
+static char servers[128];
+
+static int suite_init(void) {
+  dns = egress_dns_start("127.0.0.1");
+  if (!dns) return 1;
+  egress_dns_server_csv(dns, servers, sizeof servers);
+  return 0;
+}
+
+static int suite_cleanup(void) {
+  egress_dns_stop(dns);
+  return 0;
+}
+
+typedef struct fixture {
+  egress_policy_t *policy;
+  egress_checker_t *checker;
+} fixture_t;
+
+static void setup_opts(fixture_t *f, const char *const *allow, size_t na, const char *const *deny,
+                       size_t nd, egress_options_t *opts) {
+  char err[EGRESS_ERRBUF_SIZE] = "";
+  CU_ASSERT_EQUAL_FATAL(egress_policy_from_entries(allow, na, deny, nd, &f->policy, err, sizeof err), EGRESS_OK);
+  CU_ASSERT_EQUAL_FATAL(egress_options_set_dns_servers(opts, servers), EGRESS_OK);
+  egress_status_t st = egress_checker_new(f->policy, opts, &f->checker, err, sizeof err);
+  if (st != EGRESS_OK) fprintf(stderr, "checker: %s\n", err);
+  CU_ASSERT_EQUAL_FATAL(st, EGRESS_OK);
+}
+
+static void setup(fixture_t *f, const char *const *allow, size_t na, const char *const *deny, size_t nd) {
+  egress_options_t *opts = NULL;
+  CU_ASSERT_EQUAL_FATAL(egress_options_new(&opts), EGRESS_OK);
+  egress_options_set_timeout_ms(opts, 400);
+  setup_opts(f, allow, na, deny, nd, opts);
+  egress_options_free(opts);
+}
+
+static void teardown(fixture_t *f) {
+  egress_checker_free(f->checker);
+  egress_policy_unref(f->policy);
+}
+
+static egress_decision_t *check(fixture_t *f, const char *host, int port) {
+  egress_decision_t *d = NULL;
+  egress_status_t st = egress_check_ex(f->checker, host, port, NULL, &d);
+  CU_ASSERT_EQUAL(st, EGRESS_OK);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+  return d;
+}
+
+static void expect(fixture_t *f, const char *host, int port, egress_outcome_t outcome, egress_reason_t reason) {
+  egress_decision_t *d = check(f, host, port);
+  if (egress_decision_outcome(d) != outcome || egress_decision_reason(d) != reason)
+    fprintf(stderr, "%s:%d -> %s/%s (%s), want %s/%s\n", host, port,
+            egress_outcome_name(egress_decision_outcome(d)), egress_reason_name(egress_decision_reason(d)),
+            egress_decision_message(d), egress_outcome_name(outcome), egress_reason_name(reason));
+  CU_ASSERT_EQUAL(egress_decision_outcome(d), outcome);
+  CU_ASSERT_EQUAL(egress_decision_reason(d), reason);
+  CU_ASSERT_EQUAL(egress_decision_verdict(d),
+                  outcome == EGRESS_OUTCOME_ALLOWED ? EGRESS_VERDICT_ALLOW : EGRESS_VERDICT_DENY);
+  egress_decision_free(d);
+}
+
+static const char *const allow_all_example[] = {"**.example.com", "*.example.com:*", "**.example.net:5432"};
+
+static void test_public_answer_allowed(void) {
+  fixture_t f;
+  setup(&f, allow_all_example, 3, NULL, 0);
+  egress_dns_add_a(dns, "pub.example.com", "93.184.216.34", 120);
+  egress_dns_add_aaaa(dns, "pub.example.com", "2606:2800:220:1:248:1893:25c8:1946", 60);
+  egress_decision_t *d = check(&f, "PUB.Example.COM.", 443);
+  CU_ASSERT_EQUAL(egress_decision_verdict(d), EGRESS_VERDICT_ALLOW);
+  CU_ASSERT_STRING_EQUAL(egress_decision_host(d), "pub.example.com");
+  CU_ASSERT_EQUAL(egress_decision_address_count(d), 2);
+  bool saw4 = false, saw6 = false;
+  for (size_t i = 0; i < egress_decision_address_count(d); i++) {
+    const char *a = egress_decision_address(d, i);
+    CU_ASSERT_EQUAL(egress_decision_address_verdict(d, i), EGRESS_VERDICT_ALLOW);
+    size_t len = 0;
+    const struct sockaddr *sa = egress_decision_address_sockaddr(d, i, &len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(sa);
+    if (!strcmp(a, "93.184.216.34")) {
+      saw4 = true;
+      CU_ASSERT_EQUAL(egress_decision_address_ttl(d, i), 120);
+      CU_ASSERT_EQUAL(len, sizeof(struct sockaddr_in));
+      CU_ASSERT_EQUAL(sa->sa_family, AF_INET);
+      CU_ASSERT_EQUAL(ntohs(((const struct sockaddr_in *)(const void *)sa)->sin_port), 443);
+    } else if (!strcmp(a, "2606:2800:220:1:248:1893:25c8:1946")) {
+      saw6 = true;
+      CU_ASSERT_EQUAL(egress_decision_address_ttl(d, i), 60);
+      CU_ASSERT_EQUAL(sa->sa_family, AF_INET6);
+      CU_ASSERT_EQUAL(ntohs(((const struct sockaddr_in6 *)(const void *)sa)->sin6_port), 443);
+    }
+  }
+  CU_ASSERT(saw4 && saw6);
+  const char *cr = egress_decision_curl_resolve(d);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(cr);
+  CU_ASSERT_PTR_NOT_NULL(strstr(cr, "pub.example.com:443:"));
+  CU_ASSERT_PTR_NOT_NULL(strstr(cr, "93.184.216.34"));
+  CU_ASSERT_PTR_NOT_NULL(strstr(cr, "[2606:2800:220:1:248:1893:25c8:1946]"));
+  CU_ASSERT_STRING_EQUAL(egress_decision_rule_text(d), "**.example.com");
+  egress_decision_free(d);
+  teardown(&f);
+}
+
+/* Every way an allowed name can point back inside. */
+static void test_rebinding_denied(void) {
+  static const struct {
+    const char *name, *a, *aaaa;
+  } cases[] = {
+      {"loop4.example.com", "127.0.0.1", NULL},
+      {"loop4b.example.com", "127.53.1.1", NULL},
+      {"meta.example.com", "169.254.169.254", NULL},
+      {"private10.example.com", "10.0.0.5", NULL},
+      {"private172.example.com", "172.16.3.4", NULL},
+      {"private192.example.com", "192.168.1.1", NULL},
+      {"cgnat.example.com", "100.64.0.1", NULL},
+      {"zero.example.com", "0.0.0.0", NULL},
+      {"bcast.example.com", "255.255.255.255", NULL},
+      {"mcast.example.com", "224.0.0.1", NULL},
+      {"doc.example.com", "192.0.2.10", NULL},
+      {"loop6.example.com", NULL, "::1"},
+      {"unspec6.example.com", NULL, "::"},
+      {"mapped.example.com", NULL, "::ffff:127.0.0.1"},
+      {"mapped10.example.com", NULL, "::ffff:10.1.2.3"},
+      {"ula.example.com", NULL, "fd00:ec2::254"},
+      {"linklocal.example.com", NULL, "fe80::1"},
+      {"sitelocal.example.com", NULL, "fec0::1"},
+      {"compat.example.com", NULL, "::127.0.0.1"},
+      {"nat64loop.example.com", NULL, "64:ff9b::7f00:1"},
+      {"nat64meta.example.com", NULL, "64:ff9b::a9fe:a9fe"},
+      {"sixtofour.example.com", NULL, "2002:7f00:1::1"},
+      {"teredo.example.com", NULL, "2001:0:4136:e378:8000:63bf:80ff:fffe"},
+      {"doc6.example.com", NULL, "2001:db8::1"},
+      {"mix.example.com", "93.184.216.34", "::1"},
+      {"mix2.example.com", "10.0.0.1", "2606:4700::1111"},
+  };
+  fixture_t f;
+  setup(&f, allow_all_example, 3, NULL, 0);
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    if (cases[i].a) egress_dns_add_a(dns, cases[i].name, cases[i].a, 30);
+    if (cases[i].aaaa) egress_dns_add_aaaa(dns, cases[i].name, cases[i].aaaa, 30);
+    expect(&f, cases[i].name, 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_RESOLVED_ADDRESS_FORBIDDEN);
+    egress_decision_t *d = check(&f, cases[i].name, 443);
+    CU_ASSERT_PTR_NULL(egress_decision_curl_resolve(d));
+    /* Deny-if-any: no address of the answer is handed out. */
+    for (size_t k = 0; k < egress_decision_address_count(d); k++)
+      CU_ASSERT_EQUAL(egress_decision_address_verdict(d, k), EGRESS_VERDICT_DENY);
+    CU_ASSERT_PTR_NOT_NULL(strstr(egress_decision_message(d), "forbidden address"));
+    egress_decision_free(d);
+  }
+  teardown(&f);
+}
+
+static void test_rebinding_over_time(void) {
+  fixture_t f;
+  setup(&f, allow_all_example, 3, NULL, 0);
+  egress_dns_add_a(dns, "flip.example.com", "93.184.216.34", 0);
+  egress_dns_next_set(dns, "flip.example.com");
+  egress_dns_add_a(dns, "flip.example.com", "127.0.0.1", 0);
+  egress_dns_set_sticky(dns, "flip.example.com", true);
+  expect(&f, "flip.example.com", 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
+  /* The second answer points home; a fresh check (TTL 0) must see it. */
+  expect(&f, "flip.example.com", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_RESOLVED_ADDRESS_FORBIDDEN);
+  expect(&f, "flip.example.com", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_RESOLVED_ADDRESS_FORBIDDEN);
+  teardown(&f);
+}
+
+static void test_filter_mode(void) {
+  fixture_t f;
+  egress_options_t *opts = NULL;
+  CU_ASSERT_EQUAL_FATAL(egress_options_new(&opts), EGRESS_OK);
+  egress_options_set_mixed(opts, EGRESS_MIXED_FILTER);
+  egress_options_set_timeout_ms(opts, 400);
+  setup_opts(&f, allow_all_example, 3, NULL, 0, opts);
+  egress_options_free(opts);
+  egress_dns_add_a(dns, "filt.example.com", "93.184.216.34", 30);
+  egress_dns_add_a(dns, "filt.example.com", "10.9.9.9", 30);
+  egress_dns_add_aaaa(dns, "filt.example.com", "::1", 30);
+  egress_decision_t *d = check(&f, "filt.example.com", 443);
+  CU_ASSERT_EQUAL(egress_decision_verdict(d), EGRESS_VERDICT_ALLOW);
+  CU_ASSERT_EQUAL(egress_decision_address_count(d), 3);
+  size_t allowed = 0;
+  for (size_t i = 0; i < egress_decision_address_count(d); i++) {
+    bool pub = !strcmp(egress_decision_address(d, i), "93.184.216.34");
+    CU_ASSERT_EQUAL(egress_decision_address_verdict(d, i), pub ? EGRESS_VERDICT_ALLOW : EGRESS_VERDICT_DENY);
+    if (!pub) CU_ASSERT_EQUAL(egress_decision_address_reason(d, i), EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS);
+    allowed += pub;
+  }
+  CU_ASSERT_EQUAL(allowed, 1);
+  CU_ASSERT_STRING_EQUAL(egress_decision_curl_resolve(d), "filt.example.com:443:93.184.216.34");
+  egress_decision_free(d);
+  /* Nothing left after filtering: still denied. */
+  egress_dns_add_a(dns, "allbad.example.com", "10.0.0.1", 30);
+  egress_dns_add_aaaa(dns, "allbad.example.com", "::1", 30);
+  expect(&f, "allbad.example.com", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_RESOLVED_ADDRESS_FORBIDDEN);
+  teardown(&f);
+}
+
+static void test_failures_fail_closed(void) {
+  fixture_t f;
+  setup(&f, allow_all_example, 3, NULL, 0);
+  egress_dns_set_rcode(dns, "nx.example.com", EGRESS_DNS_NXDOMAIN);
+  expect(&f, "nx.example.com", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NO_SUCH_HOST);
+  egress_dns_set_rcode(dns, "nodata.example.com", 0);
+  expect(&f, "nodata.example.com", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NO_SUCH_HOST);
+  egress_dns_set_rcode(dns, "sf.example.com", EGRESS_DNS_SERVFAIL);
+  expect(&f, "sf.example.com", 443, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_DNS_UNAVAILABLE);
+  egress_dns_set_rcode(dns, "ref.example.com", EGRESS_DNS_REFUSED);
+  expect(&f, "ref.example.com", 443, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_DNS_UNAVAILABLE);
+  egress_dns_set_drop(dns, "drop.example.com", true);
+  expect(&f, "drop.example.com", 443, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_DNS_UNAVAILABLE);
+  egress_dns_add_a(dns, "slow.example.com", "93.184.216.34", 30);
+  egress_dns_set_delay_ms(dns, "slow.example.com", 1500);
+  expect(&f, "slow.example.com", 443, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_DNS_UNAVAILABLE);
+  teardown(&f);
+}
+
+static void test_unreachable_server(void) {
+  /* A port nobody listens on: ICMP port unreachable or timeout. */
+  fixture_t f;
+  char err[EGRESS_ERRBUF_SIZE];
+  egress_options_t *opts = NULL;
+  egress_dns_responder_t *gone = egress_dns_start("127.0.0.1");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(gone);
+  char dead[64];
+  egress_dns_server_csv(gone, dead, sizeof dead);
+  egress_dns_stop(gone);
+  CU_ASSERT_EQUAL_FATAL(egress_options_new(&opts), EGRESS_OK);
+  egress_options_set_timeout_ms(opts, 300);
+  egress_options_set_dns_servers(opts, dead);
+  CU_ASSERT_EQUAL_FATAL(egress_policy_from_entries(allow_all_example, 3, NULL, 0, &f.policy, err, sizeof err), EGRESS_OK);
+  CU_ASSERT_EQUAL_FATAL(egress_checker_new(f.policy, opts, &f.checker, err, sizeof err), EGRESS_OK);
+  egress_options_free(opts);
+  expect(&f, "any.example.com", 443, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_DNS_UNAVAILABLE);
+  teardown(&f);
+}
+
+static void test_no_query_outside_policy(void) {
+  fixture_t f;
+  setup(&f, allow_all_example, 3, NULL, 0);
+  egress_dns_reset(dns);
+  egress_dns_add_a(dns, "leak.attacker.org", "93.184.216.34", 30);
+  expect(&f, "leak.attacker.org", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NOT_IN_ALLOWLIST);
+  expect(&f, "secret-data.attacker.org", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NOT_IN_ALLOWLIST);
+  expect(&f, "example.com", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NOT_IN_ALLOWLIST);
+  /* Allowed name on a port it is not allowed on: no query either. */
+  expect(&f, "a.b.example.com", 22, EGRESS_OUTCOME_DENIED, EGRESS_REASON_PORT_NOT_ALLOWED);
+  expect(&f, "0x7f.1", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_INVALID_HOST);
+  expect(&f, "2130706433", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_INVALID_HOST);
+  CU_ASSERT_EQUAL(egress_dns_total_queries(dns), 0);
+  teardown(&f);
+}
+
+static void test_no_search_list(void) {
+  /* A pod-style resolv.conf: ndots:5 and a cluster search list.  The name
+   * checked must be the name resolved, never NAME.svc.cluster.local. */
+  char path[] = "/tmp/egress-resolv-XXXXXX";
+  int fd = mkstemp(path);
+  CU_ASSERT_FATAL(fd >= 0);
+  const char *conf = "nameserver 127.0.0.1\nsearch ns1.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n";
+  CU_ASSERT_EQUAL((size_t)write(fd, conf, strlen(conf)), strlen(conf));
+  close(fd);
+  fixture_t f;
+  egress_options_t *opts = NULL;
+  CU_ASSERT_EQUAL_FATAL(egress_options_new(&opts), EGRESS_OK);
+  egress__options_set_resolv_conf(opts, path);
+  egress_options_set_timeout_ms(opts, 400);
+  setup_opts(&f, allow_all_example, 3, NULL, 0, opts);
+  egress_options_free(opts);
+  egress_dns_reset(dns);
+  egress_dns_set_rcode(dns, "api.example.com", EGRESS_DNS_NXDOMAIN);
+  egress_dns_add_a(dns, "api.example.com.ns1.svc.cluster.local", "93.184.216.34", 30);
+  egress_dns_add_a(dns, "api.example.com.svc.cluster.local", "93.184.216.34", 30);
+  egress_dns_add_a(dns, "api.example.com.cluster.local", "93.184.216.34", 30);
+  expect(&f, "api.example.com", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NO_SUCH_HOST);
+  CU_ASSERT_EQUAL(egress_dns_query_count(dns, "api.example.com.ns1.svc.cluster.local"), 0);
+  CU_ASSERT_EQUAL(egress_dns_query_count(dns, "api.example.com.svc.cluster.local"), 0);
+  CU_ASSERT_EQUAL(egress_dns_query_count(dns, "api.example.com.cluster.local"), 0);
+  CU_ASSERT(egress_dns_query_count(dns, "api.example.com") > 0);
+  teardown(&f);
+  unlink(path);
+}
+
+static void test_private_range_opened_by_name(void) {
+  const char *allow[] = {"**.example.net:5432", "10.1.0.0/16:5432", "0.0.0.0/0", "::/0"};
+  fixture_t f;
+  setup(&f, allow, 4, NULL, 0);
+  egress_dns_add_a(dns, "db.example.net", "10.1.2.3", 30);
+  expect(&f, "db.example.net", 5432, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
+  egress_dns_add_a(dns, "db2.example.net", "10.2.0.1", 30);
+  expect(&f, "db2.example.net", 5432, EGRESS_OUTCOME_DENIED, EGRESS_REASON_RESOLVED_ADDRESS_FORBIDDEN);
+  /* 0.0.0.0/0 and ::/0 do not open special-purpose space. */
+  expect(&f, "10.2.0.1", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS);
+  expect(&f, "127.0.0.1", 80, EGRESS_OUTCOME_DENIED, EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS);
+  expect(&f, "169.254.169.254", 80, EGRESS_OUTCOME_DENIED, EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS);
+  expect(&f, "::1", 80, EGRESS_OUTCOME_DENIED, EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS);
+  expect(&f, "[::ffff:127.0.0.1]", 80, EGRESS_OUTCOME_DENIED, EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS);
+  expect(&f, "10.1.2.3", 5432, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
+  expect(&f, "10.1.2.3", 5433, EGRESS_OUTCOME_DENIED, EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS);
+  expect(&f, "93.184.216.34", 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
+  expect(&f, "64:ff9b::5db8:d822", 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
+  expect(&f, "64:ff9b::a01:203", 5432, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
+  expect(&f, "64:ff9b::a02:1", 5432, EGRESS_OUTCOME_DENIED, EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS);
+  teardown(&f);
+}
+
+static void test_deny_list_on_addresses(void) {
+  const char *allow[] = {"**.example.com", "0.0.0.0/0"};
+  const char *deny[] = {"93.184.216.0/24", "bad.example.com", "[2606:4700::]/32:443"};
+  fixture_t f;
+  setup(&f, allow, 2, deny, 3);
+  egress_dns_add_a(dns, "deny1.example.com", "93.184.216.34", 30);
+  egress_decision_t *d = check(&f, "deny1.example.com", 443);
+  CU_ASSERT_EQUAL(egress_decision_reason(d), EGRESS_REASON_RESOLVED_ADDRESS_FORBIDDEN);
+  CU_ASSERT_EQUAL(egress_decision_address_reason(d, 0), EGRESS_REASON_EXPLICIT_DENY);
+  CU_ASSERT_EQUAL(egress_decision_rule_list(d), EGRESS_LIST_DENY);
+  CU_ASSERT_STRING_EQUAL(egress_decision_rule_text(d), "93.184.216.0/24");
+  egress_decision_free(d);
+  egress_dns_add_aaaa(dns, "deny6.example.com", "2606:4700::1111", 30);
+  expect(&f, "deny6.example.com", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_RESOLVED_ADDRESS_FORBIDDEN);
+  expect(&f, "deny6.example.com", 444, EGRESS_OUTCOME_DENIED, EGRESS_REASON_PORT_NOT_ALLOWED);
+  expect(&f, "bad.example.com", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_EXPLICIT_DENY);
+  expect(&f, "93.184.216.34", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_EXPLICIT_DENY);
+  expect(&f, "93.184.217.34", 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
+  /* NAT64 wrapping of a denied IPv4 is denied too. */
+  expect(&f, "64:ff9b::93.184.216.34", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_EXPLICIT_DENY);
+  teardown(&f);
+}
+
+static void test_cname_and_big_answers(void) {
+  fixture_t f;
+  setup(&f, allow_all_example, 3, NULL, 0);
+  egress_dns_add_cname(dns, "alias.example.com", "target.elsewhere.org", 30);
+  egress_dns_add_a(dns, "target.elsewhere.org", "127.0.0.1", 30);
+  expect(&f, "alias.example.com", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_RESOLVED_ADDRESS_FORBIDDEN);
+  egress_dns_add_cname(dns, "alias2.example.com", "target2.elsewhere.org", 30);
+  egress_dns_add_a(dns, "target2.elsewhere.org", "93.184.216.34", 30);
+  expect(&f, "alias2.example.com", 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
+  /* 120 public addresses and one private one at the end. */
+  char ip[32];
+  for (int i = 0; i < 120; i++) {
+    snprintf(ip, sizeof ip, "93.184.%d.%d", 200 + i / 100, i % 100 + 1);
+    egress_dns_add_a(dns, "many.example.com", ip, 30);
+  }
+  egress_dns_add_a(dns, "many.example.com", "10.0.0.1", 30);
+  egress_decision_t *d = check(&f, "many.example.com", 443);
+  CU_ASSERT_EQUAL(egress_decision_reason(d), EGRESS_REASON_RESOLVED_ADDRESS_FORBIDDEN);
+  CU_ASSERT_EQUAL(egress_decision_address_count(d), 121);
+  egress_decision_free(d);
+  teardown(&f);
+}
+
+static CU_TestInfo resolve_tests[] = {
+    {"public answers are allowed and handed back as sockaddrs and CURLOPT_RESOLVE", test_public_answer_allowed},
+    {"rebinding answers are denied (loopback, private, metadata, embedded IPv4, mixed)", test_rebinding_denied},
+    {"an answer that changes to loopback is denied on the next check", test_rebinding_over_time},
+    {"filter mode drops forbidden addresses", test_filter_mode},
+    {"NXDOMAIN, NODATA, SERVFAIL, REFUSED, timeout, slow server fail closed", test_failures_fail_closed},
+    {"unreachable DNS server fails closed", test_unreachable_server},
+    {"names outside the policy are never resolved", test_no_query_outside_policy},
+    {"no search-list expansion with a pod resolv.conf", test_no_search_list},
+    {"private ranges open only when named", test_private_range_opened_by_name},
+    {"deny-list CIDRs apply to resolved and embedded addresses", test_deny_list_on_addresses},
+    {"CNAME chains and answers with 100+ addresses", test_cname_and_big_answers},
+    CU_TEST_INFO_NULL,
+};
+
+int main(int argc, char **argv) {
+  static const egress_test_suite_t suites[] = {
+      {"resolve", suite_init, suite_cleanup, resolve_tests},
+      {NULL, NULL, NULL, NULL},
+  };
+  return egress_test_main(argc, argv, suites);
+}
