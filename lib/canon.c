@@ -1,5 +1,5 @@
 /*
- * Host canonicalization: DESIGN §4 steps 1 and 2.
+ * Host canonicalization: DESIGN section 4, steps 1 and 2.
  *
  * A host reaches the policy in exactly one of three canonical shapes: a
  * lower-case ASCII name (A-labels for IDNs, no trailing dot), a canonical
@@ -7,7 +7,7 @@
  * path (inet_aton, the WHATWG URL host parser, curl, a resolver) could read
  * differently is refused as invalid_host rather than guessed at.
  *
- * Decisions recorded here (see also README/DESIGN notes):
+ * Decisions taken here where the design leaves a choice:
  *  - "127.0.0.1." (a canonical dotted quad plus one trailing dot) is the
  *    IPv4 address 127.0.0.1; every other numeric spelling is invalid.
  *  - A name whose last label is all digits, or "0x"/"0X" followed by hex
@@ -16,11 +16,11 @@
  *  - Labels may not start or end with '-' (RFC 952/1123; libidn2 refuses
  *    the same for IDN names).  "--" in the third and fourth position is
  *    allowed in ASCII names other than "xn--" because real names use it
- *    (r3---sn-….googlevideo.com); "xn--" labels must be valid A-labels that
+ *    (r3---sn-xxxx.googlevideo.com); "xn--" labels must be valid A-labels that
  *    survive an A-label -> U-label -> A-label round trip.
  *  - Non-ASCII hosts go through UTS#46 non-transitional processing with NFC
  *    (libidn2).  If that refuses the name, transitional processing is tried,
- *    exactly as curl does before it resolves, so the name checked is the
+ *    as curl does before it resolves, so the name checked is the
  *    name curl would look up (e.g. a ZERO WIDTH JOINER outside its allowed
  *    context is dropped).  Characters UTS#46 ignores (U+200B, U+00AD,
  *    U+FEFF) are dropped and full-width/ideographic dots become '.', as in
@@ -196,6 +196,10 @@ static egress_status_t canon_ascii(const char *s, size_t n, bool from_idna, bool
     while (j < n && out->text[j] != '.') j++;
     if (j - i >= 4 && memcmp(out->text + i, "xn--", 4) == 0) {
       egress_status_t st = check_alabel(out->text + i, j - i, why);
+      /* Under the transitional fallback libidn2 can emit A-labels (emoji,
+       * U+00BD) that IDNA2008 refuses; name the input's problem, not ours. */
+      if (st == EGRESS_EINVAL && from_idna)
+        *why = "internationalized host name is not valid IDNA (UTS#46)";
       if (st != EGRESS_OK) return st;
     }
     i = j + 1;

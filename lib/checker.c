@@ -750,7 +750,10 @@ static void finish(egress_checker_t *c, egress_decision_t *d, const egress_polic
           d->would_deny = true;
           egress__free(d->message);
           d->message = egress__strdup("the decision event could not be delivered and audit is required");
-          for (size_t i = 0; i < d->naddrs; i++) d->addrs[i].verdict = EGRESS_VERDICT_DENY;
+          for (size_t i = 0; i < d->naddrs; i++) {
+            d->addrs[i].verdict = EGRESS_VERDICT_DENY;
+            if (d->addrs[i].reason == EGRESS_REASON_NONE) d->addrs[i].reason = EGRESS_REASON_AUDIT_UNAVAILABLE;
+          }
         }
       }
     }
