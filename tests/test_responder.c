@@ -1025,6 +1025,7 @@ static void test_standalone(void) {
                      "tc.zone.test A 192.0.2.131\n"
                      "tc.zone.test TRUNCATE\n"
                      "rebind.zone.test SEQUENCE A 93.184.216.34 | A 127.0.0.1\n"
+                     "seq2.zone.test SEQUENCE RCODE SERVFAIL|A 192.0.2.132 9|DROP\n"
                      "\n"
                      "* DEFAULT REFUSED\n";
   CU_ASSERT_EQUAL(write(zfd, text, strlen(text)), (ssize_t)strlen(text));
@@ -1093,6 +1094,20 @@ static void test_standalone(void) {
       gai_start(ch, "rebind.zone.test", AF_INET, &g, &pending);
       drive(ch, &pending);
       CU_ASSERT_STRING_EQUAL(first_ipv4(g.res, ip, sizeof(ip)), seq[i]);
+      if (g.res) ares_freeaddrinfo(g.res);
+      ares_destroy(ch);
+    }
+    /* seq2: SERVFAIL, then an answer with TTL 9, then silence, then round again. */
+    const int want2[] = {ARES_ESERVFAIL, ARES_SUCCESS, ARES_ETIMEOUT, ARES_ESERVFAIL};
+    for (int i = 0; i < 4; i++) {
+      ares_channel ch = make_channel(csv, 200, 1, CH_NOCHECKRESP);
+      CU_ASSERT_PTR_NOT_NULL_FATAL(ch);
+      int pending = 0;
+      gai_t g;
+      gai_start(ch, "seq2.zone.test", AF_INET, &g, &pending);
+      drive(ch, &pending);
+      CU_ASSERT_EQUAL(g.status, want2[i]);
+      if (i == 1) CU_ASSERT_EQUAL(node_ttl(g.res, "192.0.2.132"), 9);
       if (g.res) ares_freeaddrinfo(g.res);
       ares_destroy(ch);
     }

@@ -20,7 +20,7 @@
  *   NAME NEXT                     start the next answer set of NAME's sequence
  *   NAME STICKY                   the sequence stays on its last set
  *   NAME SEQUENCE D1 | D2 | ...   shorthand: D1 goes to the current set, each
- *                                 later Dk to a new set, e.g.
+ *                                 later Dk to a new set (NAME NEXT, then Dk); e.g.
  *                                 rebind.test SEQUENCE A 93.184.216.34 | A 127.0.0.1
  *   * DEFAULT RCODE               rcode for unknown names
  * A directive that does not parse is a fatal error (exit 2) naming the line.
@@ -98,9 +98,19 @@ static int apply(egress_dns_responder_t *r, const char *name, char **f, int n) {
   return -1;
 }
 
-static int apply_line(egress_dns_responder_t *r, char *line) {
-  char *hash = strchr(line, '#');
-  if (hash) *hash = '\0';
+static int apply_line(egress_dns_responder_t *r, const char *raw) {
+  /* '|' is a token of its own even without blanks round it. */
+  char line[3 * 4096 + 1];
+  size_t o = 0;
+  for (const char *p = raw; *p && *p != '#' && o + 3 < sizeof(line); p++) {
+    if (*p == '|') {
+      memcpy(line + o, " | ", 3);
+      o += 3;
+    } else {
+      line[o++] = *p;
+    }
+  }
+  line[o] = '\0';
   char *f[MAX_FIELDS];
   int n = 0;
   for (char *save = NULL, *tok = strtok_r(line, " \t\r\n", &save); tok; tok = strtok_r(NULL, " \t\r\n", &save)) {
@@ -138,11 +148,9 @@ static int load_zone(egress_dns_responder_t *r, const char *path) {
   int lineno = 0, rc = 0;
   while (fgets(line, sizeof(line), fp)) {
     lineno++;
-    char copy[4096];
-    snprintf(copy, sizeof(copy), "%s", line);
     if (apply_line(r, line) != 0) {
-      copy[strcspn(copy, "\r\n")] = '\0';
-      fprintf(stderr, "egress-test-dns: %s:%d: bad directive: %s\n", path, lineno, copy);
+      line[strcspn(line, "\r\n")] = '\0';
+      fprintf(stderr, "egress-test-dns: %s:%d: bad directive: %s\n", path, lineno, line);
       rc = -1;
       break;
     }

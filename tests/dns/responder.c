@@ -1007,6 +1007,11 @@ static void *serve(void *arg) {
     }
   }
   free(ubuf);
+  /* Whatever ended the loop, nobody may wait for this thread's ack any more. */
+  pthread_mutex_lock(&r->mu);
+  r->stop = true;
+  pthread_cond_broadcast(&r->cv);
+  pthread_mutex_unlock(&r->mu);
   return NULL;
 }
 

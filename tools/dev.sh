@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# libegress developer entry point.
+#
+#   tools/dev.sh demo    install what is missing, build, run the demo worker
+#   tools/dev.sh test    install what is missing, build, run every test suite
+#                        (release build, ASan+UBSan build, CLI, examples) and
+#                        print one closing line "N passed, N failed"
+#   tools/dev.sh deps    only install the Debian packages
+#
+# Works on a fresh Debian 12 machine as root (or with sudo), offline once the
+# packages are installed.  Build directories live under build/ in the tree.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$here"
+
+DEBIAN_PACKAGES=(
+  build-essential pkg-config meson ninja-build python3
+  libc-ares-dev libpcre2-dev libcjson-dev libcunit1-dev libidn2-dev nettle-dev
+  dnsmasq-base
+)
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+install_deps() {
+  local missing=()
+  for p in "${DEBIAN_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "== installing Debian packages: ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+}
+
+configure() {  # configure DIR [meson options...]
+  local dir=$1; shift
+  if [ -f "$dir/build.ninja" ]; then
+    meson setup --reconfigure "$dir" "$@" >/dev/null
+  else
+    meson setup "$dir" "$@" >/dev/null
+  fi
+}
+
+build_release() {
+  configure build/release --buildtype=release
+  ninja -C build/release
+}
+
+run_demo() {
+  build_release
+  exec examples/demo/run-demo.sh build/release
+}
+
+run_tests() {
+  local logs=()
+  local status=0
+  export EGRESS_TEST_NO_SKIP=1   # a skipped suite is a failure here
+
+  echo "== release build"
+  build_release
+  meson test -C build/release --print-errorlogs --num-processes 2 || status=1
+  logs+=(build/release/meson-logs/testlog.json)
+
+  echo "== AddressSanitizer + UndefinedBehaviorSanitizer build"
+  configure build/asan -Db_sanitize=address,undefined -Db_lundef=false --buildtype=debug
+  ninja -C build/asan
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    meson test -C build/asan --print-errorlogs --num-processes 2 --timeout-multiplier 3 || status=1
+  logs+=(build/asan/meson-logs/testlog.json)
+
+  echo "== summary"
+  python3 tests/summarize.py "${logs[@]}" || status=1
+  return $status
+}
+
+case "${1:-}" in
+  deps) install_deps ;;
+  demo) install_deps; run_demo ;;
+  test) install_deps; run_tests ;;
+  *) echo "usage: tools/dev.sh demo|test|deps" >&2; exit 64 ;;
+esac
