@@ -208,6 +208,7 @@ struct egress_checker {
 
   egress_options_t opts;
   egress__resolver_t *resolver;
+  egress__cache_t *cache;          /* NULL when caching is disabled */
   egress__sink_t *sink;
 
   atomic_ullong counters[N_COUNTERS];
@@ -237,9 +238,11 @@ static void policy_swap(egress_checker_t *c, egress_policy_t *next) {
   egress_policy_unref(old);
 }
 
-static void count(egress_checker_t *c, egress_counter_t which) {
-  atomic_fetch_add_explicit(&c->counters[which], 1, memory_order_relaxed);
+static void add(egress_checker_t *c, egress_counter_t which, uint64_t n) {
+  if (n) atomic_fetch_add_explicit(&c->counters[which], n, memory_order_relaxed);
 }
+
+static void count(egress_checker_t *c, egress_counter_t which) { add(c, which, 1); }
 
 egress_status_t egress_checker_new(egress_policy_t *policy, const egress_options_t *opts,
                                    egress_checker_t **out, char *errbuf, size_t errlen) {
@@ -265,6 +268,7 @@ egress_status_t egress_checker_new(egress_policy_t *policy, const egress_options
   if ((st = options_copy(opts, &c->opts)) != EGRESS_OK) goto fail;
   opts_copied = true;
   if ((st = egress__resolver_new(&c->opts, &c->resolver, errbuf, errlen)) != EGRESS_OK) goto fail;
+  if ((st = egress__cache_new(&c->opts, &c->cache)) != EGRESS_OK) goto fail;
   if ((st = egress__sink_new(&c->opts, &c->sink, errbuf, errlen)) != EGRESS_OK) goto fail;
   pthread_mutex_init(&c->swap_lock, NULL);
   atomic_init(&c->policy, egress_policy_ref(policy));
@@ -272,6 +276,7 @@ egress_status_t egress_checker_new(egress_policy_t *policy, const egress_options
   return EGRESS_OK;
 fail:
   if (c) {
+    egress__cache_free(c->cache);
     egress__resolver_free(c->resolver);
     if (opts_copied) options_clear(&c->opts);
     egress__free(c);
@@ -284,6 +289,7 @@ void egress_checker_free(egress_checker_t *checker) {
   if (!checker) return;
   egress_policy_unref(atomic_load(&checker->policy));
   egress__sink_free(checker->sink);
+  egress__cache_free(checker->cache);
   egress__resolver_free(checker->resolver);
   pthread_mutex_destroy(&checker->swap_lock);
   options_clear(&checker->opts);
@@ -585,9 +591,12 @@ static void check_name(egress_checker_t *c, const egress_policy_t *p, egress_dec
   }
 
   egress__answer_t ans;
-  count(c, EGRESS_COUNTER_DNS_QUERIES);
-  egress_status_t st = egress__resolve(c->resolver, d->host.text, &ans);
-  d->dns_ms = ans.ms;
+  egress__cache_stats_t cs = {0, 0, 0};
+  egress_status_t st = egress__cache_resolve(c->cache, c->resolver, d->host.text, d->host.len, &ans, &cs);
+  add(c, EGRESS_COUNTER_CACHE_HITS, cs.hits);
+  add(c, EGRESS_COUNTER_CACHE_MISSES, cs.misses);
+  add(c, EGRESS_COUNTER_DNS_QUERIES, cs.queries);
+  d->dns_ms = ans.cached ? 0 : ans.ms;
   if (st != EGRESS_OK || ans.result == EGRESS__DNS_NOMEM) {
     count(c, EGRESS_COUNTER_DNS_FAILURES);
     decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, rule,

@@ -34,4 +34,19 @@ egress_status_t egress__resolve(egress__resolver_t *r, const char *name, egress_
 void egress__answer_clear(egress__answer_t *ans);
 egress__dns_result_t egress__dns_result_of(int ares_status);
 
+/* cache.c */
+typedef struct egress__cache egress__cache_t;
+typedef struct egress__cache_stats {
+  uint64_t hits, misses, queries;
+} egress__cache_stats_t;
+
+/* NULL cache (*out) when caching is disabled (cache_max == 0). */
+egress_status_t egress__cache_new(const egress_options_t *o, egress__cache_t **out);
+void egress__cache_free(egress__cache_t *c);
+/* Resolve through the cache (c may be NULL): a fresh cached answer, the
+ * answer of a lookup another thread has in flight for the same name, or a
+ * lookup of our own.  The answer is the caller's copy.  Thread-safe. */
+egress_status_t egress__cache_resolve(egress__cache_t *c, egress__resolver_t *r, const char *name,
+                                      size_t len, egress__answer_t *ans, egress__cache_stats_t *stats);
+
 #endif

@@ -8,6 +8,7 @@
 #include "testutil.h"
 
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,9 +169,20 @@ static void test_rebinding_denied(void) {
   teardown(&f);
 }
 
+static void setup_cache(fixture_t *f, const char *const *allow, size_t na, uint32_t max, uint32_t min_ttl,
+                        uint32_t max_ttl, uint32_t neg_ttl) {
+  egress_options_t *opts = NULL;
+  CU_ASSERT_EQUAL_FATAL(egress_options_new(&opts), EGRESS_OK);
+  egress_options_set_timeout_ms(opts, 400);
+  CU_ASSERT_EQUAL_FATAL(egress_options_set_cache(opts, max, min_ttl, max_ttl, neg_ttl), EGRESS_OK);
+  setup_opts(f, allow, na, NULL, 0, opts);
+  egress_options_free(opts);
+}
+
 static void test_rebinding_over_time(void) {
   fixture_t f;
-  setup(&f, allow_all_example, 3, NULL, 0);
+  /* A TTL-0 answer is never cached when min_ttl is 0. */
+  setup_cache(&f, allow_all_example, 3, 4096, 0, 300, 5);
   egress_dns_add_a(dns, "flip.example.com", "93.184.216.34", 0);
   egress_dns_next_set(dns, "flip.example.com");
   egress_dns_add_a(dns, "flip.example.com", "127.0.0.1", 0);
@@ -382,9 +394,191 @@ static CU_TestInfo resolve_tests[] = {
     CU_TEST_INFO_NULL,
 };
 
+
+/* ---- DNS cache ---- */
+
+static uint64_t counter(fixture_t *f, egress_counter_t c) { return egress_checker_counter(f->checker, c); }
+
+static void test_cache_ttl(void) {
+  fixture_t f;
+  setup_cache(&f, allow_all_example, 3, 4096, 1, 2, 1);
+  egress_dns_reset(dns);
+  egress_dns_add_a(dns, "ttl.example.com", "93.184.216.34", 1);
+  expect(&f, "ttl.example.com", 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
+  expect(&f, "ttl.example.com", 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
+  expect(&f, "ttl.example.com", 8443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
+  /* One lookup (A + AAAA) served three checks. */
+  CU_ASSERT_EQUAL(egress_dns_query_count_type(dns, "ttl.example.com", 1), 1);
+  CU_ASSERT_EQUAL(counter(&f, EGRESS_COUNTER_CACHE_HITS), 2);
+  CU_ASSERT_EQUAL(counter(&f, EGRESS_COUNTER_CACHE_MISSES), 1);
+  CU_ASSERT_EQUAL(counter(&f, EGRESS_COUNTER_DNS_QUERIES), 1);
+  egress_decision_t *d = check(&f, "ttl.example.com", 443);
+  CU_ASSERT_EQUAL(egress_decision_dns_ms(d), 0.0);
+  CU_ASSERT(egress_decision_address_ttl(d, 0) <= 1);
+  egress_decision_free(d);
+  usleep(1200 * 1000);
+  expect(&f, "ttl.example.com", 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
+  CU_ASSERT_EQUAL(egress_dns_query_count_type(dns, "ttl.example.com", 1), 2);
+  teardown(&f);
+}
+
+static void test_cache_clamp(void) {
+  fixture_t f;
+  /* TTL 3600 is clamped to max_ttl 1; TTL 0 is raised to min_ttl 1. */
+  setup_cache(&f, allow_all_example, 3, 4096, 1, 1, 1);
+  egress_dns_reset(dns);
+  egress_dns_add_a(dns, "long.example.com", "93.184.216.34", 3600);
+  egress_dns_add_a(dns, "zero.ttl.example.com", "93.184.216.34", 0);
+  expect(&f, "long.example.com", 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
+  expect(&f, "zero.ttl.example.com", 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
+  expect(&f, "long.example.com", 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
+  expect(&f, "zero.ttl.example.com", 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
+  CU_ASSERT_EQUAL(egress_dns_query_count_type(dns, "long.example.com", 1), 1);
+  CU_ASSERT_EQUAL(egress_dns_query_count_type(dns, "zero.ttl.example.com", 1), 1);
+  usleep(1300 * 1000);
+  expect(&f, "long.example.com", 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
+  expect(&f, "zero.ttl.example.com", 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
+  CU_ASSERT_EQUAL(egress_dns_query_count_type(dns, "long.example.com", 1), 2);
+  CU_ASSERT_EQUAL(egress_dns_query_count_type(dns, "zero.ttl.example.com", 1), 2);
+  teardown(&f);
+}
+
+static void test_cache_negative_and_failures(void) {
+  fixture_t f;
+  setup_cache(&f, allow_all_example, 3, 4096, 5, 300, 1);
+  egress_dns_reset(dns);
+  egress_dns_set_rcode(dns, "gone.example.com", EGRESS_DNS_NXDOMAIN);
+  expect(&f, "gone.example.com", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NO_SUCH_HOST);
+  expect(&f, "gone.example.com", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NO_SUCH_HOST);
+  CU_ASSERT_EQUAL(egress_dns_query_count_type(dns, "gone.example.com", 1), 1);
+  usleep(1200 * 1000);
+  egress_dns_set_rcode(dns, "gone.example.com", -1);
+  egress_dns_add_a(dns, "gone.example.com", "93.184.216.34", 60);
+  expect(&f, "gone.example.com", 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
+  /* SERVFAIL is never cached: the next check asks again and sees the fix. */
+  egress_dns_set_rcode(dns, "flaky.example.com", EGRESS_DNS_SERVFAIL);
+  expect(&f, "flaky.example.com", 443, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_DNS_UNAVAILABLE);
+  egress_dns_set_rcode(dns, "flaky.example.com", -1);
+  egress_dns_add_a(dns, "flaky.example.com", "93.184.216.34", 60);
+  expect(&f, "flaky.example.com", 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
+  /* Timeouts are not cached either. */
+  egress_dns_set_drop(dns, "slowpoke.example.com", true);
+  expect(&f, "slowpoke.example.com", 443, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_DNS_UNAVAILABLE);
+  egress_dns_set_drop(dns, "slowpoke.example.com", false);
+  egress_dns_add_a(dns, "slowpoke.example.com", "93.184.216.34", 60);
+  expect(&f, "slowpoke.example.com", 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
+  teardown(&f);
+}
+
+typedef struct sf_arg {
+  fixture_t *f;
+  egress_verdict_t verdict;
+} sf_arg_t;
+
+static void *sf_thread(void *p) {
+  sf_arg_t *a = p;
+  a->verdict = egress_check(a->f->checker, "single.example.com", 443);
+  return NULL;
+}
+
+static void test_single_flight(void) {
+  fixture_t f;
+  setup_cache(&f, allow_all_example, 3, 4096, 5, 300, 5);
+  egress_options_t *opts = NULL;
+  egress_checker_free(f.checker);
+  CU_ASSERT_EQUAL_FATAL(egress_options_new(&opts), EGRESS_OK);
+  egress_options_set_timeout_ms(opts, 3000);
+  egress_options_set_dns_servers(opts, servers);
+  char err[EGRESS_ERRBUF_SIZE];
+  CU_ASSERT_EQUAL_FATAL(egress_checker_new(f.policy, opts, &f.checker, err, sizeof err), EGRESS_OK);
+  egress_options_free(opts);
+  egress_dns_reset(dns);
+  egress_dns_add_a(dns, "single.example.com", "93.184.216.34", 60);
+  egress_dns_set_delay_ms(dns, "single.example.com", 300);
+  enum { K = 16 };
+  pthread_t th[K];
+  sf_arg_t args[K];
+  for (int i = 0; i < K; i++) {
+    args[i].f = &f;
+    args[i].verdict = EGRESS_VERDICT_DENY;
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&th[i], NULL, sf_thread, &args[i]), 0);
+  }
+  for (int i = 0; i < K; i++) {
+    pthread_join(th[i], NULL);
+    CU_ASSERT_EQUAL(args[i].verdict, EGRESS_VERDICT_ALLOW);
+  }
+  /* K concurrent misses, one upstream lookup, counted by the server. */
+  CU_ASSERT_EQUAL(egress_dns_query_count_type(dns, "single.example.com", 1), 1);
+  CU_ASSERT_EQUAL(egress_dns_query_count_type(dns, "single.example.com", 28), 1);
+  CU_ASSERT_EQUAL(counter(&f, EGRESS_COUNTER_DNS_QUERIES), 1);
+  teardown(&f);
+}
+
+static void test_cache_revetted_after_swap(void) {
+  fixture_t f;
+  const char *wide[] = {"**.example.com", "10.0.0.0/8"};
+  const char *narrow[] = {"**.example.com"};
+  setup_cache(&f, wide, 2, 4096, 60, 300, 5);
+  egress_dns_reset(dns);
+  egress_dns_add_a(dns, "inside.example.com", "10.1.2.3", 300);
+  expect(&f, "inside.example.com", 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
+  egress_policy_t *p2 = NULL;
+  char err[EGRESS_ERRBUF_SIZE];
+  CU_ASSERT_EQUAL_FATAL(egress_policy_from_entries(narrow, 1, NULL, 0, &p2, err, sizeof err), EGRESS_OK);
+  CU_ASSERT_EQUAL(egress_checker_set_policy(f.checker, p2), EGRESS_OK);
+  egress_policy_unref(p2);
+  /* The cached 10.1.2.3 is vetted again under the new policy. */
+  expect(&f, "inside.example.com", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_RESOLVED_ADDRESS_FORBIDDEN);
+  CU_ASSERT_EQUAL(egress_dns_query_count_type(dns, "inside.example.com", 1), 1);
+  teardown(&f);
+}
+
+static void test_cache_lru_bound(void) {
+  fixture_t f;
+  setup_cache(&f, allow_all_example, 3, 3, 60, 300, 5);
+  egress_dns_reset(dns);
+  const char *names[] = {"l1.example.com", "l2.example.com", "l3.example.com", "l4.example.com"};
+  for (int i = 0; i < 4; i++) egress_dns_add_a(dns, names[i], "93.184.216.34", 300);
+  for (int i = 0; i < 3; i++) expect(&f, names[i], 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
+  expect(&f, names[0], 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE); /* l1 becomes most recent */
+  expect(&f, names[3], 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE); /* evicts l2 */
+  expect(&f, names[0], 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
+  expect(&f, names[2], 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
+  expect(&f, names[1], 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
+  CU_ASSERT_EQUAL(egress_dns_query_count_type(dns, "l1.example.com", 1), 1);
+  CU_ASSERT_EQUAL(egress_dns_query_count_type(dns, "l2.example.com", 1), 2);
+  CU_ASSERT_EQUAL(egress_dns_query_count_type(dns, "l3.example.com", 1), 1);
+  CU_ASSERT_EQUAL(egress_dns_query_count_type(dns, "l4.example.com", 1), 1);
+  teardown(&f);
+}
+
+static void test_cache_disabled(void) {
+  fixture_t f;
+  setup_cache(&f, allow_all_example, 3, 0, 5, 300, 5);
+  egress_dns_reset(dns);
+  egress_dns_add_a(dns, "nocache.example.com", "93.184.216.34", 300);
+  expect(&f, "nocache.example.com", 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
+  expect(&f, "nocache.example.com", 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
+  CU_ASSERT_EQUAL(egress_dns_query_count_type(dns, "nocache.example.com", 1), 2);
+  CU_ASSERT_EQUAL(counter(&f, EGRESS_COUNTER_CACHE_HITS), 0);
+  teardown(&f);
+}
+
+static CU_TestInfo cache_tests[] = {
+    {"answers are cached for their TTL and re-asked after it", test_cache_ttl},
+    {"TTLs are clamped to [min_ttl, max_ttl]", test_cache_clamp},
+    {"NXDOMAIN is cached for the negative TTL; SERVFAIL and timeouts never", test_cache_negative_and_failures},
+    {"concurrent misses share one upstream query", test_single_flight},
+    {"cached answers are vetted again after a policy swap", test_cache_revetted_after_swap},
+    {"the cache is bounded, least recently used out first", test_cache_lru_bound},
+    {"max_entries 0 disables the cache", test_cache_disabled},
+    CU_TEST_INFO_NULL,
+};
+
 int main(int argc, char **argv) {
   static const egress_test_suite_t suites[] = {
       {"resolve", suite_init, suite_cleanup, resolve_tests},
+      {"cache", suite_init, suite_cleanup, cache_tests},
       {NULL, NULL, NULL, NULL},
   };
   return egress_test_main(argc, argv, suites);

@@ -1,0 +1,322 @@
+/*
+ * DNS cache (DESIGN §6a).
+ *
+ * Answers are cached per canonical name for their TTL clamped to
+ * [min_ttl, max_ttl]; NXDOMAIN / no-address answers for the negative TTL;
+ * failures never.  The cache holds raw answers only: every check vets the
+ * addresses again against the policy in force, so a policy swap can never
+ * let a cached address through that the new policy forbids.
+ *
+ * Concurrent misses on one name share one lookup ("single flight"): the
+ * first thread resolves, the others wait for its answer.
+ *
+ * The table is split into shards, each with its own lock and LRU list, so
+ * that threads checking different names rarely meet on a lock.
+ */
+#include "resolve.h"
+
+#include <pthread.h>
+#include <string.h>
+#include <time.h>
+
+#define SHARDS_MAX 16
+
+typedef struct centry {
+  char *name;
+  size_t len;
+  uint64_t hash;
+  struct centry *hnext;
+  struct centry *prev, *next;      /* LRU: head is most recent */
+  egress__dns_result_t result;     /* OK or NO_SUCH_HOST */
+  const char *detail;
+  egress__ip_t *ips;
+  int32_t *ttls;
+  size_t n;
+  double expires_ms;
+} centry_t;
+
+typedef struct flight {
+  char *name;
+  size_t len;
+  uint64_t hash;
+  struct flight *next;
+  pthread_cond_t done_cond;
+  bool done;
+  unsigned refs;                   /* leader + waiters */
+  egress__answer_t answer;         /* the leader's answer, for the waiters */
+  egress_status_t status;
+} flight_t;
+
+typedef struct shard {
+  pthread_mutex_t lock;
+  centry_t **buckets;
+  size_t nbuckets;                 /* power of two */
+  size_t count, max;
+  centry_t *head, *tail;
+  flight_t *flights;
+} shard_t;
+
+struct egress__cache {
+  shard_t shards[SHARDS_MAX];
+  size_t nshards;
+  uint32_t min_ttl, max_ttl, neg_ttl;
+};
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+static uint64_t hash_name(const char *s, size_t len) {
+  uint64_t h = 1469598103934665603ULL;
+  for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
+  return h ^ (h >> 31);
+}
+
+egress_status_t egress__cache_new(const egress_options_t *o, egress__cache_t **out) {
+  *out = NULL;
+  if (!o || o->cache_max == 0) return EGRESS_OK;   /* caching disabled */
+  egress__cache_t *c = egress__calloc(1, sizeof(*c));
+  if (!c) return EGRESS_ENOMEM;
+  c->min_ttl = o->cache_min_ttl;
+  c->max_ttl = o->cache_max_ttl;
+  c->neg_ttl = o->cache_neg_ttl;
+  /* Small caches keep one shard so that the LRU bound is exact. */
+  c->nshards = o->cache_max >= 1024 ? SHARDS_MAX : 1;
+  for (size_t i = 0; i < c->nshards; i++) {
+    shard_t *s = &c->shards[i];
+    s->max = (o->cache_max + c->nshards - 1) / c->nshards;
+    s->nbuckets = 64;
+    while (s->nbuckets < s->max && s->nbuckets < (1u << 20)) s->nbuckets <<= 1;
+    s->buckets = egress__calloc(s->nbuckets, sizeof(*s->buckets));
+    if (!s->buckets) {
+      c->nshards = i;
+      egress__cache_free(c);
+      return EGRESS_ENOMEM;
+    }
+    pthread_mutex_init(&s->lock, NULL);
+  }
+  *out = c;
+  return EGRESS_OK;
+}
+
+static void entry_free(centry_t *e) {
+  egress__free(e->name);
+  egress__free(e->ips);
+  egress__free(e->ttls);
+  egress__free(e);
+}
+
+void egress__cache_free(egress__cache_t *c) {
+  if (!c) return;
+  for (size_t i = 0; i < c->nshards; i++) {
+    shard_t *s = &c->shards[i];
+    for (centry_t *e = s->head, *next; e; e = next) {
+      next = e->next;
+      entry_free(e);
+    }
+    egress__free(s->buckets);
+    pthread_mutex_destroy(&s->lock);
+  }
+  egress__free(c);
+}
+
+static void lru_unlink(shard_t *s, centry_t *e) {
+  if (e->prev) e->prev->next = e->next; else s->head = e->next;
+  if (e->next) e->next->prev = e->prev; else s->tail = e->prev;
+  e->prev = e->next = NULL;
+}
+
+static void lru_push_front(shard_t *s, centry_t *e) {
+  e->prev = NULL;
+  e->next = s->head;
+  if (s->head) s->head->prev = e;
+  s->head = e;
+  if (!s->tail) s->tail = e;
+}
+
+static centry_t **bucket_of(shard_t *s, uint64_t hash) { return &s->buckets[hash & (s->nbuckets - 1)]; }
+
+static void remove_entry(shard_t *s, centry_t *e) {
+  for (centry_t **pp = bucket_of(s, e->hash); *pp; pp = &(*pp)->hnext) {
+    if (*pp == e) {
+      *pp = e->hnext;
+      break;
+    }
+  }
+  lru_unlink(s, e);
+  s->count--;
+  entry_free(e);
+}
+
+static centry_t *find_entry(shard_t *s, const char *name, size_t len, uint64_t hash) {
+  for (centry_t *e = *bucket_of(s, hash); e; e = e->hnext)
+    if (e->hash == hash && e->len == len && !memcmp(e->name, name, len)) return e;
+  return NULL;
+}
+
+static egress_status_t copy_answer(egress__answer_t *dst, egress__dns_result_t result, const char *detail,
+                                   const egress__ip_t *ips, const int32_t *ttls, size_t n) {
+  memset(dst, 0, sizeof *dst);
+  dst->result = result;
+  dst->detail = detail;
+  if (n) {
+    dst->ips = egress__malloc(n * sizeof(*ips));
+    dst->ttls = egress__malloc(n * sizeof(*ttls));
+    if (!dst->ips || !dst->ttls) {
+      egress__answer_clear(dst);
+      dst->result = EGRESS__DNS_NOMEM;
+      return EGRESS_ENOMEM;
+    }
+    memcpy(dst->ips, ips, n * sizeof(*ips));
+    memcpy(dst->ttls, ttls, n * sizeof(*ttls));
+    dst->n = n;
+  }
+  return EGRESS_OK;
+}
+
+/* Remaining TTL of a cached answer, so callers and events see what is left. */
+static void age_ttls(egress__answer_t *a, double expires_ms, double now) {
+  int32_t left = (int32_t)((expires_ms - now) / 1000.0);
+  for (size_t i = 0; i < a->n; i++)
+    if (a->ttls[i] > left) a->ttls[i] = left < 0 ? 0 : left;
+}
+
+static void insert_answer(egress__cache_t *c, shard_t *s, const char *name, size_t len, uint64_t hash,
+                          const egress__answer_t *a, double now) {
+  uint32_t ttl;
+  if (a->result == EGRESS__DNS_NO_SUCH_HOST) {
+    ttl = c->neg_ttl;
+  } else {
+    int64_t min = INT32_MAX;
+    for (size_t i = 0; i < a->n; i++)
+      if (a->ttls[i] < min) min = a->ttls[i] < 0 ? 0 : a->ttls[i];
+    ttl = (uint32_t)min;
+    if (ttl < c->min_ttl) ttl = c->min_ttl;
+    if (ttl > c->max_ttl) ttl = c->max_ttl;
+  }
+  if (ttl == 0 || s->max == 0) return;
+  centry_t *old = find_entry(s, name, len, hash);
+  if (old) remove_entry(s, old);
+  centry_t *e = egress__calloc(1, sizeof(*e));
+  if (!e) return;   /* not caching is always safe */
+  e->name = egress__strndup(name, len);
+  egress__answer_t copy;
+  if (!e->name || copy_answer(&copy, a->result, a->detail, a->ips, a->ttls, a->n) != EGRESS_OK) {
+    entry_free(e);
+    return;
+  }
+  e->len = len;
+  e->hash = hash;
+  e->result = copy.result;
+  e->detail = copy.detail;
+  e->ips = copy.ips;
+  e->ttls = copy.ttls;
+  e->n = copy.n;
+  e->expires_ms = now + (double)ttl * 1000.0;
+  centry_t **b = bucket_of(s, hash);
+  e->hnext = *b;
+  *b = e;
+  lru_push_front(s, e);
+  s->count++;
+  while (s->count > s->max && s->tail) remove_entry(s, s->tail);
+}
+
+static void flight_release(shard_t *s, flight_t *f) {
+  /* Called with the shard lock held. */
+  if (--f->refs) return;
+  egress__answer_clear(&f->answer);
+  pthread_cond_destroy(&f->done_cond);
+  egress__free(f->name);
+  egress__free(f);
+  (void)s;
+}
+
+egress_status_t egress__cache_resolve(egress__cache_t *c, egress__resolver_t *r, const char *name,
+                                      size_t len, egress__answer_t *ans, egress__cache_stats_t *stats) {
+  memset(ans, 0, sizeof *ans);
+  if (!c) {
+    stats->misses++;
+    stats->queries++;
+    return egress__resolve(r, name, ans);
+  }
+  uint64_t hash = hash_name(name, len);
+  shard_t *s = &c->shards[(hash >> 40) % c->nshards];
+  double now = now_ms();
+  egress_status_t st;
+
+  pthread_mutex_lock(&s->lock);
+  centry_t *e = find_entry(s, name, len, hash);
+  if (e && e->expires_ms > now) {
+    lru_unlink(s, e);
+    lru_push_front(s, e);
+    st = copy_answer(ans, e->result, e->detail, e->ips, e->ttls, e->n);
+    if (st == EGRESS_OK) age_ttls(ans, e->expires_ms, now);
+    pthread_mutex_unlock(&s->lock);
+    ans->cached = true;
+    stats->hits++;
+    return st;
+  }
+  if (e) remove_entry(s, e);
+  stats->misses++;
+
+  for (flight_t *f = s->flights; f; f = f->next) {
+    if (f->hash == hash && f->len == len && !memcmp(f->name, name, len)) {
+      /* Someone is already asking: wait for their answer. */
+      f->refs++;
+      while (!f->done) pthread_cond_wait(&f->done_cond, &s->lock);
+      st = f->status;
+      if (st == EGRESS_OK) {
+        st = copy_answer(ans, f->answer.result, f->answer.detail, f->answer.ips, f->answer.ttls, f->answer.n);
+        ans->ms = f->answer.ms;
+      }
+      flight_release(s, f);
+      pthread_mutex_unlock(&s->lock);
+      ans->cached = true;   /* shared, not our own query */
+      return st;
+    }
+  }
+
+  flight_t *f = egress__calloc(1, sizeof(*f));
+  char *fname = f ? egress__strndup(name, len) : NULL;
+  if (!f || !fname) {
+    /* No single flight without memory: resolve alone, which is still correct. */
+    egress__free(f);
+    pthread_mutex_unlock(&s->lock);
+    stats->queries++;
+    return egress__resolve(r, name, ans);
+  }
+  f->name = fname;
+  f->len = len;
+  f->hash = hash;
+  f->refs = 1;
+  pthread_cond_init(&f->done_cond, NULL);
+  f->next = s->flights;
+  s->flights = f;
+  pthread_mutex_unlock(&s->lock);
+
+  stats->queries++;
+  st = egress__resolve(r, name, ans);
+
+  pthread_mutex_lock(&s->lock);
+  for (flight_t **pp = &s->flights; *pp; pp = &(*pp)->next) {
+    if (*pp == f) {
+      *pp = f->next;
+      break;
+    }
+  }
+  f->status = st;
+  if (st == EGRESS_OK) {
+    if (copy_answer(&f->answer, ans->result, ans->detail, ans->ips, ans->ttls, ans->n) != EGRESS_OK)
+      f->status = EGRESS_ENOMEM;
+    f->answer.ms = ans->ms;
+    if (ans->result == EGRESS__DNS_OK || ans->result == EGRESS__DNS_NO_SUCH_HOST)
+      insert_answer(c, s, name, len, hash, ans, now_ms());
+  }
+  f->done = true;
+  pthread_cond_broadcast(&f->done_cond);
+  flight_release(s, f);
+  pthread_mutex_unlock(&s->lock);
+  return st;
+}
