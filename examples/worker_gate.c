@@ -285,8 +285,10 @@ static int build_checker(const args_t *a, egress_policy_t *policy,
   if (st == EGRESS_OK) {
     rc = 0;
   } else if (st == EGRESS_EIO) {
-    errmsg("cannot open events file '%s': %s", a->events ? a->events : "",
-           errbuf[0] ? errbuf : egress_strerror(st));
+    if (errbuf[0] != '\0')
+      errmsg("%s", errbuf); /* names the file and the system error */
+    else
+      errmsg("cannot open events file '%s'", a->events ? a->events : "");
     rc = EXIT_CANTCREAT;
   } else {
     errmsg("cannot create checker: %s", errbuf[0] ? errbuf : egress_strerror(st));
@@ -338,22 +340,32 @@ static void print_decision_line(const egress_decision_t *d, const char *method,
     /* In monitor mode the call proceeds; say what enforce mode would do. */
     if (verdict == EGRESS_VERDICT_ALLOW)
       fputs("monitor, would deny: ", stdout);
-    printf("%s: %s", egress_reason_name(egress_decision_reason(d)),
-           egress_decision_message(d));
+    egress_reason_t reason = egress_decision_reason(d);
+    const char *message = egress_decision_message(d);
+
+    printf("%s: %s", egress_reason_name(reason),
+           message ? message : egress_reason_message(reason));
   }
   print_rule(d);
   putchar('\n');
 }
 
+/* Prints cJSON's formatted text under @p indent.  cJSON escapes tabs inside
+ * strings, so every literal tab is layout: leading ones become two spaces,
+ * the one after a key's colon a single space. */
 static void print_indented(const char *text, const char *indent) {
   const char *p = text;
 
   while (*p != '\0') {
-    const char *nl = strchr(p, '\n');
-    size_t n = nl ? (size_t)(nl - p) : strlen(p);
-    printf("%s%.*s\n", indent, (int)n, p);
-    p += n;
-    if (nl != NULL)
+    fputs(indent, stdout);
+    while (*p == '\t') {
+      fputs("  ", stdout);
+      p++;
+    }
+    for (; *p != '\0' && *p != '\n'; p++)
+      putchar(*p == '\t' ? ' ' : *p);
+    putchar('\n');
+    if (*p == '\n')
       p++;
   }
 }

@@ -5,6 +5,7 @@
 #include "resolve.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <sched.h>
@@ -191,6 +192,22 @@ static egress_status_t options_copy(const egress_options_t *src, egress_options_
 #define N_REASONS 13
 #define N_COUNTERS 9
 
+#define COUNTER_STRIPES 16
+
+typedef struct counter_stripe {
+  _Alignas(64) atomic_ullong counters[N_COUNTERS];
+  atomic_ullong by_outcome_reason[N_OUTCOMES][N_REASONS];
+} counter_stripe_t;
+
+static atomic_uint next_stripe;
+static _Thread_local unsigned my_stripe = UINT_MAX;
+
+static unsigned stripe_index(void) {
+  if (my_stripe == UINT_MAX)
+    my_stripe = atomic_fetch_add_explicit(&next_stripe, 1, memory_order_relaxed) % COUNTER_STRIPES;
+  return my_stripe;
+}
+
 struct egress_checker {
   /*
    * Policy in force, swapped without a lock on the read side.  Readers
@@ -211,9 +228,64 @@ struct egress_checker {
   egress__cache_t *cache;          /* NULL when caching is disabled */
   egress__sink_t *sink;
 
-  atomic_ullong counters[N_COUNTERS];
-  atomic_ullong by_outcome_reason[N_OUTCOMES][N_REASONS];
+  /* Identity for the per-thread policy slot (a freed checker's address may
+   * be reused; its id never is) and the policy generation it caches. */
+  uint64_t id;
+  atomic_ullong generation;
+
+  /* Counters are striped so that threads do not fight over cache lines;
+   * a read sums the stripes. */
+  counter_stripe_t stripes[COUNTER_STRIPES];
 };
+
+/*
+ * Per-thread policy slot: a thread keeps a reference to the policy it last
+ * used with a checker, tagged with the checker's generation.  While the
+ * generation is unchanged, a check reads the policy with one load and no
+ * atomic write at all, so threads never bounce the policy's reference count
+ * between cores.  A swap bumps the generation; the next check of each
+ * thread then takes the slow path once.
+ */
+typedef struct policy_slot {
+  uint64_t checker_id;
+  uint64_t generation;
+  egress_policy_t *policy;     /* the slot's own reference */
+} policy_slot_t;
+
+static _Thread_local policy_slot_t tls_slot;
+static pthread_key_t slot_key;
+static pthread_once_t slot_once = PTHREAD_ONCE_INIT;
+static atomic_ullong next_checker_id = 1;
+
+static void slot_release(void *unused) {
+  (void)unused;
+  egress_policy_unref(tls_slot.policy);
+  tls_slot.policy = NULL;
+  tls_slot.checker_id = 0;
+}
+
+static void slot_key_init(void) { pthread_key_create(&slot_key, slot_release); }
+
+static egress_policy_t *policy_acquire(egress_checker_t *c);
+
+/* Borrowed policy for one check on this thread.  The caller must not let
+ * user code run (callbacks) between this and its last use of the policy
+ * unless it holds its own reference: use policy_acquire() then. */
+static egress_policy_t *policy_borrow(egress_checker_t *c) {
+  uint64_t gen = atomic_load_explicit(&c->generation, memory_order_acquire);
+  if (tls_slot.checker_id == c->id && tls_slot.generation == gen && tls_slot.policy) return tls_slot.policy;
+  egress_policy_t *p = policy_acquire(c);
+  egress_policy_unref(tls_slot.policy);
+  if (!tls_slot.checker_id) {
+    /* First slot use on this thread: arrange the release at thread exit. */
+    pthread_once(&slot_once, slot_key_init);
+    pthread_setspecific(slot_key, &tls_slot);
+  }
+  tls_slot.checker_id = c->id;
+  tls_slot.generation = gen;
+  tls_slot.policy = p;
+  return p;
+}
 
 static egress_policy_t *policy_acquire(egress_checker_t *c) {
   unsigned e;
@@ -231,6 +303,7 @@ static egress_policy_t *policy_acquire(egress_checker_t *c) {
 static void policy_swap(egress_checker_t *c, egress_policy_t *next) {
   pthread_mutex_lock(&c->swap_lock);
   egress_policy_t *old = atomic_exchange(&c->policy, next);
+  atomic_fetch_add_explicit(&c->generation, 1, memory_order_release);
   unsigned e = atomic_fetch_add(&c->epoch, 1);
   /* The window a reader stays in its slot is a handful of instructions. */
   while (atomic_load(&c->readers[e & 1]) != 0) sched_yield();
@@ -239,7 +312,7 @@ static void policy_swap(egress_checker_t *c, egress_policy_t *next) {
 }
 
 static void add(egress_checker_t *c, egress_counter_t which, uint64_t n) {
-  if (n) atomic_fetch_add_explicit(&c->counters[which], n, memory_order_relaxed);
+  if (n) atomic_fetch_add_explicit(&c->stripes[stripe_index()].counters[which], n, memory_order_relaxed);
 }
 
 static void count(egress_checker_t *c, egress_counter_t which) { add(c, which, 1); }
@@ -272,6 +345,7 @@ egress_status_t egress_checker_new(egress_policy_t *policy, const egress_options
   if ((st = egress__sink_new(&c->opts, &c->sink, errbuf, errlen)) != EGRESS_OK) goto fail;
   pthread_mutex_init(&c->swap_lock, NULL);
   atomic_init(&c->policy, egress_policy_ref(policy));
+  c->id = atomic_fetch_add(&next_checker_id, 1);
   *out = c;
   return EGRESS_OK;
 fail:
@@ -332,7 +406,11 @@ egress_status_t egress_checker_reload_file(egress_checker_t *checker, const char
 
 uint64_t egress_checker_counter(const egress_checker_t *checker, egress_counter_t counter) {
   if (!checker || (int)counter < 0 || (int)counter >= N_COUNTERS) return 0;
-  return atomic_load_explicit(&((egress_checker_t *)checker)->counters[counter], memory_order_relaxed);
+  uint64_t sum = 0;
+  for (size_t i = 0; i < COUNTER_STRIPES; i++)
+    sum += atomic_load_explicit(&((egress_checker_t *)checker)->stripes[i].counters[counter],
+                                memory_order_relaxed);
+  return sum;
 }
 
 uint64_t egress_checker_checks_by(const egress_checker_t *checker, egress_outcome_t outcome,
@@ -340,8 +418,11 @@ uint64_t egress_checker_checks_by(const egress_checker_t *checker, egress_outcom
   if (!checker || (int)outcome < 0 || (int)outcome >= N_OUTCOMES || (int)reason < 0 ||
       (int)reason >= N_REASONS)
     return 0;
-  return atomic_load_explicit(&((egress_checker_t *)checker)->by_outcome_reason[outcome][reason],
-                              memory_order_relaxed);
+  uint64_t sum = 0;
+  for (size_t i = 0; i < COUNTER_STRIPES; i++)
+    sum += atomic_load_explicit(&((egress_checker_t *)checker)->stripes[i].by_outcome_reason[outcome][reason],
+                                memory_order_relaxed);
+  return sum;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -368,6 +449,9 @@ static void decide(egress_decision_t *d, egress_outcome_t outcome, egress_reason
     d->has_rule = true;
     d->rule_list = rule->list;
     d->rule_index = rule->index;
+  }
+  if (d->lean) return;
+  if (rule) {
     egress__free(d->rule_text);
     d->rule_text = egress__strdup(rule->text);
   }
@@ -385,15 +469,18 @@ static void decide(egress_decision_t *d, egress_outcome_t outcome, egress_reason
 
 static bool add_address(egress_decision_t *d, const egress__ip_t *ip, int32_t ttl, size_t cap) {
   if (!d->addrs) {
-    d->addrs = egress__calloc(cap ? cap : 1, sizeof(*d->addrs));
-    if (!d->addrs) return false;
+    if (cap <= sizeof d->inline_addrs / sizeof d->inline_addrs[0])
+      d->addrs = d->inline_addrs;
+    else if (!(d->addrs = egress__calloc(cap, sizeof(*d->addrs))))
+      return false;
   }
   egress__addr_verdict_t *a = &d->addrs[d->naddrs++];
   a->ip = *ip;
-  egress__ip_format(ip, a->text, sizeof a->text);
   a->ttl = ttl;
   a->verdict = EGRESS_VERDICT_DENY;
   a->reason = EGRESS_REASON_INTERNAL_ERROR;
+  if (d->lean) return true;
+  egress__ip_format(ip, a->text, sizeof a->text);
   uint16_t port = (uint16_t)(d->port > 0 && d->port < 65536 ? d->port : 0);
   a->sa_len = egress__ip_sockaddr(ip, port, &a->sa);
   return true;
@@ -650,7 +737,7 @@ static void check_name(egress_checker_t *c, const egress_policy_t *p, egress_dec
            first_bad_v.detail);
     goto done;
   }
-  if (!build_curl_resolve(d, port)) {
+  if (!d->lean && !build_curl_resolve(d, port)) {
     decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, rule, NULL);
     goto done;
   }
@@ -739,7 +826,7 @@ static void finish(egress_checker_t *c, egress_decision_t *d, const egress_polic
   else
     d->verdict = EGRESS_VERDICT_DENY;
 
-  d->latency_ms = mono_ms() - start;
+  if (!d->lean) d->latency_ms = mono_ms() - start;
   bool sink = egress__sink_active(c->sink);
   if (sink || want_json) {
     if (egress__event_stamp(d) == EGRESS_OK) d->event_json = egress__event_build(d, c->opts.event_source);
@@ -769,18 +856,23 @@ static void finish(egress_checker_t *c, egress_decision_t *d, const egress_polic
   }
   count(c, EGRESS_COUNTER_CHECKS);
   if ((int)d->outcome < N_OUTCOMES && (int)d->reason < N_REASONS)
-    atomic_fetch_add_explicit(&c->by_outcome_reason[d->outcome][d->reason], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->stripes[stripe_index()].by_outcome_reason[d->outcome][d->reason], 1,
+                              memory_order_relaxed);
 }
 
 static egress_status_t run_check(egress_checker_t *c, const char *host, int32_t port,
                                  const char *path, const egress_request_t *req,
                                  egress_decision_t *d, bool want_json) {
-  double start = mono_ms();
+  d->lean = !want_json && !egress__sink_active(c->sink);
+  double start = d->lean ? 0 : mono_ms();
   d->port = port;
   d->verdict = EGRESS_VERDICT_DENY;
-  egress_policy_t *p = policy_acquire(c);
+  /* A callback sink runs user code, which may check again on this thread
+   * and replace the thread's slot: hold a reference of our own then. */
+  bool own = c->opts.event_cb != NULL;
+  egress_policy_t *p = own ? policy_acquire(c) : policy_borrow(c);
   egress_status_t st = EGRESS_OK;
-  if (!copy_context(d, host, req)) {
+  if (!d->lean && !copy_context(d, host, req)) {
     decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL, NULL);
     st = EGRESS_ENOMEM;
   } else {
@@ -788,7 +880,7 @@ static egress_status_t run_check(egress_checker_t *c, const char *host, int32_t 
     if (d->reason == EGRESS_REASON_INTERNAL_ERROR) st = EGRESS_ENOMEM;
   }
   finish(c, d, p, start, want_json);
-  egress_policy_unref(p);
+  if (own) egress_policy_unref(p);
   if (st != EGRESS_OK) d->verdict = EGRESS_VERDICT_DENY;
   return st;
 }

@@ -41,7 +41,7 @@ void egress__decision_clear(egress_decision_t *d) {
   egress__free(d->destination);
   egress__free(d->url);
   egress__free(d->rule_text);
-  egress__free(d->addrs);
+  if (d->addrs != d->inline_addrs) egress__free(d->addrs);
   egress__free(d->curl_resolve);
   egress__free(d->event_json);
   for (int i = 0; i < EGRESS__FIELD_COUNT; i++) egress__free(d->field[i]);

@@ -70,9 +70,17 @@ void egress__ip_format(const egress__ip_t *ip, char *buf, size_t buflen);
 bool egress__prefix_contains(const egress__prefix_t *prefix, const egress__ip_t *ip);
 /* ::ffff:a.b.c.d becomes a.b.c.d (in place); returns whether it did. */
 bool egress__ip_unmap(egress__ip_t *ip);
+/* Room for either address family, and no more: decisions carry one per
+ * address, and sockaddr_storage would be four times the size. */
+typedef union egress__sockaddr {
+  struct sockaddr sa;
+  struct sockaddr_in sin;
+  struct sockaddr_in6 sin6;
+} egress__sockaddr_t;
+
 /* Fill a sockaddr_in/sockaddr_in6 for ip:port; returns its length. */
 socklen_t egress__ip_sockaddr(const egress__ip_t *ip, uint16_t port,
-                              struct sockaddr_storage *ss);
+                              egress__sockaddr_t *ss);
 
 /* ------------------------------------------------------------------------ */
 /* canon.c: host canonicalization (DESIGN §4 step 1-2).                      */
@@ -252,7 +260,7 @@ typedef struct egress__addr_verdict {
   egress_verdict_t verdict;
   egress_reason_t reason;
   int32_t ttl;                      /* -1 for literals */
-  struct sockaddr_storage sa;
+  egress__sockaddr_t sa;
   socklen_t sa_len;
 } egress__addr_verdict_t;
 
@@ -272,7 +280,7 @@ struct egress_decision {
   egress_list_t rule_list;
   size_t rule_index;
   char *rule_text;                  /* owned copy */
-  egress__addr_verdict_t *addrs;    /* owned */
+  egress__addr_verdict_t *addrs;    /* owned, unless it is inline_addrs */
   size_t naddrs;
   char *curl_resolve;               /* owned; allow + name only */
   double dns_ms, latency_ms;
@@ -281,6 +289,9 @@ struct egress_decision {
   char *field[EGRESS__FIELD_COUNT]; /* request context copies (owned) */
   char *event_json;                 /* owned; built once per check */
   char time_rfc3339[32];            /* event time */
+  egress__addr_verdict_t inline_addrs[4]; /* small answers: no allocation */
+  bool lean;                        /* egress_check with no sink: nobody reads
+                                       text, so none is made (hot path) */
   char event_id[37];                /* UUID v4 */
 };
 

@@ -165,18 +165,18 @@ bool egress__ip_unmap(egress__ip_t *ip) {
 }
 
 socklen_t egress__ip_sockaddr(const egress__ip_t *ip, uint16_t port,
-                              struct sockaddr_storage *ss) {
+                              egress__sockaddr_t *ss) {
   if (!ip || !ss) return 0;
   memset(ss, 0, sizeof(*ss));
   if (ip->family == 4) {
-    struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+    struct sockaddr_in *sin = &ss->sin;
     sin->sin_family = AF_INET;
     sin->sin_port = htons(port);
     memcpy(&sin->sin_addr, ip->bytes, 4);
     return (socklen_t)sizeof(*sin);
   }
   if (ip->family == 6) {
-    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+    struct sockaddr_in6 *sin6 = &ss->sin6;
     sin6->sin6_family = AF_INET6;
     sin6->sin6_port = htons(port);
     memcpy(&sin6->sin6_addr, ip->bytes, 16);

@@ -386,8 +386,8 @@ egress_status_t egress__resolve(egress__resolver_t *r, const char *name, egress_
 
 void egress__answer_clear(egress__answer_t *ans) {
   if (!ans) return;
-  egress__free(ans->ips);
-  egress__free(ans->ttls);
+  if (ans->ips != ans->inline_ips) egress__free(ans->ips);
+  if (ans->ttls != ans->inline_ttls) egress__free(ans->ttls);
   ans->ips = NULL;
   ans->ttls = NULL;
   ans->n = 0;

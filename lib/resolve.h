@@ -11,6 +11,8 @@ typedef enum egress__dns_result {
   EGRESS__DNS_NOMEM = 3
 } egress__dns_result_t;
 
+#define EGRESS__ANSWER_INLINE 8
+
 typedef struct egress__answer {
   egress__dns_result_t result;
   int ares_status;
@@ -20,6 +22,9 @@ typedef struct egress__answer {
   size_t n;
   double ms;              /* time spent resolving */
   bool cached;
+  /* Small answers live here: no allocation for a cached check. */
+  egress__ip_t inline_ips[EGRESS__ANSWER_INLINE];
+  int32_t inline_ttls[EGRESS__ANSWER_INLINE];
 } egress__answer_t;
 
 typedef struct egress__resolver egress__resolver_t;

@@ -20,11 +20,11 @@ def declared(header_text):
     # Drop comments first so that prose mentioning EGRESS_API is not read.
     text = re.sub(r"/\*.*?\*/", " ", header_text, flags=re.S)
     text = re.sub(r"//[^\n]*", " ", text)
+    # Preprocessor lines (the EGRESS_API definition itself, X-macro lists).
+    text = re.sub(r"^[ \t]*#(?:[^\n]*\\\n)*[^\n]*", " ", text, flags=re.M)
     names = set()
     for decl in re.finditer(r"\bEGRESS_API\b([^;{]*?)\(", text):
         before_paren = decl.group(1)
-        if "#" in before_paren or "define" in before_paren:
-            continue
         m = re.search(r"([A-Za-z_][A-Za-z0-9_]*)\s*$", before_paren)
         if m:
             names.add(m.group(1))

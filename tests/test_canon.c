@@ -830,7 +830,7 @@ static void test_unmap_sockaddr(void) {
   CU_ASSERT_FALSE(egress__ip_unmap(&ip));
   CU_ASSERT_FALSE(egress__ip_unmap(NULL));
 
-  struct sockaddr_storage ss;
+  egress__sockaddr_t ss;
   ip = ip_of("192.0.2.1");
   socklen_t len = egress__ip_sockaddr(&ip, 443, &ss);
   CU_ASSERT_EQUAL(len, sizeof(struct sockaddr_in));
