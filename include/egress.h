@@ -316,7 +316,9 @@ EGRESS_API egress_status_t egress_options_set_cache(egress_options_t *opts,
                                                     uint32_t negative_ttl_s);
 /** Add an operator-configured NAT64 Pref64 prefix ("2001:db8:64::/96");
  *  lengths 32, 40, 48, 56, 64, 96 (RFC 6052). Addresses inside it have their
- *  embedded IPv4 address vetted too. @return EGRESS_OK, EGRESS_EINVAL, EGRESS_ENOMEM. */
+ *  embedded IPv4 address vetted too. At most 8 prefixes.
+ *  @return EGRESS_OK, EGRESS_EINVAL (bad text or length), EGRESS_ERANGE (8
+ *  prefixes already set). */
 EGRESS_API egress_status_t egress_options_add_pref64(egress_options_t *opts,
                                                      const char *prefix);
 /** CloudEvents "source" attribute (default "/enforcement/libegress"). Copied. */

@@ -276,28 +276,27 @@ static egress_status_t canon(const char *in, size_t len, egress__host_t *out,
   if (len == 0) return invalid(why, "host is empty");
   if (len > CANON_INPUT_MAX) return invalid(why, "host is too long");
 
+  /* One pass over the bytes: this runs before every check. */
   bool nonascii = false, colon = false, bracket = false;
   for (size_t i = 0; i < len; i++) {
     unsigned char c = (unsigned char)in[i];
+    if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-') continue;
     if (c == 0) return invalid(why, "host contains a NUL byte");
     if (c < 0x20 || c == 0x7f) return invalid(why, "host contains a control character");
-    if (c >= 0x80) nonascii = true;
-    if (c == ':') colon = true;
-    if (c == '[' || c == ']') bracket = true;
-  }
-  for (size_t i = 0; i + 2 < len; i++)
-    if (in[i] == ':' && in[i + 1] == '/' && in[i + 2] == '/')
-      return invalid(why, "host contains a URL scheme");
-  for (size_t i = 0; i < len; i++) {
-    switch (in[i]) {
+    switch (c) {
     case ' ': return invalid(why, "host contains white space");
     case '%': return invalid(why, "host contains '%' (percent-encoding or an IPv6 zone id)");
     case '\\': return invalid(why, "host contains a backslash");
     case '@': return invalid(why, "host contains '@' (userinfo)");
-    case '/': return invalid(why, "host contains '/' (a path)");
+    case '/':
+      if (i > 0 && in[i - 1] == ':' && i + 1 < len && in[i + 1] == '/')
+        return invalid(why, "host contains a URL scheme");
+      return invalid(why, "host contains '/' (a path)");
     case '?': return invalid(why, "host contains '?' (a query)");
     case '#': return invalid(why, "host contains '#' (a fragment)");
-    default: break;
+    case ':': colon = true; break;
+    case '[': case ']': bracket = true; break;
+    default: if (c >= 0x80) nonascii = true; break;
     }
   }
 

@@ -488,7 +488,9 @@ static bool add_address(egress_decision_t *d, const egress__ip_t *ip, int32_t tt
 
 typedef struct vet_result {
   egress_reason_t reason;               /* NONE when the address passes */
-  const egress__rule_t *rule;           /* deny rule or opening allow rule */
+  const egress__rule_t *rule;           /* the deny rule that forbids */
+  const egress__rule_t *opener;         /* the allow rule that opened a
+                                           special-purpose address */
   char detail[160];
 } vet_result_t;
 
@@ -512,6 +514,7 @@ static void vet_one(const egress_policy_t *p, const egress_options_t *o, const e
       snprintf(v->detail, sizeof v->detail, "%s", info.block ? info.block->name : "special-purpose");
       return;
     }
+    v->opener = m.allowing;
   }
   if (ip->family == 6) {
     egress__ip_t embedded[2];
@@ -625,6 +628,9 @@ static void check_literal(const egress_policy_t *p, const egress_options_t *o,
            "%s is allowed only on other ports, not %u", d->host.text, port);
     return;
   }
+  /* A special-purpose address was let through by the rule that names its
+   * range, which is the rule that won even if a wider one comes first. */
+  if (v.opener) m.allowing = v.opener;
   const egress__rule_t *by_path = path_rule(p, &d->host, port, m.allowing, path);
   if (!by_path) {
     a->reason = EGRESS_REASON_NOT_IN_ALLOWLIST;
@@ -850,6 +856,9 @@ static void finish(egress_checker_t *c, egress_decision_t *d, const egress_polic
             d->addrs[i].verdict = EGRESS_VERDICT_DENY;
             if (d->addrs[i].reason == EGRESS_REASON_NONE) d->addrs[i].reason = EGRESS_REASON_AUDIT_UNAVAILABLE;
           }
+          /* The decision's own event text must say what was decided. */
+          egress__free(d->event_json);
+          d->event_json = egress__event_build(d, c->opts.event_source);
         }
       }
     }
@@ -888,10 +897,10 @@ static egress_status_t run_check(egress_checker_t *c, const char *host, int32_t 
 egress_verdict_t egress_check(egress_checker_t *checker, const char *host, uint16_t port) {
   egress_decision_t d;
   if (!checker) return EGRESS_VERDICT_DENY;
-  memset(&d, 0, sizeof d);
+  memset(&d, 0, EGRESS__DECISION_ZERO_SIZE);
   egress_status_t st = run_check(checker, host, port, NULL, NULL, &d, false);
   egress_verdict_t verdict = st == EGRESS_OK ? d.verdict : EGRESS_VERDICT_DENY;
-  egress__decision_clear(&d);
+  egress__decision_release(&d);
   return verdict;
 }
 

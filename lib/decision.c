@@ -36,7 +36,7 @@ egress_status_t egress_request_set(egress_request_t *req, egress_field_t field,
   return EGRESS_OK;
 }
 
-void egress__decision_clear(egress_decision_t *d) {
+void egress__decision_release(egress_decision_t *d) {
   egress__free(d->message);
   egress__free(d->destination);
   egress__free(d->url);
@@ -45,6 +45,10 @@ void egress__decision_clear(egress_decision_t *d) {
   egress__free(d->curl_resolve);
   egress__free(d->event_json);
   for (int i = 0; i < EGRESS__FIELD_COUNT; i++) egress__free(d->field[i]);
+}
+
+void egress__decision_clear(egress_decision_t *d) {
+  egress__decision_release(d);
   memset(d, 0, sizeof *d);
 }
 

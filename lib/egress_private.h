@@ -139,6 +139,8 @@ typedef struct egress__special_info {
 
 /* Classify one address (IPv4-mapped must already be unmapped). */
 void egress__special_classify(const egress__ip_t *ip, egress__special_info_t *info);
+/* The same without the first-octet shortcut (tests compare the two). */
+void egress__special_classify_slow(const egress__ip_t *ip, egress__special_info_t *info);
 /* IPv4 addresses embedded in an IPv6 address: NAT64 (64:ff9b::/96,
  * 64:ff9b:1::/48 and @p pref64, RFC 6052 layouts), 6to4 (2002::/16), Teredo
  * (2001::/32: server and client).  Returns how many were written to out[]. */
@@ -274,7 +276,6 @@ struct egress_decision {
   char *destination;                /* host exactly as given (owned; NULL if NULL given) */
   char *url;                        /* egress_check_url: the URL as given */
   bool has_host;
-  egress__host_t host;              /* canonical, when has_host */
   int32_t port;
   bool has_rule;
   egress_list_t rule_list;
@@ -289,14 +290,21 @@ struct egress_decision {
   char *field[EGRESS__FIELD_COUNT]; /* request context copies (owned) */
   char *event_json;                 /* owned; built once per check */
   char time_rfc3339[32];            /* event time */
-  egress__addr_verdict_t inline_addrs[4]; /* small answers: no allocation */
+  char event_id[37];                /* UUID v4 */
   bool lean;                        /* egress_check with no sink: nobody reads
                                        text, so none is made (hot path) */
-  char event_id[37];                /* UUID v4 */
+  /* Large members last: a check on the stack zeroes only what comes before
+   * them (EGRESS__DECISION_ZERO_SIZE); they are written before being read. */
+  egress__host_t host;              /* canonical, when has_host */
+  egress__addr_verdict_t inline_addrs[4]; /* small answers: no allocation */
 };
+
+#define EGRESS__DECISION_ZERO_SIZE offsetof(struct egress_decision, host)
 
 /* Free what a decision owns and zero it (for decisions on the stack). */
 void egress__decision_clear(egress_decision_t *d);
+/* Free what a decision owns, leaving the struct itself as garbage. */
+void egress__decision_release(egress_decision_t *d);
 
 /* ------------------------------------------------------------------------ */
 /* event.c: CloudEvents JSON for a decision (built with cJSON).             */

@@ -11,6 +11,8 @@
  */
 #include "egress_private.h"
 
+#include <pthread.h>
+
 #include <string.h>
 
 const char *egress_special_ranges_version(void) {
@@ -79,7 +81,37 @@ static void table_bounds(const egress__ip_t *ip, size_t *begin, size_t *end) {
   *end = lo;
 }
 
+/*
+ * Most addresses a worker meets are ordinary global unicast.  A 256-entry
+ * table per family says whether any block touches the first
+ * octet; when none does, the answer is "global, no block" without a table
+ * search.  Global blocks count too, so that info->block stays exact.
+ */
+static bool octet_special[2][256];
+static pthread_once_t octet_once = PTHREAD_ONCE_INIT;
+
+static void octet_init(void) {
+  for (size_t i = 0; i < egress__special_block_count; i++) {
+    const egress__special_block_t *b = &egress__special_blocks[i];
+    int fam = b->prefix.addr.family == 6;
+    unsigned first = b->prefix.addr.bytes[0];
+    unsigned span = b->prefix.len >= 8 ? 1u : 1u << (8 - b->prefix.len);
+    for (unsigned o = first; o < first + span && o < 256; o++) octet_special[fam][o] = true;
+  }
+}
+
 void egress__special_classify(const egress__ip_t *ip, egress__special_info_t *info) {
+  pthread_once(&octet_once, octet_init);
+  if (ip != NULL && family_ok(ip->family) && !octet_special[ip->family == 6][ip->bytes[0]]) {
+    info->global = true;
+    info->block = NULL;
+    info->open_len = 0;
+    return;
+  }
+  egress__special_classify_slow(ip, info);
+}
+
+void egress__special_classify_slow(const egress__ip_t *ip, egress__special_info_t *info) {
   const egress__special_block_t *inner = NULL;     /* most specific */
   const egress__special_block_t *outer = NULL;     /* outermost real non-global */
   const egress__special_block_t *synthetic = NULL; /* outermost synthetic */

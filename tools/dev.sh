@@ -15,7 +15,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$here"
 
 DEBIAN_PACKAGES=(
-  build-essential pkg-config meson ninja-build python3
+  build-essential pkg-config meson ninja-build python3 valgrind
   libc-ares-dev libpcre2-dev libcjson-dev libcunit1-dev libidn2-dev nettle-dev
   dnsmasq-base
 )
@@ -71,6 +71,20 @@ run_tests() {
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     meson test -C build/asan --print-errorlogs --num-processes 2 --timeout-multiplier 3 || status=1
   logs+=(build/asan/meson-logs/testlog.json)
+
+  echo "== valgrind memcheck of the CUnit suites (release build)"
+  meson test -C build/release --setup valgrind --print-errorlogs --num-processes 2 \
+    canon special entry policy api checker resolve events integration || status=1
+  # Kept apart so the summary counts these runs on their own.
+  cp build/release/meson-logs/testlog-valgrind.json build/release/meson-logs/valgrind.json 2>/dev/null || true
+  logs+=(build/release/meson-logs/valgrind.json)
+
+  echo "== ThreadSanitizer build"
+  configure build/tsan -Db_sanitize=thread -Db_lundef=false --buildtype=debugoptimized
+  ninja -C build/tsan
+  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+    meson test -C build/tsan --print-errorlogs --num-processes 2 --timeout-multiplier 4 || status=1
+  logs+=(build/tsan/meson-logs/testlog.json)
 
   echo "== summary"
   python3 tests/summarize.py "${logs[@]}" || status=1

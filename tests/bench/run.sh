@@ -1,0 +1,28 @@
+#!/bin/sh
+# Run the libegress benchmarks (issue 4).
+#
+#   tests/bench/run.sh [BUILD_DIR]
+#
+# Configures a release build in BUILD_DIR (default: build/bench under the
+# source tree) unless one is there already, builds the benchmark, runs it,
+# prints the table and writes the raw numbers to BUILD_DIR/bench.json.
+# Extra arguments after BUILD_DIR go to the benchmark (--reps N, --quick).
+set -eu
+
+src=$(cd "$(dirname "$0")/../.." && pwd)
+build=${1:-"$src/build/bench"}
+[ $# -gt 0 ] && shift
+
+if [ ! -f "$build/build.ninja" ]; then
+  meson setup "$build" "$src" --buildtype=release -Dbench=true -Dtests=true
+else
+  buildtype=$(python3 -c 'import json,sys
+for o in json.load(open(sys.argv[1])):
+    if o["name"] == "buildtype": print(o["value"])' "$build/meson-info/intro-buildoptions.json" 2>/dev/null || true)
+  if [ "$buildtype" != "release" ]; then
+    echo "warning: $build is a '$buildtype' build; the figures are meant for --buildtype=release" >&2
+  fi
+fi
+
+ninja -C "$build" tests/bench/egress-bench
+exec "$build/tests/bench/egress-bench" --json "$build/bench.json" "$@"
