@@ -206,6 +206,10 @@ fail:
  * as given.  Caller frees with egress__free(). */
 static char *host_port(const egress_decision_t *d) {
   const char *dest = d->destination ? d->destination : "";
+  /* A URL that could not be parsed has no host or port to name: the
+   * destination is the URL exactly as given. */
+  if (d->url && d->port == 0 && d->destination && !strcmp(d->destination, d->url))
+    return egress__strdup(dest);
   size_t dl = strlen(dest);
   bool bracket = d->has_host && dest[0] != '[' && memchr(dest, ':', dl) != NULL;
   if (dl > SIZE_MAX - 32) return NULL;

@@ -16,7 +16,9 @@
  *    library's channel pool;
  *  - the same checker without an event sink, with one thread, at 10 rules.
  *
- * Usage: egress-bench [--json PATH] [--reps N] [--quick]
+ * Usage: egress-bench [--json PATH] [--reps N] [--quick] [--only FIGURE]
+ * FIGURE is one of scaling, threads, sink, cold, channels, compile, regex
+ * (for profiling one figure with perf).
  */
 #include "egress_private.h"
 #include "responder.h"
@@ -38,8 +40,8 @@
 #define MAXREPS 15
 #define PORT 443
 
-static int reps = 5;
-static double rep_secs = 0.15;   /* one throughput rep */
+static int reps = 7;
+static double rep_secs = 0.2;    /* one throughput rep */
 static size_t lat_samples = 40000; /* per latency rep */
 static size_t cold_samples = 300;  /* per cold block */
 
@@ -920,6 +922,10 @@ static void fig_regex(void) {
   fprintf(stderr, "  regex done\n");
 }
 
+static const char *only;
+
+static bool want(const char *figure) { return !only || !strcmp(only, figure); }
+
 int main(int argc, char **argv) {
   const char *json_path = NULL;
   for (int i = 1; i < argc; i++) {
@@ -928,13 +934,15 @@ int main(int argc, char **argv) {
     } else if (!strcmp(argv[i], "--reps") && i + 1 < argc) {
       reps = atoi(argv[++i]);
       if (reps < 1 || reps > MAXREPS) die("--reps must be 1-15");
+    } else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
+      only = argv[++i];
     } else if (!strcmp(argv[i], "--quick")) {
       reps = 3;
       rep_secs = 0.03;
       lat_samples = 5000;
       cold_samples = 60;
     } else {
-      fprintf(stderr, "usage: %s [--json PATH] [--reps N] [--quick]\n", argv[0]);
+      fprintf(stderr, "usage: %s [--json PATH] [--reps N] [--quick] [--only FIGURE]\n", argv[0]);
       return 64;
     }
   }
@@ -959,13 +967,13 @@ int main(int argc, char **argv) {
         die("a target is not allowed by its rule set");
   }
 
-  fig_scaling();
-  fig_threads();
-  fig_sink();
-  fig_cold();
-  fig_channels();
-  fig_compile();
-  fig_regex();
+  if (want("scaling")) fig_scaling();
+  if (want("threads")) fig_threads();
+  if (want("sink")) fig_sink();
+  if (want("cold")) fig_cold();
+  if (want("channels")) fig_channels();
+  if (want("compile")) fig_compile();
+  if (want("regex")) fig_regex();
 
   for (int s = 0; s < 4; s++) {
     if (egress_checker_counter(checkers[s], EGRESS_COUNTER_DNS_QUERIES) > 2 * NTARGETS)
