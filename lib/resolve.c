@@ -284,8 +284,10 @@ static void run_until_done(ares_channel ch, lookup_state_t *s, double deadline) 
     nfds_t nfds = 0;
     for (int i = 0; i < ARES_GETSOCK_MAXNUM; i++) {
       short ev = 0;
-      if (ARES_GETSOCK_READABLE(bits, i)) ev |= POLLIN;
-      if (ARES_GETSOCK_WRITABLE(bits, i)) ev |= POLLOUT;
+      /* c-ares' ARES_GETSOCK_* macros shift a signed 1 into bit 31, which
+       * is undefined behaviour; test the bits in unsigned arithmetic. */
+      if (((unsigned)bits >> i) & 1u) ev |= POLLIN;
+      if (((unsigned)bits >> (i + ARES_GETSOCK_MAXNUM)) & 1u) ev |= POLLOUT;
       if (!ev) continue;
       pfd[nfds].fd = socks[i];
       pfd[nfds].events = ev;

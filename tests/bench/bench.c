@@ -17,8 +17,9 @@
  *  - the same checker without an event sink, with one thread, at 10 rules.
  *
  * Usage: egress-bench [--json PATH] [--reps N] [--quick] [--only FIGURE]
- * FIGURE is one of scaling, threads, sink, cold, channels, compile, regex
- * (for profiling one figure with perf).
+ * FIGURE is one of scaling, threads, sink, cold, channels, compile, regex,
+ * or profile-literal / profile-cached (the library alone, 10 000 rules, for
+ * `perf record`).
  */
 #include "egress_private.h"
 #include "responder.h"
@@ -967,6 +968,10 @@ int main(int argc, char **argv) {
         die("a target is not allowed by its rule set");
   }
 
+  if (only && !strncmp(only, "profile-", 8)) {
+    workload_t w = {.checker = checkers[2], .hosts = strcmp(only, "profile-literal") ? sets[2].names : sets[2].ips};
+    printf("%s: %.0f checks/s\n", only, run_rate(&w, 3.0, NULL));
+  }
   if (want("scaling")) fig_scaling();
   if (want("threads")) fig_threads();
   if (want("sink")) fig_sink();
