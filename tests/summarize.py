@@ -44,7 +44,7 @@ def main(paths):
             print(f"{path}: {e}")
             failed += 1
             continue
-        build = path.split("/meson-logs")[0]
+        build = path.split("/meson-logs")[0] + (" valgrind" if "valgrind" in path else "")
         for line in lines:
             t = json.loads(line)
             ok = t.get("result") in ("OK", "EXPECTEDFAIL")
@@ -58,7 +58,7 @@ def main(paths):
                     f = 1
             if skipped:
                 p, f = 0, 1  # a skipped suite hides untested behaviour
-            print(f"  {build:<16} {t['name']:<28} {t.get('result'):<8} {p} passed, {f} failed")
+            print(f"  {build:<22} {t['name']:<28} {t.get('result'):<8} {p} passed, {f} failed")
             passed += p
             failed += f
     print(f"{passed} passed, {failed} failed")

@@ -18,8 +18,9 @@
  *
  * Usage: egress-bench [--json PATH] [--reps N] [--quick] [--only FIGURE]
  * FIGURE is one of scaling, threads, sink, cold, channels, compile, regex,
- * or profile-literal / profile-cached (the library alone, 10 000 rules, for
- * `perf record`).
+ * or profile-literal / profile-cached / profile-sink (the library alone,
+ * 10 000 rules, cached names for the sink, for `perf record`; add -2t for
+ * two threads).
  */
 #include "egress_private.h"
 #include "responder.h"
@@ -106,7 +107,7 @@ static double pct(double *v, size_t n, double q) {
 /* Results table and JSON                                                    */
 /* ------------------------------------------------------------------------ */
 
-typedef enum { U_RATE, U_US, U_MS, U_BYTES } unit_t;
+typedef enum { U_RATE, U_US, U_MS, U_BYTES, U_CPUS } unit_t;
 typedef enum { T_NONE, T_VALUE_GE, T_VALUE_LE, T_RATIO_GE, T_RATIO_LE } tkind_t;
 
 typedef struct row {
@@ -152,6 +153,7 @@ static void fmt_value(char *buf, size_t len, unit_t u, double v) {
     case U_US: snprintf(buf, len, "%.2f us", v); break;
     case U_MS: snprintf(buf, len, "%.1f ms", v); break;
     case U_BYTES: snprintf(buf, len, "%.0f B", v); break;
+    case U_CPUS: snprintf(buf, len, "%.2f CPUs", v); break;
   }
 }
 
@@ -223,6 +225,7 @@ static const char *unit_name(unit_t u) {
     case U_RATE: return "per_second";
     case U_US: return "microseconds";
     case U_MS: return "milliseconds";
+    case U_CPUS: return "cpus";
     default: return "bytes";
   }
 }
@@ -460,20 +463,30 @@ typedef struct thread_arg {
   double secs;
   double rate;
   double elapsed;
+  double cpu;      /* CPU seconds the thread got */
   uint64_t count;
 } thread_arg_t;
+
+static double thread_cpu_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 static void *rate_thread(void *p) {
   thread_arg_t *a = p;
   pthread_barrier_wait(a->barrier);
-  double t0 = now_s();
+  double t0 = now_s(), c0 = thread_cpu_s();
   a->rate = run_rate(a->w, a->secs, &a->count);
   a->elapsed = now_s() - t0;
+  a->cpu = thread_cpu_s() - c0;
   return NULL;
 }
 
-/* Aggregate checks/s of @p nthreads threads running @p w at once. */
-static double run_rate_threads(const workload_t *w, int nthreads, double secs) {
+/* Aggregate checks/s of @p nthreads threads running @p w at once; *cpus
+ * (optional) receives the CPUs the threads actually got (CPU time / wall
+ * time): on a shared machine two threads do not always get two cores. */
+static double run_rate_threads(const workload_t *w, int nthreads, double secs, double *cpus) {
   pthread_t th[2];
   thread_arg_t args[2];
   pthread_barrier_t barrier;
@@ -483,13 +496,15 @@ static double run_rate_threads(const workload_t *w, int nthreads, double secs) {
     if (pthread_create(&th[i], NULL, rate_thread, &args[i])) die("pthread_create");
   }
   uint64_t total = 0;
-  double longest = 0;
+  double longest = 0, cpu = 0;
   for (int i = 0; i < nthreads; i++) {
     pthread_join(th[i], NULL);
     total += args[i].count;
+    cpu += args[i].cpu;
     if (args[i].elapsed > longest) longest = args[i].elapsed;
   }
   pthread_barrier_destroy(&barrier);
+  if (cpus) *cpus = cpu / longest;
   return (double)total / longest;
 }
 
@@ -707,15 +722,29 @@ static void fig_threads(void) {
   row_t *rn = row_new("cached_2t_vs_1t", "cached name checks/s, 2 threads, 10000 rules", U_RATE, "1 thread");
   row_t *ri = row_new("literal_2t_vs_1t", "IP literal checks/s, 2 threads, 10000 rules", U_RATE, "1 thread");
   row_t *rm = row_new("machine_2t_vs_1t", "machine ceiling: naive scan, 2 threads", U_RATE, "1 thread");
+  row_t *cn = row_new("cached_2t_per_cpu", "cached name checks per CPU-s, 2 threads", U_RATE, "1 thread");
+  row_t *ci = row_new("literal_2t_per_cpu", "IP literal checks per CPU-s, 2 threads", U_RATE, "1 thread");
+  row_t *cpu = row_new("cpus_during_2t_cached", "CPUs the 2 threads got (cached names)", U_CPUS, "");
+  row_t *cpul = row_new("cpus_during_2t_literal", "CPUs the 2 threads got (IP literals)", U_CPUS, "");
   row_target(rn, T_RATIO_GE, 1.7, "ratio >= 1.7");
   row_target(ri, T_RATIO_GE, 1.7, "ratio >= 1.7");
   for (int r = 0; r < reps; r++) {
-    series_add(&rn->base, run_rate_threads(&ln, 1, rep_secs));
-    series_add(&rn->value, run_rate_threads(&ln, 2, rep_secs));
-    series_add(&ri->base, run_rate_threads(&li, 1, rep_secs));
-    series_add(&ri->value, run_rate_threads(&li, 2, rep_secs));
-    series_add(&rm->base, run_rate_threads(&ni, 1, rep_secs));
-    series_add(&rm->value, run_rate_threads(&ni, 2, rep_secs));
+    double c1, c2;
+    double one = run_rate_threads(&ln, 1, rep_secs, &c1), two = run_rate_threads(&ln, 2, rep_secs, &c2);
+    series_add(&rn->base, one);
+    series_add(&rn->value, two);
+    series_add(&cn->base, one / c1);
+    series_add(&cn->value, two / c2);
+    series_add(&cpu->value, c2);
+    one = run_rate_threads(&li, 1, rep_secs, &c1);
+    two = run_rate_threads(&li, 2, rep_secs, &c2);
+    series_add(&ri->base, one);
+    series_add(&ri->value, two);
+    series_add(&ci->base, one / c1);
+    series_add(&ci->value, two / c2);
+    series_add(&cpul->value, c2);
+    series_add(&rm->base, run_rate_threads(&ni, 1, rep_secs, NULL));
+    series_add(&rm->value, run_rate_threads(&ni, 2, rep_secs, NULL));
   }
   fprintf(stderr, "  threads done\n");
 }
@@ -969,8 +998,19 @@ int main(int argc, char **argv) {
   }
 
   if (only && !strncmp(only, "profile-", 8)) {
-    workload_t w = {.checker = checkers[2], .hosts = strcmp(only, "profile-literal") ? sets[2].names : sets[2].ips};
-    printf("%s: %.0f checks/s\n", only, run_rate(&w, 3.0, NULL));
+    workload_t w = {.checker = checkers[2], .hosts = strncmp(only, "profile-literal", 15) ? sets[2].names : sets[2].ips};
+    int nthreads = strstr(only, "-2t") ? 2 : 1;
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/egress-bench-%ld.jsonl", (long)getpid());
+    if (!strncmp(only, "profile-sink", 12)) {
+      w.checker = checker_new(policies[2], true, path);
+      warm(w.checker, sets[2].names);
+    }
+    printf("%s: %.0f checks/s\n", only, run_rate_threads(&w, nthreads, 3.0, NULL));
+    if (w.checker != checkers[2]) {
+      egress_checker_free(w.checker);
+      unlink(path);
+    }
   }
   if (want("scaling")) fig_scaling();
   if (want("threads")) fig_threads();

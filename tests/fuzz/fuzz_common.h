@@ -38,17 +38,30 @@ static inline char *fuzz_cstr(const uint8_t *data, size_t size) {
   return s;
 }
 
-/* Write @p text to a fresh temporary file and return its path (static
- * storage per call site via @p buf).  Used for hosts files, so that lookups
+/* Temporary files made by fuzz_temp_file(), removed at exit. */
+static char fuzz_temp_paths[4][256];
+
+static inline void fuzz_temp_cleanup(void) {
+  for (size_t i = 0; i < 4; i++)
+    if (fuzz_temp_paths[i][0]) unlink(fuzz_temp_paths[i]);
+}
+
+/* Write @p text to a fresh temporary file and return its path (valid until
+ * exit, when the file is removed).  Used for hosts files, so that lookups
  * read a file and never reach the network. */
-static inline const char *fuzz_temp_file(char *buf, size_t buflen, const char *text) {
+static inline const char *fuzz_temp_file(const char *text) {
+  size_t slot = 0;
+  while (slot < 4 && fuzz_temp_paths[slot][0]) slot++;
+  if (slot == 4) abort();
+  char *buf = fuzz_temp_paths[slot];
   const char *tmp = getenv("TMPDIR");
-  snprintf(buf, buflen, "%s/egress-fuzz-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+  snprintf(buf, sizeof fuzz_temp_paths[slot], "%s/egress-fuzz-XXXXXX", tmp && *tmp ? tmp : "/tmp");
   int fd = mkstemp(buf);
   if (fd < 0) abort();
   size_t len = strlen(text);
   if (len && write(fd, text, len) != (ssize_t)len) abort();
   close(fd);
+  if (slot == 0) atexit(fuzz_temp_cleanup);
   return buf;
 }
 

@@ -7,11 +7,16 @@
  *   replay_NAME NAME DIR_OR_FILE...
  */
 #define _GNU_SOURCE 1
-#include "fuzz_common.h"
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include <dirent.h>
 #include <errno.h>
 #include <sys/stat.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static int replay_file(const char *path) {
   FILE *f = fopen(path, "rb");
