@@ -379,7 +379,49 @@ static void test_cname_and_big_answers(void) {
   teardown(&f);
 }
 
+/* Monitor mode for the deny reasons only DNS can produce. */
+static void test_monitor_mode_dns_reasons(void) {
+  fixture_t f;
+  egress_options_t *opts = NULL;
+  CU_ASSERT_EQUAL_FATAL(egress_options_new(&opts), EGRESS_OK);
+  egress_options_set_timeout_ms(opts, 300);
+  egress_options_set_mode(opts, EGRESS_MODE_MONITOR);
+  egress_options_set_cache(opts, 0, 0, 0, 0);
+  setup_opts(&f, allow_all_example, 3, NULL, 0, opts);
+  egress_options_free(opts);
+  egress_dns_add_a(dns, "mon-rebind.example.com", "127.0.0.1", 30);
+  egress_dns_set_rcode(dns, "mon-nx.example.com", EGRESS_DNS_NXDOMAIN);
+  egress_dns_set_rcode(dns, "mon-sf.example.com", EGRESS_DNS_SERVFAIL);
+  egress_dns_set_drop(dns, "mon-drop.example.com", true);
+  static const struct {
+    const char *host;
+    egress_outcome_t outcome;
+    egress_reason_t reason;
+  } cases[] = {
+      {"mon-rebind.example.com", EGRESS_OUTCOME_DENIED, EGRESS_REASON_RESOLVED_ADDRESS_FORBIDDEN},
+      {"mon-nx.example.com", EGRESS_OUTCOME_DENIED, EGRESS_REASON_NO_SUCH_HOST},
+      {"mon-sf.example.com", EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_DNS_UNAVAILABLE},
+      {"mon-drop.example.com", EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_DNS_UNAVAILABLE},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    egress_decision_t *d = check(&f, cases[i].host, 443);
+    CU_ASSERT_EQUAL(egress_decision_verdict(d), EGRESS_VERDICT_ALLOW);
+    CU_ASSERT_EQUAL(egress_decision_outcome(d), cases[i].outcome);
+    CU_ASSERT_EQUAL(egress_decision_reason(d), cases[i].reason);
+    const char *ev = egress_decision_event_json(d);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ev);
+    CU_ASSERT_PTR_NOT_NULL(strstr(ev, "\"enforcementMode\":\"monitor\""));
+    CU_ASSERT_PTR_NOT_NULL(strstr(ev, "\"wouldDeny\":true"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(ev, egress_reason_name(cases[i].reason)));
+    /* Monitor mode still hands out no forbidden address. */
+    CU_ASSERT_PTR_NULL(egress_decision_curl_resolve(d) ? strstr(egress_decision_curl_resolve(d), "127.0.0.1") : NULL);
+    egress_decision_free(d);
+  }
+  teardown(&f);
+}
+
 static CU_TestInfo resolve_tests[] = {
+    {"monitor mode: DNS deny reasons allow with wouldDeny", test_monitor_mode_dns_reasons},
     {"public answers are allowed and handed back as sockaddrs and CURLOPT_RESOLVE", test_public_answer_allowed},
     {"rebinding answers are denied (loopback, private, metadata, embedded IPv4, mixed)", test_rebinding_denied},
     {"an answer that changes to loopback is denied on the next check", test_rebinding_over_time},

@@ -51,7 +51,8 @@ build_release() {
 }
 
 run_demo() {
-  build_release
+  configure build/release --buildtype=release
+  ninja -C build/release examples/worker-gate tools/egressctl
   exec examples/demo/run-demo.sh build/release
 }
 
