@@ -179,9 +179,9 @@ static double spread_pct(const series_t *s) {
 }
 
 static void print_table(void) {
-  printf("\n%-44s | %-11s %-6s | %-34s %-6s | %-7s | %-16s | %s\n", "figure", "value", "spread",
+  printf("\n%-48s | %-11s %-6s | %-34s %-6s | %-7s | %-16s | %s\n", "figure", "value", "spread",
          "baseline", "spread", "ratio", "target", "");
-  for (int i = 0; i < 150; i++) putchar('-');
+  for (int i = 0; i < 154; i++) putchar('-');
   putchar('\n');
   for (int i = 0; i < nrows; i++) {
     const row_t *r = &rows[i];
@@ -198,7 +198,7 @@ static void print_table(void) {
       sb[0] = '\0';
       snprintf(q, sizeof q, "-");
     }
-    printf("%-44s | %-11s %-6s | %-34.34s %-6s | %-7s | %-16s | %s\n", r->figure, v, sv, bl, sb, q,
+    printf("%-48s | %-11s %-6s | %-34.34s %-6s | %-7s | %-16s | %s\n", r->figure, v, sv, bl, sb, q,
            r->target_text, row_status(r));
   }
   printf("(value and baseline: median of the reps; spread: half the min-max range of the reps;\n"
@@ -896,7 +896,10 @@ static void fig_compile(void) {
   row_t *t = row_new("compile_100k_ms", "policy compile, 100000 rules", U_MS, "strdup of entries");
   row_t *m = row_new("compile_100k_bytes_per_rule", "policy memory per rule, 100000 rules", U_BYTES,
                      "raw entry bytes");
+  row_t *first = row_new("compile_100k_first_ms", "policy compile, 100000 rules, first (cold heap)", U_MS,
+                         "strdup, first");
   row_target(t, T_VALUE_LE, 250, "<= 250 ms");
+  row_target(first, T_VALUE_LE, 250, "<= 250 ms");
   row_target(m, T_VALUE_LE, 300, "<= 300 B/rule");
   char **copy = malloc(rs->n * sizeof(char *));
   if (!copy) die("out of memory");
@@ -916,6 +919,12 @@ static void fig_compile(void) {
     series_add(&t->base, (t1 - t0) * 1e3);
     series_add(&m->value, (double)(after - before) / (double)rs->n);
     series_add(&m->base, (double)rs->raw_bytes / (double)rs->n);
+    if (r == 0) {
+      /* A worker compiles its policy once at start, on a heap that has not
+       * grown yet: the first rep pays the page faults the later ones reuse. */
+      series_add(&first->value, t->value.v[0]);
+      series_add(&first->base, t->base.v[0]);
+    }
   }
   free(copy);
   fprintf(stderr, "  compile done\n");

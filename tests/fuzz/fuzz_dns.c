@@ -231,7 +231,7 @@ static void setup(void) {
     if (egress_options_set_dns_servers(o, "127.0.0.1:53") != EGRESS_OK ||
         egress_options_set_hosts_file(o, hosts) != EGRESS_OK ||
         egress_options_set_cache(o, 0, 5, 300, 5) != EGRESS_OK ||
-        egress_options_set_timeout_ms(o, 40) != EGRESS_OK ||
+        egress_options_set_timeout_ms(o, 10) != EGRESS_OK ||
         egress_options_set_mixed(o, m ? EGRESS_MIXED_FILTER : EGRESS_MIXED_DENY) != EGRESS_OK)
       abort();
     if (egress_checker_new(p, o, &checkers[m], err, sizeof err) != EGRESS_OK) {

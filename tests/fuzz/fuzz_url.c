@@ -103,6 +103,46 @@ static bool allowed_endpoint(const char *host, int32_t port) {
   return false;
 }
 
+/* Reference path check, written apart from the library's: the path of the
+ * URL with "%2e" read as '.', empty segments merged and dot segments
+ * resolved (RFC 3986 5.2.4) must lie under @p prefix on a segment boundary. */
+static bool path_under(const char *url, const char *prefix) {
+  const char *sep = strstr(url, "://");
+  if (!sep) return false;
+  const char *p = sep + 3 + strcspn(sep + 3, "/?#");
+  size_t len = strcspn(p, "?#");
+  char out[8192];
+  size_t o = 0;
+  size_t i = 0;
+  while (i < len) {
+    while (i < len && p[i] == '/') i++;
+    size_t start = i;
+    while (i < len && p[i] != '/') i++;
+    char seg[8192];
+    size_t sl = 0;
+    for (size_t k = start; k < i; k++) {
+      if (k + 2 < i && p[k] == '%' && p[k + 1] == '2' && (p[k + 2] == 'e' || p[k + 2] == 'E')) {
+        seg[sl++] = '.';
+        k += 2;
+      } else {
+        seg[sl++] = p[k];
+      }
+    }
+    if (sl == 0 || (sl == 1 && seg[0] == '.')) continue;
+    if (sl == 2 && seg[0] == '.' && seg[1] == '.') {
+      while (o > 0 && out[o - 1] != '/') o--;
+      if (o > 0) o--;
+      continue;
+    }
+    out[o++] = '/';
+    memcpy(out + o, p + start, i - start); /* the segment as written */
+    o += i - start;
+  }
+  out[o] = '\0';
+  size_t n = strlen(prefix);
+  return !strncmp(out, prefix, n) && (out[n] == '\0' || out[n] == '/');
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size > 8192) return 0;
   if (!checker) setup();
@@ -127,8 +167,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                    "URL \"%s\": library checked %s, authority says %s", url, host, plain);
     }
     if (!strcmp(host, "files.example.com"))
-      FUZZ_REQUIRE(strstr(url, "/v1/upload") || strstr(url, "/.") || strcasestr(url, "%2e"),
-                   "files.example.com allowed outside /v1/upload: %s", url);
+      FUZZ_REQUIRE(path_under(url, "/v1/upload"), "files.example.com allowed outside /v1/upload: %s",
+                   url);
     size_t n = egress_decision_address_count(d), ok = 0;
     for (size_t i = 0; i < n; i++) {
       if (egress_decision_address_verdict(d, i) != EGRESS_VERDICT_ALLOW) continue;
