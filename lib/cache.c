@@ -16,6 +16,7 @@
 #include "resolve.h"
 
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -54,13 +55,19 @@ typedef struct shard {
   size_t count, max;
   centry_t *head, *tail;
   flight_t *flights;
+  /* Bumped whenever an entry leaves the shard (eviction, replacement,
+   * expiry): per-thread copies made under an older epoch are stale. */
+  atomic_ullong epoch;
 } shard_t;
 
 struct egress__cache {
+  uint64_t id;                     /* tags per-thread copies; never reused */
   shard_t shards[SHARDS_MAX];
   size_t nshards;
   uint32_t min_ttl, max_ttl, neg_ttl;
 };
+
+static atomic_ullong next_cache_id = 1;
 
 static double now_ms(void) {
   struct timespec ts;
@@ -81,6 +88,7 @@ egress_status_t egress__cache_new(const egress_options_t *o, egress__cache_t **o
   if (!o || o->cache_max == 0) return EGRESS_OK;   /* caching disabled */
   egress__cache_t *c = egress__calloc(1, sizeof(*c));
   if (!c) return EGRESS_ENOMEM;
+  c->id = atomic_fetch_add(&next_cache_id, 1);
   c->min_ttl = o->cache_min_ttl;
   c->max_ttl = o->cache_max_ttl;
   c->neg_ttl = o->cache_neg_ttl;
@@ -150,6 +158,7 @@ static void remove_entry(shard_t *s, centry_t *e) {
   lru_unlink(s, e);
   s->count--;
   entry_free(e);
+  atomic_fetch_add_explicit(&s->epoch, 1, memory_order_release);
 }
 
 static centry_t *find_entry(shard_t *s, const char *name, size_t len, uint64_t hash) {
@@ -248,6 +257,74 @@ static void flight_release(shard_t *s, flight_t *f) {
   (void)s;
 }
 
+/*
+ * Per-thread front cache.  A hit in the shared cache takes the shard lock
+ * and relinks the LRU list: two threads checking the same name would pass
+ * that cache line back and forth on every check.  Each thread therefore
+ * keeps a small direct-mapped copy of the answers it used last, valid while
+ * the answer's TTL lasts and the shard's epoch says the shared entry is
+ * still there (so the LRU bound and replacements keep their meaning).
+ */
+#define FRONT_SLOTS 64
+
+typedef struct front_entry {
+  uint64_t cache_id;              /* 0: empty */
+  uint64_t hash;
+  uint64_t epoch;
+  double expires_ms;
+  size_t len;
+  egress__dns_result_t result;
+  const char *detail;
+  size_t n;
+  egress__ip_t ips[EGRESS__ANSWER_INLINE];
+  int32_t ttls[EGRESS__ANSWER_INLINE];
+  char name[EGRESS__NAME_MAX + 1];
+} front_entry_t;
+
+static _Thread_local front_entry_t *front;
+static pthread_key_t front_key;
+static pthread_once_t front_once = PTHREAD_ONCE_INIT;
+
+static void front_free(void *p) { free(p); }
+static void front_key_init(void) { pthread_key_create(&front_key, front_free); }
+
+static front_entry_t *front_table(void) {
+  if (front) return front;
+  /* Plain calloc: this memory belongs to the thread, not to any checker,
+   * and is released by the key's destructor at thread exit. */
+  pthread_once(&front_once, front_key_init);
+  front = calloc(FRONT_SLOTS, sizeof(*front));
+  if (front) pthread_setspecific(front_key, front);
+  return front;
+}
+
+static const front_entry_t *front_get(const egress__cache_t *c, const shard_t *s, const char *name,
+                                      size_t len, uint64_t hash, double now) {
+  if (!front) return NULL;
+  const front_entry_t *f = &front[hash % FRONT_SLOTS];
+  if (f->cache_id != c->id || f->hash != hash || f->len != len || f->expires_ms <= now ||
+      f->epoch != atomic_load_explicit(&s->epoch, memory_order_acquire) || memcmp(f->name, name, len))
+    return NULL;
+  return f;
+}
+
+/* Called with the shard lock held, right after a hit or an insert. */
+static void front_put(const egress__cache_t *c, const shard_t *s, const centry_t *e) {
+  if (e->n > EGRESS__ANSWER_INLINE || !front_table()) return;
+  front_entry_t *f = &front[e->hash % FRONT_SLOTS];
+  f->cache_id = c->id;
+  f->hash = e->hash;
+  f->epoch = atomic_load_explicit(&s->epoch, memory_order_relaxed);
+  f->expires_ms = e->expires_ms;
+  f->len = e->len;
+  f->result = e->result;
+  f->detail = e->detail;
+  f->n = e->n;
+  memcpy(f->ips, e->ips, e->n * sizeof(*e->ips));
+  memcpy(f->ttls, e->ttls, e->n * sizeof(*e->ttls));
+  memcpy(f->name, e->name, e->len);
+}
+
 egress_status_t egress__cache_resolve(egress__cache_t *c, egress__resolver_t *r, const char *name,
                                       size_t len, egress__answer_t *ans, egress__cache_stats_t *stats) {
   memset(ans, 0, sizeof *ans);
@@ -261,11 +338,21 @@ egress_status_t egress__cache_resolve(egress__cache_t *c, egress__resolver_t *r,
   double now = now_ms();
   egress_status_t st;
 
+  const front_entry_t *fe = front_get(c, s, name, len, hash, now);
+  if (fe) {
+    st = copy_answer(ans, fe->result, fe->detail, fe->ips, fe->ttls, fe->n);
+    if (st == EGRESS_OK) age_ttls(ans, fe->expires_ms, now);
+    ans->cached = true;
+    stats->hits++;
+    return st;
+  }
+
   pthread_mutex_lock(&s->lock);
   centry_t *e = find_entry(s, name, len, hash);
   if (e && e->expires_ms > now) {
     lru_unlink(s, e);
     lru_push_front(s, e);
+    front_put(c, s, e);
     st = copy_answer(ans, e->result, e->detail, e->ips, e->ttls, e->n);
     if (st == EGRESS_OK) age_ttls(ans, e->expires_ms, now);
     pthread_mutex_unlock(&s->lock);

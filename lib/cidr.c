@@ -34,14 +34,22 @@ static void mask_bytes(const uint8_t *in, uint8_t len, uint8_t out[16]) {
   if (len % 8) out[full] = (uint8_t)(in[full] & (uint8_t)(0xff << (8 - len % 8)));
 }
 
+static uint64_t mix64(uint64_t x) {
+  /* splitmix64's finalizer: every input bit reaches every output bit. */
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ULL;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+/* The key is 16 bytes: hash it as two words, not byte by byte, since this
+ * runs once per prefix length on every address check. */
 static uint64_t hash_key(const uint8_t key[16], uint8_t len) {
-  /* FNV-1a over the masked bytes and the length. */
-  uint64_t h = 1469598103934665603ULL ^ len;
-  for (size_t i = 0; i < 16; i++) {
-    h ^= key[i];
-    h *= 1099511628211ULL;
-  }
-  return h ^ (h >> 29);
+  uint64_t a, b;
+  memcpy(&a, key, 8);
+  memcpy(&b, key + 8, 8);
+  return mix64(a ^ mix64(b ^ len));
 }
 
 static cidr_bucket_t *level_find(const cidr_level_t *lv, const uint8_t key[16]) {

@@ -168,28 +168,25 @@ void egress__match_name(const egress__matcher_t *m, const char *name, size_t len
   res->allowing = res->any = NULL;
   if (!m || !len) return;
 
-  fold_bucket(res, map_get(&m->exact, name, len, hash_name(name, len)), port);
-
-  /* One right-to-left pass: at each '.', the bytes after it form a proper
-   * suffix with at least one label in front of it. */
-  if (m->wild1.used || m->wildn.used) {
-    uint64_t h = HASH_SEED;
-    size_t first_dot = SIZE_MAX;
-    for (size_t i = len; i-- > 0;) {
-      if (name[i] == '.') {
-        const char *suffix = name + i + 1;
-        size_t slen = len - i - 1;
-        fold_bucket(res, map_get(&m->wildn, suffix, slen, h), port);
-        first_dot = i;
-      }
-      h = hash_step(h, (unsigned char)name[i]);
+  /* One right-to-left pass hashes every suffix: at each '.', the bytes
+   * after it form a proper suffix with at least one label in front (the
+   * **. lookups); the last such suffix is the *. lookup; the whole name,
+   * hashed at the end, is the exact lookup. */
+  uint64_t h = HASH_SEED, first_suffix_hash = 0;
+  size_t first_dot = SIZE_MAX;
+  bool wildn = m->wildn.used != 0;
+  for (size_t i = len; i-- > 0;) {
+    if (name[i] == '.') {
+      if (wildn) fold_bucket(res, map_get(&m->wildn, name + i + 1, len - i - 1, h), port);
+      first_dot = i;
+      first_suffix_hash = h;
     }
-    if (first_dot != SIZE_MAX) {
-      const char *suffix = name + first_dot + 1;
-      size_t slen = len - first_dot - 1;
-      fold_bucket(res, map_get(&m->wild1, suffix, slen, hash_name(suffix, slen)), port);
-    }
+    h = hash_step(h, (unsigned char)name[i]);
   }
+  fold_bucket(res, map_get(&m->exact, name, len, h), port);
+  if (first_dot != SIZE_MAX && m->wild1.used)
+    fold_bucket(res, map_get(&m->wild1, name + first_dot + 1, len - first_dot - 1, first_suffix_hash),
+                port);
 
   for (size_t i = 0; i < m->nany; i++) fold(res, m->any[i], port);
 

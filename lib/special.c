@@ -82,31 +82,37 @@ static void table_bounds(const egress__ip_t *ip, size_t *begin, size_t *end) {
 }
 
 /*
- * Most addresses a worker meets are ordinary global unicast.  A 256-entry
- * table per family says whether any block touches the first
- * octet; when none does, the answer is "global, no block" without a table
- * search.  Global blocks count too, so that info->block stays exact.
+ * Most addresses a worker meets are ordinary global unicast.  A bitmap per
+ * family over the first 16 bits says whether any block touches that /16;
+ * when none does, the answer is "global, no block" without a table search.
+ * Global blocks count too, so that info->block stays exact.  (One octet
+ * would not do for IPv6: 2000::/3 rows cover the first octets of every
+ * global unicast address.)
  */
-static bool octet_special[2][256];
-static pthread_once_t octet_once = PTHREAD_ONCE_INIT;
+static uint8_t prefix16_special[2][65536 / 8];
+static pthread_once_t prefix16_once = PTHREAD_ONCE_INIT;
 
-static void octet_init(void) {
+static void prefix16_init(void) {
   for (size_t i = 0; i < egress__special_block_count; i++) {
     const egress__special_block_t *b = &egress__special_blocks[i];
     int fam = b->prefix.addr.family == 6;
-    unsigned first = b->prefix.addr.bytes[0];
-    unsigned span = b->prefix.len >= 8 ? 1u : 1u << (8 - b->prefix.len);
-    for (unsigned o = first; o < first + span && o < 256; o++) octet_special[fam][o] = true;
+    unsigned first = (unsigned)b->prefix.addr.bytes[0] << 8 | b->prefix.addr.bytes[1];
+    unsigned span = b->prefix.len >= 16 ? 1u : 1u << (16 - b->prefix.len);
+    for (unsigned v = first; v < first + span && v < 65536; v++)
+      prefix16_special[fam][v >> 3] |= (uint8_t)(1u << (v & 7));
   }
 }
 
 void egress__special_classify(const egress__ip_t *ip, egress__special_info_t *info) {
-  pthread_once(&octet_once, octet_init);
-  if (ip != NULL && family_ok(ip->family) && !octet_special[ip->family == 6][ip->bytes[0]]) {
-    info->global = true;
-    info->block = NULL;
-    info->open_len = 0;
-    return;
+  pthread_once(&prefix16_once, prefix16_init);
+  if (ip != NULL && family_ok(ip->family)) {
+    unsigned v = (unsigned)ip->bytes[0] << 8 | ip->bytes[1];
+    if (!(prefix16_special[ip->family == 6][v >> 3] & (1u << (v & 7)))) {
+      info->global = true;
+      info->block = NULL;
+      info->open_len = 0;
+      return;
+    }
   }
   egress__special_classify_slow(ip, info);
 }
