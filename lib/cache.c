@@ -77,11 +77,6 @@ static double now_ms(void) {
   return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
 }
 
-static uint64_t hash_name(const char *s, size_t len) {
-  uint64_t h = 1469598103934665603ULL;
-  for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
-  return h ^ (h >> 31);
-}
 
 egress_status_t egress__cache_new(const egress_options_t *o, egress__cache_t **out) {
   *out = NULL;
@@ -326,14 +321,15 @@ static void front_put(const egress__cache_t *c, const shard_t *s, const centry_t
 }
 
 egress_status_t egress__cache_resolve(egress__cache_t *c, egress__resolver_t *r, const char *name,
-                                      size_t len, egress__answer_t *ans, egress__cache_stats_t *stats) {
+                                      size_t len, uint64_t hash, egress__answer_t *ans,
+                                      egress__cache_stats_t *stats) {
   memset(ans, 0, sizeof *ans);
   if (!c) {
     stats->misses++;
     stats->queries++;
     return egress__resolve(r, name, ans);
   }
-  uint64_t hash = hash_name(name, len);
+  if (!hash) hash = egress__name_hash(name, len);
   shard_t *s = &c->shards[(hash >> 40) % c->nshards];
   double now = now_ms();
   egress_status_t st;

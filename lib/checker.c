@@ -685,7 +685,8 @@ static void check_name(egress_checker_t *c, const egress_policy_t *p, egress_dec
 
   egress__answer_t ans;
   egress__cache_stats_t cs = {0, 0, 0};
-  egress_status_t st = egress__cache_resolve(c->cache, c->resolver, d->host.text, d->host.len, &ans, &cs);
+  egress_status_t st = egress__cache_resolve(c->cache, c->resolver, d->host.text, d->host.len, m.name_hash,
+                                             &ans, &cs);
   add(c, EGRESS_COUNTER_CACHE_HITS, cs.hits);
   add(c, EGRESS_COUNTER_CACHE_MISSES, cs.misses);
   add(c, EGRESS_COUNTER_DNS_QUERIES, cs.queries);

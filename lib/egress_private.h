@@ -193,7 +193,13 @@ typedef struct egress__matcher egress__matcher_t;
 typedef struct egress__match {
   const egress__rule_t *allowing;  /* first rule matching host AND port */
   const egress__rule_t *any;       /* first rule matching the host at all */
+  uint64_t name_hash;              /* egress__name_hash of the name, when
+                                      egress__match_name computed it; else 0 */
 } egress__match_t;
+
+/* Hash of a canonical name, shared by the matchers and the DNS cache so a
+ * check hashes its name once. */
+uint64_t egress__name_hash(const char *name, size_t len);
 
 egress_status_t egress__matcher_build(const egress__rule_t *rules, size_t n,
                                       egress__matcher_t **out);

@@ -32,19 +32,47 @@ struct egress__matcher {
 };
 
 /*
- * FNV-1a run from the last byte towards the first: the hash of every suffix
- * of a name falls out of one right-to-left pass, which is what the wildcard
- * lookups need.
+ * Names hash label by label from the right: the hash of every suffix that
+ * starts after a '.' falls out of one pass, which is what the wildcard
+ * lookups need, and each label is read a word at a time.  Keys come from
+ * the policy, so collisions cannot be chosen by whoever names the host.
  */
-#define HASH_SEED 1469598103934665603ULL
-#define HASH_PRIME 1099511628211ULL
+#define HASH_SEED 0x243f6a8885a308d3ULL
 
-static uint64_t hash_step(uint64_t h, unsigned char c) { return (h ^ c) * HASH_PRIME; }
+static uint64_t mix(uint64_t x) {
+  x *= 0xff51afd7ed558ccdULL;
+  return x ^ (x >> 32);
+}
 
-static uint64_t hash_name(const char *s, size_t len) {
-  uint64_t h = HASH_SEED;
-  while (len--) h = hash_step(h, (unsigned char)s[len]);
+static uint64_t label_hash(const char *s, size_t n) {
+  uint64_t h = n * 0x9e3779b97f4a7c15ULL;
+  while (n >= 8) {
+    uint64_t w;
+    memcpy(&w, s, 8);
+    h = mix(h ^ w);
+    s += 8;
+    n -= 8;
+  }
+  if (n) {
+    uint64_t w = 0;
+    memcpy(&w, s, n);
+    h = mix(h ^ w);
+  }
   return h;
+}
+
+static uint64_t hash_combine(uint64_t suffix, uint64_t label) { return mix(suffix ^ (label + 0x632be59bd9b4e019ULL)); }
+
+uint64_t egress__name_hash(const char *s, size_t len) {
+  uint64_t h = HASH_SEED;
+  size_t end = len;
+  for (;;) {
+    size_t start = end;
+    while (start > 0 && s[start - 1] != '.') start--;
+    h = hash_combine(h, label_hash(s + start, end - start));
+    if (start == 0) return h;
+    end = start - 1;
+  }
 }
 
 static name_bucket_t *map_find(const name_map_t *map, const char *key, size_t klen,
@@ -81,7 +109,7 @@ static egress_status_t map_grow(name_map_t *map) {
 static egress_status_t map_add(name_map_t *map, const egress__rule_t *rule) {
   if ((map->used + 1) * 4 > map->nslots * 3 && map_grow(map) != EGRESS_OK)
     return EGRESS_ENOMEM;
-  uint64_t hash = hash_name(rule->name, rule->name_len);
+  uint64_t hash = egress__name_hash(rule->name, rule->name_len);
   name_bucket_t *b = map_find(map, rule->name, rule->name_len, hash);
   const egress__rule_t **rules = egress__realloc(b->rules, (b->nrules + 1) * sizeof(*rules));
   if (!rules) return EGRESS_ENOMEM;
@@ -166,23 +194,31 @@ static void fold_bucket(egress__match_t *res, const name_bucket_t *b, uint16_t p
 void egress__match_name(const egress__matcher_t *m, const char *name, size_t len,
                         uint16_t port, egress__match_t *res) {
   res->allowing = res->any = NULL;
+  res->name_hash = 0;
   if (!m || !len) return;
 
-  /* One right-to-left pass hashes every suffix: at each '.', the bytes
-   * after it form a proper suffix with at least one label in front (the
-   * **. lookups); the last such suffix is the *. lookup; the whole name,
-   * hashed at the end, is the exact lookup. */
+  if (!m->exact.used && !m->wild1.used && !m->wildn.used && !m->nany && !m->nregex) return;
+
+  /* One right-to-left pass over the labels hashes every suffix: each
+   * suffix after a '.' has at least one label in front (the **. lookups);
+   * the longest one is the *. lookup; the whole name is the exact lookup. */
   uint64_t h = HASH_SEED, first_suffix_hash = 0;
   size_t first_dot = SIZE_MAX;
   bool wildn = m->wildn.used != 0;
-  for (size_t i = len; i-- > 0;) {
-    if (name[i] == '.') {
-      if (wildn) fold_bucket(res, map_get(&m->wildn, name + i + 1, len - i - 1, h), port);
-      first_dot = i;
+  size_t end = len;
+  for (;;) {
+    size_t start = end;
+    while (start > 0 && name[start - 1] != '.') start--;
+    if (end < len) {
+      if (wildn) fold_bucket(res, map_get(&m->wildn, name + end + 1, len - end - 1, h), port);
+      first_dot = end;
       first_suffix_hash = h;
     }
-    h = hash_step(h, (unsigned char)name[i]);
+    h = hash_combine(h, label_hash(name + start, end - start));
+    if (start == 0) break;
+    end = start - 1;
   }
+  res->name_hash = h;
   fold_bucket(res, map_get(&m->exact, name, len, h), port);
   if (first_dot != SIZE_MAX && m->wild1.used)
     fold_bucket(res, map_get(&m->wild1, name + first_dot + 1, len - first_dot - 1, first_suffix_hash),

@@ -50,8 +50,10 @@ egress_status_t egress__cache_new(const egress_options_t *o, egress__cache_t **o
 void egress__cache_free(egress__cache_t *c);
 /* Resolve through the cache (c may be NULL): a fresh cached answer, the
  * answer of a lookup another thread has in flight for the same name, or a
- * lookup of our own.  The answer is the caller's copy.  Thread-safe. */
+ * lookup of our own.  @p hash is egress__name_hash(name) or 0 (computed
+ * here).  The answer is the caller's copy.  Thread-safe. */
 egress_status_t egress__cache_resolve(egress__cache_t *c, egress__resolver_t *r, const char *name,
-                                      size_t len, egress__answer_t *ans, egress__cache_stats_t *stats);
+                                      size_t len, uint64_t hash, egress__answer_t *ans,
+                                      egress__cache_stats_t *stats);
 
 #endif

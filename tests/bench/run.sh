@@ -1,7 +1,7 @@
 #!/bin/sh
 # Run the libegress benchmarks (issue 4).
 #
-#   tests/bench/run.sh [BUILD_DIR]
+#   tests/bench/run.sh [BUILD_DIR] [--reps N] [--quick] [--only FIGURE]
 #
 # Configures a release build in BUILD_DIR (default: build/bench under the
 # source tree) unless one is there already, builds the benchmark, runs it,
@@ -10,8 +10,11 @@
 set -eu
 
 src=$(cd "$(dirname "$0")/../.." && pwd)
-build=${1:-"$src/build/bench"}
-[ $# -gt 0 ] && shift
+build="$src/build/bench"
+case "${1:-}" in
+  ""|-*) ;;                      # options only: default build dir
+  *) build=$1; shift ;;
+esac
 
 if [ ! -f "$build/build.ninja" ]; then
   meson setup "$build" "$src" --buildtype=release -Dbench=true -Dtests=true
