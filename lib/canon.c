@@ -141,6 +141,22 @@ done:
 /* The ASCII rules of step 2 on @p s (@p n bytes; lower-cased here).
  * @p from_idna: the text is the result of IDNA on a non-ASCII host.
  * @p names_only: an IP literal is not acceptable. */
+/* Host-name bytes mapped to their lower-case form; 0 for every byte a
+ * host name may not hold.  One table look-up per byte on the hot path. */
+static const unsigned char host_char[256] = {
+    ['-'] = '-', ['.'] = '.', ['_'] = '_',
+    ['0'] = '0', ['1'] = '1', ['2'] = '2', ['3'] = '3', ['4'] = '4',
+    ['5'] = '5', ['6'] = '6', ['7'] = '7', ['8'] = '8', ['9'] = '9',
+    ['a'] = 'a', ['b'] = 'b', ['c'] = 'c', ['d'] = 'd', ['e'] = 'e', ['f'] = 'f', ['g'] = 'g',
+    ['h'] = 'h', ['i'] = 'i', ['j'] = 'j', ['k'] = 'k', ['l'] = 'l', ['m'] = 'm', ['n'] = 'n',
+    ['o'] = 'o', ['p'] = 'p', ['q'] = 'q', ['r'] = 'r', ['s'] = 's', ['t'] = 't', ['u'] = 'u',
+    ['v'] = 'v', ['w'] = 'w', ['x'] = 'x', ['y'] = 'y', ['z'] = 'z',
+    ['A'] = 'a', ['B'] = 'b', ['C'] = 'c', ['D'] = 'd', ['E'] = 'e', ['F'] = 'f', ['G'] = 'g',
+    ['H'] = 'h', ['I'] = 'i', ['J'] = 'j', ['K'] = 'k', ['L'] = 'l', ['M'] = 'm', ['N'] = 'n',
+    ['O'] = 'o', ['P'] = 'p', ['Q'] = 'q', ['R'] = 'r', ['S'] = 's', ['T'] = 't', ['U'] = 'u',
+    ['V'] = 'v', ['W'] = 'w', ['X'] = 'x', ['Y'] = 'y', ['Z'] = 'z',
+};
+
 static egress_status_t canon_ascii(const char *s, size_t n, bool from_idna, bool names_only,
                                    egress__host_t *out, const char **why) {
   bool trailing_dot = false;
@@ -155,7 +171,7 @@ static egress_status_t canon_ascii(const char *s, size_t n, bool from_idna, bool
 
   size_t label_start = 0;
   for (size_t i = 0; i <= n; i++) {
-    char c = i < n ? lower(s[i]) : '.';
+    char c = i < n ? (char)host_char[(unsigned char)s[i]] : '.';
     if (c == '.') {
       size_t llen = i - label_start;
       if (llen == 0) return invalid(why, "host has an empty label");
@@ -166,7 +182,7 @@ static egress_status_t canon_ascii(const char *s, size_t n, bool from_idna, bool
       label_start = i + 1;
       continue;
     }
-    if (!((c >= 'a' && c <= 'z') || is_digit(c) || c == '-' || c == '_'))
+    if (c == 0)
       return invalid(why, from_idna ? "internationalized host maps to a character not "
                                       "allowed in a host name"
                                     : "host name may hold only letters, digits, '-', '_' "
