@@ -25,6 +25,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <pthread.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -139,8 +140,30 @@ static bool append(cJSON *arr, cJSON *item) {
  * would change the field's type. */
 static cJSON *json_ms(double ms) {
   if (!isfinite(ms) || ms < 0) ms = 0;
-  if (ms < 1e12) ms = (double)(long long)(ms * 1000.0 + 0.5) / 1000.0;
-  return cJSON_CreateNumber(ms);
+  if (ms >= 1e12) return cJSON_CreateNumber(ms);
+  /* Printed here as fixed point: cJSON prints doubles with "%1.15g" and
+   * reads them back with sscanf, which dominates the cost of an event. */
+  long long micros = (long long)(ms * 1000.0 + 0.5);
+  char buf[32];
+  int n = snprintf(buf, sizeof buf, "%lld.%03lld", micros / 1000, micros % 1000);
+  /* "1.500" -> "1.5", "2.000" -> "2": the shortest form, as %g would give. */
+  while (n > 0 && buf[n - 1] == '0') buf[--n] = '\0';
+  if (n > 0 && buf[n - 1] == '.') buf[--n] = '\0';
+  return cJSON_CreateRaw(buf);
+}
+
+/* Integers as raw JSON numbers, for the same reason. */
+static cJSON *json_int(long long v) {
+  char buf[24];
+  char *p = buf + sizeof buf;
+  unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+  *--p = '\0';
+  do {
+    *--p = (char)('0' + u % 10);
+    u /= 10;
+  } while (u);
+  if (v < 0) *--p = '-';
+  return cJSON_CreateRaw(p);
 }
 
 static const char *verdict_name(egress_verdict_t v) {
@@ -163,7 +186,7 @@ static cJSON *json_rule(const egress_decision_t *d) {
   if (!d->has_rule) return cJSON_CreateNull();
   cJSON *r = cJSON_CreateObject();
   if (!r) return NULL;
-  if (!add(r, "index", cJSON_CreateNumber((double)d->rule_index)) ||
+  if (!add(r, "index", json_int((long long)d->rule_index)) ||
       !add(r, "list", cJSON_CreateString(d->rule_list == EGRESS_LIST_DENY ? "deny" : "allow")) ||
       !add(r, "text", json_str(d->rule_text))) {
     cJSON_Delete(r);
@@ -190,7 +213,7 @@ static cJSON *json_addresses(const egress_decision_t *d) {
         !add(o, "reason", a->reason == EGRESS_REASON_NONE
                               ? cJSON_CreateNull()
                               : cJSON_CreateString(egress_reason_name(a->reason))) ||
-        !add(o, "ttl", a->ttl < 0 ? cJSON_CreateNull() : cJSON_CreateNumber(a->ttl)))
+        !add(o, "ttl", a->ttl < 0 ? cJSON_CreateNull() : json_int(a->ttl)))
       goto fail;
   }
   return arr;
@@ -234,7 +257,16 @@ static cJSON *json_host_port(const egress_decision_t *d) {
 
 /* Prints @p root compactly into an egress__malloc() buffer and deletes it. */
 static char *print_and_delete(cJSON *root) {
-  char *out = NULL;
+  /* Most events fit a small buffer: print straight into memory we own and
+   * skip cJSON's growing buffer and the copy after it. */
+  enum { FIRST_TRY = 4096 };
+  char *out = egress__malloc(FIRST_TRY);
+  if (out && cJSON_PrintPreallocated(root, out, FIRST_TRY, false)) {
+    cJSON_Delete(root);
+    return out;
+  }
+  egress__free(out);
+  out = NULL;
   char *text = cJSON_PrintUnformatted(root);
   cJSON_Delete(root);
   if (!text) return NULL;
@@ -246,6 +278,40 @@ static char *print_and_delete(cJSON *root) {
 /* ------------------------------------------------------------------------ */
 /* Stamp                                                                     */
 /* ------------------------------------------------------------------------ */
+
+/*
+ * Event ids come from the kernel's random source, fetched in blocks per
+ * thread rather than one getrandom(2) per event.  A forked child starts
+ * with an empty block, so parent and child never share ids.
+ */
+static _Thread_local unsigned char random_block[512];
+static _Thread_local size_t random_left;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void random_forget(void) { random_left = 0; }
+static void atfork_register(void) { pthread_atfork(NULL, NULL, random_forget); }
+
+static bool random_bytes(unsigned char *out, size_t len) {
+  pthread_once(&atfork_once, atfork_register);
+  if (random_left < len) {
+    size_t got = 0;
+    while (got < sizeof random_block) {
+      ssize_t n = getrandom(random_block + got, sizeof random_block - got, 0);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        random_left = 0;
+        return false;
+      }
+      got += (size_t)n;
+    }
+    random_left = sizeof random_block;
+  }
+  unsigned char *src = random_block + sizeof random_block - random_left;
+  memcpy(out, src, len);
+  memset(src, 0, len);   /* an id is never handed out twice */
+  random_left -= len;
+  return true;
+}
 
 egress_status_t egress__event_stamp(egress_decision_t *d) {
   static const char hex[] = "0123456789abcdef";
@@ -260,14 +326,8 @@ egress_status_t egress__event_stamp(egress_decision_t *d) {
 
   /* getrandom(2) never needs a file descriptor (works in chroots and after
    * fd exhaustion) and blocks only until the kernel pool is first seeded. */
-  while (got < sizeof r) {
-    ssize_t n = getrandom(r + got, sizeof r - got, 0);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return EGRESS_EINTERNAL;
-    }
-    got += (size_t)n;
-  }
+  (void)got;
+  if (!random_bytes(r, sizeof r)) return EGRESS_EINTERNAL;
   r[6] = (unsigned char)((r[6] & 0x0F) | 0x40); /* version 4 (RFC 9562 §5.4) */
   r[8] = (unsigned char)((r[8] & 0x3F) | 0x80); /* variant 10 */
   char *p = d->event_id;
@@ -325,7 +385,7 @@ char *egress__event_build(const egress_decision_t *d, const char *source) {
       !add(data, "method", json_str(d->field[EGRESS_FIELD_METHOD])) ||
       !add(data, "destination", json_host_port(d)) ||
       !add(data, "host", d->has_host ? json_str(d->host.text) : cJSON_CreateNull()) ||
-      !add(data, "port", cJSON_CreateNumber(d->port)) ||
+      !add(data, "port", json_int(d->port)) ||
       !add(data, "outcome", cJSON_CreateString(egress_outcome_name(oc))) ||
       !add(data, "denyReason", json_reason(d)) ||
       !add(data, "enforcementMode", cJSON_CreateString(mode_name(d->mode))) ||
@@ -359,7 +419,7 @@ char *egress__decision_json(const egress_decision_t *d) {
   const char *host = d->has_host ? d->host.text : d->destination;
   const char *msg = d->message ? d->message : egress_reason_message(d->reason);
   if (!add(root, "host", json_str(host)) ||
-      !add(root, "port", cJSON_CreateNumber(d->port)) ||
+      !add(root, "port", json_int(d->port)) ||
       !add(root, "verdict", cJSON_CreateString(verdict_name(d->verdict))) ||
       !add(root, "outcome", cJSON_CreateString(egress_outcome_name(d->outcome))) ||
       !add(root, "reason", json_reason(d)) ||

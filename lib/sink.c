@@ -36,6 +36,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 typedef enum sink_kind {
@@ -135,7 +136,7 @@ bool egress__sink_active(const egress__sink_t *sink) {
  * is consumed before the old mask is restored.  A SIGPIPE that was already
  * pending before the write is left alone: it is not ours (ours merges into
  * it), and the application will see it when it unblocks. */
-static ssize_t write_nosigpipe(int fd, const char *buf, size_t len) {
+static ssize_t write_nosigpipe(int fd, const struct iovec *iov, int iovcnt) {
   sigset_t pipe_set, pending, old;
   ssize_t n;
   int saved;
@@ -148,7 +149,7 @@ static ssize_t write_nosigpipe(int fd, const char *buf, size_t len) {
   bool was_pending = sigpending(&pending) != 0 || sigismember(&pending, SIGPIPE) == 1;
 
   do {
-    n = write(fd, buf, len);
+    n = writev(fd, iov, iovcnt);
   } while (n < 0 && errno == EINTR);
   saved = errno;
 
@@ -162,13 +163,22 @@ static ssize_t write_nosigpipe(int fd, const char *buf, size_t len) {
   return n;
 }
 
-/* One write of @p len bytes by the means the descriptor needs; EINTR
- * before anything was written is retried. */
-static ssize_t write_once(const egress__sink_t *s, const char *buf, size_t len) {
+/* One gathered write by the means the descriptor needs; EINTR before
+ * anything was written is retried.  writev() of a line and its newline is
+ * one write as far as O_APPEND atomicity goes, and spares a copy. */
+static ssize_t write_once(const egress__sink_t *s, const struct iovec *iov, int iovcnt) {
   ssize_t n;
-  if (s->may_sigpipe) return write_nosigpipe(s->fd, buf, len);
+  if (s->may_sigpipe) return write_nosigpipe(s->fd, iov, iovcnt);
   do {
-    n = s->is_socket ? send(s->fd, buf, len, MSG_NOSIGNAL) : write(s->fd, buf, len);
+    if (s->is_socket) {
+      struct msghdr msg;
+      memset(&msg, 0, sizeof msg);
+      msg.msg_iov = (struct iovec *)iov;
+      msg.msg_iovlen = (size_t)iovcnt;
+      n = sendmsg(s->fd, &msg, MSG_NOSIGNAL);
+    } else {
+      n = writev(s->fd, iov, iovcnt);
+    }
   } while (n < 0 && errno == EINTR);
   return n;
 }
@@ -176,12 +186,9 @@ static ssize_t write_once(const egress__sink_t *s, const char *buf, size_t len) 
 static int deliver_fd(const egress__sink_t *s, const char *json, size_t len) {
   int rc = -1;
   if (len == SIZE_MAX) return -1;
-  char *line = egress__malloc(len + 1);
-  if (!line) return -1;
-  memcpy(line, json, len);
-  line[len] = '\n';
+  struct iovec iov[2] = {{(void *)json, len}, {(void *)"\n", 1}};
 
-  ssize_t n = write_once(s, line, len + 1);
+  ssize_t n = write_once(s, iov, 2);
   if (n >= 0 && (size_t)n == len + 1) {
     rc = 0;
   } else if (n > 0) {
@@ -189,10 +196,9 @@ static int deliver_fd(const egress__sink_t *s, const char *json, size_t len) {
      * (one byte, so one atomic write) keeps the next writer's line intact:
      * a reader then skips one broken line instead of losing two.  Best
      * effort; the delivery is a failure either way. */
-    (void)write_once(s, "\n", 1);
+    struct iovec nl = {(void *)"\n", 1};
+    (void)write_once(s, &nl, 1);
   }
-
-  egress__free(line);
   return rc;
 }
 

@@ -1230,8 +1230,11 @@ static void test_sink_alloc_failures(void) {
       CU_ASSERT_PTR_NULL(s);
       failures++;
     } else {
+      /* Delivery allocates nothing (one writev of line and newline), so
+       * an exhausted allocator cannot lose an event. */
       egress__alloc_fail_at(1);
-      CU_ASSERT_EQUAL(egress__sink_deliver(s, "{}", 2, NULL), -1);
+      CU_ASSERT_EQUAL(egress__sink_deliver(s, "{}", 2, NULL), 0);
+      CU_ASSERT_EQUAL(egress__alloc_count(), 0);
       egress__alloc_fail_at(0);
       CU_ASSERT_EQUAL(egress__sink_deliver(s, "{}", 2, NULL), 0);
       egress__sink_free(s);
