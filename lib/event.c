@@ -74,7 +74,7 @@ static size_t utf8_seq(const unsigned char *s, size_t len, size_t *bad) {
 
 /* A cJSON string holding @p s (NUL-terminated) with ill-formed UTF-8
  * replaced; a JSON null when @p s is NULL.  NULL on allocation failure. */
-static cJSON *json_str(const char *s) {
+static cJSON *json_str_as(const char *s, bool borrow) {
   if (!s) return cJSON_CreateNull();
 
   const unsigned char *u = (const unsigned char *)s;
@@ -84,7 +84,7 @@ static cJSON *json_str(const char *s) {
     if (!n) break;
     i += n;
   }
-  if (i == len) return cJSON_CreateString(s);
+  if (i == len) return borrow ? cJSON_CreateStringReference(s) : cJSON_CreateString(s);
 
   /* Each replaced byte run (>= 1 byte) becomes 3 bytes of U+FFFD. */
   if (len > (SIZE_MAX - 1) / 3) return NULL;
@@ -109,6 +109,11 @@ static cJSON *json_str(const char *s) {
   egress__free(clean);
   return item;
 }
+
+/* Strings that live as long as the decision (or forever) are referenced,
+ * not copied: an event is printed before its decision changes. */
+static cJSON *json_str(const char *s) { return json_str_as(s, true); }
+static cJSON *json_const(const char *s) { return cJSON_CreateStringReference(s); }
 
 /* ------------------------------------------------------------------------ */
 /* Building blocks                                                           */
@@ -179,7 +184,7 @@ static const char *mode_name(egress_mode_t m) {
 static cJSON *json_reason(const egress_decision_t *d) {
   if (d->outcome == EGRESS_OUTCOME_ALLOWED && d->reason == EGRESS_REASON_NONE)
     return cJSON_CreateNull();
-  return cJSON_CreateString(egress_reason_name(d->reason));
+  return json_const(egress_reason_name(d->reason));
 }
 
 static cJSON *json_rule(const egress_decision_t *d) {
@@ -187,7 +192,7 @@ static cJSON *json_rule(const egress_decision_t *d) {
   cJSON *r = cJSON_CreateObject();
   if (!r) return NULL;
   if (!add(r, "index", json_int((long long)d->rule_index)) ||
-      !add(r, "list", cJSON_CreateString(d->rule_list == EGRESS_LIST_DENY ? "deny" : "allow")) ||
+      !add(r, "list", json_const(d->rule_list == EGRESS_LIST_DENY ? "deny" : "allow")) ||
       !add(r, "text", json_str(d->rule_text))) {
     cJSON_Delete(r);
     return NULL;
@@ -208,11 +213,11 @@ static cJSON *json_addresses(const egress_decision_t *d) {
     size_t tl = strnlen(a->text, sizeof text - 1);
     memcpy(text, a->text, tl);
     text[tl] = '\0';
-    if (!add(o, "address", json_str(text)) ||
-        !add(o, "verdict", cJSON_CreateString(verdict_name(a->verdict))) ||
+    if (!add(o, "address", json_str_as(text, false)) ||
+        !add(o, "verdict", json_const(verdict_name(a->verdict))) ||
         !add(o, "reason", a->reason == EGRESS_REASON_NONE
                               ? cJSON_CreateNull()
-                              : cJSON_CreateString(egress_reason_name(a->reason))) ||
+                              : json_const(egress_reason_name(a->reason))) ||
         !add(o, "ttl", a->ttl < 0 ? cJSON_CreateNull() : json_int(a->ttl)))
       goto fail;
   }
@@ -250,7 +255,7 @@ static char *host_port(const egress_decision_t *d) {
 static cJSON *json_host_port(const egress_decision_t *d) {
   char *hp = host_port(d);
   if (!hp) return NULL;
-  cJSON *item = json_str(hp);
+  cJSON *item = json_str_as(hp, false);
   egress__free(hp);
   return item;
 }
@@ -363,12 +368,12 @@ char *egress__event_build(const egress_decision_t *d, const char *source) {
   if (!root) return NULL;
   cJSON *data = cJSON_CreateObject();
   if (!data) goto fail;
-  if (!add(root, "specversion", cJSON_CreateString("1.0")) ||
-      !add(root, "type", cJSON_CreateString(EGRESS__EVENT_TYPE)) ||
+  if (!add(root, "specversion", json_const("1.0")) ||
+      !add(root, "type", json_const(EGRESS__EVENT_TYPE)) ||
       !add(root, "source", json_str(source ? source : EGRESS__DEFAULT_SOURCE)) ||
       !add(root, "id", json_str(d->event_id)) ||
       !add(root, "time", json_str(d->time_rfc3339)) ||
-      !add(root, "datacontenttype", cJSON_CreateString("application/json")) ||
+      !add(root, "datacontenttype", json_const("application/json")) ||
       !add(root, "subject", json_host_port(d))) {
     cJSON_Delete(data);
     goto fail;
@@ -386,9 +391,9 @@ char *egress__event_build(const egress_decision_t *d, const char *source) {
       !add(data, "destination", json_host_port(d)) ||
       !add(data, "host", d->has_host ? json_str(d->host.text) : cJSON_CreateNull()) ||
       !add(data, "port", json_int(d->port)) ||
-      !add(data, "outcome", cJSON_CreateString(egress_outcome_name(oc))) ||
+      !add(data, "outcome", json_const(egress_outcome_name(oc))) ||
       !add(data, "denyReason", json_reason(d)) ||
-      !add(data, "enforcementMode", cJSON_CreateString(mode_name(d->mode))) ||
+      !add(data, "enforcementMode", json_const(mode_name(d->mode))) ||
       !add(data, "wouldDeny", cJSON_CreateBool(oc != EGRESS_OUTCOME_ALLOWED)) ||
       !add(data, "matchedRule", json_rule(d)) ||
       !add(data, "addresses", json_addresses(d)) ||
@@ -420,13 +425,13 @@ char *egress__decision_json(const egress_decision_t *d) {
   const char *msg = d->message ? d->message : egress_reason_message(d->reason);
   if (!add(root, "host", json_str(host)) ||
       !add(root, "port", json_int(d->port)) ||
-      !add(root, "verdict", cJSON_CreateString(verdict_name(d->verdict))) ||
-      !add(root, "outcome", cJSON_CreateString(egress_outcome_name(d->outcome))) ||
+      !add(root, "verdict", json_const(verdict_name(d->verdict))) ||
+      !add(root, "outcome", json_const(egress_outcome_name(d->outcome))) ||
       !add(root, "reason", json_reason(d)) ||
       !add(root, "matchedRule", json_rule(d)) ||
       !add(root, "addresses", json_addresses(d)) ||
       !add(root, "message", json_str(msg)) ||
-      !add(root, "mode", cJSON_CreateString(mode_name(d->mode))) ||
+      !add(root, "mode", json_const(mode_name(d->mode))) ||
       !add(root, "wouldDeny", cJSON_CreateBool(d->outcome != EGRESS_OUTCOME_ALLOWED)))
     goto fail;
   if (d->curl_resolve && !add(root, "curlResolve", json_str(d->curl_resolve))) goto fail;
