@@ -870,10 +870,15 @@ static void finish(egress_checker_t *c, egress_decision_t *d, const egress_polic
                               memory_order_relaxed);
 }
 
+/* What a check makes beyond the verdict: the event text is only built when a
+ * sink or the caller wants it; egress_check with no sink makes no text. */
+enum { RUN_LEAN = 0, RUN_FULL = 1, RUN_TEXT = 2 };
+
 static egress_status_t run_check(egress_checker_t *c, const char *host, int32_t port,
                                  const char *path, const egress_request_t *req,
-                                 egress_decision_t *d, bool want_json) {
-  d->lean = !want_json && !egress__sink_active(c->sink);
+                                 egress_decision_t *d, int want) {
+  bool want_json = want == RUN_FULL;
+  d->lean = want == RUN_LEAN && !egress__sink_active(c->sink);
   double start = d->lean ? 0 : mono_ms();
   d->port = port;
   d->verdict = EGRESS_VERDICT_DENY;
@@ -899,7 +904,7 @@ egress_verdict_t egress_check(egress_checker_t *checker, const char *host, uint1
   egress_decision_t d;
   if (!checker) return EGRESS_VERDICT_DENY;
   memset(&d, 0, EGRESS__DECISION_ZERO_SIZE);
-  egress_status_t st = run_check(checker, host, port, NULL, NULL, &d, false);
+  egress_status_t st = run_check(checker, host, port, NULL, NULL, &d, RUN_LEAN);
   egress_verdict_t verdict = st == EGRESS_OK ? d.verdict : EGRESS_VERDICT_DENY;
   egress__decision_release(&d);
   return verdict;
@@ -920,7 +925,13 @@ egress_status_t egress_check_ex(egress_checker_t *checker, const char *host, int
     decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL, "checker is NULL");
     return EGRESS_EINVAL;
   }
-  return run_check(checker, host, port, NULL, req, d, true);
+  return run_check(checker, host, port, NULL, req, d, RUN_FULL);
+}
+
+egress_status_t egress__check_quiet(egress_checker_t *checker, const char *host, int32_t port,
+                                   const egress_request_t *req, egress_decision_t *d) {
+  if (!checker || !d) return EGRESS_EINVAL;
+  return run_check(checker, host, port, NULL, req, d, RUN_TEXT);
 }
 
 /*
@@ -967,10 +978,10 @@ static char *normalize_path(const char *in, size_t len) {
       continue;
     }
     if (is_dot_segment(in + start, seg, 2)) {
-      while (o > 0 && out[o - 1] != '/') o--;   /* drop the last segment */
-      if (o > 1) o--;                            /* and its slash */
+      /* Drop the last segment and the slash in front of it: "/a/b" -> "/a". */
       while (o > 0 && out[o - 1] != '/') o--;
-      if (o == 0) out[o++] = '/';
+      if (o > 0) o--;
+      if (trailing || o == 0) out[o++] = '/';
       continue;
     }
     if (o == 0 || out[o - 1] != '/') out[o++] = '/';
@@ -1080,7 +1091,7 @@ egress_status_t egress_check_url(egress_checker_t *checker, const char *url,
     return nomem ? EGRESS_ENOMEM : EGRESS_OK;
   }
   /* The checked host is the URL's host without IPv6 brackets. */
-  egress_status_t st = run_check(checker, u.host, u.port, u.path, req, d, true);
+  egress_status_t st = run_check(checker, u.host, u.port, u.path, req, d, RUN_FULL);
   egress__free(u.host);
   egress__free(u.path);
   return st;
