@@ -993,6 +993,30 @@ static char *normalize_path(const char *in, size_t len) {
   return out;
 }
 
+/*
+ * Paths that servers read differently are refused rather than guessed at:
+ * an empty segment ("//": merged by nginx, kept by others), an encoded
+ * slash or backslash ("%2F", "%5C": decoded before ".." by some servers),
+ * and a dot segment with parameters ("..;": ".." to Tomcat).
+ */
+static const char *path_ambiguity(const char *p, size_t len) {
+  for (size_t i = 0; i < len; i++) {
+    if (p[i] == '/' && i + 1 < len && p[i + 1] == '/') return "URL path has an empty segment (//)";
+    if (p[i] == '%' && i + 2 < len &&
+        ((p[i + 1] == '2' && (p[i + 2] == 'f' || p[i + 2] == 'F')) ||
+         (p[i + 1] == '5' && (p[i + 2] == 'c' || p[i + 2] == 'C'))))
+      return "URL path has an encoded slash or backslash";
+    if (p[i] == ';') {
+      /* Is the segment before the ';' a dot segment? */
+      size_t start = i;
+      while (start > 0 && p[start - 1] != '/') start--;
+      if (is_dot_segment(p + start, i - start, 1) || is_dot_segment(p + start, i - start, 2))
+        return "URL path has a dot segment with parameters";
+    }
+  }
+  return NULL;
+}
+
 static const char *parse_url(const char *url, url_parts_t *u, bool *nomem) {
   size_t len = strlen(url);
   size_t i = 0;
@@ -1049,6 +1073,8 @@ static const char *parse_url(const char *url, url_parts_t *u, bool *nomem) {
   size_t path_end = auth_end;
   while (path_end < len && url[path_end] != '?' && url[path_end] != '#') path_end++;
   u->host = egress__strndup(url + auth_start, host_end - auth_start);
+  const char *ambiguous = path_ambiguity(url + auth_end, path_end - auth_end);
+  if (ambiguous) return ambiguous;
   u->path = normalize_path(url + auth_end, path_end - auth_end);
   if (!u->host || !u->path) {
     *nomem = true;

@@ -337,9 +337,37 @@ egress__dns_result_t egress__dns_result_of(int ares_status) {
   }
 }
 
+/* "localhost" and every name under it are loopback (RFC 6761 §6.3): answer
+ * them here.  Asking c-ares would be no better, and its 1.18 built-in
+ * localhost fallback leaks a copy of the name on every lookup. */
+static bool is_localhost(const char *name) {
+  size_t n = strlen(name);
+  return !strcmp(name, "localhost") || (n > 10 && !strcmp(name + n - 10, ".localhost"));
+}
+
+static egress_status_t answer_localhost(egress__answer_t *ans) {
+  static const egress__ip_t loopback[2] = {
+      {.family = 4, .bytes = {127, 0, 0, 1}},
+      {.family = 6, .bytes = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}},
+  };
+  ans->ips = egress__calloc(2, sizeof(*ans->ips));
+  ans->ttls = egress__calloc(2, sizeof(*ans->ttls));
+  if (!ans->ips || !ans->ttls) {
+    egress__answer_clear(ans);
+    ans->result = EGRESS__DNS_NOMEM;
+    return EGRESS_ENOMEM;
+  }
+  memcpy(ans->ips, loopback, sizeof loopback);
+  ans->n = 2;
+  ans->result = EGRESS__DNS_OK;
+  ans->detail = "localhost is loopback (RFC 6761)";
+  return EGRESS_OK;
+}
+
 egress_status_t egress__resolve(egress__resolver_t *r, const char *name, egress__answer_t *ans) {
   ares_channel ch = NULL;
   memset(ans, 0, sizeof *ans);
+  if (is_localhost(name)) return answer_localhost(ans);
   double start = now_ms();
   int ast = channel_get(r, &ch);
   if (ast != ARES_SUCCESS) {

@@ -333,6 +333,21 @@ static void test_private_range_opened_by_name(void) {
   teardown(&f);
 }
 
+static void test_localhost_is_loopback(void) {
+  const char *allow[] = {"*", "**.localhost"};
+  fixture_t f;
+  setup(&f, allow, 2, NULL, 0);
+  egress_dns_reset(dns);
+  /* Even if a DNS server claims otherwise, localhost is loopback (RFC 6761). */
+  egress_dns_add_a(dns, "localhost", "93.184.216.34", 30);
+  egress_dns_add_a(dns, "app.localhost", "93.184.216.34", 30);
+  expect(&f, "localhost", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_RESOLVED_ADDRESS_FORBIDDEN);
+  expect(&f, "LOCALHOST.", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_RESOLVED_ADDRESS_FORBIDDEN);
+  expect(&f, "app.localhost", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_RESOLVED_ADDRESS_FORBIDDEN);
+  CU_ASSERT_EQUAL(egress_dns_total_queries(dns), 0);
+  teardown(&f);
+}
+
 static void test_deny_list_on_addresses(void) {
   const char *allow[] = {"**.example.com", "0.0.0.0/0"};
   const char *deny[] = {"93.184.216.0/24", "bad.example.com", "[2606:4700::]/32:443"};
@@ -432,6 +447,7 @@ static CU_TestInfo resolve_tests[] = {
     {"no search-list expansion with a pod resolv.conf", test_no_search_list},
     {"private ranges open only when named", test_private_range_opened_by_name},
     {"deny-list CIDRs apply to resolved and embedded addresses", test_deny_list_on_addresses},
+    {"localhost and *.localhost are loopback without a query", test_localhost_is_loopback},
     {"CNAME chains and answers with 100+ addresses", test_cname_and_big_answers},
     CU_TEST_INFO_NULL,
 };

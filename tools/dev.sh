@@ -75,7 +75,9 @@ run_tests() {
 
   echo "== valgrind memcheck of the CUnit suites (release build)"
   meson test -C build/release --setup valgrind --print-errorlogs --num-processes 2 \
-    canon special entry policy api checker resolve events integration || status=1
+    canon special entry policy api checker resolve faults events integration bad-policy-reload \
+    fuzz-replay-entry fuzz-replay-policy fuzz-replay-canon fuzz-replay-url fuzz-replay-dns \
+    fuzz-replay-diff || status=1
   # Kept apart so the summary counts these runs on their own.
   cp build/release/meson-logs/testlog-valgrind.json build/release/meson-logs/valgrind.json 2>/dev/null || true
   logs+=(build/release/meson-logs/valgrind.json)

@@ -103,44 +103,68 @@ static bool allowed_endpoint(const char *host, int32_t port) {
   return false;
 }
 
-/* Reference path check, written apart from the library's: the path of the
- * URL with "%2e" read as '.', empty segments merged and dot segments
- * resolved (RFC 3986 5.2.4) must lie under @p prefix on a segment boundary. */
-static bool path_under(const char *url, const char *prefix) {
+/* Reference path check, written apart from the library's: with "%2e" read
+ * as '.' and dot segments resolved (RFC 3986 5.2.4), the path of the URL
+ * must lie under @p prefix on a segment boundary.  A server may or may not
+ * merge empty segments ("//") before resolving dot segments (nginx does), so
+ * a fail-closed allow must hold under both readings: @p merge picks one. */
+static bool path_under_as(const char *url, const char *prefix, bool merge) {
   const char *sep = strstr(url, "://");
   if (!sep) return false;
   const char *p = sep + 3 + strcspn(sep + 3, "/?#");
   size_t len = strcspn(p, "?#");
-  char out[8192];
-  size_t o = 0;
-  size_t i = 0;
-  while (i < len) {
-    while (i < len && p[i] == '/') i++;
+  /* Segment start offsets in out[]; out holds "/seg/seg...". */
+  static size_t starts[8192];
+  char out[8192 + 2];
+  size_t nseg = 0, o = 0, i = 0;
+  if (len && p[0] == '/') i = 1;
+  while (i <= len) {
     size_t start = i;
     while (i < len && p[i] != '/') i++;
-    char seg[8192];
-    size_t sl = 0;
-    for (size_t k = start; k < i; k++) {
-      if (k + 2 < i && p[k] == '%' && p[k + 1] == '2' && (p[k + 2] == 'e' || p[k + 2] == 'E')) {
-        seg[sl++] = '.';
+    size_t sl = 0, dots = 0;
+    bool only_dots = true;
+    for (size_t k = start; k < i; k++, sl++) {
+      if (p[k] == '.') {
+        dots++;
+      } else if (k + 2 < i && p[k] == '%' && p[k + 1] == '2' && (p[k + 2] == 'e' || p[k + 2] == 'E')) {
+        dots++;
         k += 2;
       } else {
-        seg[sl++] = p[k];
+        only_dots = false;
       }
     }
-    if (sl == 0 || (sl == 1 && seg[0] == '.')) continue;
-    if (sl == 2 && seg[0] == '.' && seg[1] == '.') {
-      while (o > 0 && out[o - 1] != '/') o--;
-      if (o > 0) o--;
+    size_t end = i;
+    bool last = i >= len;
+    i++;
+    if (sl == 0 && merge && !last) continue;
+    if (only_dots && sl > 0 && dots == 1) {
+      if (last) {
+        starts[nseg++] = o;
+        out[o++] = '/';
+      }
       continue;
     }
+    if (only_dots && sl > 0 && dots == 2) {
+      if (nseg) o = starts[--nseg];
+      if (last) {
+        starts[nseg++] = o;
+        out[o++] = '/';
+      }
+      continue;
+    }
+    starts[nseg++] = o;
     out[o++] = '/';
-    memcpy(out + o, p + start, i - start); /* the segment as written */
-    o += i - start;
+    memcpy(out + o, p + start, end - start); /* the segment as written */
+    o += end - start;
   }
+  if (o == 0) out[o++] = '/';
   out[o] = '\0';
   size_t n = strlen(prefix);
   return !strncmp(out, prefix, n) && (out[n] == '\0' || out[n] == '/');
+}
+
+static bool path_under(const char *url, const char *prefix) {
+  return path_under_as(url, prefix, true) && path_under_as(url, prefix, false);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

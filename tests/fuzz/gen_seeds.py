@@ -80,6 +80,8 @@ URLS = [
     "https://files.example.com/v1//upload", "https://api.example.com.evil.example.net/",
     "https://api.example.com\t/", "https://xn--bcher-kva.svc.example.com:8443/",
     "https://b\u00fccher.svc.example.com:8443/",
+    "https://files.example.com/admin/x/../v1/upload", "https://files.example.com/v1/upload/..%2f..%2fadmin",
+    "https://files.example.com/v1/upload/..;/..;/admin", "https://files.example.com/a/%2e%2E/v1/upload",
 ]
 
 
