@@ -17,7 +17,7 @@ cd "$here"
 DEBIAN_PACKAGES=(
   build-essential pkg-config meson ninja-build python3 valgrind
   libc-ares-dev libpcre2-dev libcjson-dev libcunit1-dev libidn2-dev nettle-dev
-  dnsmasq-base libcurl4-openssl-dev
+  dnsmasq-base libcurl4-openssl-dev clang libclang-rt-14-dev
 )
 
 as_root() {
@@ -88,6 +88,22 @@ run_tests() {
   TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
     meson test -C build/tsan --print-errorlogs --num-processes 2 --timeout-multiplier 4 || status=1
   logs+=(build/tsan/meson-logs/testlog.json)
+
+  echo "== fuzzing: every libFuzzer target for ${EGRESS_FUZZ_SECONDS:-30} s"
+  mkdir -p build
+  if tests/fuzz/run.sh "${EGRESS_FUZZ_SECONDS:-30}" > build/fuzz-run.txt 2>&1; then fuzz_ok=1; else fuzz_ok=0; status=1; fi
+  cat build/fuzz-run.txt | grep -E '^fuzz_' || tail -20 build/fuzz-run.txt
+  # One summary line per target: a crash or a failed invariant counts as a failure.
+  python3 - build/fuzz-run.txt "$fuzz_ok" > build/fuzzlog.json <<'PY'
+import json, re, sys
+text = open(sys.argv[1], errors="replace").read()
+rows = re.findall(r"^fuzz_(\S+)\s.*?\s(ok|CRASH.*)$", text, re.M)
+if not rows or (sys.argv[2] != "1" and all(r == "ok" for _, r in rows)):
+    rows.append(("run", "CRASH"))
+for name, res in rows:
+    print(json.dumps({"name": "fuzz-" + name, "result": "OK" if res == "ok" else "FAIL", "stdout": ""}))
+PY
+  logs+=(build/fuzzlog.json)
 
   echo "== summary"
   python3 tests/summarize.py "${logs[@]}" || status=1
