@@ -9,7 +9,9 @@
  *   1   denied
  *   2   enforcement unavailable (DNS failure: fail closed)
  *   64  usage error (unknown option, missing or extra argument, bad PORT text)
- *   65  invalid policy (the entry-level message is written to stderr)
+ *   65  invalid policy (the entry-level message is written to stderr); render:
+ *       an entry the format cannot express (without --skip-unrenderable);
+ *       lint --strict: the policy has warnings
  *   66  an input file (policy, hosts file) cannot be read
  *   70  internal error (out of memory, library failure)
  *   73  the --events file cannot be opened for appending
@@ -30,6 +32,9 @@
 #endif
 
 #include "egress.h"
+/* render and lint analysis live in the library as internal functions
+ * (lib/render.c) so that the tests check exactly what is printed here. */
+#include "render.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -64,7 +69,10 @@ static const char *const usage_text =
     "  egressctl check --policy FILE [OPTIONS] HOST PORT\n"
     "  egressctl check --policy FILE [OPTIONS] --batch   < requests.jsonl\n"
     "  egressctl check --policy FILE [OPTIONS] --url URL\n"
-    "  egressctl lint  --policy FILE\n"
+    "  egressctl lint  --policy FILE [--strict]\n"
+    "  egressctl render --policy FILE --format networkpolicy|cilium\n"
+    "                  [--namespace NS] [--name NAME]\n"
+    "                  [--component execution-plane|agent] [--skip-unrenderable]\n"
     "  egressctl --version | help | -h | --help\n"
     "\n"
     "check options:\n"
@@ -89,7 +97,19 @@ static const char *const usage_text =
     "exit: 0 allowed, 1 denied, 2 enforcement unavailable, 64 usage,\n"
     "      65 invalid policy, 66 unreadable input, 70 internal error,\n"
     "      73 events file not writable, 74 output error.\n"
-    "--batch exits 0 when every line was decided (allowed or denied).\n";
+    "--batch exits 0 when every line was decided (allowed or denied).\n"
+    "\n"
+    "lint prints warnings (shadowed or duplicate entries, match-everything\n"
+    "entries, wildcards without their apex, URL ports off the scheme default,\n"
+    "entries render cannot express) on stderr and exits 0; with --strict a\n"
+    "warning exits 65.\n"
+    "\n"
+    "render prints a Kubernetes List (JSON) on stdout: the baseline\n"
+    "NetworkPolicy plus the policy as NetworkPolicy or CiliumNetworkPolicy\n"
+    "(defaults: --namespace portarium, --name egress-<component>, --component\n"
+    "execution-plane).  An entry the format cannot express exits 65 naming it;\n"
+    "--skip-unrenderable leaves it out (the network layer then denies that\n"
+    "traffic) and says so on stderr.\n";
 
 /* ------------------------------------------------------------------------ */
 /* Small helpers.                                                            */
@@ -1116,34 +1136,41 @@ done:
 }
 
 /*
- * Lint findings beyond validity (shadowed rules, over-broad wildcards, ...)
- * plug in here: each check appends warnings through lint_warn().  A policy
- * with warnings still lints "ok" (exit 0) unless a future --strict says
- * otherwise.
+ * Lint findings beyond validity come from the library's analysis
+ * (egress__render_lint): each is printed to stderr as it is found.  A policy
+ * with warnings still lints "ok" (exit 0) unless --strict is given; the
+ * stdout summary line is the same either way, the count goes to stderr.
  */
 typedef struct lint_ctx {
   const char *path;
-  size_t warnings;
 } lint_ctx_t;
 
-static void lint_warn(lint_ctx_t *ctx, egress_list_t list, size_t index,
-                      const char *entry, const char *what) __attribute__((unused));
-static void lint_warn(lint_ctx_t *ctx, egress_list_t list, size_t index,
-                      const char *entry, const char *what) {
+static void lint_warn(egress_list_t list, size_t index, const char *entry, const char *what,
+                      void *user_data) {
+  const lint_ctx_t *ctx = user_data;
+  char *clean = NULL;
+  /* Entries are validated, so this is belt and braces for the terminal. */
+  if (sanitize_text(entry, strlen(entry), false, &clean) != 0)
+    clean = NULL;
   fprintf(stderr, "%s: warning: %s[%zu] \"%s\": %s\n", ctx->path,
           list == EGRESS_LIST_ALLOW ? "egressAllowlist" : "egressDenylist",
-          index, entry, what);
-  ctx->warnings++;
+          index, clean ? clean : entry, what);
+  free(clean);
 }
 
-static void lint_checks(lint_ctx_t *ctx, const egress_policy_t *policy) {
-  (void)ctx;
-  (void)policy;
-}
+enum {
+  OPT_STRICT = 300,
+  OPT_FORMAT,
+  OPT_NAMESPACE,
+  OPT_NAME,
+  OPT_COMPONENT,
+  OPT_SKIP,
+};
 
 static int cmd_lint(int argc, char **argv) {
   static const struct option longopts[] = {
       {"policy", required_argument, NULL, OPT_POLICY},
+      {"strict", no_argument, NULL, OPT_STRICT},
       {"help", no_argument, NULL, OPT_HELP},
       {NULL, 0, NULL, 0},
   };
@@ -1152,6 +1179,8 @@ static int cmd_lint(int argc, char **argv) {
   lint_ctx_t ctx;
   int rc = 0, c;
   size_t n_allow, n_deny;
+  long warnings;
+  bool strict = false;
 
   opterr = 0;
   optind = 1;
@@ -1159,6 +1188,9 @@ static int cmd_lint(int argc, char **argv) {
     switch (c) {
     case OPT_POLICY:
       rc = set_once(&path, optarg, "--policy");
+      break;
+    case OPT_STRICT:
+      strict = true;
       break;
     case OPT_HELP:
       fputs(usage_text, stdout);
@@ -1179,20 +1211,144 @@ static int cmd_lint(int argc, char **argv) {
   if (rc != 0)
     return rc;
   ctx.path = path;
-  ctx.warnings = 0;
-  lint_checks(&ctx, policy);
+  warnings = egress__render_lint(policy, lint_warn, &ctx);
+  if (warnings < 0) {
+    errmsg("out of memory while linting");
+    egress_policy_unref(policy);
+    return CLI_SOFTWARE;
+  }
+  if (warnings > 0)
+    fprintf(stderr, "%s: %ld warning%s%s\n", path, warnings, warnings == 1 ? "" : "s",
+            strict ? " (--strict: failing)" : "");
+  if (strict && warnings > 0) {
+    egress_policy_unref(policy);
+    return CLI_DATAERR;
+  }
   n_allow = egress_policy_rule_count(policy, EGRESS_LIST_ALLOW);
   n_deny = egress_policy_rule_count(policy, EGRESS_LIST_DENY);
-  printf("ok: %zu allow entr%s, %zu deny entr%s, digest %s", n_allow,
+  printf("ok: %zu allow entr%s, %zu deny entr%s, digest %s\n", n_allow,
          n_allow == 1 ? "y" : "ies", n_deny, n_deny == 1 ? "y" : "ies",
          egress_policy_digest(policy));
-  if (ctx.warnings > 0)
-    printf(", %zu warning%s", ctx.warnings, ctx.warnings == 1 ? "" : "s");
-  putchar('\n');
   if (fflush(stdout) == EOF || ferror(stdout)) {
     errmsg("cannot write output: %s", strerror(errno));
     rc = CLI_IOERR;
   }
+  egress_policy_unref(policy);
+  return rc;
+}
+
+typedef struct render_note_ctx {
+  const char *path;
+  bool skip;
+  size_t notes;
+} render_note_ctx_t;
+
+static void render_note(egress_list_t list, size_t index, const char *entry, const char *what,
+                        void *user_data) {
+  render_note_ctx_t *ctx = user_data;
+  ctx->notes++;
+  fprintf(stderr, "%s: %s: %s[%zu] \"%s\": %s\n", ctx->path,
+          ctx->skip ? "left out" : "cannot render",
+          list == EGRESS_LIST_ALLOW ? "egressAllowlist" : "egressDenylist", index, entry, what);
+}
+
+static int cmd_render(int argc, char **argv) {
+  static const struct option longopts[] = {
+      {"policy", required_argument, NULL, OPT_POLICY},
+      {"format", required_argument, NULL, OPT_FORMAT},
+      {"namespace", required_argument, NULL, OPT_NAMESPACE},
+      {"name", required_argument, NULL, OPT_NAME},
+      {"component", required_argument, NULL, OPT_COMPONENT},
+      {"skip-unrenderable", no_argument, NULL, OPT_SKIP},
+      {"help", no_argument, NULL, OPT_HELP},
+      {NULL, 0, NULL, 0},
+  };
+  const char *path = NULL, *format = NULL, *ns = NULL, *name = NULL, *component = NULL;
+  egress__render_opts_t o;
+  render_note_ctx_t nctx;
+  egress_policy_t *policy = NULL;
+  char errbuf[EGRESS_ERRBUF_SIZE];
+  char *out = NULL;
+  egress_status_t st;
+  int rc = 0, c;
+
+  memset(&o, 0, sizeof o);
+  opterr = 0;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+    switch (c) {
+    case OPT_POLICY:
+      rc = set_once(&path, optarg, "--policy");
+      break;
+    case OPT_FORMAT:
+      rc = set_once(&format, optarg, "--format");
+      break;
+    case OPT_NAMESPACE:
+      rc = set_once(&ns, optarg, "--namespace");
+      break;
+    case OPT_NAME:
+      rc = set_once(&name, optarg, "--name");
+      break;
+    case OPT_COMPONENT:
+      rc = set_once(&component, optarg, "--component");
+      break;
+    case OPT_SKIP:
+      o.skip_unrenderable = true;
+      break;
+    case OPT_HELP:
+      fputs(usage_text, stdout);
+      return 0;
+    default:
+      rc = bad_option(c, argv);
+      break;
+    }
+    if (rc != 0)
+      return rc;
+  }
+  if (optind < argc)
+    return usage_error("unexpected argument '%s'", argv[optind]);
+  if (path == NULL)
+    return usage_error("render needs --policy FILE");
+  if (format == NULL)
+    return usage_error("render needs --format networkpolicy|cilium");
+  if (!egress__render_format_parse(format, &o.format))
+    return usage_error("--format must be 'networkpolicy' or 'cilium'");
+  if (component != NULL && !egress__render_component_parse(component, &o.component))
+    return usage_error("--component must be 'execution-plane' or 'agent'");
+  o.name_space = ns;
+  o.name = name;
+
+  rc = load_policy(path, &policy);
+  if (rc != 0)
+    return rc;
+  nctx.path = path;
+  nctx.skip = o.skip_unrenderable;
+  nctx.notes = 0;
+  errbuf[0] = '\0';
+  st = egress__render(policy, &o, render_note, &nctx, &out, errbuf, sizeof errbuf);
+  switch (st) {
+  case EGRESS_OK:
+    break;
+  case EGRESS_EPOLICY:
+    errmsg("%s: %zu entr%s cannot be rendered as %s; --skip-unrenderable leaves "
+           "them out (the network layer then denies that traffic)", path, nctx.notes,
+           nctx.notes == 1 ? "y" : "ies", format);
+    rc = CLI_DATAERR;
+    goto done;
+  case EGRESS_EINVAL:
+    rc = usage_error("%s", errbuf[0] ? errbuf : egress_strerror(st));
+    goto done;
+  default:
+    errmsg("%s", errbuf[0] ? errbuf : egress_strerror(st));
+    rc = CLI_SOFTWARE;
+    goto done;
+  }
+  if (fputs(out, stdout) == EOF || fflush(stdout) == EOF || ferror(stdout)) {
+    errmsg("cannot write output: %s", strerror(errno));
+    rc = CLI_IOERR;
+  }
+done:
+  egress_free(out);
   egress_policy_unref(policy);
   return rc;
 }
@@ -1221,5 +1377,7 @@ int main(int argc, char **argv) {
     return cmd_check(argc - 1, argv + 1);
   if (strcmp(cmd, "lint") == 0)
     return cmd_lint(argc - 1, argv + 1);
+  if (strcmp(cmd, "render") == 0)
+    return cmd_render(argc - 1, argv + 1);
   return usage_error("unknown command '%s'", cmd);
 }

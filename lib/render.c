@@ -1,0 +1,1316 @@
+/*
+ * Rendering a policy as Kubernetes network policy (issue 7), and lint.
+ *
+ * The application-layer check stays the authoritative control: network
+ * policy sees addresses and ports, never names.  What is rendered is the
+ * network layer's best exact image of the policy:
+ *
+ *  - For every port, the set V(port) of addresses that pass vetting (deny
+ *    list, special-purpose ranges opened only by a CIDR rule inside them,
+ *    IPv4 embedded in NAT64 / 6to4 addresses) is computed as CIDR prefixes
+ *    by splitting the address space along every range boundary that can
+ *    change the answer and asking the library's own classifier about each
+ *    uniform piece.  So the rendered ranges cannot drift from the checker.
+ *  - A CIDR entry allows its range on its ports, less what fails vetting
+ *    ("except").  A name entry (NetworkPolicy) allows its ports to every
+ *    address that passes vetting; Cilium instead matches the name itself
+ *    (toFQDNs) and forbids what fails vetting with egressDeny, which also
+ *    stops DNS rebinding to private and metadata addresses at layer 3.
+ *
+ * Ports are split into segments on which every CIDR rule either applies or
+ * not, so V is one set per segment.  Rules are TCP: adapters speak HTTP.
+ *
+ * What a format cannot express (a "re:" entry in Cilium, a name deny entry
+ * that carves into a wildcard, embedded IPv4 of Teredo and local-use NAT64
+ * addresses) is reported; left out on request, always on the closed side.
+ */
+#include "egress_private.h"
+
+#include "render.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static const char *const list_names[2] = {"egressAllowlist", "egressDenylist"};
+
+/* ------------------------------------------------------------------------ */
+/* Growable arrays: port ranges and prefixes.                                */
+/* ------------------------------------------------------------------------ */
+
+typedef struct prange {
+  uint32_t lo, hi; /* inclusive; 1..65535 */
+} prange_t;
+
+typedef struct pset {
+  prange_t *r;
+  size_t n, cap;
+} pset_t;
+
+typedef struct plist {
+  egress__prefix_t *v;
+  size_t n, cap;
+} plist_t;
+
+static bool grow(void **v, size_t *cap, size_t need, size_t elem) {
+  if (need <= *cap) return true;
+  size_t ncap = *cap ? *cap * 2 : 8;
+  while (ncap < need) ncap *= 2;
+  if (ncap > SIZE_MAX / elem) return false;
+  void *p = egress__realloc(*v, ncap * elem);
+  if (!p) return false;
+  *v = p;
+  *cap = ncap;
+  return true;
+}
+
+static bool pset_push(pset_t *s, uint32_t lo, uint32_t hi) {
+  if (lo > hi) return true;
+  /* Adjacent or overlapping with the last range: extend (callers push in
+   * ascending order). */
+  if (s->n > 0 && lo <= s->r[s->n - 1].hi + 1) {
+    if (hi > s->r[s->n - 1].hi) s->r[s->n - 1].hi = hi;
+    return true;
+  }
+  if (!grow((void **)&s->r, &s->cap, s->n + 1, sizeof *s->r)) return false;
+  s->r[s->n].lo = lo;
+  s->r[s->n].hi = hi;
+  s->n++;
+  return true;
+}
+
+/* s := s minus [lo, hi]. */
+static bool pset_sub(pset_t *s, uint32_t lo, uint32_t hi) {
+  pset_t t = {NULL, 0, 0};
+  for (size_t i = 0; i < s->n; i++) {
+    prange_t r = s->r[i];
+    if (hi < r.lo || lo > r.hi) {
+      if (!pset_push(&t, r.lo, r.hi)) goto fail;
+      continue;
+    }
+    if (lo > r.lo && !pset_push(&t, r.lo, lo - 1)) goto fail;
+    if (hi < r.hi && !pset_push(&t, hi + 1, r.hi)) goto fail;
+  }
+  egress__free(s->r);
+  *s = t;
+  return true;
+fail:
+  egress__free(t.r);
+  return false;
+}
+
+/* Union, keeping ascending order. */
+static bool pset_add(pset_t *s, uint32_t lo, uint32_t hi) {
+  pset_t t = {NULL, 0, 0};
+  bool placed = false;
+  for (size_t i = 0; i < s->n; i++) {
+    if (!placed && lo <= s->r[i].lo) {
+      if (!pset_push(&t, lo, hi)) goto fail;
+      placed = true;
+    }
+    if (!pset_push(&t, s->r[i].lo, s->r[i].hi)) goto fail;
+  }
+  if (!placed && !pset_push(&t, lo, hi)) goto fail;
+  egress__free(s->r);
+  *s = t;
+  return true;
+fail:
+  egress__free(t.r);
+  return false;
+}
+
+static bool plist_push(plist_t *l, const egress__prefix_t *p) {
+  if (!grow((void **)&l->v, &l->cap, l->n + 1, sizeof *l->v)) return false;
+  l->v[l->n++] = *p;
+  return true;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Prefix helpers.                                                           */
+/* ------------------------------------------------------------------------ */
+
+static unsigned get_bit(const egress__ip_t *ip, unsigned i) {
+  return (ip->bytes[i / 8] >> (7 - i % 8)) & 1u;
+}
+
+static void set_bit(egress__ip_t *ip, unsigned i) {
+  ip->bytes[i / 8] = (uint8_t)(ip->bytes[i / 8] | (1u << (7 - i % 8)));
+}
+
+/* Does a contain b (a.len <= b.len, same family)? */
+static bool pfx_within(const egress__prefix_t *outer, const egress__prefix_t *inner) {
+  return outer->addr.family == inner->addr.family && outer->len <= inner->len &&
+         egress__prefix_contains(outer, &inner->addr);
+}
+
+static bool pfx_overlap(const egress__prefix_t *a, const egress__prefix_t *b) {
+  return pfx_within(a, b) || pfx_within(b, a);
+}
+
+static int pfx_cmp(const void *x, const void *y) {
+  const egress__prefix_t *a = x, *b = y;
+  if (a->addr.family != b->addr.family) return a->addr.family < b->addr.family ? -1 : 1;
+  int c = memcmp(a->addr.bytes, b->addr.bytes, sizeof a->addr.bytes);
+  if (c) return c;
+  return a->len < b->len ? -1 : a->len > b->len;
+}
+
+static void pfx_text(const egress__prefix_t *p, char *buf, size_t len) {
+  char ip[EGRESS__IPSTR_MAX];
+  egress__ip_format(&p->addr, ip, sizeof ip);
+  snprintf(buf, len, "%s/%u", ip, p->len);
+}
+
+static egress__prefix_t pfx_make(uint8_t family, const uint8_t *bytes, size_t nbytes, uint8_t len) {
+  egress__prefix_t p;
+  memset(&p, 0, sizeof p);
+  p.addr.family = family;
+  memcpy(p.addr.bytes, bytes, nbytes);
+  p.len = len;
+  return p;
+}
+
+/* IPv6 ranges whose addresses carry IPv4 addresses (DESIGN §4). */
+static const uint8_t teredo_b[] = {0x20, 0x01, 0x00, 0x00};             /* 2001::/32 */
+static const uint8_t sixtofour_b[] = {0x20, 0x02};                      /* 2002::/16 */
+static const uint8_t nat64_b[] = {0x00, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0}; /* 64:ff9b::/96 */
+static const uint8_t nat64l_b[] = {0x00, 0x64, 0xff, 0x9b, 0x00, 0x01}; /* 64:ff9b:1::/48 */
+
+/* ------------------------------------------------------------------------ */
+/* Host-name relations (shared by render and lint).                          */
+/* ------------------------------------------------------------------------ */
+
+enum { REL_NONE = 0, REL_PARTIAL = 1, REL_COVERS = 2 };
+
+static bool is_name_rule(const egress__rule_t *r) { return r->kind != EGRESS__RULE_CIDR; }
+
+static bool in_wild1(const char *n, size_t len, const char *s, size_t sl) {
+  const char *dot = memchr(n, '.', len);
+  return dot && (size_t)(n + len - dot - 1) == sl && !memcmp(dot + 1, s, sl);
+}
+
+static bool in_wildn(const char *n, size_t len, const char *s, size_t sl) {
+  return len > sl + 1 && n[len - sl - 1] == '.' && !memcmp(n + len - sl, s, sl);
+}
+
+/* s equals t or lies under it ("a.b.t" under "t"). */
+static bool at_or_under(const char *s, size_t sl, const char *t, size_t tl) {
+  return (sl == tl && !memcmp(s, t, sl)) || in_wildn(s, sl, t, tl);
+}
+
+static bool rule_matches_name(const egress__rule_t *r, const char *n, size_t len) {
+  switch (r->kind) {
+    case EGRESS__RULE_EXACT: return r->name_len == len && !memcmp(r->name, n, len);
+    case EGRESS__RULE_WILD1: return in_wild1(n, len, r->name, r->name_len);
+    case EGRESS__RULE_WILDN: return in_wildn(n, len, r->name, r->name_len);
+    case EGRESS__RULE_ANY: return true;
+    case EGRESS__RULE_REGEX: return egress__regex_match(r, n, len);
+    default: return false;
+  }
+}
+
+static bool same_regex(const egress__rule_t *a, const egress__rule_t *b) {
+  return a->kind == EGRESS__RULE_REGEX && b->kind == EGRESS__RULE_REGEX &&
+         !strcmp(strchr(a->text, ':') ? strchr(a->text, ':') : a->text,
+                 strchr(b->text, ':') ? strchr(b->text, ':') : b->text);
+}
+
+/* How the names rule @p d matches relate to those of rule @p a: d matches
+ * all of them (COVERS), some or perhaps some (PARTIAL), or none (NONE).
+ * Regexes are opaque, so anything uncertain is PARTIAL. */
+static int name_rel(const egress__rule_t *d, const egress__rule_t *a) {
+  const char *s = d->name, *t = a->name;
+  size_t sl = d->name_len, tl = a->name_len;
+  if (d->kind == EGRESS__RULE_ANY) return REL_COVERS;
+  if (same_regex(d, a)) return REL_COVERS;
+  switch (a->kind) {
+    case EGRESS__RULE_EXACT: return rule_matches_name(d, t, tl) ? REL_COVERS : REL_NONE;
+    case EGRESS__RULE_WILD1: /* one label + t */
+      switch (d->kind) {
+        case EGRESS__RULE_EXACT: return in_wild1(s, sl, t, tl) ? REL_PARTIAL : REL_NONE;
+        case EGRESS__RULE_WILD1: return sl == tl && !memcmp(s, t, sl) ? REL_COVERS : REL_NONE;
+        case EGRESS__RULE_WILDN: return at_or_under(t, tl, s, sl) ? REL_COVERS : REL_NONE;
+        default: return REL_PARTIAL;
+      }
+    case EGRESS__RULE_WILDN: /* one or more labels + t */
+      switch (d->kind) {
+        case EGRESS__RULE_EXACT: return in_wildn(s, sl, t, tl) ? REL_PARTIAL : REL_NONE;
+        case EGRESS__RULE_WILD1: return at_or_under(s, sl, t, tl) ? REL_PARTIAL : REL_NONE;
+        case EGRESS__RULE_WILDN:
+          if (at_or_under(t, tl, s, sl)) return REL_COVERS;
+          return in_wildn(s, sl, t, tl) ? REL_PARTIAL : REL_NONE;
+        default: return REL_PARTIAL;
+      }
+    default: /* ANY or REGEX allow rule */
+      return REL_PARTIAL;
+  }
+}
+
+static bool ports_cover(const egress__rule_t *a, uint32_t lo, uint32_t hi) {
+  return a->port_lo <= lo && hi <= a->port_hi;
+}
+
+static bool ports_meet(const egress__rule_t *a, const egress__rule_t *b) {
+  return a->port_lo <= b->port_hi && b->port_lo <= a->port_hi;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Vetting as prefixes.                                                      */
+/* ------------------------------------------------------------------------ */
+
+typedef struct rctx {
+  const egress_policy_t *p;
+  const egress__render_opts_t *o;
+  egress__render_note_cb note;
+  void *ud;
+  bool oom;
+  size_t unrenderable;
+  char first[EGRESS_ERRBUF_SIZE]; /* first unrenderable, for errbuf */
+  prange_t *segs;
+  size_t nsegs;
+  plist_t *fset[2]; /* per segment: forbidden IPv4 [0], IPv6 [1] */
+  plist_t bounds[2];
+  bool *closed;     /* per allow rule: embedded IPv4 of it left closed */
+} rctx_t;
+
+static void note_unrenderable(rctx_t *c, egress_list_t list, size_t index, const char *what) {
+  const egress__rule_t *r = &c->p->rules[list][index];
+  if (c->unrenderable++ == 0)
+    snprintf(c->first, sizeof c->first, "%s[%zu] \"%.200s\": %s", list_names[list], index,
+             r->text, what);
+  if (c->note) c->note(list, index, r->text, what, c->ud);
+}
+
+static bool in_region(const egress__ip_t *ip, const uint8_t *b, uint8_t len) {
+  egress__prefix_t p = pfx_make(6, b, (size_t)len / 8, len);
+  return egress__prefix_contains(&p, ip);
+}
+
+/* Whether @p ip fails vetting on every port of [lo, hi] (segments make
+ * "every" and "any" the same).  Mirrors checker.c vet_one. */
+static bool forbidden(rctx_t *c, const egress__ip_t *ip, uint32_t lo, uint32_t hi, int depth) {
+  const egress_policy_t *p = c->p;
+  const egress__rule_t *opener = NULL;
+  egress__special_info_t info;
+
+  for (size_t i = 0; i < p->nrules[EGRESS_LIST_DENY]; i++) {
+    const egress__rule_t *r = &p->rules[EGRESS_LIST_DENY][i];
+    if (r->kind == EGRESS__RULE_CIDR && ports_cover(r, lo, hi) &&
+        egress__prefix_contains(&r->cidr, ip))
+      return true;
+  }
+  egress__special_classify(ip, &info);
+  if (!info.global) {
+    for (size_t i = 0; i < p->nrules[EGRESS_LIST_ALLOW] && !opener; i++) {
+      const egress__rule_t *r = &p->rules[EGRESS_LIST_ALLOW][i];
+      if (r->kind == EGRESS__RULE_CIDR && r->cidr.len >= info.open_len &&
+          ports_cover(r, lo, hi) && egress__prefix_contains(&r->cidr, ip))
+        opener = r;
+    }
+    if (!opener) return true;
+  }
+  if (ip->family == 6 && depth == 0) {
+    egress__ip_t emb[2];
+    size_t n = egress__embedded_ipv4(ip, NULL, 0, emb);
+    /* Teredo clients are stored bit-inverted and local-use NAT64 steps over
+     * the "u" octet: neither maps IPv4 ranges onto IPv6 prefixes, so these
+     * stay closed (both are special-purpose, so only a rule opened them). */
+    if (n > 0 && (in_region(ip, teredo_b, 32) || in_region(ip, nat64l_b, 48))) {
+      if (opener) c->closed[opener->index] = true;
+      return true;
+    }
+    for (size_t i = 0; i < n; i++)
+      if (forbidden(c, &emb[i], lo, hi, depth + 1)) return true;
+  }
+  return false;
+}
+
+/* Forbidden part of @p P as maximal prefixes appended to @p out; @p b holds
+ * the boundaries strictly inside P, sorted.  *full: all of P is forbidden. */
+static void split(rctx_t *c, const egress__prefix_t *P, const egress__prefix_t *b, size_t nb,
+                  uint32_t lo, uint32_t hi, plist_t *out, bool *full) {
+  *full = false;
+  if (c->oom) return;
+  if (nb == 0) {
+    *full = forbidden(c, &P->addr, lo, hi, 0);
+    if (*full && !plist_push(out, P)) c->oom = true;
+    return;
+  }
+  egress__prefix_t h0 = *P, h1 = *P;
+  h0.len = h1.len = (uint8_t)(P->len + 1);
+  set_bit(&h1.addr, P->len);
+  /* Sorted by address then length: h0's boundaries come first, each half's
+   * own copy (if present) first among them. */
+  size_t k = 0, s0 = 0, s1;
+  while (k < nb && !get_bit(&b[k].addr, P->len)) k++;
+  while (s0 < k && b[s0].len == h0.len) s0++;
+  s1 = k;
+  while (s1 < nb && b[s1].len == h1.len) s1++;
+  size_t mark = out->n;
+  bool f0, f1;
+  split(c, &h0, b + s0, k - s0, lo, hi, out, &f0);
+  split(c, &h1, b + s1, nb - s1, lo, hi, out, &f1);
+  if (f0 && f1 && !c->oom) {
+    out->n = mark;
+    if (!plist_push(out, P)) c->oom = true;
+    *full = true;
+  }
+}
+
+/* A set written as CIDR blocks with "except" lists (ipBlock / toCIDRSet):
+ * blocks[i] excepts ex.v[off .. off + n). */
+typedef struct rblock {
+  egress__prefix_t cidr;
+  size_t off, n;
+} rblock_t;
+
+typedef struct rep {
+  rblock_t *b;
+  size_t nb, cap;
+  plist_t ex;   /* except prefixes of all blocks */
+  plist_t comp; /* scratch: the complement's maximal prefixes */
+} rep_t;
+
+static void rep_free(rep_t *r) {
+  egress__free(r->b);
+  egress__free(r->ex.v);
+  egress__free(r->comp.v);
+  memset(r, 0, sizeof *r);
+}
+
+static bool rep_block(rep_t *r, const egress__prefix_t *cidr, const egress__prefix_t *ex, size_t n) {
+  if (!grow((void **)&r->b, &r->cap, r->nb + 1, sizeof *r->b)) return false;
+  r->b[r->nb].cidr = *cidr;
+  r->b[r->nb].off = r->ex.n;
+  r->b[r->nb].n = n;
+  for (size_t i = 0; i < n; i++)
+    if (!plist_push(&r->ex, &ex[i])) return false;
+  r->nb++;
+  return true;
+}
+
+/*
+ * The target set (forbidden addresses when @p want_forbidden, else allowed
+ * ones) inside @p P, written with as few strings as this split tree allows:
+ * at each node either one block "P except <complement>" or the children's
+ * blocks.  Without this an allowed /96 inside a forbidden /3 would take a
+ * hundred prefixes.  *full_t / *full_c: all of P is target / complement.
+ */
+static void rep_split(rctx_t *c, const egress__prefix_t *P, const egress__prefix_t *b, size_t nb,
+                      uint32_t lo, uint32_t hi, bool want_forbidden, rep_t *r, bool *full_t,
+                      bool *full_c) {
+  *full_t = *full_c = false;
+  if (c->oom) return;
+  if (nb == 0) {
+    bool t = forbidden(c, &P->addr, lo, hi, 0) == want_forbidden;
+    if (t ? !rep_block(r, P, NULL, 0) : !plist_push(&r->comp, P)) c->oom = true;
+    *full_t = t;
+    *full_c = !t;
+    return;
+  }
+  egress__prefix_t h0 = *P, h1 = *P;
+  h0.len = h1.len = (uint8_t)(P->len + 1);
+  set_bit(&h1.addr, P->len);
+  size_t k = 0, s0 = 0, s1;
+  while (k < nb && !get_bit(&b[k].addr, P->len)) k++;
+  while (s0 < k && b[s0].len == h0.len) s0++;
+  s1 = k;
+  while (s1 < nb && b[s1].len == h1.len) s1++;
+  size_t mb = r->nb, mex = r->ex.n, mc = r->comp.n;
+  bool t0, c0, t1, c1;
+  rep_split(c, &h0, b + s0, k - s0, lo, hi, want_forbidden, r, &t0, &c0);
+  rep_split(c, &h1, b + s1, nb - s1, lo, hi, want_forbidden, r, &t1, &c1);
+  if (c->oom) return;
+  if (c0 && c1) {
+    r->comp.n = mc;
+    if (!plist_push(&r->comp, P)) c->oom = true;
+    *full_c = true;
+    return;
+  }
+  size_t split_cost = (r->nb - mb) + (r->ex.n - mex);
+  size_t ncomp = r->comp.n - mc;
+  if (t0 && t1) ncomp = 0;
+  if (1 + ncomp <= split_cost) {
+    r->nb = mb;
+    r->ex.n = mex;
+    if (!rep_block(r, P, r->comp.v + mc, ncomp)) c->oom = true;
+  }
+  *full_t = t0 && t1;
+}
+
+/* The target set inside @p R on segment @p s. */
+static bool rep_of(rctx_t *c, size_t s, const egress__prefix_t *R, bool want_forbidden, rep_t *r) {
+  const plist_t *bl = &c->bounds[R->addr.family == 6];
+  size_t first = bl->n, last = 0;
+  bool ft, fc;
+  /* Boundaries strictly inside R are contiguous in the sorted list. */
+  for (size_t i = 0; i < bl->n; i++)
+    if (bl->v[i].len > R->len && pfx_within(R, &bl->v[i])) {
+      if (first == bl->n) first = i;
+      last = i + 1;
+    }
+  if (first == bl->n) first = last = 0;
+  rep_split(c, R, bl->v + first, last - first, c->segs[s].lo, c->segs[s].hi, want_forbidden, r,
+            &ft, &fc);
+  return !c->oom;
+}
+
+static bool bound_add(plist_t *l, uint8_t family, const uint8_t *bytes, size_t n, uint8_t len) {
+  egress__prefix_t p = pfx_make(family, bytes, n, len);
+  return plist_push(l, &p);
+}
+
+/* Every prefix whose edge can change a vetting answer. */
+static bool build_bounds(rctx_t *c) {
+  const egress_policy_t *p = c->p;
+  plist_t *b4 = &c->bounds[0], *b6 = &c->bounds[1];
+  for (size_t i = 0; i < egress__special_block_count; i++) {
+    const egress__prefix_t *q = &egress__special_blocks[i].prefix;
+    if (!plist_push(q->addr.family == 4 ? b4 : b6, q)) return false;
+  }
+  for (int l = 0; l < 2; l++)
+    for (size_t i = 0; i < p->nrules[l]; i++) {
+      const egress__rule_t *r = &p->rules[l][i];
+      if (r->kind == EGRESS__RULE_CIDR &&
+          !plist_push(r->cidr.addr.family == 4 ? b4 : b6, &r->cidr))
+        return false;
+    }
+  if (!bound_add(b6, 6, teredo_b, sizeof teredo_b, 32) ||
+      !bound_add(b6, 6, sixtofour_b, sizeof sixtofour_b, 16) ||
+      !bound_add(b6, 6, nat64_b, sizeof nat64_b, 96) ||
+      !bound_add(b6, 6, nat64l_b, sizeof nat64l_b, 48))
+    return false;
+  /* IPv4 edges carried into the ranges that embed IPv4 as a prefix. */
+  size_t n4 = b4->n;
+  for (size_t i = 0; i < n4; i++) {
+    egress__prefix_t v4 = b4->v[i], q;
+    q = pfx_make(6, nat64_b, sizeof nat64_b, (uint8_t)(96 + v4.len));
+    memcpy(q.addr.bytes + 12, v4.addr.bytes, 4);
+    if (!plist_push(b6, &q)) return false;
+    q = pfx_make(6, sixtofour_b, sizeof sixtofour_b, (uint8_t)(16 + v4.len));
+    memcpy(q.addr.bytes + 2, v4.addr.bytes, 4);
+    if (!plist_push(b6, &q)) return false;
+  }
+  for (int f = 0; f < 2; f++) {
+    plist_t *l = &c->bounds[f];
+    size_t o = 0;
+    if (l->n) qsort(l->v, l->n, sizeof *l->v, pfx_cmp);
+    for (size_t i = 0; i < l->n; i++) {
+      if (l->v[i].len == 0) continue; /* never strictly inside the root */
+      if (o > 0 && pfx_cmp(&l->v[o - 1], &l->v[i]) == 0) continue;
+      l->v[o++] = l->v[i];
+    }
+    l->n = o;
+  }
+  return true;
+}
+
+static bool build_segments(rctx_t *c) {
+  const egress_policy_t *p = c->p;
+  uint32_t *pts = NULL;
+  size_t n = 0, cap = 0;
+  bool ok = false;
+
+  if (!grow((void **)&pts, &cap, 2, sizeof *pts)) goto done;
+  pts[n++] = 1;
+  pts[n++] = 65536;
+  for (int l = 0; l < 2; l++)
+    for (size_t i = 0; i < p->nrules[l]; i++) {
+      const egress__rule_t *r = &p->rules[l][i];
+      if (r->kind != EGRESS__RULE_CIDR) continue;
+      if (!grow((void **)&pts, &cap, n + 2, sizeof *pts)) goto done;
+      pts[n++] = r->port_lo;
+      pts[n++] = (uint32_t)r->port_hi + 1;
+    }
+  /* Insertion sort: a few dozen points at most. */
+  for (size_t i = 1; i < n; i++)
+    for (size_t j = i; j > 0 && pts[j - 1] > pts[j]; j--) {
+      uint32_t t = pts[j];
+      pts[j] = pts[j - 1];
+      pts[j - 1] = t;
+    }
+  c->segs = egress__calloc(n, sizeof *c->segs);
+  if (!c->segs) goto done;
+  for (size_t i = 0; i + 1 < n; i++) {
+    if (pts[i] == pts[i + 1] || pts[i] < 1) continue;
+    c->segs[c->nsegs].lo = pts[i];
+    c->segs[c->nsegs].hi = pts[i + 1] - 1;
+    c->nsegs++;
+  }
+  c->fset[0] = egress__calloc(c->nsegs ? c->nsegs : 1, sizeof(plist_t));
+  c->fset[1] = egress__calloc(c->nsegs ? c->nsegs : 1, sizeof(plist_t));
+  if (!c->fset[0] || !c->fset[1]) goto done;
+  for (size_t s = 0; s < c->nsegs && !c->oom; s++)
+    for (int f = 0; f < 2; f++) {
+      egress__prefix_t root;
+      bool full;
+      memset(&root, 0, sizeof root);
+      root.addr.family = f ? 6 : 4;
+      split(c, &root, c->bounds[f].v, c->bounds[f].n, c->segs[s].lo, c->segs[s].hi,
+            &c->fset[f][s], &full);
+    }
+  ok = !c->oom;
+done:
+  egress__free(pts);
+  return ok;
+}
+
+static void rctx_free(rctx_t *c) {
+  for (int f = 0; f < 2; f++) {
+    for (size_t s = 0; c->fset[f] && s < c->nsegs; s++) egress__free(c->fset[f][s].v);
+    egress__free(c->fset[f]);
+    egress__free(c->bounds[f].v);
+  }
+  egress__free(c->segs);
+  egress__free(c->closed);
+}
+
+static egress_status_t rctx_init(rctx_t *c, const egress_policy_t *p) {
+  memset(c, 0, sizeof *c);
+  c->p = p;
+  c->closed = egress__calloc(p->nrules[EGRESS_LIST_ALLOW] + 1, sizeof *c->closed);
+  if (!c->closed || !build_bounds(c) || !build_segments(c)) return EGRESS_ENOMEM;
+  return EGRESS_OK;
+}
+
+/* Allowed part of @p R on segment @p s: false when none of it is; else
+ * @p exc (cleared first) receives the forbidden prefixes strictly inside. */
+static bool peer_at(const rctx_t *c, size_t s, const egress__prefix_t *R, plist_t *exc, bool *oom) {
+  const plist_t *F = &c->fset[R->addr.family == 6][s];
+  exc->n = 0;
+  for (size_t i = 0; i < F->n; i++) {
+    if (pfx_within(&F->v[i], R)) return false;
+    if (pfx_within(R, &F->v[i]) && !plist_push(exc, &F->v[i])) {
+      *oom = true;
+      return false;
+    }
+  }
+  return true;
+}
+
+static bool same_peer(const rctx_t *c, size_t s1, size_t s2, const egress__prefix_t *R, bool *oom) {
+  plist_t a = {NULL, 0, 0}, b = {NULL, 0, 0};
+  bool la = peer_at(c, s1, R, &a, oom), lb = peer_at(c, s2, R, &b, oom);
+  bool same = la == lb && a.n == b.n && (a.n == 0 || !memcmp(a.v, b.v, a.n * sizeof *a.v));
+  egress__free(a.v);
+  egress__free(b.v);
+  return same;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Port sets of rules, cut by segments and grouped by equal peers.          */
+/* ------------------------------------------------------------------------ */
+
+typedef struct group {
+  size_t seg;   /* representative segment */
+  pset_t ports;
+} group_t;
+
+typedef struct groups {
+  group_t *g;
+  size_t n, cap;
+} groups_t;
+
+static void groups_free(groups_t *gs) {
+  for (size_t i = 0; i < gs->n; i++) egress__free(gs->g[i].ports.r);
+  egress__free(gs->g);
+  memset(gs, 0, sizeof *gs);
+}
+
+/* Cut @p ports by segments; pieces whose peers (for every prefix of
+ * @p roots) are equal share a group.  Groups come in order of first port. */
+static bool group_ports(const rctx_t *c, const pset_t *ports, const egress__prefix_t *roots,
+                        size_t nroots, groups_t *gs) {
+  bool oom = false;
+  for (size_t i = 0; i < ports->n; i++)
+    for (size_t s = 0; s < c->nsegs; s++) {
+      uint32_t lo = ports->r[i].lo > c->segs[s].lo ? ports->r[i].lo : c->segs[s].lo;
+      uint32_t hi = ports->r[i].hi < c->segs[s].hi ? ports->r[i].hi : c->segs[s].hi;
+      if (lo > hi) continue;
+      size_t g;
+      for (g = 0; g < gs->n; g++) {
+        bool same = true;
+        for (size_t k = 0; k < nroots && same; k++)
+          same = same_peer(c, gs->g[g].seg, s, &roots[k], &oom);
+        if (oom) return false;
+        if (same) break;
+      }
+      if (g == gs->n) {
+        if (!grow((void **)&gs->g, &gs->cap, gs->n + 1, sizeof *gs->g)) return false;
+        memset(&gs->g[gs->n], 0, sizeof *gs->g);
+        gs->g[gs->n++].seg = s;
+      }
+      if (!pset_add(&gs->g[g].ports, lo, hi)) return false;
+    }
+  return true;
+}
+
+/* Ports of name rule @p a once the deny entries that match its names are
+ * taken out.  A deny entry that matches only some of its names cannot be
+ * expressed by Cilium; @p report says whether to report that. */
+static bool name_ports(rctx_t *c, const egress__rule_t *a, bool report, pset_t *out) {
+  const egress_policy_t *p = c->p;
+  if (!pset_push(out, a->port_lo, a->port_hi)) return false;
+  for (size_t i = 0; i < p->nrules[EGRESS_LIST_DENY]; i++) {
+    const egress__rule_t *d = &p->rules[EGRESS_LIST_DENY][i];
+    if (!is_name_rule(d) || !ports_meet(d, a)) continue;
+    int rel = name_rel(d, a);
+    /* NetworkPolicy cannot tell names apart at all, so a deny that takes
+     * only some names of an entry leaves its ports open there. */
+    if (rel == REL_NONE || (rel == REL_PARTIAL && !report)) continue;
+    if (rel == REL_PARTIAL) {
+      char what[400], ports[16];
+      uint32_t plo = d->port_lo > a->port_lo ? d->port_lo : a->port_lo;
+      uint32_t phi = d->port_hi < a->port_hi ? d->port_hi : a->port_hi;
+      if (plo == phi) snprintf(ports, sizeof ports, "%u", (unsigned)plo);
+      else snprintf(ports, sizeof ports, "%u-%u", (unsigned)plo, (unsigned)phi);
+      snprintf(what, sizeof what,
+               "Cilium cannot deny by name (egressDeny has no toFQDNs), and this entry takes "
+               "only some of the names of egressAllowlist[%zu] \"%.200s\"; skipping it leaves "
+               "that allow entry closed on port%s %s",
+               a->index, a->text, plo == phi ? "" : "s", ports);
+      note_unrenderable(c, EGRESS_LIST_DENY, i, what);
+    }
+    if (!pset_sub(out, d->port_lo, d->port_hi)) return false;
+  }
+  return true;
+}
+
+/* ------------------------------------------------------------------------ */
+/* JSON.                                                                     */
+/* ------------------------------------------------------------------------ */
+
+typedef struct jb {
+  bool fail;
+} jb_t;
+
+static cJSON *jchk(jb_t *j, cJSON *item) {
+  if (!item) j->fail = true;
+  return item;
+}
+
+static cJSON *jobj(jb_t *j, cJSON *parent, const char *key) {
+  cJSON *o = cJSON_CreateObject();
+  if (!o) {
+    j->fail = true;
+    return NULL;
+  }
+  if (!parent) return o;
+  if (cJSON_IsArray(parent) ? !cJSON_AddItemToArray(parent, o)
+                            : !cJSON_AddItemToObject(parent, key, o)) {
+    cJSON_Delete(o);
+    j->fail = true;
+    return NULL;
+  }
+  return o;
+}
+
+static cJSON *jarr(jb_t *j, cJSON *parent, const char *key) {
+  if (!parent) {
+    j->fail = true;
+    return NULL;
+  }
+  return jchk(j, cJSON_AddArrayToObject(parent, key));
+}
+
+static void jstr(jb_t *j, cJSON *parent, const char *key, const char *v) {
+  if (!parent) {
+    j->fail = true;
+    return;
+  }
+  if (cJSON_IsArray(parent)) {
+    cJSON *s = cJSON_CreateString(v);
+    if (!s || !cJSON_AddItemToArray(parent, s)) {
+      cJSON_Delete(s);
+      j->fail = true;
+    }
+    return;
+  }
+  jchk(j, cJSON_AddStringToObject(parent, key, v));
+}
+
+static void jnum(jb_t *j, cJSON *parent, const char *key, double v) {
+  if (!parent) {
+    j->fail = true;
+    return;
+  }
+  jchk(j, cJSON_AddNumberToObject(parent, key, v));
+}
+
+/* {"k": "v", ...} under @p key of @p parent; pairs NULL-terminated. */
+static cJSON *jlabels(jb_t *j, cJSON *parent, const char *key, const char *const *kv) {
+  cJSON *o = jobj(j, parent, key);
+  for (size_t i = 0; o && kv[i]; i += 2) jstr(j, o, kv[i], kv[i + 1]);
+  return o;
+}
+
+static void jports(jb_t *j, cJSON *arr, const pset_t *ports, egress__render_format_t fmt,
+                   const char *proto) {
+  for (size_t i = 0; arr && i < ports->n; i++) {
+    cJSON *o = jobj(j, arr, NULL);
+    if (fmt == EGRESS__RENDER_CILIUM) {
+      char buf[8];
+      snprintf(buf, sizeof buf, "%u", (unsigned)ports->r[i].lo);
+      jstr(j, o, "port", buf);
+      if (ports->r[i].hi != ports->r[i].lo) jnum(j, o, "endPort", ports->r[i].hi);
+      jstr(j, o, "protocol", proto);
+    } else {
+      jstr(j, o, "protocol", proto);
+      jnum(j, o, "port", ports->r[i].lo);
+      if (ports->r[i].hi != ports->r[i].lo) jnum(j, o, "endPort", ports->r[i].hi);
+    }
+  }
+}
+
+/* {"cidr": R, "except": [...]}: the ipBlock object / toCIDRSet element. */
+static void jcidr_fill(jb_t *j, cJSON *o, const egress__prefix_t *R, const plist_t *exc) {
+  char buf[EGRESS__IPSTR_MAX + 8];
+  pfx_text(R, buf, sizeof buf);
+  jstr(j, o, "cidr", buf);
+  if (exc->n == 0) return;
+  cJSON *e = jarr(j, o, "except");
+  for (size_t i = 0; e && i < exc->n; i++) {
+    pfx_text(&exc->v[i], buf, sizeof buf);
+    jstr(j, e, NULL, buf);
+  }
+}
+
+/* The peers of one group: the allowed part of each root as ipBlock
+ * elements (NetworkPolicy) or toCIDRSet elements.  Returns how many. */
+static size_t jpeers(jb_t *j, rctx_t *c, cJSON *to, size_t seg, const egress__prefix_t *roots,
+                     size_t nroots, bool netpol, bool want_forbidden) {
+  size_t written = 0;
+  for (size_t k = 0; k < nroots; k++) {
+    rep_t r;
+    memset(&r, 0, sizeof r);
+    if (!rep_of(c, seg, &roots[k], want_forbidden, &r)) {
+      j->fail = true;
+      rep_free(&r);
+      return written;
+    }
+    for (size_t i = 0; i < r.nb; i++) {
+      plist_t ex = {r.ex.v + r.b[i].off, r.b[i].n, 0};
+      if (netpol)
+        jcidr_fill(j, jobj(j, jobj(j, to, NULL), "ipBlock"), &r.b[i].cidr, &ex);
+      else
+        jcidr_fill(j, jobj(j, to, NULL), &r.b[i].cidr, &ex);
+      written++;
+    }
+    rep_free(&r);
+  }
+  return written;
+}
+
+static const char *component_label(egress__render_component_t comp) {
+  return comp == EGRESS__COMPONENT_AGENT ? "agent" : "execution-plane";
+}
+
+static cJSON *jmeta(jb_t *j, cJSON *item, const rctx_t *c, const char *name, const char *ns,
+                    const char *layer) {
+  cJSON *m = jobj(j, item, "metadata");
+  jstr(j, m, "name", name);
+  jstr(j, m, "namespace", ns);
+  const char *labels[] = {"app.kubernetes.io/managed-by", "egressctl",
+                          "portarium.io/component", component_label(c->o->component),
+                          "portarium.io/egress-layer", layer, NULL};
+  jlabels(j, m, "labels", labels);
+  const char *ann[] = {"portarium.io/egress-policy-digest", c->p->digest,
+                       "portarium.io/special-ranges-version", egress__special_version, NULL};
+  jlabels(j, m, "annotations", ann);
+  return m;
+}
+
+static cJSON *jnetpol(jb_t *j, cJSON *items, const rctx_t *c, const char *name, const char *ns,
+                      const char *layer) {
+  cJSON *np = jobj(j, items, NULL);
+  jstr(j, np, "apiVersion", "networking.k8s.io/v1");
+  jstr(j, np, "kind", "NetworkPolicy");
+  jmeta(j, np, c, name, ns, layer);
+  cJSON *spec = jobj(j, np, "spec");
+  const char *sel[] = {"portarium.io/component", component_label(c->o->component), NULL};
+  jlabels(j, jobj(j, spec, "podSelector"), "matchLabels", sel);
+  cJSON *pt = jarr(j, spec, "policyTypes");
+  jstr(j, pt, NULL, "Egress");
+  return jarr(j, spec, "egress");
+}
+
+static void jbase_rule(jb_t *j, cJSON *egress, const char *ns_name, const char *const *pod_labels,
+                       const char *proto1, const char *proto2, const uint32_t *ports, size_t nports) {
+  cJSON *rule = jobj(j, egress, NULL);
+  cJSON *peer = jobj(j, jarr(j, rule, "to"), NULL);
+  if (ns_name) {
+    const char *nsl[] = {"kubernetes.io/metadata.name", ns_name, NULL};
+    jlabels(j, jobj(j, peer, "namespaceSelector"), "matchLabels", nsl);
+  }
+  if (pod_labels) jlabels(j, jobj(j, peer, "podSelector"), "matchLabels", pod_labels);
+  cJSON *pa = jarr(j, rule, "ports");
+  for (size_t i = 0; i < nports; i++) {
+    const char *protos[2] = {proto1, proto2};
+    for (int k = 0; k < 2; k++) {
+      if (!protos[k]) continue;
+      cJSON *o = jobj(j, pa, NULL);
+      jstr(j, o, "protocol", protos[k]);
+      jnum(j, o, "port", ports[i]);
+    }
+  }
+}
+
+/* The platform's fixed allows; the NetworkPolicy alone denies the rest. */
+static void jbaseline(jb_t *j, cJSON *items, const rctx_t *c, const char *name, const char *ns) {
+  char bname[300];
+  snprintf(bname, sizeof bname, "%s-baseline", name);
+  cJSON *eg = jnetpol(j, items, c, bname, ns, "baseline");
+  const char *cp[] = {"portarium.io/component", "control-plane", NULL};
+  const char *otel[] = {"portarium.io/component", "otel-collector", NULL};
+  const char *dns[] = {"k8s-app", "kube-dns", NULL};
+  static const uint32_t p8080[] = {8080}, p8200[] = {8200}, p7233[] = {7233},
+                        potel[] = {4317, 4318}, p53[] = {53};
+  jbase_rule(j, eg, NULL, cp, "TCP", NULL, p8080, 1);
+  jbase_rule(j, eg, "vault", NULL, "TCP", NULL, p8200, 1);
+  if (c->o->component == EGRESS__COMPONENT_EXECUTION_PLANE) {
+    jbase_rule(j, eg, "temporal", NULL, "TCP", NULL, p7233, 1);
+    jbase_rule(j, eg, NULL, otel, "TCP", NULL, potel, 2);
+  }
+  jbase_rule(j, eg, "kube-system", dns, "UDP", "TCP", p53, 1);
+}
+
+static const egress__prefix_t *all_roots(void) {
+  static const egress__prefix_t roots[2] = {{.addr = {.family = 4}, .len = 0},
+                                            {.addr = {.family = 6}, .len = 0}};
+  return roots;
+}
+
+/* Standard NetworkPolicy for the systems of record. */
+static bool render_netpol(rctx_t *c, jb_t *j, cJSON *items, const char *name, const char *ns) {
+  const egress_policy_t *p = c->p;
+  cJSON *eg = jnetpol(j, items, c, name, ns, "system-of-record");
+  pset_t np = {NULL, 0, 0};
+  groups_t gs = {NULL, 0, 0};
+  bool ok = false;
+
+  /* Names: their ports, to every address that passes vetting. */
+  for (size_t i = 0; i < p->nrules[EGRESS_LIST_ALLOW]; i++) {
+    const egress__rule_t *a = &p->rules[EGRESS_LIST_ALLOW][i];
+    pset_t one = {NULL, 0, 0};
+    if (!is_name_rule(a)) continue;
+    bool fine = name_ports(c, a, false, &one);
+    for (size_t k = 0; fine && k < one.n; k++) fine = pset_add(&np, one.r[k].lo, one.r[k].hi);
+    egress__free(one.r);
+    if (!fine) goto done;
+  }
+  if (!group_ports(c, &np, all_roots(), 2, &gs)) goto done;
+  for (size_t g = 0; g < gs.n; g++) {
+    cJSON *rule = jobj(j, NULL, NULL);
+    cJSON *to = jarr(j, rule, "to");
+    if (rule && jpeers(j, c, to, gs.g[g].seg, all_roots(), 2, true, false) > 0) {
+      jports(j, jarr(j, rule, "ports"), &gs.g[g].ports, EGRESS__RENDER_NETWORKPOLICY, "TCP");
+      if (!eg || !cJSON_AddItemToArray(eg, rule)) {
+        cJSON_Delete(rule);
+        j->fail = true;
+      }
+    } else {
+      cJSON_Delete(rule);
+    }
+  }
+  groups_free(&gs);
+
+  /* CIDR entries: their range on their ports, less what fails vetting. */
+  for (size_t i = 0; i < p->nrules[EGRESS_LIST_ALLOW]; i++) {
+    const egress__rule_t *a = &p->rules[EGRESS_LIST_ALLOW][i];
+    pset_t one = {NULL, 0, 0};
+    if (a->kind != EGRESS__RULE_CIDR) continue;
+    bool fine = pset_push(&one, a->port_lo, a->port_hi) && group_ports(c, &one, &a->cidr, 1, &gs);
+    egress__free(one.r);
+    if (!fine) goto done;
+    for (size_t g = 0; g < gs.n; g++) {
+      cJSON *rule = jobj(j, NULL, NULL);
+      cJSON *to = jarr(j, rule, "to");
+      if (rule && jpeers(j, c, to, gs.g[g].seg, &a->cidr, 1, true, false) > 0) {
+        jports(j, jarr(j, rule, "ports"), &gs.g[g].ports, EGRESS__RENDER_NETWORKPOLICY, "TCP");
+        if (!eg || !cJSON_AddItemToArray(eg, rule)) {
+          cJSON_Delete(rule);
+          j->fail = true;
+        }
+      } else {
+        cJSON_Delete(rule);
+      }
+    }
+    groups_free(&gs);
+  }
+  ok = true;
+done:
+  groups_free(&gs);
+  egress__free(np.r);
+  return ok;
+}
+
+static void jfqdn(jb_t *j, cJSON *arr, const egress__rule_t *a) {
+  char buf[EGRESS__NAME_MAX + 8];
+  cJSON *o = jobj(j, arr, NULL);
+  switch (a->kind) {
+    case EGRESS__RULE_EXACT: jstr(j, o, "matchName", a->name); break;
+    case EGRESS__RULE_WILD1:
+      snprintf(buf, sizeof buf, "*.%s", a->name);
+      jstr(j, o, "matchPattern", buf);
+      break;
+    case EGRESS__RULE_WILDN:
+      snprintf(buf, sizeof buf, "**.%s", a->name);
+      jstr(j, o, "matchPattern", buf);
+      break;
+    default: jstr(j, o, "matchPattern", "*"); break;
+  }
+}
+
+static bool render_cilium(rctx_t *c, jb_t *j, cJSON *items, const char *name, const char *ns) {
+  const egress_policy_t *p = c->p;
+  groups_t gs = {NULL, 0, 0};
+  pset_t all = {NULL, 0, 0};
+  bool ok = false;
+
+  cJSON *cnp = jobj(j, items, NULL);
+  jstr(j, cnp, "apiVersion", "cilium.io/v2");
+  jstr(j, cnp, "kind", "CiliumNetworkPolicy");
+  jmeta(j, cnp, c, name, ns, "system-of-record");
+  cJSON *spec = jobj(j, cnp, "spec");
+  const char *sel[] = {"portarium.io/component", component_label(c->o->component), NULL};
+  jlabels(j, jobj(j, spec, "endpointSelector"), "matchLabels", sel);
+  cJSON *eg = jarr(j, spec, "egress");
+
+  /* DNS through the proxy, so that Cilium learns what names resolve to. */
+  {
+    cJSON *rule = jobj(j, eg, NULL);
+    const char *dnsl[] = {"k8s:io.kubernetes.pod.namespace", "kube-system", "k8s:k8s-app",
+                          "kube-dns", NULL};
+    jlabels(j, jobj(j, jarr(j, rule, "toEndpoints"), NULL), "matchLabels", dnsl);
+    cJSON *tp = jobj(j, jarr(j, rule, "toPorts"), NULL);
+    cJSON *po = jobj(j, jarr(j, tp, "ports"), NULL);
+    jstr(j, po, "port", "53");
+    jstr(j, po, "protocol", "ANY");
+    jstr(j, jobj(j, jarr(j, jobj(j, tp, "rules"), "dns"), NULL), "matchPattern", "*");
+  }
+
+  for (size_t i = 0; i < p->nrules[EGRESS_LIST_ALLOW]; i++) {
+    const egress__rule_t *a = &p->rules[EGRESS_LIST_ALLOW][i];
+    if (a->kind == EGRESS__RULE_REGEX) {
+      note_unrenderable(c, EGRESS_LIST_ALLOW, i,
+                        "a \"re:\" entry has no Cilium equivalent (toFQDNs takes names and "
+                        "\"*\" patterns only); skipping it leaves its traffic denied by the "
+                        "network layer");
+      continue;
+    }
+    if (a->kind == EGRESS__RULE_CIDR) {
+      pset_t one = {NULL, 0, 0};
+      bool fine = pset_push(&one, a->port_lo, a->port_hi) && group_ports(c, &one, &a->cidr, 1, &gs);
+      egress__free(one.r);
+      if (!fine) goto done;
+      for (size_t g = 0; g < gs.n; g++) {
+        cJSON *rule = jobj(j, NULL, NULL);
+        cJSON *to = jarr(j, rule, "toCIDRSet");
+        if (rule && jpeers(j, c, to, gs.g[g].seg, &a->cidr, 1, false, false) > 0) {
+          jports(j, jarr(j, jobj(j, jarr(j, rule, "toPorts"), NULL), "ports"), &gs.g[g].ports,
+                 EGRESS__RENDER_CILIUM, "TCP");
+          if (!eg || !cJSON_AddItemToArray(eg, rule)) {
+            cJSON_Delete(rule);
+            j->fail = true;
+          }
+        } else {
+          cJSON_Delete(rule);
+        }
+      }
+      groups_free(&gs);
+      continue;
+    }
+    pset_t ports = {NULL, 0, 0};
+    if (!name_ports(c, a, true, &ports)) {
+      egress__free(ports.r);
+      goto done;
+    }
+    if (ports.n > 0) {
+      cJSON *rule = jobj(j, eg, NULL);
+      jfqdn(j, jarr(j, rule, "toFQDNs"), a);
+      jports(j, jarr(j, jobj(j, jarr(j, rule, "toPorts"), NULL), "ports"), &ports,
+             EGRESS__RENDER_CILIUM, "TCP");
+    }
+    egress__free(ports.r);
+  }
+
+  /* egressDeny: whatever fails vetting, per group of ports.  Deny wins over
+   * every allow in Cilium, which is the checker's precedence too. */
+  if (!pset_push(&all, 1, 65535) || !group_ports(c, &all, all_roots(), 2, &gs)) goto done;
+  {
+    cJSON *deny = NULL;
+    for (size_t g = 0; g < gs.n; g++) {
+      size_t s = gs.g[g].seg;
+      if (c->fset[0][s].n + c->fset[1][s].n == 0) continue;
+      if (!deny) deny = jarr(j, spec, "egressDeny");
+      cJSON *rule = jobj(j, deny, NULL);
+      cJSON *to = jarr(j, rule, "toCIDRSet");
+      jpeers(j, c, to, s, all_roots(), 2, false, true);
+      if (!(gs.g[g].ports.n == 1 && gs.g[g].ports.r[0].lo == 1 && gs.g[g].ports.r[0].hi == 65535))
+        jports(j, jarr(j, jobj(j, jarr(j, rule, "toPorts"), NULL), "ports"), &gs.g[g].ports,
+               EGRESS__RENDER_CILIUM, "ANY");
+    }
+  }
+  ok = true;
+done:
+  groups_free(&gs);
+  egress__free(all.r);
+  return ok;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Entry points.                                                             */
+/* ------------------------------------------------------------------------ */
+
+bool egress__render_component_parse(const char *s, egress__render_component_t *out) {
+  if (!s || !out) return false;
+  if (!strcmp(s, "execution-plane")) *out = EGRESS__COMPONENT_EXECUTION_PLANE;
+  else if (!strcmp(s, "agent")) *out = EGRESS__COMPONENT_AGENT;
+  else return false;
+  return true;
+}
+
+bool egress__render_format_parse(const char *s, egress__render_format_t *out) {
+  if (!s || !out) return false;
+  if (!strcmp(s, "networkpolicy")) *out = EGRESS__RENDER_NETWORKPOLICY;
+  else if (!strcmp(s, "cilium")) *out = EGRESS__RENDER_CILIUM;
+  else return false;
+  return true;
+}
+
+const char *egress__render_component_name(egress__render_component_t c) {
+  return component_label(c);
+}
+
+/* RFC 1123 label as Kubernetes checks it: [a-z0-9]([-a-z0-9]*[a-z0-9])?. */
+static bool k8s_label(const char *s, size_t n) {
+  if (n == 0 || n > 63) return false;
+  for (size_t i = 0; i < n; i++) {
+    char ch = s[i];
+    bool alnum = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9');
+    if (!alnum && !(ch == '-' && i > 0 && i + 1 < n)) return false;
+  }
+  return true;
+}
+
+/* Object names: RFC 1123 subdomain, leaving room for "-baseline". */
+static bool k8s_name(const char *s) {
+  size_t n = strlen(s), start = 0;
+  if (n == 0 || n > 253 - 9) return false;
+  for (size_t i = 0; i <= n; i++)
+    if (i == n || s[i] == '.') {
+      if (!k8s_label(s + start, i - start)) return false;
+      start = i + 1;
+    }
+  return true;
+}
+
+egress_status_t egress__render(const egress_policy_t *policy, const egress__render_opts_t *opts,
+                               egress__render_note_cb note, void *user_data, char **out,
+                               char *errbuf, size_t errlen) {
+  rctx_t c;
+  jb_t j = {false};
+  cJSON *root = NULL;
+  char *text = NULL, defname[64];
+  egress_status_t st;
+
+  if (out) *out = NULL;
+  if (!policy || !opts || !out) return egress__errf(errbuf, errlen, EGRESS_EINVAL, "missing argument");
+  const char *ns = opts->name_space ? opts->name_space : "portarium";
+  snprintf(defname, sizeof defname, "egress-%s", component_label(opts->component));
+  const char *name = opts->name ? opts->name : defname;
+  if (!k8s_label(ns, strlen(ns)))
+    return egress__errf(errbuf, errlen, EGRESS_EINVAL,
+                        "namespace \"%.80s\" is not a Kubernetes name (RFC 1123 label: "
+                        "lower-case letters, digits and '-', at most 63)", ns);
+  if (!k8s_name(name))
+    return egress__errf(errbuf, errlen, EGRESS_EINVAL,
+                        "name \"%.80s\" is not a Kubernetes object name (RFC 1123 subdomain, "
+                        "at most 244 so that \"-baseline\" fits)", name);
+
+  st = rctx_init(&c, policy);
+  if (st != EGRESS_OK) goto done;
+  c.o = opts;
+  c.note = note;
+  c.ud = user_data;
+
+  root = jobj(&j, NULL, NULL);
+  jstr(&j, root, "apiVersion", "v1");
+  jstr(&j, root, "kind", "List");
+  jobj(&j, root, "metadata");
+  cJSON *items = jarr(&j, root, "items");
+  jbaseline(&j, items, &c, name, ns);
+  bool built = opts->format == EGRESS__RENDER_CILIUM ? render_cilium(&c, &j, items, name, ns)
+                                                     : render_netpol(&c, &j, items, name, ns);
+  if (!built || j.fail || c.oom) {
+    st = EGRESS_ENOMEM;
+    goto done;
+  }
+  for (size_t i = 0; i < policy->nrules[EGRESS_LIST_ALLOW]; i++)
+    if (c.closed[i])
+      note_unrenderable(&c, EGRESS_LIST_ALLOW, i,
+                        "opens Teredo or local-use NAT64 addresses (2001::/32, 64:ff9b:1::/48), "
+                        "whose embedded IPv4 addresses cannot be vetted with CIDRs; skipping it "
+                        "leaves that part closed");
+  if (c.unrenderable > 0 && !opts->skip_unrenderable) {
+    st = egress__errf(errbuf, errlen, EGRESS_EPOLICY, "cannot render %s%s: %s",
+                      c.unrenderable > 1 ? "entries, first " : "",
+                      opts->format == EGRESS__RENDER_CILIUM ? "for Cilium" : "as NetworkPolicy",
+                      c.first);
+    goto done;
+  }
+  char *js = cJSON_Print(root);
+  if (!js) {
+    st = EGRESS_ENOMEM;
+    goto done;
+  }
+  size_t len = strlen(js);
+  text = egress__malloc(len + 2);
+  if (text) {
+    memcpy(text, js, len);
+    text[len] = '\n';
+    text[len + 1] = '\0';
+  }
+  cJSON_free(js);
+  if (!text) {
+    st = EGRESS_ENOMEM;
+    goto done;
+  }
+  *out = text;
+  st = EGRESS_OK;
+done:
+  if (st == EGRESS_ENOMEM) egress__errf(errbuf, errlen, st, "out of memory while rendering");
+  cJSON_Delete(root);
+  rctx_free(&c);
+  return st;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Lint.                                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* Does every destination rule @p b (list lb) matches also match rule @p a
+ * (list la)?  For allow CIDRs a narrower rule can open special-purpose
+ * space that a wider one cannot, so it is not shadowed then. */
+static bool rule_covers(const egress__rule_t *a, const egress__rule_t *b) {
+  if (!ports_cover(a, b->port_lo, b->port_hi)) return false;
+  if (a->kind == EGRESS__RULE_CIDR || b->kind == EGRESS__RULE_CIDR) {
+    if (a->kind != b->kind || !pfx_within(&a->cidr, &b->cidr)) return false;
+    if (a->list == EGRESS_LIST_ALLOW && b->list == EGRESS_LIST_ALLOW) {
+      for (size_t i = 0; i < egress__special_block_count; i++) {
+        const egress__special_block_t *blk = &egress__special_blocks[i];
+        if (!blk->global && blk->prefix.len > a->cidr.len && blk->prefix.len <= b->cidr.len &&
+            pfx_overlap(&blk->prefix, &b->cidr))
+          return false;
+      }
+    }
+    return true;
+  }
+  if (name_rel(a, b) != REL_COVERS) return false;
+  /* Paths only narrow allow entries; a deny entry is host:port wide. */
+  if (a->list == EGRESS_LIST_ALLOW && b->list == EGRESS_LIST_ALLOW && a->path) {
+    size_t n = strlen(a->path);
+    if (!b->path || strncmp(a->path, b->path, n) || (b->path[n] && b->path[n] != '/'))
+      return false;
+  }
+  return true;
+}
+
+typedef struct lint_ctx {
+  egress__render_note_cb warn;
+  void *ud;
+  long count;
+  const char *prefix;
+} lint_ctx_t;
+
+static void lint_note(egress_list_t list, size_t index, const char *entry, const char *what,
+                      void *ud) {
+  lint_ctx_t *l = ud;
+  char buf[600];
+  snprintf(buf, sizeof buf, "%s%s", l->prefix ? l->prefix : "", what);
+  l->count++;
+  if (l->warn) l->warn(list, index, entry, buf, l->ud);
+}
+
+static bool lint_render(const egress_policy_t *p, egress__render_format_t fmt, lint_ctx_t *l) {
+  egress__render_opts_t o;
+  char *out = NULL;
+  memset(&o, 0, sizeof o);
+  o.format = fmt;
+  o.skip_unrenderable = true;
+  l->prefix = "render: ";
+  egress_status_t st = egress__render(p, &o, lint_note, l, &out, NULL, 0);
+  egress__free(out);
+  l->prefix = NULL;
+  return st == EGRESS_OK;
+}
+
+long egress__render_lint(const egress_policy_t *p, egress__render_note_cb warn, void *user_data) {
+  lint_ctx_t l = {warn, user_data, 0, NULL};
+  char what[600];
+
+  if (!p) return -1;
+  for (int li = 0; li < 2; li++) {
+    egress_list_t list = (egress_list_t)li;
+    for (size_t jx = 0; jx < p->nrules[list]; jx++) {
+      const egress__rule_t *b = &p->rules[list][jx];
+      bool said = false;
+      /* Duplicates and shadowing within the list. */
+      for (size_t ix = 0; ix < p->nrules[list] && !said; ix++) {
+        const egress__rule_t *a = &p->rules[list][ix];
+        if (ix == jx || !rule_covers(a, b)) continue;
+        if (rule_covers(b, a)) {
+          if (ix > jx) continue; /* reported on the later one */
+          snprintf(what, sizeof what, "duplicate of %s[%zu] \"%.200s\"", list_names[list], ix,
+                   a->text);
+        } else {
+          snprintf(what, sizeof what,
+                   "shadowed by %s[%zu] \"%.200s\", which matches everything this entry does",
+                   list_names[list], ix, a->text);
+        }
+        lint_note(list, jx, b->text, what, &l);
+        said = true;
+      }
+      /* An allow entry that the deny list takes away whole. */
+      for (size_t ix = 0; list == EGRESS_LIST_ALLOW && ix < p->nrules[EGRESS_LIST_DENY]; ix++) {
+        const egress__rule_t *d = &p->rules[EGRESS_LIST_DENY][ix];
+        if (!rule_covers(d, b)) continue;
+        snprintf(what, sizeof what, "never allows anything: egressDenylist[%zu] \"%.200s\" denies all of it",
+                 ix, d->text);
+        lint_note(list, jx, b->text, what, &l);
+        break;
+      }
+      if (b->kind == EGRESS__RULE_ANY)
+        lint_note(list, jx, b->text, "matches every host name", &l);
+      if (b->kind == EGRESS__RULE_CIDR && b->cidr.len == 0)
+        lint_note(list, jx, b->text,
+                  b->cidr.addr.family == 4 ? "matches every IPv4 address" : "matches every IPv6 address",
+                  &l);
+      if (list == EGRESS_LIST_ALLOW &&
+          (b->kind == EGRESS__RULE_WILD1 || b->kind == EGRESS__RULE_WILDN)) {
+        bool apex = false;
+        for (size_t ix = 0; ix < p->nrules[list] && !apex; ix++)
+          apex = is_name_rule(&p->rules[list][ix]) &&
+                 rule_matches_name(&p->rules[list][ix], b->name, b->name_len);
+        if (!apex) {
+          snprintf(what, sizeof what,
+                   "does not match \"%.200s\" itself, and no entry allows it (add it if the apex "
+                   "is meant too)", b->name);
+          lint_note(list, jx, b->text, what, &l);
+        }
+      }
+      bool https = !strncasecmp(b->text, "https://", 8), http = !strncasecmp(b->text, "http://", 7);
+      if ((https || http) && !(b->port_lo == b->port_hi && b->port_lo == (https ? 443 : 80))) {
+        snprintf(what, sizeof what, "port %u is not the %s default (%u)", b->port_lo,
+                 https ? "https" : "http", https ? 443 : 80);
+        lint_note(list, jx, b->text, what, &l);
+      }
+    }
+  }
+  /* Cilium is the stricter format: what it cannot express is a superset of
+   * what NetworkPolicy cannot. */
+  if (!lint_render(p, EGRESS__RENDER_CILIUM, &l)) return -1;
+  return l.count;
+}

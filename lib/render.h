@@ -1,0 +1,69 @@
+/*
+ * Rendering a compiled policy as Kubernetes network policy (render.c), and
+ * the lint findings that share its analysis.  Private: used by egressctl
+ * and the tests, never installed.
+ */
+#ifndef EGRESS_RENDER_H
+#define EGRESS_RENDER_H
+
+#include "egress_private.h"
+
+typedef enum egress__render_format {
+  EGRESS__RENDER_NETWORKPOLICY = 0, /* networking.k8s.io/v1 NetworkPolicy */
+  EGRESS__RENDER_CILIUM = 1         /* cilium.io/v2 CiliumNetworkPolicy */
+} egress__render_format_t;
+
+typedef enum egress__render_component {
+  EGRESS__COMPONENT_EXECUTION_PLANE = 0,
+  EGRESS__COMPONENT_AGENT = 1
+} egress__render_component_t;
+
+typedef struct egress__render_opts {
+  egress__render_format_t format;
+  egress__render_component_t component;
+  const char *name_space;   /* NULL: "portarium" */
+  const char *name;         /* NULL: "egress-<component>" */
+  bool skip_unrenderable;   /* leave out what cannot be expressed (fail
+                               closed) instead of failing */
+} egress__render_opts_t;
+
+/* One finding about one entry: @p list / @p index / @p entry name it, @p what
+ * says what (a full sentence fragment, no trailing period).  All Borrowed
+ * for the duration of the call. */
+typedef void (*egress__render_note_cb)(egress_list_t list, size_t index,
+                                       const char *entry, const char *what,
+                                       void *user_data);
+
+/* Parse "execution-plane" / "agent" and "networkpolicy" / "cilium". */
+bool egress__render_component_parse(const char *s, egress__render_component_t *out);
+bool egress__render_format_parse(const char *s, egress__render_format_t *out);
+const char *egress__render_component_name(egress__render_component_t c);
+
+/*
+ * Render @p policy as a Kubernetes "List" (JSON text, indented, ending with a
+ * newline).  Every entry the format cannot express is reported through
+ * @p note (may be NULL).  Without skip_unrenderable such an entry makes the
+ * call fail with EGRESS_EPOLICY and errbuf naming the first one; with it the
+ * entry (or the part of it that cannot be expressed) is left out, so the
+ * network layer denies that traffic.
+ * @param out Caller owns: egress__free().
+ * @return EGRESS_OK, EGRESS_EPOLICY, EGRESS_EINVAL (bad name or namespace:
+ *         errbuf says which), EGRESS_ENOMEM.
+ */
+egress_status_t egress__render(const egress_policy_t *policy,
+                               const egress__render_opts_t *opts,
+                               egress__render_note_cb note, void *user_data,
+                               char **out, char *errbuf, size_t errlen);
+
+/*
+ * Lint warnings beyond validity: shadowed rules, duplicates, rules that
+ * match everything, "*.x" / "**.x" whose apex x is not allowed, URL entries
+ * on a port other than their scheme's default, entries that render cannot
+ * express.  Each is reported through @p warn: entry findings in list then
+ * index order, then what render cannot express.
+ * @return the number of warnings, or -1 when memory ran out.
+ */
+long egress__render_lint(const egress_policy_t *policy, egress__render_note_cb warn,
+                         void *user_data);
+
+#endif
