@@ -315,8 +315,10 @@ static void front_put(const egress__cache_t *c, const shard_t *s, const centry_t
   f->result = e->result;
   f->detail = e->detail;
   f->n = e->n;
-  memcpy(f->ips, e->ips, e->n * sizeof(*e->ips));
-  memcpy(f->ttls, e->ttls, e->n * sizeof(*e->ttls));
+  if (e->n) {   /* a negative answer has no arrays: memcpy from NULL is UB */
+    memcpy(f->ips, e->ips, e->n * sizeof(*e->ips));
+    memcpy(f->ttls, e->ttls, e->n * sizeof(*e->ttls));
+  }
   memcpy(f->name, e->name, e->len);
 }
 

@@ -267,7 +267,7 @@ typedef struct rctx {
   void *ud;
   bool oom;
   size_t unrenderable;
-  char first[EGRESS_ERRBUF_SIZE]; /* first unrenderable, for errbuf */
+  char first[768]; /* first unrenderable, for errbuf (cut to its size there) */
   prange_t *segs;
   size_t nsegs;
   plist_t *fset[2]; /* per segment: forbidden IPv4 [0], IPv6 [1] */

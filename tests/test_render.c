@@ -508,7 +508,7 @@ static void add_host_line(const char *addr, const char *name) {
 
 /* A fresh name (each name has one address in the hosts file) under @p base. */
 static void add_name(const char *label, const char *base, const char *addr) {
-  char host[128];
+  char host[300];
   if (base[0]) snprintf(host, sizeof host, "%s%u.%s", label, name_seq++, base);
   else snprintf(host, sizeof host, "%s", label);
   add_host_line(addr, host);

@@ -104,7 +104,7 @@ static void gen_prefix(reader_t *r, ref_rule_t *rule, char *out, size_t outlen) 
   /* Few distinct prefixes so that destinations hit them: the first bytes
    * come from a small set, the rest from the input. */
   unsigned style = next(r);
-  for (unsigned i = 0; i < bits / 8; i++) ip.bytes[i] = (uint8_t)next(r);
+  for (unsigned i = 0; i < sizeof ip.bytes && i < bits / 8; i++) ip.bytes[i] = (uint8_t)next(r);
   if (!v6) {
     static const uint8_t firsts[] = {93, 203, 10, 1};
     ip.bytes[0] = firsts[style % 4];
