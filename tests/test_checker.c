@@ -1663,7 +1663,11 @@ static void test_swap_under_load(void) {
     CU_ASSERT_EQUAL(egress_checker_set_policy(s.c, pol[++swaps & 1]), EGRESS_OK);
     nanosleep(&ms, NULL);
     clock_gettime(CLOCK_MONOTONIC, &now);
-  } while ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 < 1000);
+    /* At least a second and at least 150 swaps (slow under valgrind, which
+     * runs one thread at a time), but never more than 60 s. */
+  } while ((((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 < 1000) ||
+            swaps < 150) &&
+           (now.tv_sec - start.tv_sec) < 60);
   atomic_store(&s.stop, true);
   for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
   printf("\n  %u swaps, %lu decisions (%lu on a, %lu on b)\n", swaps, atomic_load(&s.decisions),

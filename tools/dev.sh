@@ -61,6 +61,9 @@ run_tests() {
   local status=0
   export EGRESS_TEST_NO_SKIP=1   # a skipped suite is a failure here
 
+  echo "== npm packages of the Node binding (from package-lock.json)"
+  npm ci --prefix bindings/node --no-audit --no-fund
+
   echo "== release build"
   build_release
   meson test -C build/release --print-errorlogs --num-processes 2 || status=1

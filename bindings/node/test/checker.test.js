@@ -1,0 +1,287 @@
+'use strict';
+// The Checker API against a hosts file (no DNS server needed).
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const { egress, tmpdir, writeFile, waitFor } = require('./helpers');
+const { Checker, EgressDeniedError } = egress;
+
+const dir = tmpdir();
+const hostsFile = writeFile(dir, 'hosts', [
+  '93.184.216.34 api.example.com',
+  '93.184.216.35 files.example.com',
+  '127.0.0.1 rebind.example.com',
+  '2606:2800:220:1::1 v6.example.com',
+  '',
+].join('\n'));
+const POLICY = {
+  egressAllowlist: [
+    'https://api.example.com',
+    '*.example.com:8443',
+    'rebind.example.com',
+    'v6.example.com',
+    '203.0.113.0/24:443',
+  ],
+  egressDenylist: ['blocked.example.com'],
+};
+
+function checker(extra) {
+  return new Checker(Object.assign({ policy: POLICY, hostsFile }, extra));
+}
+
+test('an allowed name: every field of the decision', () => {
+  const c = checker();
+  const d = c.checkSync('API.example.com.', 443);
+  assert.equal(d.verdict, 'allow');
+  assert.equal(d.outcome, 'allowed');
+  assert.equal(d.reason, null);
+  assert.equal(d.host, 'api.example.com');
+  assert.equal(d.port, 443);
+  assert.equal(d.mode, 'enforce');
+  assert.equal(d.wouldDeny, false);
+  assert.deepEqual(d.matchedRule, { index: 0, list: 'allow', text: 'https://api.example.com' });
+  assert.equal(d.addresses.length, 1);
+  assert.deepEqual(
+    { ...d.addresses[0], ttl: null },
+    { address: '93.184.216.34', verdict: 'allow', reason: null, ttl: null, family: 4 });
+  assert.equal(d.curlResolve, 'api.example.com:443:93.184.216.34');
+  assert.match(d.policyDigest, /^[0-9a-f]{64}$/);
+  assert.equal(d.policyDigest, c.policy().digest);
+  assert.equal(typeof d.message, 'string');
+  assert.ok(d.latencyMs >= 0 && d.dnsMs >= 0);
+  assert.equal(d.event, null, 'checkSync builds no event without a sink');
+  c.close();
+});
+
+test('check() resolves the same decision, with its CloudEvent', async () => {
+  const c = checker();
+  const ctx = { method: 'GET', workspaceId: 'ws-1', agentId: 'a-1', machineId: 'm-1', runId: 'r-1', correlationId: 'c-1' };
+  const d = await c.check('api.example.com', 443, ctx);
+  assert.equal(d.verdict, 'allow');
+  assert.equal(d.event.specversion, '1.0');
+  assert.equal(d.event.type, 'io.portarium.egress.attempt');
+  assert.equal(d.event.subject, 'api.example.com:443');
+  for (const [k, v] of Object.entries(ctx)) assert.equal(d.event.data[k], v);
+  assert.equal(d.event.data.outcome, 'allowed');
+  assert.deepEqual(d.event.data.matchedRule, d.matchedRule);
+  assert.equal(d.event.data.policyDigest, d.policyDigest);
+  const sync = c.checkSync('api.example.com', 443);
+  for (const k of ['verdict', 'outcome', 'reason', 'host', 'port', 'matchedRule', 'curlResolve', 'policyDigest', 'message'])
+    assert.deepEqual(sync[k], d[k], k);
+  c.close();
+});
+
+test('denials name their reason and rule', async () => {
+  const c = checker();
+  const cases = [
+    ['evil.example.net', 443, 'not_in_allowlist', null],
+    ['api.example.com', 80, 'port_not_allowed', 0],
+    ['blocked.example.com', 8443, 'explicit_deny', 0],
+    ['rebind.example.com', 443, 'resolved_address_forbidden', 2],
+    ['127.0.0.1', 443, 'special_purpose_address', null],
+    ['203.0.113.9', 80, 'port_not_allowed', 4],
+    ['nosuch.example.com', 8443, 'no_such_host', 1],
+  ];
+  for (const [host, port, reason, rule] of cases) {
+    for (const d of [c.checkSync(host, port), await c.check(host, port)]) {
+      assert.equal(d.verdict, 'deny', host);
+      assert.equal(d.reason, reason, host);
+      assert.equal(d.wouldDeny, true);
+      assert.equal(d.curlResolve, null);
+      if (rule === null) assert.equal(d.matchedRule, null, host);
+      else assert.equal(d.matchedRule.index, rule, host);
+      assert.ok(d.message.length > 0);
+    }
+  }
+  const d = c.checkSync('rebind.example.com', 443);
+  assert.deepEqual(d.addresses.map((a) => [a.address, a.verdict, a.reason]),
+    [['127.0.0.1', 'deny', 'special_purpose_address']]);
+  const lit = c.checkSync('203.0.113.9', 443);
+  assert.equal(lit.verdict, 'allow');
+  assert.equal(lit.addresses[0].ttl, null, 'literals have no TTL');
+  assert.equal(lit.curlResolve, null);
+  const v6 = c.checkSync('v6.example.com', 443);
+  assert.equal(v6.verdict, 'allow');
+  assert.equal(v6.addresses[0].family, 6);
+  assert.equal(v6.curlResolve, 'v6.example.com:443:[2606:2800:220:1::1]');
+  c.close();
+});
+
+test('checkSync on invalid input: decided, never allowed', () => {
+  const c = checker();
+  const hostile = [
+    '0x7f.1', '2130706433', '0177.0.0.1', '127.1', 'api.example.com\0.evil', '\0', '',
+    'api.example.com/x', 'user@api.example.com', 'api.example.com:443', '[127.0.0.1]',
+    'fe80::1%eth0', 'a'.repeat(300), 'api.example.com\n', '\ud800.example.com', '①②⑦.0.0.1',
+    ' api.example.com', 'api..example.com', '%61pi.example.com',
+  ];
+  for (const h of hostile) {
+    const d = c.checkSync(h, 443);
+    assert.equal(d.verdict, 'deny', JSON.stringify(h));
+    assert.equal(d.reason, 'invalid_host', JSON.stringify(h));
+  }
+  for (const p of [0, -1, 65536, 2 ** 31, -(2 ** 40), Number.MAX_SAFE_INTEGER]) {
+    const d = c.checkSync('api.example.com', p);
+    assert.equal(d.verdict, 'deny', String(p));
+    assert.equal(d.reason, 'invalid_port', String(p));
+  }
+  assert.throws(() => c.checkSync(null, 443), TypeError);
+  assert.throws(() => c.checkSync(42, 443), TypeError);
+  assert.throws(() => c.checkSync('api.example.com', '443'), TypeError);
+  assert.throws(() => c.checkSync('api.example.com', 443.5), TypeError);
+  assert.throws(() => c.checkSync('api.example.com', NaN), TypeError);
+  assert.throws(() => c.checkSync('api.example.com', 443, { runId: 'a\nb' }), TypeError);
+  assert.throws(() => c.checkSync('api.example.com', 443, { runId: 'x'.repeat(2000) }), TypeError);
+  assert.throws(() => c.checkSync('api.example.com', 443, { runId: 'a\0b' }), TypeError);
+  assert.throws(() => c.checkSync('api.example.com', 443, { runId: 7 }), TypeError);
+  // Every decided check was counted; thrown ones were not checks.
+  assert.equal(c.stats().checks, hostile.length + 6);
+  c.close();
+});
+
+test('check() rejects bad argument types', async () => {
+  const c = checker();
+  await assert.rejects(c.check(undefined, 443), TypeError);
+  await assert.rejects(c.check('api.example.com', '443'), TypeError);
+  await assert.rejects(c.checkUrl(5), TypeError);
+  c.close();
+});
+
+test('URL checks', async () => {
+  const c = checker();
+  const ok = await c.checkUrl('https://api.example.com/v1/items');
+  assert.equal(ok.verdict, 'allow');
+  assert.equal(ok.url, 'https://api.example.com/v1/items');
+  assert.equal(ok.port, 443);
+  assert.equal(c.checkUrlSync('https://files.example.com:8443/x').verdict, 'allow');
+  for (const u of ['https://api.example.com@evil.example.net/', 'http://api.example.com/', 'ftp://api.example.com/', 'not a url']) {
+    assert.equal(c.checkUrlSync(u).verdict, 'deny', u);
+    assert.equal((await c.checkUrl(u)).verdict, 'deny', u);
+  }
+  c.close();
+});
+
+test('invalid policy throws naming the entry, with code EGRESS_EPOLICY', () => {
+  const bad = { egressAllowlist: ['api.example.com', 'https://user@c.example.com'] };
+  assert.throws(() => new Checker({ policy: bad, hostsFile }), (e) => {
+    assert.equal(e.code, 'EGRESS_EPOLICY');
+    assert.match(e.message, /egressAllowlist\[1\]/);
+    assert.match(e.message, /user@c\.example\.com/);
+    return true;
+  });
+  assert.throws(() => new Checker({ policy: '{"egressAllowlist": [', hostsFile }), { code: 'EGRESS_EPOLICY' });
+  assert.throws(() => new Checker({ policy: { egressAllowlist: ['*.'] } }), { code: 'EGRESS_EPOLICY' });
+  assert.throws(() => new Checker({ policy: { egressDenylist: [] } }), { code: 'EGRESS_EPOLICY' });
+  assert.throws(() => new Checker({ policyFile: '/nonexistent/policy.json' }), { code: 'EGRESS_EIO' });
+  assert.throws(() => new Checker({}), TypeError);
+  assert.throws(() => new Checker({ policy: POLICY, mode: 'audit' }), TypeError);
+  assert.throws(() => new Checker({ policy: POLICY, dnsServers: ['not-an-ip'] }), (e) => e.code === 'EGRESS_EINVAL' && /not-an-ip/.test(e.message));
+  assert.throws(() => new Checker({ policy: POLICY, pref64: ['2001:db8::/33'] }), { code: 'EGRESS_EINVAL' });
+  assert.throws(() => new Checker({ policy: POLICY, cache: { minTtl: 10, maxTtl: 5 } }), { code: 'EGRESS_EINVAL' });
+  assert.throws(() => new Checker({ policy: POLICY, timeoutMs: 0 }), { code: 'EGRESS_EINVAL' });
+  assert.throws(() => new Checker({ policy: POLICY, onEvent: () => {}, eventsPath: '/tmp/x' }), TypeError);
+});
+
+test('setPolicy and reloadFile swap atomically and keep the old policy on error', () => {
+  const file = writeFile(dir, 'policy.json', JSON.stringify(POLICY));
+  const c = new Checker({ policyFile: file, hostsFile });
+  assert.equal(c.checkSync('api.example.com', 443).verdict, 'allow');
+  assert.deepEqual(c.reloadFile(), { changed: false });
+  fs.writeFileSync(file, JSON.stringify({ egressAllowlist: ['files.example.com'] }));
+  assert.deepEqual(c.reloadFile(), { changed: true });
+  assert.equal(c.checkSync('api.example.com', 443).reason, 'not_in_allowlist');
+  fs.writeFileSync(file, '{"egressAllowlist": ["https://u@x.example.com"]}');
+  assert.throws(() => c.reloadFile(), (e) => e.code === 'EGRESS_EPOLICY' && /egressAllowlist\[0\]/.test(e.message));
+  assert.equal(c.checkSync('files.example.com', 443).verdict, 'allow', 'old policy stays');
+  const before = c.policy().digest;
+  assert.throws(() => c.setPolicy({ egressAllowlist: ['a.example.com', 'bad entry'] }), (e) => {
+    return e.code === 'EGRESS_EPOLICY' && /egressAllowlist\[1\]/.test(e.message);
+  });
+  assert.equal(c.policy().digest, before);
+  c.setPolicy(JSON.stringify(POLICY));
+  assert.equal(c.checkSync('api.example.com', 443).verdict, 'allow');
+  assert.notEqual(c.checkSync('api.example.com', 443).policyDigest, before);
+  assert.deepEqual(c.policy().egressAllowlist, POLICY.egressAllowlist);
+  const s = c.stats();
+  assert.equal(s.policySwaps, 2);
+  assert.equal(s.policyReloadFailures, 1);
+  c.close();
+});
+
+test('monitor mode allows policy denials and records them', async () => {
+  const events = [];
+  const c = checker({ mode: 'monitor', onEvent: (e) => events.push(e) });
+  const d = await c.check('evil.example.net', 443);
+  assert.equal(d.verdict, 'allow');
+  assert.equal(d.outcome, 'denied');
+  assert.equal(d.reason, 'not_in_allowlist');
+  assert.equal(d.wouldDeny, true);
+  assert.equal(d.mode, 'monitor');
+  assert.equal(d.event.data.enforcementMode, 'monitor');
+  assert.equal(d.event.data.wouldDeny, true);
+  // Invalid input is not a policy question: still denied.
+  assert.equal(c.checkSync('0x7f.1', 443).verdict, 'deny');
+  assert.equal(c.checkSync('api.example.com', 0).verdict, 'deny');
+  const r = c.checkSync('rebind.example.com', 443);
+  assert.equal(r.verdict, 'allow');
+  assert.equal(r.reason, 'resolved_address_forbidden');
+  await waitFor(() => events.length === 4, 5000, 'events');
+  assert.deepEqual(events.map((e) => e.data.outcome), ['denied', 'denied', 'denied', 'denied']);
+  c.close();
+});
+
+test('stats() and metrics()', () => {
+  const c = checker();
+  c.checkSync('api.example.com', 443);
+  c.checkSync('api.example.com', 443);
+  c.checkSync('evil.example.net', 443);
+  const s = c.stats();
+  assert.equal(s.checks, 3);
+  assert.equal(s.checksByOutcome.allowed.none, 2);
+  assert.equal(s.checksByOutcome.denied.not_in_allowlist, 1);
+  assert.equal(s.cacheHits + s.cacheMisses >= 2, true);
+  const m = c.metrics();
+  assert.match(m, /^egress_checks_total 3$/m);
+  assert.match(m, /egress_checks_by_outcome_total\{outcome="denied",reason="not_in_allowlist"\} 1/);
+  c.close();
+});
+
+test('close() is idempotent and later calls fail clearly', async () => {
+  const c = checker();
+  c.close();
+  c.close();
+  assert.equal(c.closed, true);
+  assert.throws(() => c.checkSync('api.example.com', 443), { code: 'EGRESS_CLOSED' });
+  await assert.rejects(c.check('api.example.com', 443), { code: 'EGRESS_CLOSED' });
+  await assert.rejects(c.checkUrl('https://api.example.com/'), { code: 'EGRESS_CLOSED' });
+  assert.throws(() => c.stats(), { code: 'EGRESS_CLOSED' });
+  assert.throws(() => c.setPolicy(POLICY), { code: 'EGRESS_CLOSED' });
+  await new Promise((resolve) => c.lookup('api.example.com', {}, (err) => {
+    assert.equal(err.code, 'EGRESS_CLOSED');
+    resolve();
+  }));
+});
+
+test('events: eventsPath writes one JSON line per check', async () => {
+  const path = `${dir}/events.jsonl`;
+  const c = checker({ eventsPath: path, eventSource: '/test/node' });
+  c.checkSync('api.example.com', 443);
+  await c.check('evil.example.net', 443);
+  const d = c.checkSync('api.example.com', 443);
+  assert.equal(d.event.source, '/test/node', 'with a sink, checkSync carries the event');
+  c.close();
+  const lines = fs.readFileSync(path, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  assert.equal(lines.length, 3);
+  assert.equal(lines[1].data.denyReason, 'not_in_allowlist');
+  assert.equal(lines[2].id, d.event.id);
+});
+
+test('EgressDeniedError carries the decision', () => {
+  const c = checker();
+  const d = c.checkSync('evil.example.net', 443);
+  const e = new EgressDeniedError(d);
+  assert.equal(e.code, 'EEGRESSDENIED');
+  assert.equal(e.decision, d);
+  assert.ok(e instanceof Error);
+  c.close();
+});
