@@ -56,8 +56,10 @@ typedef struct shard {
   centry_t *head, *tail;
   flight_t *flights;
   /* Bumped whenever an entry leaves the shard (eviction, replacement,
-   * expiry): per-thread copies made under an older epoch are stale. */
-  atomic_ullong epoch;
+   * expiry): per-thread copies made under an older epoch are stale.  Kept
+   * off the lock's cache line: every front-cache hit reads it. */
+  _Alignas(64) atomic_ullong epoch;
+  char pad[64 - sizeof(atomic_ullong)];
 } shard_t;
 
 struct egress__cache {
@@ -260,7 +262,7 @@ static void flight_release(shard_t *s, flight_t *f) {
  * the answer's TTL lasts and the shard's epoch says the shared entry is
  * still there (so the LRU bound and replacements keep their meaning).
  */
-#define FRONT_SLOTS 64
+#define FRONT_SLOTS 256
 
 typedef struct front_entry {
   uint64_t cache_id;              /* 0: empty */
@@ -293,20 +295,32 @@ static front_entry_t *front_table(void) {
   return front;
 }
 
+/* Two-way: a name may sit in either slot of its pair. */
 static const front_entry_t *front_get(const egress__cache_t *c, const shard_t *s, const char *name,
                                       size_t len, uint64_t hash, double now) {
   if (!front) return NULL;
-  const front_entry_t *f = &front[hash % FRONT_SLOTS];
-  if (f->cache_id != c->id || f->hash != hash || f->len != len || f->expires_ms <= now ||
-      f->epoch != atomic_load_explicit(&s->epoch, memory_order_acquire) || memcmp(f->name, name, len))
-    return NULL;
-  return f;
+  size_t i = (size_t)(hash % FRONT_SLOTS);
+  for (int way = 0; way < 2; way++) {
+    const front_entry_t *f = &front[i ^ (size_t)way];
+    if (f->cache_id != c->id || f->hash != hash || f->len != len || f->expires_ms <= now ||
+        memcmp(f->name, name, len))
+      continue;
+    if (f->epoch != atomic_load_explicit(&s->epoch, memory_order_acquire)) return NULL;
+    return f;
+  }
+  return NULL;
 }
 
 /* Called with the shard lock held, right after a hit or an insert. */
 static void front_put(const egress__cache_t *c, const shard_t *s, const centry_t *e) {
   if (e->n > EGRESS__ANSWER_INLINE || !front_table()) return;
-  front_entry_t *f = &front[e->hash % FRONT_SLOTS];
+  size_t i = (size_t)(e->hash % FRONT_SLOTS);
+  front_entry_t *f = &front[i];
+  if (f->cache_id && !(f->cache_id == c->id && f->hash == e->hash)) {
+    /* Taken by another name: use the other way unless that one is taken
+     * too, then replace the other way (the pair's older occupant, roughly). */
+    f = &front[i ^ 1];
+  }
   f->cache_id = c->id;
   f->hash = e->hash;
   f->epoch = atomic_load_explicit(&s->epoch, memory_order_relaxed);
