@@ -287,7 +287,11 @@ static egress_status_t canon(const char *in, size_t len, egress__host_t *out,
   if (!why) why = &dummy;
   *why = NULL;
   if (!out) return invalid(why, "no output");
-  memset(out, 0, sizeof(*out));
+  /* Only the header: the text buffer is written before it is read. */
+  out->kind = EGRESS__HOST_NAME;
+  out->len = 0;
+  out->text[0] = '\0';
+  memset(&out->ip, 0, sizeof out->ip);
   if (!in) return invalid(why, "host is missing");
   if (len == 0) return invalid(why, "host is empty");
   if (len > CANON_INPUT_MAX) return invalid(why, "host is too long");

@@ -822,7 +822,10 @@ static void finish(egress_checker_t *c, egress_decision_t *d, const egress_polic
                    double start, bool want_json) {
   d->mode = c->opts.mode;
   d->special_version = egress__special_version;
-  if (p) memcpy(d->policy_digest, p->digest, sizeof d->policy_digest);
+  if (p)
+    memcpy(d->policy_digest, p->digest, sizeof d->policy_digest);
+  else
+    d->policy_digest[0] = '\0';
   d->would_deny = d->outcome != EGRESS_OUTCOME_ALLOWED;
   bool input_error = d->reason == EGRESS_REASON_INVALID_HOST || d->reason == EGRESS_REASON_INVALID_PORT ||
                      d->reason == EGRESS_REASON_INTERNAL_ERROR;

@@ -299,21 +299,21 @@ struct egress_decision {
   size_t naddrs;
   char *curl_resolve;               /* owned; allow + name only */
   double dns_ms, latency_ms;
-  char policy_digest[65];           /* "" when none */
   const char *special_version;      /* egress__special_version */
   char *field[EGRESS__FIELD_COUNT]; /* request context copies (owned) */
   char *event_json;                 /* owned; built once per check */
-  char time_rfc3339[32];            /* event time */
-  char event_id[37];                /* UUID v4 */
   bool lean;                        /* egress_check with no sink: nobody reads
                                        text, so none is made (hot path) */
   /* Large members last: a check on the stack zeroes only what comes before
    * them (EGRESS__DECISION_ZERO_SIZE); they are written before being read. */
+  char policy_digest[65];           /* set by every check ("" when none) */
+  char time_rfc3339[32];            /* event time, set with the event */
+  char event_id[37];                /* UUID v4, set with the event */
   egress__host_t host;              /* canonical, when has_host */
   egress__addr_verdict_t inline_addrs[4]; /* small answers: no allocation */
 };
 
-#define EGRESS__DECISION_ZERO_SIZE offsetof(struct egress_decision, host)
+#define EGRESS__DECISION_ZERO_SIZE offsetof(struct egress_decision, policy_digest)
 
 /* Free what a decision owns and zero it (for decisions on the stack). */
 void egress__decision_clear(egress_decision_t *d);
