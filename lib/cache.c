@@ -168,7 +168,7 @@ static centry_t *find_entry(shard_t *s, const char *name, size_t len, uint64_t h
  * on the heap (cache entries). */
 static egress_status_t copy_answer_to(egress__answer_t *dst, egress__dns_result_t result, const char *detail,
                                       const egress__ip_t *ips, const int32_t *ttls, size_t n, bool heap) {
-  memset(dst, 0, sizeof *dst);
+  egress__answer_reset(dst);
   dst->result = result;
   dst->detail = detail;
   if (n && n <= EGRESS__ANSWER_INLINE && !heap) {
@@ -339,7 +339,7 @@ static void front_put(const egress__cache_t *c, const shard_t *s, const centry_t
 egress_status_t egress__cache_resolve(egress__cache_t *c, egress__resolver_t *r, const char *name,
                                       size_t len, uint64_t hash, egress__answer_t *ans,
                                       egress__cache_stats_t *stats) {
-  memset(ans, 0, sizeof *ans);
+  egress__answer_reset(ans);
   if (!c) {
     stats->misses++;
     stats->queries++;

@@ -366,7 +366,7 @@ static egress_status_t answer_localhost(egress__answer_t *ans) {
 
 egress_status_t egress__resolve(egress__resolver_t *r, const char *name, egress__answer_t *ans) {
   ares_channel ch = NULL;
-  memset(ans, 0, sizeof *ans);
+  egress__answer_reset(ans);
   if (is_localhost(name)) return answer_localhost(ans);
   double start = now_ms();
   int ast = channel_get(r, &ch);

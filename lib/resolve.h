@@ -37,6 +37,18 @@ void egress__resolver_free(egress__resolver_t *r);
  * EGRESS_ENOMEM.  Thread-safe. */
 egress_status_t egress__resolve(egress__resolver_t *r, const char *name, egress__answer_t *ans);
 void egress__answer_clear(egress__answer_t *ans);
+/* Reset an answer's header; the inline arrays are written before they are
+ * read, so they are left alone (this runs on every cached check). */
+static inline void egress__answer_reset(egress__answer_t *ans) {
+  ans->result = EGRESS__DNS_OK;
+  ans->ares_status = 0;
+  ans->detail = NULL;
+  ans->ips = NULL;
+  ans->ttls = NULL;
+  ans->n = 0;
+  ans->ms = 0;
+  ans->cached = false;
+}
 egress__dns_result_t egress__dns_result_of(int ares_status);
 
 /* cache.c */
