@@ -20,6 +20,11 @@ typedef struct name_map {
   name_bucket_t *slots;
   size_t nslots;                  /* power of two, or 0 */
   size_t used;
+  /* One bit per hash value class, set for every key: most probes of a
+   * check are for suffixes no rule names, and this small bitmap answers
+   * them without touching the (large) slot array. */
+  uint64_t *filter;
+  size_t filter_mask;             /* bits - 1 */
 } name_map_t;
 
 struct egress__matcher {
@@ -86,9 +91,17 @@ static name_bucket_t *map_find(const name_map_t *map, const char *key, size_t kl
   }
 }
 
+static size_t filter_bit(const name_map_t *map, uint64_t hash) {
+  return (size_t)(hash >> 40) & map->filter_mask;
+}
+
 static const name_bucket_t *map_get(const name_map_t *map, const char *key, size_t klen,
                                     uint64_t hash) {
   if (!map->nslots) return NULL;
+  if (map->filter) {
+    size_t bit = filter_bit(map, hash);
+    if (!(map->filter[bit / 64] & (1ULL << (bit % 64)))) return NULL;
+  }
   const name_bucket_t *b = map_find(map, key, klen, hash);
   return b->key ? b : NULL;
 }
@@ -128,6 +141,24 @@ static egress_status_t map_add(name_map_t *map, const egress__rule_t *rule) {
 static void map_free(name_map_t *map) {
   for (size_t i = 0; i < map->nslots; i++) egress__free(map->slots[i].rules);
   egress__free(map->slots);
+  egress__free(map->filter);
+}
+
+/* Built once the map is complete: 16 bits per key keeps false positives
+ * near 6% while the bitmap stays small enough for the L1/L2 cache. */
+static egress_status_t map_seal(name_map_t *map) {
+  if (!map->used) return EGRESS_OK;
+  size_t bits = 1024;
+  while (bits < map->used * 16 && bits < ((size_t)1 << 23)) bits <<= 1;
+  map->filter = egress__calloc(bits / 64, sizeof(uint64_t));
+  if (!map->filter) return EGRESS_ENOMEM;
+  map->filter_mask = bits - 1;
+  for (size_t i = 0; i < map->nslots; i++) {
+    if (!map->slots[i].key) continue;
+    size_t bit = filter_bit(map, map->slots[i].hash);
+    map->filter[bit / 64] |= 1ULL << (bit % 64);
+  }
+  return EGRESS_OK;
 }
 
 static egress_status_t list_add(const egress__rule_t ***list, size_t *n,
@@ -170,6 +201,9 @@ egress_status_t egress__matcher_build(const egress__rule_t *rules, size_t n,
     }
     if (st != EGRESS_OK) goto fail;
   }
+  if ((st = map_seal(&m->exact)) != EGRESS_OK || (st = map_seal(&m->wild1)) != EGRESS_OK ||
+      (st = map_seal(&m->wildn)) != EGRESS_OK)
+    goto fail;
   *out = m;
   return EGRESS_OK;
 fail:
