@@ -20,6 +20,11 @@ typedef struct cidr_level {
   cidr_bucket_t *slots;
   size_t nslots;   /* power of two */
   size_t used;
+  /* A bit per hash class, set for every prefix of the level (see
+   * egress__cidrset_seal): most levels hold no prefix for a given address,
+   * and the bitmap says so without touching the slots. */
+  uint64_t *filter;
+  size_t filter_mask;
 } cidr_level_t;
 
 struct egress__cidrset {
@@ -52,12 +57,37 @@ static uint64_t hash_key(const uint8_t key[16], uint8_t len) {
   return mix64(a ^ mix64(b ^ len));
 }
 
-static cidr_bucket_t *level_find(const cidr_level_t *lv, const uint8_t key[16]) {
+static cidr_bucket_t *level_find_h(const cidr_level_t *lv, const uint8_t key[16], uint64_t h) {
   size_t mask = lv->nslots - 1;
-  for (size_t i = hash_key(key, lv->len) & mask;; i = (i + 1) & mask) {
+  for (size_t i = h & mask;; i = (i + 1) & mask) {
     cidr_bucket_t *b = &lv->slots[i];
     if (!b->used || !memcmp(b->key, key, 16)) return b;
   }
+}
+
+static cidr_bucket_t *level_find(const cidr_level_t *lv, const uint8_t key[16]) {
+  return level_find_h(lv, key, hash_key(key, lv->len));
+}
+
+static size_t filter_bit(const cidr_level_t *lv, uint64_t h) { return (size_t)(h >> 40) & lv->filter_mask; }
+
+egress_status_t egress__cidrset_seal(egress__cidrset_t *set) {
+  for (int fam = 0; fam < 2; fam++) {
+    for (size_t l = 0; l < set->nlevels[fam]; l++) {
+      cidr_level_t *lv = set->levels[fam][l];
+      size_t bits = 1024;
+      while (bits < lv->used * 16 && bits < ((size_t)1 << 23)) bits <<= 1;
+      lv->filter = egress__calloc(bits / 64, sizeof(uint64_t));
+      if (!lv->filter) return EGRESS_ENOMEM;
+      lv->filter_mask = bits - 1;
+      for (size_t i = 0; i < lv->nslots; i++) {
+        if (!lv->slots[i].used) continue;
+        size_t bit = filter_bit(lv, hash_key(lv->slots[i].key, lv->len));
+        lv->filter[bit / 64] |= 1ULL << (bit % 64);
+      }
+    }
+  }
+  return EGRESS_OK;
 }
 
 static egress_status_t level_grow(cidr_level_t *lv) {
@@ -128,6 +158,7 @@ void egress__cidrset_free(egress__cidrset_t *set) {
       cidr_level_t *lv = set->levels[fam][l];
       for (size_t i = 0; i < lv->nslots; i++) egress__free(lv->slots[i].rules);
       egress__free(lv->slots);
+      egress__free(lv->filter);
       egress__free(lv);
     }
     egress__free(set->levels[fam]);
@@ -147,7 +178,12 @@ void egress__cidrset_match(const egress__cidrset_t *set, const egress__ip_t *ip,
     if (lv->len < min_len) break;  /* levels are sorted longest first */
     uint8_t key[16];
     mask_bytes(ip->bytes, lv->len, key);
-    const cidr_bucket_t *b = level_find(lv, key);
+    uint64_t h = hash_key(key, lv->len);
+    if (lv->filter) {
+      size_t bit = filter_bit(lv, h);
+      if (!(lv->filter[bit / 64] & (1ULL << (bit % 64)))) continue;
+    }
+    const cidr_bucket_t *b = level_find_h(lv, key, h);
     if (!b->used) continue;
     for (size_t i = 0; i < b->nrules; i++) {
       const egress__rule_t *r = b->rules[i];

@@ -202,7 +202,7 @@ egress_status_t egress__matcher_build(const egress__rule_t *rules, size_t n,
     if (st != EGRESS_OK) goto fail;
   }
   if ((st = map_seal(&m->exact)) != EGRESS_OK || (st = map_seal(&m->wild1)) != EGRESS_OK ||
-      (st = map_seal(&m->wildn)) != EGRESS_OK)
+      (st = map_seal(&m->wildn)) != EGRESS_OK || (st = egress__cidrset_seal(m->cidrs)) != EGRESS_OK)
     goto fail;
   *out = m;
   return EGRESS_OK;
