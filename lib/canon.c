@@ -169,31 +169,34 @@ static egress_status_t canon_ascii(const char *s, size_t n, bool from_idna, bool
   if (s[n - 1] == '.') return invalid(why, "host ends with more than one dot");
   if (n > EGRESS__NAME_MAX) return invalid(why, "host name is longer than 253 octets");
 
+  /* One pass: lower-case, validate, check each label as it ends, and note
+   * whether any label is an A-label (only then is the costly check run). */
   size_t label_start = 0;
+  bool any_alabel = false;
   for (size_t i = 0; i <= n; i++) {
-    char c = i < n ? (char)host_char[(unsigned char)s[i]] : '.';
-    if (c == '.') {
-      size_t llen = i - label_start;
-      if (llen == 0) return invalid(why, "host has an empty label");
-      if (llen > EGRESS__LABEL_MAX) return invalid(why, "label is longer than 63 octets");
-      if (out->text[label_start] == '-' || out->text[i - 1] == '-')
-        return invalid(why, "label starts or ends with '-'");
-      if (i < n) out->text[i] = '.';
-      label_start = i + 1;
-      continue;
+    char c = '.';
+    if (i < n) {
+      c = (char)host_char[(unsigned char)s[i]];
+      if (c == 0)
+        return invalid(why, from_idna ? "internationalized host maps to a character not "
+                                        "allowed in a host name"
+                                      : "host name may hold only letters, digits, '-', '_' "
+                                        "and '.'");
+      out->text[i] = c;
+      if (c != '.') continue;
     }
-    if (c == 0)
-      return invalid(why, from_idna ? "internationalized host maps to a character not "
-                                      "allowed in a host name"
-                                    : "host name may hold only letters, digits, '-', '_' "
-                                      "and '.'");
-    out->text[i] = c;
+    size_t llen = i - label_start;
+    if (llen == 0) return invalid(why, "host has an empty label");
+    if (llen > EGRESS__LABEL_MAX) return invalid(why, "label is longer than 63 octets");
+    if (out->text[label_start] == '-' || out->text[i - 1] == '-')
+      return invalid(why, "label starts or ends with '-'");
+    if (llen >= 4 && !memcmp(out->text + label_start, "xn--", 4)) any_alabel = true;
+    if (i < n) label_start = i + 1;
   }
   out->text[n] = '\0';
   out->len = n;
 
-  size_t last = n;
-  while (last > 0 && out->text[last - 1] != '.') last--;
+  size_t last = label_start;   /* the last label */
   if (label_is_numeric(out->text + last, n - last)) {
     egress__ip_t ip;
     bool quad = egress__ip4_parse(out->text, n, &ip);
@@ -207,7 +210,7 @@ static egress_status_t canon_ascii(const char *s, size_t n, bool from_idna, bool
     return EGRESS_OK;
   }
 
-  for (size_t i = 0; i < n;) {
+  for (size_t i = 0; any_alabel && i < n;) {
     size_t j = i;
     while (j < n && out->text[j] != '.') j++;
     if (j - i >= 4 && memcmp(out->text + i, "xn--", 4) == 0) {
