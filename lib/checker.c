@@ -451,6 +451,11 @@ static void decide(egress_decision_t *d, egress_outcome_t outcome, egress_reason
     d->rule_index = rule->index;
   }
   if (d->lean) return;
+  if (d->borrow) {
+    /* The event is built before the policy reference is dropped. */
+    if (rule) d->rule_text = (char *)rule->text;
+    return;
+  }
   if (rule) {
     egress__free(d->rule_text);
     d->rule_text = egress__strdup(rule->text);
@@ -753,7 +758,7 @@ static void check_name(egress_checker_t *c, const egress_policy_t *p, egress_dec
            first_bad_v.detail);
     goto done;
   }
-  if (!d->lean && !build_curl_resolve(d, port)) {
+  if (!d->lean && !d->borrow && !build_curl_resolve(d, port)) {
     decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, rule, NULL);
     goto done;
   }
@@ -819,6 +824,10 @@ static void check_into(egress_checker_t *c, const egress_policy_t *p, egress_dec
 }
 
 static bool copy_context(egress_decision_t *d, const char *host, const egress_request_t *req) {
+  if (d->borrow) {
+    d->destination = (char *)host;   /* the caller's, valid during the check */
+    return !req;
+  }
   if (host && !(d->destination = egress__strdup(host))) return false;
   if (req)
     for (int i = 0; i < EGRESS__FIELD_COUNT; i++)
@@ -848,10 +857,22 @@ static void finish(egress_checker_t *c, egress_decision_t *d, const egress_polic
   if (!d->lean) d->latency_ms = mono_ms() - start;
   bool sink = egress__sink_active(c->sink);
   if (sink || want_json) {
-    if (egress__event_stamp(d) == EGRESS_OK) d->event_json = egress__event_build(d, c->opts.event_source);
     int delivered = -1;
-    if (d->event_json)
-      delivered = egress__sink_deliver(c->sink, d->event_json, strlen(d->event_json), d);
+    if (egress__event_stamp(d) == EGRESS_OK) {
+      /* egress_check keeps no decision: deliver straight from the
+       * per-thread print buffer, no copy of the text.  Not to a callback,
+       * whose code may check again on this thread and reuse the buffer. */
+      size_t len = 0;
+      const char *text = d->borrow && !c->opts.event_cb ? egress__event_print(d, c->opts.event_source, &len)
+                                                         : NULL;
+      if (text) {
+        delivered = egress__sink_deliver(c->sink, text, len, d);
+      } else {
+        d->event_json = egress__event_build(d, c->opts.event_source);
+        if (d->event_json)
+          delivered = egress__sink_deliver(c->sink, d->event_json, strlen(d->event_json), d);
+      }
+    }
     if (sink) {
       if (delivered == 0) {
         count(c, EGRESS_COUNTER_EVENTS_EMITTED);
@@ -891,6 +912,7 @@ static egress_status_t run_check(egress_checker_t *c, const char *host, int32_t 
                                  egress_decision_t *d, int want) {
   bool want_json = want == RUN_FULL;
   d->lean = want == RUN_LEAN && !egress__sink_active(c->sink);
+  d->borrow = want == RUN_LEAN && !d->lean;
   double start = d->lean ? 0 : mono_ms();
   d->port = port;
   d->verdict = EGRESS_VERDICT_DENY;
@@ -918,6 +940,10 @@ egress_verdict_t egress_check(egress_checker_t *checker, const char *host, uint1
   memset(&d, 0, EGRESS__DECISION_ZERO_SIZE);
   egress_status_t st = run_check(checker, host, port, NULL, NULL, &d, RUN_LEAN);
   egress_verdict_t verdict = st == EGRESS_OK ? d.verdict : EGRESS_VERDICT_DENY;
+  if (d.borrow) {
+    d.rule_text = NULL;     /* borrowed from the policy and the caller */
+    d.destination = NULL;
+  }
   egress__decision_release(&d);
   return verdict;
 }

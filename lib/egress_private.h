@@ -304,6 +304,9 @@ struct egress_decision {
   char *event_json;                 /* owned; built once per check */
   bool lean;                        /* egress_check with no sink: nobody reads
                                        text, so none is made (hot path) */
+  bool borrow;                      /* egress_check with a sink: only the event
+                                       is read, during the check: rule_text and
+                                       destination are borrowed, no message */
   /* Large members last: a check on the stack zeroes only what comes before
    * them (EGRESS__DECISION_ZERO_SIZE); they are written before being read. */
   char policy_digest[65];           /* set by every check ("" when none) */
@@ -332,6 +335,10 @@ egress_status_t egress__event_stamp(egress_decision_t *d);
 /* Build the event JSON text of @p d (compact, one line, no newline).
  * Returns a string the caller frees with egress__free, NULL on ENOMEM. */
 char *egress__event_build(const egress_decision_t *d, const char *source);
+/* The same, printed into a per-thread buffer that stays valid until the
+ * thread's next event: no allocation for the text.  NULL when it does not
+ * fit (the caller then uses egress__event_build) or on ENOMEM. */
+const char *egress__event_print(const egress_decision_t *d, const char *source, size_t *len);
 /* egressctl's per-decision output object (see egress_decision_to_json). */
 char *egress__decision_json(const egress_decision_t *d);
 

@@ -261,17 +261,25 @@ static cJSON *json_host_port(const egress_decision_t *d) {
 }
 
 /* Prints @p root compactly into an egress__malloc() buffer and deletes it. */
+/* Most events fit this per-thread buffer: cJSON prints straight into it,
+ * sparing its growing buffer (and the large-block malloc that goes with it). */
+static _Thread_local char print_buf[8192];
+
+/* Print into print_buf; NULL when the tree does not fit (or on error). */
+static const char *print_tls(cJSON *root, size_t *len) {
+  if (!cJSON_PrintPreallocated(root, print_buf, (int)sizeof print_buf, false)) return NULL;
+  *len = strlen(print_buf);
+  return print_buf;
+}
+
 static char *print_and_delete(cJSON *root) {
-  /* Most events fit a small buffer: print straight into memory we own and
-   * skip cJSON's growing buffer and the copy after it. */
-  enum { FIRST_TRY = 4096 };
-  char *out = egress__malloc(FIRST_TRY);
-  if (out && cJSON_PrintPreallocated(root, out, FIRST_TRY, false)) {
+  char *out = NULL;
+  size_t len = 0;
+  const char *tls = print_tls(root, &len);
+  if (tls) {
     cJSON_Delete(root);
-    return out;
+    return egress__strndup(tls, len);
   }
-  egress__free(out);
-  out = NULL;
   char *text = cJSON_PrintUnformatted(root);
   cJSON_Delete(root);
   if (!text) return NULL;
@@ -362,8 +370,7 @@ fail:
 /* The CloudEvent                                                            */
 /* ------------------------------------------------------------------------ */
 
-char *egress__event_build(const egress_decision_t *d, const char *source) {
-  if (!d) return NULL;
+static cJSON *event_tree(const egress_decision_t *d, const char *source) {
   cJSON *root = cJSON_CreateObject();
   if (!root) return NULL;
   cJSON *data = cJSON_CreateObject();
@@ -405,12 +412,26 @@ char *egress__event_build(const egress_decision_t *d, const char *source) {
            json_str(d->special_version ? d->special_version : egress__special_version)))
     goto fail;
   if (d->url && !add(data, "url", json_str(d->url))) goto fail;
-
-  return print_and_delete(root);
+  return root;
 
 fail:
   cJSON_Delete(root);
   return NULL;
+}
+
+char *egress__event_build(const egress_decision_t *d, const char *source) {
+  if (!d) return NULL;
+  cJSON *root = event_tree(d, source);
+  return root ? print_and_delete(root) : NULL;
+}
+
+const char *egress__event_print(const egress_decision_t *d, const char *source, size_t *len) {
+  if (!d || !len) return NULL;
+  cJSON *root = event_tree(d, source);
+  if (!root) return NULL;
+  const char *text = print_tls(root, len);
+  cJSON_Delete(root);
+  return text;
 }
 
 /* ------------------------------------------------------------------------ */
