@@ -139,6 +139,20 @@ static bool append(cJSON *arr, cJSON *item) {
   return true;
 }
 
+/* Decimal digits of @p v at @p p, at least @p width of them; returns the
+ * end.  snprintf costs more than the rest of an event field. */
+static char *put_uint(char *p, unsigned long long v, int width) {
+  char tmp[24];
+  int n = 0;
+  do {
+    tmp[n++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  while (n < width) tmp[n++] = '0';
+  while (n) *p++ = tmp[--n];
+  return p;
+}
+
 /* Milliseconds rounded to microseconds: three decimals say all a timing can
  * mean, and keep "%1.15g" from printing 0.12300000000000001.  Non-finite or
  * negative timings (a clock step) become 0 rather than a JSON null that
@@ -150,7 +164,11 @@ static cJSON *json_ms(double ms) {
    * reads them back with sscanf, which dominates the cost of an event. */
   long long micros = (long long)(ms * 1000.0 + 0.5);
   char buf[32];
-  int n = snprintf(buf, sizeof buf, "%lld.%03lld", micros / 1000, micros % 1000);
+  char *e = put_uint(buf, (unsigned long long)(micros / 1000), 1);
+  *e++ = '.';
+  e = put_uint(e, (unsigned long long)(micros % 1000), 3);
+  *e = '\0';
+  int n = (int)(e - buf);
   /* "1.500" -> "1.5", "2.000" -> "2": the shortest form, as %g would give. */
   while (n > 0 && buf[n - 1] == '0') buf[--n] = '\0';
   if (n > 0 && buf[n - 1] == '.') buf[--n] = '\0';
@@ -244,11 +262,15 @@ static char *host_port(const egress_decision_t *d) {
   size_t cap = dl + 32;
   char *buf = egress__malloc(cap);
   if (!buf) return NULL;
-  int n = snprintf(buf, cap, bracket ? "[%s]:%ld" : "%s:%ld", dest, (long)d->port);
-  if (n < 0 || (size_t)n >= cap) {
-    egress__free(buf);
-    return NULL;
-  }
+  char *p = buf;
+  if (bracket) *p++ = '[';
+  memcpy(p, dest, dl);
+  p += dl;
+  if (bracket) *p++ = ']';
+  *p++ = ':';
+  if (d->port < 0) *p++ = '-';
+  p = put_uint(p, (unsigned long long)(d->port < 0 ? -(long long)d->port : d->port), 1);
+  *p = '\0';
   return buf;
 }
 
@@ -353,11 +375,23 @@ egress_status_t egress__event_stamp(egress_decision_t *d) {
 
   if (clock_gettime(CLOCK_REALTIME, &ts) != 0 || !gmtime_r(&ts.tv_sec, &tm))
     goto fail;
-  int n = snprintf(d->time_rfc3339, sizeof d->time_rfc3339,
-                   "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-                   tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                   (long)(ts.tv_nsec / 1000000));
-  if (n < 0 || (size_t)n >= sizeof d->time_rfc3339) goto fail;
+  if (tm.tm_year + 1900 < 0 || tm.tm_year + 1900 > 9999) goto fail;
+  char *t = d->time_rfc3339;   /* YYYY-MM-DDTHH:MM:SS.mmmZ, 24 characters */
+  t = put_uint(t, (unsigned)(tm.tm_year + 1900), 4);
+  *t++ = '-';
+  t = put_uint(t, (unsigned)(tm.tm_mon + 1), 2);
+  *t++ = '-';
+  t = put_uint(t, (unsigned)tm.tm_mday, 2);
+  *t++ = 'T';
+  t = put_uint(t, (unsigned)tm.tm_hour, 2);
+  *t++ = ':';
+  t = put_uint(t, (unsigned)tm.tm_min, 2);
+  *t++ = ':';
+  t = put_uint(t, (unsigned)tm.tm_sec, 2);
+  *t++ = '.';
+  t = put_uint(t, (unsigned long long)(ts.tv_nsec / 1000000), 3);
+  *t++ = 'Z';
+  *t = '\0';
   return EGRESS_OK;
 
 fail:

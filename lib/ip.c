@@ -134,10 +134,17 @@ void egress__ip_format(const egress__ip_t *ip, char *buf, size_t buflen) {
   if (!buf || buflen == 0) return;
   buf[0] = '\0';
   if (!ip) return;
-  if (ip->family == 4)
-    snprintf(buf, buflen, "%u.%u.%u.%u", ip->bytes[0], ip->bytes[1], ip->bytes[2],
-             ip->bytes[3]);
-  else if (ip->family == 6)
+  if (ip->family == 4 && buflen >= 16) {
+    /* By hand: this runs for every address of every decision with text. */
+    char *p = buf;
+    for (int i = 0; i < 4; i++) {
+      unsigned v = ip->bytes[i];
+      if (v >= 100) *p++ = (char)('0' + v / 100);
+      if (v >= 10) *p++ = (char)('0' + v / 10 % 10);
+      *p++ = (char)('0' + v % 10);
+      *p++ = i < 3 ? '.' : '\0';
+    }
+  } else if (ip->family == 6)
     format6(ip->bytes, buf, buflen);
 }
 
