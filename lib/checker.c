@@ -599,6 +599,40 @@ static const egress__rule_t *path_rule(const egress_policy_t *p, const egress__h
   return NULL;
 }
 
+/* Decimal digits of v at p; returns the end.  (snprintf costs more than
+ * the rest of building these strings.) */
+static char *put_decimal(char *p, size_t v) {
+  char tmp[24];
+  int n = 0;
+  do {
+    tmp[n++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  while (n) *p++ = tmp[--n];
+  return p;
+}
+
+static char *put_text(char *p, const char *s, size_t n) {
+  memcpy(p, s, n);
+  return p + n;
+}
+
+/* The allowed message, "allowed by egressAllowlist[N]", built by hand: it
+ * is the message of nearly every check. */
+static void allowed_message(egress_decision_t *d, const egress__rule_t *rule, bool filtered) {
+  static const char head[] = "allowed by egressAllowlist[";
+  static const char tail[] = " (forbidden addresses filtered out)";
+  if (d->lean || d->borrow) return;
+  char buf[sizeof head + sizeof tail + 24];
+  char *p = put_text(buf, head, sizeof head - 1);
+  p = put_decimal(p, rule->index);
+  *p++ = ']';
+  if (filtered) p = put_text(p, tail, sizeof tail - 1);
+  *p = '\0';
+  egress__free(d->message);
+  d->message = egress__strndup(buf, (size_t)(p - buf));
+}
+
 static void check_literal(const egress_policy_t *p, const egress_options_t *o,
                           egress_decision_t *d, uint16_t port, const char *path) {
   const egress__ip_t *ip = &d->host.ip;
@@ -655,26 +689,34 @@ static void check_literal(const egress_policy_t *p, const egress_options_t *o,
   m.allowing = by_path;
   a->verdict = EGRESS_VERDICT_ALLOW;
   a->reason = EGRESS_REASON_NONE;
-  decide(d, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE, m.allowing, "allowed by %s[%zu]",
-         m.allowing->list == EGRESS_LIST_ALLOW ? "egressAllowlist" : "egressDenylist",
-         m.allowing->index);
+  decide(d, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE, m.allowing, NULL);
+  allowed_message(d, m.allowing, false);
 }
 
+/* "host:port:addr,[v6addr]" for CURLOPT_RESOLVE: the vetted addresses only. */
 static bool build_curl_resolve(egress_decision_t *d, uint16_t port) {
   size_t cap = d->host.len + 8 + d->naddrs * (EGRESS__IPSTR_MAX + 3);
   char *s = egress__malloc(cap);
   if (!s) return false;
-  size_t o = (size_t)snprintf(s, cap, "%s:%u:", d->host.text, port);
+  char *p = put_text(s, d->host.text, d->host.len);
+  *p++ = ':';
+  p = put_decimal(p, port);
+  *p++ = ':';
   bool first = true;
   for (size_t i = 0; i < d->naddrs; i++) {
     const egress__addr_verdict_t *a = &d->addrs[i];
     if (a->verdict != EGRESS_VERDICT_ALLOW) continue;
-    o += (size_t)snprintf(s + o, cap - o, a->ip.family == 6 ? "%s[%s]" : "%s%s", first ? "" : ",", a->text);
+    if (!first) *p++ = ',';
+    if (a->ip.family == 6) *p++ = '[';
+    p = put_text(p, a->text, strlen(a->text));
+    if (a->ip.family == 6) *p++ = ']';
     first = false;
   }
+  *p = '\0';
   d->curl_resolve = s;
   return true;
 }
+
 
 static void check_name(egress_checker_t *c, const egress_policy_t *p, egress_decision_t *d,
                        uint16_t port, const char *path) {
@@ -762,8 +804,8 @@ static void check_name(egress_checker_t *c, const egress_policy_t *p, egress_dec
     decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, rule, NULL);
     goto done;
   }
-  decide(d, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE, rule, "allowed by egressAllowlist[%zu]%s",
-         rule->index, first_bad ? " (forbidden addresses filtered out)" : "");
+  decide(d, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE, rule, NULL);
+  allowed_message(d, rule, first_bad != NULL);
 done:
   egress__answer_clear(&ans);
 }
