@@ -599,19 +599,6 @@ static const egress__rule_t *path_rule(const egress_policy_t *p, const egress__h
   return NULL;
 }
 
-/* Decimal digits of v at p; returns the end.  (snprintf costs more than
- * the rest of building these strings.) */
-static char *put_decimal(char *p, size_t v) {
-  char tmp[24];
-  int n = 0;
-  do {
-    tmp[n++] = (char)('0' + v % 10);
-    v /= 10;
-  } while (v);
-  while (n) *p++ = tmp[--n];
-  return p;
-}
-
 static char *put_text(char *p, const char *s, size_t n) {
   memcpy(p, s, n);
   return p + n;
@@ -625,7 +612,7 @@ static void allowed_message(egress_decision_t *d, const egress__rule_t *rule, bo
   if (d->lean || d->borrow) return;
   char buf[sizeof head + sizeof tail + 24];
   char *p = put_text(buf, head, sizeof head - 1);
-  p = put_decimal(p, rule->index);
+  p = egress__put_uint(p, rule->index, 1);
   *p++ = ']';
   if (filtered) p = put_text(p, tail, sizeof tail - 1);
   *p = '\0';
@@ -700,7 +687,7 @@ static bool build_curl_resolve(egress_decision_t *d, uint16_t port) {
   if (!s) return false;
   char *p = put_text(s, d->host.text, d->host.len);
   *p++ = ':';
-  p = put_decimal(p, port);
+  p = egress__put_uint(p, port, 1);
   *p++ = ':';
   bool first = true;
   for (size_t i = 0; i < d->naddrs; i++) {

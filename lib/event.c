@@ -139,20 +139,6 @@ static bool append(cJSON *arr, cJSON *item) {
   return true;
 }
 
-/* Decimal digits of @p v at @p p, at least @p width of them; returns the
- * end.  snprintf costs more than the rest of an event field. */
-static char *put_uint(char *p, unsigned long long v, int width) {
-  char tmp[24];
-  int n = 0;
-  do {
-    tmp[n++] = (char)('0' + v % 10);
-    v /= 10;
-  } while (v);
-  while (n < width) tmp[n++] = '0';
-  while (n) *p++ = tmp[--n];
-  return p;
-}
-
 /* Milliseconds rounded to microseconds: three decimals say all a timing can
  * mean, and keep "%1.15g" from printing 0.12300000000000001.  Non-finite or
  * negative timings (a clock step) become 0 rather than a JSON null that
@@ -164,9 +150,9 @@ static cJSON *json_ms(double ms) {
    * reads them back with sscanf, which dominates the cost of an event. */
   long long micros = (long long)(ms * 1000.0 + 0.5);
   char buf[32];
-  char *e = put_uint(buf, (unsigned long long)(micros / 1000), 1);
+  char *e = egress__put_uint(buf, (unsigned long long)(micros / 1000), 1);
   *e++ = '.';
-  e = put_uint(e, (unsigned long long)(micros % 1000), 3);
+  e = egress__put_uint(e, (unsigned long long)(micros % 1000), 3);
   *e = '\0';
   int n = (int)(e - buf);
   /* "1.500" -> "1.5", "2.000" -> "2": the shortest form, as %g would give. */
@@ -178,15 +164,11 @@ static cJSON *json_ms(double ms) {
 /* Integers as raw JSON numbers, for the same reason. */
 static cJSON *json_int(long long v) {
   char buf[24];
-  char *p = buf + sizeof buf;
-  unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-  *--p = '\0';
-  do {
-    *--p = (char)('0' + u % 10);
-    u /= 10;
-  } while (u);
-  if (v < 0) *--p = '-';
-  return cJSON_CreateRaw(p);
+  char *p = buf;
+  if (v < 0) *p++ = '-';
+  p = egress__put_uint(p, v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v, 1);
+  *p = '\0';
+  return cJSON_CreateRaw(buf);
 }
 
 static const char *verdict_name(egress_verdict_t v) {
@@ -269,7 +251,7 @@ static char *host_port(const egress_decision_t *d) {
   if (bracket) *p++ = ']';
   *p++ = ':';
   if (d->port < 0) *p++ = '-';
-  p = put_uint(p, (unsigned long long)(d->port < 0 ? -(long long)d->port : d->port), 1);
+  p = egress__put_uint(p, (unsigned long long)(d->port < 0 ? -(long long)d->port : d->port), 1);
   *p = '\0';
   return buf;
 }
@@ -377,19 +359,19 @@ egress_status_t egress__event_stamp(egress_decision_t *d) {
     goto fail;
   if (tm.tm_year + 1900 < 0 || tm.tm_year + 1900 > 9999) goto fail;
   char *t = d->time_rfc3339;   /* YYYY-MM-DDTHH:MM:SS.mmmZ, 24 characters */
-  t = put_uint(t, (unsigned)(tm.tm_year + 1900), 4);
+  t = egress__put_uint(t, (unsigned)(tm.tm_year + 1900), 4);
   *t++ = '-';
-  t = put_uint(t, (unsigned)(tm.tm_mon + 1), 2);
+  t = egress__put_uint(t, (unsigned)(tm.tm_mon + 1), 2);
   *t++ = '-';
-  t = put_uint(t, (unsigned)tm.tm_mday, 2);
+  t = egress__put_uint(t, (unsigned)tm.tm_mday, 2);
   *t++ = 'T';
-  t = put_uint(t, (unsigned)tm.tm_hour, 2);
+  t = egress__put_uint(t, (unsigned)tm.tm_hour, 2);
   *t++ = ':';
-  t = put_uint(t, (unsigned)tm.tm_min, 2);
+  t = egress__put_uint(t, (unsigned)tm.tm_min, 2);
   *t++ = ':';
-  t = put_uint(t, (unsigned)tm.tm_sec, 2);
+  t = egress__put_uint(t, (unsigned)tm.tm_sec, 2);
   *t++ = '.';
-  t = put_uint(t, (unsigned long long)(ts.tv_nsec / 1000000), 3);
+  t = egress__put_uint(t, (unsigned long long)(ts.tv_nsec / 1000000), 3);
   *t++ = 'Z';
   *t = '\0';
   return EGRESS_OK;

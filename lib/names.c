@@ -68,3 +68,15 @@ const char *egress_outcome_name(egress_outcome_t outcome) {
 }
 
 const char *egress_version(void) { return EGRESS_VERSION_STRING; }
+
+char *egress__put_uint(char *p, unsigned long long v, int width) {
+  char tmp[24];
+  int n = 0;
+  do {
+    tmp[n++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  while (n < width && n < (int)sizeof tmp) tmp[n++] = '0';
+  while (n) *p++ = tmp[--n];
+  return p;
+}
