@@ -177,6 +177,10 @@ egress_status_t egress__resolver_new(const egress_options_t *opts, egress__resol
     }
     r->env_hosts = true;
     snprintf(r->lookups, sizeof r->lookups, "%s", r->servers ? "fb" : "f");
+  } else if (r->servers) {
+    /* Servers named explicitly are the only source: the system's
+     * /etc/hosts is not consulted behind the operator's back. */
+    snprintf(r->lookups, sizeof r->lookups, "b");
   }
   /* Build one channel now so that a bad configuration fails here, not on
    * the first check. */

@@ -348,6 +348,31 @@ static void test_localhost_is_loopback(void) {
   teardown(&f);
 }
 
+/* With DNS servers named explicitly, the system hosts file is not a source:
+ * a name it lists must still come from the servers. */
+static void test_servers_only(void) {
+  char line[512], name[256] = "";
+  FILE *f = fopen("/etc/hosts", "r");
+  while (f && fgets(line, sizeof line, f)) {
+    char addr[128], first[256];
+    if (line[0] == '#' || sscanf(line, "%127s %255s", addr, first) != 2) continue;
+    if (strcmp(first, "localhost") && !strstr(first, ".localhost") && strlen(first) > 3) {
+      snprintf(name, sizeof name, "%s", first);
+      break;
+    }
+  }
+  if (f) fclose(f);
+  if (!name[0]) snprintf(name, sizeof name, "ip6-loopback");  /* Debian's default entry */
+  const char *allow[] = {"*"};
+  fixture_t fx;
+  setup(&fx, allow, 1, NULL, 0);
+  egress_dns_reset(dns);
+  egress_dns_set_rcode(dns, name, EGRESS_DNS_NXDOMAIN);
+  expect(&fx, name, 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NO_SUCH_HOST);
+  CU_ASSERT(egress_dns_query_count(dns, name) > 0);
+  teardown(&fx);
+}
+
 static void test_deny_list_on_addresses(void) {
   const char *allow[] = {"**.example.com", "0.0.0.0/0"};
   const char *deny[] = {"93.184.216.0/24", "bad.example.com", "[2606:4700::]/32:443"};
@@ -448,6 +473,7 @@ static CU_TestInfo resolve_tests[] = {
     {"private ranges open only when named", test_private_range_opened_by_name},
     {"deny-list CIDRs apply to resolved and embedded addresses", test_deny_list_on_addresses},
     {"localhost and *.localhost are loopback without a query", test_localhost_is_loopback},
+    {"named DNS servers are the only source (no /etc/hosts)", test_servers_only},
     {"CNAME chains and answers with 100+ addresses", test_cname_and_big_answers},
     CU_TEST_INFO_NULL,
 };
