@@ -451,15 +451,15 @@ static void decide(egress_decision_t *d, egress_outcome_t outcome, egress_reason
     d->rule_index = rule->index;
   }
   if (d->lean) return;
-  if (d->borrow) {
-    /* The event is built before the policy reference is dropped. */
-    if (rule) d->rule_text = (char *)rule->text;
-    return;
-  }
   if (rule) {
-    egress__free(d->rule_text);
-    d->rule_text = egress__strdup(rule->text);
+    if (d->borrowed) {
+      d->rule_text = (char *)rule->text;   /* the policy outlives the decision's use */
+    } else {
+      egress__free(d->rule_text);
+      d->rule_text = egress__strdup(rule->text);
+    }
   }
+  if (d->borrow) return;   /* event only: no message */
   egress__free(d->message);
   d->message = NULL;
   if (fmt) {
@@ -853,9 +853,12 @@ static void check_into(egress_checker_t *c, const egress_policy_t *p, egress_dec
 }
 
 static bool copy_context(egress_decision_t *d, const char *host, const egress_request_t *req) {
-  if (d->borrow) {
-    d->destination = (char *)host;   /* the caller's, valid during the check */
-    return !req;
+  if (d->borrowed) {
+    /* The caller's strings, valid for as long as the decision is used. */
+    d->destination = (char *)host;
+    if (req)
+      for (int i = 0; i < EGRESS__FIELD_COUNT; i++) d->field[i] = req->field[i];
+    return true;
   }
   if (host && !(d->destination = egress__strdup(host))) return false;
   if (req)
@@ -949,6 +952,11 @@ static egress_status_t run_check(egress_checker_t *c, const char *host, int32_t 
    * and replace the thread's slot: hold a reference of our own then. */
   bool own = c->opts.event_cb != NULL;
   egress_policy_t *p = own ? policy_acquire(c) : policy_borrow(c);
+  /* Borrow strings only while something else keeps them alive past the
+   * check: the thread's policy slot (not our own, dropped below) and the
+   * caller of egress_check / the sync binding path, which use the decision
+   * before their arguments go away. */
+  d->borrowed = d->borrow || (want == RUN_TEXT && !own);
   egress_status_t st = EGRESS_OK;
   if (!d->lean && !copy_context(d, host, req)) {
     decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL, NULL);
@@ -969,10 +977,6 @@ egress_verdict_t egress_check(egress_checker_t *checker, const char *host, uint1
   memset(&d, 0, EGRESS__DECISION_ZERO_SIZE);
   egress_status_t st = run_check(checker, host, port, NULL, NULL, &d, RUN_LEAN);
   egress_verdict_t verdict = st == EGRESS_OK ? d.verdict : EGRESS_VERDICT_DENY;
-  if (d.borrow) {
-    d.rule_text = NULL;     /* borrowed from the policy and the caller */
-    d.destination = NULL;
-  }
   egress__decision_release(&d);
   return verdict;
 }

@@ -38,13 +38,15 @@ egress_status_t egress_request_set(egress_request_t *req, egress_field_t field,
 
 void egress__decision_release(egress_decision_t *d) {
   egress__free(d->message);
-  egress__free(d->destination);
   egress__free(d->url);
-  egress__free(d->rule_text);
+  if (!d->borrowed) {
+    egress__free(d->destination);
+    egress__free(d->rule_text);
+    for (int i = 0; i < EGRESS__FIELD_COUNT; i++) egress__free(d->field[i]);
+  }
   if (d->addrs != d->inline_addrs) egress__free(d->addrs);
   egress__free(d->curl_resolve);
   egress__free(d->event_json);
-  for (int i = 0; i < EGRESS__FIELD_COUNT; i++) egress__free(d->field[i]);
 }
 
 void egress__decision_clear(egress_decision_t *d) {

@@ -310,8 +310,11 @@ struct egress_decision {
   bool lean;                        /* egress_check with no sink: nobody reads
                                        text, so none is made (hot path) */
   bool borrow;                      /* egress_check with a sink: only the event
-                                       is read, during the check: rule_text and
-                                       destination are borrowed, no message */
+                                       is read, during the check: no message */
+  bool borrowed;                    /* rule_text, destination and field[] point
+                                       into the policy (held by the thread's
+                                       policy slot) and the caller's strings:
+                                       release leaves them alone */
   /* Large members last: a check on the stack zeroes only what comes before
    * them (EGRESS__DECISION_ZERO_SIZE); they are written before being read. */
   char policy_digest[65];           /* set by every check ("" when none) */
