@@ -49,14 +49,14 @@ void egress__decision_release(egress_decision_t *d) {
   egress__free(d->event_json);
 }
 
-void egress__decision_clear(egress_decision_t *d) {
+static void decision_clear(egress_decision_t *d) {
   egress__decision_release(d);
   memset(d, 0, sizeof *d);
 }
 
 void egress_decision_free(egress_decision_t *d) {
   if (!d) return;
-  egress__decision_clear(d);
+  decision_clear(d);
   egress__free(d);
 }
 

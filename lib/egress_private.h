@@ -220,10 +220,6 @@ void egress__match_ip(const egress__matcher_t *m, const egress__ip_t *ip,
 /* ------------------------------------------------------------------------ */
 /* policy.c                                                                  */
 /* ------------------------------------------------------------------------ */
-/* Read a whole file (bounded); *data is NUL-terminated, free with egress__free. */
-egress_status_t egress__read_file(const char *path, char **data, size_t *len,
-                                  char *errbuf, size_t errlen);
-
 struct egress_policy {
   atomic_long refs;
   egress__rule_t *rules[2];        /* [EGRESS_LIST_ALLOW], [EGRESS_LIST_DENY] */
@@ -326,8 +322,6 @@ struct egress_decision {
 
 #define EGRESS__DECISION_ZERO_SIZE offsetof(struct egress_decision, policy_digest)
 
-/* Free what a decision owns and zero it (for decisions on the stack). */
-void egress__decision_clear(egress_decision_t *d);
 /* Free what a decision owns, leaving the struct itself as garbage. */
 void egress__decision_release(egress_decision_t *d);
 

@@ -316,7 +316,7 @@ done:
   return st;
 }
 
-egress_status_t egress__read_file(const char *path, char **data, size_t *len, char *errbuf,
+static egress_status_t read_file(const char *path, char **data, size_t *len, char *errbuf,
                                   size_t errlen) {
   egress_status_t st = EGRESS_EIO;
   char *buf = NULL;
@@ -372,7 +372,7 @@ egress_status_t egress_policy_from_file(const char *path, egress_policy_t **out,
   size_t len = 0;
   if (!out) return egress__errf(errbuf, errlen, EGRESS_EINVAL, "out must not be NULL");
   *out = NULL;
-  egress_status_t st = egress__read_file(path, &data, &len, errbuf, errlen);
+  egress_status_t st = read_file(path, &data, &len, errbuf, errlen);
   if (st != EGRESS_OK) return st;
   char inner[EGRESS_ERRBUF_SIZE];
   st = egress_policy_from_json(data, len, out, inner, sizeof inner);

@@ -329,7 +329,7 @@ static void run_until_done(ares_channel ch, lookup_state_t *s, double deadline) 
   }
 }
 
-egress__dns_result_t egress__dns_result_of(int ares_status) {
+static egress__dns_result_t dns_result_of(int ares_status) {
   switch (ares_status) {
     case ARES_SUCCESS: return EGRESS__DNS_OK;
     case ARES_ENOTFOUND:
@@ -394,7 +394,7 @@ egress_status_t egress__resolve(egress__resolver_t *r, const char *name, egress_
   if (s.nomem) {
     ans->result = EGRESS__DNS_NOMEM;
   } else {
-    ans->result = egress__dns_result_of(s.status);
+    ans->result = dns_result_of(s.status);
     /* With only a hosts file to consult, c-ares 1.18 ends a lookup that
      * found nothing with ARES_ECONNREFUSED: there is no server to fail, so
      * the name simply does not exist. */

@@ -49,7 +49,6 @@ static inline void egress__answer_reset(egress__answer_t *ans) {
   ans->ms = 0;
   ans->cached = false;
 }
-egress__dns_result_t egress__dns_result_of(int ares_status);
 
 /* cache.c */
 typedef struct egress__cache egress__cache_t;

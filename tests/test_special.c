@@ -710,6 +710,44 @@ static void test_teredo(void) {
   expect_none("2001:100:7f00:1::", NULL, 0);
 }
 
+/* The first-16-bit bitmap shortcut must answer exactly as the full table
+ * search: every /16 that starts or ends a block, its neighbours, and random
+ * addresses in both families. */
+static void expect_same(const egress__ip_t *ip, int *bad) {
+  egress__special_info_t fast, slow;
+  egress__special_classify(ip, &fast);
+  egress__special_classify_slow(ip, &slow);
+  if (fast.global != slow.global || fast.block != slow.block || fast.open_len != slow.open_len) (*bad)++;
+}
+
+static void test_shortcut_matches_table(void) {
+  int bad = 0;
+  unsigned long long seed = 0x9e3779b97f4a7c15ULL;
+  for (size_t i = 0; i < egress__special_block_count; i++) {
+    const egress__prefix_t *p = &egress__special_blocks[i].prefix;
+    for (int delta = -2; delta <= 2; delta++) {
+      egress__ip_t ip = p->addr;
+      unsigned v = ((unsigned)ip.bytes[0] << 8 | ip.bytes[1]) + (unsigned)(delta + 65536);
+      ip.bytes[0] = (uint8_t)(v >> 8);
+      ip.bytes[1] = (uint8_t)v;
+      expect_same(&ip, &bad);
+      ip.bytes[ip.family == 6 ? 15 : 3] ^= 0xff;
+      expect_same(&ip, &bad);
+    }
+  }
+  for (int i = 0; i < 200000; i++) {
+    egress__ip_t ip;
+    memset(&ip, 0, sizeof ip);
+    ip.family = (i & 1) ? 6 : 4;
+    for (int b = 0; b < (ip.family == 6 ? 16 : 4); b++) {
+      seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+      ip.bytes[b] = (uint8_t)(seed >> 56);
+    }
+    expect_same(&ip, &bad);
+  }
+  CU_ASSERT_EQUAL(bad, 0);
+}
+
 static CU_TestInfo table_tests[] = {
   {"table rows well formed and sorted", test_table_well_formed},
   {"table holds exactly the registry and rule blocks", test_table_matches_registry},
@@ -725,6 +763,7 @@ static CU_TestInfo classify_tests[] = {
   {"open_len means inside the range", test_open_len_means_inside},
   {"hostile input", test_hostile_input},
   {"everything outside 2000::/3", test_outside_2000_3},
+  {"bitmap shortcut answers as the full table", test_shortcut_matches_table},
   CU_TEST_INFO_NULL,
 };
 
