@@ -435,6 +435,18 @@ static double mono_ms(void) {
   return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
 }
 
+/* The message text; short ones live in the decision itself.  NULL when out
+ * of memory (readers then fall back to the reason's message). */
+static void set_message(egress_decision_t *d, const char *text, size_t n) {
+  if (n < sizeof d->inline_message) {
+    memcpy(d->inline_message, text, n);
+    d->inline_message[n] = '\0';
+    d->message = d->inline_message;
+  } else {
+    d->message = egress__strndup(text, n);
+  }
+}
+
 /* Set the result; returns false only when the message could not be
  * allocated (the decision then still says what it should, without text). */
 static void decide(egress_decision_t *d, egress_outcome_t outcome, egress_reason_t reason,
@@ -460,15 +472,14 @@ static void decide(egress_decision_t *d, egress_outcome_t outcome, egress_reason
     }
   }
   if (d->borrow) return;   /* event only: no message */
-  egress__free(d->message);
-  d->message = NULL;
+  egress__decision_drop_message(d);
   if (fmt) {
     char buf[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    int n = vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
-    d->message = egress__strdup(buf);
+    set_message(d, buf, n < 0 ? 0 : (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
   }
 }
 
@@ -616,8 +627,8 @@ static void allowed_message(egress_decision_t *d, const egress__rule_t *rule, bo
   *p++ = ']';
   if (filtered) p = put_text(p, tail, sizeof tail - 1);
   *p = '\0';
-  egress__free(d->message);
-  d->message = egress__strndup(buf, (size_t)(p - buf));
+  egress__decision_drop_message(d);
+  set_message(d, buf, (size_t)(p - buf));
 }
 
 static void check_literal(const egress_policy_t *p, const egress_options_t *o,
@@ -683,7 +694,7 @@ static void check_literal(const egress_policy_t *p, const egress_options_t *o,
 /* "host:port:addr,[v6addr]" for CURLOPT_RESOLVE: the vetted addresses only. */
 static bool build_curl_resolve(egress_decision_t *d, uint16_t port) {
   size_t cap = d->host.len + 8 + d->naddrs * (EGRESS__IPSTR_MAX + 3);
-  char *s = egress__malloc(cap);
+  char *s = cap <= sizeof d->inline_curl ? d->inline_curl : egress__malloc(cap);
   if (!s) return false;
   char *p = put_text(s, d->host.text, d->host.len);
   *p++ = ':';
@@ -916,7 +927,7 @@ static void finish(egress_checker_t *c, egress_decision_t *d, const egress_polic
           d->outcome = EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE;
           d->reason = EGRESS_REASON_AUDIT_UNAVAILABLE;
           d->would_deny = true;
-          egress__free(d->message);
+          egress__decision_drop_message(d);
           d->message = egress__strdup("the decision event could not be delivered and audit is required");
           for (size_t i = 0; i < d->naddrs; i++) {
             d->addrs[i].verdict = EGRESS_VERDICT_DENY;

@@ -37,7 +37,7 @@ egress_status_t egress_request_set(egress_request_t *req, egress_field_t field,
 }
 
 void egress__decision_release(egress_decision_t *d) {
-  egress__free(d->message);
+  egress__decision_drop_message(d);
   egress__free(d->url);
   if (!d->borrowed) {
     egress__free(d->destination);
@@ -45,7 +45,7 @@ void egress__decision_release(egress_decision_t *d) {
     for (int i = 0; i < EGRESS__FIELD_COUNT; i++) egress__free(d->field[i]);
   }
   if (d->addrs != d->inline_addrs) egress__free(d->addrs);
-  egress__free(d->curl_resolve);
+  if (d->curl_resolve != d->inline_curl) egress__free(d->curl_resolve);
   egress__free(d->event_json);
 }
 

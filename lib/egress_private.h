@@ -318,9 +318,17 @@ struct egress_decision {
   char event_id[37];                /* UUID v4, set with the event */
   egress__host_t host;              /* canonical, when has_host */
   egress__addr_verdict_t inline_addrs[4]; /* small answers: no allocation */
+  char inline_message[96];          /* "allowed by ..." fits: no allocation */
+  char inline_curl[160];            /* a short curl resolve line, likewise */
 };
 
 #define EGRESS__DECISION_ZERO_SIZE offsetof(struct egress_decision, policy_digest)
+
+/* Drop the message, which may live in the decision itself. */
+static inline void egress__decision_drop_message(egress_decision_t *d) {
+  if (d->message != d->inline_message) egress__free(d->message);
+  d->message = NULL;
+}
 
 /* Free what a decision owns, leaving the struct itself as garbage. */
 void egress__decision_release(egress_decision_t *d);

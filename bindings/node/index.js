@@ -109,9 +109,32 @@ const VERDICTS = ['deny', 'allow'];
 const LISTS = ['allow', 'deny'];
 const S_COUNT = 8;
 
+// Split string fields by memo slot, with the tag the addon gave each.
+const MEMO_FIELDS = [];
+const MEMO_TAGS = [];
+
+function stringFields(packed) {
+  const n = NUMS;
+  const slot = n[13];
+  let s;
+  if (packed === undefined) {
+    // Same bytes as the slot held: reuse its fields if this is the store
+    // the addon means, else ask for the bytes again.
+    if (MEMO_TAGS[slot] === n[14]) return MEMO_FIELDS[slot];
+    s = native.lastPacked().split('\0');
+  } else {
+    s = packed.split('\0');
+  }
+  if (slot >= 0) {
+    MEMO_FIELDS[slot] = s;
+    MEMO_TAGS[slot] = n[14];
+  }
+  return s;
+}
+
 function buildDecision(packed) {
   const n = NUMS;
-  const s = packed.split('\0');
+  const s = stringFields(packed);
   const reasons = TABLES[0];
   const nulls = n[12];
   const outcome = n[1];
@@ -614,3 +637,17 @@ module.exports = {
     return TABLES[3];
   },
 };
+
+// For the tests only: make the builder hold stale fields under tags the
+// addon never gave, as if it had missed the addon's stores; a decision must
+// then still come out right (the tag check sends it to lastPacked()).
+Object.defineProperty(module.exports, '_poisonStringMemo', {
+  value() {
+    const stale = ['stale', 'stale.invalid', 'stale', '192.0.2.1', 'stale', 'stale', '', ''];
+    for (let i = 0; i < 64; i++) {
+      MEMO_FIELDS[i] = stale;
+      MEMO_TAGS[i] = -1;
+    }
+  },
+  enumerable: false,
+});

@@ -45,6 +45,8 @@ enum {
   N_MODE,
   N_ADDR_OVERFLOW, /* 1: per-address numbers follow the strings instead */
   N_NULLS,         /* bit i set: string field i is null */
+  N_MEMO_SLOT,     /* string memo slot of this decision, -1: none */
+  N_MEMO_TAG,      /* the slot's tag (see memo_t) */
   N_HEADER = 16,   /* then 3 numbers per address: verdict, reason, ttl */
 };
 
@@ -68,6 +70,26 @@ enum {
 #define MAX_POLICY (256u * 1024 * 1024) /* policy documents */
 #define HANDLE_MAGIC 0x6567726573736e64ull /* "egressnd" */
 
+/*
+ * Memo of packed string fields.  A worker checks the same few destinations
+ * over and over, and their string fields (message, host, rule text,
+ * addresses, curl resolve line) come out byte for byte the same every time:
+ * making the JS string and splitting it again costs more than the check.
+ * When the bytes equal what a slot last held, the addon returns no string
+ * and the builder reuses the fields it split for that slot.  Each store gets
+ * a new tag; the builder compares tags, so a slot it never saw filled can
+ * only cost a fresh copy (lastPacked), never a wrong field.
+ */
+#define MEMO_SLOTS 64
+#define MEMO_MAX_BYTES 1024
+
+typedef struct memo {
+  uint64_t tag;                  /* 0: empty */
+  uint64_t hash;
+  size_t len;
+  char bytes[MEMO_MAX_BYTES];
+} memo_t;
+
 typedef struct instance {
   napi_ref builder;     /* function (packed) -> decision object */
   napi_ref numbers;     /* the Float64Array */
@@ -76,6 +98,9 @@ typedef struct instance {
   char last_digest[65]; /* the builder remembers the digest last sent */
   char *buf;            /* packing buffer, reused */
   size_t buf_cap;
+  size_t buf_len;       /* bytes of the last decision packed */
+  uint64_t next_tag;
+  memo_t *memo;         /* MEMO_SLOTS, allocated with the instance */
 } instance_t;
 
 /* All fields but pending are touched on the JS thread only. */
@@ -269,9 +294,8 @@ static instance_t *instance(napi_env env) {
 
 static nchecker_t *get_checker(napi_env env, napi_value v) {
   void *p = NULL;
-  napi_valuetype t;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external ||
-      napi_get_value_external(env, v, &p) != napi_ok || !p ||
+  /* napi_get_value_external refuses anything but an external. */
+  if (napi_get_value_external(env, v, &p) != napi_ok || !p ||
       ((nchecker_t *)p)->magic != HANDLE_MAGIC) {
     throw_type(env, "not a checker handle");
     return NULL;
@@ -392,6 +416,49 @@ static bool reserve(instance_t *inst, size_t need) {
   return true;
 }
 
+/* The slot only has to spread destinations; memcmp decides equality.  Four
+ * words spread over the bytes (host, rule, addresses) are enough. */
+static uint64_t memo_hash(const char *p, size_t n) {
+  uint64_t h = 0x9e3779b97f4a7c15ull ^ n, w = 0;
+  if (n < 8) {
+    memcpy(&w, p, n);
+    return (h ^ w) * 0xff51afd7ed558ccdull;
+  }
+  const size_t at[4] = {n / 4, n / 2, n / 4 * 3, n - 8};
+  for (int i = 0; i < 4; i++) {
+    memcpy(&w, p + (at[i] + 8 <= n ? at[i] : n - 8), 8);
+    h = (h ^ w) * 0xff51afd7ed558ccdull;
+    h ^= h >> 29;
+  }
+  return h;
+}
+
+/* The packed fields in inst->buf as a JS string, or undefined when a memo
+ * slot already holds the same bytes (N_MEMO_SLOT/N_MEMO_TAG say which). */
+static napi_value packed_or_memo(napi_env env, instance_t *inst) {
+  napi_value v;
+  const char *b = inst->buf;
+  size_t len = inst->buf_len;
+  inst->nums[N_MEMO_SLOT] = -1;
+  if (inst->memo && len <= MEMO_MAX_BYTES) {
+    uint64_t h = memo_hash(b, len);
+    memo_t *m = &inst->memo[h % MEMO_SLOTS];
+    inst->nums[N_MEMO_SLOT] = (double)(size_t)(m - inst->memo);
+    if (m->tag && m->hash == h && m->len == len && !memcmp(m->bytes, b, len)) {
+      inst->nums[N_MEMO_TAG] = (double)m->tag;
+      NAPI_CHECK(env, napi_get_undefined(env, &v));
+      return v;
+    }
+    m->tag = ++inst->next_tag;
+    m->hash = h;
+    m->len = len;
+    memcpy(m->bytes, b, len);
+    inst->nums[N_MEMO_TAG] = (double)m->tag;
+  }
+  NAPI_CHECK(env, napi_create_string_utf8(env, b, len, &v));
+  return v;
+}
+
 /* Fill the number array from @p d and return the packed string fields. */
 static napi_value emit_packed(napi_env env, instance_t *inst, const egress_decision_t *d) {
   double *n = inst->nums;
@@ -473,9 +540,8 @@ static napi_value emit_packed(napi_env env, instance_t *inst, const egress_decis
       o += w;
     }
   }
-  napi_value packed;
-  NAPI_CHECK(env, napi_create_string_utf8(env, inst->buf, (size_t)(o - inst->buf), &packed));
-  return packed;
+  inst->buf_len = (size_t)(o - inst->buf);
+  return packed_or_memo(env, inst);
 }
 
 /* The decision object, through the JS builder (async completions). */
@@ -498,6 +564,7 @@ static void instance_free(napi_env env, void *data, void *hint) {
   if (inst->builder) napi_delete_reference(env, inst->builder);
   if (inst->numbers) napi_delete_reference(env, inst->numbers);
   free(inst->buf);
+  free(inst->memo);
   free(inst);
 }
 
@@ -523,6 +590,8 @@ static napi_value js_setup(napi_env env, napi_callback_info info) {
   if (!inst) return throw_status(env, EGRESS_ENOMEM, NULL);
   inst->nums = data;
   inst->nums_len = len;
+  /* Without the memo every decision simply carries its strings. */
+  inst->memo = calloc(MEMO_SLOTS, sizeof *inst->memo);
   if (napi_create_reference(env, argv[0], 1, &inst->builder) != napi_ok ||
       napi_create_reference(env, argv[1], 1, &inst->numbers) != napi_ok ||
       napi_set_instance_data(env, inst, instance_free, NULL) != napi_ok) {
@@ -753,10 +822,9 @@ fail:
 }
 
 static bool get_port(napi_env env, napi_value v, int32_t *port) {
-  napi_valuetype t;
   double d;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_number ||
-      napi_get_value_double(env, v, &d) != napi_ok) {
+  /* napi_get_value_double refuses anything but a number. */
+  if (napi_get_value_double(env, v, &d) != napi_ok) {
     throw_type(env, "port must be a number");
     return false;
   }
@@ -800,6 +868,17 @@ done:
   egress_request_free(req);
   if (host != small) free(host);
   return result;
+}
+
+/* lastPacked() -> the packed string fields of the last decision, for a
+ * builder whose memo slot does not hold the tag the addon named. */
+static napi_value js_last_packed(napi_env env, napi_callback_info info) {
+  (void)info;
+  instance_t *inst = instance(env);
+  napi_value v;
+  if (!inst || !inst->buf) return throw_type(env, "no decision was packed yet");
+  NAPI_CHECK(env, napi_create_string_utf8(env, inst->buf, inst->buf_len, &v));
+  return v;
 }
 
 /* checkUrlSync(handle, url, ctx) -> packed string fields (numbers filled) */
@@ -1056,6 +1135,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"reloadFile", js_reload_file}, {"policyInfo", js_policy_info},
       {"counters", js_counters},     {"metrics", js_metrics},
       {"close", js_close},           {"tables", js_tables},
+      {"lastPacked", js_last_packed},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value fn;

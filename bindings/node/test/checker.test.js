@@ -285,3 +285,68 @@ test('EgressDeniedError carries the decision', () => {
   assert.ok(e instanceof Error);
   c.close();
 });
+
+// The addon hands back no strings when a decision's string fields equal
+// what a memo slot holds; the builder then reuses that slot's fields.  Many
+// destinations (more than the 64 slots, so slots collide and are refilled),
+// interleaved with denials and a policy swap, must each keep their own text.
+test('string memo: interleaved destinations keep their own fields', () => {
+  const n = 300;
+  // Every fifth name resolves to a private address: denied, with its own text.
+  const addrOf = (i) => (i % 5 === 0 ? `10.0.${i >> 8}.${i & 255}` : `198.51.${i >> 8}.${i & 255}`);
+  const lines = [];
+  for (let i = 0; i < n; i++) lines.push(`${addrOf(i)} h${i}.memo.test`);
+  const memoHosts = writeFile(dir, 'memo-hosts', lines.join('\n') + '\n');
+  const c = new Checker({ policy: { egressAllowlist: ['*.memo.test', '203.0.113.0/24'] }, hostsFile: memoHosts });
+  let seed = 7;
+  const next = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff);
+  for (let round = 0; round < 4; round++) {
+    if (round === 2) c.setPolicy({ egressAllowlist: ['203.0.113.0/24', '**.memo.test'] });
+    const ruleText = round < 2 ? '*.memo.test' : '**.memo.test';
+    for (let k = 0; k < 3 * n; k++) {
+      const i = next() % n;
+      const name = `h${i}.memo.test`;
+      const d = c.checkSync(name, 443);
+      assert.equal(d.host, name);
+      assert.equal(d.addresses.length, 1);
+      assert.equal(d.addresses[0].address, addrOf(i));
+      assert.equal(d.matchedRule.text, ruleText);
+      assert.equal(d.policyDigest, c.policy().digest);
+      if (i % 5 === 0) {
+        assert.equal(d.verdict, 'deny');
+        assert.equal(d.reason, 'resolved_address_forbidden');
+        assert.equal(d.curlResolve, null);
+        assert.ok(d.message.includes(addrOf(i)), d.message);
+      } else {
+        assert.equal(d.verdict, 'allow');
+        assert.equal(d.curlResolve, `${name}:443:${addrOf(i)}`);
+        assert.equal(d.message, `allowed by egressAllowlist[${round < 2 ? 0 : 1}]`);
+      }
+      // A literal and a name outside the policy in between change every field.
+      const lit = c.checkSync(`203.0.113.${i & 255}`, 443);
+      assert.equal(lit.host, `203.0.113.${i & 255}`);
+      assert.equal(lit.addresses[0].address, `203.0.113.${i & 255}`);
+      const no = c.checkSync(`x${i}.other.test`, 443);
+      assert.equal(no.verdict, 'deny');
+      assert.equal(no.host, `x${i}.other.test`);
+      assert.ok(no.message.includes(`x${i}.other.test`), no.message);
+      assert.equal(no.matchedRule, null);
+    }
+  }
+  c.close();
+});
+
+test('string memo: a builder that missed a store recovers the fields', () => {
+  const c = checker();
+  const first = c.checkSync('api.example.com', 443);
+  for (let i = 0; i < 3; i++) {
+    egress._poisonStringMemo();
+    const d = c.checkSync('api.example.com', 443);
+    assert.deepEqual({ ...d, latencyMs: 0, dnsMs: 0, addresses: d.addresses.map((a) => ({ ...a, ttl: 0 })) },
+      { ...first, latencyMs: 0, dnsMs: 0, addresses: first.addresses.map((a) => ({ ...a, ttl: 0 })) });
+    const other = c.checkSync('files.example.com', 8443);
+    assert.equal(other.host, 'files.example.com');
+    assert.equal(other.curlResolve, 'files.example.com:8443:93.184.216.35');
+  }
+  c.close();
+});
