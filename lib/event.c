@@ -72,20 +72,22 @@ static size_t utf8_seq(const unsigned char *s, size_t len, size_t *bad) {
   return need;
 }
 
-/* A cJSON string holding @p s (NUL-terminated) with ill-formed UTF-8
- * replaced; a JSON null when @p s is NULL.  NULL on allocation failure. */
-static cJSON *json_str_as(const char *s, bool borrow) {
-  if (!s) return cJSON_CreateNull();
-
-  const unsigned char *u = (const unsigned char *)s;
-  size_t len = strlen(s), i = 0, bad;
+/* How many leading bytes of s[0..len) are well-formed UTF-8. */
+static size_t utf8_valid_prefix(const unsigned char *u, size_t len) {
+  size_t i = 0, bad;
   while (i < len) {
     size_t n = utf8_seq(u + i, len - i, &bad);
     if (!n) break;
     i += n;
   }
-  if (i == len) return borrow ? cJSON_CreateStringReference(s) : cJSON_CreateString(s);
+  return i;
+}
 
+/* A copy of s[0..len) with ill-formed UTF-8 replaced by U+FFFD, the first
+ * @p valid bytes known good; egress__malloc'd, NULL on ENOMEM. */
+static char *utf8_cleaned(const char *s, size_t len, size_t valid) {
+  const unsigned char *u = (const unsigned char *)s;
+  size_t i = valid, bad;
   /* Each replaced byte run (>= 1 byte) becomes 3 bytes of U+FFFD. */
   if (len > (SIZE_MAX - 1) / 3) return NULL;
   char *clean = egress__malloc(len * 3 + 1);
@@ -105,6 +107,18 @@ static cJSON *json_str_as(const char *s, bool borrow) {
     }
   }
   clean[o] = '\0';
+  return clean;
+}
+
+/* A cJSON string holding @p s (NUL-terminated) with ill-formed UTF-8
+ * replaced; a JSON null when @p s is NULL.  NULL on allocation failure. */
+static cJSON *json_str_as(const char *s, bool borrow) {
+  if (!s) return cJSON_CreateNull();
+  size_t len = strlen(s);
+  size_t valid = utf8_valid_prefix((const unsigned char *)s, len);
+  if (valid == len) return borrow ? cJSON_CreateStringReference(s) : cJSON_CreateString(s);
+  char *clean = utf8_cleaned(s, len, valid);
+  if (!clean) return NULL;
   cJSON *item = cJSON_CreateString(clean);
   egress__free(clean);
   return item;
@@ -142,14 +156,18 @@ static bool append(cJSON *arr, cJSON *item) {
 /* Milliseconds rounded to microseconds: three decimals say all a timing can
  * mean, and keep "%1.15g" from printing 0.12300000000000001.  Non-finite or
  * negative timings (a clock step) become 0 rather than a JSON null that
- * would change the field's type. */
-static cJSON *json_ms(double ms) {
+ * would change the field's type.  Printed here as fixed point: cJSON prints
+ * doubles with "%1.15g" and reads them back with sscanf, which dominates
+ * the cost of an event.  NUMBUF_MAX bytes are enough. */
+#define NUMBUF_MAX 32
+
+static void format_ms(double ms, char *buf) {
   if (!isfinite(ms) || ms < 0) ms = 0;
-  if (ms >= 1e12) return cJSON_CreateNumber(ms);
-  /* Printed here as fixed point: cJSON prints doubles with "%1.15g" and
-   * reads them back with sscanf, which dominates the cost of an event. */
+  if (ms >= 1e12) {
+    snprintf(buf, NUMBUF_MAX, "%1.15g", ms);
+    return;
+  }
   long long micros = (long long)(ms * 1000.0 + 0.5);
-  char buf[32];
   char *e = egress__put_uint(buf, (unsigned long long)(micros / 1000), 1);
   *e++ = '.';
   e = egress__put_uint(e, (unsigned long long)(micros % 1000), 3);
@@ -158,16 +176,19 @@ static cJSON *json_ms(double ms) {
   /* "1.500" -> "1.5", "2.000" -> "2": the shortest form, as %g would give. */
   while (n > 0 && buf[n - 1] == '0') buf[--n] = '\0';
   if (n > 0 && buf[n - 1] == '.') buf[--n] = '\0';
-  return cJSON_CreateRaw(buf);
 }
 
 /* Integers as raw JSON numbers, for the same reason. */
-static cJSON *json_int(long long v) {
-  char buf[24];
+static void format_int(long long v, char *buf) {
   char *p = buf;
   if (v < 0) *p++ = '-';
   p = egress__put_uint(p, v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v, 1);
   *p = '\0';
+}
+
+static cJSON *json_int(long long v) {
+  char buf[NUMBUF_MAX];
+  format_int(v, buf);
   return cJSON_CreateRaw(buf);
 }
 
@@ -231,19 +252,22 @@ fail:
 /* "host:port" with the destination as given; an IPv6 literal given without
  * brackets is bracketed so the port stays unambiguous.  Only a host that
  * canonicalized is known to be IPv6: an invalid destination is left exactly
- * as given.  Caller frees with egress__free(). */
-static char *host_port(const egress_decision_t *d) {
+ * as given.  Written into @p buf of at least host_port_cap(d) bytes. */
+static size_t host_port_cap(const egress_decision_t *d) {
+  size_t dl = d->destination ? strlen(d->destination) : 0;
+  return dl > SIZE_MAX - 32 ? 0 : dl + 32;
+}
+
+static void host_port_write(const egress_decision_t *d, char *buf) {
   const char *dest = d->destination ? d->destination : "";
+  size_t dl = strlen(dest);
   /* A URL that could not be parsed has no host or port to name: the
    * destination is the URL exactly as given. */
-  if (d->url && d->port == 0 && d->destination && !strcmp(d->destination, d->url))
-    return egress__strdup(dest);
-  size_t dl = strlen(dest);
+  if (d->url && d->port == 0 && d->destination && !strcmp(d->destination, d->url)) {
+    memcpy(buf, dest, dl + 1);
+    return;
+  }
   bool bracket = d->has_host && dest[0] != '[' && memchr(dest, ':', dl) != NULL;
-  if (dl > SIZE_MAX - 32) return NULL;
-  size_t cap = dl + 32;
-  char *buf = egress__malloc(cap);
-  if (!buf) return NULL;
   char *p = buf;
   if (bracket) *p++ = '[';
   memcpy(p, dest, dl);
@@ -253,15 +277,6 @@ static char *host_port(const egress_decision_t *d) {
   if (d->port < 0) *p++ = '-';
   p = egress__put_uint(p, (unsigned long long)(d->port < 0 ? -(long long)d->port : d->port), 1);
   *p = '\0';
-  return buf;
-}
-
-static cJSON *json_host_port(const egress_decision_t *d) {
-  char *hp = host_port(d);
-  if (!hp) return NULL;
-  cJSON *item = json_str_as(hp, false);
-  egress__free(hp);
-  return item;
 }
 
 /* Prints @p root compactly into an egress__malloc() buffer and deletes it. */
@@ -386,68 +401,307 @@ fail:
 /* The CloudEvent                                                            */
 /* ------------------------------------------------------------------------ */
 
-static cJSON *event_tree(const egress_decision_t *d, const char *source) {
-  cJSON *root = cJSON_CreateObject();
-  if (!root) return NULL;
-  cJSON *data = cJSON_CreateObject();
-  if (!data) goto fail;
-  if (!add(root, "specversion", json_const("1.0")) ||
-      !add(root, "type", json_const(EGRESS__EVENT_TYPE)) ||
-      !add(root, "source", json_str(source ? source : EGRESS__DEFAULT_SOURCE)) ||
-      !add(root, "id", json_str(d->event_id)) ||
-      !add(root, "time", json_str(d->time_rfc3339)) ||
-      !add(root, "datacontenttype", json_const("application/json")) ||
-      !add(root, "subject", json_host_port(d))) {
-    cJSON_Delete(data);
-    goto fail;
+/*
+ * Each thread keeps one event tree and refills it for every event: building
+ * a fresh tree took some 45 allocations per event and cost more than the
+ * check and its write(2) together.  Leaves are re-typed in place (string,
+ * null, raw number, bool) and point at strings that outlive the print: the
+ * decision's own, constants, or the buffers below.  Every such leaf carries
+ * cJSON_IsReference so that cJSON_Delete never frees what it points at.
+ * Nothing runs user code between filling and printing, so a callback that
+ * checks again on the same thread finds the tree free.
+ */
+typedef struct addr_node {
+  cJSON *obj, *address, *verdict, *reason, *ttl;
+  char ttl_buf[NUMBUF_MAX];
+  char text[EGRESS__IPSTR_MAX];
+} addr_node_t;
+
+#define OWNED_MAX 24   /* cleaned strings of one event, at most one per field */
+
+typedef struct event_tree {
+  cJSON *root, *data;
+  cJSON *source, *id, *time, *subject;
+  cJSON *ctx[EGRESS__FIELD_COUNT];
+  cJSON *destination, *host, *port, *outcome, *deny_reason, *mode, *would_deny;
+  cJSON *rule, *rule_index, *rule_list, *rule_text;
+  cJSON *addresses, *dns_ms, *latency_ms, *digest, *special_version, *url;
+  bool url_linked;
+  char port_buf[NUMBUF_MAX], rule_index_buf[NUMBUF_MAX], dns_buf[NUMBUF_MAX], latency_buf[NUMBUF_MAX];
+  char *host_port;                 /* subject and destination (the same text) */
+  size_t host_port_cap;
+  addr_node_t **nodes;             /* address objects, reused */
+  size_t nnodes;
+  char *owned[OWNED_MAX];          /* cleaned copies of ill-formed strings */
+  size_t nowned;
+} event_tree_t;
+
+static _Thread_local event_tree_t *tls_tree;
+static pthread_key_t tree_key;
+static pthread_once_t tree_once = PTHREAD_ONCE_INIT;
+
+static void tree_drop_owned(event_tree_t *t) {
+  for (size_t i = 0; i < t->nowned; i++) egress__free(t->owned[i]);
+  t->nowned = 0;
+}
+
+static void tree_free(void *p) {
+  event_tree_t *t = p;
+  if (!t) return;
+  if (t == tls_tree) tls_tree = NULL;
+  if (t->addresses) t->addresses->child = NULL;   /* the nodes are deleted below */
+  if (t->url && !t->url_linked) cJSON_Delete(t->url);
+  cJSON_Delete(t->root);
+  for (size_t i = 0; i < t->nnodes; i++) {
+    /* cJSON_Delete follows next: delete one object, not the chain. */
+    t->nodes[i]->obj->next = t->nodes[i]->obj->prev = NULL;
+    cJSON_Delete(t->nodes[i]->obj);
+    egress__free(t->nodes[i]);
   }
-  /* From here on root owns data (add() releases it if attaching fails). */
-  if (!add(root, "data", data)) goto fail;
+  egress__free(t->nodes);
+  egress__free(t->host_port);
+  tree_drop_owned(t);
+  egress__free(t);
+}
+
+static void tree_key_init(void) { pthread_key_create(&tree_key, tree_free); }
+
+/* A leaf under @p key of @p obj; NULL on allocation failure. */
+static cJSON *leaf(cJSON *obj, const char *key) {
+  cJSON *item = cJSON_CreateNull();
+  return add(obj, key, item) ? item : NULL;
+}
+
+static event_tree_t *tree_new(void) {
+  /* The tree belongs to the thread, like print_buf: freed by the key's
+   * destructor at thread exit. */
+  event_tree_t *t = egress__calloc(1, sizeof *t);
+  if (!t) return NULL;
+  static const char *const ctx_keys[EGRESS__FIELD_COUNT] = {"workspaceId", "agentId", "machineId",
+                                                            "runId", "correlationId", "method"};
+  static const egress_field_t ctx_fields[EGRESS__FIELD_COUNT] = {
+      EGRESS_FIELD_WORKSPACE_ID, EGRESS_FIELD_AGENT_ID, EGRESS_FIELD_MACHINE_ID,
+      EGRESS_FIELD_RUN_ID, EGRESS_FIELD_CORRELATION_ID, EGRESS_FIELD_METHOD};
+  bool ok = (t->root = cJSON_CreateObject()) != NULL;
+  ok = ok && add(t->root, "specversion", json_const("1.0")) &&
+       add(t->root, "type", json_const(EGRESS__EVENT_TYPE)) &&
+       (t->source = leaf(t->root, "source")) && (t->id = leaf(t->root, "id")) &&
+       (t->time = leaf(t->root, "time")) &&
+       add(t->root, "datacontenttype", json_const("application/json")) &&
+       (t->subject = leaf(t->root, "subject")) && add(t->root, "data", cJSON_CreateObject());
+  if (ok) t->data = cJSON_GetObjectItemCaseSensitive(t->root, "data");
+  for (int i = 0; ok && i < EGRESS__FIELD_COUNT; i++)
+    ok = (t->ctx[ctx_fields[i]] = leaf(t->data, ctx_keys[i])) != NULL;
+  ok = ok && (t->destination = leaf(t->data, "destination")) && (t->host = leaf(t->data, "host")) &&
+       (t->port = leaf(t->data, "port")) && (t->outcome = leaf(t->data, "outcome")) &&
+       (t->deny_reason = leaf(t->data, "denyReason")) && (t->mode = leaf(t->data, "enforcementMode")) &&
+       (t->would_deny = leaf(t->data, "wouldDeny")) && add(t->data, "matchedRule", cJSON_CreateObject());
+  if (ok) t->rule = cJSON_GetObjectItemCaseSensitive(t->data, "matchedRule");
+  ok = ok && (t->rule_index = leaf(t->rule, "index")) && (t->rule_list = leaf(t->rule, "list")) &&
+       (t->rule_text = leaf(t->rule, "text")) && add(t->data, "addresses", cJSON_CreateArray());
+  if (ok) t->addresses = cJSON_GetObjectItemCaseSensitive(t->data, "addresses");
+  ok = ok && (t->dns_ms = leaf(t->data, "dnsMs")) && (t->latency_ms = leaf(t->data, "latencyMs")) &&
+       (t->digest = leaf(t->data, "policyDigest")) &&
+       (t->special_version = leaf(t->data, "specialRangesVersion")) && (t->url = leaf(t->data, "url"));
+  t->url_linked = t->url != NULL;
+  if (!ok) {
+    tree_free(t);
+    return NULL;
+  }
+  return t;
+}
+
+static event_tree_t *tree_get(void) {
+  if (tls_tree) return tls_tree;
+  pthread_once(&tree_once, tree_key_init);
+  event_tree_t *t = tree_new();
+  if (!t) return NULL;
+  if (pthread_setspecific(tree_key, t) != 0) {
+    tree_free(t);
+    return NULL;
+  }
+  return tls_tree = t;
+}
+
+/* A new type for a member, keeping its constant-key flag (the key is ours
+ * and must not be freed either). */
+static void retype(cJSON *item, int type) { item->type = type | (item->type & cJSON_StringIsConst); }
+
+static void set_null(cJSON *item) {
+  retype(item, cJSON_NULL | cJSON_IsReference);
+  item->valuestring = NULL;
+}
+
+static void set_bool(cJSON *item, bool v) {
+  retype(item, (v ? cJSON_True : cJSON_False) | cJSON_IsReference);
+  item->valuestring = NULL;
+}
+
+/* The cast is cJSON's own (cJSON_CreateStringReference): it never writes. */
+static void set_ref(cJSON *item, int type, const char *s) {
+  retype(item, type | cJSON_IsReference);
+  union {
+    const char *c;
+    char *m;
+  } u = {.c = s};
+  item->valuestring = u.m;
+}
+
+static void set_const(cJSON *item, const char *s) { set_ref(item, cJSON_String, s); }
+static void set_raw(cJSON *item, const char *s) { set_ref(item, cJSON_Raw, s); }
+
+/* A string that may be ill-formed UTF-8 (see json_str); null when NULL. */
+static bool set_text(event_tree_t *t, cJSON *item, const char *s) {
+  if (!s) {
+    set_null(item);
+    return true;
+  }
+  size_t len = strlen(s);
+  size_t valid = utf8_valid_prefix((const unsigned char *)s, len);
+  if (valid < len) {
+    if (t->nowned == OWNED_MAX || !(s = utf8_cleaned(s, len, valid))) return false;
+    t->owned[t->nowned++] = (char *)s;
+  }
+  set_const(item, s);
+  return true;
+}
+
+/* Link the first @p n address objects into the array (cJSON keeps the
+ * last element in child->prev). */
+static bool tree_addresses(event_tree_t *t, const egress_decision_t *d) {
+  size_t n = d->addrs ? d->naddrs : 0;
+  if (n > t->nnodes) {
+    addr_node_t **nodes = egress__realloc(t->nodes, n * sizeof *nodes);
+    if (!nodes) return false;
+    t->nodes = nodes;
+    while (t->nnodes < n) {
+      addr_node_t *a = egress__calloc(1, sizeof *a);
+      if (!a) return false;
+      bool ok = (a->obj = cJSON_CreateObject()) && (a->address = leaf(a->obj, "address")) &&
+                (a->verdict = leaf(a->obj, "verdict")) && (a->reason = leaf(a->obj, "reason")) &&
+                (a->ttl = leaf(a->obj, "ttl"));
+      if (!ok) {
+        cJSON_Delete(a->obj);
+        egress__free(a);
+        return false;
+      }
+      t->nodes[t->nnodes++] = a;
+    }
+  }
+  for (size_t i = 0; i < n; i++) {
+    const egress__addr_verdict_t *v = &d->addrs[i];
+    addr_node_t *a = t->nodes[i];
+    /* a->text is a fixed array filled by our formatter; bound it in case it
+     * was ever left unterminated. */
+    size_t tl = strnlen(v->text, sizeof a->text - 1);
+    memcpy(a->text, v->text, tl);
+    a->text[tl] = '\0';
+    if (!set_text(t, a->address, a->text)) return false;
+    set_const(a->verdict, verdict_name(v->verdict));
+    if (v->reason == EGRESS_REASON_NONE)
+      set_null(a->reason);
+    else
+      set_const(a->reason, egress_reason_name(v->reason));
+    if (v->ttl < 0) {
+      set_null(a->ttl);
+    } else {
+      format_int(v->ttl, a->ttl_buf);
+      set_raw(a->ttl, a->ttl_buf);
+    }
+    a->obj->next = i + 1 < n ? t->nodes[i + 1]->obj : NULL;
+    a->obj->prev = i ? t->nodes[i - 1]->obj : t->nodes[n - 1]->obj;
+  }
+  t->addresses->child = n ? t->nodes[0]->obj : NULL;
+  return true;
+}
+
+/* Fill the thread's tree from @p d; NULL when out of memory. */
+static cJSON *event_tree(const egress_decision_t *d, const char *source) {
+  event_tree_t *t = tree_get();
+  if (!t) return NULL;
+  tree_drop_owned(t);
+  size_t cap = host_port_cap(d);
+  if (!cap) return NULL;
+  if (cap > t->host_port_cap) {
+    char *hp = egress__realloc(t->host_port, cap);
+    if (!hp) return NULL;
+    t->host_port = hp;
+    t->host_port_cap = cap;
+  }
+  host_port_write(d, t->host_port);
 
   const egress_outcome_t oc = d->outcome;
-  if (!add(data, "workspaceId", json_str(d->field[EGRESS_FIELD_WORKSPACE_ID])) ||
-      !add(data, "agentId", json_str(d->field[EGRESS_FIELD_AGENT_ID])) ||
-      !add(data, "machineId", json_str(d->field[EGRESS_FIELD_MACHINE_ID])) ||
-      !add(data, "runId", json_str(d->field[EGRESS_FIELD_RUN_ID])) ||
-      !add(data, "correlationId", json_str(d->field[EGRESS_FIELD_CORRELATION_ID])) ||
-      !add(data, "method", json_str(d->field[EGRESS_FIELD_METHOD])) ||
-      !add(data, "destination", json_host_port(d)) ||
-      !add(data, "host", d->has_host ? json_str(d->host.text) : cJSON_CreateNull()) ||
-      !add(data, "port", json_int(d->port)) ||
-      !add(data, "outcome", json_const(egress_outcome_name(oc))) ||
-      !add(data, "denyReason", json_reason(d)) ||
-      !add(data, "enforcementMode", json_const(mode_name(d->mode))) ||
-      !add(data, "wouldDeny", cJSON_CreateBool(oc != EGRESS_OUTCOME_ALLOWED)) ||
-      !add(data, "matchedRule", json_rule(d)) ||
-      !add(data, "addresses", json_addresses(d)) ||
-      !add(data, "dnsMs", json_ms(d->dns_ms)) ||
-      !add(data, "latencyMs", json_ms(d->latency_ms)) ||
-      !add(data, "policyDigest",
-           json_str(d->policy_digest[0] ? d->policy_digest : NULL)) ||
-      !add(data, "specialRangesVersion",
-           json_str(d->special_version ? d->special_version : egress__special_version)))
-    goto fail;
-  if (d->url && !add(data, "url", json_str(d->url))) goto fail;
-  return root;
+  bool ok = set_text(t, t->source, source ? source : EGRESS__DEFAULT_SOURCE) &&
+            set_text(t, t->id, d->event_id) && set_text(t, t->time, d->time_rfc3339) &&
+            set_text(t, t->subject, t->host_port) && set_text(t, t->destination, t->host_port) &&
+            set_text(t, t->host, d->has_host ? d->host.text : NULL) &&
+            set_text(t, t->digest, d->policy_digest[0] ? d->policy_digest : NULL) &&
+            set_text(t, t->special_version, d->special_version ? d->special_version : egress__special_version);
+  for (int i = 0; ok && i < EGRESS__FIELD_COUNT; i++) ok = set_text(t, t->ctx[i], d->field[i]);
+  if (!ok) return NULL;
 
-fail:
-  cJSON_Delete(root);
-  return NULL;
+  format_int(d->port, t->port_buf);
+  set_raw(t->port, t->port_buf);
+  set_const(t->outcome, egress_outcome_name(oc));
+  if (oc == EGRESS_OUTCOME_ALLOWED && d->reason == EGRESS_REASON_NONE)
+    set_null(t->deny_reason);
+  else   /* a malformed deny still says something */
+    set_const(t->deny_reason, egress_reason_name(d->reason));
+  set_const(t->mode, mode_name(d->mode));
+  set_bool(t->would_deny, oc != EGRESS_OUTCOME_ALLOWED);
+
+  if (d->has_rule) {
+    retype(t->rule, cJSON_Object);
+    format_int((long long)d->rule_index, t->rule_index_buf);
+    set_raw(t->rule_index, t->rule_index_buf);
+    set_const(t->rule_list, d->rule_list == EGRESS_LIST_DENY ? "deny" : "allow");
+    if (!set_text(t, t->rule_text, d->rule_text)) return NULL;
+  } else {
+    retype(t->rule, cJSON_NULL);   /* printed as null; its members stay for next time */
+  }
+  if (!tree_addresses(t, d)) return NULL;
+  format_ms(d->dns_ms, t->dns_buf);
+  set_raw(t->dns_ms, t->dns_buf);
+  format_ms(d->latency_ms, t->latency_buf);
+  set_raw(t->latency_ms, t->latency_buf);
+
+  /* "url" only for URL checks: the member is linked in or left out. */
+  if (d->url) {
+    if (!set_text(t, t->url, d->url)) return NULL;
+    if (!t->url_linked) {
+      t->special_version->next = t->url;
+      t->url->prev = t->special_version;
+      t->url->next = NULL;
+      t->data->child->prev = t->url;
+      t->url_linked = true;
+    }
+  } else if (t->url_linked) {
+    t->special_version->next = NULL;
+    t->url->prev = NULL;
+    t->data->child->prev = t->special_version;
+    t->url_linked = false;
+  }
+  return t->root;
 }
 
 char *egress__event_build(const egress_decision_t *d, const char *source) {
   if (!d) return NULL;
   cJSON *root = event_tree(d, source);
-  return root ? print_and_delete(root) : NULL;
+  if (!root) return NULL;
+  size_t len = 0;
+  const char *text = print_tls(root, &len);
+  if (text) return egress__strndup(text, len);
+  char *big = cJSON_PrintUnformatted(root);
+  if (!big) return NULL;
+  char *out = egress__strdup(big);
+  cJSON_free(big);
+  return out;
 }
 
 const char *egress__event_print(const egress_decision_t *d, const char *source, size_t *len) {
   if (!d || !len) return NULL;
   cJSON *root = event_tree(d, source);
-  if (!root) return NULL;
-  const char *text = print_tls(root, len);
-  cJSON_Delete(root);
-  return text;
+  return root ? print_tls(root, len) : NULL;
 }
 
 /* ------------------------------------------------------------------------ */

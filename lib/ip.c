@@ -85,9 +85,32 @@ static bool is_v4mapped(const egress__ip_t *ip) {
  * writes "::a.b.c.d" for any address with six leading zero groups (for
  * example "::2:3" becomes "::0.2.0.3"), which is not what RFC 5952 asks for
  * and not what other tools print, so the text is built here. */
+/* A dotted quad from four bytes; returns the end (no terminator). */
+static char *put_quad(char *p, const uint8_t *b) {
+  for (int i = 0; i < 4; i++) {
+    unsigned v = b[i];
+    if (v >= 100) *p++ = (char)('0' + v / 100);
+    if (v >= 10) *p++ = (char)('0' + v / 10 % 10);
+    *p++ = (char)('0' + v % 10);
+    if (i < 3) *p++ = '.';
+  }
+  return p;
+}
+
+/* A group in lower-case hex without leading zeros (RFC 5952 §4.1, §4.3). */
+static char *put_group(char *p, unsigned g) {
+  static const char hex[] = "0123456789abcdef";
+  int shift = 12;
+  while (shift > 0 && !(g >> shift)) shift -= 4;
+  for (; shift >= 0; shift -= 4) *p++ = hex[(g >> shift) & 0xf];
+  return p;
+}
+
+/* By hand, like IPv4 below: every AAAA address of every decision with text
+ * is formatted, and snprintf cost more than the rest of a cached check. */
 static void format6(const uint8_t *b, char *buf, size_t buflen) {
   char tmp[IP6_TEXT_MAX + 1];
-  size_t pos = 0;
+  char *p = tmp;
   unsigned groups[8];
   int best = -1, best_len = 0;
 
@@ -113,21 +136,22 @@ static void format6(const uint8_t *b, char *buf, size_t buflen) {
 
   for (int i = 0; i < ngroups; i++) {
     if (i == best) {
-      tmp[pos++] = ':';
-      tmp[pos++] = ':';
+      *p++ = ':';
+      *p++ = ':';
       i += best_len - 1;
       continue;
     }
-    if (i > 0 && i != best + best_len) tmp[pos++] = ':';
-    pos += (size_t)snprintf(tmp + pos, sizeof(tmp) - pos, "%x", groups[i]);
+    if (i > 0 && i != best + best_len) *p++ = ':';
+    p = put_group(p, groups[i]);
   }
   if (mapped) {
-    if (pos > 0 && tmp[pos - 1] != ':') tmp[pos++] = ':';
-    pos += (size_t)snprintf(tmp + pos, sizeof(tmp) - pos, "%u.%u.%u.%u", b[12], b[13],
-                            b[14], b[15]);
+    if (p > tmp && p[-1] != ':') *p++ = ':';
+    p = put_quad(p, b + 12);
   }
-  tmp[pos] = '\0';
-  snprintf(buf, buflen, "%s", tmp);
+  size_t n = (size_t)(p - tmp);
+  if (n >= buflen) n = buflen - 1;
+  memcpy(buf, tmp, n);
+  buf[n] = '\0';
 }
 
 void egress__ip_format(const egress__ip_t *ip, char *buf, size_t buflen) {
@@ -136,14 +160,7 @@ void egress__ip_format(const egress__ip_t *ip, char *buf, size_t buflen) {
   if (!ip) return;
   if (ip->family == 4 && buflen >= 16) {
     /* By hand: this runs for every address of every decision with text. */
-    char *p = buf;
-    for (int i = 0; i < 4; i++) {
-      unsigned v = ip->bytes[i];
-      if (v >= 100) *p++ = (char)('0' + v / 100);
-      if (v >= 10) *p++ = (char)('0' + v / 10 % 10);
-      *p++ = (char)('0' + v % 10);
-      *p++ = i < 3 ? '.' : '\0';
-    }
+    *put_quad(buf, ip->bytes) = '\0';
   } else if (ip->family == 6)
     format6(ip->bytes, buf, buflen);
 }

@@ -772,6 +772,80 @@ static void test_numbers(void) {
 static void *hook_malloc(size_t n) { return egress__malloc(n); }
 static void hook_free(void *p) { egress__free(p); }
 
+/* An event built on a thread of its own, with the Nth allocation failing:
+ * the thread's event tree is made there too, so its allocations are among
+ * those that fail, and it is freed when the thread ends. */
+typedef struct fresh_build {
+  const egress_decision_t *d;
+  long fail_at;
+  long used;
+  char *text;
+} fresh_build_t;
+
+static void *fresh_build_thread(void *arg) {
+  fresh_build_t *b = arg;
+  egress__alloc_fail_at(b->fail_at);
+  b->text = egress__event_build(b->d, NULL);
+  b->used = egress__alloc_count();
+  egress__alloc_fail_at(0);
+  /* A second event on the same tree after the failure is whole again. */
+  char *again = egress__event_build(b->d, NULL);
+  if (!again) {
+    egress__free(b->text);
+    b->text = NULL;
+    b->used = -1;
+  }
+  egress__free(again);
+  return NULL;
+}
+
+static char *event_build_fresh(const egress_decision_t *d, long n, long *used) {
+  fresh_build_t b = {d, n, 0, NULL};
+  pthread_t t;
+  CU_ASSERT_EQUAL_FATAL(pthread_create(&t, NULL, fresh_build_thread, &b), 0);
+  pthread_join(t, NULL);
+  CU_ASSERT_TRUE(b.used >= 0);   /* the retry succeeded */
+  *used = b.used;
+  return b.text;
+}
+
+/* A thread refills one event tree for every event: whatever came before
+ * (a URL member, a matched rule, five addresses, an ill-formed string),
+ * each event must read exactly as one built on a thread of its own. */
+static void test_tree_reuse(void) {
+  egress_decision_t *d[N_EVENT_CASES + 1];
+  char *fresh[N_EVENT_CASES + 1];
+  size_t n = N_EVENT_CASES;
+  for (size_t i = 0; i < N_EVENT_CASES; i++) d[i] = event_cases[i].make();
+  /* One more shape: many addresses, so the tree grows and then shrinks. */
+  d[n] = case_resolved_forbidden();
+  for (int k = 0; k < 9; k++) add_addr(d[n], "2001:db8::7", EGRESS_VERDICT_DENY, EGRESS_REASON_EXPLICIT_DENY, k);
+  n++;
+  for (size_t i = 0; i < n; i++) {
+    long used;
+    fresh[i] = event_build_fresh(d[i], 0, &used);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(fresh[i]);
+  }
+  unsigned seed = 12345;
+  for (int round = 0; round < 2000; round++) {
+    seed = seed * 1103515245u + 12345u;
+    size_t i = (seed >> 16) % n;
+    char *text = egress__event_build(d[i], NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    if (strcmp(text, fresh[i])) {
+      printf("\n  case %zu after reuse:\n  %s\n  fresh:\n  %s\n", i, text, fresh[i]);
+      CU_FAIL("reused tree differs from a fresh one");
+      egress__free(text);
+      break;
+    }
+    egress__free(text);
+  }
+  for (size_t i = 0; i < n; i++) {
+    egress__free(fresh[i]);
+    free_decision(d[i]);
+  }
+}
+
 /* Every allocation of the builders fails once - ours and, through cJSON's
  * hooks (set here in the test only; the library never sets them), cJSON's -
  * and each must return NULL or the full, correct text, never a partial
@@ -787,10 +861,8 @@ static void test_alloc_failures(void) {
     CU_ASSERT_PTR_NOT_NULL_FATAL(ref_dj);
     int failures = 0;
     for (long n = 1; n < 100000; n++) {
-      egress__alloc_fail_at(n);
-      char *ev = egress__event_build(d, NULL);
-      long used = egress__alloc_count();
-      egress__alloc_fail_at(0);
+      long used;
+      char *ev = event_build_fresh(d, n, &used);
       if (ev) {
         CU_ASSERT_STRING_EQUAL(ev, ref_ev);
       } else {
@@ -1265,6 +1337,7 @@ static CU_TestInfo event_tests[] = {
     {"subject host:port bracketing", test_subject},
     {"numbers", test_numbers},
     {"allocation failures", test_alloc_failures},
+    {"one tree per thread, refilled in any order", test_tree_reuse},
     CU_TEST_INFO_NULL,
 };
 
