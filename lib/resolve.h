@@ -67,4 +67,7 @@ egress_status_t egress__cache_resolve(egress__cache_t *c, egress__resolver_t *r,
                                       size_t len, uint64_t hash, egress__answer_t *ans,
                                       egress__cache_stats_t *stats);
 
+/* Answers this thread took from its own front copy (tests only). */
+unsigned long egress__cache_front_hits(void);
+
 #endif

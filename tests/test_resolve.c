@@ -4,6 +4,7 @@
  * policy, no search-list expansion, vetted addresses handed back.
  */
 #include "egress_private.h"
+#include "resolve.h"
 #include "responder.h"
 #include "testutil.h"
 
@@ -648,7 +649,54 @@ static void test_cache_disabled(void) {
   teardown(&f);
 }
 
+/* Names that meet in one set of the per-thread front copy must all stay in
+ * it (four ways), and a fifth must still get its own answer. */
+static void test_cache_front_ways(void) {
+  fixture_t f;
+  setup_cache(&f, allow_all_example, 3, 4096, 60, 300, 5);
+  egress_dns_reset(dns);
+  char names[5][32];
+  uint64_t set = UINT64_MAX;
+  int found = 0;
+  for (int k = 0; found < 5 && k < 100000; k++) {
+    char name[32];
+    snprintf(name, sizeof name, "f%d.example.com", k);
+    uint64_t h = egress__name_hash(name, strlen(name));
+    if (set == UINT64_MAX) set = h % 64;
+    if (h % 64 != set) continue;
+    snprintf(names[found], sizeof names[found], "%s", name);
+    char addr[32];
+    snprintf(addr, sizeof addr, "93.184.216.%d", 10 + found);
+    egress_dns_add_a(dns, name, addr, 300);
+    found++;
+  }
+  CU_ASSERT_EQUAL_FATAL(found, 5);
+  /* The first check asks DNS, the second is a hit in the shared cache that
+   * leaves a copy in front; from then on all four stay there. */
+  for (int round = 0; round < 2; round++)
+    for (int i = 0; i < 4; i++) expect(&f, names[i], 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
+  unsigned long before = egress__cache_front_hits();
+  for (int round = 0; round < 5; round++)
+    for (int i = 0; i < 4; i++) expect(&f, names[i], 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
+  unsigned long got = egress__cache_front_hits() - before;
+  if (got != 20) printf("\n  front hits %lu, expected 20\n", got);
+  CU_ASSERT_EQUAL(got, 20);
+  /* A fifth name in the same set: every answer still its own. */
+  for (int round = 0; round < 5; round++)
+    for (int i = 0; i < 5; i++) {
+      egress_decision_t *d = check(&f, names[i], 443);
+      char want[32];
+      snprintf(want, sizeof want, "93.184.216.%d", 10 + i);
+      CU_ASSERT_EQUAL(egress_decision_verdict(d), EGRESS_VERDICT_ALLOW);
+      CU_ASSERT_STRING_EQUAL(egress_decision_address(d, 0), want);
+      egress_decision_free(d);
+    }
+  for (int i = 0; i < 5; i++) CU_ASSERT_EQUAL(egress_dns_query_count_type(dns, names[i], 1), 1);
+  teardown(&f);
+}
+
 static CU_TestInfo cache_tests[] = {
+    {"the per-thread front copy keeps four names of one set", test_cache_front_ways},
     {"answers are cached for their TTL and re-asked after it", test_cache_ttl},
     {"TTLs are clamped to [min_ttl, max_ttl]", test_cache_clamp},
     {"NXDOMAIN is cached for the negative TTL; SERVFAIL and timeouts never", test_cache_negative_and_failures},
