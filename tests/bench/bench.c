@@ -37,6 +37,7 @@
 #include <sys/select.h>
 #include <time.h>
 #include <fcntl.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -700,6 +701,8 @@ static void fig_sink(void) {
                       U_RATE, "cached checks/s, no sink");
   row_t *ceil_row = row_new("sink_vs_ceiling", "cached name checks/s, JSONL sink, 1 thread", U_RATE,
                             "sum of its parts: check + event + bare write");
+  row_t *sc = row_new("bare_syscall", "bare system calls/s (getppid), 1 thread", U_RATE,
+                      "bare writev of a 700-byte line");
   egress_decision_t *sample = NULL;
   if (egress_check_ex(without, sets[s].names[0], PORT, NULL, &sample) != EGRESS_OK || !sample)
     die("sample decision");
@@ -747,6 +750,16 @@ static void fig_sink(void) {
       t1 = now_s();
     } while (t1 - t0 < rep_secs);
     double event_rate = (double)nevents / (t1 - t0);
+    /* The floor under any write: what entering the kernel costs here. */
+    unsigned long ncalls = 0;
+    t0 = now_s();
+    do {
+      for (int k = 0; k < 1000; k++) sink_u64 += (uint64_t)syscall(SYS_getppid);
+      ncalls += 1000;
+      t1 = now_s();
+    } while (t1 - t0 < rep_secs);
+    series_add(&sc->value, (double)ncalls / (t1 - t0));
+    series_add(&sc->base, bare_write);
     double no_sink = rate->base.v[rate->base.n - 1];
     series_add(&ev->value, event_rate);
     series_add(&ev->base, no_sink);
