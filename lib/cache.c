@@ -273,8 +273,7 @@ static void flight_release(shard_t *s, flight_t *f) {
 
 /* Line-aligned, what a hit reads first (the header, then the name) first. */
 typedef struct front_entry {
-  _Alignas(64) uint64_t cache_id;  /* 0: empty */
-  uint64_t hash;
+  _Alignas(64) uint64_t cache_id;  /* 0: empty; the hash is the set's tag */
   uint64_t epoch;
   double expires_ms;
   size_t len;
@@ -346,7 +345,6 @@ static void front_put(const egress__cache_t *c, const shard_t *s, const centry_t
   front_entry_t *f = &front->entries[set][way];
   front->tags[set][way] = e->hash;
   f->cache_id = c->id;
-  f->hash = e->hash;
   f->epoch = atomic_load_explicit(&s->epoch, memory_order_relaxed);
   f->expires_ms = e->expires_ms;
   f->len = e->len;

@@ -435,9 +435,10 @@ static double mono_ms(void) {
   return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
 }
 
-/* The message text; short ones live in the decision itself.  NULL when out
- * of memory (readers then fall back to the reason's message). */
+/* Replace the message; short ones live in the decision itself.  NULL when
+ * out of memory (readers then fall back to the reason's message). */
 static void set_message(egress_decision_t *d, const char *text, size_t n) {
+  egress__decision_drop_message(d);
   if (n < sizeof d->inline_message) {
     memcpy(d->inline_message, text, n);
     d->inline_message[n] = '\0';
@@ -447,8 +448,8 @@ static void set_message(egress_decision_t *d, const char *text, size_t n) {
   }
 }
 
-/* Set the result; returns false only when the message could not be
- * allocated (the decision then still says what it should, without text). */
+/* Set the result.  When the message cannot be allocated the decision still
+ * says what it should, without text. */
 static void decide(egress_decision_t *d, egress_outcome_t outcome, egress_reason_t reason,
                    const egress__rule_t *rule, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
@@ -627,7 +628,6 @@ static void allowed_message(egress_decision_t *d, const egress__rule_t *rule, bo
   *p++ = ']';
   if (filtered) p = put_text(p, tail, sizeof tail - 1);
   *p = '\0';
-  egress__decision_drop_message(d);
   set_message(d, buf, (size_t)(p - buf));
 }
 
@@ -927,8 +927,8 @@ static void finish(egress_checker_t *c, egress_decision_t *d, const egress_polic
           d->outcome = EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE;
           d->reason = EGRESS_REASON_AUDIT_UNAVAILABLE;
           d->would_deny = true;
-          egress__decision_drop_message(d);
-          d->message = egress__strdup("the decision event could not be delivered and audit is required");
+          static const char audit_msg[] = "the decision event could not be delivered and audit is required";
+          set_message(d, audit_msg, sizeof audit_msg - 1);
           for (size_t i = 0; i < d->naddrs; i++) {
             d->addrs[i].verdict = EGRESS_VERDICT_DENY;
             if (d->addrs[i].reason == EGRESS_REASON_NONE) d->addrs[i].reason = EGRESS_REASON_AUDIT_UNAVAILABLE;

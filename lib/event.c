@@ -279,7 +279,6 @@ static void host_port_write(const egress_decision_t *d, char *buf) {
   *p = '\0';
 }
 
-/* Prints @p root compactly into an egress__malloc() buffer and deletes it. */
 /* Most events fit this per-thread buffer: cJSON prints straight into it,
  * sparing its growing buffer (and the large-block malloc that goes with it). */
 static _Thread_local char print_buf[8192];
@@ -291,19 +290,21 @@ static const char *print_tls(cJSON *root, size_t *len) {
   return print_buf;
 }
 
-static char *print_and_delete(cJSON *root) {
-  char *out = NULL;
+/* @p root printed compactly into an egress__malloc() buffer. */
+static char *print_copy(cJSON *root) {
   size_t len = 0;
   const char *tls = print_tls(root, &len);
-  if (tls) {
-    cJSON_Delete(root);
-    return egress__strndup(tls, len);
-  }
+  if (tls) return egress__strndup(tls, len);
   char *text = cJSON_PrintUnformatted(root);
-  cJSON_Delete(root);
   if (!text) return NULL;
-  out = egress__strdup(text);
+  char *out = egress__strdup(text);
   cJSON_free(text);
+  return out;
+}
+
+static char *print_and_delete(cJSON *root) {
+  char *out = print_copy(root);
+  cJSON_Delete(root);
   return out;
 }
 
@@ -687,15 +688,7 @@ static cJSON *event_tree(const egress_decision_t *d, const char *source) {
 char *egress__event_build(const egress_decision_t *d, const char *source) {
   if (!d) return NULL;
   cJSON *root = event_tree(d, source);
-  if (!root) return NULL;
-  size_t len = 0;
-  const char *text = print_tls(root, &len);
-  if (text) return egress__strndup(text, len);
-  char *big = cJSON_PrintUnformatted(root);
-  if (!big) return NULL;
-  char *out = egress__strdup(big);
-  cJSON_free(big);
-  return out;
+  return root ? print_copy(root) : NULL;
 }
 
 const char *egress__event_print(const egress_decision_t *d, const char *source, size_t *len) {

@@ -79,12 +79,6 @@ static bool is_v4mapped(const egress__ip_t *ip) {
   return ip->family == 6 && memcmp(ip->bytes, prefix, sizeof(prefix)) == 0;
 }
 
-/* RFC 5952: lower-case hex without leading zeros; the longest run of two or
- * more zero groups (the first of equal runs) becomes "::"; IPv4-mapped
- * addresses end in a dotted quad (section 5).  glibc's inet_ntop() also
- * writes "::a.b.c.d" for any address with six leading zero groups (for
- * example "::2:3" becomes "::0.2.0.3"), which is not what RFC 5952 asks for
- * and not what other tools print, so the text is built here. */
 /* A dotted quad from four bytes; returns the end (no terminator). */
 static char *put_quad(char *p, const uint8_t *b) {
   for (int i = 0; i < 4; i++) {
@@ -106,7 +100,14 @@ static char *put_group(char *p, unsigned g) {
   return p;
 }
 
-/* By hand, like IPv4 below: every AAAA address of every decision with text
+/* RFC 5952: lower-case hex without leading zeros; the longest run of two or
+ * more zero groups (the first of equal runs) becomes "::"; IPv4-mapped
+ * addresses end in a dotted quad (section 5).  glibc's inet_ntop() also
+ * writes "::a.b.c.d" for any address with six leading zero groups (for
+ * example "::2:3" becomes "::0.2.0.3"), which is not what RFC 5952 asks for
+ * and not what other tools print, so the text is built here.
+ *
+ * By hand, like IPv4 below: every AAAA address of every decision with text
  * is formatted, and snprintf cost more than the rest of a cached check. */
 static void format6(const uint8_t *b, char *buf, size_t buflen) {
   char tmp[IP6_TEXT_MAX + 1];

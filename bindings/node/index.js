@@ -644,7 +644,7 @@ module.exports = {
 Object.defineProperty(module.exports, '_poisonStringMemo', {
   value() {
     const stale = ['stale', 'stale.invalid', 'stale', '192.0.2.1', 'stale', 'stale', '', ''];
-    for (let i = 0; i < 64; i++) {
+    for (let i = 0; i < MEMO_FIELDS.length; i++) {
       MEMO_FIELDS[i] = stale;
       MEMO_TAGS[i] = -1;
     }
