@@ -237,16 +237,16 @@ const egress__special_block_t egress__special_blocks[] = {
    .name = "Deprecated (previously ORCHID)",
    .rfc = "[RFC4843]",
    .global = false, .by_rule = false, .synthetic = false},
-  /* 2001:20::/28: ORCHIDv2 [RFC7343]; global; IANA IPv6 registry, allocated 2014-07 */
+  /* 2001:20::/28: ORCHIDv2 [RFC7343]; not global; IANA IPv6 registry, allocated 2014-07; registry says globally reachable, not global here: ORCHIDv2 identifiers are not routable at the IPv6 layer (RFC 7343) */
   {.prefix = {.addr = {.family = 6, .bytes = {0x20, 0x01, 0x00, 0x20}}, .len = 28},
    .name = "ORCHIDv2",
    .rfc = "[RFC7343]",
-   .global = true, .by_rule = false, .synthetic = false},
-  /* 2001:30::/28: Drone Remote ID Protocol Entity Tags (DETs) Prefix [RFC9374]; global; IANA IPv6 registry, allocated 2022-12 */
+   .global = false, .by_rule = false, .synthetic = false},
+  /* 2001:30::/28: Drone Remote ID Protocol Entity Tags (DETs) Prefix [RFC9374]; not global; IANA IPv6 registry, allocated 2022-12; registry says globally reachable, not global here: DETs are ORCHIDv2-format identifiers, not routable (RFC 9374) */
   {.prefix = {.addr = {.family = 6, .bytes = {0x20, 0x01, 0x00, 0x30}}, .len = 28},
    .name = "Drone Remote ID Protocol Entity Tags (DETs) Prefix",
    .rfc = "[RFC9374]",
-   .global = true, .by_rule = false, .synthetic = false},
+   .global = false, .by_rule = false, .synthetic = false},
   /* 2001:db8::/32: Documentation [RFC3849]; not global; IANA IPv6 registry, allocated 2004-07 */
   {.prefix = {.addr = {.family = 6, .bytes = {0x20, 0x01, 0x0d, 0xb8}}, .len = 32},
    .name = "Documentation",

@@ -557,7 +557,11 @@ static const char *const special_literals[] = {
     "192.0.2.1", "198.51.100.7", "203.0.113.7", "198.18.0.1", "100.64.0.1", "192.0.0.1",
     "2001:db8::1", "3fff::1", "2002:7f00:1::1", "2002:c0a8:101::1", "2001:0:4136:e378:8000:63bf:80ff:fffe",
     "64:ff9b::7f00:1", "64:ff9b::a00:1", "64:ff9b:1::1", "::", "::7f00:1", "::a00:1", "ff02::1",
-    "100::1", "2001:10::1", "2001:2::1", "fc00::1", "4000::1", "::ffff:0:7f00:1"};
+    "100::1", "2001:10::1", "2001:2::1", "fc00::1", "4000::1", "::ffff:0:7f00:1",
+    /* ORCHIDv2 and DETs: identifiers that are never routed, whatever the
+     * registry's "globally reachable" column says */
+    "2001:20::1", "2001:20::", "2001:2f:ffff:ffff:ffff:ffff:ffff:ffff", "2001:30::1",
+    "2001:3f:ffff:ffff:ffff:ffff:ffff:ffff", "[2001:2a::1]"};
 
 static void test_special_purpose(void) {
   const char *allow[] = {"0.0.0.0/0", "::/0"};
@@ -636,6 +640,21 @@ static void test_special_purpose(void) {
                                "2001:0:4136:e378:8000:63bf:f7f7:f7f7"};
   for (size_t i = 0; i < NELEM(embedded_ok); i++)
     expect_free(c, embedded_ok[i], 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE, ANY_RULE, 0);
+  egress_checker_free(c);
+  egress_policy_unref(p);
+
+  /* Non-routable identifier blocks (ORCHIDv2, DETs) open like private
+   * space: only by naming them. */
+  const char *ids[] = {"::/0", "[2001:20::]/28:443", "[2001:30::7]:8443"};
+  p = POLICY_ALLOW(ids);
+  c = mkchecker(p, NULL);
+  expect_free(c, "2001:20::1", 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE, EGRESS_LIST_ALLOW, 1);
+  expect_free(c, "2001:2f::9", 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE, EGRESS_LIST_ALLOW, 1);
+  expect_free(c, "2001:30::7", 8443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE, EGRESS_LIST_ALLOW, 2);
+  expect_free(c, "2001:30::8", 8443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS,
+              NO_RULE, 0);
+  expect_free(c, "2001:31::1", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS,
+              NO_RULE, 0);
   egress_checker_free(c);
   egress_policy_unref(p);
 }

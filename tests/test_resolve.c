@@ -150,6 +150,10 @@ static void test_rebinding_denied(void) {
       {"sixtofour.example.com", NULL, "2002:7f00:1::1"},
       {"teredo.example.com", NULL, "2001:0:4136:e378:8000:63bf:80ff:fffe"},
       {"doc6.example.com", NULL, "2001:db8::1"},
+      {"orchid2.example.com", NULL, "2001:20::1"},
+      {"orchid2b.example.com", NULL, "2001:2f:ffff::1"},
+      {"det.example.com", NULL, "2001:30::1"},
+      {"orchid1.example.com", NULL, "2001:10::1"},
       {"mix.example.com", "93.184.216.34", "::1"},
       {"mix2.example.com", "10.0.0.1", "2606:4700::1111"},
   };

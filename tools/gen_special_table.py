@@ -32,6 +32,34 @@ Reading of the registry (DESIGN section 4, "Special-purpose addresses"):
   address decides whether it is global (so 192.0.0.9/32 is global inside the
   non-global 192.0.0.0/24, and 2001:1::1/128 inside 2001::/23).
 
+Not routable on the Internet => special-purpose, whatever the "Globally
+Reachable" column says.  That column describes where a block's addresses are
+meant to be reachable, which is not always the same question as whether a
+packet to them can be routed; an egress control needs the second.  Every row
+the registry marks True was reviewed against that rule (NOT_ROUTABLE below
+holds the exceptions, each with its reason):
+- 2001:20::/28 ORCHIDv2 (RFC 7343): identifiers for applications and APIs,
+  "non-routable addresses from the IPv6-layer perspective" that must not
+  appear in IPv6 headers.  Not global here.
+- 2001:30::/28 DRIP Entity Tags (RFC 9374): DETs are Hierarchical HITs in
+  the ORCHIDv2 format (RFC 9374 updates RFC 7343 for them), identifiers of
+  the same kind.  Not global here.
+- Kept global, because they are routed on the Internet: 192.0.0.9/32 and
+  192.0.0.10/32 (anycast; DESIGN keeps them as the registry's exceptions)
+  and their IPv6 counterparts 2001:1::1/128 and 2001:1::2/128, with
+  2001:1::3/128 (DNS-SD SRP anycast, the same kind of service address);
+  192.52.193.0/24 and 2001:3::/32 (AMT relay anycast, RFC 7450: announced
+  in BGP so that gateways anywhere find a relay); 192.31.196.0/24,
+  192.175.48.0/24, 2001:4:112::/48 and 2620:4f:8000::/48 (AS112, announced
+  in BGP); 64:ff9b::/96 (NAT64 well-known prefix: the translator in the path
+  makes it reach the global IPv4 address it embeds, and that address is
+  vetted on top, lib/special.c egress__embedded_ipv4).
+- Terminated rows (2001:10::/28 ORCHID v1, 192.88.99.0/24 6to4 relay
+  anycast) have empty flag cells and are therefore not global.
+- Inside 2001::/23 (IETF Protocol Assignments, not global) only the rows
+  above marked True and kept are global; every unlisted part of the /23
+  stays special through the /23 row.
+
 Added by rule (never globally reachable, not in these registries): RFC 1918
 192.168.0.0/16 (missing from the CSV snapshot kept here), IPv4 multicast, the deprecated 6to4 relay anycast, IPv6 multicast, site-local,
 IPv4-compatible and IPv4-translated forms, and synthetic blocks covering
@@ -73,6 +101,14 @@ RULE_BLOCKS = [
     ("::/3", "Outside 2000::/3 (not global unicast)", "[RFC4291], Section 2.4", True),
     ("4000::/2", "Outside 2000::/3 (not global unicast)", "[RFC4291], Section 2.4", True),
     ("8000::/1", "Outside 2000::/3 (not global unicast)", "[RFC4291], Section 2.4", True),
+]
+
+# Registry rows whose "Globally Reachable" cell says True but whose addresses
+# cannot be routed on the Internet: (prefix, why).  The prefix must be a row
+# of the registry, so a change of the CSVs cannot silently drop an exception.
+NOT_ROUTABLE = [
+    ("2001:20::/28", "ORCHIDv2 identifiers are not routable at the IPv6 layer (RFC 7343)"),
+    ("2001:30::/28", "DETs are ORCHIDv2-format identifiers, not routable (RFC 9374)"),
 ]
 
 FOOTNOTE = re.compile(r"\s*\[\d+\]\s*$")
@@ -164,6 +200,15 @@ def build(data_dir):
         if row["net"] in by_net:
             raise GenError("duplicate registry prefix %s" % row["net"])
         by_net[row["net"]] = row
+
+    for text, why in NOT_ROUTABLE:
+        net = ipaddress.ip_network(text, strict=True)
+        if net not in by_net:
+            raise GenError("NOT_ROUTABLE prefix %s is not a registry row" % net)
+        row = by_net[net]
+        if row["global"]:
+            row["global"] = False
+            row["source"] += "; registry says globally reachable, not global here: " + why
 
     for text, name, rfc, synthetic in RULE_BLOCKS:
         net = ipaddress.ip_network(text, strict=True)
