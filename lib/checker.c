@@ -508,6 +508,13 @@ typedef struct vet_result {
   const egress__rule_t *rule;           /* the deny rule that forbids */
   const egress__rule_t *opener;         /* the allow rule that opened a
                                            special-purpose address */
+  const egress__rule_t *elsewhere;      /* a rule inside the special range of
+                                           the forbidden address (or of the
+                                           IPv4 it embeds) that opens it on
+                                           other ports only */
+  uint8_t open_len;                     /* the address's own open_len: a CIDR
+                                           rule shorter than this cannot stand
+                                           for it */
   char detail[160];
 } vet_result_t;
 
@@ -517,6 +524,8 @@ static void vet_init(vet_result_t *v) {
   v->reason = EGRESS_REASON_NONE;
   v->rule = NULL;
   v->opener = NULL;
+  v->elsewhere = NULL;
+  v->open_len = 0;
   v->detail[0] = '\0';
 }
 
@@ -534,9 +543,11 @@ static void vet_one(const egress_policy_t *p, const egress_options_t *o, const e
   }
   egress__special_classify(ip, &info);
   if (!info.global) {
+    v->open_len = info.open_len;
     egress__match_ip(p->matcher[EGRESS_LIST_ALLOW], ip, port, info.open_len, &m);
     if (!m.allowing) {
       v->reason = EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS;
+      v->elsewhere = m.any;
       snprintf(v->detail, sizeof v->detail, "%s", info.block ? info.block->name : "special-purpose");
       return;
     }
@@ -554,6 +565,7 @@ static void vet_one(const egress_policy_t *p, const egress_options_t *o, const e
         egress__ip_format(&embedded[i], text, sizeof text);
         v->reason = inner.reason;
         v->rule = inner.rule;
+        v->elsewhere = inner.elsewhere;
         snprintf(v->detail, sizeof v->detail, "embedded IPv4 %.46s: %.64s", text,
                  inner.detail[0] ? inner.detail : egress_reason_name(inner.reason));
         return;
@@ -651,14 +663,29 @@ static void check_literal(const egress_policy_t *p, const egress_options_t *o,
   }
   egress__match_ip(p->matcher[EGRESS_LIST_ALLOW], ip, port, 0, &m);
   if (v.reason == EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS) {
-    a->reason = v.reason;
-    if (m.any && !m.allowing)
-      decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_PORT_NOT_ALLOWED, m.any,
+    /* The port alone is to blame only when no CIDR rule holds this port
+     * for the address and a rule inside its special range opens it on
+     * another port, where it would pass.  A wider rule (0.0.0.0/0:8443)
+     * never opens special space, on its own ports or any other, so it
+     * never makes this a port question. */
+    const egress__rule_t *elsewhere = NULL;
+    if (!m.allowing && v.elsewhere) {
+      vet_result_t there;
+      egress__match_t mt;
+      vet_init(&there);
+      vet_one(p, o, ip, v.elsewhere->port_lo, &there);
+      egress__match_ip(p->matcher[EGRESS_LIST_ALLOW], ip, v.elsewhere->port_lo, there.open_len, &mt);
+      if (there.reason == EGRESS_REASON_NONE && mt.allowing)
+        elsewhere = there.opener ? there.opener : mt.allowing;
+    }
+    if (elsewhere)
+      decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_PORT_NOT_ALLOWED, elsewhere,
              "%s is allowed only on other ports, not %u", d->host.text, port);
     else
       decide(d, EGRESS_OUTCOME_DENIED, v.reason, NULL,
-             "%s is a special-purpose address (%s) not opened by a CIDR rule inside its range",
-             d->host.text, v.detail);
+             "%s is a special-purpose address (%s) not opened on port %u by a CIDR rule inside its "
+             "range",
+             d->host.text, v.detail, port);
     a->reason = d->reason;
     return;
   }

@@ -659,6 +659,98 @@ static void test_special_purpose(void) {
   egress_policy_unref(p);
 }
 
+/* Which reason a special-purpose literal gets when nothing opens it on the
+ * port asked.  port_not_allowed means "allowed, on other ports": so only
+ * when no CIDR rule holds this port for it and a rule inside its special
+ * range opens it on another port (where it would pass).  Rules wider than
+ * the range never open it, on any port, so they never turn the question
+ * into one of ports; and where a rule does hold this port, what refuses
+ * the address is its being special, not the port. */
+static void test_special_literal_reason(void) {
+  static const char *const never_opened[] = {
+      "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1",
+      "0.0.0.0", "255.255.255.255", "224.0.0.1", "198.18.0.1", "192.0.2.1", "::ffff:127.0.0.1",
+      "::1", "fe80::1", "fd00:ec2::254", "2001:db8::1", "2001:20::1", "64:ff9b::7f00:1",
+      "2002:7f00:1::1", "::"};
+  static const int32_t ports[] = {443, 8443, 80, 1, 65535};
+  /* Wide rules on one port, on a range, and on every port. */
+  static const char *const wide_one[] = {"0.0.0.0/0:8443", "[::]/0:8443"};
+  static const char *const wide_range[] = {"0.0.0.0/0:8000-9000", "[::]/0:8000-9000"};
+  static const char *const wide_any[] = {"0.0.0.0/0", "::/0"};
+  static const char *const narrow_other[] = {"203.0.113.0/24:8443", "[2606:4700::]/32:8443"};
+  const char *const *policies[] = {wide_one, wide_range, wide_any, narrow_other};
+  for (size_t k = 0; k < NELEM(policies); k++) {
+    egress_policy_t *p = mkpolicy(policies[k], 2, NULL, 0);
+    egress_checker_t *c = mkchecker(p, NULL);
+    for (size_t i = 0; i < NELEM(never_opened); i++)
+      for (size_t j = 0; j < NELEM(ports); j++) {
+        egress_decision_t *d = expect(c, never_opened[i], ports[j], EGRESS_OUTCOME_DENIED,
+                                      EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS, NO_RULE, 0);
+        CU_ASSERT_EQUAL(egress_decision_address_reason(d, 0), EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS);
+        egress_decision_free(d);
+      }
+    egress_checker_free(c);
+    egress_policy_unref(p);
+  }
+
+  /* Opened on some port by a rule inside its range. */
+  const char *open[] = {"0.0.0.0/0:8443", "10.0.0.0/8:5432", "[fd00::]/8:5432", "[::]/0:8443",
+                        "[2002::]/16:8443", "[2001:20::]/28:7000-7001", "[64:ff9b::]/96:5432"};
+  egress_policy_t *p = POLICY_ALLOW(open);
+  egress_checker_t *c = mkchecker(p, NULL);
+  const struct {
+    const char *host;
+    int32_t port;
+    egress_outcome_t oc;
+    egress_reason_t r;
+    int list;
+    long rule;
+  } cases[] = {
+      {"10.1.2.3", 5432, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE, EGRESS_LIST_ALLOW, 1},
+      {"10.1.2.3", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_PORT_NOT_ALLOWED, EGRESS_LIST_ALLOW, 1},
+      {"10.1.2.3", 1, EGRESS_OUTCOME_DENIED, EGRESS_REASON_PORT_NOT_ALLOWED, EGRESS_LIST_ALLOW, 1},
+      {"::ffff:10.9.9.9", 80, EGRESS_OUTCOME_DENIED, EGRESS_REASON_PORT_NOT_ALLOWED, EGRESS_LIST_ALLOW, 1},
+      /* 0.0.0.0/0:8443 holds 8443 but cannot open private space there. */
+      {"10.1.2.3", 8443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS, NO_RULE, 0},
+      {"172.16.0.1", 5432, EGRESS_OUTCOME_DENIED, EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS, NO_RULE, 0},
+      {"172.16.0.1", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS, NO_RULE, 0},
+      {"127.0.0.1", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS, NO_RULE, 0},
+      {"fd00::1", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_PORT_NOT_ALLOWED, EGRESS_LIST_ALLOW, 2},
+      {"fd00::1", 5432, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE, EGRESS_LIST_ALLOW, 2},
+      {"fd00::1", 8443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS, NO_RULE, 0},
+      /* fc00::/8 is ULA too, but fd00::/8 does not contain it. */
+      {"fc00::1", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS, NO_RULE, 0},
+      {"2001:20::1", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_PORT_NOT_ALLOWED, EGRESS_LIST_ALLOW, 5},
+      {"2001:20::1", 7001, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE, EGRESS_LIST_ALLOW, 5},
+      /* 6to4 opened on 8443 (where [::]/0:8443 holds the port too, which is
+       * no obstacle: the /16 opens it): a public embedded IPv4 is allowed
+       * there and port_not_allowed elsewhere; an embedded loopback is
+       * allowed on no port. */
+      {"2002:808:808::1", 8443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE, EGRESS_LIST_ALLOW, 4},
+      {"2002:808:808::1", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_PORT_NOT_ALLOWED, EGRESS_LIST_ALLOW, 4},
+      {"2002:7f00:1::1", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS, NO_RULE, 0},
+      {"2002:7f00:1::1", 8443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS, NO_RULE, 0},
+      /* NAT64 (global) carrying 10.1.2.3, which 10.0.0.0/8 opens on 5432
+       * only, where the /96 rule holds the IPv6 address. */
+      {"64:ff9b::a01:203", 5432, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE, EGRESS_LIST_ALLOW, 6},
+      {"64:ff9b::a01:203", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_PORT_NOT_ALLOWED, EGRESS_LIST_ALLOW, 6},
+      {"64:ff9b::ac10:1", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS, NO_RULE, 0},
+  };
+  for (size_t i = 0; i < NELEM(cases); i++) {
+    egress_decision_t *d =
+        expect(c, cases[i].host, cases[i].port, cases[i].oc, cases[i].r, cases[i].list, cases[i].rule);
+    CU_ASSERT_EQUAL(egress_decision_address_reason(d, 0), cases[i].r);
+    if (cases[i].r == EGRESS_REASON_PORT_NOT_ALLOWED) {
+      char portbuf[16];
+      snprintf(portbuf, sizeof portbuf, "%ld", (long)cases[i].port);
+      CU_ASSERT(contains(egress_decision_message(d), portbuf));
+    }
+    egress_decision_free(d);
+  }
+  egress_checker_free(c);
+  egress_policy_unref(p);
+}
+
 static void test_no_such_host(void) {
   const char *allow[] = {"*.example.com", "missing.example.net:*"};
   egress_policy_t *p = POLICY_ALLOW(allow);
@@ -1925,6 +2017,7 @@ static CU_TestInfo decision_tests[] = {
     {"not_in_allowlist", test_not_in_allowlist},
     {"port_not_allowed", test_port_not_allowed},
     {"special_purpose_address", test_special_purpose},
+    {"special-purpose literal: port_not_allowed only when opened on another port", test_special_literal_reason},
     {"no_such_host", test_no_such_host},
     {"resolved_address_forbidden", test_resolved_forbidden},
     {"allowed", test_allowed},
