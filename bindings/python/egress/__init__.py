@@ -8,14 +8,19 @@ vetted.
     import egress
 
     with egress.Checker({"egressAllowlist": ["https://api.example.com"]}) as c:
-        d = c.check("api.example.com", 443, method="GET", run_id="run-42")
+        d = c.check("api.example.com", 443, {"method": "GET", "runId": "run-42"})
         if d.allowed:
             sock = c.connect(d)            # or c.create_connection(host, port)
+
+        # HTTP: one check per request, kept-alive connections re-vetted
+        conn = c.https_connection("api.example.com")
+        opener = c.urllib_opener(ctx={"runId": "run-42"})
 
 Strings cross into C as NUL-terminated UTF-8.  A host or URL holding a NUL
 character is never truncated at the NUL: see ``Checker.check``.
 """
 
+import collections.abc
 import ctypes
 import dataclasses
 import json
@@ -25,6 +30,7 @@ import socket
 import sys
 import threading
 import typing
+import weakref
 
 from ._native import EVENT_CB, ERRBUF_SIZE, lib, library_path
 
@@ -32,20 +38,31 @@ __all__ = [
     "Address",
     "Checker",
     "Decision",
-    "EgressDenied",
+    "EgressDeniedError",
     "EgressError",
-    "EgressUnavailable",
+    "EgressHTTPConnection",
+    "EgressHTTPSConnection",
+    "EgressHandler",
+    "EgressPolicyError",
+    "EgressRedirectHandler",
+    "EgressUnavailableError",
     "MatchedRule",
-    "PolicyError",
+    "Request",
+    "build_opener",
     "library_path",
     "reason_names",
     "special_ranges_version",
     "version",
+    # names of the first release
+    "EgressDenied",
+    "EgressUnavailable",
+    "PolicyError",
 ]
 
 __version__ = "0.1.0"
 
 _OK = 0
+_EINVAL = 2
 _EPOLICY = 3
 _EIO = 4
 
@@ -56,14 +73,14 @@ _LISTS = {0: "allow", 1: "deny"}
 _MODES = {"enforce": 0, "monitor": 1}
 _MODE_NAMES = {0: "enforce", 1: "monitor"}
 
-_FIELDS = {
-    "method": 0,
-    "workspace_id": 1,
-    "agent_id": 2,
-    "machine_id": 3,
-    "run_id": 4,
-    "correlation_id": 5,
-}
+# Request context: the decision event's own key names, as the Node binding
+# takes them, with the snake_case spellings of the first release as aliases.
+# Index = egress_field_t.
+_FIELD_NAMES = ("method", "workspaceId", "agentId", "machineId", "runId", "correlationId")
+_FIELDS = {name: i for i, name in enumerate(_FIELD_NAMES)}
+_FIELDS.update(workspace_id=1, agent_id=2, machine_id=3, run_id=4, correlation_id=5)
+_F_METHOD = 0
+_CONTEXT_MAX = 1024  # bytes, as egress_request_set() enforces
 
 _COUNTERS = (
     "checks",
@@ -88,34 +105,95 @@ _UINT32_MAX = 2 ** 32 - 1
 # Exceptions
 # --------------------------------------------------------------------------
 
-class EgressError(Exception):
-    """Base class of every libegress error.  ``status`` is the library's
-    stable status token ("invalid_argument", "resolver_error", ...) when the
-    error came from a library call, else None."""
+# Node's error codes for library statuses, so both bindings name a failure
+# the same way.
+_STATUS_CODES = {
+    1: "EGRESS_ENOMEM",
+    2: "EGRESS_EINVAL",
+    3: "EGRESS_EPOLICY",
+    4: "EGRESS_EIO",
+    5: "EGRESS_ERESOLVER",
+    6: "EGRESS_ERANGE",
+    7: "EGRESS_EINTERNAL",
+}
 
-    def __init__(self, message, status=None):
+
+class EgressError(Exception):
+    """Base class of every libegress error.
+
+    ``code`` is a stable token shared with the Node binding: the library
+    status ("EGRESS_EPOLICY", "EGRESS_EIO", ...), "EGRESS_CLOSED" for a
+    closed checker, "EEGRESSDENIED" / "EEGRESSUNAVAILABLE" for denials, or
+    "EGRESS_ERROR".  ``status`` is the library's status token
+    ("invalid_policy", "io_error", ...) when the error came from a library
+    call, else None.
+    """
+
+    code = "EGRESS_ERROR"
+
+    def __init__(self, message, status=None, code=None):
         super().__init__(message)
         self.status = status
+        if code is not None:
+            self.code = code
 
 
-class PolicyError(EgressError):
-    """A policy could not be compiled or (re)loaded.  The message names the
-    list, index, entry and problem, e.g. ``egressAllowlist[2] "..." : ...``.
-    ``status`` is "invalid_policy" or "io_error" (unreadable file)."""
+class EgressPolicyError(EgressError):
+    """A policy could not be compiled or (re)loaded; the policy in force is
+    unchanged.  The message names the list, index, entry and problem, e.g.
+    ``egressAllowlist[2] "..." : ...``.  ``code`` is "EGRESS_EPOLICY"
+    (``status`` "invalid_policy") or "EGRESS_EIO" for an unreadable file
+    (``status`` "io_error")."""
+
+    code = "EGRESS_EPOLICY"
 
 
-class EgressDenied(EgressError):
-    """The check denied the connection; ``decision`` says why."""
+class EgressDeniedError(EgressError):
+    """The check denied the connection.  ``decision`` is the whole decision,
+    ``reason`` its reason token (e.g. "not_in_allowlist")."""
+
+    code = "EEGRESSDENIED"
 
     def __init__(self, decision, message=None):
         super().__init__(message or _deny_text(decision))
         self.decision = decision
+        self.reason = decision.reason
+
+    def __reduce__(self):
+        return (type(self), (self.decision, str(self)))
 
 
-class EgressUnavailable(EgressDenied):
+class EgressUnavailableError(EgressDeniedError):
     """Enforcement was unavailable (DNS failure, undeliverable audit event,
-    internal error), or there is no vetted address to connect to.  It is a
-    kind of EgressDenied so that code catching denials fails closed."""
+    internal error), or there is no vetted address to connect to.
+
+    A subclass of EgressDeniedError: to the caller an outage is a denial, so
+    code that handles denials also fails closed on it."""
+
+    code = "EEGRESSUNAVAILABLE"
+
+
+# The names of the first release, kept so that existing handlers still
+# catch what they caught.
+PolicyError = EgressPolicyError
+EgressDenied = EgressDeniedError
+EgressUnavailable = EgressUnavailableError
+
+
+def _policy_error(message, status):
+    return EgressPolicyError(message, _status_name(status), _STATUS_CODES.get(status))
+
+
+def _library_error(message, status):
+    if status in (_EPOLICY, _EIO):
+        return _policy_error(message, status)
+    return EgressError(message, _status_name(status), _STATUS_CODES.get(status))
+
+
+def _denied(decision, message=None):
+    if decision.outcome == "enforcement_unavailable":
+        return EgressUnavailableError(decision, message)
+    return EgressDeniedError(decision, message)
 
 
 def _deny_text(decision):
@@ -194,6 +272,22 @@ class Decision:
     def vetted_addresses(self):
         """The addresses that passed vetting, in answer order."""
         return tuple(a for a in self.addresses if a.verdict == "allow")
+
+
+# Every decision a check returned, by identity, for as long as the caller
+# keeps it: connect() trusts the addresses of these alone, not of a Decision
+# anyone could construct.
+_ISSUED = weakref.WeakValueDictionary()
+
+
+def _targets(decision):
+    """The addresses connect() tries for an allowed decision, in order."""
+    targets = [a for a in decision.addresses if a.verdict == "allow"]
+    if not targets and decision.mode == "monitor":
+        # Monitor mode observes and never blocks: the addresses the check
+        # saw are used even when enforce mode would have refused them.
+        targets = list(decision.addresses)
+    return [a for a in targets if a.sockaddr is not None]
 
 
 def _text(raw):
@@ -371,50 +465,194 @@ def _error_text(status, errbuf):
     return msg or (_text(lib.egress_strerror(status)) or "error")
 
 
+def _context_value(value, key):
+    """Refuse what egress_request_set() refuses, before anything else is
+    done with the request (an HTTP request line is not yet buffered)."""
+    if not isinstance(value, str):
+        raise TypeError("%s must be a str, not %s" % (key, type(value).__name__))
+    try:
+        raw = value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("%s is not valid Unicode (lone surrogate)" % key) from None
+    if len(raw) > _CONTEXT_MAX or any(b < 0x20 or b == 0x7F for b in raw):
+        raise ValueError("%s: longer than %d bytes or holds control characters"
+                         % (key, _CONTEXT_MAX))
+    return value
+
+
+def _context(*mappings):
+    """Request context from mappings given together (a ``ctx`` dict and
+    keyword arguments): {egress_field_t: str}.
+
+    Keys are the event's names (runId ...) or their snake_case aliases; a
+    value of None means "not given".  Two spellings of one key with two
+    different values are refused rather than one silently winning.
+    """
+    out = {}
+    spelled = {}
+    for mapping in mappings:
+        if mapping is None:
+            continue
+        if not isinstance(mapping, collections.abc.Mapping):
+            raise TypeError("ctx must be a mapping, not %s" % type(mapping).__name__)
+        for key, value in mapping.items():
+            field = _FIELDS.get(key) if isinstance(key, str) else None
+            if field is None:
+                raise TypeError("unknown request context %r (expected one of %s)"
+                                % (key, ", ".join(_FIELD_NAMES)))
+            if value is None:
+                continue
+            value = _context_value(value, key)
+            if field in out and out[field] != value:
+                raise TypeError("%s and %s give two values for %s"
+                                % (spelled[field], key, _FIELD_NAMES[field]))
+            out[field] = value
+            spelled[field] = key
+    return out
+
+
+class _TopLevel(dict):
+    """A JSON object that remembers which of its keys were repeated."""
+
+    def __init__(self, pairs):
+        super().__init__()
+        self.repeated = set()
+        for key, value in pairs:
+            if key in self:
+                self.repeated.add(key)
+            self[key] = value
+
+
+def _registration_context(doc):
+    """The request context a MachineRegistrationV1 record gives every check
+    of its machine: its top-level machineId and workspaceId.
+
+    ``doc`` is the policy document as the caller gave it (a dict) or as
+    bytes.  Only a registration record (one with ``executionPolicy``, the
+    shape the library reads as one) gives defaults.  Text Python's json
+    cannot read gives none: the library alone decides what is a policy.
+    """
+    if isinstance(doc, (bytes, bytearray, memoryview, str)):
+        try:
+            doc = json.loads(bytes(doc) if not isinstance(doc, str) else doc,
+                             object_pairs_hook=_TopLevel)
+        except (ValueError, RecursionError):
+            return {}
+    if not isinstance(doc, collections.abc.Mapping) or "executionPolicy" not in doc:
+        return {}
+    out = {}
+    for key in ("workspaceId", "machineId"):
+        value = doc.get(key)
+        if not isinstance(value, str) or not value:
+            continue
+        if key in getattr(doc, "repeated", ()):
+            # cJSON would read the first, Python the last: neither is safe
+            # to stamp on every audit event.
+            raise EgressPolicyError("%s: key appears more than once" % key, "invalid_policy",
+                                    "EGRESS_EPOLICY")
+        try:
+            out[_FIELDS[key]] = _context_value(value, key)
+        except (TypeError, ValueError) as e:
+            raise EgressPolicyError("%s (used as the request context of every check)" % e,
+                                    "invalid_policy", "EGRESS_EPOLICY") from None
+    return out
+
+
+def _read_file(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+_FILE_TRIES = 5
+
+
+def _from_stable_file(path, action, undo=None):
+    """Run ``action`` (a library call that reads ``path`` itself) and return
+    (its result, the registration context of the same bytes).
+
+    The library reads the file for the policy, Python reads it for the
+    machine's context; reading it before and after and comparing makes sure
+    both come from one version of a file that is being replaced (a
+    ConfigMap symlink swap).
+    """
+    for _ in range(_FILE_TRIES):
+        before = _read_file(path)
+        defaults = _registration_context(before) if before is not None else {}
+        result = action()
+        if _read_file(path) == before:
+            return result, defaults
+        if undo is not None:
+            undo(result)
+    raise EgressPolicyError("%s: the file changed while it was read, %d times"
+                            % (os.fsdecode(path), _FILE_TRIES), "io_error", "EGRESS_EIO")
+
+
 def _compile_policy(policy, policy_file):
-    """Compile a policy; the caller owns the returned handle (unref)."""
+    """Compile a policy: (handle the caller owns (unref), registration
+    context of the document)."""
     if policy is not None and policy_file is not None:
         raise ValueError("give policy or policy_file, not both")
     errbuf = ctypes.create_string_buffer(ERRBUF_SIZE)
-    out = ctypes.c_void_p()
+
     if policy_file is not None:
-        st = lib.egress_policy_from_file(_c_path(policy_file, "policy_file"),
-                                         ctypes.byref(out), errbuf, ERRBUF_SIZE)
+        cpath = _c_path(policy_file, "policy_file")
+
+        def load():
+            out = ctypes.c_void_p()
+            st = lib.egress_policy_from_file(cpath, ctypes.byref(out), errbuf, ERRBUF_SIZE)
+            if st != _OK or not out.value:
+                if st == _OK:
+                    st = _EPOLICY
+                raise _library_error(_error_text(st, errbuf), st)
+            return out.value
+
+        return _from_stable_file(policy_file, load, lib.egress_policy_unref)
+
+    if policy is None:
+        raise ValueError("a Checker needs a policy or a policy_file")
+    defaults = {}
+    if isinstance(policy, collections.abc.Mapping):
+        doc = json.dumps(dict(policy)).encode("utf-8")
+        defaults = _registration_context(policy)
+    elif isinstance(policy, (list, tuple)):
+        doc = json.dumps({"egressAllowlist": list(policy)}).encode("utf-8")
+    elif isinstance(policy, str):
+        try:
+            doc = policy.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise EgressPolicyError("policy text is not valid Unicode: %s" % e,
+                                    "invalid_policy", "EGRESS_EPOLICY") from None
+    elif isinstance(policy, (bytes, bytearray, memoryview)):
+        doc = bytes(policy)
     else:
-        if policy is None:
-            raise ValueError("a Checker needs a policy or a policy_file")
-        if isinstance(policy, dict):
-            doc = json.dumps(policy).encode("utf-8")
-        elif isinstance(policy, (list, tuple)):
-            doc = json.dumps({"egressAllowlist": list(policy)}).encode("utf-8")
-        elif isinstance(policy, str):
-            try:
-                doc = policy.encode("utf-8")
-            except UnicodeEncodeError as e:
-                raise PolicyError("policy text is not valid Unicode: %s" % e,
-                                  "invalid_policy") from None
-        elif isinstance(policy, (bytes, bytearray, memoryview)):
-            doc = bytes(policy)
-        else:
-            raise TypeError("policy must be a dict, a list of entries or JSON text")
-        # The length is passed, so a NUL in the document reaches the library
-        # (which rejects it) instead of cutting the document short.
-        buf = ctypes.create_string_buffer(doc, len(doc))
-        st = lib.egress_policy_from_json(buf, len(doc), ctypes.byref(out), errbuf,
-                                         ERRBUF_SIZE)
+        raise TypeError("policy must be a dict, a list of entries or JSON text")
+    # The length is passed, so a NUL in the document reaches the library
+    # (which rejects it) instead of cutting the document short.
+    buf = ctypes.create_string_buffer(doc, len(doc))
+    out = ctypes.c_void_p()
+    st = lib.egress_policy_from_json(buf, len(doc), ctypes.byref(out), errbuf, ERRBUF_SIZE)
     if st != _OK or not out.value:
-        if st in (_EPOLICY, _EIO):
-            raise PolicyError(_error_text(st, errbuf), _status_name(st))
-        raise EgressError(_error_text(st, errbuf), _status_name(st))
-    return out.value
+        if st == _OK:
+            st = _EPOLICY
+        raise _library_error(_error_text(st, errbuf), st)
+    if not isinstance(policy, (collections.abc.Mapping, list, tuple)):
+        try:
+            defaults = _registration_context(doc)
+        except BaseException:
+            lib.egress_policy_unref(out.value)
+            raise
+    return out.value, defaults
 
 
 def _check_status(st, what):
     if st != _OK:
         err = "%s: %s" % (what, _text(lib.egress_strerror(st)))
-        if st == 2:  # EGRESS_EINVAL
+        if st == _EINVAL:
             raise ValueError(err)
-        raise EgressError(err, _status_name(st))
+        raise _library_error(err, st)
 
 
 # --------------------------------------------------------------------------
@@ -445,6 +683,10 @@ class Checker:
             checking thread.  An exception it raises is a delivery failure
             (counted; denies the check when audit_required).  Give either
             events_path or on_event.
+
+    When the policy is a MachineRegistrationV1 record, its top-level
+    ``machineId`` and ``workspaceId`` are the request context of every check
+    that gives none (``default_context``).
     """
 
     def __init__(self, policy=None, *, policy_file=None, mode="enforce", dns_servers=None,
@@ -457,6 +699,7 @@ class Checker:
         self._local = threading.local()
         self._callback = None
         self._on_event = None
+        self._defaults = {}
         if mode not in _MODES:
             raise ValueError("mode must be 'enforce' or 'monitor', not %r" % (mode,))
         self._mode = mode
@@ -465,7 +708,7 @@ class Checker:
         if on_event is not None and not callable(on_event):
             raise TypeError("on_event must be callable")
 
-        policy_h = _compile_policy(policy, policy_file)
+        policy_h, self._defaults = _compile_policy(policy, policy_file)
         opts = ctypes.c_void_p()
         try:
             _check_status(lib.egress_options_new(ctypes.byref(opts)), "options")
@@ -518,7 +761,7 @@ class Checker:
             out = ctypes.c_void_p()
             st = lib.egress_checker_new(policy_h, o, ctypes.byref(out), errbuf, ERRBUF_SIZE)
             if st != _OK or not out.value:
-                raise EgressError(_error_text(st, errbuf), _status_name(st))
+                raise _library_error(_error_text(st, errbuf), st)
             self._handle = out.value
         finally:
             lib.egress_options_free(opts)
@@ -546,7 +789,7 @@ class Checker:
     def _enter(self):
         with self._lock:
             if self._handle is None:
-                raise EgressError("the checker is closed")
+                raise EgressError("the checker is closed", code="EGRESS_CLOSED")
             self._inflight += 1
             handle = self._handle
         self._local.depth = getattr(self._local, "depth", 0) + 1
@@ -567,7 +810,8 @@ class Checker:
         """Free the checker once the checks in flight have finished.
         Idempotent; any later use raises EgressError."""
         if getattr(self._local, "depth", 0):
-            raise EgressError("close() called from inside a check of this checker")
+            raise EgressError("close() called from inside a check of this checker",
+                              code="EGRESS_EINVAL")
         with self._lock:
             handle = self._handle
             if handle is None:
@@ -583,7 +827,7 @@ class Checker:
 
     def __enter__(self):
         if self._handle is None:
-            raise EgressError("the checker is closed")
+            raise EgressError("the checker is closed", code="EGRESS_CLOSED")
         return self
 
     def __exit__(self, *exc):
@@ -598,52 +842,67 @@ class Checker:
 
     # -- checks ------------------------------------------------------------
 
-    def _request(self, ctx):
-        if not ctx:
+    def _request(self, fields):
+        """A C request for ``fields`` ({egress_field_t: str}) completed with
+        the registration's context; None when there is nothing to set."""
+        defaults = self._defaults
+        if defaults:
+            fields = {**defaults, **fields}
+        if not fields:
             return None
         req = ctypes.c_void_p()
         _check_status(lib.egress_request_new(ctypes.byref(req)), "request")
         try:
-            for key, value in ctx.items():
-                field = _FIELDS.get(key)
-                if field is None:
-                    raise TypeError("unknown request context %r (expected one of %s)"
-                                    % (key, ", ".join(_FIELDS)))
-                if value is None:
-                    continue
-                st = lib.egress_request_set(req.value, field, _c_text(value, key))
+            for field, value in fields.items():
+                name = _FIELD_NAMES[field]
+                st = lib.egress_request_set(req.value, field, _c_text(value, name))
                 if st != _OK:
-                    if st == 2:
-                        raise ValueError("%s: longer than 1024 bytes or holds control "
-                                         "characters" % key)
-                    raise EgressError("%s: %s" % (key, _text(lib.egress_strerror(st))),
-                                      _status_name(st))
+                    if st == _EINVAL:
+                        raise ValueError("%s: longer than %d bytes or holds control "
+                                         "characters" % (name, _CONTEXT_MAX))
+                    raise _library_error("%s: %s" % (name, _text(lib.egress_strerror(st))), st)
         except BaseException:
             lib.egress_request_free(req.value)
             raise
         return req.value
 
-    def check(self, host, port, **ctx):
+    @property
+    def default_context(self):
+        """The context every check gets unless it gives its own: the
+        ``machineId`` and ``workspaceId`` of a MachineRegistrationV1 policy
+        document, by event key; empty for other documents."""
+        return {_FIELD_NAMES[k]: v for k, v in sorted(self._defaults.items())}
+
+    def check(self, host, port, ctx=None, **fields):
         """May this process connect to ``host`` on ``port``?
 
         ``host`` is a bare host name or IP literal (str, or bytes holding
-        UTF-8).  ``ctx`` may hold method, workspace_id, agent_id, machine_id,
-        run_id and correlation_id; they go into the decision event.  Emits
-        exactly one event.  A host holding NUL is denied as invalid_host
-        (the event shows each NUL as "%00"), never checked as the part
-        before the NUL.
+        UTF-8).  The request context goes into the decision event: a
+        mapping ``ctx`` and/or keyword arguments with the event's keys
+        ``method``, ``workspaceId``, ``agentId``, ``machineId``, ``runId``,
+        ``correlationId`` (snake_case ``run_id`` ... are accepted too).
+        Emits exactly one event.  A host holding NUL is denied as
+        invalid_host (the event shows each NUL as "%00"), never checked as
+        the part before the NUL.
         """
+        return self._check(host, port, _context(ctx, fields))
+
+    def _check(self, host, port, fields):
         raw, altered = _c_destination(host, b"%00", "host")
         port, cport = _c_port(port)
 
         def call(handle, req, out):
             lib.egress_check_ex(handle, raw, cport, req, out)
 
-        return self._run(call, ctx, host, port, None, altered)
+        return self._run(call, fields, host, port, None, altered)
 
-    def check_url(self, url, **ctx):
-        """Check an http or https URL (host, port and path prefix rules).
-        A URL holding NUL is denied, never checked as the part before it."""
+    def check_url(self, url, ctx=None, **fields):
+        """Check an http or https URL (host, port and path prefix rules);
+        context as for check().  A URL holding NUL is denied, never checked
+        as the part before it."""
+        return self._check_url(url, _context(ctx, fields))
+
+    def _check_url(self, url, fields):
         # A control character makes any URL invalid; "%00" would not, since
         # it is a valid percent-encoding in a path.
         raw, altered = _c_destination(url, b"\x01", "URL")
@@ -651,14 +910,14 @@ class Checker:
         def call(handle, req, out):
             lib.egress_check_url(handle, raw, req, out)
 
-        return self._run(call, ctx, None, None, url, altered)
+        return self._run(call, fields, None, None, url, altered)
 
-    def _run(self, call, ctx, destination, port, url, altered):
+    def _run(self, call, fields, destination, port, url, altered):
         req = None
         out = ctypes.c_void_p()
         handle = self._enter()
         try:
-            req = self._request(ctx)
+            req = self._request(fields)
             call(handle, req, ctypes.byref(out))
             if not out.value:
                 decision = _internal_error_decision(destination, port, url, self._mode)
@@ -676,37 +935,50 @@ class Checker:
                 decision, verdict="deny",
                 outcome=decision.outcome if decision.outcome != "allowed" else "denied",
                 reason=decision.reason or "invalid_host", message=altered)
+        _ISSUED[id(decision)] = decision
         return decision
 
     # -- connecting ----------------------------------------------------------
 
     def create_connection(self, host, port, timeout=socket._GLOBAL_DEFAULT_TIMEOUT,
-                          source_address=None, **ctx):
+                          source_address=None, *, ctx=None, **fields):
         """Check, then connect a TCP socket to the vetted addresses only.
 
         Like socket.create_connection, each address is tried in order until
         one connects; unlike it, no name is looked up again: the addresses
         are those the check resolved and vetted, so DNS rebinding between
-        the check and the connect is impossible.  Raises EgressDenied
-        (``.decision``) on a deny, EgressUnavailable when enforcement was
-        unavailable, OSError when no address accepted the connection.
+        the check and the connect is impossible.  Context as for check().
+        Raises EgressDeniedError (``.decision``) on a deny,
+        EgressUnavailableError when enforcement was unavailable, OSError
+        when no address accepted the connection.
         """
-        return self.connect(self.check(host, port, **ctx), timeout, source_address)
+        return self.connect(self._check(host, port, _context(ctx, fields)), timeout,
+                            source_address)
 
     def connect(self, decision, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None):
-        """Connect to the addresses ``decision`` vetted (see create_connection)."""
+        """Connect to the addresses ``decision`` vetted, in order, without
+        checking again: check-then-connect is one decision and one event.
+
+        ``decision`` must come from a check (of any checker in this
+        process); a Decision built or altered by hand is refused with
+        ValueError, since its addresses were never vetted.  Raises as
+        create_connection does.
+        """
+        return self._connect(decision, timeout, source_address)[0]
+
+    def _connect(self, decision, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None):
+        """connect(), also returning the Address the socket is connected to."""
+        if not isinstance(decision, Decision):
+            raise TypeError("decision must be an egress.Decision, not %s"
+                            % type(decision).__name__)
+        if _ISSUED.get(id(decision)) is not decision:
+            raise ValueError("this Decision was not made by a check: only addresses "
+                             "a check vetted are connected to")
         if not decision.allowed:
-            if decision.outcome == "enforcement_unavailable":
-                raise EgressUnavailable(decision)
-            raise EgressDenied(decision)
-        targets = [a for a in decision.addresses if a.verdict == "allow"]
-        if not targets and decision.mode == "monitor":
-            # Monitor mode observes and never blocks: the addresses the check
-            # saw are used even when enforce mode would have refused them.
-            targets = list(decision.addresses)
-        targets = [a for a in targets if a.sockaddr is not None]
+            raise _denied(decision)
+        targets = _targets(decision)
         if not targets:
-            raise EgressUnavailable(
+            raise EgressUnavailableError(
                 decision, "egress: no vetted address to connect to for %r (%s)"
                 % (decision.destination, decision.reason or decision.outcome))
         error = None
@@ -721,45 +993,70 @@ class Checker:
                 # A numeric sockaddr: CPython parses it with inet_pton, so
                 # this connect performs no lookup.
                 sock.connect(a.sockaddr)
-                return sock
+                return sock, a
             except OSError as e:
                 error = e
                 if sock is not None:
                     sock.close()
         raise error
 
+    # -- HTTP ----------------------------------------------------------------
+
+    def http_connection(self, host, port=None, **kwargs):
+        """An EgressHTTPConnection to ``host`` checked by this checker."""
+        return EgressHTTPConnection(host, port, checker=self, **kwargs)
+
+    def https_connection(self, host, port=None, **kwargs):
+        """An EgressHTTPSConnection to ``host`` checked by this checker."""
+        return EgressHTTPSConnection(host, port, checker=self, **kwargs)
+
+    def urllib_opener(self, *handlers, **kwargs):
+        """A urllib opener whose http and https requests are each checked by
+        this checker (see build_opener)."""
+        return build_opener(self, *handlers, **kwargs)
+
     # -- policy --------------------------------------------------------------
 
     def set_policy(self, policy=None, *, policy_file=None):
         """Replace the policy atomically (checks in flight finish on the old
-        one).  Raises PolicyError and keeps the old policy on failure."""
-        policy_h = _compile_policy(policy, policy_file)
+        one), and the default context with the new document's.  Raises
+        EgressPolicyError and keeps the old policy on failure."""
+        policy_h, defaults = _compile_policy(policy, policy_file)
         try:
             handle = self._enter()
             try:
                 _check_status(lib.egress_checker_set_policy(handle, policy_h), "set_policy")
+                self._defaults = defaults
             finally:
                 self._leave()
         finally:
             lib.egress_policy_unref(policy_h)
 
     def reload_file(self, path):
-        """Reload the policy from ``path``; returns whether it changed.  On
-        failure raises PolicyError naming the entry; the old policy stays."""
+        """Reload the policy from ``path``; returns whether it changed (its
+        rules, or the registration's machineId/workspaceId).  On failure
+        raises EgressPolicyError naming the entry; the old policy stays."""
         cpath = _c_path(path, "path")
         errbuf = ctypes.create_string_buffer(ERRBUF_SIZE)
         changed = ctypes.c_bool(False)
-        handle = self._enter()
-        try:
-            st = lib.egress_checker_reload_file(handle, cpath, ctypes.byref(changed),
-                                                errbuf, ERRBUF_SIZE)
-        finally:
-            self._leave()
-        if st != _OK:
-            if st in (_EPOLICY, _EIO):
-                raise PolicyError(_error_text(st, errbuf), _status_name(st))
-            raise EgressError(_error_text(st, errbuf), _status_name(st))
-        return bool(changed.value)
+        swapped = False
+
+        def reload():
+            nonlocal swapped
+            handle = self._enter()
+            try:
+                st = lib.egress_checker_reload_file(handle, cpath, ctypes.byref(changed),
+                                                    errbuf, ERRBUF_SIZE)
+            finally:
+                self._leave()
+            if st != _OK:
+                raise _library_error(_error_text(st, errbuf), st)
+            swapped = swapped or bool(changed.value)
+
+        _, defaults = _from_stable_file(path, reload)
+        swapped = swapped or defaults != self._defaults
+        self._defaults = defaults
+        return swapped
 
     @property
     def policy_digest(self):
@@ -833,3 +1130,14 @@ def special_ranges_version():
 def reason_names():
     """Every reason token, in code order ("none" first)."""
     return tuple(_text(lib.egress_reason_name(i)) for i in range(lib.egress_reason_count()))
+
+
+# The HTTP helpers use the names above.
+from ._http import (  # noqa: E402
+    EgressHTTPConnection,
+    EgressHTTPSConnection,
+    EgressHandler,
+    EgressRedirectHandler,
+    Request,
+    build_opener,
+)
