@@ -20,6 +20,7 @@
  */
 #include <node_api.h>
 
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -180,27 +181,146 @@ static bool is_nullish(napi_env env, napi_value v) {
 }
 
 /*
- * Copy a JS string to a NUL-terminated C string (malloc).  Node-API writes
- * lone surrogates as U+FFFD.  An embedded NUL would silently cut the string
- * short in C, and a host cut short is a different host: with @p nul_to_ctl
- * each NUL becomes 0x01, a control character the library always rejects, so
- * "allowed.example\0.evil" is decided as the invalid host it is; otherwise an
- * embedded NUL is an error.  Returns NULL with an exception pending.
+ * JS strings reach C whole or not at all.  Node-API never splits a UTF-8
+ * sequence: a UTF-8 copy into a buffer too small for the string stops early
+ * at a character boundary, up to three bytes before the end, and a host cut
+ * short there is another, shorter host (one the policy may allow).  So a
+ * string is measured before it is copied and the copy must come out at the
+ * measured length; the hot path copies UTF-16 code units instead, which are
+ * copied one for one.
+ *
+ * Two things a C string cannot carry: a NUL (C would stop there) and a lone
+ * surrogate (UTF-8 has no form for it; Node-API writes U+FFFD instead).  A
+ * destination (host, URL: @p decided) holding either is still decided, with
+ * U+0001 in their place: a control character the library always refuses, so
+ * the check denies it invalid_host and its event records the attempt.  Any
+ * other argument holding either is a TypeError.
  */
-static char *get_string_max(napi_env env, napi_value v, const char *what, bool nul_to_ctl,
-                            size_t max) {
-  napi_valuetype t;
-  size_t len = 0;
-  char msg[128];
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_string) {
-    snprintf(msg, sizeof msg, "%s must be a string", what);
-    throw_type(env, msg);
+typedef enum { ERR_TYPE, ERR_RANGE, ERR_PLAIN } err_kind_t;
+
+static void throw_arg(napi_env env, err_kind_t kind, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void throw_arg(napi_env env, err_kind_t kind, const char *code, const char *fmt, ...) {
+  char msg[160];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (kind == ERR_TYPE)
+    napi_throw_type_error(env, code, msg);
+  else if (kind == ERR_RANGE)
+    napi_throw_range_error(env, code, msg);
+  else
+    napi_throw_error(env, code, msg);
+}
+
+static bool is_lead(uint32_t u) { return u >= 0xD800 && u <= 0xDBFF; }
+static bool is_trail(uint32_t u) { return u >= 0xDC00 && u <= 0xDFFF; }
+
+/* @p n UTF-16 code units to UTF-8 in @p out (@p cap bytes, room for the NUL
+ * included), with NULs and lone surrogates marked or refused as above.
+ * Returns false with an exception pending. */
+static bool utf16_to_utf8(napi_env env, const char16_t *u, size_t n, char *out, size_t cap,
+                          size_t *len, const char *what, bool decided) {
+  size_t o = 0;
+  for (size_t i = 0; i < n; i++) {
+    uint32_t c = u[i];
+    if (c - 1 < 0x7F && o + 1 < cap) { /* printable ASCII and controls but NUL */
+      out[o++] = (char)c;
+      continue;
+    }
+    if (is_lead(c) && i + 1 < n && is_trail(u[i + 1])) {
+      c = 0x10000 + ((c - 0xD800) << 10) + (u[++i] - 0xDC00u);
+    } else if (c == 0 || is_lead(c) || is_trail(c)) {
+      if (!decided) {
+        if (c == 0)
+          throw_arg(env, ERR_TYPE, "ERR_INVALID_ARG_VALUE", "%s must not contain NUL characters", what);
+        else
+          throw_arg(env, ERR_TYPE, "ERR_INVALID_ARG_VALUE",
+                    "%s must be well-formed Unicode (it holds a lone surrogate)", what);
+        return false;
+      }
+      c = 0x01;
+    }
+    size_t need = c < 0x80 ? 1 : c < 0x800 ? 2 : c < 0x10000 ? 3 : 4;
+    if (o + need >= cap) {
+      throw_arg(env, ERR_PLAIN, "EGRESS_EINTERNAL", "%s could not be read whole", what);
+      return false;
+    }
+    if (need == 1) {
+      out[o++] = (char)c;
+    } else if (need == 2) {
+      out[o++] = (char)(0xC0 | (c >> 6));
+      out[o++] = (char)(0x80 | (c & 0x3F));
+    } else if (need == 3) {
+      out[o++] = (char)(0xE0 | (c >> 12));
+      out[o++] = (char)(0x80 | ((c >> 6) & 0x3F));
+      out[o++] = (char)(0x80 | (c & 0x3F));
+    } else {
+      out[o++] = (char)(0xF0 | (c >> 18));
+      out[o++] = (char)(0x80 | ((c >> 12) & 0x3F));
+      out[o++] = (char)(0x80 | ((c >> 6) & 0x3F));
+      out[o++] = (char)(0x80 | (c & 0x3F));
+    }
+  }
+  out[o] = '\0';
+  *len = o;
+  return true;
+}
+
+/* Read @p v again as UTF-16 and re-encode it into @p s (the Node-API copy
+ * of @p len bytes).  Never longer than that copy: a mark takes one byte
+ * where Node-API wrote one (NUL) or three (U+FFFD). */
+static bool recode_exact(napi_env env, napi_value v, const char *what, bool decided, char *s,
+                         size_t *len) {
+  size_t n = 0, got = 0;
+  if (napi_get_value_string_utf16(env, v, NULL, 0, &n) != napi_ok) {
+    throw_arg(env, ERR_PLAIN, "EGRESS_ENAPI", "%s could not be read", what);
+    return false;
+  }
+  char16_t *u = malloc((n + 1) * sizeof *u);
+  if (!u) {
+    throw_status(env, EGRESS_ENOMEM, NULL);
+    return false;
+  }
+  bool ok = false;
+  if (napi_get_value_string_utf16(env, v, u, n + 1, &got) != napi_ok || got != n)
+    throw_arg(env, ERR_PLAIN, "EGRESS_EINTERNAL", "%s could not be read whole", what);
+  else
+    ok = utf16_to_utf8(env, u, n, s, *len + 1, len, what, decided);
+  free(u);
+  return ok;
+}
+
+/* Did Node-API write a NUL, or a U+FFFD that may stand for a lone
+ * surrogate?  Only then is the string read again as UTF-16. */
+static bool needs_recode(const char *s, size_t len) {
+  if (memchr(s, '\0', len)) return true;
+  for (const char *p = s; (p = memchr(p, 0xEF, len - (size_t)(p - s))) != NULL; p++)
+    if ((size_t)(s + len - p) >= 3 && (unsigned char)p[1] == 0xBF && (unsigned char)p[2] == 0xBD)
+      return true;
+  return false;
+}
+
+/*
+ * Copy @p v, which must be a string of at most @p max UTF-8 bytes, to a
+ * malloc'ed C string; @p len_out (optional) receives its length.  Returns
+ * NULL with an exception pending.
+ */
+static char *js_string(napi_env env, napi_value v, const char *what, bool decided, size_t max,
+                       size_t *len_out) {
+  size_t len = 0, got = 0;
+  napi_status st = napi_get_value_string_utf8(env, v, NULL, 0, &len);
+  if (st == napi_string_expected) {
+    throw_arg(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE", "%s must be a string", what);
     return NULL;
   }
-  if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok) return NULL;
+  if (st != napi_ok) {
+    throw_arg(env, ERR_PLAIN, "EGRESS_ENAPI", "%s could not be read", what);
+    return NULL;
+  }
   if (len > max) {
-    snprintf(msg, sizeof msg, "%s is longer than %zu bytes", what, max);
-    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", msg);
+    throw_arg(env, ERR_RANGE, "ERR_OUT_OF_RANGE", "%s is longer than %zu bytes", what, max);
     return NULL;
   }
   char *s = malloc(len + 1);
@@ -208,44 +328,47 @@ static char *get_string_max(napi_env env, napi_value v, const char *what, bool n
     throw_status(env, EGRESS_ENOMEM, NULL);
     return NULL;
   }
-  size_t got = 0;
-  if (napi_get_value_string_utf8(env, v, s, len + 1, &got) != napi_ok) {
-    free(s);
-    return NULL;
+  if (napi_get_value_string_utf8(env, v, s, len + 1, &got) != napi_ok || got != len) {
+    throw_arg(env, ERR_PLAIN, "EGRESS_EINTERNAL", "%s could not be read whole", what);
+    goto fail;
   }
-  for (size_t i = 0; i < got; i++) {
-    if (s[i] != '\0') continue;
-    if (!nul_to_ctl) {
-      free(s);
-      snprintf(msg, sizeof msg, "%s must not contain NUL characters", what);
-      napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", msg);
-      return NULL;
-    }
-    s[i] = '\x01';
-  }
+  if (needs_recode(s, len) && !recode_exact(env, v, what, decided, s, &len)) goto fail;
+  if (len_out) *len_out = len;
   return s;
+fail:
+  free(s);
+  return NULL;
 }
 
-static char *get_string(napi_env env, napi_value v, const char *what, bool nul_to_ctl) {
-  return get_string_max(env, v, what, nul_to_ctl, MAX_STRING);
-}
+/*
+ * js_string for the hot path (checkSync's host), in one Node-API call and no
+ * allocation: the string's own UTF-16 code units are copied to the stack (a
+ * plain copy of min(length, room) units: it never stops early at a
+ * character), and when they fit they are the whole string, encoded here.
+ * Longer strings take js_string.  The result is @p small or must be freed.
+ */
+#define SMALL_UNITS 128
+#define SMALL_BYTES (3 * (SMALL_UNITS - 1) + 1)
 
-/* get_string for a hot path: short strings go to @p small (cap bytes)
- * without an allocation or a second call; the result is @p small or must be
- * freed. */
-static char *get_string_buf(napi_env env, napi_value v, const char *what, char *small,
-                            size_t cap) {
-  size_t got = 0;
-  if (napi_get_value_string_utf8(env, v, small, cap, &got) != napi_ok) {
-    char msg[96];
-    snprintf(msg, sizeof msg, "%s must be a string", what);
-    throw_type(env, msg);
+static char *js_string_small(napi_env env, napi_value v, const char *what, bool decided,
+                             char small[SMALL_BYTES]) {
+  char16_t u[SMALL_UNITS];
+  size_t n = 0, len = 0;
+  napi_status st = napi_get_value_string_utf16(env, v, u, SMALL_UNITS, &n);
+  if (st == napi_string_expected) {
+    throw_arg(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE", "%s must be a string", what);
     return NULL;
   }
-  if (got + 1 >= cap) return get_string(env, v, what, true); /* may be cut */
-  for (size_t i = 0; i < got; i++)
-    if (small[i] == '\0') small[i] = '\x01'; /* see get_string */
-  return small;
+  if (st != napi_ok) {
+    throw_arg(env, ERR_PLAIN, "EGRESS_ENAPI", "%s could not be read", what);
+    return NULL;
+  }
+  if (n + 1 >= SMALL_UNITS) return js_string(env, v, what, decided, MAX_STRING, NULL);
+  return utf16_to_utf8(env, u, n, small, SMALL_BYTES, &len, what, decided) ? small : NULL;
+}
+
+static char *get_string(napi_env env, napi_value v, const char *what, bool decided) {
+  return js_string(env, v, what, decided, MAX_STRING, NULL);
 }
 
 static char *get_opt_string(napi_env env, napi_value obj, const char *key, bool *ok) {
@@ -701,16 +824,19 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   egress_status_t st;
   bool ok, js_error = false;
   char *json = NULL, *file = NULL;
+  size_t json_len = 0;
   NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 1 || is_nullish(env, argv[0])) return throw_type(env, "options are required");
 
   napi_value pj;
   if (napi_get_named_property(env, argv[0], "policyJson", &pj) != napi_ok) goto done;
-  if (!is_nullish(env, pj) && !(json = get_string_max(env, pj, "policy", false, MAX_POLICY))) goto done;
+  if (!is_nullish(env, pj) &&
+      !(json = js_string(env, pj, "policy", false, MAX_POLICY, &json_len)))
+    goto done;
   file = get_opt_string(env, argv[0], "policyFile", &ok);
   if (!ok) goto done;
   if (json)
-    st = egress_policy_from_json(json, strlen(json), &policy, err, sizeof err);
+    st = egress_policy_from_json(json, json_len, &policy, err, sizeof err);
   else if (file)
     st = egress_policy_from_file(file, &policy, err, sizeof err);
   else {
@@ -845,14 +971,14 @@ static napi_value js_check_sync(napi_env env, napi_callback_info info) {
   egress_request_t *req = NULL;
   egress_decision_t d;
   bool ran = false;
-  char small[256];
+  char small[SMALL_BYTES];
   char *host = NULL;
   int32_t port;
   NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   instance_t *inst = instance(env);
   nchecker_t *nc = argc >= 3 ? get_checker(env, argv[0]) : NULL;
   if (!nc || !inst) goto done;
-  if (!(host = get_string_buf(env, argv[1], "host", small, sizeof small)) ||
+  if (!(host = js_string_small(env, argv[1], "host", true, small)) ||
       !get_port(env, argv[2], &port))
     goto done;
   if (argc >= 4 && !make_request(env, argv[3], &req)) goto done;
@@ -996,9 +1122,10 @@ static napi_value js_set_policy(napi_env env, napi_callback_info info) {
   NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   nchecker_t *nc = argc >= 2 ? get_checker(env, argv[0]) : NULL;
   if (!nc) return NULL;
-  char *json = get_string_max(env, argv[1], "policy", false, MAX_POLICY);
+  size_t json_len = 0;
+  char *json = js_string(env, argv[1], "policy", false, MAX_POLICY, &json_len);
   if (!json) return NULL;
-  egress_status_t st = egress_policy_from_json(json, strlen(json), &p, err, sizeof err);
+  egress_status_t st = egress_policy_from_json(json, json_len, &p, err, sizeof err);
   free(json);
   if (st != EGRESS_OK) return throw_status(env, st, err);
   st = egress_checker_set_policy(nc->checker, p);
