@@ -6,51 +6,110 @@ truncates pointers on 64-bit machines.
 """
 
 import ctypes
-import ctypes.util
+import json
 import os
 
 __all__ = ["lib", "library_path", "EVENT_CB", "ERRBUF_SIZE"]
 
 ERRBUF_SIZE = 512  # EGRESS_ERRBUF_SIZE
 
-# Build directories tried last, relative to the top of the source tree, so
-# that the binding works from a checkout after `meson setup build/release`.
+SONAME = "libegress.so.0"
+
+# Build directories of a source checkout, tried after the installed library,
+# relative to the top of the tree, so that the binding works from a checkout
+# after `meson setup build/release`.
 _BUILD_GUESSES = (
-    "build/release/lib",
-    "build/lib",
-    "builddir/lib",
-    "build/debug/lib",
+    "build/release",
+    "build",
+    "builddir",
+    "build/debug",
 )
 
+_TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 
-def _candidates():
-    env = os.environ.get("EGRESS_LIBRARY")
+
+def _is_checkout(top):
+    return (os.path.isfile(os.path.join(top, "include", "egress.h"))
+            and os.path.isfile(os.path.join(top, "bindings", "python", "egress", "_native.py")))
+
+
+def _plain_build(builddir):
+    """Whether a meson build directory was configured without sanitizers.
+
+    A sanitizer build's libegress.so cannot be loaded into an interpreter
+    that was not started with the sanitizer runtime: ASan aborts the whole
+    process rather than failing the load.  Such a build is used only when
+    named in EGRESS_LIBRARY (with the runtime preloaded).  A directory
+    whose options cannot be read is not trusted either.
+    """
+    path = os.path.join(builddir, "meson-info", "intro-buildoptions.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            options = json.load(f)
+        value = next(o["value"] for o in options if o.get("name") == "b_sanitize")
+    except (OSError, ValueError, StopIteration, KeyError, TypeError, AttributeError):
+        return False
+    return value in ("none", "", [], ["none"])
+
+
+def _candidates(environ=None, top=_TOP):
+    """Where libegress is looked for, in order:
+
+    1. EGRESS_LIBRARY, alone: an explicit choice must not be silently
+       replaced by another copy;
+    2. the soname through the dynamic loader (LD_LIBRARY_PATH, the
+       ld.so cache, the system directories): an installed libegress;
+    3. in a source checkout only, the plain (unsanitized) meson builds.
+    """
+    environ = os.environ if environ is None else environ
+    env = environ.get("EGRESS_LIBRARY")
     if env:
-        # An explicit choice is the only candidate: silently loading some
-        # other copy would hide a misconfiguration.
         yield env
         return
-    found = ctypes.util.find_library("egress")
-    if found:
-        yield found
-    top = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+    yield SONAME
+    if not _is_checkout(top):
+        return
     for sub in _BUILD_GUESSES:
-        for name in ("libegress.so.0", "libegress.so"):
-            path = os.path.join(top, sub, name)
-            if os.path.exists(path):
+        builddir = os.path.join(top, sub)
+        for name in (SONAME, "libegress.so"):
+            path = os.path.join(builddir, "lib", name)
+            if os.path.exists(path) and _plain_build(builddir):
                 yield path
+                break
+
+
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+
+def _loaded_path(handle, fallback):
+    """The file the loader picked for ``handle`` (dladdr), else ``fallback``."""
+    try:
+        dladdr = ctypes.CDLL(None).dladdr
+        dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+        dladdr.restype = ctypes.c_int
+        info = _DlInfo()
+        addr = ctypes.cast(handle.egress_version, ctypes.c_void_p)
+        if dladdr(addr, ctypes.byref(info)) and info.dli_fname:
+            return os.path.realpath(os.fsdecode(info.dli_fname))
+    except (AttributeError, OSError):
+        pass
+    return fallback
 
 
 def _load():
     errors = []
     for path in _candidates():
         try:
-            return ctypes.CDLL(path), path
+            handle = ctypes.CDLL(path)
         except OSError as e:
             errors.append("%s: %s" % (path, e))
+            continue
+        return handle, _loaded_path(handle, path)
     raise OSError(
-        "libegress not found; set EGRESS_LIBRARY to the path of libegress.so"
-        + ("" if not errors else " (tried: " + "; ".join(errors) + ")"))
+        "libegress not found: install it where the dynamic loader finds %s, or set "
+        "EGRESS_LIBRARY to its path (tried: %s)" % (SONAME, "; ".join(errors)))
 
 
 lib, library_path = _load()

@@ -34,6 +34,9 @@ HOSTS = """\
 127.0.0.1 local.test
 10.0.0.5 priv.test
 169.254.169.254 meta.test
+127.0.0.1 web.test
+127.0.0.1 pool.test
+127.0.0.2 pool.test
 """
 
 ZONE = """\
@@ -72,6 +75,8 @@ REASONS = {
 }
 
 TMP = tempfile.mkdtemp(prefix="egress-py-")
+SRCDIR = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
+REGISTRATION = os.path.join(SRCDIR, "examples", "policies", "machine-registration.json")
 
 
 def write(name, text):
@@ -794,6 +799,248 @@ class TestDns(unittest.TestCase):
         finally:
             server.close()
 
+
+
+class TestContextKeys(unittest.TestCase):
+    """The request context takes the event's own keys, as the Node binding
+    does (snake_case stays as an alias), and a registration record gives
+    machineId/workspaceId to every check that gives none."""
+
+    KEYS = ("method", "workspaceId", "agentId", "machineId", "runId", "correlationId")
+
+    def context_of(self, d):
+        return tuple(d.event["data"][k] for k in self.KEYS)
+
+    def test_camel_case_keys_everywhere(self):
+        ctx = {"method": "GET", "workspaceId": "ws-1", "agentId": "agent-1", "machineId": "m-1",
+               "runId": "run-1", "correlationId": "corr-1"}
+        want = ("GET", "ws-1", "agent-1", "m-1", "run-1", "corr-1")
+        events = []
+        server = Listener()
+        try:
+            policy = {"egressAllowlist": ["https://api.example.com",
+                                          "127.0.0.1/32:%d" % server.port]}
+            with checker(policy, on_event=events.append) as c:
+                self.assertEqual(self.context_of(c.check("api.example.com", 443, **ctx)), want)
+                self.assertEqual(self.context_of(c.check("api.example.com", 443, ctx)), want)
+                self.assertEqual(self.context_of(c.check_url("https://api.example.com/x", ctx)),
+                                 want)
+                self.assertEqual(self.context_of(c.check_url("https://api.example.com/x",
+                                                             **ctx)), want)
+                with c.create_connection("127.0.0.1", server.port, timeout=5, ctx=ctx):
+                    pass
+                with c.create_connection("127.0.0.1", server.port, 5, **ctx):
+                    pass
+            self.assertEqual(len(events), 6)
+            for ev in events:
+                self.assertEqual(tuple(ev["data"][k] for k in self.KEYS), want)
+        finally:
+            server.close()
+
+    def test_snake_case_aliases_and_mixing(self):
+        with checker() as c:
+            d = c.check("api.example.com", 443, {"runId": "r"}, correlation_id="c",
+                        workspace_id="w", agent_id="a", machine_id="m", method="PUT")
+            self.assertEqual(self.context_of(d), ("PUT", "w", "a", "m", "r", "c"))
+            # One key spelled twice with one value is fine; two values are not.
+            d = c.check("api.example.com", 443, {"runId": "r"}, run_id="r")
+            self.assertEqual(d.event["data"]["runId"], "r")
+            before = c.stats()["checks"]
+            with self.assertRaises(TypeError):
+                c.check("api.example.com", 443, {"runId": "r1"}, run_id="r2")
+            with self.assertRaises(TypeError):
+                c.check("api.example.com", 443, {"runID": "r"})
+            with self.assertRaises(TypeError):
+                c.check("api.example.com", 443, ["runId"])
+            with self.assertRaises(ValueError):
+                c.check_url("https://api.example.com/", {"agentId": "a\nb"})
+            self.assertEqual(c.stats()["checks"], before)
+
+    def test_registration_defaults(self):
+        with open(REGISTRATION, encoding="utf-8") as f:
+            record = json.load(f)
+        for policy in (record, json.dumps(record), json.dumps(record).encode()):
+            with self.subTest(kind=type(policy).__name__):
+                with checker(policy) as c:
+                    self.assertEqual(c.default_context,
+                                     {"workspaceId": "ws-acme", "machineId": "machine-sor-sync-01"})
+                    d = c.check("api.crm.example.com", 443, runId="r-1")
+                    self.assertEqual(self.context_of(d),
+                                     (None, "ws-acme", None, "machine-sor-sync-01", "r-1", None))
+                    # What the caller gives wins over the record.
+                    d = c.check("api.crm.example.com", 443, machineId="m-2", workspace_id="ws-2")
+                    self.assertEqual(self.context_of(d)[1:4:2], ("ws-2", "m-2"))
+        with checker(policy=None, policy_file=REGISTRATION) as c:
+            d = c.check_url("https://api.crm.example.com/v1")
+            self.assertEqual(d.event["data"]["machineId"], "machine-sor-sync-01")
+            self.assertEqual(d.event["data"]["workspaceId"], "ws-acme")
+            # The defaults follow the document in force.
+            c.set_policy(["https://api.crm.example.com"])
+            self.assertEqual(c.default_context, {})
+            self.assertIsNone(c.check("api.crm.example.com", 443).event["data"]["machineId"])
+            path = write("registration.json", json.dumps(record))
+            self.assertTrue(c.reload_file(path))
+            self.assertEqual(c.check("api.crm.example.com", 443).event["data"]["machineId"],
+                             "machine-sor-sync-01")
+            # Same rules, another machine: still a change worth reporting.
+            path = write("registration.json", json.dumps(dict(record, machineId="m-9")))
+            self.assertTrue(c.reload_file(path))
+            self.assertEqual(c.default_context["machineId"], "m-9")
+            self.assertFalse(c.reload_file(path))
+        # Only a registration record gives defaults; a bare document does not.
+        with checker({"machineId": "m", "egressAllowlist": ["api.example.com"]}) as c:
+            self.assertEqual(c.default_context, {})
+
+    def test_registration_with_unusable_ids_rejected(self):
+        with open(REGISTRATION, encoding="utf-8") as f:
+            record = json.load(f)
+        for bad in (dict(record, machineId="m\n1"), dict(record, workspaceId="w" * 1025)):
+            with self.subTest(bad=str(bad)[:40]):
+                with self.assertRaises(egress.EgressPolicyError):
+                    checker(bad)
+        text = json.dumps(record)[:-1] + ', "machineId": "other"}'
+        with self.assertRaises(egress.EgressPolicyError) as cm:
+            checker(text)
+        self.assertIn("machineId", str(cm.exception))
+        with checker(record) as c:
+            with self.assertRaises(egress.EgressPolicyError):
+                c.set_policy(dict(record, machineId="bad\x7f"))
+            self.assertEqual(c.default_context["machineId"], "machine-sor-sync-01")
+
+
+class TestErrors(unittest.TestCase):
+    """The error classes, shaped like the Node binding's."""
+
+    def test_hierarchy(self):
+        self.assertTrue(issubclass(egress.EgressPolicyError, egress.EgressError))
+        self.assertTrue(issubclass(egress.EgressDeniedError, egress.EgressError))
+        # An outage is a denial to the caller.
+        self.assertTrue(issubclass(egress.EgressUnavailableError, egress.EgressDeniedError))
+        self.assertFalse(issubclass(egress.EgressDeniedError, OSError))
+        # The first release's names are the same classes.
+        self.assertIs(egress.PolicyError, egress.EgressPolicyError)
+        self.assertIs(egress.EgressDenied, egress.EgressDeniedError)
+        self.assertIs(egress.EgressUnavailable, egress.EgressUnavailableError)
+
+    def test_denied_and_unavailable(self):
+        with checker() as c:
+            with self.assertRaises(egress.EgressDeniedError) as cm:
+                c.create_connection("evil.example.net", 443)
+            e = cm.exception
+            self.assertNotIsInstance(e, egress.EgressUnavailableError)
+            self.assertEqual((e.code, e.reason, e.decision.reason),
+                             ("EEGRESSDENIED", "not_in_allowlist", "not_in_allowlist"))
+        with checker(["dns-down.example.com"], dns_servers=["127.0.0.1:1"], timeout_ms=300,
+                     hosts_file=None) as c:
+            with self.assertRaises(egress.EgressDeniedError) as cm:
+                c.create_connection("dns-down.example.com", 443)
+            e = cm.exception
+            self.assertIsInstance(e, egress.EgressUnavailableError)
+            self.assertEqual((e.code, e.reason), ("EEGRESSUNAVAILABLE", "dns_unavailable"))
+
+    def test_policy_errors(self):
+        with self.assertRaises(egress.EgressPolicyError) as cm:
+            egress.Checker({"egressAllowlist": ["https://user@c.example.com"]})
+        self.assertEqual((cm.exception.code, cm.exception.status),
+                         ("EGRESS_EPOLICY", "invalid_policy"))
+        with self.assertRaises(egress.EgressPolicyError) as cm:
+            egress.Checker(policy_file=os.path.join(TMP, "absent.json"))
+        self.assertEqual((cm.exception.code, cm.exception.status), ("EGRESS_EIO", "io_error"))
+        with checker() as c:
+            with self.assertRaises(egress.EgressPolicyError) as cm:
+                c.reload_file(os.path.join(TMP, "absent.json"))
+            self.assertEqual(cm.exception.code, "EGRESS_EIO")
+        with self.assertRaises(egress.EgressError) as cm:
+            c.check("api.example.com", 443)
+        self.assertEqual(cm.exception.code, "EGRESS_CLOSED")
+
+
+class TestHeldDecision(unittest.TestCase):
+    def setUp(self):
+        self.server = Listener()
+
+    def tearDown(self):
+        self.server.close()
+
+    def test_check_then_connect_one_event(self):
+        events = []
+        policy = {"egressAllowlist": ["127.0.0.0/8:%d" % self.server.port,
+                                      "web.test:%d" % self.server.port]}
+        with checker(policy, on_event=events.append) as c:
+            d = c.check("web.test", self.server.port, runId="held-1")
+            self.assertTrue(d.allowed, d)
+            with c.connect(d, timeout=5) as sock:
+                self.assertIn(sock.getpeername(), [a.sockaddr for a in d.vetted_addresses])
+                self.assertIsNotNone(self.server.accept(5))
+            self.assertEqual(len(events), 1)
+            self.assertEqual(events[0]["data"]["runId"], "held-1")
+
+    def test_forged_decision_refused(self):
+        policy = {"egressAllowlist": ["127.0.0.0/8:%d" % self.server.port]}
+        with checker(policy) as c:
+            denied = c.check("127.0.0.1", self.server.port + 1 if self.server.port < 65535 else 1)
+            self.assertFalse(denied.allowed)
+            forged = dataclasses.replace(denied, verdict="allow", outcome="allowed", reason=None)
+            with self.assertRaises(ValueError):
+                c.connect(forged)
+            ok = c.check("127.0.0.1", self.server.port)
+            moved = dataclasses.replace(ok, addresses=tuple(
+                dataclasses.replace(a, sockaddr=("127.0.0.2", self.server.port))
+                for a in ok.addresses))
+            with self.assertRaises(ValueError):
+                c.connect(moved)
+            with self.assertRaises(TypeError):
+                c.connect({"verdict": "allow"})
+            self.assertIsNone(self.server.accept(0.2))
+
+
+class TestLibraryLookup(unittest.TestCase):
+    """How _native finds libegress: EGRESS_LIBRARY alone, else the dynamic
+    loader, else plain builds of a source checkout, never a sanitizer one."""
+
+    def fake_checkout(self, sanitize):
+        top = tempfile.mkdtemp(dir=TMP)
+        os.makedirs(os.path.join(top, "include"))
+        open(os.path.join(top, "include", "egress.h"), "w").close()
+        os.makedirs(os.path.join(top, "bindings", "python", "egress"))
+        open(os.path.join(top, "bindings", "python", "egress", "_native.py"), "w").close()
+        for sub, value in (("build/release", sanitize), ("build/debug", "none")):
+            os.makedirs(os.path.join(top, sub, "lib"))
+            os.makedirs(os.path.join(top, sub, "meson-info"))
+            open(os.path.join(top, sub, "lib", "libegress.so.0"), "w").close()
+            with open(os.path.join(top, sub, "meson-info", "intro-buildoptions.json"), "w") as f:
+                json.dump([{"name": "b_sanitize", "value": value}], f)
+        os.makedirs(os.path.join(top, "build", "lib"))  # no meson-info: not trusted
+        open(os.path.join(top, "build", "lib", "libegress.so.0"), "w").close()
+        return top
+
+    def test_order(self):
+        from egress import _native
+        top = self.fake_checkout("none")
+        self.assertEqual(list(_native._candidates({"EGRESS_LIBRARY": "/x/libegress.so"}, top)),
+                         ["/x/libegress.so"])
+        self.assertEqual(list(_native._candidates({}, top)),
+                         ["libegress.so.0", os.path.join(top, "build/release/lib/libegress.so.0"),
+                          os.path.join(top, "build/debug/lib/libegress.so.0")])
+
+    def test_sanitizer_builds_skipped(self):
+        from egress import _native
+        for value in ("address,undefined", "thread", ["address"]):
+            top = self.fake_checkout(value)
+            self.assertEqual(list(_native._candidates({}, top)),
+                             ["libegress.so.0", os.path.join(top, "build/debug/lib/libegress.so.0")])
+
+    def test_installed_package_looks_nowhere_else(self):
+        from egress import _native
+        top = tempfile.mkdtemp(dir=TMP)
+        os.makedirs(os.path.join(top, "build", "release", "lib"))
+        open(os.path.join(top, "build", "release", "lib", "libegress.so.0"), "w").close()
+        self.assertEqual(list(_native._candidates({}, top)), ["libegress.so.0"])
+
+    def test_library_path_is_the_loaded_file(self):
+        self.assertTrue(os.path.isabs(egress.library_path), egress.library_path)
+        self.assertTrue(os.path.exists(egress.library_path))
+        self.assertEqual(egress.version(), egress.__version__)
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
