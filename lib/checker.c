@@ -580,6 +580,16 @@ static void vet_one(const egress_policy_t *p, const egress_options_t *o, const e
 /* URL paths (egress_check_url)                                              */
 /* ------------------------------------------------------------------------ */
 
+/* What a URL check adds to host and port; NULL for host:port checks. */
+typedef struct url_ctx {
+  const char *path;          /* normalized, starts with '/' */
+  egress__scheme_t scheme;
+} url_ctx_t;
+
+static const char *scheme_name(egress__scheme_t scheme) {
+  return scheme == EGRESS__SCHEME_HTTPS ? "https" : "http";
+}
+
 /* A rule path "/v1" allows "/v1" and "/v1/..." but not "/v10". */
 static bool path_allows(const char *rule_path, const char *path) {
   if (!rule_path) return true;
@@ -587,11 +597,14 @@ static bool path_allows(const char *rule_path, const char *path) {
   return !strncmp(rule_path, path, n) && (path[n] == '\0' || path[n] == '/');
 }
 
-static bool rule_matches_host(const egress__rule_t *r, const egress__host_t *h, uint16_t port) {
+/* @p min_len: how long a CIDR rule must be to stand for this literal (the
+ * open_len of a special-purpose address; 0 for a global one). */
+static bool rule_matches_host(const egress__rule_t *r, const egress__host_t *h, uint16_t port,
+                              uint8_t min_len) {
   if (port < r->port_lo || port > r->port_hi) return false;
   if (h->kind != EGRESS__HOST_NAME)
     return r->kind == EGRESS__RULE_CIDR && r->cidr.addr.family == h->ip.family &&
-           egress__prefix_contains(&r->cidr, &h->ip);
+           r->cidr.len >= min_len && egress__prefix_contains(&r->cidr, &h->ip);
   switch (r->kind) {
     case EGRESS__RULE_EXACT:
       return r->name_len == h->len && !memcmp(r->name, h->text, h->len);
@@ -609,18 +622,40 @@ static bool rule_matches_host(const egress__rule_t *r, const egress__host_t *h, 
   }
 }
 
-/* The compiled matchers ignore paths; when the rule they found carries a
- * path that does not cover this URL, look for the first rule that does.
- * Only URL checks against path rules come here. */
-static const egress__rule_t *path_rule(const egress_policy_t *p, const egress__host_t *h,
-                                       uint16_t port, const egress__rule_t *found,
-                                       const char *path) {
-  if (!path || path_allows(found->path, path)) return found;
+/* A URL entry allows only its own scheme: "https://h" must never let plain
+ * http reach port 443.  Entries without a scheme take any. */
+static bool rule_takes_url(const egress__rule_t *r, const url_ctx_t *u) {
+  return (r->scheme == EGRESS__SCHEME_NONE || r->scheme == u->scheme) && path_allows(r->path, u->path);
+}
+
+/* The compiled matchers know neither paths nor schemes; when the rule they
+ * found does not take this URL, look for the first rule that does.  Only
+ * URL checks come here.  *scheme_only tells whether some rule for this host
+ * and port would have taken the path under another scheme. */
+static const egress__rule_t *url_rule(const egress_policy_t *p, const egress__host_t *h,
+                                      uint16_t port, uint8_t min_len, const egress__rule_t *found,
+                                      const url_ctx_t *u, bool *scheme_only) {
+  *scheme_only = false;
+  if (!u || rule_takes_url(found, u)) return found;
   for (size_t i = 0; i < p->nrules[EGRESS_LIST_ALLOW]; i++) {
     const egress__rule_t *r = &p->rules[EGRESS_LIST_ALLOW][i];
-    if (path_allows(r->path, path) && rule_matches_host(r, h, port)) return r;
+    if (!rule_matches_host(r, h, port, min_len)) continue;
+    if (rule_takes_url(r, u)) return r;
+    if (path_allows(r->path, u->path)) *scheme_only = true;
   }
   return NULL;
+}
+
+/* Denied because no entry for this host and port takes the URL. */
+static void deny_url(egress_decision_t *d, const egress__rule_t *found, const url_ctx_t *u,
+                     uint16_t port, bool scheme_only) {
+  if (scheme_only)
+    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NOT_IN_ALLOWLIST, found,
+           "%s:%u is allowed only for URLs of another scheme, not %s", d->host.text, port,
+           scheme_name(u->scheme));
+  else
+    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NOT_IN_ALLOWLIST, found,
+           "path %.200s is outside every allowlist entry for %s", u->path, d->host.text);
 }
 
 static char *put_text(char *p, const char *s, size_t n) {
@@ -644,7 +679,7 @@ static void allowed_message(egress_decision_t *d, const egress__rule_t *rule, bo
 }
 
 static void check_literal(const egress_policy_t *p, const egress_options_t *o,
-                          egress_decision_t *d, uint16_t port, const char *path) {
+                          egress_decision_t *d, uint16_t port, const url_ctx_t *url) {
   const egress__ip_t *ip = &d->host.ip;
   egress__match_t m;
   vet_result_t v;
@@ -704,14 +739,16 @@ static void check_literal(const egress_policy_t *p, const egress_options_t *o,
   /* A special-purpose address was let through by the rule that names its
    * range, which is the rule that won even if a wider one comes first. */
   if (v.opener) m.allowing = v.opener;
-  const egress__rule_t *by_path = path_rule(p, &d->host, port, m.allowing, path);
-  if (!by_path) {
+  /* Only a rule that could open the address may stand in for the one
+   * found: 0.0.0.0/0 never stands in for a private address's own rule. */
+  bool scheme_only;
+  const egress__rule_t *by_url = url_rule(p, &d->host, port, v.open_len, m.allowing, url, &scheme_only);
+  if (!by_url) {
     a->reason = EGRESS_REASON_NOT_IN_ALLOWLIST;
-    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NOT_IN_ALLOWLIST, m.allowing,
-           "path %.200s is outside every allowlist entry for %s", path, d->host.text);
+    deny_url(d, m.allowing, url, port, scheme_only);
     return;
   }
-  m.allowing = by_path;
+  m.allowing = by_url;
   a->verdict = EGRESS_VERDICT_ALLOW;
   a->reason = EGRESS_REASON_NONE;
   decide(d, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE, m.allowing, NULL);
@@ -744,7 +781,7 @@ static bool build_curl_resolve(egress_decision_t *d, uint16_t port) {
 
 
 static void check_name(egress_checker_t *c, const egress_policy_t *p, egress_decision_t *d,
-                       uint16_t port, const char *path) {
+                       uint16_t port, const url_ctx_t *url) {
   egress__match_t m;
   egress__match_name(p->matcher[EGRESS_LIST_ALLOW], d->host.text, d->host.len, port, &m);
   if (!m.any) {
@@ -757,10 +794,10 @@ static void check_name(egress_checker_t *c, const egress_policy_t *p, egress_dec
            "%s is allowed only on other ports, not %u", d->host.text, port);
     return;
   }
-  const egress__rule_t *rule = path_rule(p, &d->host, port, m.allowing, path);
+  bool scheme_only;
+  const egress__rule_t *rule = url_rule(p, &d->host, port, 0, m.allowing, url, &scheme_only);
   if (!rule) {
-    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NOT_IN_ALLOWLIST, m.allowing,
-           "path %.200s is outside every allowlist entry for %s", path, d->host.text);
+    deny_url(d, m.allowing, url, port, scheme_only);
     return;
   }
 
@@ -837,7 +874,7 @@ done:
 
 /* Everything up to the verdict; never allocates the decision itself. */
 static void check_into(egress_checker_t *c, const egress_policy_t *p, egress_decision_t *d,
-                       const char *host, int32_t port, const char *path) {
+                       const char *host, int32_t port, const url_ctx_t *url) {
   const char *why = NULL;
   egress__match_t m;
   if (port < 1 || port > 65535) {
@@ -885,9 +922,9 @@ static void check_into(egress_checker_t *c, const egress_policy_t *p, egress_dec
     return;
   }
   if (d->host.kind == EGRESS__HOST_NAME)
-    check_name(c, p, d, p16, path);
+    check_name(c, p, d, p16, url);
   else
-    check_literal(p, &c->opts, d, p16, path);
+    check_literal(p, &c->opts, d, p16, url);
 }
 
 static bool copy_context(egress_decision_t *d, const char *host, const egress_request_t *req) {
@@ -978,7 +1015,7 @@ static void finish(egress_checker_t *c, egress_decision_t *d, const egress_polic
 enum { RUN_LEAN = 0, RUN_FULL = 1, RUN_TEXT = 2 };
 
 static egress_status_t run_check(egress_checker_t *c, const char *host, int32_t port,
-                                 const char *path, const egress_request_t *req,
+                                 const url_ctx_t *url, const egress_request_t *req,
                                  egress_decision_t *d, int want) {
   bool want_json = want == RUN_FULL;
   d->lean = want == RUN_LEAN && !egress__sink_active(c->sink);
@@ -1000,7 +1037,7 @@ static egress_status_t run_check(egress_checker_t *c, const char *host, int32_t 
     decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL, NULL);
     st = EGRESS_ENOMEM;
   } else {
-    check_into(c, p, d, host, port, path);
+    check_into(c, p, d, host, port, url);
     if (d->reason == EGRESS_REASON_INTERNAL_ERROR) st = EGRESS_ENOMEM;
   }
   finish(c, d, p, start, want_json);
@@ -1054,6 +1091,7 @@ typedef struct url_parts {
   char *host;      /* owned, brackets kept for IPv6 */
   int32_t port;
   char *path;      /* owned, starts with '/' */
+  egress__scheme_t scheme;
 } url_parts_t;
 
 static bool is_dot_segment(const char *s, size_t n, int dots) {
@@ -1137,9 +1175,11 @@ static const char *parse_url(const char *url, url_parts_t *u, bool *nomem) {
   int default_port;
   if (len >= 8 && !strncasecmp(url, "https://", 8)) {
     default_port = 443;
+    u->scheme = EGRESS__SCHEME_HTTPS;
     i = 8;
   } else if (len >= 7 && !strncasecmp(url, "http://", 7)) {
     default_port = 80;
+    u->scheme = EGRESS__SCHEME_HTTP;
     i = 7;
   } else {
     return "URL scheme must be http or https";
@@ -1226,7 +1266,8 @@ egress_status_t egress_check_url(egress_checker_t *checker, const char *url,
     return nomem ? EGRESS_ENOMEM : EGRESS_OK;
   }
   /* The checked host is the URL's host without IPv6 brackets. */
-  egress_status_t st = run_check(checker, u.host, u.port, u.path, req, d, RUN_FULL);
+  url_ctx_t ctx = {.path = u.path, .scheme = u.scheme};
+  egress_status_t st = run_check(checker, u.host, u.port, &ctx, req, d, RUN_FULL);
   egress__free(u.host);
   egress__free(u.path);
   return st;

@@ -164,6 +164,13 @@ typedef enum egress__rule_kind {
   EGRESS__RULE_CIDR = 5     /* IPv4 / IPv6 prefix */
 } egress__rule_kind_t;
 
+/* URL schemes a URL entry or a URL check names. */
+typedef enum egress__scheme {
+  EGRESS__SCHEME_NONE = 0,  /* not a URL entry: any scheme */
+  EGRESS__SCHEME_HTTP = 1,
+  EGRESS__SCHEME_HTTPS = 2
+} egress__scheme_t;
+
 typedef struct egress__rule {
   egress__rule_kind_t kind;
   egress_list_t list;
@@ -177,6 +184,8 @@ typedef struct egress__rule {
   uint16_t port_lo, port_hi; /* inclusive; 1..65535 means any port */
   char *path;              /* URL entries: path prefix without trailing '/',
                               NULL when none or "/" (owned) */
+  egress__scheme_t scheme;  /* URL entries: the only scheme they allow in
+                              URL checks; NONE for every other entry */
 } egress__rule_t;
 
 /* Parse one entry of @p list.  @p text has @p len bytes.  On error returns

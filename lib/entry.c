@@ -532,11 +532,13 @@ static egress_status_t parse_url(entry_ctx_t *c, const char *s, size_t n,
     if (!is_alpha(s[i]) && !is_digit(s[i]) && s[i] != '+' && s[i] != '-' &&
         s[i] != '.')
       FAIL_POLICY("invalid URL scheme");
-  if (sep == 5 && strncasecmp(s, "https", 5) == 0)
+  if (sep == 5 && strncasecmp(s, "https", 5) == 0) {
     c->url_port = 443;
-  else if (sep == 4 && strncasecmp(s, "http", 4) == 0)
+    c->rule->scheme = EGRESS__SCHEME_HTTPS;
+  } else if (sep == 4 && strncasecmp(s, "http", 4) == 0) {
     c->url_port = 80;
-  else
+    c->rule->scheme = EGRESS__SCHEME_HTTP;
+  } else
     FAIL_POLICY("unsupported URL scheme (only http and https)");
   c->is_url = true;
 

@@ -933,6 +933,100 @@ static void test_allowed(void) {
   egress_policy_unref(p);
 }
 
+/* A URL entry's scheme is part of what it allows in URL checks: an https
+ * entry never allows plain http to the same port (plain text to the TLS
+ * port).  Entries without a scheme (names, wildcards, CIDRs) allow any
+ * scheme; host:port checks have no scheme and are unchanged. */
+static void url_case(egress_checker_t *c, const char *url, egress_reason_t reason, long rule) {
+  egress_decision_t *u = NULL;
+  CU_ASSERT_EQUAL(egress_check_url(c, url, NULL, &u), EGRESS_OK);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(u);
+  invariants(c, u);
+  bool ok = egress_decision_reason(u) == reason &&
+            (egress_decision_verdict(u) == EGRESS_VERDICT_ALLOW) == (reason == EGRESS_REASON_NONE);
+  if (rule >= 0)
+    ok = ok && egress_decision_has_rule(u) && egress_decision_rule_list(u) == EGRESS_LIST_ALLOW &&
+         (long)egress_decision_rule_index(u) == rule;
+  if (!ok)
+    printf("\n  %s: expected %s rule %ld, got %s rule %ld (%s)\n", url, egress_reason_name(reason), rule,
+           egress_reason_name(egress_decision_reason(u)),
+           egress_decision_has_rule(u) ? (long)egress_decision_rule_index(u) : -1L,
+           egress_decision_message(u));
+  CU_ASSERT(ok);
+  egress_decision_free(u);
+}
+
+static void test_url_scheme(void) {
+  const char *allow[] = {"https://api.example.com/v1", "http://ports.example.com:8443",
+                         "svc.example.com:*", "https://" API_V4 ":8443", "8.8.8.0/24:9000",
+                         "*.example.com:7000"};
+  egress_policy_t *p = POLICY_ALLOW(allow);
+  egress_checker_t *c = mkchecker(p, NULL);
+  url_case(c, "https://api.example.com/v1", EGRESS_REASON_NONE, 0);
+  url_case(c, "https://api.example.com:443/v1/x", EGRESS_REASON_NONE, 0);
+  url_case(c, "http://api.example.com:443/v1", EGRESS_REASON_NOT_IN_ALLOWLIST, -1);
+  url_case(c, "HTTP://api.example.com:443/v1/x", EGRESS_REASON_NOT_IN_ALLOWLIST, -1);
+  url_case(c, "http://api.example.com/v1", EGRESS_REASON_PORT_NOT_ALLOWED, 0);
+  url_case(c, "http://ports.example.com:8443/", EGRESS_REASON_NONE, 1);
+  url_case(c, "http://ports.example.com:8443/any/path", EGRESS_REASON_NONE, 1);
+  url_case(c, "https://ports.example.com:8443/", EGRESS_REASON_NOT_IN_ALLOWLIST, -1);
+  url_case(c, "http://svc.example.com:443/", EGRESS_REASON_NONE, 2);
+  url_case(c, "https://svc.example.com:80/", EGRESS_REASON_NONE, 2);
+  url_case(c, "https://" API_V4 ":8443/", EGRESS_REASON_NONE, 3);
+  url_case(c, "http://" API_V4 ":8443/", EGRESS_REASON_NOT_IN_ALLOWLIST, -1);
+  url_case(c, "http://8.8.8.8:9000/", EGRESS_REASON_NONE, 4);
+  url_case(c, "https://8.8.8.8:9000/", EGRESS_REASON_NONE, 4);
+  url_case(c, "http://svc.example.com:7000/", EGRESS_REASON_NONE, 2);
+  url_case(c, "http://api.example.com:7000/", EGRESS_REASON_NONE, 5);
+  /* Wrong scheme is decided without a DNS query. */
+  CU_ASSERT_EQUAL(egress_check(c, "api.example.com", 443), EGRESS_VERDICT_ALLOW);
+  CU_ASSERT_EQUAL(egress_check(c, "ports.example.com", 8443), EGRESS_VERDICT_ALLOW);
+  CU_ASSERT_EQUAL(egress_check(c, API_V4, 8443), EGRESS_VERDICT_ALLOW);
+  egress_checker_free(c);
+  egress_policy_unref(p);
+
+  /* The entry for the URL's scheme is found even behind one for another
+   * scheme, and scheme and path must both fit the same entry. */
+  const char *both[] = {"https://api.example.com:8080/v1", "http://api.example.com:8080/public",
+                        "https://api.example.com/v1", "http://api.example.com:443/public"};
+  p = POLICY_ALLOW(both);
+  c = mkchecker(p, NULL);
+  url_case(c, "https://api.example.com:8080/v1/a", EGRESS_REASON_NONE, 0);
+  url_case(c, "http://api.example.com:8080/public/a", EGRESS_REASON_NONE, 1);
+  url_case(c, "http://api.example.com:8080/v1/a", EGRESS_REASON_NOT_IN_ALLOWLIST, -1);
+  url_case(c, "https://api.example.com:8080/public", EGRESS_REASON_NOT_IN_ALLOWLIST, -1);
+  url_case(c, "http://api.example.com:443/public", EGRESS_REASON_NONE, 3);
+  url_case(c, "http://api.example.com:443/v1", EGRESS_REASON_NOT_IN_ALLOWLIST, -1);
+  url_case(c, "https://api.example.com/public", EGRESS_REASON_NOT_IN_ALLOWLIST, -1);
+  egress_checker_free(c);
+  egress_policy_unref(p);
+
+  /* A private address named by a URL entry: neither another scheme nor
+   * another path falls through to a rule too wide to open private space. */
+  const char *priv[] = {"https://10.0.0.5:8443/v1", "0.0.0.0/0:8443"};
+  p = POLICY_ALLOW(priv);
+  c = mkchecker(p, NULL);
+  url_case(c, "https://10.0.0.5:8443/v1/x", EGRESS_REASON_NONE, 0);
+  url_case(c, "http://10.0.0.5:8443/v1/x", EGRESS_REASON_NOT_IN_ALLOWLIST, -1);
+  url_case(c, "https://10.0.0.5:8443/admin", EGRESS_REASON_NOT_IN_ALLOWLIST, -1);
+  url_case(c, "http://8.8.8.8:8443/anything", EGRESS_REASON_NONE, 1);
+  egress_checker_free(c);
+  egress_policy_unref(p);
+
+  /* Deny-list URL entries deny whatever the scheme: the deny list errs on
+   * the side of denying. */
+  const char *allow2[] = {"*.example.com:*"};
+  const char *deny2[] = {"http://ports.example.com"};
+  p = POLICY(allow2, deny2);
+  c = mkchecker(p, NULL);
+  egress_decision_t *u = NULL;
+  CU_ASSERT_EQUAL(egress_check_url(c, "https://ports.example.com/", NULL, &u), EGRESS_OK);
+  CU_ASSERT_EQUAL(egress_decision_reason(u), EGRESS_REASON_EXPLICIT_DENY);
+  egress_decision_free(u);
+  egress_checker_free(c);
+  egress_policy_unref(p);
+}
+
 /* ------------------------------------------------------------------------ */
 /* 2. Monitor mode                                                           */
 /* ------------------------------------------------------------------------ */
@@ -2021,6 +2115,7 @@ static CU_TestInfo decision_tests[] = {
     {"no_such_host", test_no_such_host},
     {"resolved_address_forbidden", test_resolved_forbidden},
     {"allowed", test_allowed},
+    {"URL checks: a URL entry's scheme must match", test_url_scheme},
     CU_TEST_INFO_NULL,
 };
 

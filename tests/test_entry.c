@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #define ANYP 1, 65535
@@ -274,6 +275,12 @@ static const err_case_t err_cases[] = {
     {"https://a.com/x%4", 0, "percent"},
     {"https://a.com/x%", 0, "percent"},
     {"https://a.com/x%%41", 0, "percent"},
+    {"https://a.com/v1/%u002e%u002e/admin", 0, "percent"},
+    {"http://a.com/%zz/x", 0, "percent"},
+    {"https://a.com/x%4/y", 0, "percent"},
+    {"https://a.com/x%g0", 0, "percent"},
+    {"https://a.com/x%0", 0, "percent"},
+    {"https://a.com:8443/a%", 0, "percent"},
     {"https://a.com/x y", 0, "white space"},
     {"https://a.com//x", 0, "empty segment"},
     {"https://a.com/x//y", 0, "empty segment"},
@@ -521,6 +528,11 @@ static void check_ok_case(const ok_case_t *c) {
   else
     good &= rule.path == NULL;
   good &= (rule.regex != NULL) == (c->kind == REGEX);
+  /* A URL entry keeps its scheme (URL checks allow only that one). */
+  egress__scheme_t scheme = !strncasecmp(c->text, "https://", 8)  ? EGRESS__SCHEME_HTTPS
+                            : !strncasecmp(c->text, "http://", 7) ? EGRESS__SCHEME_HTTP
+                                                                  : EGRESS__SCHEME_NONE;
+  good &= rule.scheme == scheme;
   if (c->cidr) {
     egress__ip_t want;
     CU_ASSERT_FATAL(fill_ip(c->cidr, &want));
@@ -529,10 +541,10 @@ static void check_ok_case(const ok_case_t *c) {
     good &= rule.cidr.len == c->plen;
   }
   if (!good) {
-    printf("\n  wrong rule for \"%s\": kind=%d name=%s lo=%u hi=%u path=%s len=%u fam=%u\n",
+    printf("\n  wrong rule for \"%s\": kind=%d name=%s lo=%u hi=%u path=%s len=%u fam=%u scheme=%d\n",
            c->text, (int)rule.kind, rule.name ? rule.name : "(null)", rule.port_lo,
            rule.port_hi, rule.path ? rule.path : "(null)", rule.cidr.len,
-           rule.cidr.addr.family);
+           rule.cidr.addr.family, (int)rule.scheme);
   }
   CU_ASSERT(good);
   egress__rule_clear(&rule);

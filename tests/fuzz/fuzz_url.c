@@ -2,7 +2,8 @@
  * Fuzz target: egress_check_url through a checker with a small fixed policy
  * that resolves from a fixed hosts file (no network).
  *
- * Invariant: an allow names a host and port the policy allows, and the host
+ * Invariant: an allow names a host and port the policy allows, under the
+ * scheme of the URL entry that names them, and the host
  * the library checked is the host a plain reading of the URL's authority
  * gives (no parser confusion between the check and the caller's HTTP
  * client).  Every allowed address passed vetting.
@@ -190,9 +191,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                        !strcmp(h.text, host),
                    "URL \"%s\": library checked %s, authority says %s", url, host, plain);
     }
-    if (!strcmp(host, "files.example.com"))
+    if (!strcmp(host, "files.example.com")) {
       FUZZ_REQUIRE(path_under(url, "/v1/upload"), "files.example.com allowed outside /v1/upload: %s",
                    url);
+      FUZZ_REQUIRE(!strncasecmp(url, "https:", 6), "files.example.com allowed over plain http: %s", url);
+    }
+    if (!strcmp(host, "plain.example.com"))
+      FUZZ_REQUIRE(!strncasecmp(url, "http:", 5), "plain.example.com allowed for another scheme: %s", url);
     size_t n = egress_decision_address_count(d), ok = 0;
     for (size_t i = 0; i < n; i++) {
       if (egress_decision_address_verdict(d, i) != EGRESS_VERDICT_ALLOW) continue;

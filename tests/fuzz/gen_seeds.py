@@ -82,6 +82,15 @@ URLS = [
     "https://b\u00fccher.svc.example.com:8443/",
     "https://files.example.com/admin/x/../v1/upload", "https://files.example.com/v1/upload/..%2f..%2fadmin",
     "https://files.example.com/v1/upload/..;/..;/admin", "https://files.example.com/a/%2e%2E/v1/upload",
+    # schemes: a URL entry allows its own scheme only
+    "http://files.example.com:443/v1/upload/x", "HTTP://files.example.com:443/v1/upload",
+    "https://plain.example.com:8080/", "http://plain.example.com:8080/x",
+    # malformed percent-encoding in the path
+    "https://files.example.com/v1/upload/%zz", "https://files.example.com/v1/upload/%u002e%u002e/admin",
+    "https://files.example.com/v1/upload/%4", "https://files.example.com/v1/upload/%",
+    "https://files.example.com/v1/upload/%2", "https://files.example.com/v1/upload/%%32%65",
+    # an over-long host
+    "https://" + "a" * 300 + ".example.com/",
 ]
 
 
