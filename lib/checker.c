@@ -1140,14 +1140,24 @@ static char *normalize_path(const char *in, size_t len) {
   return out;
 }
 
+static bool is_hex_digit(char ch) {
+  return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
+}
+
 /*
  * Paths that servers read differently are refused rather than guessed at:
  * an empty segment ("//": merged by nginx, kept by others), an encoded
  * slash or backslash ("%2F", "%5C": decoded before ".." by some servers),
- * and a dot segment with parameters ("..;": ".." to Tomcat).
+ * a dot segment with parameters ("..;": ".." to Tomcat), and a '%' that is
+ * not followed by two hex digits ("%u002e" is '.' to IIS, "%zz" and a
+ * trailing '%' are kept, rejected or mangled depending on the server), which
+ * is no percent-encoding at all (RFC 3986 section 2.1) and so cannot be
+ * compared as a path.
  */
 static const char *path_ambiguity(const char *p, size_t len) {
   for (size_t i = 0; i < len; i++) {
+    if (p[i] == '%' && (i + 2 >= len || !is_hex_digit(p[i + 1]) || !is_hex_digit(p[i + 2])))
+      return "URL path has a malformed percent-encoding (not %HH)";
     if (p[i] == '/' && i + 1 < len && p[i + 1] == '/') return "URL path has an empty segment (//)";
     if (p[i] == '%' && i + 2 < len &&
         ((p[i + 1] == '2' && (p[i + 2] == 'f' || p[i + 2] == 'F')) ||

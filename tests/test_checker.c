@@ -1027,6 +1027,44 @@ static void test_url_scheme(void) {
   egress_policy_unref(p);
 }
 
+/* A '%' in a URL path not followed by two hex digits is no percent-encoding
+ * at all: servers disagree on it (IIS reads "%u002e" as '.', others keep
+ * it), so the URL is refused rather than compared as a literal path. */
+static void test_url_bad_percent(void) {
+  const char *allow[] = {"https://api.example.com/v1", "svc.example.com:*"};
+  egress_policy_t *p = POLICY_ALLOW(allow);
+  egress_checker_t *c = mkchecker(p, NULL);
+  static const char *const bad[] = {
+      "https://api.example.com/v1/%u002e%u002e/admin", "https://api.example.com/v1/%U002E%U002E/",
+      "https://api.example.com/v1/%zz", "https://api.example.com/v1/%4",
+      "https://api.example.com/v1/x%", "https://api.example.com/v1/%", "https://api.example.com/v1/%2",
+      "https://api.example.com/v1/%2/x", "https://api.example.com/v1/%%41", "https://api.example.com/v1/%g1",
+      "https://api.example.com/v1/a%4?q=1", "https://api.example.com/v1/a%#f", "https://api.example.com/%zz/v1",
+      "https://svc.example.com:8443/%zz", "http://svc.example.com/a/%u2215/b", "https://8.8.8.8/x%x1"};
+  for (size_t i = 0; i < NELEM(bad); i++) {
+    egress_decision_t *u = NULL;
+    CU_ASSERT_EQUAL(egress_check_url(c, bad[i], NULL, &u), EGRESS_OK);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(u);
+    invariants(c, u);
+    if (egress_decision_reason(u) != EGRESS_REASON_INVALID_HOST)
+      printf("\n  %s: expected invalid_host, got %s (%s)\n", bad[i],
+             egress_reason_name(egress_decision_reason(u)), egress_decision_message(u));
+    CU_ASSERT_EQUAL(egress_decision_reason(u), EGRESS_REASON_INVALID_HOST);
+    CU_ASSERT_EQUAL(egress_decision_verdict(u), EGRESS_VERDICT_DENY);
+    CU_ASSERT(contains(egress_decision_message(u), "percent"));
+    egress_decision_free(u);
+  }
+  CU_ASSERT_EQUAL(egress_checker_counter(c, EGRESS_COUNTER_DNS_QUERIES), 0);
+  /* Well-formed escapes, and anything after '?' or '#', are not judged. */
+  url_case(c, "https://api.example.com/v1/%41%7e", EGRESS_REASON_NONE, 0);
+  url_case(c, "https://api.example.com/v1/a%20b%2C", EGRESS_REASON_NONE, 0);
+  url_case(c, "https://api.example.com/v1?q=%zz", EGRESS_REASON_NONE, 0);
+  url_case(c, "https://api.example.com/v1#%", EGRESS_REASON_NONE, 0);
+  url_case(c, "https://svc.example.com:9/%e2%82%ac", EGRESS_REASON_NONE, 1);
+  egress_checker_free(c);
+  egress_policy_unref(p);
+}
+
 /* ------------------------------------------------------------------------ */
 /* 2. Monitor mode                                                           */
 /* ------------------------------------------------------------------------ */
@@ -2116,6 +2154,7 @@ static CU_TestInfo decision_tests[] = {
     {"resolved_address_forbidden", test_resolved_forbidden},
     {"allowed", test_allowed},
     {"URL checks: a URL entry's scheme must match", test_url_scheme},
+    {"URL checks: malformed percent-encoding in the path is an invalid URL", test_url_bad_percent},
     CU_TEST_INFO_NULL,
 };
 
