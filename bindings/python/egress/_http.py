@@ -426,6 +426,8 @@ class EgressHandler(*_HANDLER_BASES):
     """
 
     def __init__(self, checker, *, ctx=None, context=None, debuglevel=None, pool_size=4):
+        if debuglevel is None:
+            debuglevel = http.client.HTTPConnection.debuglevel
         urllib.request.AbstractHTTPHandler.__init__(self, debuglevel)
         if not hasattr(checker, "_check_url"):
             raise TypeError("checker must be an egress.Checker")
@@ -527,18 +529,39 @@ class _NoFTP(urllib.request.FTPHandler):
                           % req.full_url)
 
 
+class _Opener(urllib.request.OpenerDirector):
+    def close(self):
+        """Close the handlers' idle connections (urllib's own close() does
+        nothing)."""
+        for handler in self.handlers:
+            handler.close()
+
+
 def build_opener(checker, *handlers, ctx=None, context=None, pool_size=4):
     """A urllib OpenerDirector whose http and https requests go through
     EgressHandler (one check per request, pooled kept-alive connections).
 
     No proxy is used (environment proxies would send the socket elsewhere
     than the checked origin) and ftp is refused.  ``handlers`` are added as
-    urllib.request.build_opener() adds them.  ``opener.close()`` closes the
-    idle connections.
+    urllib.request.build_opener() adds them: one that subclasses a default
+    handler replaces it.  ``opener.close()`` closes the idle connections.
     """
-    return urllib.request.build_opener(
-        urllib.request.ProxyHandler({}),
-        EgressHandler(checker, ctx=ctx, context=context, pool_size=pool_size),
-        EgressRedirectHandler(),
-        _NoFTP(),
-        *handlers)
+    handlers = (urllib.request.ProxyHandler({}),
+                EgressHandler(checker, ctx=ctx, context=context, pool_size=pool_size),
+                EgressRedirectHandler(), _NoFTP()) + handlers
+    # urllib.request.build_opener(), making an _Opener.
+    defaults = [urllib.request.ProxyHandler, urllib.request.UnknownHandler,
+                urllib.request.HTTPHandler, urllib.request.HTTPDefaultErrorHandler,
+                urllib.request.HTTPRedirectHandler, urllib.request.FTPHandler,
+                urllib.request.FileHandler, urllib.request.HTTPErrorProcessor,
+                urllib.request.DataHandler]
+    if hasattr(urllib.request, "HTTPSHandler"):
+        defaults.append(urllib.request.HTTPSHandler)
+    opener = _Opener()
+    for klass in defaults:
+        if not any(issubclass(h, klass) if isinstance(h, type) else isinstance(h, klass)
+                   for h in handlers):
+            opener.add_handler(klass())
+    for h in handlers:
+        opener.add_handler(h() if isinstance(h, type) else h)
+    return opener
