@@ -507,6 +507,11 @@ static bool build_bounds(rctx_t *c) {
   return true;
 }
 
+static int u32_cmp(const void *x, const void *y) {
+  uint32_t a = *(const uint32_t *)x, b = *(const uint32_t *)y;
+  return a < b ? -1 : a > b;
+}
+
 static bool build_segments(rctx_t *c) {
   const egress_policy_t *p = c->p;
   uint32_t *pts = NULL;
@@ -524,13 +529,8 @@ static bool build_segments(rctx_t *c) {
       pts[n++] = r->port_lo;
       pts[n++] = (uint32_t)r->port_hi + 1;
     }
-  /* Insertion sort: a few dozen points at most. */
-  for (size_t i = 1; i < n; i++)
-    for (size_t j = i; j > 0 && pts[j - 1] > pts[j]; j--) {
-      uint32_t t = pts[j];
-      pts[j] = pts[j - 1];
-      pts[j - 1] = t;
-    }
+  /* Two points per CIDR rule: a large policy has tens of thousands. */
+  qsort(pts, n, sizeof *pts, u32_cmp);
   c->segs = egress__calloc(n, sizeof *c->segs);
   if (!c->segs) goto done;
   for (size_t i = 0; i + 1 < n; i++) {
@@ -647,6 +647,30 @@ static bool group_ports(const rctx_t *c, const pset_t *ports, const egress__pref
   return true;
 }
 
+/* What is said about deny entry @p d, which takes only some of the names of
+ * allow entry @p a on the ports they share (render and lint say the same). */
+static void partial_deny_what(char *what, size_t len, const egress__rule_t *d,
+                              const egress__rule_t *a) {
+  char ports[16];
+  uint32_t plo = d->port_lo > a->port_lo ? d->port_lo : a->port_lo;
+  uint32_t phi = d->port_hi < a->port_hi ? d->port_hi : a->port_hi;
+  if (plo == phi) snprintf(ports, sizeof ports, "%u", (unsigned)plo);
+  else snprintf(ports, sizeof ports, "%u-%u", (unsigned)plo, (unsigned)phi);
+  snprintf(what, len,
+           "Cilium cannot deny by name (egressDeny has no toFQDNs), and this entry takes "
+           "only some of the names of egressAllowlist[%zu] \"%.200s\"; skipping it leaves "
+           "that allow entry closed on port%s %s",
+           a->index, a->text, plo == phi ? "" : "s", ports);
+}
+
+static const char regex_what[] =
+    "a \"re:\" entry has no Cilium equivalent (toFQDNs takes names and \"*\" patterns only); "
+    "skipping it leaves its traffic denied by the network layer";
+
+static const char closed_what[] =
+    "opens Teredo or local-use NAT64 addresses (2001::/32, 64:ff9b:1::/48), whose embedded IPv4 "
+    "addresses cannot be vetted with CIDRs; skipping it leaves that part closed";
+
 /* Ports of name rule @p a once the deny entries that match its names are
  * taken out.  A deny entry that matches only some of its names cannot be
  * expressed by Cilium; @p report says whether to report that. */
@@ -661,16 +685,8 @@ static bool name_ports(rctx_t *c, const egress__rule_t *a, bool report, pset_t *
      * only some names of an entry leaves its ports open there. */
     if (rel == REL_NONE || (rel == REL_PARTIAL && !report)) continue;
     if (rel == REL_PARTIAL) {
-      char what[400], ports[16];
-      uint32_t plo = d->port_lo > a->port_lo ? d->port_lo : a->port_lo;
-      uint32_t phi = d->port_hi < a->port_hi ? d->port_hi : a->port_hi;
-      if (plo == phi) snprintf(ports, sizeof ports, "%u", (unsigned)plo);
-      else snprintf(ports, sizeof ports, "%u-%u", (unsigned)plo, (unsigned)phi);
-      snprintf(what, sizeof what,
-               "Cilium cannot deny by name (egressDeny has no toFQDNs), and this entry takes "
-               "only some of the names of egressAllowlist[%zu] \"%.200s\"; skipping it leaves "
-               "that allow entry closed on port%s %s",
-               a->index, a->text, plo == phi ? "" : "s", ports);
+      char what[400];
+      partial_deny_what(what, sizeof what, d, a);
       note_unrenderable(c, EGRESS_LIST_DENY, i, what);
     }
     if (!pset_sub(out, d->port_lo, d->port_hi)) return false;
@@ -994,10 +1010,7 @@ static bool render_cilium(rctx_t *c, jb_t *j, cJSON *items, const char *name, co
   for (size_t i = 0; i < p->nrules[EGRESS_LIST_ALLOW]; i++) {
     const egress__rule_t *a = &p->rules[EGRESS_LIST_ALLOW][i];
     if (a->kind == EGRESS__RULE_REGEX) {
-      note_unrenderable(c, EGRESS_LIST_ALLOW, i,
-                        "a \"re:\" entry has no Cilium equivalent (toFQDNs takes names and "
-                        "\"*\" patterns only); skipping it leaves its traffic denied by the "
-                        "network layer");
+      note_unrenderable(c, EGRESS_LIST_ALLOW, i, regex_what);
       continue;
     }
     if (a->kind == EGRESS__RULE_CIDR) {
@@ -1150,10 +1163,7 @@ egress_status_t egress__render(const egress_policy_t *policy, const egress__rend
   }
   for (size_t i = 0; i < policy->nrules[EGRESS_LIST_ALLOW]; i++)
     if (c.closed[i])
-      note_unrenderable(&c, EGRESS_LIST_ALLOW, i,
-                        "opens Teredo or local-use NAT64 addresses (2001::/32, 64:ff9b:1::/48), "
-                        "whose embedded IPv4 addresses cannot be vetted with CIDRs; skipping it "
-                        "leaves that part closed");
+      note_unrenderable(&c, EGRESS_LIST_ALLOW, i, closed_what);
   if (c.unrenderable > 0 && !opts->skip_unrenderable) {
     st = egress__errf(errbuf, errlen, EGRESS_EPOLICY, "cannot render %s%s: %s",
                       c.unrenderable > 1 ? "entries, first " : "",
@@ -1234,53 +1244,635 @@ static void lint_note(egress_list_t list, size_t index, const char *entry, const
   if (l->warn) l->warn(list, index, entry, buf, l->ud);
 }
 
-static bool lint_render(const egress_policy_t *p, egress__render_format_t fmt, lint_ctx_t *l) {
-  egress__render_opts_t o;
-  char *out = NULL;
-  memset(&o, 0, sizeof o);
-  o.format = fmt;
-  o.skip_unrenderable = true;
+/* ------------------------------------------------------------------------ */
+/* Lint lookups.                                                             */
+/*                                                                          */
+/* Comparing every pair of entries made lint quadratic (a minute at 100 000  */
+/* entries).  Instead the entries of each list are indexed by what a rule    */
+/* that covers another must share with it: the exact name, the wildcard      */
+/* suffix, the regex pattern or the CIDR prefix.  The rules that can cover   */
+/* an entry are then found by looking up its name, its parent and each of    */
+/* its label suffixes, or each prefix length that contains its range; only   */
+/* "re:" entries are still tried one by one, against exact names.            */
+/* ------------------------------------------------------------------------ */
+
+/* A rule's lookup key: kind plus name, suffix, pattern, or family, length
+ * and masked address bytes.  @p p points into the rule or into buf. */
+typedef struct lkey {
+  egress__rule_kind_t kind;
+  const uint8_t *p;
+  size_t len;
+  uint8_t buf[18];
+} lkey_t;
+
+static void key_prefix(lkey_t *k, const egress__ip_t *ip, unsigned len) {
+  memset(k->buf, 0, sizeof k->buf);
+  k->kind = EGRESS__RULE_CIDR;
+  k->buf[0] = ip->family;
+  k->buf[1] = (uint8_t)len;
+  for (unsigned i = 0; i < len / 8; i++) k->buf[2 + i] = ip->bytes[i];
+  if (len % 8) k->buf[2 + len / 8] = (uint8_t)(ip->bytes[len / 8] & (0xFFu << (8 - len % 8)));
+  k->p = k->buf;
+  k->len = sizeof k->buf;
+}
+
+static void key_name(lkey_t *k, egress__rule_kind_t kind, const char *s, size_t len) {
+  k->kind = kind;
+  k->p = (const uint8_t *)s;
+  k->len = len;
+}
+
+/* What same_regex compares: the text from the first ':' on. */
+static const char *regex_pattern(const egress__rule_t *r) {
+  const char *colon = strchr(r->text, ':');
+  return colon ? colon : r->text;
+}
+
+static void key_rule(lkey_t *k, const egress__rule_t *r) {
+  switch (r->kind) {
+    case EGRESS__RULE_CIDR: key_prefix(k, &r->cidr.addr, r->cidr.len); break;
+    case EGRESS__RULE_REGEX: {
+      const char *pat = regex_pattern(r);
+      key_name(k, r->kind, pat, strlen(pat));
+      break;
+    }
+    case EGRESS__RULE_ANY: key_name(k, r->kind, "", 0); break;
+    default: key_name(k, r->kind, r->name, r->name_len); break;
+  }
+}
+
+static int key_cmp(const lkey_t *a, const lkey_t *b) {
+  if (a->kind != b->kind) return a->kind < b->kind ? -1 : 1;
+  int c = memcmp(a->p, b->p, a->len < b->len ? a->len : b->len);
+  if (c) return c;
+  return a->len < b->len ? -1 : a->len > b->len;
+}
+
+/* FNV-1a, then a final mix so that the low bits (the table slot) depend on
+ * every byte: keys of one policy differ mostly in their last bytes. */
+static uint64_t key_hash(const lkey_t *k) {
+  uint64_t h = 1469598103934665603ull ^ (uint64_t)k->kind;
+  for (size_t i = 0; i < k->len; i++) h = (h ^ k->p[i]) * 1099511628211ull;
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdull;
+  h ^= h >> 33;
+  return h;
+}
+
+/* Besides the key, rule_covers looks at the ports, and between allow
+ * entries at the URL path: rules equal in all of it cover and are covered
+ * alike. */
+static int sig_cmp(const egress__rule_t *a, const egress__rule_t *b) {
+  if (a->port_lo != b->port_lo) return a->port_lo < b->port_lo ? -1 : 1;
+  if (a->port_hi != b->port_hi) return a->port_hi < b->port_hi ? -1 : 1;
+  if (a->list != EGRESS_LIST_ALLOW || a->path == b->path) return 0;
+  if (!a->path || !b->path) return a->path ? 1 : -1;
+  return strcmp(a->path, b->path);
+}
+
+/* Rules in the order the index is built in: by key hash first (an integer
+ * compare settles almost every step of the sort), then key, signature and
+ * index, so that a bucket's rules, and a group's, are neighbours with the
+ * lowest index first. */
+typedef struct lrule {
+  uint64_t hash;
+  const egress__rule_t *r;
+} lrule_t;
+
+static int lrule_order(const void *x, const void *y) {
+  const lrule_t *a = x, *b = y;
+  if (a->hash != b->hash) return a->hash < b->hash ? -1 : 1;
+  lkey_t ka, kb;
+  key_rule(&ka, a->r);
+  key_rule(&kb, b->r);
+  int c = key_cmp(&ka, &kb);
+  if (!c) c = sig_cmp(a->r, b->r);
+  if (!c) c = a->r->index < b->r->index ? -1 : a->r->index > b->r->index;
+  return c;
+}
+
+/* A bucket: the rules of one key, as groups of equal signature; a group is
+ * represented by its lowest index (every other member is a duplicate). */
+typedef struct lbucket {
+  size_t rep;     /* a member: its key is the bucket's */
+  size_t g0, ng;  /* groups gfirst[g0 .. g0 + ng) */
+} lbucket_t;
+
+/* A table slot keeps the key's hash, so that a probe past other keys
+ * touches nothing else. */
+typedef struct lslot {
+  uint64_t hash;
+  size_t bucket; /* bucket number + 1, 0 when free */
+} lslot_t;
+
+typedef struct lindex {
+  const egress__rule_t *rules;
+  size_t *gfirst;
+  size_t *bucket_of; /* each rule's own bucket: the lookup every entry
+                        makes of its own key, without hashing */
+  lbucket_t *b;
+  size_t nb;
+  lslot_t *slot;     /* open addressing */
+  size_t mask;
+  uint64_t *bloom;   /* two bits per key hash: most lookups are of suffixes
+                        that no entry has, and the table is too big for the
+                        cache at 100 000 entries; this filter is not */
+  size_t bloom_mask;
+  bool kinds[EGRESS__RULE_CIDR + 1]; /* kinds present */
+  size_t any;        /* the "*" bucket, SIZE_MAX when none */
+  size_t *regex;     /* the "re:" buckets */
+  size_t nregex;
+  bool lens[2][129]; /* CIDR prefix lengths present, IPv4 [0] and IPv6 [1] */
+} lindex_t;
+
+static void lindex_free(lindex_t *ix) {
+  egress__free(ix->gfirst);
+  egress__free(ix->bucket_of);
+  egress__free(ix->b);
+  egress__free(ix->slot);
+  egress__free(ix->bloom);
+  egress__free(ix->regex);
+  memset(ix, 0, sizeof *ix);
+}
+
+static bool bloom_may(const lindex_t *ix, uint64_t hash) {
+  size_t b1 = (size_t)(hash >> 20) & ix->bloom_mask, b2 = (size_t)(hash >> 42) & ix->bloom_mask;
+  return (ix->bloom[b1 / 64] >> (b1 % 64) & 1) && (ix->bloom[b2 / 64] >> (b2 % 64) & 1);
+}
+
+static size_t bucket_find(const lindex_t *ix, const lkey_t *k) {
+  if (!ix->slot || !ix->kinds[k->kind]) return SIZE_MAX;
+  uint64_t hash = key_hash(k);
+  if (!bloom_may(ix, hash)) return SIZE_MAX;
+  for (size_t h = (size_t)hash & ix->mask;; h = (h + 1) & ix->mask) {
+    size_t v = ix->slot[h].bucket;
+    if (!v) return SIZE_MAX;
+    if (ix->slot[h].hash != hash) continue;
+    lkey_t kb;
+    key_rule(&kb, &ix->rules[ix->b[v - 1].rep]);
+    if (!key_cmp(k, &kb)) return v - 1;
+  }
+}
+
+static bool lindex_build(lindex_t *ix, const egress_policy_t *p, egress_list_t list) {
+  size_t n = p->nrules[list];
+  lrule_t *ord = NULL;
+  bool ok = false;
+
+  memset(ix, 0, sizeof *ix);
+  ix->rules = p->rules[list];
+  ix->any = SIZE_MAX;
+  if (n == 0) return true;
+  if (n > SIZE_MAX / 32 / sizeof *ix->slot) return false;
+  ord = egress__malloc(n * sizeof *ord);
+  ix->gfirst = egress__malloc(n * sizeof *ix->gfirst);
+  ix->bucket_of = egress__malloc(n * sizeof *ix->bucket_of);
+  ix->b = egress__malloc(n * sizeof *ix->b);
+  ix->regex = egress__malloc(n * sizeof *ix->regex);
+  if (!ord || !ix->gfirst || !ix->bucket_of || !ix->b || !ix->regex) goto done;
+  for (size_t i = 0; i < n; i++) {
+    lkey_t k;
+    key_rule(&k, &ix->rules[i]);
+    ord[i].hash = key_hash(&k);
+    ord[i].r = &ix->rules[i];
+  }
+  qsort(ord, n, sizeof *ord, lrule_order);
+
+  size_t ng = 0;
+  for (size_t i = 0; i < n; i++) {
+    const egress__rule_t *r = ord[i].r;
+    bool new_bucket = true, new_group = true;
+    if (i > 0 && ord[i - 1].hash == ord[i].hash) {
+      lkey_t ka, kb;
+      key_rule(&ka, ord[i - 1].r);
+      key_rule(&kb, r);
+      new_bucket = key_cmp(&ka, &kb) != 0;
+      new_group = new_bucket || sig_cmp(ord[i - 1].r, r) != 0;
+    }
+    if (new_bucket) {
+      lbucket_t *bk = &ix->b[ix->nb++];
+      bk->rep = r->index;
+      bk->g0 = ng;
+      bk->ng = 0;
+      if (r->kind == EGRESS__RULE_ANY) ix->any = ix->nb - 1;
+      if (r->kind == EGRESS__RULE_REGEX) ix->regex[ix->nregex++] = ix->nb - 1;
+    }
+    if (new_group) {
+      ix->gfirst[ng++] = r->index;
+      ix->b[ix->nb - 1].ng++;
+    }
+    ix->bucket_of[r->index] = ix->nb - 1;
+    ix->kinds[r->kind] = true;
+    if (r->kind == EGRESS__RULE_CIDR) ix->lens[r->cidr.addr.family == 6][r->cidr.len] = true;
+  }
+
+  size_t cap = 16, bits = 1024;
+  while (cap < 2 * ix->nb) cap *= 2;
+  while (bits < 16 * ix->nb) bits *= 2;
+  ix->slot = egress__calloc(cap, sizeof *ix->slot);
+  ix->bloom = egress__calloc(bits / 64, sizeof *ix->bloom);
+  if (!ix->slot || !ix->bloom) goto done;
+  ix->mask = cap - 1;
+  ix->bloom_mask = bits - 1;
+  for (size_t i = 0, k = 0; i < n; i++) {
+    if (ix->b[k].rep != ord[i].r->index) continue; /* not the first of its bucket */
+    uint64_t hash = ord[i].hash;
+    size_t b1 = (size_t)(hash >> 20) & ix->bloom_mask, b2 = (size_t)(hash >> 42) & ix->bloom_mask;
+    ix->bloom[b1 / 64] |= (uint64_t)1 << (b1 % 64);
+    ix->bloom[b2 / 64] |= (uint64_t)1 << (b2 % 64);
+    size_t h = (size_t)hash & ix->mask;
+    while (ix->slot[h].bucket) h = (h + 1) & ix->mask;
+    ix->slot[h].hash = hash;
+    ix->slot[h].bucket = ++k;
+    if (k == ix->nb) break;
+  }
+  ok = true;
+done:
+  egress__free(ord);
+  if (!ok) lindex_free(ix);
+  return ok;
+}
+
+/* The lowest index of a rule of an index that covers @p b.  Between two
+ * entries of one list that cover each other, only the earlier one counts:
+ * the later is its duplicate (the order the pairwise scan reported in). */
+typedef struct lquery {
+  const egress__rule_t *b;
+  bool same_list;
+  size_t best;   /* SIZE_MAX while none */
+} lquery_t;
+
+static void query_bucket(const lindex_t *ix, size_t bucket, lquery_t *q) {
+  if (bucket == SIZE_MAX) return;
+  const lbucket_t *bk = &ix->b[bucket];
+  for (size_t g = bk->g0; g < bk->g0 + bk->ng; g++) {
+    size_t i = ix->gfirst[g];
+    if (i >= q->best) continue;
+    const egress__rule_t *a = &ix->rules[i];
+    if (!rule_covers(a, q->b)) continue;
+    /* A group that covers b both ways holds b's duplicates: its lowest
+     * index counts only when it comes before b. */
+    if (q->same_list && rule_covers(q->b, a) && i >= q->b->index) continue;
+    q->best = i;
+  }
+}
+
+static void query_name(const lindex_t *ix, egress__rule_kind_t kind, const char *s, size_t len,
+                       lquery_t *q) {
+  lkey_t k;
+  key_name(&k, kind, s, len);
+  query_bucket(ix, bucket_find(ix, &k), q);
+}
+
+/* Every proper label suffix of @p s ("b.c" and "c" of "a.b.c"). */
+static void query_wildn_above(const lindex_t *ix, const char *s, size_t len, lquery_t *q) {
+  for (size_t i = 0; i < len; i++)
+    if (s[i] == '.') query_name(ix, EGRESS__RULE_WILDN, s + i + 1, len - i - 1, q);
+}
+
+/* b's own key, in b's own list: its bucket is known. */
+static size_t own_bucket(const lindex_t *ix, const lquery_t *q, egress__rule_kind_t kind,
+                         const char *s, size_t len) {
+  lkey_t k;
+  if (q->same_list) return ix->bucket_of[q->b->index];
+  key_name(&k, kind, s, len);
+  return bucket_find(ix, &k);
+}
+
+/* Candidates by the kinds name_rel can answer COVERS for (see there). */
+static void query_covering(const lindex_t *ix, lquery_t *q) {
+  const egress__rule_t *b = q->b;
+  const char *dot;
+  if (b->kind == EGRESS__RULE_CIDR) {
+    int f = b->cidr.addr.family == 6;
+    for (unsigned len = 0; len <= b->cidr.len; len++) {
+      if (!ix->lens[f][len]) continue;
+      if (len == b->cidr.len && q->same_list) {
+        query_bucket(ix, ix->bucket_of[b->index], q);
+        continue;
+      }
+      lkey_t k;
+      key_prefix(&k, &b->cidr.addr, len);
+      query_bucket(ix, bucket_find(ix, &k), q);
+    }
+    return;
+  }
+  query_bucket(ix, ix->any, q);
+  switch (b->kind) {
+    case EGRESS__RULE_EXACT:
+      query_bucket(ix, own_bucket(ix, q, EGRESS__RULE_EXACT, b->name, b->name_len), q);
+      dot = memchr(b->name, '.', b->name_len);
+      if (dot) query_name(ix, EGRESS__RULE_WILD1, dot + 1, (size_t)(b->name + b->name_len - dot - 1), q);
+      query_wildn_above(ix, b->name, b->name_len, q);
+      /* Regexes last: the buckets above may already have found a lower
+       * index, which spares running them. */
+      for (size_t i = 0; i < ix->nregex; i++) query_bucket(ix, ix->regex[i], q);
+      break;
+    case EGRESS__RULE_WILD1:
+      query_bucket(ix, own_bucket(ix, q, EGRESS__RULE_WILD1, b->name, b->name_len), q);
+      query_name(ix, EGRESS__RULE_WILDN, b->name, b->name_len, q);
+      query_wildn_above(ix, b->name, b->name_len, q);
+      break;
+    case EGRESS__RULE_WILDN:
+      query_bucket(ix, own_bucket(ix, q, EGRESS__RULE_WILDN, b->name, b->name_len), q);
+      query_wildn_above(ix, b->name, b->name_len, q);
+      break;
+    case EGRESS__RULE_REGEX:
+      if (q->same_list) {
+        query_bucket(ix, ix->bucket_of[b->index], q);
+      } else {
+        lkey_t k;
+        key_rule(&k, b);
+        query_bucket(ix, bucket_find(ix, &k), q);
+      }
+      break;
+    default: break;
+  }
+}
+
+/* Does any name rule of the index match name @p t, on any port? */
+static bool name_listed(const lindex_t *ix, const char *t, size_t tl) {
+  lkey_t k;
+  if (ix->any != SIZE_MAX) return true;
+  key_name(&k, EGRESS__RULE_EXACT, t, tl);
+  if (bucket_find(ix, &k) != SIZE_MAX) return true;
+  const char *dot = memchr(t, '.', tl);
+  if (dot) {
+    key_name(&k, EGRESS__RULE_WILD1, dot + 1, (size_t)(t + tl - dot - 1));
+    if (bucket_find(ix, &k) != SIZE_MAX) return true;
+  }
+  for (size_t i = 0; i < tl; i++) {
+    if (t[i] != '.') continue;
+    key_name(&k, EGRESS__RULE_WILDN, t + i + 1, tl - i - 1);
+    if (bucket_find(ix, &k) != SIZE_MAX) return true;
+  }
+  for (size_t i = 0; i < ix->nregex; i++)
+    if (rule_matches_name(&ix->rules[ix->b[ix->regex[i]].rep], t, tl)) return true;
+  return false;
+}
+
+/* ------------------------------------------------------------------------ */
+/* What render cannot express, without rendering.                           */
+/*                                                                          */
+/* Lint used to render the policy for Cilium and collect the notes, which   */
+/* costs a vetting pass per address range and a deny scan per allow entry.  */
+/* The same notes are made here from their three sources: "re:" allow        */
+/* entries, deny names that take some names of an allow entry (found by      */
+/* suffix lookups), and CIDR entries that open Teredo or local-use NAT64     */
+/* space (the vetting pass run on the few rules that reach that space).     */
+/* The test suite compares these notes with render's on random policies.    */
+/* ------------------------------------------------------------------------ */
+
+/* Deny names filed under the allow wildcards they can take part of:
+ * tag 0, under "x" for an allow "*.x": exact names one label below x;
+ * tag 1, under "x" for an allow "**.x": exact names, "*." suffixes and
+ * "**." suffixes below x, and "*.x" itself (name_rel's PARTIAL cases). */
+typedef struct dsfx {
+  const char *s;
+  size_t len, index;
+  int tag;
+} dsfx_t;
+
+static int dsfx_cmp(const void *x, const void *y) {
+  const dsfx_t *a = x, *b = y;
+  if (a->tag != b->tag) return a->tag < b->tag ? -1 : 1;
+  int c = memcmp(a->s, b->s, a->len < b->len ? a->len : b->len);
+  if (c) return c;
+  if (a->len != b->len) return a->len < b->len ? -1 : 1;
+  return a->index < b->index ? -1 : a->index > b->index;
+}
+
+typedef struct dindex {
+  dsfx_t *v;
+  size_t n;
+  size_t *regex; /* deny "re:" entries, in order */
+  size_t nregex;
+} dindex_t;
+
+static bool dindex_push(dsfx_t *v, size_t *n, size_t cap, int tag, const char *s, size_t len,
+                        size_t index) {
+  if (*n >= cap) return false;
+  v[*n].s = s;
+  v[*n].len = len;
+  v[*n].index = index;
+  v[*n].tag = tag;
+  (*n)++;
+  return true;
+}
+
+static bool dindex_build(dindex_t *dx, const egress_policy_t *p) {
+  const egress__rule_t *rules = p->rules[EGRESS_LIST_DENY];
+  size_t n = p->nrules[EGRESS_LIST_DENY], cap = 0;
+  memset(dx, 0, sizeof *dx);
+  for (size_t i = 0; i < n; i++) {
+    const egress__rule_t *r = &rules[i];
+    if (r->kind != EGRESS__RULE_EXACT && r->kind != EGRESS__RULE_WILD1 && r->kind != EGRESS__RULE_WILDN)
+      continue;
+    size_t dots = 0;
+    for (size_t k = 0; k < r->name_len; k++) dots += r->name[k] == '.';
+    cap += dots + 2;
+  }
+  if (cap > SIZE_MAX / sizeof *dx->v) return false;
+  dx->v = egress__malloc((cap ? cap : 1) * sizeof *dx->v);
+  dx->regex = egress__malloc((n ? n : 1) * sizeof *dx->regex);
+  if (!dx->v || !dx->regex) return false;
+  for (size_t i = 0; i < n; i++) {
+    const egress__rule_t *r = &rules[i];
+    if (r->kind == EGRESS__RULE_REGEX) dx->regex[dx->nregex++] = i;
+    if (r->kind != EGRESS__RULE_EXACT && r->kind != EGRESS__RULE_WILD1 && r->kind != EGRESS__RULE_WILDN)
+      continue;
+    const char *s = r->name;
+    size_t len = r->name_len;
+    bool first = true;
+    if (r->kind == EGRESS__RULE_WILD1 && !dindex_push(dx->v, &dx->n, cap, 1, s, len, i)) return false;
+    for (size_t k = 0; k < len; k++) {
+      if (s[k] != '.') continue;
+      if (first && r->kind == EGRESS__RULE_EXACT &&
+          !dindex_push(dx->v, &dx->n, cap, 0, s + k + 1, len - k - 1, i))
+        return false;
+      first = false;
+      if (!dindex_push(dx->v, &dx->n, cap, 1, s + k + 1, len - k - 1, i)) return false;
+    }
+  }
+  if (dx->n) qsort(dx->v, dx->n, sizeof *dx->v, dsfx_cmp);
+  return true;
+}
+
+static void dindex_free(dindex_t *dx) {
+  egress__free(dx->v);
+  egress__free(dx->regex);
+  memset(dx, 0, sizeof *dx);
+}
+
+/* The run of entries filed under (@p tag, @p s): [*lo, *hi). */
+static void dindex_range(const dindex_t *dx, int tag, const char *s, size_t len, size_t *lo,
+                         size_t *hi) {
+  dsfx_t key = {s, len, 0, tag};
+  size_t a = 0, b = dx->n;
+  while (a < b) {
+    size_t m = a + (b - a) / 2;
+    if (dsfx_cmp(&dx->v[m], &key) < 0) a = m + 1;
+    else b = m;
+  }
+  *lo = a;
+  while (a < dx->n && dx->v[a].tag == tag && dx->v[a].len == len && !memcmp(dx->v[a].s, s, len)) a++;
+  *hi = a;
+}
+
+static void note_partial(const egress_policy_t *p, const egress__rule_t *a, size_t di, lint_ctx_t *l) {
+  const egress__rule_t *d = &p->rules[EGRESS_LIST_DENY][di];
+  char what[400];
+  if (!is_name_rule(d) || !ports_meet(d, a) || name_rel(d, a) != REL_PARTIAL) return;
+  partial_deny_what(what, sizeof what, d, a);
+  lint_note(EGRESS_LIST_DENY, di, d->text, what, l);
+}
+
+/* Allow CIDR entries whose range reaches Teredo or local-use NAT64 space
+ * that stays closed in any rendering: render's vetting pass, run on the
+ * IPv6 CIDR rules that meet that space (no other rule can change an answer
+ * there), marks them in @p closed (one flag per allow entry). */
+static bool lint_closed(const egress_policy_t *p, bool *closed) {
+  static const egress__prefix_t regions[2] = {
+      {.addr = {.family = 6, .bytes = {0x20, 0x01, 0x00, 0x00}}, .len = 32},
+      {.addr = {.family = 6, .bytes = {0x00, 0x64, 0xff, 0x9b, 0x00, 0x01}}, .len = 48}};
+  struct egress_policy view;
+  egress__rule_t *sub[2] = {NULL, NULL};
+  bool ok = false;
+  rctx_t c;
+
+  memset(&view, 0, sizeof view);
+  for (int l = 0; l < 2; l++) {
+    sub[l] = egress__malloc((p->nrules[l] ? p->nrules[l] : 1) * sizeof *sub[l]);
+    if (!sub[l]) goto done;
+    for (size_t i = 0; i < p->nrules[l]; i++) {
+      const egress__rule_t *r = &p->rules[l][i];
+      if (r->kind == EGRESS__RULE_CIDR &&
+          (pfx_overlap(&r->cidr, &regions[0]) || pfx_overlap(&r->cidr, &regions[1])))
+        sub[l][view.nrules[l]++] = *r; /* shallow: the view owns nothing */
+    }
+    view.rules[l] = sub[l];
+  }
+  if (view.nrules[EGRESS_LIST_ALLOW] == 0) {
+    ok = true;
+    goto done;
+  }
+  memset(&c, 0, sizeof c);
+  c.p = &view;
+  c.closed = closed; /* indexed by the rules' own (full policy) index */
+  ok = build_bounds(&c) && build_segments(&c);
+  c.closed = NULL;
+  rctx_free(&c);
+done:
+  egress__free(sub[0]);
+  egress__free(sub[1]);
+  return ok;
+}
+
+/* The notes egress__render makes for Cilium, in its order: per allow entry,
+ * a "re:" entry or the deny names taking part of it (in deny order); then
+ * the entries left partly closed.  Cilium is the stricter format: what it
+ * cannot express is a superset of what NetworkPolicy cannot. */
+static bool lint_render_notes(const egress_policy_t *p, lint_ctx_t *l) {
+  size_t na = p->nrules[EGRESS_LIST_ALLOW], nd = p->nrules[EGRESS_LIST_DENY];
+  dindex_t dx;
+  bool *closed = NULL, ok = false;
+
   l->prefix = "render: ";
-  egress_status_t st = egress__render(p, &o, lint_note, l, &out, NULL, 0);
-  egress__free(out);
+  if (!dindex_build(&dx, p)) goto done;
+  for (size_t i = 0; i < na; i++) {
+    const egress__rule_t *a = &p->rules[EGRESS_LIST_ALLOW][i];
+    size_t lo = 0, hi = 0, r = 0;
+    switch (a->kind) {
+      case EGRESS__RULE_REGEX: lint_note(EGRESS_LIST_ALLOW, i, a->text, regex_what, l); continue;
+      case EGRESS__RULE_ANY:
+        for (size_t di = 0; di < nd; di++) note_partial(p, a, di, l);
+        continue;
+      case EGRESS__RULE_WILD1: dindex_range(&dx, 0, a->name, a->name_len, &lo, &hi); break;
+      case EGRESS__RULE_WILDN: dindex_range(&dx, 1, a->name, a->name_len, &lo, &hi); break;
+      default: continue;
+    }
+    /* Merge the filed names with the deny regexes, in deny order. */
+    while (lo < hi || r < dx.nregex) {
+      if (r >= dx.nregex || (lo < hi && dx.v[lo].index < dx.regex[r]))
+        note_partial(p, a, dx.v[lo++].index, l);
+      else
+        note_partial(p, a, dx.regex[r++], l);
+    }
+  }
+  closed = egress__calloc(na + 1, sizeof *closed);
+  if (!closed || !lint_closed(p, closed)) goto done;
+  for (size_t i = 0; i < na; i++)
+    if (closed[i]) lint_note(EGRESS_LIST_ALLOW, i, p->rules[EGRESS_LIST_ALLOW][i].text, closed_what, l);
+  ok = true;
+done:
+  egress__free(closed);
+  dindex_free(&dx);
   l->prefix = NULL;
-  return st == EGRESS_OK;
+  return ok;
+}
+
+/* "2001:db8::1:443" is the address 2001:db8::1:443, but reads like
+ * 2001:db8::1 on port 443.  Only a bare entry can be read both ways, and
+ * only when what comes before its last ':' is an address on its own (so
+ * a "::" comes earlier) and the last group is a plausible port: decimal,
+ * no leading zero, 10 or more (single digits name hosts far more often
+ * than ports).  Returns the length of the address part, or 0. */
+static size_t ipv6_port_ambiguity(const egress__rule_t *r) {
+  egress__ip_t ip;
+  const char *t = r->text;
+  size_t len = strlen(t);
+  if (r->kind != EGRESS__RULE_CIDR || r->cidr.addr.family != 6 || r->cidr.len != 128 ||
+      strpbrk(t, "[]/") != NULL)
+    return 0;
+  const char *colon = strrchr(t, ':');
+  if (!colon) return 0;
+  size_t cut = (size_t)(colon - t), dl = len - cut - 1;
+  if (dl < 2 || dl > 4 || colon[1] == '0') return 0;
+  for (size_t i = 0; i < dl; i++)
+    if (colon[1 + i] < '0' || colon[1 + i] > '9') return 0;
+  if (cut == 0 || t[cut - 1] == ':' || !egress__ip6_parse(t, cut, &ip)) return 0;
+  return cut;
 }
 
 long egress__render_lint(const egress_policy_t *p, egress__render_note_cb warn, void *user_data) {
   lint_ctx_t l = {warn, user_data, 0, NULL};
+  lindex_t ix[2];
   char what[600];
+  long ret = -1;
 
   if (!p) return -1;
+  memset(ix, 0, sizeof ix);
+  if (!lindex_build(&ix[EGRESS_LIST_ALLOW], p, EGRESS_LIST_ALLOW) ||
+      !lindex_build(&ix[EGRESS_LIST_DENY], p, EGRESS_LIST_DENY))
+    goto done;
   for (int li = 0; li < 2; li++) {
     egress_list_t list = (egress_list_t)li;
     for (size_t jx = 0; jx < p->nrules[list]; jx++) {
       const egress__rule_t *b = &p->rules[list][jx];
-      bool said = false;
       /* Duplicates and shadowing within the list. */
-      for (size_t ix = 0; ix < p->nrules[list] && !said; ix++) {
-        const egress__rule_t *a = &p->rules[list][ix];
-        if (ix == jx || !rule_covers(a, b)) continue;
-        if (rule_covers(b, a)) {
-          if (ix > jx) continue; /* reported on the later one */
-          snprintf(what, sizeof what, "duplicate of %s[%zu] \"%.200s\"", list_names[list], ix,
+      lquery_t q = {b, true, SIZE_MAX};
+      query_covering(&ix[list], &q);
+      if (q.best != SIZE_MAX) {
+        const egress__rule_t *a = &p->rules[list][q.best];
+        if (rule_covers(b, a))
+          snprintf(what, sizeof what, "duplicate of %s[%zu] \"%.200s\"", list_names[list], q.best,
                    a->text);
-        } else {
+        else
           snprintf(what, sizeof what,
                    "shadowed by %s[%zu] \"%.200s\", which matches everything this entry does",
-                   list_names[list], ix, a->text);
-        }
+                   list_names[list], q.best, a->text);
         lint_note(list, jx, b->text, what, &l);
-        said = true;
       }
       /* An allow entry that the deny list takes away whole. */
-      for (size_t ix = 0; list == EGRESS_LIST_ALLOW && ix < p->nrules[EGRESS_LIST_DENY]; ix++) {
-        const egress__rule_t *d = &p->rules[EGRESS_LIST_DENY][ix];
-        if (!rule_covers(d, b)) continue;
-        snprintf(what, sizeof what, "never allows anything: egressDenylist[%zu] \"%.200s\" denies all of it",
-                 ix, d->text);
-        lint_note(list, jx, b->text, what, &l);
-        break;
+      if (list == EGRESS_LIST_ALLOW) {
+        lquery_t dq = {b, false, SIZE_MAX};
+        query_covering(&ix[EGRESS_LIST_DENY], &dq);
+        if (dq.best != SIZE_MAX) {
+          snprintf(what, sizeof what,
+                   "never allows anything: egressDenylist[%zu] \"%.200s\" denies all of it", dq.best,
+                   p->rules[EGRESS_LIST_DENY][dq.best].text);
+          lint_note(list, jx, b->text, what, &l);
+        }
       }
       if (b->kind == EGRESS__RULE_ANY)
         lint_note(list, jx, b->text, "matches every host name", &l);
@@ -1289,17 +1881,12 @@ long egress__render_lint(const egress_policy_t *p, egress__render_note_cb warn, 
                   b->cidr.addr.family == 4 ? "matches every IPv4 address" : "matches every IPv6 address",
                   &l);
       if (list == EGRESS_LIST_ALLOW &&
-          (b->kind == EGRESS__RULE_WILD1 || b->kind == EGRESS__RULE_WILDN)) {
-        bool apex = false;
-        for (size_t ix = 0; ix < p->nrules[list] && !apex; ix++)
-          apex = is_name_rule(&p->rules[list][ix]) &&
-                 rule_matches_name(&p->rules[list][ix], b->name, b->name_len);
-        if (!apex) {
-          snprintf(what, sizeof what,
-                   "does not match \"%.200s\" itself, and no entry allows it (add it if the apex "
-                   "is meant too)", b->name);
-          lint_note(list, jx, b->text, what, &l);
-        }
+          (b->kind == EGRESS__RULE_WILD1 || b->kind == EGRESS__RULE_WILDN) &&
+          !name_listed(&ix[EGRESS_LIST_ALLOW], b->name, b->name_len)) {
+        snprintf(what, sizeof what,
+                 "does not match \"%.200s\" itself, and no entry allows it (add it if the apex "
+                 "is meant too)", b->name);
+        lint_note(list, jx, b->text, what, &l);
       }
       bool https = !strncasecmp(b->text, "https://", 8), http = !strncasecmp(b->text, "http://", 7);
       if ((https || http) && !(b->port_lo == b->port_hi && b->port_lo == (https ? 443 : 80))) {
@@ -1307,10 +1894,21 @@ long egress__render_lint(const egress_policy_t *p, egress__render_note_cb warn, 
                  https ? "https" : "http", https ? 443 : 80);
         lint_note(list, jx, b->text, what, &l);
       }
+      size_t cut = ipv6_port_ambiguity(b);
+      if (cut) {
+        snprintf(what, sizeof what,
+                 "reads like an address and a port, but is the single address %s on every port: "
+                 "write \"[%.*s]:%s\" for port %s of %.*s, or \"%s/128\" to keep this meaning",
+                 b->text, (int)cut, b->text, b->text + cut + 1, b->text + cut + 1, (int)cut, b->text,
+                 b->text);
+        lint_note(list, jx, b->text, what, &l);
+      }
     }
   }
-  /* Cilium is the stricter format: what it cannot express is a superset of
-   * what NetworkPolicy cannot. */
-  if (!lint_render(p, EGRESS__RENDER_CILIUM, &l)) return -1;
-  return l.count;
+  if (!lint_render_notes(p, &l)) goto done;
+  ret = l.count;
+done:
+  lindex_free(&ix[EGRESS_LIST_ALLOW]);
+  lindex_free(&ix[EGRESS_LIST_DENY]);
+  return ret;
 }

@@ -14,15 +14,17 @@
  *    loop) against the same in-process loopback responder, same names;
  *  - one c-ares channel shared by threads under a mutex, against the
  *    library's channel pool;
- *  - the same checker without an event sink, with one thread, at 10 rules.
+ *  - the same checker without an event sink, with one thread, at 10 rules;
+ *  - compiling the policy file that lint reads, for lint.
  *
  * Usage: egress-bench [--json PATH] [--reps N] [--quick] [--only FIGURE]
  * FIGURE is one of scaling, threads, sink, cold, channels, compile, regex,
- * or profile-literal / profile-cached / profile-sink (the library alone,
+ * lint, or profile-literal / profile-cached / profile-sink (the library alone,
  * 10 000 rules, cached names for the sink, for `perf record`; add -2t for
  * two threads).
  */
 #include "egress_private.h"
+#include "render.h"
 #include "responder.h"
 
 #include <ares.h>
@@ -1027,6 +1029,129 @@ static void fig_regex(void) {
   fprintf(stderr, "  regex done\n");
 }
 
+/* ------------------------------------------------------------------------ */
+/* Lint                                                                      */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A policy file of @p n entries with something to say about many of them:
+ * nine tenths allow entries in the scaling mix (every wildcard lacks its
+ * apex), one in 50 of them another spelling of an earlier entry, and one
+ * tenth deny entries: exact names that take a whole allow entry or part of
+ * a wildcard, and CIDRs inside allow CIDRs.
+ */
+static void lint_policy_write(const char *path, size_t n) {
+  size_t nd = n / 10, na = n - nd;
+  char buf[128];
+  FILE *f = fopen(path, "w");
+  if (!f) die("cannot write the lint policy file");
+  fputs("{\"egressAllowlist\": [", f);
+  for (size_t i = 0; i < na; i++) {
+    unsigned a, b, c;
+    size_t k = i % 50 == 49 ? i - 8 * (1 + i % 5) : i; /* same kind, earlier */
+    switch (kind_pattern[k % 8]) {
+      case 'e':
+        if (k == i) snprintf(buf, sizeof buf, "api%zu.svc%zu.example.com", k, k % 113);
+        else snprintf(buf, sizeof buf, "https://API%zu.svc%zu.example.com", k, k % 113);
+        break;
+      case '1': snprintf(buf, sizeof buf, "*.w%zu.example.net", k); break;
+      case 'n': snprintf(buf, sizeof buf, "**.d%zu.example.org", k); break;
+      default:
+        cidr_parts(k, &a, &b, &c);
+        snprintf(buf, sizeof buf, "%u.%u.%u.0/24", a, b, c);
+        break;
+    }
+    fprintf(f, "%s\"%s\"", i ? ", " : "", buf);
+  }
+  fputs("], \"egressDenylist\": [", f);
+  for (size_t i = 0; i < nd; i++) {
+    size_t k = (i * 8) % na;
+    unsigned a, b, c;
+    switch (i % 4) {
+      case 0: snprintf(buf, sizeof buf, "api%zu.svc%zu.example.com", k, k % 113); break; /* whole */
+      case 1: snprintf(buf, sizeof buf, "x.w%zu.example.net", k + 2); break;              /* part */
+      case 2: snprintf(buf, sizeof buf, "bad%zu.example.com", i); break;                  /* apart */
+      default:
+        cidr_parts(k + 1, &a, &b, &c);
+        snprintf(buf, sizeof buf, "%u.%u.%u.128/25", a, b, c);
+        break;
+    }
+    fprintf(f, "%s\"%s\"", i ? ", " : "", buf);
+  }
+  fputs("]}\n", f);
+  if (fclose(f) != 0) die("cannot write the lint policy file");
+}
+
+static egress_policy_t *policy_file(const char *path) {
+  egress_policy_t *p = NULL;
+  char err[EGRESS_ERRBUF_SIZE];
+  if (egress_policy_from_file(path, &p, err, sizeof err) != EGRESS_OK) {
+    fprintf(stderr, "egress-bench: %s: %s\n", path, err);
+    exit(1);
+  }
+  return p;
+}
+
+typedef struct lint_sink {
+  size_t n, bytes;
+  char line[1024];
+} lint_sink_t;
+
+/* What egressctl does with a warning, short of writing it. */
+static void lint_count(egress_list_t list, size_t index, const char *entry, const char *what, void *ud) {
+  lint_sink_t *s = ud;
+  int len = snprintf(s->line, sizeof s->line, "policy.json: warning: %s[%zu] \"%s\": %s\n",
+                     list == EGRESS_LIST_ALLOW ? "egressAllowlist" : "egressDenylist", index, entry, what);
+  s->n++;
+  s->bytes += len > 0 ? (size_t)len : 0;
+}
+
+/*
+ * egressctl lint (load the file, then the analysis, warnings formatted)
+ * against compiling the same file, rep by rep.  A second row shows the
+ * analysis alone against the same compile.
+ */
+static void fig_lint(void) {
+  static const size_t lint_sizes[2] = {100000, 300000};
+  static char key[2][2][40], label[2][2][72];
+  char path[64];
+  snprintf(path, sizeof path, "/tmp/egress-bench-lint-%ld.json", (long)getpid());
+  for (int s = 0; s < 2; s++) {
+    size_t n = lint_sizes[s];
+    lint_policy_write(path, n);
+    snprintf(key[s][0], sizeof key[s][0], "lint_%zuk_ms", n / 1000);
+    snprintf(label[s][0], sizeof label[s][0], "egressctl lint work, %zu entries", n);
+    snprintf(key[s][1], sizeof key[s][1], "lint_analysis_%zuk_ms", n / 1000);
+    snprintf(label[s][1], sizeof label[s][1], "lint analysis alone, %zu entries", n);
+    row_t *all = row_new(key[s][0], label[s][0], U_MS, "compile of the same file");
+    row_t *ana = row_new(key[s][1], label[s][1], U_MS, "compile of the same file");
+    row_target(all, T_RATIO_LE, 3.0, "<= 3x compile");
+    size_t warnings = 0;
+    for (int r = 0; r < reps; r++) {
+      double t0 = now_s();
+      egress_policy_t *p = policy_file(path);
+      double t1 = now_s();
+      egress_policy_unref(p);
+      lint_sink_t sink = {0, 0, ""};
+      double t2 = now_s();
+      p = policy_file(path);
+      double t3 = now_s();
+      long got = egress__render_lint(p, lint_count, &sink);
+      double t4 = now_s();
+      egress_policy_unref(p);
+      if (got < 0 || (size_t)got != sink.n) die("lint failed");
+      warnings = sink.n;
+      series_add(&all->value, (t4 - t2) * 1e3);
+      series_add(&all->base, (t1 - t0) * 1e3);
+      series_add(&ana->value, (t4 - t3) * 1e3);
+      series_add(&ana->base, (t1 - t0) * 1e3);
+    }
+    fprintf(stderr, "  lint %zu entries: %zu warnings\n", n, warnings);
+  }
+  unlink(path);
+  fprintf(stderr, "  lint done\n");
+}
+
 static const char *only;
 
 static bool want(const char *figure) { return !only || !strcmp(only, figure); }
@@ -1052,6 +1177,13 @@ int main(int argc, char **argv) {
     }
   }
   double t_start = now_s();
+  if (only && !strcmp(only, "lint")) {
+    /* Lint needs no checker, rule sets or DNS. */
+    fprintf(stderr, "egress-bench: libegress %s, %ld CPUs, %d reps\n", egress_version(),
+            sysconf(_SC_NPROCESSORS_ONLN), reps);
+    fig_lint();
+    goto report;
+  }
   ares_library_init(ARES_LIB_INIT_ALL);
   dns = egress_dns_start("127.0.0.1");
   if (!dns) die("cannot start the loopback DNS responder");
@@ -1094,6 +1226,7 @@ int main(int argc, char **argv) {
   if (want("channels")) fig_channels();
   if (want("compile")) fig_compile();
   if (want("regex")) fig_regex();
+  if (want("lint")) fig_lint();
 
   for (int s = 0; s < 4; s++) {
     if (egress_checker_counter(checkers[s], EGRESS_COUNTER_DNS_QUERIES) > 2 * NTARGETS)
@@ -1105,6 +1238,7 @@ int main(int argc, char **argv) {
   egress_dns_stop(dns);
   ares_library_cleanup();
 
+report:;
   double total = now_s() - t_start;
   print_table();
   printf("total run time %.1f s\n", total);
