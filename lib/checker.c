@@ -872,6 +872,36 @@ done:
   egress__answer_clear(&ans);
 }
 
+/* Denied as invalid_host, naming the host as given: cut like the event's
+ * destination when longer than any host can be, and with every byte that
+ * is not printable ASCII written \xHH, so that a hostile host can neither
+ * bloat nor garble a message that ends up in logs and terminals. */
+static void deny_invalid_host(egress_decision_t *d, const char *host, const char *why) {
+  static const char hex[] = "0123456789abcdef";
+  static const char head[] = "invalid host \"";
+  decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_INVALID_HOST, NULL, NULL);
+  if (d->lean || d->borrow) return;
+  char buf[sizeof head + EGRESS__REPORT_HOST_MAX * 4 + EGRESS__REPORT_MARK_MAX + 256];
+  size_t len = strlen(host), keep = egress__report_keep(host, len, EGRESS__REPORT_HOST_MAX);
+  char *p = put_text(buf, head, sizeof head - 1);
+  for (size_t i = 0; i < keep; i++) {
+    unsigned char ch = (unsigned char)host[i];
+    if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\') {
+      *p++ = (char)ch;
+    } else {
+      *p++ = '\\';
+      *p++ = 'x';
+      *p++ = hex[ch >> 4];
+      *p++ = hex[ch & 15];
+    }
+  }
+  if (keep < len) p = egress__report_mark(p, len);
+  p = put_text(p, "\": ", 3);
+  if (!why) why = "not a bare host name or IP address";
+  p = put_text(p, why, strnlen(why, 200));
+  set_message(d, buf, (size_t)(p - buf));
+}
+
 /* Everything up to the verdict; never allocates the decision itself. */
 static void check_into(egress_checker_t *c, const egress_policy_t *p, egress_decision_t *d,
                        const char *host, int32_t port, const url_ctx_t *url) {
@@ -892,8 +922,7 @@ static void check_into(egress_checker_t *c, const egress_policy_t *p, egress_dec
     return;
   }
   if (st != EGRESS_OK) {
-    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_INVALID_HOST, NULL, "invalid host: %s",
-           why ? why : "not a bare host name or IP address");
+    deny_invalid_host(d, host, why);
     return;
   }
   d->has_host = true;

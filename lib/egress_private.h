@@ -50,6 +50,22 @@ egress_status_t egress__errf(char *errbuf, size_t errlen, egress_status_t status
  * snprintf costs more than everything around it. */
 char *egress__put_uint(char *p, unsigned long long v, int width);
 
+/* names.c: what events and messages report of text a caller gave.  A host
+ * longer than any valid one (or a URL longer than EGRESS__REPORT_URL_MAX)
+ * is reported as its first bytes and a marker naming its full length,
+ * "…(truncated, 200000 bytes)": an audit line stays one reasonable line
+ * whatever the caller passed, and still says what was refused. */
+#define EGRESS__REPORT_HOST_MAX 253
+#define EGRESS__REPORT_URL_MAX 4096
+#define EGRESS__REPORT_MARK_MAX 48   /* bytes of the marker, at most */
+/* How many leading bytes of s[0..len) a report keeps: all when len <= max,
+ * else at most max, cut before a UTF-8 continuation byte (so a well-formed
+ * text stays well-formed). */
+size_t egress__report_keep(const char *s, size_t len, size_t max);
+/* Writes the marker for a cut text of @p len bytes at @p p (no NUL);
+ * returns the end. */
+char *egress__report_mark(char *p, size_t len);
+
 /* ------------------------------------------------------------------------ */
 /* ip.c: addresses.                                                          */
 /* ------------------------------------------------------------------------ */

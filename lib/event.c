@@ -249,29 +249,60 @@ fail:
   return NULL;
 }
 
-/* "host:port" with the destination as given; an IPv6 literal given without
- * brackets is bracketed so the port stays unambiguous.  Only a host that
- * canonicalized is known to be IPv6: an invalid destination is left exactly
- * as given.  Written into @p buf of at least host_port_cap(d) bytes. */
+/* A URL that could not be parsed has no host or port to name: the
+ * destination is the URL exactly as given. */
+static bool dest_is_url(const egress_decision_t *d) {
+  return d->url && d->port == 0 && d->destination && !strcmp(d->destination, d->url);
+}
+
+/* The most of the destination that an event or a decision line reports.  A
+ * host that canonicalized is reported exactly as given (canonicalization
+ * bounds its length); one that did not may be anything a caller passed. */
+static size_t dest_max(const egress_decision_t *d) {
+  if (d->has_host) return SIZE_MAX;
+  return dest_is_url(d) ? EGRESS__REPORT_URL_MAX : EGRESS__REPORT_HOST_MAX;
+}
+
+/* @p s cut as reported (egress__report_keep), in an egress__malloc() copy;
+ * NULL on ENOMEM. */
+static char *cut_copy(const char *s, size_t max) {
+  size_t len = strlen(s), keep = egress__report_keep(s, len, max);
+  char *out = egress__malloc(keep + EGRESS__REPORT_MARK_MAX + 1);
+  if (!out) return NULL;
+  memcpy(out, s, keep);
+  char *p = out + keep;
+  if (keep < len) p = egress__report_mark(p, len);
+  *p = '\0';
+  return out;
+}
+
+/* "host:port" with the destination as given (an invalid one cut when longer
+ * than any host can be); an IPv6 literal given without brackets is bracketed so the port
+ * stays unambiguous.  Only a host that canonicalized is known to be IPv6: an
+ * invalid destination is left as given.  Written into @p buf of at least
+ * host_port_cap(d) bytes. */
 static size_t host_port_cap(const egress_decision_t *d) {
-  size_t dl = d->destination ? strlen(d->destination) : 0;
-  return dl > SIZE_MAX - 32 ? 0 : dl + 32;
+  const char *dest = d->destination ? d->destination : "";
+  return egress__report_keep(dest, strlen(dest), dest_max(d)) + EGRESS__REPORT_MARK_MAX + 32;
 }
 
 static void host_port_write(const egress_decision_t *d, char *buf) {
   const char *dest = d->destination ? d->destination : "";
   size_t dl = strlen(dest);
-  /* A URL that could not be parsed has no host or port to name: the
-   * destination is the URL exactly as given. */
-  if (d->url && d->port == 0 && d->destination && !strcmp(d->destination, d->url)) {
-    memcpy(buf, dest, dl + 1);
+  size_t keep = egress__report_keep(dest, dl, dest_max(d));
+  char *p = buf;
+  if (dest_is_url(d)) {
+    memcpy(p, dest, keep);
+    p += keep;
+    if (keep < dl) p = egress__report_mark(p, dl);
+    *p = '\0';
     return;
   }
-  bool bracket = d->has_host && dest[0] != '[' && memchr(dest, ':', dl) != NULL;
-  char *p = buf;
+  bool bracket = d->has_host && dest[0] != '[' && memchr(dest, ':', keep) != NULL;
   if (bracket) *p++ = '[';
-  memcpy(p, dest, dl);
-  p += dl;
+  memcpy(p, dest, keep);
+  p += keep;
+  if (keep < dl) p = egress__report_mark(p, dl);
   if (bracket) *p++ = ']';
   *p++ = ':';
   if (d->port < 0) *p++ = '-';
@@ -418,7 +449,7 @@ typedef struct addr_node {
   char text[EGRESS__IPSTR_MAX];
 } addr_node_t;
 
-#define OWNED_MAX 24   /* cleaned strings of one event, at most one per field */
+#define OWNED_MAX 24   /* cut or cleaned strings of one event, at most two per field */
 
 typedef struct event_tree {
   cJSON *root, *data;
@@ -433,7 +464,8 @@ typedef struct event_tree {
   size_t host_port_cap;
   addr_node_t **nodes;             /* address objects, reused */
   size_t nnodes;
-  char *owned[OWNED_MAX];          /* cleaned copies of ill-formed strings */
+  char *owned[OWNED_MAX];          /* cut copies of over-long strings and
+                                      cleaned copies of ill-formed ones */
   size_t nowned;
 } event_tree_t;
 
@@ -567,6 +599,19 @@ static bool set_text(event_tree_t *t, cJSON *item, const char *s) {
   return true;
 }
 
+/* set_text for caller-given text that may be too long to report whole. */
+static bool set_text_cut(event_tree_t *t, cJSON *item, const char *s, size_t max) {
+  if (!s || strlen(s) <= max) return set_text(t, item, s);
+  char *cut = cut_copy(s, max);
+  if (!cut) return false;
+  if (t->nowned == OWNED_MAX) {
+    egress__free(cut);
+    return false;
+  }
+  t->owned[t->nowned++] = cut;
+  return set_text(t, item, cut);
+}
+
 /* Link the first @p n address objects into the array (cJSON keeps the
  * last element in child->prev). */
 static bool tree_addresses(event_tree_t *t, const egress_decision_t *d) {
@@ -668,7 +713,7 @@ static cJSON *event_tree(const egress_decision_t *d, const char *source) {
 
   /* "url" only for URL checks: the member is linked in or left out. */
   if (d->url) {
-    if (!set_text(t, t->url, d->url)) return NULL;
+    if (!set_text_cut(t, t->url, d->url, EGRESS__REPORT_URL_MAX)) return NULL;
     if (!t->url_linked) {
       t->special_version->next = t->url;
       t->url->prev = t->special_version;
@@ -705,9 +750,16 @@ char *egress__decision_json(const egress_decision_t *d) {
   if (!d) return NULL;
   cJSON *root = cJSON_CreateObject();
   if (!root) return NULL;
-  const char *host = d->has_host ? d->host.text : d->destination;
   const char *msg = d->message ? d->message : egress_reason_message(d->reason);
-  if (!add(root, "host", json_str(host)) ||
+  cJSON *host;
+  if (d->has_host || !d->destination) {
+    host = json_str(d->has_host ? d->host.text : NULL);
+  } else {
+    char *cut = cut_copy(d->destination, dest_max(d));
+    host = cut ? json_str_as(cut, false) : NULL;
+    egress__free(cut);
+  }
+  if (!add(root, "host", host) ||
       !add(root, "port", json_int(d->port)) ||
       !add(root, "verdict", json_const(verdict_name(d->verdict))) ||
       !add(root, "outcome", json_const(egress_outcome_name(d->outcome))) ||
@@ -719,7 +771,12 @@ char *egress__decision_json(const egress_decision_t *d) {
       !add(root, "wouldDeny", cJSON_CreateBool(d->outcome != EGRESS_OUTCOME_ALLOWED)))
     goto fail;
   if (d->curl_resolve && !add(root, "curlResolve", json_str(d->curl_resolve))) goto fail;
-  if (d->url && !add(root, "url", json_str(d->url))) goto fail;
+  if (d->url) {
+    char *cut = cut_copy(d->url, EGRESS__REPORT_URL_MAX);
+    cJSON *url = cut ? json_str_as(cut, false) : NULL;
+    egress__free(cut);
+    if (!add(root, "url", url)) goto fail;
+  }
   return print_and_delete(root);
 
 fail:

@@ -1,8 +1,11 @@
 /*
  * Stable names and messages of statuses, reasons and outcomes, all generated
- * from the X-macro lists in egress.h so that no code can lack a string.
+ * from the X-macro lists in egress.h so that no code can lack a string; and
+ * the small text helpers that events and messages share.
  */
 #include "egress_private.h"
+
+#include <string.h>
 
 const char *egress_status_name(egress_status_t status) {
   switch (status) {
@@ -79,4 +82,22 @@ char *egress__put_uint(char *p, unsigned long long v, int width) {
   while (n < width && n < (int)sizeof tmp) tmp[n++] = '0';
   while (n) *p++ = tmp[--n];
   return p;
+}
+
+size_t egress__report_keep(const char *s, size_t len, size_t max) {
+  if (len <= max) return len;
+  size_t keep = max;
+  /* A UTF-8 sequence is at most four bytes: step back over at most three
+   * continuation bytes, so that ill-formed input cannot cut deeper. */
+  for (int i = 0; i < 3 && keep > 0 && ((unsigned char)s[keep] & 0xC0) == 0x80; i++) keep--;
+  return keep;
+}
+
+char *egress__report_mark(char *p, size_t len) {
+  static const char head[] = "\xe2\x80\xa6(truncated, ";   /* U+2026 */
+  static const char tail[] = " bytes)";
+  memcpy(p, head, sizeof head - 1);
+  p = egress__put_uint(p + sizeof head - 1, len, 1);
+  memcpy(p, tail, sizeof tail - 1);
+  return p + sizeof tail - 1;
 }

@@ -336,6 +336,188 @@ static void test_invalid_host(void) {
   egress_policy_unref(p);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Over-long hosts are reported cut short                                    */
+/* ------------------------------------------------------------------------ */
+
+typedef struct ev_capture {
+  char *last;          /* copy of the last event */
+  size_t max_len;
+} ev_capture_t;
+
+static int capture_cb(const char *json, size_t len, const egress_decision_t *d, void *user) {
+  ev_capture_t *cap = user;
+  (void)d;
+  free(cap->last);
+  cap->last = strndup(json, len);
+  if (len > cap->max_len) cap->max_len = len;
+  return 0;
+}
+
+/* The reported form of a host of @p len bytes whose first @p keep bytes are
+ * kept: those bytes, then the marker naming the full length. */
+static char *reported(const char *host, size_t keep, size_t len) {
+  char *out = malloc(keep + 64);
+  CU_ASSERT_FATAL(out != NULL);
+  memcpy(out, host, keep);
+  snprintf(out + keep, 64, "\xe2\x80\xa6(truncated, %zu bytes)", len);
+  return out;
+}
+
+static char *repeat(const char *unit, size_t times) {
+  size_t ul = strlen(unit);
+  char *s = malloc(ul * times + 1);
+  CU_ASSERT_FATAL(s != NULL);
+  for (size_t i = 0; i < times; i++) memcpy(s + i * ul, unit, ul);
+  s[ul * times] = '\0';
+  return s;
+}
+
+static void expect_reported(const char *json, const char *dest_field, const char *host_field) {
+  cJSON *root = cJSON_Parse(json);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(root);
+  const cJSON *data = cJSON_GetObjectItemCaseSensitive(root, "data");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(data);
+  const char *dest = jstr(data, "destination"), *subj = jstr(root, "subject");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(dest);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(subj);
+  if (strcmp(dest, dest_field)) printf("\n  destination %.80s... (%zu bytes), want %.80s... (%zu bytes)\n",
+                                       dest, strlen(dest), dest_field, strlen(dest_field));
+  CU_ASSERT_STRING_EQUAL(dest, dest_field);
+  CU_ASSERT_STRING_EQUAL(subj, dest_field);
+  if (host_field) {
+    CU_ASSERT(jstr(data, "host") && !strcmp(jstr(data, "host"), host_field));
+  } else {
+    CU_ASSERT(jnull(data, "host"));
+  }
+  CU_ASSERT_STRING_EQUAL(jstr(data, "denyReason"), "invalid_host");
+  cJSON_Delete(root);
+}
+
+static void test_long_host_truncated(void) {
+  const char *allow[] = {"*", "0.0.0.0/0"};
+  egress_policy_t *p = POLICY_ALLOW(allow);
+  ev_capture_t cap = {NULL, 0};
+  ck_cfg_t cfg = {.cb = capture_cb, .cb_data = &cap};
+  egress_checker_t *c = mkchecker(p, &cfg);
+
+  char *huge = repeat("a", 200000);
+  char *u254 = repeat("b", 254);
+  char *u253 = repeat("c", 253);           /* invalid (label > 63), but short enough */
+  char *utf8 = repeat("\xc3\xa9", 200);     /* 400 bytes: the cut backs off to 252 */
+  char *dots = repeat("abcdefgh.", 1000);  /* 9000 bytes of well-formed labels */
+  const struct {
+    const char *host;
+    size_t keep;                          /* SIZE_MAX: reported whole */
+  } cases[] = {{huge, 253}, {u254, 253}, {u253, SIZE_MAX}, {utf8, 252}, {dots, 253}};
+  for (size_t i = 0; i < NELEM(cases); i++) {
+    const char *h = cases[i].host;
+    size_t len = strlen(h);
+    char *rep = cases[i].keep == SIZE_MAX ? strdup(h) : reported(h, cases[i].keep, len);
+    char want[1024];
+    snprintf(want, sizeof want, "%s:443", rep);
+    cap.max_len = 0;
+    egress_decision_t *d = expect(c, h, 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_INVALID_HOST, NO_RULE, 0);
+    /* The accessor still gives the host exactly as given. */
+    CU_ASSERT_STRING_EQUAL(egress_decision_destination_host(d), h);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cap.last);
+    expect_reported(cap.last, want, NULL);
+    expect_reported(egress_decision_event_json(d), want, NULL);
+    CU_ASSERT(cap.max_len < 2048);
+    /* The message names the host in the same cut form. */
+    const char *msg = egress_decision_message(d);
+    if (cases[i].keep != SIZE_MAX) {
+      char mark[64];
+      snprintf(mark, sizeof mark, "\xe2\x80\xa6(truncated, %zu bytes)", len);
+      CU_ASSERT(contains(msg, mark));
+      CU_ASSERT(strlen(msg) < 1200);
+    }
+    CU_ASSERT(contains(msg, "invalid host"));
+    /* egressctl's line: "host" is the destination as reported. */
+    char *line = egress_decision_to_json(d);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(line);
+    cJSON *j = cJSON_Parse(line);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    CU_ASSERT(jstr(j, "host") && !strcmp(jstr(j, "host"), rep));
+    CU_ASSERT(strlen(line) < 4096);
+    cJSON_Delete(j);
+    egress_free(line);
+    egress_decision_free(d);
+    /* egress_check prints into the thread's buffer: the same cut. */
+    CU_ASSERT_EQUAL(egress_check(c, h, 443), EGRESS_VERDICT_DENY);
+    expect_reported(cap.last, want, NULL);
+    free(rep);
+  }
+
+  /* URL checks: the over-long host is cut, and so is the URL. */
+  char *url = malloc(200100);
+  CU_ASSERT_FATAL(url != NULL);
+  snprintf(url, 200100, "https://%s/v1", huge);
+  egress_decision_t *d = NULL;
+  CU_ASSERT_EQUAL(egress_check_url(c, url, NULL, &d), EGRESS_OK);
+  CU_ASSERT_EQUAL(egress_decision_reason(d), EGRESS_REASON_INVALID_HOST);
+  char *rep = reported(huge, 253, 200000);
+  char want[1024];
+  snprintf(want, sizeof want, "%s:443", rep);
+  expect_reported(cap.last, want, NULL);
+  CU_ASSERT(cap.max_len < 8192);
+  cJSON *root = cJSON_Parse(cap.last);
+  const char *u = jstr(cJSON_GetObjectItemCaseSensitive(root, "data"), "url");
+  char *urep = reported(url, 4096, strlen(url));
+  CU_ASSERT(u && !strcmp(u, urep));
+  cJSON_Delete(root);
+  free(urep);
+  egress_decision_free(d);
+  /* A URL that does not parse is its own destination, cut the same way. */
+  memcpy(url, "ftp:/", 5);
+  CU_ASSERT_EQUAL(egress_check_url(c, url, NULL, &d), EGRESS_OK);
+  CU_ASSERT_EQUAL(egress_decision_reason(d), EGRESS_REASON_INVALID_HOST);
+  urep = reported(url, 4096, strlen(url));
+  expect_reported(cap.last, urep, NULL);
+  CU_ASSERT(cap.max_len < 16384);
+  free(urep);
+  egress_decision_free(d);
+  free(rep);
+  free(url);
+
+  /* A host that canonicalized is reported exactly as given, even when the
+   * spelling is longer than 253 bytes (a trailing dot, or a non-ASCII
+   * spelling whose A-label form fits). */
+  char valid[300];
+  snprintf(valid, sizeof valid, "%s.%s.%s.%.61s.", u253 + 190, u253 + 190, u253 + 190, u253);
+  CU_ASSERT_EQUAL(strlen(valid), 63 * 3 + 61 + 4);
+  for (size_t k = 0; k < 3; k++) valid[k * 64] = 'd';
+  d = check(c, valid, 443);
+  CU_ASSERT_NOT_EQUAL(egress_decision_reason(d), EGRESS_REASON_INVALID_HOST);
+  root = cJSON_Parse(cap.last);
+  snprintf(want, sizeof want, "%s:443", valid);
+  CU_ASSERT_STRING_EQUAL(jstr(cJSON_GetObjectItemCaseSensitive(root, "data"), "destination"), want);
+  cJSON_Delete(root);
+  egress_decision_free(d);
+  char *wide_a = repeat("\xef\xbd\x81", 60), *wide_b = repeat("\xef\xbd\x82", 60); /* U+FF41, U+FF42 */
+  char fullwidth[400];
+  snprintf(fullwidth, sizeof fullwidth, "%s.%s.com", wide_a, wide_b);
+  CU_ASSERT_EQUAL(strlen(fullwidth), 365);
+  d = check(c, fullwidth, 443);
+  CU_ASSERT_NOT_EQUAL(egress_decision_reason(d), EGRESS_REASON_INVALID_HOST);
+  root = cJSON_Parse(cap.last);
+  snprintf(want, sizeof want, "%s:443", fullwidth);
+  CU_ASSERT_STRING_EQUAL(jstr(cJSON_GetObjectItemCaseSensitive(root, "data"), "destination"), want);
+  cJSON_Delete(root);
+  egress_decision_free(d);
+  free(wide_a);
+  free(wide_b);
+
+  free(huge);
+  free(u254);
+  free(u253);
+  free(utf8);
+  free(dots);
+  free(cap.last);
+  egress_checker_free(c);
+  egress_policy_unref(p);
+}
+
 static void test_invalid_port(void) {
   const char *allow[] = {"api.example.com:*", "0.0.0.0/0"};
   egress_policy_t *p = POLICY_ALLOW(allow);
@@ -2147,6 +2329,7 @@ static CU_TestInfo decision_tests[] = {
     {"empty_allowlist", test_empty_allowlist},
     {"explicit_deny and deny-overrides", test_explicit_deny},
     {"not_in_allowlist", test_not_in_allowlist},
+    {"over-long hosts are reported cut short with a marker", test_long_host_truncated},
     {"port_not_allowed", test_port_not_allowed},
     {"special_purpose_address", test_special_purpose},
     {"special-purpose literal: port_not_allowed only when opened on another port", test_special_literal_reason},

@@ -176,6 +176,34 @@ static egress_decision_t *case_invalid_host(void) {
   return d;
 }
 
+/* A caller's 300-byte host, invalid: reported as its first bytes (cut
+ * before the two-byte e-acute that straddles byte 253) and the marker. */
+static egress_decision_t *case_long_host(void) {
+  char host[301];
+  memset(host, 'x', 252);
+  memcpy(host + 252, "\xc3\xa9", 2);
+  memset(host + 254, 'z', 46);
+  host[300] = '\0';
+  egress_decision_t *d = new_decision(host, 8443);
+  d->reason = EGRESS_REASON_INVALID_HOST;
+  d->dns_ms = 0;
+  return d;
+}
+
+/* A URL check of a 5000-byte host: the host cut at 253 bytes, the URL
+ * (kept as the "url" member) at 4096. */
+static egress_decision_t *case_long_url(void) {
+  static char host[5001], url[5012];
+  memset(host, 'y', 5000);
+  host[5000] = '\0';
+  snprintf(url, sizeof url, "https://%s/v1", host);
+  egress_decision_t *d = new_decision(host, 443);
+  d->reason = EGRESS_REASON_INVALID_HOST;
+  d->dns_ms = 0;
+  d->url = egress__strdup(url);
+  return d;
+}
+
 typedef struct golden_case {
   const char *name;
   egress_decision_t *(*make)(void);
@@ -190,6 +218,8 @@ static const golden_case_t event_cases[] = {
     {"event_enforcement_unavailable", case_unavailable, NULL},
     {"event_monitor", case_monitor, NULL},
     {"event_invalid_host", case_invalid_host, NULL},
+    {"event_long_host", case_long_host, NULL},
+    {"event_long_url", case_long_url, NULL},
 };
 #define N_EVENT_CASES (sizeof event_cases / sizeof event_cases[0])
 
@@ -324,6 +354,7 @@ static void test_golden_decisions(void) {
       {"decision_allowed", case_allowed, NULL},
       {"decision_monitor", case_monitor, NULL},
       {"decision_invalid_host", case_invalid_host, NULL},
+      {"decision_long_host", case_long_host, NULL},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     egress_decision_t *d = cases[i].make();
