@@ -180,14 +180,11 @@ EgressDenied = EgressDeniedError
 EgressUnavailable = EgressUnavailableError
 
 
-def _policy_error(message, status):
-    return EgressPolicyError(message, _status_name(status), _STATUS_CODES.get(status))
-
-
 def _library_error(message, status):
-    if status in (_EPOLICY, _EIO):
-        return _policy_error(message, status)
-    return EgressError(message, _status_name(status), _STATUS_CODES.get(status))
+    """The error for a failed policy load: a policy error when the document
+    or its file was the problem."""
+    cls = EgressPolicyError if status in (_EPOLICY, _EIO) else EgressError
+    return cls(message, _status_name(status), _STATUS_CODES.get(status))
 
 
 def _denied(decision, message=None):
@@ -652,7 +649,7 @@ def _check_status(st, what):
         err = "%s: %s" % (what, _text(lib.egress_strerror(st)))
         if st == _EINVAL:
             raise ValueError(err)
-        raise _library_error(err, st)
+        raise EgressError(err, _status_name(st), _STATUS_CODES.get(st))
 
 
 # --------------------------------------------------------------------------
@@ -761,7 +758,8 @@ class Checker:
             out = ctypes.c_void_p()
             st = lib.egress_checker_new(policy_h, o, ctypes.byref(out), errbuf, ERRBUF_SIZE)
             if st != _OK or not out.value:
-                raise _library_error(_error_text(st, errbuf), st)
+                raise EgressError(_error_text(st, errbuf), _status_name(st),
+                                  _STATUS_CODES.get(st))
             self._handle = out.value
         finally:
             lib.egress_options_free(opts)
@@ -860,7 +858,8 @@ class Checker:
                     if st == _EINVAL:
                         raise ValueError("%s: longer than %d bytes or holds control "
                                          "characters" % (name, _CONTEXT_MAX))
-                    raise _library_error("%s: %s" % (name, _text(lib.egress_strerror(st))), st)
+                    raise EgressError("%s: %s" % (name, _text(lib.egress_strerror(st))),
+                                      _status_name(st), _STATUS_CODES.get(st))
         except BaseException:
             lib.egress_request_free(req.value)
             raise

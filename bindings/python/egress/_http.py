@@ -170,8 +170,10 @@ class _Checked:
         pending, self._egress_next = self._egress_next, None
         fields, held = pending if pending is not None else (self._egress_ctx, None)
         target = self._egress_url(url)
-        first = held is None and self._egress_held is not None
-        if first:
+        # A decision given to the constructor is the first request's, even
+        # when that request brings its own.
+        first = self._egress_held is not None
+        if held is None:
             held = self._egress_held
         if held is not None:
             self._egress_fit(held, method, target)

@@ -11,7 +11,6 @@ import dataclasses
 import http.client
 import http.server
 import os
-import socket
 import sys
 import threading
 import unittest
@@ -225,6 +224,17 @@ class TestHTTPConnection(Case):
         self.get(conn, "/again", decision=d2)
         self.assertEqual(len(self.events), 3)
         self.assertEqual(len(self.server.requests), 3)
+        conn.close()
+
+    def test_constructor_decision_is_for_the_first_request_only(self):
+        d1 = self.c.check_url(self.url("/first"))
+        d2 = self.c.check_url(self.url("/first"))
+        conn = self.c.http_connection("web.test", self.port, timeout=5, decision=d1)
+        self.get(conn, "/first", decision=d2)
+        self.assertIs(conn.decision, d2)
+        self.get(conn, "/second")  # checked: d1 is not kept for it
+        self.assertEqual(len(self.events), 3)
+        self.assertEvent(self.events[2], "GET", "/second")
         conn.close()
 
     def test_held_decision_must_fit_the_request(self):
