@@ -1027,8 +1027,9 @@ class TestLibraryLookup(unittest.TestCase):
         from egress import _native
         for value in ("address,undefined", "thread", ["address"]):
             top = self.fake_checkout(value)
-            self.assertEqual(list(_native._candidates({}, top)),
-                             ["libegress.so.0", os.path.join(top, "build/debug/lib/libegress.so.0")])
+            self.assertEqual(
+                list(_native._candidates({}, top)),
+                ["libegress.so.0", os.path.join(top, "build/debug/lib/libegress.so.0")])
 
     def test_installed_package_looks_nowhere_else(self):
         from egress import _native
