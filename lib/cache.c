@@ -33,6 +33,8 @@ typedef struct centry {
   egress__ip_t *ips;
   int32_t *ttls;
   size_t n;
+  char *chain;                     /* the answer's CNAME chain (owned) */
+  size_t chain_len;
   double expires_ms;
 } centry_t;
 
@@ -112,6 +114,7 @@ static void entry_free(centry_t *e) {
   egress__free(e->name);
   egress__free(e->ips);
   egress__free(e->ttls);
+  egress__free(e->chain);
   egress__free(e);
 }
 
@@ -164,13 +167,38 @@ static centry_t *find_entry(shard_t *s, const char *name, size_t len, uint64_t h
   return NULL;
 }
 
+/* What a copy of an answer is made from: an answer, a cache entry or a
+ * front-cache entry. */
+typedef struct answer_src {
+  egress__dns_result_t result;
+  const char *detail;
+  const egress__ip_t *ips;
+  const int32_t *ttls;
+  size_t n;
+  const char *chain;
+  size_t chain_len;
+} answer_src_t;
+
 /* Copy an answer; small ones into dst's inline storage unless it must live
- * on the heap (cache entries). */
-static egress_status_t copy_answer_to(egress__answer_t *dst, egress__dns_result_t result, const char *detail,
-                                      const egress__ip_t *ips, const int32_t *ttls, size_t n, bool heap) {
+ * on the heap (cache entries).  The chain goes with the addresses: a hit
+ * must decide as the lookup did. */
+static egress_status_t copy_answer_to(egress__answer_t *dst, const answer_src_t *src, bool heap) {
+  const egress__ip_t *ips = src->ips;
+  const int32_t *ttls = src->ttls;
+  size_t n = src->n;
   egress__answer_reset(dst);
-  dst->result = result;
-  dst->detail = detail;
+  dst->result = src->result;
+  dst->detail = src->detail;
+  if (src->chain_len) {
+    dst->chain = src->chain_len <= sizeof dst->inline_chain && !heap ? dst->inline_chain
+                                                                      : egress__malloc(src->chain_len);
+    if (!dst->chain) {
+      dst->result = EGRESS__DNS_NOMEM;
+      return EGRESS_ENOMEM;
+    }
+    memcpy(dst->chain, src->chain, src->chain_len);
+    dst->chain_len = src->chain_len;
+  }
   if (n && n <= EGRESS__ANSWER_INLINE && !heap) {
     dst->ips = dst->inline_ips;
     dst->ttls = dst->inline_ttls;
@@ -192,9 +220,16 @@ static egress_status_t copy_answer_to(egress__answer_t *dst, egress__dns_result_
   return EGRESS_OK;
 }
 
-static egress_status_t copy_answer(egress__answer_t *dst, egress__dns_result_t result, const char *detail,
-                                   const egress__ip_t *ips, const int32_t *ttls, size_t n) {
-  return copy_answer_to(dst, result, detail, ips, ttls, n, false);
+static egress_status_t copy_answer(egress__answer_t *dst, const answer_src_t *src) {
+  return copy_answer_to(dst, src, false);
+}
+
+static answer_src_t src_of_answer(const egress__answer_t *a) {
+  return (answer_src_t){a->result, a->detail, a->ips, a->ttls, a->n, a->chain, a->chain_len};
+}
+
+static answer_src_t src_of_entry(const centry_t *e) {
+  return (answer_src_t){e->result, e->detail, e->ips, e->ttls, e->n, e->chain, e->chain_len};
 }
 
 /* Remaining TTL of a cached answer, so callers and events see what is left. */
@@ -224,7 +259,10 @@ static void insert_answer(egress__cache_t *c, shard_t *s, const char *name, size
   if (!e) return;   /* not caching is always safe */
   e->name = egress__strndup(name, len);
   egress__answer_t copy;
-  if (!e->name || copy_answer_to(&copy, a->result, a->detail, a->ips, a->ttls, a->n, true) != EGRESS_OK) {
+  answer_src_t src = src_of_answer(a);
+  egress__answer_reset(&copy);
+  if (!e->name || copy_answer_to(&copy, &src, true) != EGRESS_OK) {
+    egress__answer_clear(&copy);
     entry_free(e);
     return;
   }
@@ -235,6 +273,8 @@ static void insert_answer(egress__cache_t *c, shard_t *s, const char *name, size
   e->ips = copy.ips;
   e->ttls = copy.ttls;
   e->n = copy.n;
+  e->chain = copy.chain;
+  e->chain_len = copy.chain_len;
   e->expires_ms = now + (double)ttl * 1000.0;
   centry_t **b = bucket_of(s, hash);
   e->hnext = *b;
@@ -283,6 +323,8 @@ typedef struct front_entry {
   char name[EGRESS__NAME_MAX + 1];
   egress__ip_t ips[EGRESS__ANSWER_INLINE];
   int32_t ttls[EGRESS__ANSWER_INLINE];
+  size_t chain_len;
+  char chain[EGRESS__CHAIN_INLINE];
 } front_entry_t;
 
 typedef struct front_table {
@@ -330,7 +372,10 @@ static const front_entry_t *front_get(const egress__cache_t *c, const shard_t *s
 
 /* Called with the shard lock held, right after a hit or an insert. */
 static void front_put(const egress__cache_t *c, const shard_t *s, const centry_t *e) {
-  if (e->n > EGRESS__ANSWER_INLINE || !e->hash || !front_table()) return;
+  /* Answers too big for a front entry stay behind the shard lock; a chain
+   * is never dropped to make one fit. */
+  if (e->n > EGRESS__ANSWER_INLINE || e->chain_len > EGRESS__CHAIN_INLINE || !e->hash || !front_table())
+    return;
   size_t set = (size_t)(e->hash % FRONT_SETS);
   int way = -1;
   /* The same name of the same cache first, then an empty way, then the
@@ -355,6 +400,8 @@ static void front_put(const egress__cache_t *c, const shard_t *s, const centry_t
     memcpy(f->ips, e->ips, e->n * sizeof(*e->ips));
     memcpy(f->ttls, e->ttls, e->n * sizeof(*e->ttls));
   }
+  f->chain_len = e->chain_len;
+  if (e->chain_len) memcpy(f->chain, e->chain, e->chain_len);
   memcpy(f->name, e->name, e->len);
 }
 
@@ -375,7 +422,8 @@ egress_status_t egress__cache_resolve(egress__cache_t *c, egress__resolver_t *r,
   const front_entry_t *fe = front_get(c, s, name, len, hash, now);
   if (fe) {
     front_hits++;
-    st = copy_answer(ans, fe->result, fe->detail, fe->ips, fe->ttls, fe->n);
+    answer_src_t src = {fe->result, fe->detail, fe->ips, fe->ttls, fe->n, fe->chain, fe->chain_len};
+    st = copy_answer(ans, &src);
     if (st == EGRESS_OK) age_ttls(ans, fe->expires_ms, now);
     ans->cached = true;
     stats->hits++;
@@ -388,7 +436,8 @@ egress_status_t egress__cache_resolve(egress__cache_t *c, egress__resolver_t *r,
     lru_unlink(s, e);
     lru_push_front(s, e);
     front_put(c, s, e);
-    st = copy_answer(ans, e->result, e->detail, e->ips, e->ttls, e->n);
+    answer_src_t src = src_of_entry(e);
+    st = copy_answer(ans, &src);
     if (st == EGRESS_OK) age_ttls(ans, e->expires_ms, now);
     pthread_mutex_unlock(&s->lock);
     ans->cached = true;
@@ -405,7 +454,8 @@ egress_status_t egress__cache_resolve(egress__cache_t *c, egress__resolver_t *r,
       while (!f->done) pthread_cond_wait(&f->done_cond, &s->lock);
       st = f->status;
       if (st == EGRESS_OK) {
-        st = copy_answer(ans, f->answer.result, f->answer.detail, f->answer.ips, f->answer.ttls, f->answer.n);
+        answer_src_t src = src_of_answer(&f->answer);
+        st = copy_answer(ans, &src);
         ans->ms = f->answer.ms;
       }
       flight_release(s, f);
@@ -445,8 +495,8 @@ egress_status_t egress__cache_resolve(egress__cache_t *c, egress__resolver_t *r,
   }
   f->status = st;
   if (st == EGRESS_OK) {
-    if (copy_answer(&f->answer, ans->result, ans->detail, ans->ips, ans->ttls, ans->n) != EGRESS_OK)
-      f->status = EGRESS_ENOMEM;
+    answer_src_t src = src_of_answer(ans);
+    if (copy_answer(&f->answer, &src) != EGRESS_OK) f->status = EGRESS_ENOMEM;
     f->answer.ms = ans->ms;
     if (ans->result == EGRESS__DNS_OK || ans->result == EGRESS__DNS_NO_SUCH_HOST)
       insert_answer(c, s, name, len, hash, ans, now_ms());

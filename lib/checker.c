@@ -827,6 +827,35 @@ static void check_name(egress_checker_t *c, const egress_policy_t *p, egress_dec
     goto done;
   }
 
+  /* Deny list first, also for the names the answer came through: an
+   * allowed name that is an alias of a denied one reaches the denied
+   * name's servers.  This is the deny list winning, so it is explicit_deny
+   * naming the deny rule, whatever the addresses are; and no address of
+   * the answer is usable (filter mode included), since c-ares does not say
+   * which addresses came through which alias. */
+  for (size_t off = 0; off < ans.chain_len;) {
+    const char *alias = ans.chain + off;
+    size_t alen = strlen(alias);
+    egress__match_t dm;
+    egress__match_name(p->matcher[EGRESS_LIST_DENY], alias, alen, port, &dm);
+    if (dm.allowing) {
+      for (size_t i = 0; i < ans.n; i++) {
+        egress__ip_t ip = ans.ips[i];
+        egress__ip_unmap(&ip);
+        if (!add_address(d, &ip, ans.ttls[i], ans.n)) {
+          decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, rule, NULL);
+          goto done;
+        }
+        d->addrs[d->naddrs - 1].reason = EGRESS_REASON_EXPLICIT_DENY;
+      }
+      decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_EXPLICIT_DENY, dm.allowing,
+             "%s is an alias of %.253s (CNAME), which matches deny-list entry %zu", d->host.text, alias,
+             dm.allowing->index);
+      goto done;
+    }
+    off += alen + 1;
+  }
+
   size_t passed = 0;
   const egress__addr_verdict_t *first_bad = NULL;
   vet_result_t first_bad_v;

@@ -233,6 +233,7 @@ typedef struct lookup_state {
   bool done;
   int status;
   egress__answer_t *ans;
+  const char *name;       /* the name asked for */
   bool nomem;
 } lookup_state_t;
 
@@ -240,6 +241,91 @@ static bool answer_has(const egress__answer_t *ans, const egress__ip_t *ip) {
   for (size_t i = 0; i < ans->n; i++)
     if (!memcmp(&ans->ips[i], ip, sizeof *ip)) return true;
   return false;
+}
+
+/* One name of a CNAME record as the deny list sees names: lower case, one
+ * trailing dot dropped.  Returns its length in @p out (which has room for
+ * strlen(in) + 1 bytes). */
+static size_t chain_name(const char *in, char *out) {
+  size_t n = strlen(in);
+  if (n > 0 && in[n - 1] == '.') n--;
+  for (size_t i = 0; i < n; i++) {
+    char ch = in[i];
+    out[i] = ch >= 'A' && ch <= 'Z' ? (char)(ch - 'A' + 'a') : ch;
+  }
+  out[n] = '\0';
+  return n;
+}
+
+/*
+ * Keep the names of the CNAME records c-ares reports.  In c-ares 1.18 that
+ * list holds every CNAME record of the answer section of each response it
+ * used (the A and the AAAA response, so most chains come twice), owner and
+ * target, in the order of the records; a CNAME record c-ares followed moves
+ * the name whose addresses it takes, so every one of them may have steered
+ * the answer.  It does not hold names of the authority or additional
+ * sections, of a response it did not use (a CNAME-only answer is ENODATA
+ * and its records are dropped), nor, without ARES_AI_CANONNAME, any alias
+ * from a hosts file (operator configuration, not an answer from the
+ * network).  The queried name itself was checked before the lookup.
+ */
+static bool keep_chain(lookup_state_t *s, const struct ares_addrinfo_cname *cnames) {
+  size_t cap = 0, count = 0;
+  for (const struct ares_addrinfo_cname *c = cnames; c; c = c->next) {
+    if (c->alias) cap += strlen(c->alias) + 1;
+    if (c->name) cap += strlen(c->name) + 1;
+    count += 2;
+  }
+  if (cap == 0) return true;
+  char *buf = cap <= sizeof s->ans->inline_chain ? s->ans->inline_chain : egress__malloc(cap);
+  struct {
+    uint64_t hash;
+    size_t off, len;
+  } *kept = egress__malloc(count * sizeof *kept);
+  if (!buf || !kept) {
+    if (buf != s->ans->inline_chain) egress__free(buf);
+    egress__free(kept);
+    return false;
+  }
+  size_t used = 0, nkept = 0, qlen = strlen(s->name);
+  for (const struct ares_addrinfo_cname *c = cnames; c; c = c->next) {
+    const char *both[2] = {c->alias, c->name};
+    for (int k = 0; k < 2; k++) {
+      if (!both[k]) continue;
+      char *out = buf + used;
+      size_t n = chain_name(both[k], out);
+      if (n == 0 || (n == qlen && !memcmp(out, s->name, n))) continue;
+      uint64_t h = egress__name_hash(out, n);
+      bool seen = false;
+      /* Hash and length first: a hostile response may hold thousands of
+       * records, and this keeps the pass cheap. */
+      for (size_t i = 0; i < nkept && !seen; i++)
+        seen = kept[i].hash == h && kept[i].len == n && !memcmp(buf + kept[i].off, out, n);
+      if (seen) continue;
+      kept[nkept].hash = h;
+      kept[nkept].off = used;
+      kept[nkept].len = n;
+      nkept++;
+      used += n + 1;
+    }
+  }
+  egress__free(kept);
+  if (used == 0) {
+    if (buf != s->ans->inline_chain) egress__free(buf);
+    return true;
+  }
+  s->ans->chain = buf;
+  s->ans->chain_len = used;
+  return true;
+}
+
+/* The shortest TTL of the chain: an address is only as fresh as the
+ * aliases that led to it, so a cached answer must not outlive them. */
+static int chain_ttl(const struct ares_addrinfo_cname *cnames) {
+  int ttl = INT32_MAX;
+  for (const struct ares_addrinfo_cname *c = cnames; c; c = c->next)
+    if (c->ttl < ttl) ttl = c->ttl < 0 ? 0 : c->ttl;
+  return ttl;
 }
 
 static void on_addrinfo(void *arg, int status, int timeouts, struct ares_addrinfo *res) {
@@ -252,9 +338,10 @@ static void on_addrinfo(void *arg, int status, int timeouts, struct ares_addrinf
     for (struct ares_addrinfo_node *n = res->nodes; n; n = n->ai_next) count++;
     s->ans->ips = egress__calloc(count + 1, sizeof(*s->ans->ips));
     s->ans->ttls = egress__calloc(count + 1, sizeof(*s->ans->ttls));
-    if (!s->ans->ips || !s->ans->ttls) {
+    if (!s->ans->ips || !s->ans->ttls || !keep_chain(s, res->cnames)) {
       s->nomem = true;
     } else {
+      int cttl = chain_ttl(res->cnames);
       for (struct ares_addrinfo_node *n = res->nodes; n; n = n->ai_next) {
         egress__ip_t ip;
         memset(&ip, 0, sizeof ip);
@@ -269,7 +356,7 @@ static void on_addrinfo(void *arg, int status, int timeouts, struct ares_addrinf
         }
         if (answer_has(s->ans, &ip)) continue;
         s->ans->ips[s->ans->n] = ip;
-        s->ans->ttls[s->ans->n] = n->ai_ttl;
+        s->ans->ttls[s->ans->n] = n->ai_ttl < cttl ? n->ai_ttl : cttl;
         s->ans->n++;
       }
     }
@@ -384,7 +471,7 @@ egress_status_t egress__resolve(egress__resolver_t *r, const char *name, egress_
   memset(&hints, 0, sizeof hints);
   hints.ai_family = AF_UNSPEC;
   hints.ai_flags = ARES_AI_NOSORT | (r->env_hosts ? ARES_AI_ENVHOSTS : 0);
-  lookup_state_t s = {.ans = ans};
+  lookup_state_t s = {.ans = ans, .name = name};
   ares_getaddrinfo(ch, name, NULL, &hints, on_addrinfo, &s);
   run_until_done(ch, &s, start + (double)r->timeout_ms);
   ans->ms = now_ms() - start;
@@ -422,7 +509,10 @@ void egress__answer_clear(egress__answer_t *ans) {
   if (!ans) return;
   if (ans->ips != ans->inline_ips) egress__free(ans->ips);
   if (ans->ttls != ans->inline_ttls) egress__free(ans->ttls);
+  if (ans->chain != ans->inline_chain) egress__free(ans->chain);
   ans->ips = NULL;
   ans->ttls = NULL;
   ans->n = 0;
+  ans->chain = NULL;
+  ans->chain_len = 0;
 }

@@ -12,6 +12,9 @@ typedef enum egress__dns_result {
 } egress__dns_result_t;
 
 #define EGRESS__ANSWER_INLINE 8
+/* Bytes of CNAME chain kept inside an answer (and a front-cache entry):
+ * enough for the one or two CDN names most chains hold. */
+#define EGRESS__CHAIN_INLINE 152
 
 typedef struct egress__answer {
   egress__dns_result_t result;
@@ -22,9 +25,16 @@ typedef struct egress__answer {
   size_t n;
   double ms;              /* time spent resolving */
   bool cached;
+  /* The names of the CNAME records c-ares reported for the answer (owners
+   * and targets, the queried name left out), lower case, no trailing dot,
+   * each NUL-terminated, back to back, each once; the deny list's name
+   * rules apply to every one.  Owned unless it is inline_chain. */
+  char *chain;
+  size_t chain_len;       /* bytes of chain, NULs included; 0 when none */
   /* Small answers live here: no allocation for a cached check. */
   egress__ip_t inline_ips[EGRESS__ANSWER_INLINE];
   int32_t inline_ttls[EGRESS__ANSWER_INLINE];
+  char inline_chain[EGRESS__CHAIN_INLINE];
 } egress__answer_t;
 
 typedef struct egress__resolver egress__resolver_t;
@@ -48,6 +58,8 @@ static inline void egress__answer_reset(egress__answer_t *ans) {
   ans->n = 0;
   ans->ms = 0;
   ans->cached = false;
+  ans->chain = NULL;
+  ans->chain_len = 0;
 }
 
 /* cache.c */

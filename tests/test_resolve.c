@@ -9,6 +9,7 @@
 #include "testutil.h"
 
 #include <arpa/inet.h>
+#include <cjson/cJSON.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -424,6 +425,252 @@ static void test_cname_and_big_answers(void) {
   teardown(&f);
 }
 
+/*
+ * The deny list's name rules apply to every name of the CNAME chain that
+ * c-ares reports for the answer (owner and target of each CNAME record of
+ * the responses it used), so that "never talk to attacker.net" holds even
+ * when an allowed name is an alias of a denied one.  Such a check is denied
+ * explicit_deny, naming the deny rule, before any address is considered.
+ */
+static const char *const chain_allow[] = {"**.example.com:*", "**.example.org:*", "**.example.net:*"};
+static const char *const chain_deny[] = {"*.attacker.net", "evil.example.org",
+                                         "re:^.*\\.bad-cdn\\.io$", "**.porty.net:8443"};
+
+static void chain_fixture(fixture_t *f, egress_options_t *opts, bool with_deny) {
+  if (!opts) {
+    CU_ASSERT_EQUAL_FATAL(egress_options_new(&opts), EGRESS_OK);
+    egress_options_set_timeout_ms(opts, 400);
+    egress_options_set_cache(opts, 0, 0, 0, 0);
+  }
+  setup_opts(f, chain_allow, 3, with_deny ? chain_deny : NULL, with_deny ? 4 : 0, opts);
+  egress_options_free(opts);
+}
+
+static void chain_records(void) {
+  egress_dns_add_cname(dns, "c1.example.com", "x.attacker.net", 60);
+  egress_dns_add_a(dns, "x.attacker.net", "93.184.216.34", 60);
+  egress_dns_add_aaaa(dns, "x.attacker.net", "2606:4700::1111", 60);
+  /* two hops, the denied name last */
+  egress_dns_add_cname(dns, "c2.example.com", "hop.example.org", 60);
+  egress_dns_add_cname(dns, "hop.example.org", "y.attacker.net", 60);
+  egress_dns_add_a(dns, "y.attacker.net", "93.184.216.35", 60);
+  /* the denied name in the middle */
+  egress_dns_add_cname(dns, "c3.example.com", "mid.attacker.net", 60);
+  egress_dns_add_cname(dns, "mid.attacker.net", "final.example.org", 60);
+  egress_dns_add_a(dns, "final.example.org", "93.184.216.36", 60);
+  /* an exact deny entry (that the allowlist would allow) */
+  egress_dns_add_cname(dns, "c4.example.com", "evil.example.org", 60);
+  egress_dns_add_a(dns, "evil.example.org", "93.184.216.37", 60);
+  /* a regex deny entry */
+  egress_dns_add_cname(dns, "c5.example.com", "edge7.bad-cdn.io", 60);
+  egress_dns_add_a(dns, "edge7.bad-cdn.io", "93.184.216.38", 60);
+  /* upper case on the wire */
+  egress_dns_add_cname(dns, "c6.example.com", "Z.ATTACKER.NET", 60);
+  egress_dns_add_a(dns, "Z.ATTACKER.NET", "93.184.216.39", 60);
+  /* a deny entry with a port */
+  egress_dns_add_cname(dns, "c7.example.com", "a.b.porty.net", 60);
+  egress_dns_add_a(dns, "a.b.porty.net", "93.184.216.40", 60);
+  /* IPv6 only */
+  egress_dns_add_cname(dns, "c8.example.com", "v6.attacker.net", 60);
+  egress_dns_add_aaaa(dns, "v6.attacker.net", "2606:4700::2222", 60);
+  /* controls: a clean chain, and the apex that "*.attacker.net" leaves out */
+  egress_dns_add_cname(dns, "c9.example.com", "ok.cdn.example.net", 60);
+  egress_dns_add_a(dns, "ok.cdn.example.net", "93.184.216.41", 60);
+  egress_dns_add_cname(dns, "c10.example.com", "attacker.net", 60);
+  egress_dns_add_a(dns, "attacker.net", "93.184.216.42", 60);
+}
+
+static const struct {
+  const char *host;
+  int port;
+  long rule;   /* deny rule expected, -1: allowed */
+} chain_cases[] = {
+    {"c1.example.com", 443, 0}, {"c2.example.com", 443, 0}, {"c3.example.com", 443, 0},
+    {"c4.example.com", 443, 1}, {"c5.example.com", 443, 2}, {"c6.example.com", 443, 0},
+    {"c7.example.com", 8443, 3}, {"c7.example.com", 443, -1}, {"c8.example.com", 443, 0},
+    {"c9.example.com", 443, -1}, {"c10.example.com", 443, -1},
+};
+
+static void expect_chain(fixture_t *f, const char *host, int port, long rule, egress_mode_t mode) {
+  egress_decision_t *d = check(f, host, port);
+  bool ok;
+  if (rule < 0) {
+    ok = egress_decision_outcome(d) == EGRESS_OUTCOME_ALLOWED;
+  } else {
+    ok = egress_decision_outcome(d) == EGRESS_OUTCOME_DENIED &&
+         egress_decision_reason(d) == EGRESS_REASON_EXPLICIT_DENY && egress_decision_has_rule(d) &&
+         egress_decision_rule_list(d) == EGRESS_LIST_DENY && (long)egress_decision_rule_index(d) == rule &&
+         egress_decision_rule_text(d) && !strcmp(egress_decision_rule_text(d), chain_deny[rule]);
+    /* Every address of the answer is listed, none to be used. */
+    ok = ok && egress_decision_address_count(d) > 0 && !egress_decision_curl_resolve(d);
+    for (size_t i = 0; i < egress_decision_address_count(d); i++)
+      ok = ok && egress_decision_address_verdict(d, i) == EGRESS_VERDICT_DENY &&
+           egress_decision_address_reason(d, i) == EGRESS_REASON_EXPLICIT_DENY;
+    ok = ok && egress_decision_message(d) && strstr(egress_decision_message(d), "alias");
+    /* The event names the deny rule too. */
+    cJSON *ev = cJSON_Parse(egress_decision_event_json(d));
+    const cJSON *mr = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(ev, "data"), "matchedRule");
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(mr, "list");
+    ok = ok && cJSON_IsString(list) && !strcmp(list->valuestring, "deny");
+    cJSON_Delete(ev);
+  }
+  egress_verdict_t want = rule < 0 || mode == EGRESS_MODE_MONITOR ? EGRESS_VERDICT_ALLOW : EGRESS_VERDICT_DENY;
+  ok = ok && egress_decision_verdict(d) == want;
+  if (!ok)
+    fprintf(stderr, "%s:%d -> %s/%s rule %s[%zu] (%s), want %s\n", host, port,
+            egress_outcome_name(egress_decision_outcome(d)), egress_reason_name(egress_decision_reason(d)),
+            egress_decision_has_rule(d) && egress_decision_rule_list(d) == EGRESS_LIST_DENY ? "deny" : "allow",
+            egress_decision_rule_index(d), egress_decision_message(d),
+            rule < 0 ? "allowed" : chain_deny[rule]);
+  CU_ASSERT(ok);
+  egress_decision_free(d);
+  /* The plain call agrees. */
+  CU_ASSERT_EQUAL(egress_check(f->checker, host, (uint16_t)port), want);
+}
+
+static void test_cname_chain_deny_list(void) {
+  fixture_t f;
+  egress_dns_reset(dns);
+  chain_records();
+  chain_fixture(&f, NULL, true);
+  for (size_t i = 0; i < sizeof chain_cases / sizeof chain_cases[0]; i++)
+    expect_chain(&f, chain_cases[i].host, chain_cases[i].port, chain_cases[i].rule, EGRESS_MODE_ENFORCE);
+  teardown(&f);
+
+  /* Filter mode cannot keep any address of an answer whose chain is denied. */
+  egress_options_t *opts = NULL;
+  CU_ASSERT_EQUAL_FATAL(egress_options_new(&opts), EGRESS_OK);
+  egress_options_set_timeout_ms(opts, 400);
+  egress_options_set_cache(opts, 0, 0, 0, 0);
+  egress_options_set_mixed(opts, EGRESS_MIXED_FILTER);
+  chain_fixture(&f, opts, true);
+  for (size_t i = 0; i < sizeof chain_cases / sizeof chain_cases[0]; i++)
+    expect_chain(&f, chain_cases[i].host, chain_cases[i].port, chain_cases[i].rule, EGRESS_MODE_ENFORCE);
+  teardown(&f);
+
+  /* Monitor mode: allowed, with the outcome enforce mode would give. */
+  CU_ASSERT_EQUAL_FATAL(egress_options_new(&opts), EGRESS_OK);
+  egress_options_set_timeout_ms(opts, 400);
+  egress_options_set_cache(opts, 0, 0, 0, 0);
+  egress_options_set_mode(opts, EGRESS_MODE_MONITOR);
+  chain_fixture(&f, opts, true);
+  for (size_t i = 0; i < sizeof chain_cases / sizeof chain_cases[0]; i++)
+    expect_chain(&f, chain_cases[i].host, chain_cases[i].port, chain_cases[i].rule, EGRESS_MODE_MONITOR);
+  teardown(&f);
+
+  /* Without the deny list every chain above is allowed: the denials come
+   * from the chain alone. */
+  chain_fixture(&f, NULL, false);
+  for (size_t i = 0; i < sizeof chain_cases / sizeof chain_cases[0]; i++)
+    expect_chain(&f, chain_cases[i].host, chain_cases[i].port, -1, EGRESS_MODE_ENFORCE);
+  teardown(&f);
+}
+
+/* A cached answer keeps its chain: a hit (shared cache, then the thread's
+ * front copy) decides like the lookup, also after a swap to a policy whose
+ * deny list names a name of the chain. */
+static void test_cname_chain_cached(void) {
+  fixture_t f;
+  egress_dns_reset(dns);
+  chain_records();
+  egress_options_t *opts = NULL;
+  CU_ASSERT_EQUAL_FATAL(egress_options_new(&opts), EGRESS_OK);
+  egress_options_set_timeout_ms(opts, 400);
+  egress_options_set_cache(opts, 4096, 60, 300, 5);
+  chain_fixture(&f, opts, false);
+  const char *names[] = {"c1.example.com", "c2.example.com", "c3.example.com", "c8.example.com"};
+  for (int round = 0; round < 2; round++)
+    for (size_t i = 0; i < 4; i++) expect_chain(&f, names[i], 443, -1, EGRESS_MODE_ENFORCE);
+  egress_policy_t *denying = NULL;
+  char err[EGRESS_ERRBUF_SIZE];
+  CU_ASSERT_EQUAL_FATAL(egress_policy_from_entries(chain_allow, 3, chain_deny, 4, &denying, err, sizeof err),
+                        EGRESS_OK);
+  CU_ASSERT_EQUAL(egress_checker_set_policy(f.checker, denying), EGRESS_OK);
+  unsigned long front_before = egress__cache_front_hits();
+  for (int round = 0; round < 3; round++)
+    for (size_t i = 0; i < 4; i++) expect_chain(&f, names[i], 443, 0, EGRESS_MODE_ENFORCE);
+  CU_ASSERT(egress__cache_front_hits() > front_before);
+  for (size_t i = 0; i < 4; i++) CU_ASSERT_EQUAL(egress_dns_query_count_type(dns, names[i], 1), 1);
+  /* Back to the policy without a deny list: the same cached chains allow. */
+  CU_ASSERT_EQUAL(egress_checker_set_policy(f.checker, f.policy), EGRESS_OK);
+  for (size_t i = 0; i < 4; i++) expect_chain(&f, names[i], 443, -1, EGRESS_MODE_ENFORCE);
+  egress_policy_unref(denying);
+  teardown(&f);
+}
+
+/* An answer reached through a CNAME is no fresher than the CNAME: its
+ * addresses carry the shortest TTL of the chain, and the cache keeps it no
+ * longer, so a changed alias is seen when it expires. */
+static void test_cname_chain_ttl(void) {
+  fixture_t f;
+  egress_dns_reset(dns);
+  egress_dns_add_cname(dns, "shortalias.example.com", "long.example.net", 1);
+  egress_dns_add_a(dns, "long.example.net", "93.184.216.34", 300);
+  egress_options_t *opts = NULL;
+  CU_ASSERT_EQUAL_FATAL(egress_options_new(&opts), EGRESS_OK);
+  egress_options_set_timeout_ms(opts, 400);
+  egress_options_set_cache(opts, 4096, 0, 300, 5);
+  chain_fixture(&f, opts, true);
+  egress_decision_t *d = check(&f, "shortalias.example.com", 443);
+  CU_ASSERT_EQUAL(egress_decision_verdict(d), EGRESS_VERDICT_ALLOW);
+  CU_ASSERT_EQUAL(egress_decision_address_ttl(d, 0), 1);
+  egress_decision_free(d);
+  /* The alias now points at a denied name: seen once the 1 s TTL is over. */
+  egress_dns_reset(dns);
+  egress_dns_add_cname(dns, "shortalias.example.com", "q.attacker.net", 1);
+  egress_dns_add_a(dns, "q.attacker.net", "93.184.216.34", 300);
+  usleep(1300 * 1000);
+  expect_chain(&f, "shortalias.example.com", 443, 0, EGRESS_MODE_ENFORCE);
+  teardown(&f);
+}
+
+typedef struct chain_sf_arg {
+  fixture_t *f;
+  egress_verdict_t verdict;
+  egress_reason_t reason;
+} chain_sf_arg_t;
+
+static void *chain_sf_thread(void *p) {
+  chain_sf_arg_t *a = p;
+  egress_decision_t *d = NULL;
+  if (egress_check_ex(a->f->checker, "slowchain.example.com", 443, NULL, &d) == EGRESS_OK) {
+    a->verdict = egress_decision_verdict(d);
+    a->reason = egress_decision_reason(d);
+  }
+  egress_decision_free(d);
+  return NULL;
+}
+
+/* Checks that wait for another thread's lookup get its chain too. */
+static void test_cname_chain_single_flight(void) {
+  fixture_t f;
+  egress_dns_reset(dns);
+  egress_dns_add_cname(dns, "slowchain.example.com", "w.attacker.net", 60);
+  egress_dns_add_a(dns, "w.attacker.net", "93.184.216.34", 60);
+  egress_dns_set_delay_ms(dns, "slowchain.example.com", 300);
+  egress_options_t *opts = NULL;
+  CU_ASSERT_EQUAL_FATAL(egress_options_new(&opts), EGRESS_OK);
+  egress_options_set_timeout_ms(opts, 3000);
+  egress_options_set_cache(opts, 4096, 60, 300, 5);
+  chain_fixture(&f, opts, true);
+  enum { K = 8 };
+  pthread_t th[K];
+  chain_sf_arg_t args[K];
+  for (int i = 0; i < K; i++) {
+    args[i].f = &f;
+    args[i].verdict = EGRESS_VERDICT_ALLOW;
+    args[i].reason = EGRESS_REASON_NONE;
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&th[i], NULL, chain_sf_thread, &args[i]), 0);
+  }
+  for (int i = 0; i < K; i++) {
+    pthread_join(th[i], NULL);
+    CU_ASSERT_EQUAL(args[i].verdict, EGRESS_VERDICT_DENY);
+    CU_ASSERT_EQUAL(args[i].reason, EGRESS_REASON_EXPLICIT_DENY);
+  }
+  CU_ASSERT(egress_dns_query_count_type(dns, "slowchain.example.com", 1) <= 2);
+  teardown(&f);
+}
+
 /* Monitor mode for the deny reasons only DNS can produce. */
 static void test_monitor_mode_dns_reasons(void) {
   fixture_t f;
@@ -480,6 +727,7 @@ static CU_TestInfo resolve_tests[] = {
     {"localhost and *.localhost are loopback without a query", test_localhost_is_loopback},
     {"named DNS servers are the only source (no /etc/hosts)", test_servers_only},
     {"CNAME chains and answers with 100+ addresses", test_cname_and_big_answers},
+    {"the deny list applies to every name of the CNAME chain", test_cname_chain_deny_list},
     CU_TEST_INFO_NULL,
 };
 
@@ -708,6 +956,9 @@ static CU_TestInfo cache_tests[] = {
     {"cached answers are vetted again after a policy swap", test_cache_revetted_after_swap},
     {"the cache is bounded, least recently used out first", test_cache_lru_bound},
     {"max_entries 0 disables the cache", test_cache_disabled},
+    {"cached answers keep their CNAME chain", test_cname_chain_cached},
+    {"a CNAME's TTL bounds the answer's", test_cname_chain_ttl},
+    {"single-flight waiters get the CNAME chain", test_cname_chain_single_flight},
     CU_TEST_INFO_NULL,
 };
 

@@ -22,7 +22,9 @@
  *
  * Invariants: an allow has at least one address, every address it lets the
  * caller connect to is globally reachable and outside the deny list, and a
- * deny carries a DNS-phase reason.
+ * deny carries a DNS-phase reason; a deny-list denial (a denied address, or
+ * a CNAME through the denied *.attacker.net) names a deny rule and refuses
+ * every address.
  */
 #include "egress_private.h"
 
@@ -219,10 +221,10 @@ static egress_checker_t *checkers[2];
 static void setup(void) {
   for (size_t i = 0; i < MAX_SOCKS; i++) socks[i].fd = socks[i].peer = -1;
   static const char *const allow[] = {QUERY_NAME, "*.example.com:8443"};
-  static const char *const deny[] = {"93.184.216.0/24", "2606:2800:220::/48"};
+  static const char *const deny[] = {"93.184.216.0/24", "2606:2800:220::/48", "*.attacker.net"};
   char err[EGRESS_ERRBUF_SIZE];
   egress_policy_t *p = NULL;
-  if (egress_policy_from_entries(allow, 2, deny, 2, &p, err, sizeof err) != EGRESS_OK) abort();
+  if (egress_policy_from_entries(allow, 2, deny, 3, &p, err, sizeof err) != EGRESS_OK) abort();
   const char *hosts = fuzz_temp_file("");
   for (int m = 0; m < 2; m++) {
     egress_options_t *o = NULL;
@@ -323,6 +325,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                      r == EGRESS_REASON_EXPLICIT_DENY || r == EGRESS_REASON_INTERNAL_ERROR,
                  "deny with reason %s", egress_reason_name(r));
     FUZZ_REQUIRE(!egress_decision_curl_resolve(d), "curl_resolve on a deny");
+    /* A deny-list denial names a deny rule (a CNAME through *.attacker.net
+     * or a denied address); every address it lists is refused. */
+    if (r == EGRESS_REASON_EXPLICIT_DENY || r == EGRESS_REASON_RESOLVED_ADDRESS_FORBIDDEN)
+      for (size_t i = 0; i < n; i++)
+        FUZZ_REQUIRE(egress_decision_address_verdict(d, i) == EGRESS_VERDICT_DENY, "address %s allowed in a deny",
+                     egress_decision_address(d, i));
+    if (r == EGRESS_REASON_EXPLICIT_DENY)
+      FUZZ_REQUIRE(egress_decision_has_rule(d) && egress_decision_rule_list(d) == EGRESS_LIST_DENY,
+                   "explicit_deny without a deny rule");
   }
   egress_decision_free(d);
   drain();

@@ -188,6 +188,22 @@ def dns_seeds():
     s.append(splice(answer([rr(b"\x3f" + b"a" * 63 + PTR, A, ip4("1.1.1.1"))])))
     s.append(b"")
     s.append(b"\x01")
+    # CNAME chains through a deny-listed name (*.attacker.net): denied
+    # whatever the addresses, also in filter mode
+    evil = rr(PTR, CNAME, name("x.attacker.net"))
+    s.append(splice(answer([evil, rr(name("x.attacker.net"), A, ip4("8.8.8.8"))]),
+                    answer([evil, rr(name("x.attacker.net"), AAAA, ip6("2606:4700::1111"))])))
+    s.append(splice(answer([evil, rr(name("x.attacker.net"), A, ip4("8.8.8.8"))]), answer([]), flags=3))
+    hop = rr(PTR, CNAME, name("hop.example.org"))
+    s.append(splice(answer([hop, rr(name("hop.example.org"), CNAME, name("Y.Attacker.NET")),
+                            rr(name("Y.Attacker.NET"), A, ip4("1.1.1.1"))]), answer([])))
+    # an unrelated CNAME record in the answer section moves c-ares 1.18 onto its target
+    s.append(splice(answer([rr(name("elsewhere.example.com"), CNAME, name("z.attacker.net")),
+                            rr(name("z.attacker.net"), A, ip4("9.9.9.9"))]), answer([])))
+    # a long chain of distinct names
+    chain = [rr(PTR if i == 0 else name("h%d.example.org" % i), CNAME, name("h%d.example.org" % (i + 1)))
+             for i in range(40)]
+    s.append(splice(answer(chain + [rr(name("h40.example.org"), A, ip4("1.0.0.1"))]), answer([])))
     return s
 
 
