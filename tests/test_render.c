@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
@@ -1127,6 +1128,404 @@ static void test_lint(void) {
   CU_ASSERT(has_note(&ns, "deny[0]", "render: Cilium cannot deny by name"));
 }
 
+/* ------------------------------------------------------------------------ */
+/* Lint against the pairwise scan it replaced                                */
+/*                                                                          */
+/* The oracle below is lint as it was before its entries were indexed:      */
+/* every pair of entries compared, and render's notes taken from a Cilium   */
+/* rendering.  It is kept here, copied whole with its helpers, so that the  */
+/* indexed lint is checked against it on random policies rich in every     */
+/* relation it reports (not against library code that might drift with it). */
+/* ------------------------------------------------------------------------ */
+
+enum { O_NONE = 0, O_PARTIAL = 1, O_COVERS = 2 };
+
+static bool o_within(const egress__prefix_t *outer, const egress__prefix_t *inner) {
+  return outer->addr.family == inner->addr.family && outer->len <= inner->len &&
+         egress__prefix_contains(outer, &inner->addr);
+}
+
+static bool o_overlap(const egress__prefix_t *a, const egress__prefix_t *b) {
+  return o_within(a, b) || o_within(b, a);
+}
+
+static bool o_wild1(const char *n, size_t len, const char *s, size_t sl) {
+  const char *dot = memchr(n, '.', len);
+  return dot && (size_t)(n + len - dot - 1) == sl && !memcmp(dot + 1, s, sl);
+}
+
+static bool o_wildn(const char *n, size_t len, const char *s, size_t sl) {
+  return len > sl + 1 && n[len - sl - 1] == '.' && !memcmp(n + len - sl, s, sl);
+}
+
+static bool o_at_or_under(const char *s, size_t sl, const char *t, size_t tl) {
+  return (sl == tl && !memcmp(s, t, sl)) || o_wildn(s, sl, t, tl);
+}
+
+static bool o_matches(const egress__rule_t *r, const char *n, size_t len) {
+  switch (r->kind) {
+    case EGRESS__RULE_EXACT: return r->name_len == len && !memcmp(r->name, n, len);
+    case EGRESS__RULE_WILD1: return o_wild1(n, len, r->name, r->name_len);
+    case EGRESS__RULE_WILDN: return o_wildn(n, len, r->name, r->name_len);
+    case EGRESS__RULE_ANY: return true;
+    case EGRESS__RULE_REGEX: return egress__regex_match(r, n, len);
+    default: return false;
+  }
+}
+
+static bool o_same_regex(const egress__rule_t *a, const egress__rule_t *b) {
+  return a->kind == EGRESS__RULE_REGEX && b->kind == EGRESS__RULE_REGEX &&
+         !strcmp(strchr(a->text, ':') ? strchr(a->text, ':') : a->text,
+                 strchr(b->text, ':') ? strchr(b->text, ':') : b->text);
+}
+
+static int o_name_rel(const egress__rule_t *d, const egress__rule_t *a) {
+  const char *s = d->name, *t = a->name;
+  size_t sl = d->name_len, tl = a->name_len;
+  if (d->kind == EGRESS__RULE_ANY) return O_COVERS;
+  if (o_same_regex(d, a)) return O_COVERS;
+  switch (a->kind) {
+    case EGRESS__RULE_EXACT: return o_matches(d, t, tl) ? O_COVERS : O_NONE;
+    case EGRESS__RULE_WILD1:
+      switch (d->kind) {
+        case EGRESS__RULE_EXACT: return o_wild1(s, sl, t, tl) ? O_PARTIAL : O_NONE;
+        case EGRESS__RULE_WILD1: return sl == tl && !memcmp(s, t, sl) ? O_COVERS : O_NONE;
+        case EGRESS__RULE_WILDN: return o_at_or_under(t, tl, s, sl) ? O_COVERS : O_NONE;
+        default: return O_PARTIAL;
+      }
+    case EGRESS__RULE_WILDN:
+      switch (d->kind) {
+        case EGRESS__RULE_EXACT: return o_wildn(s, sl, t, tl) ? O_PARTIAL : O_NONE;
+        case EGRESS__RULE_WILD1: return o_at_or_under(s, sl, t, tl) ? O_PARTIAL : O_NONE;
+        case EGRESS__RULE_WILDN:
+          if (o_at_or_under(t, tl, s, sl)) return O_COVERS;
+          return o_wildn(s, sl, t, tl) ? O_PARTIAL : O_NONE;
+        default: return O_PARTIAL;
+      }
+    default: return O_PARTIAL;
+  }
+}
+
+static bool o_covers(const egress__rule_t *a, const egress__rule_t *b) {
+  if (!(a->port_lo <= b->port_lo && b->port_hi <= a->port_hi)) return false;
+  if (a->kind == EGRESS__RULE_CIDR || b->kind == EGRESS__RULE_CIDR) {
+    if (a->kind != b->kind || !o_within(&a->cidr, &b->cidr)) return false;
+    if (a->list == EGRESS_LIST_ALLOW && b->list == EGRESS_LIST_ALLOW) {
+      for (size_t i = 0; i < egress__special_block_count; i++) {
+        const egress__special_block_t *blk = &egress__special_blocks[i];
+        if (!blk->global && blk->prefix.len > a->cidr.len && blk->prefix.len <= b->cidr.len &&
+            o_overlap(&blk->prefix, &b->cidr))
+          return false;
+      }
+    }
+    return true;
+  }
+  if (o_name_rel(a, b) != O_COVERS) return false;
+  if (a->list == EGRESS_LIST_ALLOW && b->list == EGRESS_LIST_ALLOW && a->path) {
+    size_t n = strlen(a->path);
+    if (!b->path || strncmp(a->path, b->path, n) || (b->path[n] && b->path[n] != '/')) return false;
+  }
+  return true;
+}
+
+/* Every note as one line of text, in the order given. */
+typedef struct transcript {
+  char *text;
+  size_t len, cap, n;
+  const char *prefix;
+} transcript_t;
+
+static void tr_add(egress_list_t list, size_t index, const char *entry, const char *what, void *ud) {
+  transcript_t *t = ud;
+  char line[1400];
+  int n = snprintf(line, sizeof line, "%s[%zu] %s: %s%s\n", list == EGRESS_LIST_ALLOW ? "allow" : "deny",
+                   index, entry, t->prefix ? t->prefix : "", what);
+  CU_ASSERT_FATAL(n > 0 && (size_t)n < sizeof line);
+  if (t->len + (size_t)n + 1 > t->cap) {
+    t->cap = (t->len + (size_t)n + 1) * 2;
+    t->text = realloc(t->text, t->cap);
+    CU_ASSERT_FATAL(t->text != NULL);
+  }
+  memcpy(t->text + t->len, line, (size_t)n + 1);
+  t->len += (size_t)n;
+  t->n++;
+}
+
+static long oracle_lint(const egress_policy_t *p, transcript_t *t) {
+  static const char *const names[2] = {"egressAllowlist", "egressDenylist"};
+  char what[600];
+  for (int li = 0; li < 2; li++) {
+    egress_list_t list = (egress_list_t)li;
+    for (size_t jx = 0; jx < p->nrules[list]; jx++) {
+      const egress__rule_t *b = &p->rules[list][jx];
+      bool said = false;
+      for (size_t ix = 0; ix < p->nrules[list] && !said; ix++) {
+        const egress__rule_t *a = &p->rules[list][ix];
+        if (ix == jx || !o_covers(a, b)) continue;
+        if (o_covers(b, a)) {
+          if (ix > jx) continue;
+          snprintf(what, sizeof what, "duplicate of %s[%zu] \"%.200s\"", names[list], ix, a->text);
+        } else {
+          snprintf(what, sizeof what,
+                   "shadowed by %s[%zu] \"%.200s\", which matches everything this entry does",
+                   names[list], ix, a->text);
+        }
+        tr_add(list, jx, b->text, what, t);
+        said = true;
+      }
+      for (size_t ix = 0; list == EGRESS_LIST_ALLOW && ix < p->nrules[EGRESS_LIST_DENY]; ix++) {
+        const egress__rule_t *d = &p->rules[EGRESS_LIST_DENY][ix];
+        if (!o_covers(d, b)) continue;
+        snprintf(what, sizeof what,
+                 "never allows anything: egressDenylist[%zu] \"%.200s\" denies all of it", ix, d->text);
+        tr_add(list, jx, b->text, what, t);
+        break;
+      }
+      if (b->kind == EGRESS__RULE_ANY) tr_add(list, jx, b->text, "matches every host name", t);
+      if (b->kind == EGRESS__RULE_CIDR && b->cidr.len == 0)
+        tr_add(list, jx, b->text,
+               b->cidr.addr.family == 4 ? "matches every IPv4 address" : "matches every IPv6 address", t);
+      if (list == EGRESS_LIST_ALLOW && (b->kind == EGRESS__RULE_WILD1 || b->kind == EGRESS__RULE_WILDN)) {
+        bool apex = false;
+        for (size_t ix = 0; ix < p->nrules[list] && !apex; ix++)
+          apex = p->rules[list][ix].kind != EGRESS__RULE_CIDR &&
+                 o_matches(&p->rules[list][ix], b->name, b->name_len);
+        if (!apex) {
+          snprintf(what, sizeof what,
+                   "does not match \"%.200s\" itself, and no entry allows it (add it if the apex "
+                   "is meant too)", b->name);
+          tr_add(list, jx, b->text, what, t);
+        }
+      }
+      bool https = !strncasecmp(b->text, "https://", 8), http = !strncasecmp(b->text, "http://", 7);
+      if ((https || http) && !(b->port_lo == b->port_hi && b->port_lo == (https ? 443 : 80))) {
+        snprintf(what, sizeof what, "port %u is not the %s default (%u)", b->port_lo,
+                 https ? "https" : "http", https ? 443 : 80);
+        tr_add(list, jx, b->text, what, t);
+      }
+    }
+  }
+  egress__render_opts_t o;
+  char *out = NULL;
+  memset(&o, 0, sizeof o);
+  o.format = EGRESS__RENDER_CILIUM;
+  o.skip_unrenderable = true;
+  t->prefix = "render: ";
+  egress_status_t st = egress__render(p, &o, tr_add, t, &out, NULL, 0);
+  t->prefix = NULL;
+  egress__free(out);
+  return st == EGRESS_OK ? (long)t->n : -1;
+}
+
+/* Entries drawn so that most pairs relate: shared suffixes at several
+ * depths, the same name on nested port sets, URL paths, nested CIDRs in
+ * and out of special-purpose space (Teredo and local-use NAT64 included),
+ * regexes, "*".  Every one is valid on its own. */
+static uint64_t rng_state;
+static bool draw_any; /* a "*" entry hides every missing apex: only some draws have one */
+
+static unsigned rnd(unsigned n) {
+  rng_state ^= rng_state << 13;
+  rng_state ^= rng_state >> 7;
+  rng_state ^= rng_state << 17;
+  return (unsigned)(rng_state % n);
+}
+
+#define PICK(a) ((a)[rnd(NELEM(a))])
+
+static void random_entry(char *buf, size_t len) {
+  static const char *const labels[] = {"a", "b", "c", "api", "x", "svc"};
+  static const char *const sfx[] = {"example.com", "svc.example.com", "a.example.com", "example.org",
+                                    "b.a.example.com"};
+  static const char *const ports[] = {"", "", ":443", ":80", ":8443", ":1-1000", ":*", ":400-500", ":22"};
+  static const char *const cidrs[] = {
+      "10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24", "10.1.2.3", "0.0.0.0/0", "192.168.0.0/16",
+      "192.168.1.0/24", "203.0.113.0/24", "203.0.113.7", "151.101.0.0/16", "151.101.3.0/24",
+      "151.101.3.4", "[2001::]/32", "[2001:0:1::]/48", "[2000::]/3", "[64:ff9b:1::]/48",
+      "[64:ff9b:1:2::]/64", "[2002::]/16", "[2001:db8::]/32", "[2001:db8::1]", "[::]/0",
+      "[2606:4700::]/32", "[2606:4700::1111]", "11.0.0.0/8", "11.1.0.0/16", "11.1.1.0/24",
+      "11.1.1.1", "[2a00::]/16", "[2a00:1450::]/32"};
+  static const char *const cidr_ports[] = {"", "", ":443", ":22", ":*", ":1-1000"};
+  static const char *const regexes[] = {"re:^api[0-9]*\\.example\\.com$", "re:^x\\..*$", "re:.*\\.org$"};
+  static const char *const bare6[] = {"2001:db8::1:443", "2606:4700::1111", "2001:db8::443"};
+  char name[128] = "";
+  unsigned depth = rnd(3);
+  for (unsigned i = 0; i < depth; i++) {
+    strcat(name, PICK(labels));
+    strcat(name, ".");
+  }
+  strcat(name, PICK(sfx));
+  if (rnd(4) == 0) snprintf(name, sizeof name, "w%u.example.net", rnd(40)); /* apex often missing */
+  unsigned r = rnd(100);
+  if (r < 25) snprintf(buf, len, "%s%s", name, PICK(ports));
+  else if (r < 40) snprintf(buf, len, "*.%s%s", name, PICK(ports));
+  else if (r < 50) snprintf(buf, len, "**.%s%s", name, PICK(ports));
+  else if (r < 55) snprintf(buf, len, draw_any ? "*%s" : "api.%s", draw_any ? PICK(ports) : name);
+  else if (r < 62) snprintf(buf, len, "%s", PICK(regexes));
+  else if (r < 72)
+    snprintf(buf, len, "%s%s%s%s", rnd(2) ? "https://" : "http://", name,
+             (const char *[]){"", ":8443", ":443", ":80"}[rnd(4)],
+             (const char *[]){"", "/v1", "/v1/x", "/v2"}[rnd(4)]);
+  else if (r < 75) snprintf(buf, len, "%s", PICK(bare6));
+  else {
+    const char *c = PICK(cidrs), *pp = PICK(cidr_ports);
+    if (c[0] == '[' && !strchr(c, '/') && pp[0] == '\0') {
+      /* a bracketed bare address takes no port-less form: unbracket it */
+      snprintf(buf, len, "%.*s", (int)(strlen(c) - 2), c + 1);
+    } else if (c[0] == '[' && pp[0] == '\0') {
+      const char *close = strchr(c, ']');
+      snprintf(buf, len, "%.*s%s", (int)(close - c - 1), c + 1, close + 1);
+    } else {
+      snprintf(buf, len, "%s%s", c, pp);
+    }
+  }
+}
+
+/* Drops the notes the oracle does not know (added since). */
+static void tr_drop_new_kinds(transcript_t *t) {
+  char *w = t->text, *r = t->text;
+  while (*r) {
+    char *nl = strchr(r, '\n');
+    size_t n = (size_t)(nl - r) + 1;
+    const char *at = strstr(r, "reads like an address and a port");
+    if (!at || at > nl) {
+      memmove(w, r, n);
+      w += n;
+    } else {
+      t->n--;
+    }
+    r += n;
+  }
+  *w = '\0';
+  t->len = (size_t)(w - t->text);
+}
+
+static void test_lint_matches_pairwise(void) {
+  char err[EGRESS_ERRBUF_SIZE];
+  size_t policies = 0, notes = 0;
+  for (unsigned seed = 1; seed <= 60; seed++) {
+    rng_state = 0x9E3779B97F4A7C15ull * seed;
+    draw_any = seed % 2;
+    size_t na = 100 + rnd(200), nd = rnd(60);
+    char(*text)[128] = calloc(na + nd, sizeof *text);
+    const char **allow = calloc(na + 1, sizeof *allow), **deny = calloc(nd + 1, sizeof *deny);
+    CU_ASSERT_FATAL(text && allow && deny);
+    for (size_t i = 0; i < na + nd; i++) random_entry(text[i], sizeof text[i]);
+    for (size_t i = 0; i < na; i++) allow[i] = text[i];
+    for (size_t i = 0; i < nd; i++) deny[i] = text[na + i];
+    egress_policy_t *p = NULL;
+    egress_status_t st = egress_policy_from_entries(allow, na, deny, nd, &p, err, sizeof err);
+    if (st != EGRESS_OK) fprintf(stderr, "seed %u: %s\n", seed, err);
+    CU_ASSERT_FATAL(st == EGRESS_OK);
+    transcript_t want = {NULL, 0, 0, 0, NULL}, got = {NULL, 0, 0, 0, NULL};
+    long nw = oracle_lint(p, &want), ng = egress__render_lint(p, tr_add, &got);
+    CU_ASSERT(nw >= 0 && ng >= 0 && (size_t)ng == got.n);
+    tr_drop_new_kinds(&got);
+    bool same = want.n == got.n && want.len == got.len && (!want.len || !strcmp(want.text, got.text));
+    CU_ASSERT(same);
+    if (!same) {
+      size_t i = 0;
+      while (want.text && got.text && want.text[i] && want.text[i] == got.text[i]) i++;
+      while (i > 0 && want.text[i - 1] != '\n') i--;
+      fprintf(stderr, "seed %u: %zu notes from the pairwise scan, %zu now; first difference:\n"
+              "  was: %.300s\n  now: %.300s\n", seed, want.n, got.n, want.text ? want.text + i : "",
+              got.text ? got.text + i : "");
+    }
+    policies++;
+    notes += want.n;
+    free(want.text);
+    free(got.text);
+    egress_policy_unref(p);
+    free(text);
+    free(allow);
+    free(deny);
+  }
+  /* The draw must give the comparison something to compare. */
+  CU_ASSERT(notes > 50 * policies);
+}
+
+/* Each kind of finding must be drawn often enough for the comparison above
+ * to mean something: count them on the same draws. */
+static void test_lint_draws_every_finding(void) {
+  static const char *const kinds[] = {"duplicate of", "shadowed by", "never allows anything",
+                                      "itself", "every host name", "every IPv", "default",
+                                      "render: a \"re:\"", "render: Cilium cannot deny",
+                                      "render: opens Teredo", "reads like an address"};
+  size_t count[NELEM(kinds)] = {0};
+  for (unsigned seed = 1; seed <= 60; seed++) {
+    rng_state = 0x9E3779B97F4A7C15ull * seed;
+    draw_any = seed % 2;
+    size_t na = 100 + rnd(200), nd = rnd(60);
+    char(*text)[128] = calloc(na + nd, sizeof *text);
+    const char **allow = calloc(na + 1, sizeof *allow), **deny = calloc(nd + 1, sizeof *deny);
+    CU_ASSERT_FATAL(text && allow && deny);
+    for (size_t i = 0; i < na + nd; i++) random_entry(text[i], sizeof text[i]);
+    for (size_t i = 0; i < na; i++) allow[i] = text[i];
+    for (size_t i = 0; i < nd; i++) deny[i] = text[na + i];
+    egress_policy_t *p = policy_of(allow, na, deny, nd);
+    transcript_t got = {NULL, 0, 0, 0, NULL};
+    CU_ASSERT(egress__render_lint(p, tr_add, &got) >= 0);
+    for (const char *line = got.text; line && *line;) {
+      const char *nl = strchr(line, '\n');
+      for (size_t k = 0; k < NELEM(kinds); k++) {
+        const char *at = strstr(line, kinds[k]);
+        if (at && at < nl) count[k]++;
+      }
+      line = nl + 1;
+    }
+    free(got.text);
+    egress_policy_unref(p);
+    free(text);
+    free(allow);
+    free(deny);
+  }
+  for (size_t k = 0; k < NELEM(kinds); k++) {
+    if (count[k] < 20) fprintf(stderr, "only %zu \"%s\" findings drawn\n", count[k], kinds[k]);
+    CU_ASSERT(count[k] >= 20);
+  }
+}
+
+/* "2001:db8::1:443" is one address on every port, but reads like a host and
+ * a port: lint says so, and only where both readings are possible. */
+static void test_lint_ipv6_port_lookalike(void) {
+  static const struct {
+    const char *entry;
+    bool warned;
+  } cases[] = {
+      {"2001:db8::1:443", true},
+      {"2001:db8::1:8443", true},
+      {"::1:22", true},
+      {"2001:db8::1:443:443", true},
+      {"2001:DB8::A:80", true},
+      {"[2001:db8::1]:443", false},      /* the port form */
+      {"2001:db8::1:443/128", false},    /* a prefix length: an address */
+      {"[2001:db8::1:443]/128", false},
+      {"2001:db8::443", false},          /* "2001:db8:" is no address */
+      {"2001:db8:0:0:0:0:1:443", false}, /* seven groups and no "::" either */
+      {"2001:db8::1:2", false},          /* single digit: a host number */
+      {"2001:db8::1:0443", false},       /* leading zero: not how ports are written */
+      {"2001:db8::1:abcd", false},
+      {"2001:db8::1:1bb", false},
+      {"::ffff:192.0.2.1", false},
+      {"2001:db8::", false},
+  };
+  for (size_t i = 0; i < NELEM(cases); i++) {
+    notes_t ns;
+    const char *const allow[] = {cases[i].entry};
+    lint_of(allow, 1, NULL, 0, &ns);
+    bool warned = has_note(&ns, "allow[0]", "reads like an address and a port");
+    if (warned != cases[i].warned) fprintf(stderr, "%s: warned %d\n", cases[i].entry, warned);
+    CU_ASSERT(warned == cases[i].warned);
+    lint_of(NULL, 0, allow, 1, &ns);
+    CU_ASSERT(has_note(&ns, "deny[0]", "reads like an address and a port") == cases[i].warned);
+  }
+  notes_t ns;
+  const char *const one[] = {"2001:db8::1:443"};
+  CU_ASSERT(lint_of(one, 1, NULL, 0, &ns) == 1);
+  CU_ASSERT(strstr(ns.text[0], "\"[2001:db8::1]:443\" for port 443 of 2001:db8::1") != NULL);
+  CU_ASSERT(strstr(ns.text[0], "\"2001:db8::1:443/128\" to keep this meaning") != NULL);
+}
+
 /* Allocation failure at every step fails with ENOMEM and no output. */
 static void test_alloc_failures(void) {
   egress_policy_t *p = policy_of(demo_allow, NELEM(demo_allow), demo_deny, NELEM(demo_deny));
@@ -1169,6 +1568,9 @@ static CU_TestInfo render_tests[] = {
     {"unrenderable entries", test_unrenderable},
     {"name, namespace, component, format", test_options},
     {"lint findings", test_lint},
+    {"lint reports what the pairwise scan did", test_lint_matches_pairwise},
+    {"lint comparison draws every kind of finding", test_lint_draws_every_finding},
+    {"lint: bare IPv6 that reads like address:port", test_lint_ipv6_port_lookalike},
     {"allocation failures", test_alloc_failures},
     CU_TEST_INFO_NULL,
 };
