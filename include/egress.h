@@ -447,9 +447,14 @@ EGRESS_API EGRESS_WUR egress_status_t egress_check_ex(
     const egress_request_t *req, egress_decision_t **out);
 
 /**
- * Check a URL (http or https): host, port (explicit or the scheme's default)
- * and path. A URL entry with a path allows only URLs whose path starts with
- * its path on a segment boundary. Dot segments are resolved first.
+ * Check a URL (http or https): host, port (explicit or the scheme's default),
+ * scheme and path. A URL entry allows only URLs of its own scheme
+ * ("https://h" never allows "http://h:443/"); entries without a scheme
+ * (names, wildcards, CIDRs) allow either. A URL entry with a path allows
+ * only URLs whose path starts with its path on a segment boundary. Dot
+ * segments are resolved first; a path that servers read differently (an
+ * empty segment, an encoded '/' or '\', "..;", a '%' not followed by two
+ * hex digits) makes the URL invalid (invalid_host).
  * @return as egress_check_ex. Thread-safety: safe.  @since 0.1
  */
 EGRESS_API EGRESS_WUR egress_status_t egress_check_url(
@@ -472,7 +477,9 @@ EGRESS_API egress_outcome_t egress_decision_outcome(const egress_decision_t *d);
 EGRESS_API egress_reason_t egress_decision_reason(const egress_decision_t *d);
 /** Human message saying why (names the bad input, rule or address). */
 EGRESS_API const char *egress_decision_message(const egress_decision_t *d);
-/** The destination exactly as given ("host:port" form is built by the caller). */
+/** The destination exactly as given ("host:port" form is built by the caller).
+ * Events and messages report an invalid one longer than 253 bytes cut short,
+ * as its first bytes and "…(truncated, N bytes)"; this accessor never cuts. */
 EGRESS_API const char *egress_decision_destination_host(const egress_decision_t *d);
 /** Canonical host (lower case, A-label, no brackets); NULL when invalid. */
 EGRESS_API const char *egress_decision_host(const egress_decision_t *d);
