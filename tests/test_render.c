@@ -1558,6 +1558,35 @@ static void test_alloc_failures(void) {
   egress_policy_unref(p);
 }
 
+/* Lint under allocation failure: -1 or the full count, never a partial one
+ * claimed as complete (the sanitizers and valgrind watch for leaks). */
+static void test_lint_alloc_failures(void) {
+  const char *const allow[] = {"api.example.com", "*.x.example", "**.y.example", "*",
+                               "re:^a[0-9]+\\.example$", "[2001::]/32:443", "10.1.0.0/16",
+                               "10.1.2.0/24", "https://api.example.com/v1", "2001:db8::1:443"};
+  const char *const deny[] = {"b.x.example", "c.d.y.example", "10.1.2.0/24", "api.example.com"};
+  egress_policy_t *p = policy_of(allow, NELEM(allow), deny, NELEM(deny));
+  notes_t ns;
+  memset(&ns, 0, sizeof ns);
+  long want = egress__render_lint(p, collect, &ns);
+  CU_ASSERT_FATAL(want > 5);
+  long ok_at = 0;
+  for (long nth = 1; nth < 10000; nth++) {
+    memset(&ns, 0, sizeof ns);
+    egress__alloc_fail_at(nth);
+    long got = egress__render_lint(p, collect, &ns);
+    long used = egress__alloc_count();
+    egress__alloc_fail_at(0);
+    CU_ASSERT(got == -1 || got == want);
+    if (got == want && used < nth) {
+      ok_at = nth;
+      break;
+    }
+  }
+  CU_ASSERT(ok_at > 10);
+  egress_policy_unref(p);
+}
+
 static CU_TestInfo render_tests[] = {
     {"golden manifests of the example policy", test_golden_examples},
     {"structure of every rendering", test_structure_all_policies},
@@ -1572,6 +1601,7 @@ static CU_TestInfo render_tests[] = {
     {"lint comparison draws every kind of finding", test_lint_draws_every_finding},
     {"lint: bare IPv6 that reads like address:port", test_lint_ipv6_port_lookalike},
     {"allocation failures", test_alloc_failures},
+    {"lint under allocation failures", test_lint_alloc_failures},
     CU_TEST_INFO_NULL,
 };
 
