@@ -206,24 +206,11 @@ static size_t utf8_seq_len(const unsigned char *s, size_t len) {
 }
 
 /*
- * Sentinel byte standing for a JSON "\u0000" escape in --batch input (see
- * neutralize_nul_escapes).  0xFF never occurs in valid UTF-8.
+ * Text for the terminal (lint warnings): valid UTF-8 passes unchanged,
+ * every other byte becomes "\xNN".  Returns 0, or -1 on allocation
+ * failure; *out is NULL when no copy was needed, else a malloc'ed string.
  */
-#define NUL_SENTINEL 0xFFu
-
-/*
- * A host (or URL) to hand to the library.  Valid UTF-8 without NUL passes
- * unchanged.  Otherwise each NUL becomes the text "\u0000" and each byte of
- * an invalid UTF-8 sequence "\xNN": the result still shows what was given,
- * is valid UTF-8 (so the JSON we print stays valid), and holds a backslash,
- * which DESIGN section 4 step 1 makes an invalid_host on its own - so the
- * rewrite can never turn a bad host into an allowed one.
- * @p sentinel_is_nul: whether 0xFF bytes stand for NUL escapes.
- * Returns 0, or -1 on allocation failure; *out is NULL when no copy was
- * needed, else a malloc'ed string.
- */
-static int sanitize_text(const char *s, size_t len, bool sentinel_is_nul,
-                         char **out) {
+static int sanitize_text(const char *s, size_t len, char **out) {
   const unsigned char *u = (const unsigned char *)s;
   size_t i, need = 0;
   bool clean = true;
@@ -234,7 +221,7 @@ static int sanitize_text(const char *s, size_t len, bool sentinel_is_nul,
     size_t n = u[i] == 0 ? 0 : utf8_seq_len(u + i, len - i);
     if (n == 0) {
       clean = false;
-      need += 6; /* "\u0000" or "\xNN" (4) - size for the larger */
+      need += 4;
       i++;
     } else {
       need += n;
@@ -250,17 +237,12 @@ static int sanitize_text(const char *s, size_t len, bool sentinel_is_nul,
   for (i = 0; i < len;) {
     size_t n = u[i] == 0 ? 0 : utf8_seq_len(u + i, len - i);
     if (n == 0) {
-      if (u[i] == 0 || (sentinel_is_nul && u[i] == NUL_SENTINEL)) {
-        memcpy(p, "\\u0000", 6);
-        p += 6;
-      } else {
-        static const char hex[] = "0123456789abcdef";
-        p[0] = '\\';
-        p[1] = 'x';
-        p[2] = hex[u[i] >> 4];
-        p[3] = hex[u[i] & 0xF];
-        p += 4;
-      }
+      static const char hex[] = "0123456789abcdef";
+      p[0] = '\\';
+      p[1] = 'x';
+      p[2] = hex[u[i] >> 4];
+      p[3] = hex[u[i] & 0xF];
+      p += 4;
       i++;
     } else {
       memcpy(p, s + i, n);
@@ -271,6 +253,19 @@ static int sanitize_text(const char *s, size_t len, bool sentinel_is_nul,
   *p = '\0';
   *out = buf;
   return 0;
+}
+
+/* Whether s[0..len) is valid UTF-8 (NUL bytes count as invalid here). */
+static bool utf8_valid(const char *s, size_t len) {
+  const unsigned char *u = (const unsigned char *)s;
+  size_t i = 0;
+  while (i < len) {
+    size_t n = u[i] == 0 ? 0 : utf8_seq_len(u + i, len - i);
+    if (n == 0)
+      return false;
+    i += n;
+  }
+  return true;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -344,15 +339,38 @@ static int append_dns_server(check_args_t *a, const char *server) {
   return 0;
 }
 
-static int build_checker(const check_args_t *a, egress_policy_t *policy,
-                         egress_checker_t **out) {
+/*
+ * Refused requests in the audit trail.
+ *
+ * A request egressctl refuses before the library can check it (a --batch
+ * line whose context field is not a string, too long or holds a NUL; a URL
+ * that is not text) still names a destination and is denied, so it gets a
+ * decision event like every request the library denies: --events holds one
+ * event per decision line that names a destination.  The public API records
+ * only the checks it runs, so such a decision is built here with the
+ * library's internal decision, event writer and sink (the same event shape,
+ * one write per line), on a sink of our own to the --events destination:
+ * the O_APPEND file opened a second time, or the same descriptor.  The
+ * checker's counters (--metrics) do not include these.
+ */
+typedef struct run {
+  egress_checker_t *ck;
+  egress__sink_t *sink; /* NULL without --events */
+  egress_mode_t mode;
+  char digest[65];
+} run_t;
+
+static int build_checker(const check_args_t *a, egress_policy_t *policy, run_t *run) {
   egress_options_t *opts = NULL;
   char errbuf[EGRESS_ERRBUF_SIZE];
   egress_status_t st;
   int rc = CLI_SOFTWARE;
   size_t i;
 
-  *out = NULL;
+  run->ck = NULL;
+  run->sink = NULL;
+  run->mode = EGRESS_MODE_ENFORCE;
+  snprintf(run->digest, sizeof run->digest, "%s", egress_policy_digest(policy));
   if (egress_options_new(&opts) != EGRESS_OK) {
     errmsg("out of memory");
     goto done;
@@ -369,6 +387,7 @@ static int build_checker(const check_args_t *a, egress_policy_t *policy,
     }
     if (egress_options_set_mode(opts, m) != EGRESS_OK)
       goto done;
+    run->mode = m;
   }
   if (a->filter && egress_options_set_mixed(opts, EGRESS_MIXED_FILTER) != EGRESS_OK)
     goto done;
@@ -422,7 +441,9 @@ static int build_checker(const check_args_t *a, egress_policy_t *policy,
   }
 
   errbuf[0] = '\0';
-  st = egress_checker_new(policy, opts, out, errbuf, sizeof errbuf);
+  st = egress_checker_new(policy, opts, &run->ck, errbuf, sizeof errbuf);
+  if (st == EGRESS_OK && a->events != NULL)
+    st = egress__sink_new(opts, &run->sink, errbuf, sizeof errbuf);
   switch (st) {
   case EGRESS_OK:
     rc = 0;
@@ -472,35 +493,86 @@ static int print_decision(const egress_decision_t *d) {
   return rc;
 }
 
+/* A deny decision for a request refused here (see run_t), with its
+ * destination, URL, port and valid context fields as given. */
+static egress_decision_t *refusal_new(const run_t *run, const char *dest, const char *url,
+                                      int32_t port, const char *const *fields,
+                                      const char *message) {
+  egress_decision_t *d = egress__calloc(1, sizeof *d);
+  int i;
+
+  if (d == NULL)
+    return NULL;
+  d->verdict = EGRESS_VERDICT_DENY;
+  d->outcome = EGRESS_OUTCOME_DENIED;
+  d->reason = EGRESS_REASON_INVALID_HOST;
+  d->mode = run->mode;
+  d->would_deny = true;
+  d->port = port;
+  d->special_version = egress__special_version;
+  memcpy(d->policy_digest, run->digest, sizeof d->policy_digest);
+  if ((d->destination = egress__strdup(dest)) == NULL ||
+      (url != NULL && (d->url = egress__strdup(url)) == NULL) ||
+      (d->message = egress__strdup(message)) == NULL)
+    goto fail;
+  for (i = 0; fields != NULL && i < EGRESS__FIELD_COUNT; i++)
+    if (fields[i] != NULL && (d->field[i] = egress__strdup(fields[i])) == NULL)
+      goto fail;
+  return d;
+fail:
+  egress_decision_free(d);
+  return NULL;
+}
+
+static void refusal_event(const run_t *run, egress_decision_t *d) {
+  char *json;
+
+  if (run->sink == NULL)
+    return;
+  if (egress__event_stamp(d) != EGRESS_OK || (json = egress__event_build(d, NULL)) == NULL) {
+    errmsg("cannot build the decision event of a refused request");
+    return;
+  }
+  if (egress__sink_deliver(run->sink, json, strlen(json), d) != 0)
+    errmsg("cannot write the decision event of a refused request");
+  egress__free(json);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Single check and --url.                                                   */
 /* ------------------------------------------------------------------------ */
 
-static int run_single(egress_checker_t *ck, const char *host_arg,
-                      const char *port_arg, const char *url) {
+static int run_single(const run_t *run, const char *host_arg, const char *port_arg,
+                      const char *url) {
+  egress_checker_t *ck = run->ck;
   egress_decision_t *d = NULL;
   egress_status_t st;
-  char *clean = NULL;
   int rc;
 
   if (url != NULL) {
-    if (sanitize_text(url, strlen(url), false, &clean) != 0) {
-      errmsg("out of memory");
-      return CLI_SOFTWARE;
+    if (!utf8_valid(url, strlen(url))) {
+      /* The library would check the host and pass the path's bytes on;
+       * a URL that is not text is refused, as --batch refuses it. */
+      d = refusal_new(run, url, url, 0, NULL, "invalid URL: URL is not valid UTF-8");
+      if (d == NULL) {
+        errmsg("out of memory");
+        return CLI_SOFTWARE;
+      }
+      refusal_event(run, d);
+      rc = print_decision(d);
+      egress_decision_free(d);
+      return rc == 0 ? CLI_DENIED : rc;
     }
-    st = egress_check_url(ck, clean ? clean : url, NULL, &d);
+    st = egress_check_url(ck, url, NULL, &d);
   } else {
     unsigned long long port;
     if (!parse_decimal(port_arg, INT32_MAX, &port))
       return usage_error("PORT must be a decimal number without sign or "
                          "leading zeros: '%s'", port_arg);
-    if (sanitize_text(host_arg, strlen(host_arg), false, &clean) != 0) {
-      errmsg("out of memory");
-      return CLI_SOFTWARE;
-    }
-    st = egress_check_ex(ck, clean ? clean : host_arg, (int32_t)port, NULL, &d);
+    /* Invalid UTF-8 goes to the library as given: it says so itself, and
+     * its output replaces such bytes with U+FFFD. */
+    st = egress_check_ex(ck, host_arg, (int32_t)port, NULL, &d);
   }
-  free(clean);
 
   if (d == NULL) {
     errmsg("check failed: %s", egress_strerror(st));
@@ -532,10 +604,11 @@ static bool port_is_whole(const cJSON *port) {
 enum { LINE_OK = 0, LINE_INTERNAL = 1, LINE_IOERR = 2 };
 
 /*
- * A line that is not a usable request still gets a line of output in the
- * decision shape: deny, reason invalid_host, and a message naming the line.
- * No event is emitted for it: it names no destination that could be checked.
- * @p port is copied when it is an integral number, else null.
+ * A line that names no destination (not JSON, no usable "host" or "url",
+ * two of them) still gets a line of output in the decision shape: deny,
+ * reason invalid_host, and a message naming the line.  It gets no event:
+ * there is no destination to record.  @p port is copied when it is an
+ * integral number, else null.
  */
 static int emit_line_deny(unsigned long long lineno, const cJSON *port,
                           const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -596,19 +669,26 @@ done:
 /*
  * cJSON 1.7.15 decodes "\u0000" into a NUL inside its C string, which would
  * silently truncate "api.example.com\u0000.evil" to an allowed name.  Before
- * parsing, each such escape is replaced by a raw NUL_SENTINEL byte inside the
- * string, so the decoded value keeps its full length and the sentinel marks
- * where the NUL was.  Escaped backslashes ("\\u0000") are left alone.
- * Returns a new buffer (length unchanged or smaller) or NULL with *found
- * false when there is nothing to replace.
+ * parsing, each such escape is replaced by a raw stand-in byte inside the
+ * string, so the decoded value keeps its full length and the stand-in marks
+ * where the NUL was.  The stand-in is a byte that never occurs in UTF-8 and
+ * that the line does not hold raw, so it means a NUL and nothing else.
+ * Escaped backslashes ("\\u0000") are left alone.
+ * Returns a new buffer (length unchanged or smaller), or NULL when there is
+ * nothing to replace (*standin 0) or on error (*oom, or *standin 0 with
+ * *found: every stand-in byte occurs raw in the line).
  */
 static char *neutralize_nul_escapes(const char *line, size_t len, size_t *newlen,
-                                    bool *found, bool *oom) {
+                                    bool *found, unsigned char *standin, bool *oom) {
+  static const unsigned char candidates[] = {0xFF, 0xFE, 0xFD, 0xFC, 0xFB, 0xFA, 0xF9,
+                                             0xF8, 0xF7, 0xF6, 0xF5, 0xC1, 0xC0};
+  bool present[256];
   char *out = NULL;
   size_t i, o = 0;
 
   *found = false;
   *oom = false;
+  *standin = 0;
   for (i = 0; i + 1 < len; i++) {
     if (line[i] != '\\')
       continue;
@@ -620,6 +700,14 @@ static char *neutralize_nul_escapes(const char *line, size_t len, size_t *newlen
   }
   if (!*found)
     return NULL;
+  memset(present, 0, sizeof present);
+  for (i = 0; i < len; i++)
+    present[(unsigned char)line[i]] = true;
+  for (i = 0; i < sizeof candidates && *standin == 0; i++)
+    if (!present[candidates[i]])
+      *standin = candidates[i];
+  if (*standin == 0)
+    return NULL;
   out = malloc(len + 1);
   if (out == NULL) {
     *oom = true;
@@ -628,7 +716,7 @@ static char *neutralize_nul_escapes(const char *line, size_t len, size_t *newlen
   for (i = 0; i < len;) {
     if (line[i] == '\\' && i + 1 < len) {
       if (line[i + 1] == 'u' && i + 6 <= len && memcmp(line + i + 2, "0000", 4) == 0) {
-        out[o++] = (char)NUL_SENTINEL;
+        out[o++] = (char)*standin;
         i += 6;
       } else {
         out[o++] = line[i++];
@@ -643,6 +731,66 @@ static char *neutralize_nul_escapes(const char *line, size_t len, size_t *newlen
   return out;
 }
 
+/*
+ * The host to hand the library when the line gave NULs: each becomes the
+ * text "\u0000", so the host still shows what was given (the event's
+ * destination) and holds a backslash, which DESIGN section 4 step 1 makes
+ * an invalid_host on its own: the stand-in can never turn a bad host into
+ * an allowed one.  NULL when out of memory.
+ */
+static char *nul_as_text(const char *s, size_t len, unsigned char standin) {
+  size_t i, n = 0;
+  char *out, *p;
+  for (i = 0; i < len; i++)
+    n += (unsigned char)s[i] == standin ? 6 : 1;
+  out = malloc(n + 1);
+  if (out == NULL)
+    return NULL;
+  for (p = out, i = 0; i < len; i++) {
+    if ((unsigned char)s[i] == standin) {
+      memcpy(p, "\\u0000", 6);
+      p += 6;
+    } else {
+      *p++ = s[i];
+    }
+  }
+  *p = '\0';
+  return out;
+}
+
+/*
+ * The message for a host that held a NUL.  The library was given the
+ * stand-in text and would blame its backslash; this says what the line
+ * held, quoting the host as the library quotes hosts (printable ASCII as
+ * is, every other byte \xHH, the NUL \x00, cut like the library's reports).
+ */
+static char *nul_host_message(const char *s, size_t len, unsigned char standin) {
+  static const char hex[] = "0123456789abcdef";
+  static const char head[] = "invalid host \"", tail[] = "\": host contains a NUL byte";
+  size_t keep = egress__report_keep(s, len, EGRESS__REPORT_HOST_MAX), i;
+  char *out = malloc(sizeof head + keep * 4 + EGRESS__REPORT_MARK_MAX + sizeof tail);
+  char *p = out;
+  if (out == NULL)
+    return NULL;
+  memcpy(p, head, sizeof head - 1);
+  p += sizeof head - 1;
+  for (i = 0; i < keep; i++) {
+    unsigned char ch = (unsigned char)s[i] == standin ? 0 : (unsigned char)s[i];
+    if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\') {
+      *p++ = (char)ch;
+    } else {
+      *p++ = '\\';
+      *p++ = 'x';
+      *p++ = hex[ch >> 4];
+      *p++ = hex[ch & 15];
+    }
+  }
+  if (keep < len)
+    p = egress__report_mark(p, len);
+  memcpy(p, tail, sizeof tail);
+  return out;
+}
+
 static const struct {
   const char *key;
   egress_field_t field;
@@ -654,81 +802,73 @@ static const struct {
     {"runId", EGRESS_FIELD_RUN_ID},
     {"correlationId", EGRESS_FIELD_CORRELATION_ID},
 };
+#define N_CTX_FIELDS (sizeof ctx_fields / sizeof ctx_fields[0])
 
-static bool is_known_key(const char *k) {
+static bool is_destination_key(const char *k) {
+  return strcmp(k, "host") == 0 || strcmp(k, "port") == 0 || strcmp(k, "url") == 0;
+}
+
+static bool is_context_key(const char *k) {
   size_t i;
-  if (strcmp(k, "host") == 0 || strcmp(k, "port") == 0 || strcmp(k, "url") == 0)
-    return true;
-  for (i = 0; i < sizeof ctx_fields / sizeof ctx_fields[0]; i++)
+  for (i = 0; i < N_CTX_FIELDS; i++)
     if (strcmp(k, ctx_fields[i].key) == 0)
       return true;
   return false;
 }
 
-/* Whether a decoded string may be used as-is (no NUL, valid UTF-8). */
-static bool text_is_clean(const char *s) {
-  const unsigned char *u = (const unsigned char *)s;
-  size_t i = 0, len = strlen(s);
-  while (i < len) {
-    size_t n = utf8_seq_len(u + i, len - i);
-    if (n == 0)
-      return false;
-    i += n;
+/* The first key of the object that is one of ours and occurs twice, among
+ * destination keys (@p context false) or context keys; NULL when none. */
+static const char *duplicate_key(const cJSON *root, bool context) {
+  const cJSON *child, *other;
+  for (child = root->child; child != NULL; child = child->next) {
+    if (child->string == NULL ||
+        !(context ? is_context_key(child->string) : is_destination_key(child->string)))
+      continue;
+    for (other = child->next; other != NULL; other = other->next)
+      if (other->string != NULL && strcmp(other->string, child->string) == 0)
+        return child->string;
   }
-  return true;
+  return NULL;
 }
 
 /*
- * Rewrites the library's decision line for a line whose port was not an
- * integer in int32 range (the library was asked with -1): the port shows what
- * was given when it was a whole number, else null, and the message says why.
+ * Prints decision @p d as a line of output, with what the line gave for a
+ * port that the library could not be asked (@p patch_port: the library was
+ * asked with -1; a whole number is echoed, anything else is null) and with
+ * @p message (when not NULL) in place of the library's.
  */
-static int emit_patched(const egress_decision_t *d, unsigned long long lineno,
-                        const cJSON *port, const char *why) {
-  char *json = egress_decision_to_json(d);
+static int emit_decision(const egress_decision_t *d, unsigned long long lineno, bool patch_port,
+                         const cJSON *port, const char *message) {
+  char *json = NULL, *text = NULL;
   cJSON *o = NULL, *item;
-  char *text = NULL, *msg = NULL;
-  const char *libmsg;
   int rc = LINE_INTERNAL;
-  size_t mlen;
 
+  if (!patch_port && message == NULL)
+    return print_decision(d) == 0 ? LINE_OK : LINE_IOERR;
+  json = egress_decision_to_json(d);
   if (json == NULL)
     goto done;
   o = cJSON_Parse(json);
   if (o == NULL || !cJSON_IsObject(o))
     goto done;
-  if (port_is_whole(port))
-    item = cJSON_CreateNumber(port->valuedouble);
-  else
-    item = cJSON_CreateNull();
-  if (item == NULL)
-    goto done;
-  if (cJSON_GetObjectItemCaseSensitive(o, "port") != NULL)
-    cJSON_ReplaceItemInObjectCaseSensitive(o, "port", item);
-  else
-    cJSON_AddItemToObject(o, "port", item);
-  /* The library's message would quote the stand-in -1, so say it here.  If
-   * the library found something else wrong first (the host), keep its
-   * message after ours. */
-  item = cJSON_GetObjectItemCaseSensitive(o, "reason");
-  libmsg = "";
-  if (!cJSON_IsString(item) || strcmp(item->valuestring, "invalid_port") != 0) {
-    item = cJSON_GetObjectItemCaseSensitive(o, "message");
-    libmsg = cJSON_IsString(item) ? item->valuestring : "";
+  if (patch_port) {
+    item = port_is_whole(port) ? cJSON_CreateNumber(port->valuedouble) : cJSON_CreateNull();
+    if (item == NULL)
+      goto done;
+    if (cJSON_GetObjectItemCaseSensitive(o, "port") != NULL)
+      cJSON_ReplaceItemInObjectCaseSensitive(o, "port", item);
+    else
+      cJSON_AddItemToObject(o, "port", item);
   }
-  mlen = strlen(libmsg) + strlen(why) + 96;
-  msg = malloc(mlen);
-  if (msg == NULL)
-    goto done;
-  snprintf(msg, mlen, "line %llu: %s (must be an integer from 1 to 65535)%s%s",
-           lineno, why, libmsg[0] ? "; " : "", libmsg);
-  item = cJSON_CreateString(msg);
-  if (item == NULL)
-    goto done;
-  if (cJSON_GetObjectItemCaseSensitive(o, "message") != NULL)
-    cJSON_ReplaceItemInObjectCaseSensitive(o, "message", item);
-  else
-    cJSON_AddItemToObject(o, "message", item);
+  if (message != NULL) {
+    item = cJSON_CreateString(message);
+    if (item == NULL)
+      goto done;
+    if (cJSON_GetObjectItemCaseSensitive(o, "message") != NULL)
+      cJSON_ReplaceItemInObjectCaseSensitive(o, "message", item);
+    else
+      cJSON_AddItemToObject(o, "message", item);
+  }
   text = cJSON_PrintUnformatted(o);
   if (text == NULL)
     goto done;
@@ -740,18 +880,49 @@ done:
   cJSON_free(text);
   cJSON_Delete(o);
   egress_free(json);
-  free(msg);
   return rc;
 }
 
-static int batch_line(egress_checker_t *ck, const char *raw, size_t rawlen,
+/* A line refused here that names its destination: denied with an event
+ * (see run_t) and printed in the library's decision shape. */
+static int emit_refusal(const run_t *run, unsigned long long lineno, const char *dest,
+                        const char *url, int32_t port, bool patch_port, const cJSON *port_json,
+                        const char *const *fields, const char *fmt, ...)
+    __attribute__((format(printf, 9, 10)));
+static int emit_refusal(const run_t *run, unsigned long long lineno, const char *dest,
+                        const char *url, int32_t port, bool patch_port, const cJSON *port_json,
+                        const char *const *fields, const char *fmt, ...) {
+  char msg[512];
+  egress_decision_t *d;
+  va_list ap;
+  int n, rc;
+
+  n = snprintf(msg, sizeof msg, "line %llu: ", lineno);
+  va_start(ap, fmt);
+  vsnprintf(msg + n, sizeof msg - (size_t)n, fmt, ap);
+  va_end(ap);
+  d = refusal_new(run, dest, url, url != NULL ? 0 : port, fields, msg);
+  if (d == NULL) {
+    errmsg("line %llu: out of memory", lineno);
+    return LINE_INTERNAL;
+  }
+  refusal_event(run, d);
+  rc = emit_decision(d, lineno, url == NULL && patch_port, port_json, NULL);
+  egress_decision_free(d);
+  return rc;
+}
+
+static int batch_line(const run_t *run, const char *raw, size_t rawlen,
                       unsigned long long lineno) {
-  const char *buf = raw, *end = NULL;
-  char *fixed = NULL, *host_clean = NULL;
+  const char *buf = raw, *end = NULL, *dest = NULL, *urltext = NULL, *dup;
+  const char *bad_key = NULL, *bad_why = NULL;
+  const char *fields[EGRESS__FIELD_COUNT] = {NULL};
+  char *fixed = NULL, *host_text = NULL, *override = NULL;
   size_t len = rawlen, i;
-  bool had_nul = false, oom = false;
+  bool had_nul = false, oom = false, host_nul = false;
+  unsigned char standin = 0;
   cJSON *root = NULL;
-  const cJSON *host, *port, *url, *child;
+  const cJSON *host, *port, *url;
   egress_request_t *req = NULL;
   egress_decision_t *d = NULL;
   egress_status_t st;
@@ -765,9 +936,14 @@ static int batch_line(egress_checker_t *ck, const char *raw, size_t rawlen,
     rc = emit_line_deny(lineno, NULL, "line holds a raw NUL byte: not a JSON request");
     goto done;
   }
-  fixed = neutralize_nul_escapes(raw, rawlen, &len, &had_nul, &oom);
+  fixed = neutralize_nul_escapes(raw, rawlen, &len, &had_nul, &standin, &oom);
   if (oom) {
     errmsg("line %llu: out of memory", lineno);
+    goto done;
+  }
+  if (had_nul && fixed == NULL) {
+    rc = emit_line_deny(lineno, NULL, "line holds \"\\u0000\" and every byte that could stand "
+                                      "for it: not a request that can be read safely");
     goto done;
   }
   if (fixed != NULL)
@@ -791,16 +967,9 @@ static int batch_line(egress_checker_t *ck, const char *raw, size_t rawlen,
   /* cJSON answers a lookup with the first of duplicate keys, other parsers
    * with the last: a request that means different things to different
    * readers is refused. */
-  for (child = root->child; child != NULL; child = child->next) {
-    const cJSON *other;
-    if (child->string == NULL || !is_known_key(child->string))
-      continue;
-    for (other = child->next; other != NULL; other = other->next) {
-      if (other->string != NULL && strcmp(other->string, child->string) == 0) {
-        rc = emit_line_deny(lineno, NULL, "duplicate key \"%s\"", child->string);
-        goto done;
-      }
-    }
+  if ((dup = duplicate_key(root, false)) != NULL) {
+    rc = emit_line_deny(lineno, NULL, "duplicate key \"%s\"", dup);
+    goto done;
   }
 
   host = cJSON_GetObjectItemCaseSensitive(root, "host");
@@ -815,13 +984,22 @@ static int batch_line(egress_checker_t *ck, const char *raw, size_t rawlen,
     rc = emit_line_deny(lineno, NULL, "\"url\" is not a string");
     goto done;
   }
-  if (url != NULL && !text_is_clean(url->valuestring)) {
-    /* A URL parser may read a backslash as a slash, so the rewrite used for
-     * hosts is not safe here: refuse outright. */
-    rc = emit_line_deny(lineno, NULL, "\"url\" holds a NUL or invalid UTF-8");
-    goto done;
-  }
-  if (url == NULL) {
+  if (url != NULL) {
+    size_t ul = strlen(url->valuestring);
+    bool nul = standin != 0 && memchr(url->valuestring, standin, ul) != NULL;
+    if (nul && (host_text = nul_as_text(url->valuestring, ul, standin)) == NULL) {
+      errmsg("line %llu: out of memory", lineno);
+      goto done;
+    }
+    urltext = dest = nul ? host_text : url->valuestring;
+    if (nul || !utf8_valid(url->valuestring, ul)) {
+      /* The library would check the host and pass the path's bytes on:
+       * a URL that is not text is refused here. */
+      rc = emit_refusal(run, lineno, dest, urltext, 0, false, NULL, NULL,
+                        nul ? "\"url\" holds a NUL byte" : "\"url\" is not valid UTF-8");
+      goto done;
+    }
+  } else {
     if (host == NULL) {
       rc = emit_line_deny(lineno, port, "\"host\" is missing");
       goto done;
@@ -843,48 +1021,71 @@ static int batch_line(egress_checker_t *ck, const char *raw, size_t rawlen,
     } else {
       port_val = (int32_t)port->valuedouble;
     }
-    if (sanitize_text(host->valuestring, strlen(host->valuestring), had_nul,
-                      &host_clean) != 0) {
-      errmsg("line %llu: out of memory", lineno);
-      goto done;
+    /* Invalid UTF-8 goes to the library as given (it names it, and its
+     * output replaces such bytes with U+FFFD); a NUL cannot. */
+    dest = host->valuestring;
+    if (standin != 0 && memchr(dest, standin, strlen(dest)) != NULL) {
+      size_t hl = strlen(dest);
+      host_nul = true;
+      if ((host_text = nul_as_text(dest, hl, standin)) == NULL ||
+          (override = nul_host_message(dest, hl, standin)) == NULL) {
+        errmsg("line %llu: out of memory", lineno);
+        goto done;
+      }
+      dest = host_text;
     }
   }
 
-  for (i = 0; i < sizeof ctx_fields / sizeof ctx_fields[0]; i++) {
+  /* Context fields: from here on the destination is known, so a line
+   * refused for its context still gets its event. */
+  if ((dup = duplicate_key(root, true)) != NULL) {
+    rc = emit_refusal(run, lineno, dest, urltext, port_val, port_why != NULL, port, NULL,
+                      "duplicate key \"%s\"", dup);
+    goto done;
+  }
+  for (i = 0; i < N_CTX_FIELDS; i++) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, ctx_fields[i].key);
+    const char *why = NULL;
     if (v == NULL || cJSON_IsNull(v))
       continue;
-    if (!cJSON_IsString(v)) {
-      rc = emit_line_deny(lineno, port, "\"%s\" is not a string", ctx_fields[i].key);
-      goto done;
+    if (!cJSON_IsString(v))
+      why = "is not a string";
+    else if (standin != 0 && strchr(v->valuestring, standin) != NULL)
+      why = "holds a NUL byte";
+    else if (!utf8_valid(v->valuestring, strlen(v->valuestring)))
+      why = "is not valid UTF-8";
+    if (why == NULL) {
+      if (req == NULL && egress_request_new(&req) != EGRESS_OK) {
+        errmsg("line %llu: out of memory", lineno);
+        goto done;
+      }
+      st = egress_request_set(req, ctx_fields[i].field, v->valuestring);
+      if (st == EGRESS_EINVAL) {
+        why = "is refused (longer than 1024 bytes or holds control characters)";
+      } else if (st != EGRESS_OK) {
+        errmsg("line %llu: %s", lineno, egress_strerror(st));
+        goto done;
+      } else {
+        fields[ctx_fields[i].field] = v->valuestring;
+      }
     }
-    if (!text_is_clean(v->valuestring)) {
-      rc = emit_line_deny(lineno, port, "\"%s\" holds a NUL or invalid UTF-8",
-                          ctx_fields[i].key);
-      goto done;
+    /* The first bad field names the refusal; the event carries the usable
+     * ones (the bad ones as null), so the rest of the loop still runs. */
+    if (why != NULL && bad_key == NULL) {
+      bad_key = ctx_fields[i].key;
+      bad_why = why;
     }
-    if (req == NULL && egress_request_new(&req) != EGRESS_OK) {
-      errmsg("line %llu: out of memory", lineno);
-      goto done;
-    }
-    st = egress_request_set(req, ctx_fields[i].field, v->valuestring);
-    if (st == EGRESS_EINVAL) {
-      rc = emit_line_deny(lineno, port,
-                          "\"%s\" is refused (longer than 1024 bytes or holds "
-                          "control characters)", ctx_fields[i].key);
-      goto done;
-    }
-    if (st != EGRESS_OK) {
-      errmsg("line %llu: %s", lineno, egress_strerror(st));
-      goto done;
-    }
+  }
+  if (bad_key != NULL) {
+    rc = emit_refusal(run, lineno, dest, urltext, port_val, port_why != NULL, port, fields,
+                      "\"%s\" %s", bad_key, bad_why);
+    goto done;
   }
 
   if (url != NULL)
-    st = egress_check_url(ck, url->valuestring, req, &d);
+    st = egress_check_url(run->ck, url->valuestring, req, &d);
   else
-    st = egress_check_ex(ck, host_clean ? host_clean : host->valuestring,
-                         port_val, req, &d);
+    st = egress_check_ex(run->ck, dest, port_val, req, &d);
   if (d == NULL) {
     errmsg("line %llu: check failed: %s", lineno, egress_strerror(st));
     /* Still one output line per input line, and still a deny. */
@@ -893,10 +1094,33 @@ static int batch_line(egress_checker_t *ck, const char *raw, size_t rawlen,
       rc = LINE_INTERNAL;
     goto done;
   }
-  if (port_why != NULL)
-    rc = emit_patched(d, lineno, port, port_why);
-  else
-    rc = print_decision(d) == 0 ? LINE_OK : LINE_IOERR;
+  if (host_nul && egress_decision_verdict(d) == EGRESS_VERDICT_ALLOW) {
+    /* Cannot happen (the stand-in holds a backslash); never print it. */
+    errmsg("line %llu: a host holding a NUL was not refused", lineno);
+    rc = emit_line_deny(lineno, port, "internal error: a host holding a NUL was not refused");
+    if (rc == LINE_OK)
+      rc = LINE_INTERNAL;
+    goto done;
+  }
+  if (port_why != NULL) {
+    /* The library's message would quote the stand-in -1, so say it here.
+     * If the library found something else wrong first (the host), keep its
+     * message after ours. */
+    const char *libmsg = override ? override : egress_decision_message(d);
+    bool port_msg = egress_decision_reason(d) == EGRESS_REASON_INVALID_PORT;
+    size_t mlen = (port_msg || !libmsg ? 0 : strlen(libmsg)) + strlen(port_why) + 96;
+    char *msg = malloc(mlen);
+    if (msg == NULL) {
+      errmsg("line %llu: out of memory", lineno);
+      goto done;
+    }
+    snprintf(msg, mlen, "line %llu: %s (must be an integer from 1 to 65535)%s%s", lineno,
+             port_why, port_msg || !libmsg ? "" : "; ", port_msg || !libmsg ? "" : libmsg);
+    rc = emit_decision(d, lineno, true, port, msg);
+    free(msg);
+  } else {
+    rc = emit_decision(d, lineno, false, NULL, override);
+  }
   if (rc == LINE_OK && st != EGRESS_OK) {
     errmsg("line %llu: check failed: %s (denied)", lineno, egress_strerror(st));
     rc = LINE_INTERNAL;
@@ -906,7 +1130,8 @@ done:
   egress_decision_free(d);
   egress_request_free(req);
   cJSON_Delete(root);
-  free(host_clean);
+  free(host_text);
+  free(override);
   free(fixed);
   return rc;
 }
@@ -919,7 +1144,7 @@ static bool is_blank(const char *s, size_t len) {
   return true;
 }
 
-static int run_batch(egress_checker_t *ck, FILE *in) {
+static int run_batch(const run_t *run, FILE *in) {
   char *line = NULL;
   size_t cap = 0;
   ssize_t n;
@@ -935,7 +1160,7 @@ static int run_batch(egress_checker_t *ck, FILE *in) {
     lineno++;
     if (is_blank(line, (size_t)n))
       continue;
-    r = batch_line(ck, line, (size_t)n, lineno);
+    r = batch_line(run, line, (size_t)n, lineno);
     if (r == LINE_IOERR) {
       rc = CLI_IOERR;
       goto done;
@@ -1010,11 +1235,12 @@ static int cmd_check(int argc, char **argv) {
   };
   check_args_t a;
   egress_policy_t *policy = NULL;
-  egress_checker_t *ck = NULL;
+  run_t run;
   int rc = 0, c, npos;
   bool url_given = false;
 
   memset(&a, 0, sizeof a);
+  memset(&run, 0, sizeof run);
   opterr = 0;
   optind = 1;
   while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
@@ -1105,18 +1331,18 @@ static int cmd_check(int argc, char **argv) {
   rc = load_policy(a.policy_path, &policy);
   if (rc != 0)
     goto done;
-  rc = build_checker(&a, policy, &ck);
+  rc = build_checker(&a, policy, &run);
   if (rc != 0)
     goto done;
 
   if (a.batch)
-    rc = run_batch(ck, stdin);
+    rc = run_batch(&run, stdin);
   else
-    rc = run_single(ck, url_given ? NULL : argv[optind],
+    rc = run_single(&run, url_given ? NULL : argv[optind],
                     url_given ? NULL : argv[optind + 1], a.url);
 
   if (a.metrics) {
-    char *m = egress_checker_metrics(ck);
+    char *m = egress_checker_metrics(run.ck);
     if (m == NULL) {
       errmsg("out of memory while formatting metrics");
       if (rc == 0)
@@ -1128,7 +1354,8 @@ static int cmd_check(int argc, char **argv) {
   }
 
 done:
-  egress_checker_free(ck);
+  egress__sink_free(run.sink);
+  egress_checker_free(run.ck);
   egress_policy_unref(policy);
   free(a.dns_servers);
   free(a.pref64);
@@ -1150,7 +1377,7 @@ static void lint_warn(egress_list_t list, size_t index, const char *entry, const
   const lint_ctx_t *ctx = user_data;
   char *clean = NULL;
   /* Entries are validated, so this is belt and braces for the terminal. */
-  if (sanitize_text(entry, strlen(entry), false, &clean) != 0)
+  if (sanitize_text(entry, strlen(entry), &clean) != 0)
     clean = NULL;
   fprintf(stderr, "%s: warning: %s[%zu] \"%s\": %s\n", ctx->path,
           list == EGRESS_LIST_ALLOW ? "egressAllowlist" : "egressDenylist",

@@ -659,6 +659,120 @@ class TestBatch(CliBase):
             with self.subTest(line=line):
                 self.assertEqual(d["verdict"], "deny", d)
 
+    def test_nul_and_utf8_hosts_named_for_what_they_are(self):
+        # egressctl hands a NUL to the library as the text "\u0000" (a C
+        # string cannot hold it); the message must name the NUL, not the
+        # backslash of that text.  Invalid UTF-8 goes to the library as given.
+        cases = [
+            (b'{"host": "api.example.com\\u0000.evil", "port": 443}',
+             'invalid host "api.example.com\\x00.evil": host contains a NUL byte'),
+            (b'{"host": "\\u0000", "port": 443}', 'invalid host "\\x00": host contains a NUL byte'),
+            (b'{"host": "api.example.com\xff", "port": 443}',
+             'invalid host "api.example.com\\xff": host is not valid UTF-8'),
+            (b'{"host": "api.\xc3\x28example.com", "port": 443}', "host is not valid UTF-8"),
+            (b'{"host": "api.example.com\xed\xa0\x80", "port": 443}', "host is not valid UTF-8"),
+            (b'{"host": "api.example.com\\u0001", "port": 443}', "host contains a control character"),
+            # A raw 0xFF elsewhere on the line must not be read as a NUL...
+            (b'{"host": "a\\u0000b", "port": 443, "note": "\xff"}',
+             'invalid host "a\\x00b": host contains a NUL byte'),
+            # ...nor a NUL elsewhere make a raw 0xFF one.
+            (b'{"host": "api.example.com\xff", "port": 443, "note": "\\u0000"}',
+             'invalid host "api.example.com\\xff": host is not valid UTF-8'),
+            (b'{"host": "api.example.com\\\\", "port": 443}', "host contains a backslash"),
+        ]
+        ev = os.path.join(self.tmp, "nul-events.jsonl")
+        if os.path.exists(ev):
+            os.unlink(ev)
+        p = self.batch(b"\n".join(c[0] for c in cases) + b"\n", "--events", ev)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        got = self.decisions(p)
+        self.assertEqual(len(got), len(cases))
+        for (line, message), d in zip(cases, got):
+            with self.subTest(line=line):
+                self.assertEqual(d["reason"], "invalid_host", d)
+                self.assertIn(message, d["message"])
+                if b"\\\\" not in line:
+                    self.assertNotIn("backslash", d["message"])
+        with open(ev, "rb") as f:
+            events = [json.loads(x) for x in f.read().decode("utf-8").splitlines()]
+        self.assertEqual(len(events), len(cases))
+        self.assertEqual(events[0]["data"]["destination"], "api.example.com\\u0000.evil:443")
+        self.assertEqual(events[2]["data"]["destination"], "api.example.com\ufffd:443")
+        # The command line: an argument cannot hold a NUL, but bytes can be
+        # anything.
+        d = self.one(self.check(b"api.example.com\xff".decode("utf-8", "surrogateescape"), "443"), 1)
+        self.assertEqual(d["message"], 'invalid host "api.example.com\\xff": host is not valid UTF-8')
+        p = self.run_cli("check", "--policy", self.policy, "--url",
+                         b"https://api.example.com/\xff".decode("utf-8", "surrogateescape"))
+        d = self.one(p, 1)
+        self.assertEqual(d["message"], "invalid URL: URL is not valid UTF-8")
+
+    def test_refused_lines_have_events(self):
+        # Every line that names its destination is denied with an event,
+        # whatever egressctl refused it for: one event per decision line.
+        lines = [
+            b'{"host": "api.example.com", "port": 443, "runId": 5, "correlationId": "c1"}',
+            b'{"host": "api.example.com", "port": 443, "runId": true}',
+            b'{"host": "api.example.com", "port": 443, "runId": ["r"]}',
+            b'{"host": "api.example.com", "port": 443, "runId": {"a": 1}}',
+            b'{"host": "api.example.com", "port": 443, "method": 5}',
+            b'{"host": "api.example.com", "port": 443, "runId": "' + b"x" * 2000 + b'"}',
+            b'{"host": "api.example.com", "port": 443, "runId": "a\\u0000b", "agentId": "a1"}',
+            b'{"host": "api.example.com", "port": 443, "runId": "a\\u0001b"}',
+            b'{"host": "api.example.com", "port": 443, "runId": "\xff"}',
+            b'{"host": "api.example.com", "port": 443, "runId": "a", "runId": "b"}',
+            b'{"host": "x.example.org", "port": "443", "workspaceId": 7}',
+            b'{"host": "bad host", "port": 443, "machineId": false}',
+            b'{"url": "https://docs.example.com/v1/a", "agentId": 1}',
+            b'{"url": "https://api.example.com/\\u0000"}',
+            b'{"url": "https://api.example.com/\xff"}',
+        ]
+        dests = ["api.example.com:443"] * 10 + ["x.example.org:-1", "bad host:443",
+                                                "https://docs.example.com/v1/a",
+                                                "https://api.example.com/\\u0000",
+                                                "https://api.example.com/\ufffd"]
+        why = ['"runId" is not a string'] * 4 + ['"method" is not a string',
+               '"runId" is refused', '"runId" holds a NUL byte', '"runId" is refused',
+               '"runId" is not valid UTF-8', 'duplicate key "runId"', '"workspaceId" is not a string',
+               '"machineId" is not a string', '"agentId" is not a string', '"url" holds a NUL byte',
+               '"url" is not valid UTF-8']
+        for mode in ("enforce", "monitor"):
+            with self.subTest(mode=mode):
+                ev = os.path.join(self.tmp, "refused-%s.jsonl" % mode)
+                p = self.batch(b"\n".join(lines) + b"\n", "--events", ev, "--mode", mode)
+                self.assertEqual(p.returncode, 0, p.stderr)
+                got = self.decisions(p)
+                with open(ev, "rb") as f:
+                    events = [json.loads(x) for x in f.read().decode("utf-8").splitlines()]
+                self.assertEqual(len(got), len(lines))
+                self.assertEqual(len(events), len(lines))
+                for i, (d, e) in enumerate(zip(got, events)):
+                    where = "line %d: %r %r" % (i + 1, d, e["data"])
+                    self.assertEqual(d["verdict"], "deny", where)
+                    self.assertEqual(d["reason"], "invalid_host", where)
+                    self.assertIn("line %d: %s" % (i + 1, why[i]), d["message"], where)
+                    self.assertEqual(e["type"], "io.portarium.egress.attempt")
+                    self.assertEqual(e["data"]["outcome"], "denied", where)
+                    self.assertEqual(e["data"]["denyReason"], "invalid_host", where)
+                    self.assertEqual(e["data"]["enforcementMode"], mode, where)
+                    self.assertTrue(e["data"]["wouldDeny"], where)
+                    self.assertEqual(e["data"]["destination"], dests[i], where)
+                    self.assertEqual(e["subject"], dests[i], where)
+                    self.assertEqual(len(e["data"]["policyDigest"]), 64, where)
+                # The usable context rides along; the bad field is null.
+                self.assertEqual(events[0]["data"]["correlationId"], "c1")
+                self.assertIsNone(events[0]["data"]["runId"])
+                self.assertEqual(events[6]["data"]["agentId"], "a1")
+                self.assertEqual(events[12]["data"]["url"], "https://docs.example.com/v1/a")
+                # A port that was not a number shows as given (null), as
+                # for lines the library decides.
+                self.assertIsNone(got[10]["port"])
+        # With --events -, each event still comes right before its decision.
+        p = self.batch(b"\n".join(lines[:3]) + b"\ngarbage\n", "--events", "-")
+        kinds = ["event" if "specversion" in json.loads(x) else "decision"
+                 for x in p.stdout.decode().splitlines()]
+        self.assertEqual(kinds, ["event", "decision"] * 3 + ["decision"])
+
     def test_long_lines(self):
         big = "a" * (1 << 20)
         lines = [
