@@ -1,5 +1,6 @@
 // Type declarations of @portarium/libegress (hand-written; see index.js).
 import type { Agent as HttpAgent, AgentOptions as HttpAgentOptions } from 'node:http';
+import type { Socket, TcpNetConnectOpts } from 'node:net';
 import type { Agent as HttpsAgent, AgentOptions as HttpsAgentOptions } from 'node:https';
 import type { LookupAddress, LookupOneOptions, LookupAllOptions, LookupOptions } from 'node:dns';
 import type { Agent as UndiciAgent } from 'undici-types';
@@ -175,8 +176,13 @@ export class Checker {
   constructor(options: CheckerOptions);
   readonly mode: Mode;
   readonly closed: boolean;
-  /** Vetted lookup for port 443 (see lookupFor). */
-  readonly lookup: EgressLookup;
+  /**
+   * Removed: reading it throws (code EGRESS_LOOKUP_NEEDS_PORT).  dns.lookup
+   * has no port, so a port-less lookup checks the wrong destination: use
+   * lookupFor(port), or the guarded agents, dispatcher and connect().
+   * @deprecated
+   */
+  readonly lookup: never;
   /** Check off the event loop (libuv thread pool). */
   check(host: string, port: number, ctx?: CheckContext): Promise<Decision>;
   /** Check on the calling thread: for IP literals and cached names. */
@@ -190,11 +196,26 @@ export class Checker {
   /** Prometheus text exposition format. */
   metrics(): string;
   close(): void;
-  /** A dns.lookup-compatible function checking HOSTNAME:port. */
+  /**
+   * A dns.lookup-compatible function checking HOSTNAME:port.  Not a whole
+   * guard: Node never calls a lookup for an IP literal, and @p port must be
+   * the port actually connected to.  Prefer connect() and the agents.
+   */
   lookupFor(port: number): EgressLookup;
+  /**
+   * net.connect that connects only where the policy allows: IP literals are
+   * checked, names resolve through the vetted lookup bound to options.port,
+   * and lookup, localAddress, fd (anything that connects elsewhere) are
+   * refused.  A refusal is the socket's 'error' (EgressDeniedError).
+   */
+  connect(options: TcpNetConnectOpts, connectListener?: () => void): Socket;
+  /** Checks every connection like connect(); socketPath and the options
+   *  connect() refuses are refused, with one deny event each. */
   httpAgent(options?: HttpAgentOptions): HttpAgent;
   httpsAgent(options?: HttpsAgentOptions): HttpsAgent;
-  /** An undici Agent for fetch({dispatcher}); needs the undici package. */
+  /** An undici Agent for fetch({dispatcher}); needs the undici package.
+   *  connect must be options (not a function); no factory; socketPath,
+   *  connect.path, connect.lookup and localAddress are refused. */
   undiciDispatcher(options?: Record<string, unknown>): UndiciAgent;
 }
 

@@ -365,8 +365,20 @@ class Checker {
     this._policyFile = o.policyFile;
     this._closed = false;
     this.mode = o.monitor ? 'monitor' : 'enforce';
-    /** dns.lookup-compatible vetted lookup, for port 443. */
-    this.lookup = this.lookupFor(443);
+  }
+
+  /**
+   * Gone: dns.lookup has no port, and a lookup bound to another port than
+   * the one connected to checks another destination.  Throws.
+   */
+  get lookup() {
+    const err = new Error(
+      'checker.lookup was removed: dns.lookup has no port, so a port-less lookup checks the wrong ' +
+        'destination. Use checker.lookupFor(port) with the port actually connected to (it never sees ' +
+        'IP literals), or the guarded httpAgent(), httpsAgent(), undiciDispatcher() or connect(), ' +
+        'which check literals too');
+    err.code = 'EGRESS_LOOKUP_NEEDS_PORT';
+    throw err;
   }
 
   _live() {
@@ -479,7 +491,9 @@ class Checker {
 
   /**
    * A function with the signature of dns.lookup(hostname, options, callback)
-   * that checks HOSTNAME:PORT and yields only the vetted addresses.
+   * that checks HOSTNAME:PORT and yields only the vetted addresses.  Not a
+   * whole guard: Node never calls a lookup for an IP literal, and nothing
+   * ties PORT to the port connected to (see connect() and the agents).
    */
   lookupFor(port) {
     if (!Number.isInteger(port) || port < 1 || port > 65535)
@@ -497,6 +511,25 @@ class Checker {
         (d) => deliver(d, hostname, all, family, options, callback),
         (e) => process.nextTick(callback, e));
     };
+  }
+
+  /**
+   * net.connect(options[, connectListener]) that connects only where the
+   * policy allows: an IP literal is checked before the socket is made, a
+   * name through the vetted lookup bound to options.port, and options that
+   * connect elsewhere (path, lookup, localAddress, ...) are refused.  A
+   * refusal is reported as the socket's 'error' (EgressDeniedError).  For
+   * TLS: tls.connect({ socket: checker.connect({host, port}), servername }).
+   */
+  connect(options, connectListener) {
+    if (!options || typeof options !== 'object') throw new TypeError('connect(options): options must be an object');
+    const g = guardConnection(this, options, undefined);
+    if (g.error) {
+      const socket = new net.Socket();
+      process.nextTick(() => socket.destroy(g.error));
+      return socket;
+    }
+    return net.connect(g.options, connectListener);
   }
 
   /** An http.Agent that connects only where the policy allows. */
@@ -524,7 +557,15 @@ class Checker {
     }
     const self = this;
     const opts = Object.assign({}, options);
+    if (typeof opts.connect === 'function')
+      throw new TypeError('undiciDispatcher: a connect function of your own would connect without the check; pass connect options');
+    if (opts.factory !== undefined)
+      throw new TypeError('undiciDispatcher: a factory of your own would make clients that connect without the check');
     const connectOpts = Object.assign({}, opts.connect);
+    // undici ignores an Agent-level socketPath once connect is a function;
+    // refusing it says so instead of quietly connecting over TCP.
+    const fixed = Object.assign({}, connectOpts);
+    if (opts.socketPath !== undefined && opts.socketPath !== null) fixed.socketPath = opts.socketPath;
     const byPort = new Map();
     function connector(port) {
       let c = byPort.get(port);
@@ -535,23 +576,17 @@ class Checker {
       return c;
     }
     opts.connect = function egressConnect(o, callback) {
-      const port = Number(o.port) || (o.protocol === 'https:' ? 443 : 80);
-      const host = o.hostname;
-      // IP literals never reach lookup: check them here.
-      if (typeof host === 'string' && looksLikeIp(host)) {
-        let d;
-        try {
-          d = self.checkSync(host, port);
-        } catch (e) {
-          process.nextTick(callback, e, null);
-          return;
-        }
-        if (d.verdict !== 'allow') {
-          process.nextTick(callback, errorFor(d), null);
-          return;
-        }
+      const port = portOf(o.port, o.protocol === 'https:' ? 443 : 80);
+      // buildConnector spreads the connect options into net/tls.connect and
+      // adds these two per connection (httpSocket becomes tls's socket).
+      const seen = Object.assign({}, fixed, { localAddress: o.localAddress, socket: o.httpSocket });
+      const bad = uncheckedOption(seen);
+      const g = bad ? { error: refuseUnchecked(self, bad, seen[bad], port) } : decideTarget(self, o.hostname, port);
+      if (g.error) {
+        process.nextTick(callback, g.error, null);
+        return undefined;
       }
-      return connector(port)(o, callback);
+      return connector(port)(Object.assign({}, o, { port }), callback);
     };
     return new undici.Agent(opts);
   }
@@ -588,33 +623,111 @@ function deliver(d, hostname, all, family, options, callback) {
   else callback(null, addrs[0].address, addrs[0].family);
 }
 
+// ---------------------------------------------------------------------------
+// Guards: what the agents, the dispatcher and connect() connect to
+// ---------------------------------------------------------------------------
+
 /*
- * Wrap an http(s).Agent: names go through the vetted lookup bound to the
- * connection's port; IP literals (which net.connect never passes to lookup)
- * are checked here before the socket is made.
+ * Connection options a guard cannot check: they connect somewhere else than
+ * host:port, or let other code choose the address.  A Unix socket
+ * (socketPath, path), a descriptor or socket that exists already (fd,
+ * handle, socket), the caller's own resolver or connection function (lookup,
+ * createConnection), a local address (with source-based routing it picks
+ * the network a connection leaves through).  family is not here: the vetted
+ * lookup honours it among the vetted addresses, and Node ignores it for IP
+ * literals, so it can narrow what is connected to, never widen it.
+ */
+const UNCHECKED = ['socketPath', 'path', 'fd', 'handle', 'socket', 'lookup', 'createConnection', 'localAddress'];
+
+function uncheckedOption(options) {
+  for (const k of UNCHECKED) if (options[k] !== undefined && options[k] !== null) return k;
+  return null;
+}
+
+function validPort(port) {
+  return Number.isInteger(port) && port >= 1 && port <= 65535;
+}
+
+// The port a connection will use, as an integer the check can take: a
+// value that is not one is decided as invalid_port (-1), never defaulted.
+function portOf(value, defaultPort) {
+  if (value === undefined || value === null || value === '') return defaultPort === undefined ? -1 : defaultPort;
+  const n = Number(value);
+  return Number.isInteger(n) ? n : -1;
+}
+
+/*
+ * A refusal goes through the library as a check of a destination it always
+ * decides invalid_host (parentheses and a space are never part of a host,
+ * in monitor mode too), so it is counted, leaves its one deny event in the
+ * checker's sinks, and names the option in the event's destination.
+ */
+function refuseUnchecked(checker, option, value, port) {
+  const shown = typeof value === 'string' ? value : typeof value === 'function' ? 'function' : typeof value;
+  let d;
+  try {
+    d = checker.checkSync(`(${option} ${shown})`, validPort(port) ? port : -1);
+  } catch (e) {
+    return e;
+  }
+  return new EgressDeniedError(d, `egress denied: option ${option} (${shown}) connects where the egress check cannot see`);
+}
+
+/*
+ * IP literals, which never reach a lookup, and ports out of range are
+ * decided here with checkSync (no DNS: it never blocks the loop); a name
+ * gets the vetted lookup bound to this port.  Returns {error}, {} or
+ * {lookup}.
+ */
+function decideTarget(checker, host, port) {
+  if (typeof host !== 'string') return { error: new TypeError('host must be a string') };
+  const literal = looksLikeIp(host);
+  if (!literal && validPort(port)) return { lookup: checker.lookupFor(port) };
+  let d;
+  try {
+    d = checker.checkSync(host, port);
+  } catch (e) {
+    return { error: e };
+  }
+  return d.verdict === 'allow' && literal && validPort(port) ? {} : { error: errorFor(d) };
+}
+
+/*
+ * One connection of an agent or of connect(): refuse what cannot be checked,
+ * decide the target, and pin host and port in the options returned so that
+ * the connection goes to the host:port that was checked (whatever hostname
+ * or an empty host would have meant to net.connect).  Returns {error} or
+ * {options}.
+ */
+function guardConnection(checker, options, defaultPort) {
+  const port = portOf(options.port, defaultPort);
+  const bad = uncheckedOption(options);
+  if (bad) return { error: refuseUnchecked(checker, bad, options[bad], port) };
+  const host = options.host || options.hostname || 'localhost';
+  const g = decideTarget(checker, host, port);
+  if (g.error) return g;
+  const opts = Object.assign({}, options, { host, port });
+  if (g.lookup) opts.lookup = g.lookup;
+  return { options: opts };
+}
+
+/*
+ * Wrap an http(s).Agent's createConnection with guardConnection.  The agent
+ * hands it the request's options merged with its own, so a socketPath or a
+ * lookup given to either is seen here.
  */
 function guardAgent(checker, agent, defaultPort) {
   const base = agent.createConnection;
   agent.createConnection = function egressCreateConnection(options, oncreate) {
-    const port = Number(options.port) || defaultPort;
-    const host = options.host || options.hostname || 'localhost';
-    const opts = Object.assign({}, options);
-    if (looksLikeIp(host)) {
-      let d;
-      try {
-        d = checker.checkSync(host, port);
-      } catch (e) {
-        process.nextTick(oncreate, e);
-        return undefined;
-      }
-      if (d.verdict !== 'allow') {
-        process.nextTick(oncreate, errorFor(d));
-        return undefined;
-      }
-    } else {
-      opts.lookup = checker.lookupFor(port);
+    if (!options || typeof options !== 'object')
+      throw new TypeError('a guarded agent takes createConnection(options, callback)');
+    const g = guardConnection(checker, options, defaultPort);
+    if (g.error) {
+      if (typeof oncreate !== 'function') throw g.error;
+      process.nextTick(oncreate, g.error);
+      return undefined;
     }
-    return base.call(this, opts, oncreate);
+    return base.call(this, g.options, oncreate);
   };
   agent.egressChecker = checker;
   return agent;

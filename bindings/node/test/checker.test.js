@@ -256,7 +256,7 @@ test('close() is idempotent and later calls fail clearly', async () => {
   await assert.rejects(c.checkUrl('https://api.example.com/'), { code: 'EGRESS_CLOSED' });
   assert.throws(() => c.stats(), { code: 'EGRESS_CLOSED' });
   assert.throws(() => c.setPolicy(POLICY), { code: 'EGRESS_CLOSED' });
-  await new Promise((resolve) => c.lookup('api.example.com', {}, (err) => {
+  await new Promise((resolve) => c.lookupFor(443)('api.example.com', {}, (err) => {
     assert.equal(err.code, 'EGRESS_CLOSED');
     resolve();
   }));

@@ -153,7 +153,7 @@ test('lookup: only vetted addresses, all:true and family', async (t) => {
   assert.deepEqual([r.address, r.family], ['93.184.216.36', 4]);
   r = await call('multi.test', 6);
   assert.deepEqual([r.address, r.family], ['2606:2800:220:1::36', 6]);
-  r = await new Promise((resolve) => c.lookup('api.test', (err, address, family) => resolve({ err, address, family })));
+  r = await new Promise((resolve) => c.lookupFor(443)('api.test', (err, address, family) => resolve({ err, address, family })));
   assert.deepEqual([r.err, r.address, r.family], [null, '93.184.216.34', 4]);
   r = await call('rebind.test', { all: true });
   assert.ok(r.err instanceof EgressDeniedError);
@@ -176,7 +176,7 @@ test('lookup: only vetted addresses, all:true and family', async (t) => {
 test('lookup in monitor mode proceeds with what the check saw', async (t) => {
   const c = checker(t, { mode: 'monitor' });
   if (!c) return;
-  const r = await new Promise((resolve) => c.lookup('rebind.test', { all: true }, (err, a) => resolve({ err, a })));
+  const r = await new Promise((resolve) => c.lookupFor(443)('rebind.test', { all: true }, (err, a) => resolve({ err, a })));
   assert.equal(r.err, null);
   assert.deepEqual(r.a, [{ address: '127.0.0.1', family: 4 }]);
   c.close();

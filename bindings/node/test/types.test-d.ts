@@ -40,9 +40,15 @@ async function use(): Promise<void> {
   void [changed, st.checks, st.checksByOutcome.denied.not_in_allowlist, m];
 
   net.connect({ host: 'api.example.com', port: 443, lookup: checker.lookupFor(443) });
-  checker.lookup('api.example.com', { all: true }, (err, addrs) => {
+  checker.lookupFor(443)('api.example.com', { all: true }, (err, addrs) => {
     if (!err) addrs.forEach((a) => a.address);
   });
+  // @ts-expect-error: there is no port-less lookup (reading it throws)
+  checker.lookup('api.example.com', () => undefined);
+  const sock: net.Socket = checker.connect({ host: 'api.example.com', port: 443 }, () => undefined);
+  sock.on('error', (e) => e instanceof EgressDeniedError);
+  // @ts-expect-error: a Unix socket cannot be checked
+  checker.connect({ path: '/var/run/docker.sock' });
   const agent: https.Agent = checker.httpsAgent({ keepAlive: true });
   https.get('https://api.example.com/', { agent });
   const dispatcher = checker.undiciDispatcher();
