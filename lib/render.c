@@ -1319,15 +1319,31 @@ static uint64_t key_hash(const lkey_t *k) {
   return h;
 }
 
-/* Besides the key, rule_covers looks at the ports, and between allow
- * entries at the URL path: rules equal in all of it cover and are covered
- * alike. */
+/* Besides the key, rule_covers looks at the URL path (between allow
+ * entries) and at the ports: rules equal in all of it cover and are covered
+ * alike, and form a group.  Within a key, groups are ordered by path, then
+ * port ranges before single ports, then ports: so the groups of one path
+ * are neighbours, and among them the single ports can be searched. */
+static const char *rule_path(const egress__rule_t *r) {
+  return r->list == EGRESS_LIST_ALLOW ? r->path : NULL;
+}
+
+static int path_cmp(const char *a, size_t al, const char *b, size_t bl) {
+  if (!a || !b) return a ? 1 : b ? -1 : 0;
+  int c = memcmp(a, b, al < bl ? al : bl);
+  if (c) return c;
+  return al < bl ? -1 : al > bl;
+}
+
 static int sig_cmp(const egress__rule_t *a, const egress__rule_t *b) {
+  const char *pa = rule_path(a), *pb = rule_path(b);
+  int c = path_cmp(pa, pa ? strlen(pa) : 0, pb, pb ? strlen(pb) : 0);
+  if (c) return c;
+  bool sa = a->port_lo == a->port_hi, sb = b->port_lo == b->port_hi;
+  if (sa != sb) return sa ? 1 : -1;
   if (a->port_lo != b->port_lo) return a->port_lo < b->port_lo ? -1 : 1;
   if (a->port_hi != b->port_hi) return a->port_hi < b->port_hi ? -1 : 1;
-  if (a->list != EGRESS_LIST_ALLOW || a->path == b->path) return 0;
-  if (!a->path || !b->path) return a->path ? 1 : -1;
-  return strcmp(a->path, b->path);
+  return 0;
 }
 
 /* Rules in the order the index is built in: by key hash first (an integer
@@ -1351,11 +1367,19 @@ static int lrule_order(const void *x, const void *y) {
   return c;
 }
 
-/* A bucket: the rules of one key, as groups of equal signature; a group is
- * represented by its lowest index (every other member is a duplicate). */
+/* A group, represented by its lowest index (every other member is a
+ * duplicate of it), with what its members share. */
+typedef struct lgroup {
+  size_t first;
+  const char *path; /* NULL in the deny list, where paths do not count */
+  size_t plen;
+  uint16_t lo, hi;
+} lgroup_t;
+
+/* A bucket: the groups of one key. */
 typedef struct lbucket {
   size_t rep;     /* a member: its key is the bucket's */
-  size_t g0, ng;  /* groups gfirst[g0 .. g0 + ng) */
+  size_t g0, ng;  /* groups g[g0 .. g0 + ng) */
 } lbucket_t;
 
 /* A table slot keeps the key's hash, so that a probe past other keys
@@ -1367,7 +1391,8 @@ typedef struct lslot {
 
 typedef struct lindex {
   const egress__rule_t *rules;
-  size_t *gfirst;
+  egress_list_t list;
+  lgroup_t *g;
   size_t *bucket_of; /* each rule's own bucket: the lookup every entry
                         makes of its own key, without hashing */
   lbucket_t *b;
@@ -1386,7 +1411,7 @@ typedef struct lindex {
 } lindex_t;
 
 static void lindex_free(lindex_t *ix) {
-  egress__free(ix->gfirst);
+  egress__free(ix->g);
   egress__free(ix->bucket_of);
   egress__free(ix->b);
   egress__free(ix->slot);
@@ -1421,15 +1446,16 @@ static bool lindex_build(lindex_t *ix, const egress_policy_t *p, egress_list_t l
 
   memset(ix, 0, sizeof *ix);
   ix->rules = p->rules[list];
+  ix->list = list;
   ix->any = SIZE_MAX;
   if (n == 0) return true;
   if (n > SIZE_MAX / 32 / sizeof *ix->slot) return false;
   ord = egress__malloc(n * sizeof *ord);
-  ix->gfirst = egress__malloc(n * sizeof *ix->gfirst);
+  ix->g = egress__malloc(n * sizeof *ix->g);
   ix->bucket_of = egress__malloc(n * sizeof *ix->bucket_of);
   ix->b = egress__malloc(n * sizeof *ix->b);
   ix->regex = egress__malloc(n * sizeof *ix->regex);
-  if (!ord || !ix->gfirst || !ix->bucket_of || !ix->b || !ix->regex) goto done;
+  if (!ord || !ix->g || !ix->bucket_of || !ix->b || !ix->regex) goto done;
   for (size_t i = 0; i < n; i++) {
     lkey_t k;
     key_rule(&k, &ix->rules[i]);
@@ -1458,7 +1484,12 @@ static bool lindex_build(lindex_t *ix, const egress_policy_t *p, egress_list_t l
       if (r->kind == EGRESS__RULE_REGEX) ix->regex[ix->nregex++] = ix->nb - 1;
     }
     if (new_group) {
-      ix->gfirst[ng++] = r->index;
+      lgroup_t *g = &ix->g[ng++];
+      g->first = r->index;
+      g->path = rule_path(r);
+      g->plen = g->path ? strlen(g->path) : 0;
+      g->lo = r->port_lo;
+      g->hi = r->port_hi;
       ix->b[ix->nb - 1].ng++;
     }
     ix->bucket_of[r->index] = ix->nb - 1;
@@ -1502,19 +1533,65 @@ typedef struct lquery {
   size_t best;   /* SIZE_MAX while none */
 } lquery_t;
 
+static void query_group(const lindex_t *ix, const lgroup_t *g, lquery_t *q) {
+  size_t i = g->first;
+  if (i >= q->best) return;
+  const egress__rule_t *a = &ix->rules[i];
+  if (!rule_covers(a, q->b)) return;
+  /* A group that covers b both ways holds b's duplicates: its lowest
+   * index counts only when it comes before b. */
+  if (q->same_list && rule_covers(q->b, a) && i >= q->b->index) return;
+  q->best = i;
+}
+
+/* The groups of a bucket with path @p p (NULL: none) that can cover b:
+ * every port range, and the single port that is b's own when b has one (a
+ * single port covers no other). */
+static void query_run(const lindex_t *ix, const lbucket_t *bk, const char *p, size_t plen,
+                      lquery_t *q) {
+  const lgroup_t *g = ix->g + bk->g0;
+  size_t lo = 0, hi = bk->ng, end;
+  if (bk->ng == 1) { /* most buckets */
+    if (!path_cmp(g->path, g->plen, p, plen)) query_group(ix, g, q);
+    return;
+  }
+  while (lo < hi) { /* first group with this path */
+    size_t m = lo + (hi - lo) / 2;
+    if (path_cmp(g[m].path, g[m].plen, p, plen) < 0) lo = m + 1;
+    else hi = m;
+  }
+  end = lo;
+  hi = bk->ng;
+  while (end < hi) { /* first group past this path */
+    size_t m = end + (hi - end) / 2;
+    if (path_cmp(g[m].path, g[m].plen, p, plen) <= 0) end = m + 1;
+    else hi = m;
+  }
+  size_t k = lo;
+  for (; k < end && g[k].lo != g[k].hi; k++) query_group(ix, &g[k], q);
+  if (q->b->port_lo != q->b->port_hi) return;
+  lo = k;
+  hi = end;
+  while (lo < hi) { /* the single port equal to b's */
+    size_t m = lo + (hi - lo) / 2;
+    if (g[m].lo < q->b->port_lo) lo = m + 1;
+    else hi = m;
+  }
+  if (lo < end && g[lo].lo == q->b->port_lo) query_group(ix, &g[lo], q);
+}
+
+/* A rule covers b only if its path, when it has one, is b's path or a
+ * segment prefix of it ("/v1" of "/v1/x"); in the deny list every path is
+ * NULL. */
 static void query_bucket(const lindex_t *ix, size_t bucket, lquery_t *q) {
   if (bucket == SIZE_MAX) return;
   const lbucket_t *bk = &ix->b[bucket];
-  for (size_t g = bk->g0; g < bk->g0 + bk->ng; g++) {
-    size_t i = ix->gfirst[g];
-    if (i >= q->best) continue;
-    const egress__rule_t *a = &ix->rules[i];
-    if (!rule_covers(a, q->b)) continue;
-    /* A group that covers b both ways holds b's duplicates: its lowest
-     * index counts only when it comes before b. */
-    if (q->same_list && rule_covers(q->b, a) && i >= q->b->index) continue;
-    q->best = i;
-  }
+  const char *bp = q->b->list == EGRESS_LIST_ALLOW ? q->b->path : NULL;
+  query_run(ix, bk, NULL, 0, q);
+  if (!bp || ix->list != EGRESS_LIST_ALLOW) return;
+  size_t n = strlen(bp);
+  for (size_t i = 1; i <= n; i++)
+    if (i == n || bp[i] == '/') query_run(ix, bk, bp, i, q);
 }
 
 static void query_name(const lindex_t *ix, egress__rule_kind_t kind, const char *s, size_t len,

@@ -58,10 +58,14 @@ egress_status_t egress__render(const egress_policy_t *policy,
 /*
  * Lint warnings beyond validity: shadowed rules, duplicates, rules that
  * match everything, "*.x" / "**.x" whose apex x is not allowed, URL entries
- * on a port other than their scheme's default, entries that render cannot
- * express.  Each is reported through @p warn: entry findings in list then
- * index order, then what render cannot express.
- * @return the number of warnings, or -1 when memory ran out.
+ * on a port other than their scheme's default, bare IPv6 addresses that read
+ * like address:port, entries that render cannot express (for Cilium, the
+ * stricter format).  Each is reported through @p warn: entry findings in
+ * list then index order, then what render cannot express.  Time grows with
+ * the entry count times its log, plus one regex match per exact name and
+ * "re:" entry of a list.
+ * @return the number of warnings, or -1 when memory ran out (warnings
+ *         already reported stand).
  */
 long egress__render_lint(const egress_policy_t *policy, egress__render_note_cb warn,
                          void *user_data);

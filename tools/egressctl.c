@@ -1,8 +1,10 @@
 /*
  * egressctl - command line front end of libegress (DESIGN.md section 7).
  *
- * Written against the public API in egress.h only, so that it exercises the
- * library the way any other caller would.
+ * Written against the public API in egress.h, so that it exercises the
+ * library the way any other caller would, with two exceptions that reach
+ * the library's internals: render and lint (lib/render.c), and the decision
+ * events of requests refused before a check (see run_t).
  *
  * Exit status (sysexits-style where one applies):
  *   0   allowed (single check / --url), or --batch decided every line
@@ -97,12 +99,14 @@ static const char *const usage_text =
     "exit: 0 allowed, 1 denied, 2 enforcement unavailable, 64 usage,\n"
     "      65 invalid policy, 66 unreadable input, 70 internal error,\n"
     "      73 events file not writable, 74 output error.\n"
-    "--batch exits 0 when every line was decided (allowed or denied).\n"
+    "--batch exits 0 when every line was decided (allowed or denied); a line\n"
+    "that names a destination gets its event even when refused before the\n"
+    "check (bad context field, URL that is not UTF-8).\n"
     "\n"
     "lint prints warnings (shadowed or duplicate entries, match-everything\n"
     "entries, wildcards without their apex, URL ports off the scheme default,\n"
-    "entries render cannot express) on stderr and exits 0; with --strict a\n"
-    "warning exits 65.\n"
+    "bare IPv6 addresses that read like address:port, entries render cannot\n"
+    "express) on stderr and exits 0; with --strict a warning exits 65.\n"
     "\n"
     "render prints a Kubernetes List (JSON) on stdout: the baseline\n"
     "NetworkPolicy plus the policy as NetworkPolicy or CiliumNetworkPolicy\n"
@@ -1434,9 +1438,15 @@ static int cmd_lint(int argc, char **argv) {
   if (path == NULL)
     return usage_error("lint needs --policy FILE");
 
+  /* One write per warning would cost more than the analysis on a large
+   * policy: stderr is block-buffered for the warnings, flushed before the
+   * summary. */
+  setvbuf(stderr, NULL, _IOFBF, 1 << 16);
   rc = load_policy(path, &policy);
-  if (rc != 0)
+  if (rc != 0) {
+    fflush(stderr);
     return rc;
+  }
   ctx.path = path;
   warnings = egress__render_lint(policy, lint_warn, &ctx);
   if (warnings < 0) {
@@ -1447,6 +1457,7 @@ static int cmd_lint(int argc, char **argv) {
   if (warnings > 0)
     fprintf(stderr, "%s: %ld warning%s%s\n", path, warnings, warnings == 1 ? "" : "s",
             strict ? " (--strict: failing)" : "");
+  fflush(stderr);
   if (strict && warnings > 0) {
     egress_policy_unref(policy);
     return CLI_DATAERR;

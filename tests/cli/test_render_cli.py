@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 EGRESSCTL = os.environ.get("EGRESSCTL", "")
@@ -192,6 +193,34 @@ class RenderCli(unittest.TestCase):
                 self.assertEqual(k, 1)
                 self.assertEqual(what, 'never allows anything: egressDenylist[%d] "%s" denies all of it'
                                  % (i // 10, deny[i // 10]))
+
+    def test_lint_large_shapes(self):
+        # Entries that share one name and differ in URL path or port are
+        # told apart without comparing each with all the others (which took
+        # seconds here, growing with the square).  Loading such a policy is
+        # itself slow under sanitizers, so lint is timed against a check
+        # that loads the same file, in the same run.
+        n = 20000
+        allow = ["https://api.example.com/v1/p%d" % i for i in range(n)] + ["https://api.example.com/v1"]
+        allow += ["db.example.com:%d" % (1000 + i) for i in range(n)] + ["db.example.com:1000-65535"]
+        path = self.write("shapes.json", {"egressAllowlist": allow})
+        t0 = time.monotonic()
+        p = subprocess.run([EGRESSCTL, "check", "--policy", path, "db.example.com", "1"],
+                           capture_output=True, timeout=100)
+        t1 = time.monotonic()
+        self.assertEqual(p.returncode, 1, p.stderr[-2000:])
+        p = subprocess.run([EGRESSCTL, "lint", "--policy", path], capture_output=True, timeout=100)
+        t2 = time.monotonic()
+        self.assertEqual(p.returncode, 0, p.stderr[-2000:])
+        self.assertLess(t2 - t1, 3 * (t1 - t0) + 1.0,
+                        "lint %.2f s, loading the policy %.2f s" % (t2 - t1, t1 - t0))
+        lines = p.stderr.decode().splitlines()
+        self.assertEqual(lines[-1], "%s: %d warnings" % (path, 2 * n))
+        for i, line in enumerate(lines[:-1]):
+            j = i if i < n else i + 1
+            by = n if i < n else 2 * n + 1
+            self.assertIn('egressAllowlist[%d] "%s": shadowed by egressAllowlist[%d] ' % (j, allow[j], by),
+                          line)
 
     def test_lint_ipv6_port_lookalike(self):
         doc = self.write("v6.json", {"egressAllowlist": ["2001:db8::1:443", "[2001:db8::1]:443",
