@@ -675,21 +675,26 @@ function refuseUnchecked(checker, option, value, port) {
 
 /*
  * IP literals, which never reach a lookup, and ports out of range are
- * decided here with checkSync (no DNS: it never blocks the loop); a name
- * gets the vetted lookup bound to this port.  Returns {error}, {} or
- * {lookup}.
+ * decided here with checkSync (no DNS: it never blocks the loop).  Every
+ * target that may proceed gets the vetted lookup bound to this port, which
+ * names resolve through.  A literal comes back as net.connect reads one
+ * ("[::1]" is a name to it, and would go to the lookup and be checked a
+ * second time).  Returns {error} or {host, lookup}.
  */
 function decideTarget(checker, host, port) {
   if (typeof host !== 'string') return { error: new TypeError('host must be a string') };
   const literal = looksLikeIp(host);
-  if (!literal && validPort(port)) return { lookup: checker.lookupFor(port) };
-  let d;
-  try {
-    d = checker.checkSync(host, port);
-  } catch (e) {
-    return { error: e };
+  if (literal || !validPort(port)) {
+    let d;
+    try {
+      d = checker.checkSync(host, port);
+    } catch (e) {
+      return { error: e };
+    }
+    if (d.verdict !== 'allow' || !validPort(port)) return { error: errorFor(d) };
   }
-  return d.verdict === 'allow' && literal && validPort(port) ? {} : { error: errorFor(d) };
+  const bare = literal && host[0] === '[' ? host.slice(1, -1) : host;
+  return { host: bare, lookup: checker.lookupFor(port) };
 }
 
 /*
@@ -706,9 +711,7 @@ function guardConnection(checker, options, defaultPort) {
   const host = options.host || options.hostname || 'localhost';
   const g = decideTarget(checker, host, port);
   if (g.error) return g;
-  const opts = Object.assign({}, options, { host, port });
-  if (g.lookup) opts.lookup = g.lookup;
-  return { options: opts };
+  return { options: Object.assign({}, options, { host: g.host, port, lookup: g.lookup }) };
 }
 
 /*

@@ -200,6 +200,7 @@ test('checker.connect(): literals, names, paths; checked before connecting', asy
   for (const [o, reason] of [
     [{ host: '127.0.0.1', port }, 'empty_allowlist'],
     [{ host: '::1', port }, 'empty_allowlist'],
+    [{ host: '[::1]', port }, 'empty_allowlist'],
     [{ host: 'local.test', port }, 'empty_allowlist'],
     // No port to check: the library says so first; with one, the path.
     [{ path: sockPath }, 'invalid_port'],
@@ -225,6 +226,9 @@ test('checker.connect(): literals, names, paths; checked before connecting', asy
     await new Promise((resolve, reject) => s.on('connect', resolve).on('error', reject));
     s.destroy();
   }
+  await new Promise((r) => setTimeout(r, 30));
+  assert.deepEqual(ok.events.map((e) => [e.data.destination, e.data.outcome]),
+    [[`127.0.0.1:${port}`, 'allowed'], [`local.test:${port}`, 'allowed']], 'one event per connection');
   // The port is the one connected to: another port of an allowed name is not.
   ok.events.length = 0;
   await refusedBy(socketError(ok.c.connect({ host: 'local.test', port: port + 1 })), ok.events, 'port_not_allowed');
