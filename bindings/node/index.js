@@ -4,8 +4,9 @@
  *
  * The native addon (src/egress_node.c, built by meson) does the checks; this
  * file gives them their JS shape: Checker, decisions as plain objects,
- * a dns.lookup-compatible vetted lookup, guarded http/https agents and an
- * undici dispatcher.
+ * a dns.lookup-compatible vetted lookup, and the guards that decide every
+ * connection before it is made: http/https agents, an undici dispatcher and
+ * connect().
  */
 const os = require('node:os');
 const path = require('node:path');
