@@ -1239,9 +1239,14 @@ static void lint_note(egress_list_t list, size_t index, const char *entry, const
                       void *ud) {
   lint_ctx_t *l = ud;
   char buf[600];
-  snprintf(buf, sizeof buf, "%s%s", l->prefix ? l->prefix : "", what);
   l->count++;
-  if (l->warn) l->warn(list, index, entry, buf, l->ud);
+  if (!l->warn) return;
+  if (!l->prefix) { /* most notes: no copy */
+    l->warn(list, index, entry, what, l->ud);
+    return;
+  }
+  snprintf(buf, sizeof buf, "%s%s", l->prefix, what);
+  l->warn(list, index, entry, buf, l->ud);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1439,9 +1444,16 @@ static size_t bucket_find(const lindex_t *ix, const lkey_t *k) {
   }
 }
 
+/* A bucket's run of rules in the sort, and its lowest index. */
+typedef struct lrun {
+  size_t min, start, end;
+} lrun_t;
+
 static bool lindex_build(lindex_t *ix, const egress_policy_t *p, egress_list_t list) {
-  size_t n = p->nrules[list];
+  size_t n = p->nrules[list], nruns = 0, regex_cap = 0, ng = 0;
   lrule_t *ord = NULL;
+  lrun_t *runs = NULL, *sorted = NULL;
+  size_t *at = NULL;
   bool ok = false;
 
   memset(ix, 0, sizeof *ix);
@@ -1451,11 +1463,13 @@ static bool lindex_build(lindex_t *ix, const egress_policy_t *p, egress_list_t l
   if (n == 0) return true;
   if (n > SIZE_MAX / 32 / sizeof *ix->slot) return false;
   ord = egress__malloc(n * sizeof *ord);
+  runs = egress__malloc(n * sizeof *runs);
+  sorted = egress__malloc(n * sizeof *sorted);
+  at = egress__malloc(n * sizeof *at);
   ix->g = egress__malloc(n * sizeof *ix->g);
   ix->bucket_of = egress__malloc(n * sizeof *ix->bucket_of);
   ix->b = egress__malloc(n * sizeof *ix->b);
-  ix->regex = egress__malloc(n * sizeof *ix->regex);
-  if (!ord || !ix->g || !ix->bucket_of || !ix->b || !ix->regex) goto done;
+  if (!ord || !runs || !sorted || !at || !ix->g || !ix->bucket_of || !ix->b) goto done;
   for (size_t i = 0; i < n; i++) {
     lkey_t k;
     key_rule(&k, &ix->rules[i]);
@@ -1464,37 +1478,59 @@ static bool lindex_build(lindex_t *ix, const egress_policy_t *p, egress_list_t l
   }
   qsort(ord, n, sizeof *ord, lrule_order);
 
-  size_t ng = 0;
+  /* The runs of equal keys are the buckets.  They are numbered in the
+   * order of their lowest index, so that the lookups of their own key,
+   * which every entry makes in list order, walk the arrays in order. */
   for (size_t i = 0; i < n; i++) {
-    const egress__rule_t *r = ord[i].r;
-    bool new_bucket = true, new_group = true;
+    bool new_bucket = true;
     if (i > 0 && ord[i - 1].hash == ord[i].hash) {
       lkey_t ka, kb;
       key_rule(&ka, ord[i - 1].r);
-      key_rule(&kb, r);
+      key_rule(&kb, ord[i].r);
       new_bucket = key_cmp(&ka, &kb) != 0;
-      new_group = new_bucket || sig_cmp(ord[i - 1].r, r) != 0;
     }
     if (new_bucket) {
-      lbucket_t *bk = &ix->b[ix->nb++];
-      bk->rep = r->index;
-      bk->g0 = ng;
-      bk->ng = 0;
-      if (r->kind == EGRESS__RULE_ANY) ix->any = ix->nb - 1;
-      if (r->kind == EGRESS__RULE_REGEX) ix->regex[ix->nregex++] = ix->nb - 1;
+      runs[nruns].min = ord[i].r->index;
+      runs[nruns].start = i;
+      nruns++;
+    } else if (ord[i].r->index < runs[nruns - 1].min) {
+      runs[nruns - 1].min = ord[i].r->index;
     }
-    if (new_group) {
-      lgroup_t *g = &ix->g[ng++];
-      g->first = r->index;
-      g->path = rule_path(r);
-      g->plen = g->path ? strlen(g->path) : 0;
-      g->lo = r->port_lo;
-      g->hi = r->port_hi;
-      ix->b[ix->nb - 1].ng++;
+    runs[nruns - 1].end = i + 1;
+  }
+  /* Lowest indices are distinct: a counting pass orders the runs. */
+  for (size_t i = 0; i < n; i++) at[i] = SIZE_MAX;
+  for (size_t k = 0; k < nruns; k++) at[runs[k].min] = k;
+  for (size_t i = 0, k = 0; i < n; i++)
+    if (at[i] != SIZE_MAX) sorted[k++] = runs[at[i]];
+  memcpy(runs, sorted, nruns * sizeof *runs);
+
+  for (size_t k = 0; k < nruns; k++) {
+    lbucket_t *bk = &ix->b[ix->nb++];
+    const egress__rule_t *first = ord[runs[k].start].r;
+    bk->rep = first->index;
+    bk->g0 = ng;
+    bk->ng = 0;
+    if (first->kind == EGRESS__RULE_ANY) ix->any = k;
+    if (first->kind == EGRESS__RULE_REGEX) {
+      if (!grow((void **)&ix->regex, &regex_cap, ix->nregex + 1, sizeof *ix->regex)) goto done;
+      ix->regex[ix->nregex++] = k;
     }
-    ix->bucket_of[r->index] = ix->nb - 1;
-    ix->kinds[r->kind] = true;
-    if (r->kind == EGRESS__RULE_CIDR) ix->lens[r->cidr.addr.family == 6][r->cidr.len] = true;
+    for (size_t i = runs[k].start; i < runs[k].end; i++) {
+      const egress__rule_t *r = ord[i].r;
+      if (i == runs[k].start || sig_cmp(ord[i - 1].r, r) != 0) {
+        lgroup_t *g = &ix->g[ng++];
+        g->first = r->index;
+        g->path = rule_path(r);
+        g->plen = g->path ? strlen(g->path) : 0;
+        g->lo = r->port_lo;
+        g->hi = r->port_hi;
+        bk->ng++;
+      }
+      ix->bucket_of[r->index] = k;
+      ix->kinds[r->kind] = true;
+      if (r->kind == EGRESS__RULE_CIDR) ix->lens[r->cidr.addr.family == 6][r->cidr.len] = true;
+    }
   }
 
   size_t cap = 16, bits = 1024;
@@ -1505,21 +1541,22 @@ static bool lindex_build(lindex_t *ix, const egress_policy_t *p, egress_list_t l
   if (!ix->slot || !ix->bloom) goto done;
   ix->mask = cap - 1;
   ix->bloom_mask = bits - 1;
-  for (size_t i = 0, k = 0; i < n; i++) {
-    if (ix->b[k].rep != ord[i].r->index) continue; /* not the first of its bucket */
-    uint64_t hash = ord[i].hash;
+  for (size_t k = 0; k < nruns; k++) {
+    uint64_t hash = ord[runs[k].start].hash;
     size_t b1 = (size_t)(hash >> 20) & ix->bloom_mask, b2 = (size_t)(hash >> 42) & ix->bloom_mask;
     ix->bloom[b1 / 64] |= (uint64_t)1 << (b1 % 64);
     ix->bloom[b2 / 64] |= (uint64_t)1 << (b2 % 64);
     size_t h = (size_t)hash & ix->mask;
     while (ix->slot[h].bucket) h = (h + 1) & ix->mask;
     ix->slot[h].hash = hash;
-    ix->slot[h].bucket = ++k;
-    if (k == ix->nb) break;
+    ix->slot[h].bucket = k + 1;
   }
   ok = true;
 done:
   egress__free(ord);
+  egress__free(runs);
+  egress__free(sorted);
+  egress__free(at);
   if (!ok) lindex_free(ix);
   return ok;
 }
