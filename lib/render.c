@@ -1,5 +1,5 @@
 /*
- * Rendering a policy as Kubernetes network policy (issue 7), and lint.
+ * Rendering a policy as Kubernetes network policy, and lint.
  *
  * The application-layer check stays the authoritative control: network
  * policy sees addresses and ports, never names.  What is rendered is the
@@ -172,7 +172,7 @@ static egress__prefix_t pfx_make(uint8_t family, const uint8_t *bytes, size_t nb
   return p;
 }
 
-/* IPv6 ranges whose addresses carry IPv4 addresses (DESIGN §4). */
+/* IPv6 ranges whose addresses carry IPv4 addresses, which the checker vets too. */
 static const uint8_t teredo_b[] = {0x20, 0x01, 0x00, 0x00};             /* 2001::/32 */
 static const uint8_t sixtofour_b[] = {0x20, 0x02};                      /* 2002::/16 */
 static const uint8_t nat64_b[] = {0x00, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0}; /* 64:ff9b::/96 */

@@ -1,5 +1,5 @@
 /*
- * egressctl render and lint analysis (lib/render.c, issue 7).
+ * egressctl render and lint analysis (lib/render.c).
  *
  *  - golden: the manifests committed under examples/kubernetes/ are what the
  *    renderer makes of the example policy today (EGRESS_UPDATE_GOLDEN=1

@@ -1,5 +1,5 @@
 /*
- * egressctl - command line front end of libegress (DESIGN.md section 7).
+ * egressctl - command line front end of libegress.
  *
  * Written against the public API in egress.h, so that it exercises the
  * library the way any other caller would, with two exceptions that reach
@@ -738,9 +738,9 @@ static char *neutralize_nul_escapes(const char *line, size_t len, size_t *newlen
 /*
  * The host to hand the library when the line gave NULs: each becomes the
  * text "\u0000", so the host still shows what was given (the event's
- * destination) and holds a backslash, which DESIGN section 4 step 1 makes
- * an invalid_host on its own: the stand-in can never turn a bad host into
- * an allowed one.  NULL when out of memory.
+ * destination) and holds a backslash, which the library refuses in any
+ * host (invalid_host): the stand-in can never turn a bad host into an
+ * allowed one.  NULL when out of memory.
  */
 static char *nul_as_text(const char *s, size_t len, unsigned char standin) {
   size_t i, n = 0;

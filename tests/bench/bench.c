@@ -1,5 +1,5 @@
 /*
- * libegress benchmarks (issue 4).  Run with tests/bench/run.sh.
+ * libegress benchmarks.  Run with tests/bench/run.sh.
  *
  * The machine this runs on is shared and noisy, so every figure is measured
  * next to its baseline in the same run, the two interleaved rep by rep, and

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Run the libegress benchmarks (issue 4).
+# Run the libegress benchmarks.
 #
 #   tests/bench/run.sh [BUILD_DIR] [--reps N] [--quick] [--only FIGURE]
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Tests of the egressctl command line (DESIGN.md section 7).
+"""Tests of the egressctl command line.
 
 Environment (set by tests/meson.build):
   EGRESSCTL             path of the egressctl binary (required)

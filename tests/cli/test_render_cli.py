@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""egressctl render and lint warnings from the command line (issue 7).
+"""egressctl render and lint warnings from the command line.
 
 Environment (set by tests/meson.build):
   EGRESSCTL           path of the egressctl binary (required)
