@@ -62,8 +62,10 @@ egress_status_t egress__render(const egress_policy_t *policy,
  * like address:port, entries that render cannot express (for Cilium, the
  * stricter format).  Each is reported through @p warn: entry findings in
  * list then index order, then what render cannot express.  Time grows with
- * the entry count times its log, plus one regex match per exact name and
- * "re:" entry of a list.
+ * the entry count times its log and with the findings, plus what is still
+ * compared pairwise: each exact name with each "re:" entry of its list, and
+ * entries of one name and path that differ in port ranges (not in single
+ * ports).
  * @return the number of warnings, or -1 when memory ran out (warnings
  *         already reported stand).
  */
