@@ -19,79 +19,22 @@ const https = require('node:https');
 // Loading the addon
 // ---------------------------------------------------------------------------
 
-function candidates(explicit) {
-  const list = [];
-  if (explicit) list.push(explicit);
-  if (process.env.EGRESS_NODE_ADDON) list.push(process.env.EGRESS_NODE_ADDON);
-  list.push(path.join(__dirname, 'egress_node.node'));
-  // A meson build directory next to the source tree: build/, build-*/,
-  // build/<name>/ (tools/dev.sh uses build/release, build/asan, ...).
-  const top = path.resolve(__dirname, '..', '..');
-  let entries = [];
-  try {
-    entries = fs.readdirSync(top, { withFileTypes: true });
-  } catch {
-    entries = [];
-  }
-  const rel = path.join('bindings', 'node', 'egress_node.node');
-  for (const e of entries) {
-    if (!e.isDirectory() || !e.name.startsWith('build')) continue;
-    list.push(path.join(top, e.name, rel));
-    let sub = [];
-    try {
-      sub = fs.readdirSync(path.join(top, e.name), { withFileTypes: true });
-    } catch {
-      sub = [];
-    }
-    for (const s of sub) if (s.isDirectory()) list.push(path.join(top, e.name, s.name, rel));
-  }
-  return list;
-}
+// loader.js finds and opens egress_node.node (where it looks, and what it
+// never loads unasked: sanitizer builds); this sets the addon up once.
+const loader = require('./loader');
 
 let native = null;
 let loadedFrom = null;
 
-/*
- * The node binary carries its own, newer c-ares and exports its symbols.
- * Loaded the ordinary way, the addon's calls into c-ares would bind to
- * those instead of the libcares.so.2 that libegress was built against
- * (different ABI and behaviour: every DNS query then times out).
- * RTLD_DEEPBIND puts the addon's own dependencies first; Node-API symbols,
- * found only in the node binary, still resolve there.
- */
-function dlopenFlags() {
-  const c = os.constants.dlopen || {};
-  if (c.RTLD_DEEPBIND === undefined) return c.RTLD_LAZY;
-  return (c.RTLD_NOW || 0) | c.RTLD_DEEPBIND;
-}
-
-/**
- * Load the native addon (once).  Looks at, in order: the path given, the
- * EGRESS_NODE_ADDON environment variable, egress_node.node next to this
- * file, and ../../build*\/[*\/]bindings/node/egress_node.node.
- */
+/** Load the native addon (once); see loader.js for where it looks. */
 function load(explicit) {
   if (native) return native;
-  const tried = [];
-  for (const file of candidates(explicit)) {
-    if (!fs.existsSync(file)) {
-      tried.push(file);
-      continue;
-    }
-    const mod = { exports: {} };
-    process.dlopen(mod, path.resolve(file), dlopenFlags());
-    native = mod.exports;
-    loadedFrom = path.resolve(file);
-    native.setup(buildDecision, NUMS);
-    TABLES = native.tables();
-    return native;
-  }
-  const err = new Error(
-    'libegress: native addon egress_node.node not found; build it with meson ' +
-      '(ninja -C BUILD bindings/node/egress_node.node) and set EGRESS_NODE_ADDON. Tried: ' +
-      tried.join(', '));
-  err.code = 'EGRESS_NO_ADDON';
-  throw err;
+  const n = loader.load(explicit);
+  n.setup(buildDecision, NUMS);
+  TABLES = n.tables();
+  native = n;
+  loadedFrom = loader.addonPath();
+  return native;
 }
 
 // ---------------------------------------------------------------------------
