@@ -688,11 +688,13 @@ module.exports = {
   get addonPath() {
     return loadedFrom;
   },
-  get version() {
+  // Functions, not getters: plain values that ESM named exports (index.mjs)
+  // can carry, and that load the addon only when called.
+  version() {
     load();
     return TABLES[2];
   },
-  get specialRangesVersion() {
+  specialRangesVersion() {
     load();
     return TABLES[3];
   },
