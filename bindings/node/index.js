@@ -3,17 +3,23 @@
  * @portarium/libegress: the Node.js binding of libegress.
  *
  * The native addon (src/egress_node.c, built by meson) does the checks; this
- * file gives them their JS shape: Checker, decisions as plain objects,
- * a dns.lookup-compatible vetted lookup, and the guards that decide every
- * connection before it is made: http/https agents, an undici dispatcher and
- * connect().
+ * file gives them their JS shape: Checker, decisions as plain objects, the
+ * error classes, request context (per call, per request, AsyncLocalStorage,
+ * the registration's defaults), and the HTTP helpers that make one decision
+ * per request before it is sent: http/https agents, an undici dispatcher,
+ * checker.fetch() and egress.install() for Node's default agents and fetch.
+ * connect() connects with a decision already held.
  */
 const os = require('node:os');
 const path = require('node:path');
 const fs = require('node:fs');
 const net = require('node:net');
+const tls = require('node:tls');
 const http = require('node:http');
 const https = require('node:https');
+const EventEmitter = require('node:events');
+const { AsyncLocalStorage } = require('node:async_hooks');
+const { domainToASCII } = require('node:url');
 
 // ---------------------------------------------------------------------------
 // Loading the addon
@@ -46,7 +52,7 @@ function load(explicit) {
 const N_HEADER = 16;
 const MAX_INLINE_ADDRS = 64;
 const NUMS = new Float64Array(N_HEADER + 3 * MAX_INLINE_ADDRS);
-let TABLES = null; // [reasons[], outcomes[], version, specialRangesVersion]
+let TABLES = null; // [reasons[], outcomes[], version, specialRangesVersion, statuses[]]
 let lastDigest = null;
 
 const VERDICTS = ['deny', 'allow'];
@@ -119,7 +125,7 @@ function buildDecision(packed) {
     if (s[5] === '') digest = lastDigest;
     else digest = lastDigest = s[5];
   }
-  return {
+  const d = {
     verdict: VERDICTS[n[0]],
     outcome: TABLES[1][outcome],
     reason: outcome === 1 && reason === 0 ? null : reasons[reason],
@@ -137,33 +143,118 @@ function buildDecision(packed) {
     url: (nulls & 128) === 0 ? s[7] : null,
     event: (nulls & 64) === 0 ? JSON.parse(s[6]) : null,
   };
+  SEALS.set(d, new Seal(d));
+  return d;
 }
+
+/*
+ * Every decision a check returned, by identity, with a private copy of what
+ * connecting with it needs.  Decisions are plain (mutable) objects: the
+ * helpers and connect() act on the copy made when the check returned, never
+ * on fields anyone could have changed since, and refuse objects that no
+ * check returned.
+ */
+const SEALS = new WeakMap();
+
+class Seal {
+  constructor(d) {
+    this.verdict = d.verdict;
+    this.outcome = d.outcome;
+    this.mode = d.mode;
+    this.host = d.host;
+    this.port = d.port;
+    this.url = d.url;
+    this.method = d.event !== null ? d.event.data.method : null;
+    const r = d.matchedRule;
+    this.rulePaths = r !== null && r.list === 'allow' && ruleLimitsPaths(r.text);
+    const seen = [];
+    const allowed = [];
+    for (const a of d.addresses) {
+      const x = { address: a.address, family: a.family };
+      seen.push(x);
+      if (a.verdict === 'allow') allowed.push(x);
+    }
+    this.seen = seen;
+    this.allowed = allowed;
+    this.target = null; // made on first use
+  }
+}
+
+// A URL entry with a path prefix ("https://h/v1"): only a URL check applies it.
+function ruleLimitsPaths(text) {
+  const m = /^https?:\/\/[^/]*(\/.*)?$/i.exec(text);
+  return m !== null && m[1] !== undefined && m[1] !== '/';
+}
+
 
 // ---------------------------------------------------------------------------
 // Errors
 // ---------------------------------------------------------------------------
 
-/** A connection the policy denies. */
-class EgressDeniedError extends Error {
-  constructor(decision, message) {
-    super(message || `egress denied: ${decision.host}:${decision.port}: ${decision.message}`);
-    this.name = 'EgressDeniedError';
-    this.code = 'EEGRESSDENIED';
-    this.decision = decision;
+/*
+ * EgressError                 .code, .status
+ * ├── EgressPolicyError       bad policy or unreadable policy file (the old one stays)
+ * └── EgressDeniedError       .decision, .reason                code EEGRESSDENIED
+ *     └── EgressUnavailableError                                code EEGRESSUNAVAILABLE
+ *
+ * The codes are the Python binding's: the library status for library
+ * failures (EGRESS_EPOLICY, EGRESS_EIO, ...), EGRESS_CLOSED for a closed
+ * checker.  An outage is a denial to the caller, hence the subclass.
+ */
+
+let STATUS_NAMES = null; // code token -> library status name
+
+function statusName(code) {
+  if (STATUS_NAMES === null) {
+    if (!TABLES || !TABLES[4]) return null;
+    STATUS_NAMES = new Map(TABLES[4].map(([c, n]) => [c, n]));
+  }
+  const n = STATUS_NAMES.get(code);
+  return n === undefined ? null : n;
+}
+
+/** Base class of every libegress error. */
+class EgressError extends Error {
+  constructor(message, code, status) {
+    super(message);
+    this.code = code || 'EGRESS_ERROR';
+    this.status = status === undefined ? statusName(this.code) : status;
   }
 }
 
-/** A check that could not be made (DNS down, audit sink failing, ...): denied. */
-class EgressUnavailableError extends Error {
-  constructor(decision, message) {
-    super(
-      message ||
-        `egress enforcement unavailable: ${decision.host}:${decision.port}: ${decision.message}`);
-    this.name = 'EgressUnavailableError';
-    this.code = 'EEGRESSUNAVAILABLE';
-    this.decision = decision;
+/** A policy that could not be compiled or (re)loaded; the policy in force is unchanged. */
+class EgressPolicyError extends EgressError {
+  constructor(message, code, status) {
+    super(message, code || 'EGRESS_EPOLICY', status);
   }
 }
+
+function denyText(decision) {
+  const d = decision || {};
+  return `egress denied: ${d.host}:${d.port}: ${d.message}`;
+}
+
+/** A connection the policy denies. */
+class EgressDeniedError extends EgressError {
+  constructor(decision, message) {
+    super(message || denyText(decision), 'EEGRESSDENIED', null);
+    this.decision = decision;
+    this.reason = decision && decision.reason !== undefined ? decision.reason : null;
+  }
+}
+
+/** A check that could not be made (DNS down, audit sink failing, ...), or
+ *  nothing vetted to connect to: denied. */
+class EgressUnavailableError extends EgressDeniedError {
+  constructor(decision, message) {
+    const d = decision || {};
+    super(decision, message || `egress enforcement unavailable: ${d.host}:${d.port}: ${d.message}`);
+    this.code = 'EEGRESSUNAVAILABLE';
+  }
+}
+
+for (const C of [EgressError, EgressPolicyError, EgressDeniedError, EgressUnavailableError])
+  Object.defineProperty(C.prototype, 'name', { value: C.name, writable: true, configurable: true });
 
 function errorFor(decision) {
   return decision.outcome === 'enforcement_unavailable'
@@ -171,17 +262,255 @@ function errorFor(decision) {
     : new EgressDeniedError(decision);
 }
 
+/* The addon throws Errors whose code names the library status; give them
+ * their class.  Argument errors (TypeError, RangeError) stay as they are. */
+function libraryError(e) {
+  if (!e || e instanceof EgressError || e instanceof TypeError || e instanceof RangeError) return e;
+  const code = e.code;
+  if (typeof code !== 'string' || !code.startsWith('EGRESS_')) return e;
+  const C = code === 'EGRESS_EPOLICY' || code === 'EGRESS_EIO' ? EgressPolicyError : EgressError;
+  return new C(e.message, code);
+}
+
+function rethrowLibrary(e) {
+  throw libraryError(e);
+}
+
+function closedError() {
+  return new EgressError('the checker is closed', 'EGRESS_CLOSED');
+}
+
+function argError(message) {
+  const e = new TypeError(message);
+  e.code = 'ERR_INVALID_ARG_VALUE';
+  return e;
+}
+
 // ---------------------------------------------------------------------------
-// Argument handling
+// Request context: the decision event's keys
 // ---------------------------------------------------------------------------
 
 const CTX_KEYS = ['method', 'workspaceId', 'agentId', 'machineId', 'runId', 'correlationId'];
+const CTX_INDEX = new Map(CTX_KEYS.map((k, i) => [k, i]));
+const CTX_MAX = 1024; // bytes, as egress_request_set() enforces
+// x-egress-run-id, X-Egress-RunId, ... -> runId (the method is the request's own)
+const HEADER_KEYS = new Map(CTX_KEYS.slice(1).map((k) => [k.toLowerCase(), k]));
 
-function ctxArray(ctx) {
-  if (ctx === undefined || ctx === null) return undefined;
-  if (typeof ctx !== 'object') throw new TypeError('ctx must be an object');
-  return [ctx.method, ctx.workspaceId, ctx.agentId, ctx.machineId, ctx.runId, ctx.correlationId];
+/* Why a context value cannot go into an event, or null. */
+function ctxProblem(v) {
+  if (/[\u0000-\u001f\u007f]/.test(v)) return 'holds control characters';
+  if (!v.isWellFormed()) return 'is not well-formed Unicode (lone surrogate)';
+  if (Buffer.byteLength(v, 'utf8') > CTX_MAX) return `is longer than ${CTX_MAX} bytes`;
+  return null;
 }
+
+function ctxValue(v, key, what) {
+  if (typeof v !== 'string') throw new TypeError(`${what}.${key} must be a string`);
+  const bad = ctxProblem(v);
+  if (bad) throw argError(`${what}.${key} ${bad}`);
+  return v;
+}
+
+/*
+ * Request context from an object with the event's keys: a null-prototype
+ * object of the keys given (null/undefined values are "not given").  An
+ * unknown key is a TypeError, so that a misspelt key is not silently
+ * dropped from the audit record.  withDecision admits `decision` too (the
+ * per-request options of the helpers).
+ */
+function ctxFields(ctx, what, withDecision) {
+  if (ctx === null || typeof ctx !== 'object' || Array.isArray(ctx))
+    throw new TypeError(`${what} must be an object`);
+  let out = null;
+  for (const key of Object.keys(ctx)) {
+    if (!CTX_INDEX.has(key)) {
+      if (withDecision && key === 'decision') continue;
+      throw new TypeError(
+        `unknown request context key ${JSON.stringify(key)} in ${what} (expected one of ${CTX_KEYS.join(', ')}` +
+          `${withDecision ? ', decision' : ''})`);
+    }
+    const v = ctx[key];
+    if (v === undefined || v === null) continue;
+    if (out === null) out = Object.create(null);
+    out[key] = ctxValue(v, key, what);
+  }
+  return out;
+}
+
+/* Layers merged in order, later ones winning; two layers of one request
+ * (headers and the egress option) that disagree are refused. */
+function mergeFields(base, ...strict) {
+  let out = base === null ? null : Object.assign(Object.create(null), base);
+  let seen = null;
+  for (const layer of strict) {
+    if (layer === null) continue;
+    for (const k of Object.keys(layer)) {
+      if (seen !== null && seen[k] !== undefined && seen[k] !== layer[k])
+        throw argError(`two values for request context ${k}: ${JSON.stringify(seen[k])} and ${JSON.stringify(layer[k])}`);
+    }
+    seen = Object.assign(seen || Object.create(null), layer);
+  }
+  if (seen !== null) out = Object.assign(out || Object.create(null), seen);
+  return out;
+}
+
+/*
+ * AsyncLocalStorage: runWithContext(ctx, fn) and checker.withContext(ctx, fn)
+ * give every check made inside fn (directly or by the helpers: fetch,
+ * http.get through the guarded or installed agents) that context.  The
+ * store is a list of layers, innermost last; a layer names a checker or
+ * none (every checker).  A layer may hold a decision for the first request
+ * of the checker (checker.fetch() with egress.decision).
+ */
+const als = new AsyncLocalStorage();
+
+function runLayer(checker, fields, held, fn, args) {
+  if (typeof fn !== 'function') throw new TypeError('fn must be a function');
+  const outer = als.getStore();
+  const layer = { checker, fields, held };
+  const layers = outer === undefined ? [layer] : outer.layers.concat([layer]);
+  return als.run({ layers }, fn, ...args);
+}
+
+/** The context in force for CHECKER here (AsyncLocalStorage), or null. */
+function alsFields(checker) {
+  const st = als.getStore();
+  if (st === undefined) return null;
+  let out = null;
+  for (const l of st.layers) {
+    if (l.fields === null || (l.checker !== null && l.checker !== checker)) continue;
+    out = Object.assign(out || Object.create(null), l.fields);
+  }
+  return out;
+}
+
+/* The held decision of the innermost layer for CHECKER, once. */
+function alsTakeHeld(checker) {
+  const st = als.getStore();
+  if (st === undefined) return undefined;
+  for (let i = st.layers.length - 1; i >= 0; i--) {
+    const h = st.layers[i].held;
+    if (h && st.layers[i].checker === checker && !h.used) {
+      h.used = true;
+      return h.decision;
+    }
+  }
+  return undefined;
+}
+
+/* The array the addon takes: registration defaults, then the context in
+ * force (AsyncLocalStorage), then the call's own; METHOD (the request's
+ * method on the wire) last.  undefined when there is nothing to set. */
+function ctxArray(defaults, ambient, own, method) {
+  if (defaults === null && ambient === null && own === null && method === undefined) return undefined;
+  const a = [undefined, undefined, undefined, undefined, undefined, undefined];
+  for (const layer of [defaults, ambient, own]) {
+    if (layer === null) continue;
+    for (const k in layer) a[CTX_INDEX.get(k)] = layer[k];
+  }
+  if (method !== undefined) a[0] = method;
+  return a;
+}
+
+/*
+ * The request context a MachineRegistrationV1 record gives every check of
+ * its machine: its top-level machineId and workspaceId.  Only a record (one
+ * with executionPolicy, the shape the library reads as one) gives any.
+ * TEXT, when the document came as JSON text, is scanned for a repeated key:
+ * cJSON reads the first and JSON.parse the last, so neither is safe to stamp
+ * on every audit event.
+ */
+function registrationDefaults(doc, text) {
+  if (doc === null || typeof doc !== 'object' || Array.isArray(doc) || !('executionPolicy' in doc)) return null;
+  let out = null;
+  for (const key of ['workspaceId', 'machineId']) {
+    const v = doc[key];
+    if (typeof v !== 'string' || v === '') continue;
+    if (text !== undefined && topLevelKeyCount(text, key) > 1)
+      throw new EgressPolicyError(`${key}: key appears more than once`, 'EGRESS_EPOLICY');
+    const bad = ctxProblem(v);
+    if (bad) throw new EgressPolicyError(`${key} ${bad} (used as the request context of every check)`, 'EGRESS_EPOLICY');
+    if (out === null) out = Object.create(null);
+    out[key] = v;
+  }
+  return out;
+}
+
+function parseOrNull(text) {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}
+
+function defaultsOfText(text) {
+  return registrationDefaults(parseOrNull(text), text);
+}
+
+/* How often KEY is a member name of the top-level object of valid JSON TEXT. */
+function topLevelKeyCount(text, key) {
+  let depth = 0;
+  let n = 0;
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      let j = i + 1;
+      while (j < text.length && text[j] !== '"') j += text[j] === '\\' ? 2 : 1;
+      if (depth === 1 && expectKey) {
+        if (parseOrNull(text.slice(i, j + 1)) === key) n++;
+        expectKey = false;
+      }
+      i = j;
+    } else if (c === '{' || c === '[') {
+      depth++;
+      expectKey = depth === 1 && c === '{';
+    } else if (c === '}' || c === ']') {
+      depth--;
+    } else if (c === ',' && depth === 1) {
+      expectKey = true;
+    }
+  }
+  return n;
+}
+
+function sameDefaults(a, b) {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+function readOrNull(file) {
+  try {
+    return fs.readFileSync(file);
+  } catch {
+    return null;
+  }
+}
+
+const FILE_TRIES = 5;
+
+/*
+ * Run ACTION (a library call that reads FILE itself) with the registration
+ * defaults of the same bytes: the library reads the file for the policy, this
+ * reads it for the machine's context; reading it before and after makes both
+ * come from one version of a file being replaced (a ConfigMap swap).  The
+ * defaults are taken before ACTION, so a record they refuse changes nothing.
+ */
+function fromStableFile(file, action, undo) {
+  for (let i = 0; i < FILE_TRIES; i++) {
+    const before = readOrNull(file);
+    const defaults = before === null ? null : defaultsOfText(before.toString('utf8'));
+    const result = action();
+    const after = readOrNull(file);
+    if (before === null ? after === null : after !== null && before.equals(after)) return { result, defaults };
+    if (undo) undo(result);
+  }
+  throw new EgressPolicyError(`${file}: the file changed while it was read, ${FILE_TRIES} times`, 'EGRESS_EIO');
+}
+
+// ---------------------------------------------------------------------------
+// Argument handling
+// ---------------------------------------------------------------------------
 
 function checkHostPort(host, port) {
   if (typeof host !== 'string') throw new TypeError('host must be a string');
@@ -265,7 +594,11 @@ const COUNTER_NAMES = [
 // ---------------------------------------------------------------------------
 
 function looksLikeIp(host) {
-  return net.isIP(host.length > 1 && host[0] === '[' && host[host.length - 1] === ']' ? host.slice(1, -1) : host) !== 0;
+  return net.isIP(bareHost(host)) !== 0;
+}
+
+function bareHost(host) {
+  return host.length > 1 && host[0] === '[' && host[host.length - 1] === ']' ? host.slice(1, -1) : host;
 }
 
 function wantFamily(options) {
@@ -276,6 +609,8 @@ function wantFamily(options) {
   if (f === 'IPv6') return 6;
   return f === 4 || f === 6 ? f : 0;
 }
+
+const kRetire = Symbol('egress.retire');
 
 class Checker {
   /**
@@ -305,10 +640,28 @@ class Checker {
         }
       };
     }
-    this._h = n.create(o, onEvent);
-    this._policyFile = o.policyFile;
+    const create = () => {
+      try {
+        return n.create(o, onEvent);
+      } catch (e) {
+        throw libraryError(e);
+      }
+    };
     this._closed = false;
+    this._generation = 0;
+    this._guards = new Set(); // WeakRefs of the agents and dispatchers to retire on a swap
+    this._dispatcher = null;
+    this._policyFile = o.policyFile;
     this.mode = o.monitor ? 'monitor' : 'enforce';
+    if (o.policyFile !== undefined) {
+      const r = fromStableFile(o.policyFile, create, (h) => n.close(h));
+      this._h = r.result;
+      this._defaults = r.defaults;
+    } else {
+      this._defaults =
+        typeof options.policy === 'string' ? defaultsOfText(options.policy) : registrationDefaults(options.policy);
+      this._h = create();
+    }
   }
 
   /**
@@ -326,11 +679,13 @@ class Checker {
   }
 
   _live() {
-    if (this._closed) {
-      const err = new Error('the checker is closed');
-      err.code = 'EGRESS_CLOSED';
-      throw err;
-    }
+    if (this._closed) throw closedError();
+  }
+
+  /** The context every check gets unless it gives its own: machineId and
+   *  workspaceId of a MachineRegistrationV1 policy document. */
+  get defaultContext() {
+    return Object.assign({}, this._defaults);
   }
 
   /** Check HOST:PORT off the event loop (libuv thread pool). */
@@ -338,9 +693,10 @@ class Checker {
     try {
       this._live();
       checkHostPort(host, port);
-      return native.checkAsync(this._h, host, port, ctxArray(ctx), undefined);
+      const a = ctxArray(this._defaults, alsFields(this), ctxOf(ctx), undefined);
+      return native.checkAsync(this._h, host, port, a, undefined).then(undefined, rethrowLibrary);
     } catch (e) {
-      return Promise.reject(e);
+      return Promise.reject(libraryError(e));
     }
   }
 
@@ -349,7 +705,8 @@ class Checker {
   checkSync(host, port, ctx) {
     this._live();
     checkHostPort(host, port);
-    return buildDecision(native.checkSync(this._h, host, port, ctxArray(ctx)));
+    const a = ctxArray(this._defaults, alsFields(this), ctxOf(ctx), undefined);
+    return sealMethod(buildDecision(native.checkSync(this._h, host, port, a)), a);
   }
 
   /** Check an http(s) URL off the event loop. */
@@ -357,9 +714,10 @@ class Checker {
     try {
       this._live();
       if (typeof url !== 'string') throw new TypeError('url must be a string');
-      return native.checkAsync(this._h, null, 0, ctxArray(ctx), url);
+      const a = ctxArray(this._defaults, alsFields(this), ctxOf(ctx), undefined);
+      return native.checkAsync(this._h, null, 0, a, url).then(undefined, rethrowLibrary);
     } catch (e) {
-      return Promise.reject(e);
+      return Promise.reject(libraryError(e));
     }
   }
 
@@ -367,16 +725,43 @@ class Checker {
   checkUrlSync(url, ctx) {
     this._live();
     if (typeof url !== 'string') throw new TypeError('url must be a string');
-    return buildDecision(native.checkUrlSync(this._h, url, ctxArray(ctx)));
+    const a = ctxArray(this._defaults, alsFields(this), ctxOf(ctx), undefined);
+    return sealMethod(buildDecision(native.checkUrlSync(this._h, url, a)), a);
   }
 
-  /** Replace the policy (JSON text or object); throws and keeps the old one
-   *  when it is invalid. */
+  /* The helpers' check of one request: the context captured when the
+   * request was made (AMBIENT), its own (OWN) and its method. */
+  _checkRequest(url, host, port, ambient, own, method) {
+    try {
+      this._live();
+      const a = ctxArray(this._defaults, ambient, own, method);
+      const p = url !== null ? native.checkAsync(this._h, null, 0, a, url) : native.checkAsync(this._h, host, port, a, undefined);
+      return p.then(undefined, rethrowLibrary);
+    } catch (e) {
+      return Promise.reject(libraryError(e));
+    }
+  }
+
+  /** Run fn(...args) with request context for every check of this checker
+   *  made inside it, directly or by the helpers (AsyncLocalStorage). */
+  withContext(ctx, fn, ...args) {
+    return runLayer(this, ctx === undefined || ctx === null ? null : ctxFields(ctx, 'ctx', false), null, fn, args);
+  }
+
+  /** Replace the policy (JSON text or object); throws EgressPolicyError and
+   *  keeps the old one when it is invalid.  Retires pooled connections. */
   setPolicy(policy) {
     this._live();
     const text = typeof policy === 'string' ? policy : JSON.stringify(policy);
     if (typeof text !== 'string') throw new TypeError('policy must be JSON text or an object');
-    native.setPolicy(this._h, text);
+    const defaults = typeof policy === 'string' ? defaultsOfText(text) : registrationDefaults(policy);
+    try {
+      native.setPolicy(this._h, text);
+    } catch (e) {
+      throw libraryError(e);
+    }
+    this._defaults = defaults;
+    this._retireAll();
   }
 
   /** Reload the policy file (the constructor's policyFile by default). */
@@ -384,7 +769,35 @@ class Checker {
     this._live();
     const p = file === undefined ? this._policyFile : file;
     if (typeof p !== 'string') throw new TypeError('reloadFile needs a path (no policyFile was given)');
-    return { changed: native.reloadFile(this._h, p) };
+    let swapped = false;
+    const { defaults } = fromStableFile(p, () => {
+      try {
+        swapped = native.reloadFile(this._h, p) || swapped;
+      } catch (e) {
+        throw libraryError(e);
+      }
+    });
+    const changed = swapped || !sameDefaults(defaults, this._defaults);
+    this._defaults = defaults;
+    if (swapped) this._retireAll();
+    return { changed };
+  }
+
+  /* A new policy: connections opened under the old one are closed when
+   * idle and never reused (each request is checked anyway). */
+  _retireAll() {
+    this._generation++;
+    for (const ref of this._guards) {
+      const g = ref.deref();
+      if (g === undefined) this._guards.delete(ref);
+      else g[kRetire]();
+    }
+  }
+
+  _register(guard) {
+    const ref = new WeakRef(guard);
+    this._guards.add(ref);
+    return ref;
   }
 
   /** The policy in force: digest and rule texts. */
@@ -422,11 +835,17 @@ class Checker {
   }
 
   /** Release the checker.  Idempotent.  Checks in flight finish first; later
-   *  calls throw (promises reject) with code EGRESS_CLOSED. */
+   *  calls throw (promises reject) with code EGRESS_CLOSED.  Idle pooled
+   *  connections of its helpers are closed. */
   close() {
     if (this._closed) return;
     this._closed = true;
     native.close(this._h);
+    this._retireAll();
+    if (this._dispatcher !== null) {
+      this._dispatcher.close().catch(() => {});
+      this._dispatcher = null;
+    }
   }
 
   get closed() {
@@ -458,14 +877,14 @@ class Checker {
   }
 
   /**
-   * net.connect(options[, connectListener]) that connects only where the
-   * policy allows: an IP literal is checked before the socket is made, a
-   * name through the vetted lookup bound to options.port, and options that
-   * connect elsewhere (path, lookup, localAddress, ...) are refused.  A
-   * refusal is reported as the socket's 'error' (EgressDeniedError).  For
-   * TLS: tls.connect({ socket: checker.connect({host, port}), servername }).
+   * connect(decision[, options][, listener]): connect to the addresses a
+   * check vetted, tried in order, with no second check and no lookup (TLS
+   * with options.tls).  connect(options[, listener]): net.connect that
+   * checks first (IP literals before the socket is made, names through the
+   * vetted lookup bound to options.port); a refusal is the socket's 'error'.
    */
-  connect(options, connectListener) {
+  connect(options, connectListener, listener) {
+    if (isDecisionArg(options)) return connectDecision(options, connectListener, listener);
     if (!options || typeof options !== 'object') throw new TypeError('connect(options): options must be an object');
     const g = guardConnection(this, options, undefined);
     if (g.error) {
@@ -476,64 +895,68 @@ class Checker {
     return net.connect(g.options, connectListener);
   }
 
-  /** An http.Agent that connects only where the policy allows. */
+  /** An http.Agent that checks every request it carries (see README). */
   httpAgent(options) {
-    return guardAgent(this, new http.Agent(options), 80);
+    return new EgressHttpAgent(options, this);
   }
 
-  /** An https.Agent that connects only where the policy allows. */
+  /** An https.Agent that checks every request it carries. */
   httpsAgent(options) {
-    return guardAgent(this, new https.Agent(options), 443);
+    return new EgressHttpsAgent(options, this);
   }
 
   /**
-   * An undici Agent (a fetch dispatcher) that connects only where the
-   * policy allows.  Needs the `undici` package.
+   * An undici Dispatcher (for fetch({dispatcher}) and undici.request) that
+   * checks every request it is given.  Uses the undici package when it is
+   * installed, else the undici inside Node's own fetch.
    */
   undiciDispatcher(options) {
-    let undici;
-    try {
-      undici = require('undici');
-    } catch (e) {
-      const err = new Error('undiciDispatcher() needs the undici package (npm install undici)');
-      err.code = 'EGRESS_NO_UNDICI';
-      throw err;
-    }
-    const self = this;
-    const opts = Object.assign({}, options);
-    if (typeof opts.connect === 'function')
-      throw new TypeError('undiciDispatcher: a connect function of your own would connect without the check; pass connect options');
-    if (opts.factory !== undefined)
-      throw new TypeError('undiciDispatcher: a factory of your own would make clients that connect without the check');
-    const connectOpts = Object.assign({}, opts.connect);
-    // undici ignores an Agent-level socketPath once connect is a function;
-    // refusing it says so instead of quietly connecting over TCP.
-    const fixed = Object.assign({}, connectOpts);
-    if (opts.socketPath !== undefined && opts.socketPath !== null) fixed.socketPath = opts.socketPath;
-    const byPort = new Map();
-    function connector(port) {
-      let c = byPort.get(port);
-      if (!c) {
-        c = undici.buildConnector(Object.assign({}, connectOpts, { lookup: self.lookupFor(port) }));
-        byPort.set(port, c);
-      }
-      return c;
-    }
-    opts.connect = function egressConnect(o, callback) {
-      const port = portOf(o.port, o.protocol === 'https:' ? 443 : 80);
-      // buildConnector spreads the connect options into net/tls.connect and
-      // adds these two per connection (httpSocket becomes tls's socket).
-      const seen = Object.assign({}, fixed, { localAddress: o.localAddress, socket: o.httpSocket });
-      const bad = uncheckedOption(seen);
-      const g = bad ? { error: refuseUnchecked(self, bad, seen[bad], port) } : decideTarget(self, o.hostname, port);
-      if (g.error) {
-        process.nextTick(callback, g.error, null);
-        return undefined;
-      }
-      return connector(port)(Object.assign({}, o, { port }), callback);
-    };
-    return new undici.Agent(opts);
+    const U = undiciClasses();
+    return new (dispatcherClass(U))(this, options, U);
   }
+
+  /**
+   * fetch() through this checker: the global fetch with a dispatcher of
+   * this checker's.  init.egress holds request context (the event's keys)
+   * and optionally a decision already made for this request.
+   */
+  fetch(input, init) {
+    try {
+      this._live();
+      const o = init === undefined || init === null ? {} : init;
+      if (typeof o !== 'object') throw new TypeError('init must be an object');
+      const { egress: eg, dispatcher, ...rest } = o;
+      if (dispatcher !== undefined && !(dispatcher && dispatcher[kDispatcherChecker] === this))
+        throw new TypeError('checker.fetch() uses its own dispatcher: pass no dispatcher, or one of this checker\'s');
+      const fields = eg === undefined || eg === null ? null : ctxFields(eg, 'egress', true);
+      let held = null;
+      if (eg && eg.decision !== undefined && eg.decision !== null) held = { decision: genuine(eg.decision), used: false };
+      const d = dispatcher || this._sharedDispatcher();
+      return runLayer(this, fields, held, () => globalThis.fetch(input, Object.assign(rest, { dispatcher: d })), []);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  _sharedDispatcher() {
+    if (this._dispatcher === null) this._dispatcher = this.undiciDispatcher();
+    return this._dispatcher;
+  }
+}
+
+function ctxOf(ctx) {
+  if (ctx === undefined || ctx === null) return null;
+  return ctxFields(ctx, 'ctx', false);
+}
+
+/* A decision made on this thread without an event knows its method from the
+ * context it was checked with. */
+function sealMethod(d, a) {
+  if (a !== undefined && a[0] !== undefined) {
+    const s = SEALS.get(d);
+    if (s.method === null) s.method = a[0];
+  }
+  return d;
 }
 
 function deliver(d, hostname, all, family, options, callback) {
@@ -568,7 +991,181 @@ function deliver(d, hostname, all, family, options, callback) {
 }
 
 // ---------------------------------------------------------------------------
-// Guards: what the agents, the dispatcher and connect() connect to
+// Held decisions: connecting with what a check vetted
+// ---------------------------------------------------------------------------
+
+function isDecisionArg(x) {
+  return x !== null && typeof x === 'object' && (SEALS.has(x) || ('verdict' in x && 'addresses' in x));
+}
+
+function genuine(decision) {
+  if (decision === null || typeof decision !== 'object' || !SEALS.has(decision))
+    throw argError('this decision was not made by a check (only addresses a check vetted are connected to; ' +
+      'a decision built or copied by hand is refused)');
+  return decision;
+}
+
+/*
+ * Where a decision lets a connection go: the vetted addresses in answer
+ * order; in monitor mode, when none passed, the addresses the check saw, or
+ * (a name outside the policy, never resolved by the check) the ordinary
+ * resolver.  key names the set, for pooling: a pooled connection serves only
+ * a request whose own decision vetted the addresses of its pool.
+ */
+function targetOf(decision) {
+  const s = SEALS.get(decision);
+  if (s.target !== null) return s.target;
+  let addrs = s.allowed;
+  let dns = false;
+  if (addrs.length === 0 && s.mode === 'monitor' && s.verdict === 'allow') {
+    addrs = s.seen;
+    dns = addrs.length === 0;
+  }
+  if (addrs.length === 0 && !dns)
+    throw new EgressUnavailableError(decision, `egress: no vetted address to connect to for ${s.host}:${s.port}`);
+  const host = s.host !== null ? s.host : '';
+  s.target = {
+    addrs,
+    dns,
+    key: dns ? 'dns' : addrs.map((a) => a.address).sort().join(','),
+    literal: net.isIP(host) !== 0 ? host : null,
+    host,
+    port: s.port,
+  };
+  return s.target;
+}
+
+/* A dns.lookup that answers with ADDRS (the vetted addresses), asking no one. */
+function fixedLookup(addrs) {
+  return function egressVettedLookup(hostname, options, callback) {
+    if (typeof options === 'function') {
+      callback = options;
+      options = {};
+    }
+    const family = wantFamily(options);
+    const list = family ? addrs.filter((a) => a.family === family) : addrs;
+    if (list.length === 0) {
+      const err = new Error(`getaddrinfo ENOTFOUND ${hostname} (no vetted IPv${family} address)`);
+      err.code = 'ENOTFOUND';
+      err.hostname = hostname;
+      process.nextTick(callback, err);
+    } else if (options && options.all) {
+      process.nextTick(callback, null, list.map((a) => ({ address: a.address, family: a.family })));
+    } else {
+      process.nextTick(callback, null, list[0].address, list[0].family);
+    }
+  };
+}
+
+/* Connection options that reach exactly TARGET: the vetted addresses through
+ * the fixed lookup, tried in order (autoSelectFamily), a literal as itself. */
+function pinned(options, target) {
+  const o = Object.assign({}, options);
+  if (target.literal !== null) o.host = target.literal;
+  if (!target.dns) {
+    o.lookup = fixedLookup(target.addrs);
+    if (target.addrs.length > 1 && o.autoSelectFamily === undefined) o.autoSelectFamily = true;
+  }
+  return o;
+}
+
+function normHost(host) {
+  if (typeof host !== 'string') return null;
+  let h = bareHost(host).toLowerCase();
+  if (h.endsWith('.')) h = h.slice(0, -1);
+  if (net.isIPv6(h)) {
+    try {
+      return new URL(`http://[${h}]/`).hostname.slice(1, -1);
+    } catch {
+      return h;
+    }
+  }
+  // eslint-disable-next-line no-control-regex
+  if (/[^\x00-\x7f]/.test(h)) h = domainToASCII(h) || h;
+  return h;
+}
+
+const DEFAULT_PORTS = { 'http:': 80, 'https:': 443 };
+
+/* origin, path and query of a URL, to compare a request with a URL decision. */
+function targetKey(url) {
+  let u;
+  try {
+    u = new URL(url);
+  } catch {
+    return null;
+  }
+  const port = u.port === '' ? DEFAULT_PORTS[u.protocol] : Number(u.port);
+  return `${u.protocol}//${normHost(u.hostname)}:${port}${u.pathname || '/'}${u.search}`;
+}
+
+/*
+ * A held decision stands in for the check of one request only if it was
+ * made for it: a genuine, allowed decision for its host and port; a URL
+ * decision for the same URL (origin, path, query) and method; a host:port
+ * decision not when the rule that allowed it limits paths (only a URL check
+ * applies those).  Anything else is refused: it would let the request
+ * through unchecked.  REQ: {host, port, url|null, method|undefined}.
+ */
+function heldTarget(decision, req) {
+  genuine(decision);
+  const s = SEALS.get(decision);
+  if (normHost(req.host) !== normHost(s.host) || req.port !== s.port)
+    throw argError(`the decision is for ${s.host}:${s.port}, not ${req.host}:${req.port}`);
+  if (req.url !== undefined) {
+    if (s.url !== null) {
+      const want = targetKey(s.url);
+      if (want === null || req.url === null || want !== targetKey(req.url))
+        throw argError(`the decision is for ${JSON.stringify(s.url)}, not ${JSON.stringify(req.url)}`);
+    } else if (s.rulePaths) {
+      throw argError('the decision, from check(host, port), was allowed by a rule that limits paths: ' +
+        `hold a checkUrl() decision for ${JSON.stringify(req.url)}`);
+    }
+    if (s.method !== null && req.method !== undefined && String(s.method).toUpperCase() !== String(req.method).toUpperCase())
+      throw argError(`the decision is for a ${s.method} request, not ${req.method}`);
+  }
+  if (s.verdict !== 'allow') throw errorFor(decision);
+  return targetOf(decision);
+}
+
+function requestTarget(d) {
+  if (d.verdict !== 'allow') throw errorFor(d);
+  return targetOf(d);
+}
+
+function connectDecision(decision, options, listener) {
+  if (typeof options === 'function') {
+    listener = options;
+    options = undefined;
+  }
+  const o = options === undefined || options === null ? {} : options;
+  if (typeof o !== 'object') throw new TypeError('connect(decision, options): options must be an object');
+  genuine(decision);
+  const s = SEALS.get(decision);
+  if (s.verdict !== 'allow') throw errorFor(decision);
+  const tlsOpts = o.tls && typeof o.tls === 'object' ? o.tls : {};
+  for (const x of [o, tlsOpts]) {
+    const bad = uncheckedOption(x);
+    if (bad) throw argError(`connect(decision): option ${bad} would connect elsewhere than the addresses the decision vetted`);
+  }
+  if ((o.host !== undefined && normHost(o.host) !== normHost(s.host)) || (o.port !== undefined && Number(o.port) !== s.port))
+    throw argError(`connect(decision): the decision is for ${s.host}:${s.port}, not ${o.host}:${o.port}`);
+  const t = targetOf(decision);
+  const base = Object.assign({}, o);
+  delete base.tls;
+  base.host = t.literal !== null ? t.literal : t.host;
+  base.port = t.port;
+  const p = pinned(base, t);
+  if (o.tls) {
+    const opts = Object.assign({}, tlsOpts, p);
+    if (opts.servername === undefined && t.literal === null) opts.servername = t.host;
+    return tls.connect(opts, listener);
+  }
+  return net.connect(p, listener);
+}
+
+// ---------------------------------------------------------------------------
+// What cannot be checked, and connect(options)
 // ---------------------------------------------------------------------------
 
 /*
@@ -658,32 +1255,567 @@ function guardConnection(checker, options, defaultPort) {
   return { options: Object.assign({}, options, { host: g.host, port, lookup: g.lookup }) };
 }
 
+// ---------------------------------------------------------------------------
+// One check per request: what the helpers share
+// ---------------------------------------------------------------------------
+
+function requestError(message, code) {
+  return new EgressError(`egress: ${message}`, code || 'EGRESS_EUNSUPPORTED');
+}
+
+/* A host that goes into a URL as it is (a name or an IP literal); anything
+ * else is checked as host:port, which decides it as it is (invalid_host). */
+function urlSafeHost(host) {
+  if (typeof host !== 'string' || host === '') return false;
+  if (net.isIPv6(bareHost(host))) return true;
+  // eslint-disable-next-line no-control-regex
+  return !/[\u0000-\u0020\u007f/?#@\\:[\]%]/.test(host);
+}
+
+/* The URL a request stands for: ORIGIN plus a request target that is a path
+ * ("*" stands for none).  Absolute-form targets and CONNECT are refused: the
+ * check would name one origin while the request reaches another. */
+function requestUrl(origin, target, method) {
+  if (method === 'CONNECT')
+    throw requestError('a CONNECT tunnel is not checked here: the check would name the proxy, not where the tunnel goes');
+  if (target === '*') return origin;
+  if (typeof target !== 'string' || target[0] !== '/')
+    throw argError(`request target ${JSON.stringify(target)} is not a path on ${origin}`);
+  return origin + target;
+}
+
+function urlOrigin(protocol, host, port) {
+  const h = net.isIPv6(bareHost(host)) ? `[${bareHost(host)}]` : host;
+  return port === DEFAULT_PORTS[protocol] ? `${protocol}//${h}` : `${protocol}//${h}:${port}`;
+}
+
+/* x-egress-run-id: run-42 and the like -> {runId: 'run-42'} */
+function headerField(name, value) {
+  const key = HEADER_KEYS.get(name.slice(9).replace(/-/g, '').toLowerCase());
+  if (key === undefined)
+    throw argError(`unknown request context header ${name} (expected x-egress-workspace-id, x-egress-agent-id, ` +
+      'x-egress-machine-id, x-egress-run-id or x-egress-correlation-id)');
+  if (Array.isArray(value)) {
+    if (value.length !== 1) throw argError(`header ${name} given ${value.length} times`);
+    value = value[0];
+  }
+  if (Buffer.isBuffer(value)) value = value.toString('latin1');
+  return [key, ctxValue(typeof value === 'number' ? String(value) : value, key, `header ${name}:`)];
+}
+
+function isEgressHeader(name) {
+  return typeof name === 'string' && name.length > 9 && name.slice(0, 9).toLowerCase() === 'x-egress-';
+}
+
 /*
- * Wrap an http(s).Agent's createConnection with guardConnection.  The agent
- * hands it the request's options merged with its own, so a socketPath or a
- * lookup given to either is seen here.
+ * undici's headers (an object, a flat [name, value, ...] array, or an
+ * iterable of pairs) without the x-egress-* ones, and the context those
+ * gave.  Headers with none come back as they are.
  */
-function guardAgent(checker, agent, defaultPort) {
-  const base = agent.createConnection;
-  agent.createConnection = function egressCreateConnection(options, oncreate) {
-    if (!options || typeof options !== 'object')
-      throw new TypeError('a guarded agent takes createConnection(options, callback)');
-    const g = guardConnection(checker, options, defaultPort);
-    if (g.error) {
-      if (typeof oncreate !== 'function') throw g.error;
-      process.nextTick(oncreate, g.error);
+function stripHeaders(headers) {
+  if (headers === null || headers === undefined || typeof headers !== 'object') return { headers, fields: null };
+  let fields = null;
+  const add = (name, value) => {
+    const [k, v] = headerField(name, value);
+    if (fields === null) fields = Object.create(null);
+    if (fields[k] !== undefined && fields[k] !== v) throw argError(`two values for header ${name}`);
+    fields[k] = v;
+  };
+  if (Array.isArray(headers)) {
+    if (headers.length > 0 && Array.isArray(headers[0])) {
+      if (!headers.some((p) => isEgressHeader(p[0]))) return { headers, fields: null };
+      const out = [];
+      for (const p of headers) if (isEgressHeader(p[0])) add(p[0], p[1]); else out.push(p);
+      return { headers: out, fields };
+    }
+    let any = false;
+    for (let i = 0; i < headers.length; i += 2) if (isEgressHeader(String(headers[i]))) any = true;
+    if (!any) return { headers, fields: null };
+    const out = [];
+    for (let i = 0; i < headers.length; i += 2) {
+      const name = String(headers[i]);
+      if (isEgressHeader(name)) add(name, headers[i + 1]);
+      else out.push(headers[i], headers[i + 1]);
+    }
+    return { headers: out, fields };
+  }
+  if (typeof headers[Symbol.iterator] === 'function') {
+    const pairs = [...headers];
+    if (!pairs.some((p) => isEgressHeader(p[0]))) return { headers, fields: null };
+    const out = [];
+    for (const p of pairs) if (isEgressHeader(p[0])) add(p[0], p[1]); else out.push(p);
+    return { headers: out, fields };
+  }
+  const names = Object.keys(headers);
+  if (!names.some(isEgressHeader)) return { headers, fields: null };
+  const out = {};
+  for (const name of names) if (isEgressHeader(name)) add(name, headers[name]); else out[name] = headers[name];
+  return { headers: out, fields };
+}
+
+// ---------------------------------------------------------------------------
+// http / https agents
+// ---------------------------------------------------------------------------
+
+const kChecker = Symbol('egress.checker');
+const kContext = Symbol('egress.context');
+const kTarget = Symbol('egress.target');
+const kGeneration = Symbol('egress.generation');
+
+let INSTALLED = null; // what egress.install() put in place
+
+/*
+ * http.Agent / https.Agent with one decision per request.  addRequest()
+ * checks the request (its URL: scheme, host, port, path; its method and
+ * context) before it is given a socket, and hands the agent the request
+ * with the decision's target.  Sockets are pooled by Node's own logic under
+ * a name that includes the vetted addresses, so a free socket is reused
+ * only by a request whose own decision vetted the address it is open to;
+ * createConnection connects only to those addresses (no lookup).  Sockets
+ * opened before a policy swap are closed when idle and never reused.
+ */
+function agentClass(Base, protocol) {
+  const defaultPort = DEFAULT_PORTS[protocol];
+  return class extends Base {
+    constructor(options, checker) {
+      const o = Object.assign({}, options);
+      const context = o.context;
+      delete o.context;
+      super(o);
+      this[kContext] = context === undefined || context === null ? null : ctxFields(context, 'context', false);
+      this[kChecker] = checker || null;
+      this.egressChecker = checker || null;
+      if (checker) checker._register(this);
+    }
+
+    // The checker of this agent; an agent made by Node for `agent: false`
+    // (no checker of its own) uses the one egress.install() put in place.
+    _egressChecker() {
+      if (this[kChecker]) return this[kChecker];
+      const c = INSTALLED && INSTALLED.checker;
+      if (c && !this._egressRegistered) {
+        this._egressRegistered = true;
+        c._register(this);
+      }
+      return c || null;
+    }
+
+    getName(options) {
+      const name = super.getName(options);
+      const t = options && options[kTarget];
+      return t ? `${name}|egress:${t.key}` : name;
+    }
+
+    addRequest(req, options, port, localAddress) {
+      if (typeof options === 'string') options = { host: options, port, localAddress }; // legacy form
+      if (options && options[kTarget]) return super.addRequest(req, options);
+      let plan;
+      try {
+        const checker = this._egressChecker();
+        if (!checker) throw requestError('this agent has no checker (egress.install() is not in force): refused', 'EGRESS_NO_CHECKER');
+        plan = planAgentRequest(this, checker, req, options || {}, defaultPort, protocol);
+      } catch (e) {
+        req.onSocket(null, e);
+        return undefined;
+      }
+      plan.then(
+        (target) => {
+          if (req.destroyed) req.onSocket(null);
+          else super.addRequest(req, Object.assign({}, options, { [kTarget]: target }));
+        },
+        (err) => req.onSocket(null, err));
       return undefined;
     }
-    return base.call(this, g.options, oncreate);
+
+    createConnection(options, oncreate) {
+      const t = options && options[kTarget];
+      if (!t) {
+        const err = requestError('a guarded agent opens connections only for requests it checked', 'EGRESS_UNCHECKED');
+        if (typeof oncreate !== 'function') throw err;
+        process.nextTick(oncreate, err);
+        return undefined;
+      }
+      const socket = super.createConnection(pinned(options, t), oncreate);
+      if (socket) socket[kGeneration] = t.generation;
+      return socket;
+    }
+
+    keepSocketAlive(socket) {
+      const c = this._egressChecker();
+      if (!c || c.closed || socket[kGeneration] !== c._generation) return false;
+      return super.keepSocketAlive(socket);
+    }
+
+    [kRetire]() {
+      for (const name of Object.keys(this.freeSockets)) for (const s of this.freeSockets[name].slice()) s.destroy();
+    }
   };
-  agent.egressChecker = checker;
-  return agent;
+}
+
+const EgressHttpAgent = agentClass(http.Agent, 'http:');
+const EgressHttpsAgent = agentClass(https.Agent, 'https:');
+
+/* x-egress-* headers of a ClientRequest, removed before anything is sent. */
+function takeRequestHeaders(req) {
+  if (req._header) {
+    // Headers given as an array (or with Expect) are rendered at once.
+    if (/\r\nx-egress-/i.test(req._header))
+      throw argError('x-egress-* headers given as an array (or with Expect) are already rendered and cannot be removed: ' +
+        'give the headers as an object, or use the egress request option');
+    return null;
+  }
+  let fields = null;
+  for (const name of req.getHeaderNames()) {
+    if (!isEgressHeader(name)) continue;
+    const [k, v] = headerField(name, req.getHeader(name));
+    if (fields === null) fields = Object.create(null);
+    fields[k] = v;
+    req.removeHeader(name);
+  }
+  return fields;
+}
+
+/* The decision for one request of an agent: {held decision | check}. */
+function planAgentRequest(agent, checker, req, options, defaultPort, protocol) {
+  const eg = options.egress;
+  const own = eg === undefined || eg === null ? null : ctxFields(eg, 'egress', true);
+  const fields = mergeFields(agent[kContext], takeRequestHeaders(req), own);
+  const ambient = alsFields(checker);
+  const method = req.method;
+  const port = portOf(options.port, defaultPort);
+  // What Node's agent merges for its connection: the agent's options win.
+  const merged = Object.assign({}, options, agent.options);
+  const bad = uncheckedOption(merged);
+  if (bad) return Promise.reject(refuseUnchecked(checker, bad, merged[bad], port));
+  const host = options.host || options.hostname || 'localhost';
+  const url = urlSafeHost(host) && validPort(port) ? requestUrl(urlOrigin(protocol, host, port), req.path, method) : null;
+  const generation = checker._generation;
+  const withGen = (t) => Object.assign({}, t, { generation });
+  if (eg && eg.decision !== undefined && eg.decision !== null)
+    return Promise.resolve(withGen(heldTarget(eg.decision, { host, port, url, method })));
+  return checker._checkRequest(url, host, port, ambient, fields, method).then((d) => withGen(requestTarget(d)));
+}
+
+// ---------------------------------------------------------------------------
+// undici dispatcher
+// ---------------------------------------------------------------------------
+
+const GLOBAL_DISPATCHER = Symbol.for('undici.globalDispatcher.1');
+const kDispatcherChecker = Symbol('egress.dispatcherChecker');
+
+let UNDICI = null;
+let NODE_DISPATCHER = null; // Node's own global dispatcher, as first seen
+let forceNodeUndici = false;
+
+/* The global dispatcher of Node's fetch before anyone (egress.install())
+ * replaced it.  Reading Headers loads Node's bundled undici, which sets it. */
+function nodeDispatcher() {
+  if (NODE_DISPATCHER === null) {
+    void globalThis.Headers;
+    const g = globalThis[GLOBAL_DISPATCHER];
+    if (g && !(INSTALLED && g === INSTALLED.dispatcher)) NODE_DISPATCHER = g;
+  }
+  return NODE_DISPATCHER;
+}
+
+/*
+ * The undici classes the dispatcher is built from: the undici package when
+ * installed, else the undici inside Node's fetch (its Agent class, from
+ * Node's global dispatcher), so that install() guards fetch without it.
+ */
+function undiciClasses() {
+  if (UNDICI !== null && !(forceNodeUndici && UNDICI.source === 'package')) return UNDICI;
+  if (!forceNodeUndici) {
+    try {
+      const u = require('undici');
+      UNDICI = { Agent: u.Agent, Dispatcher: u.Dispatcher, RedirectHandler: u.RedirectHandler, source: 'package' };
+      return UNDICI;
+    } catch {
+      // fall through to Node's own
+    }
+  }
+  const g = nodeDispatcher();
+  const Agent = g && g.constructor;
+  if (typeof Agent !== 'function' || typeof Agent.prototype.dispatch !== 'function')
+    throw requestError('an undici dispatcher needs the undici package (npm install undici) or Node\'s built-in fetch',
+      'EGRESS_NO_UNDICI');
+  let D = Agent;
+  while (D && D.name !== 'Dispatcher') D = Object.getPrototypeOf(D);
+  UNDICI = { Agent, Dispatcher: D || EventEmitter, RedirectHandler: null, source: 'node' };
+  return UNDICI;
+}
+
+function closedDispatcherError() {
+  const e = new Error('The client is destroyed');
+  e.name = 'ClientClosedError';
+  e.code = 'UND_ERR_CLOSED';
+  return e;
+}
+
+/* undici's `query` request option, serialized into the path that is both
+ * checked and sent. */
+function withQuery(path, query) {
+  if (query === undefined || query === null) return path;
+  if (typeof query !== 'object') throw argError('query must be an object');
+  const sp = new URLSearchParams();
+  for (const [k, v] of Object.entries(query)) {
+    if (Array.isArray(v)) for (const x of v) sp.append(k, String(x));
+    else if (v !== undefined) sp.append(k, String(v));
+  }
+  const q = sp.toString();
+  return q === '' ? path : `${path}${path.includes('?') ? '&' : '?'}${q}`;
+}
+
+/*
+ * A Dispatcher that checks every request it is given (dispatch(opts,
+ * handler)): its URL (origin + path), method and context, before it is
+ * given a connection.  Allowed requests go to an inner undici Agent per
+ * (origin, vetted addresses) whose connections reach only those addresses,
+ * so a pooled connection serves only requests whose own decision vetted the
+ * address it is open to.  A policy swap closes the inner agents (requests in
+ * flight finish; idle connections close; the next request opens anew).
+ */
+function dispatcherClass(U) {
+  if (U.Class) return U.Class;
+  class EgressDispatcher extends U.Dispatcher {
+    constructor(checker, options, classes) {
+      super();
+      const opts = Object.assign({}, options);
+      if (typeof opts.connect === 'function')
+        throw new TypeError('undiciDispatcher: a connect function of your own would connect without the check; pass connect options');
+      if (opts.factory !== undefined)
+        throw new TypeError('undiciDispatcher: a factory of your own would make clients that connect without the check');
+      this[kDispatcherChecker] = checker;
+      this._U = classes;
+      this._held = opts.decision === undefined || opts.decision === null ? null : { decision: genuine(opts.decision), used: false };
+      this._context = opts.context === undefined || opts.context === null ? null : ctxFields(opts.context, 'context', false);
+      this._maxRedirections = opts.maxRedirections || 0;
+      this._connect = Object.assign({}, opts.connect);
+      // What each connection would see (undici spreads connect options into
+      // net/tls.connect, and adds the Agent's localAddress).
+      this._seen = Object.assign({}, this._connect);
+      if (opts.socketPath !== undefined && opts.socketPath !== null) this._seen.socketPath = opts.socketPath;
+      if (opts.localAddress !== undefined && opts.localAddress !== null) this._seen.localAddress = opts.localAddress;
+      for (const k of ['decision', 'context', 'maxRedirections', 'connect', 'socketPath', 'localAddress']) delete opts[k];
+      this._inner = opts;
+      this._agents = new Map();
+      this._closed = false;
+      checker._register(this);
+    }
+
+    get closed() {
+      return this._closed;
+    }
+
+    dispatch(opts, handler) {
+      if (this._closed) {
+        const e = closedDispatcherError();
+        queueMicrotask(() => handler.onError(e));
+        return false;
+      }
+      const ambient = alsFields(this[kDispatcherChecker]);
+      const max = opts.maxRedirections !== undefined && opts.maxRedirections !== null ? opts.maxRedirections : this._maxRedirections;
+      if (max) {
+        if (!this._U.RedirectHandler) {
+          queueMicrotask(() => handler.onError(requestError('maxRedirections needs the undici package')));
+          return true;
+        }
+        // Every hop is a request of its own: checked anew, with the context
+        // of the first (never its held decision).
+        const hop = (o, h) => {
+          this._dispatchOne(o, h, ambient, false);
+          return true;
+        };
+        let rh;
+        try {
+          rh = new this._U.RedirectHandler(hop, max, opts, handler);
+        } catch (e) {
+          queueMicrotask(() => handler.onError(e));
+          return true;
+        }
+        this._dispatchOne(opts, rh, ambient, true);
+        return true;
+      }
+      this._dispatchOne(opts, handler, ambient, true);
+      return true;
+    }
+
+    _dispatchOne(opts, handler, ambient, first) {
+      let plan;
+      try {
+        plan = this._plan(opts, ambient, first);
+      } catch (e) {
+        queueMicrotask(() => handler.onError(e));
+        return;
+      }
+      plan.target.then(
+        (target) => {
+          if (this._closed) throw closedDispatcherError();
+          this._agentFor(plan.origin, target).dispatch(plan.opts, handler);
+        }).then(undefined, (e) => handler.onError(e));
+    }
+
+    _plan(opts, ambient, first) {
+      const checker = this[kDispatcherChecker];
+      const u = opts.origin instanceof URL ? opts.origin : new URL(String(opts.origin));
+      if (u.protocol !== 'http:' && u.protocol !== 'https:') throw argError(`origin ${u.origin} is not http or https`);
+      const method = opts.method;
+      const path = withQuery(opts.path, opts.query);
+      const url = requestUrl(urlOrigin(u.protocol, u.hostname, u.port === '' ? DEFAULT_PORTS[u.protocol] : Number(u.port)), path, method);
+      const port = u.port === '' ? DEFAULT_PORTS[u.protocol] : Number(u.port);
+      const eg = opts.egress;
+      const own = eg === undefined || eg === null ? null : ctxFields(eg, 'egress', true);
+      const { headers, fields: hdr } = stripHeaders(opts.headers);
+      const fields = mergeFields(this._context, hdr, own);
+      const sent = Object.assign({}, opts, { headers, path, maxRedirections: 0 });
+      delete sent.egress;
+      delete sent.query;
+      const origin = u.origin;
+      const bad = uncheckedOption(this._seen);
+      if (bad) return { origin, opts: sent, target: Promise.reject(refuseUnchecked(checker, bad, this._seen[bad], port)) };
+      let held;
+      if (first) {
+        if (eg && eg.decision !== undefined && eg.decision !== null) held = eg.decision;
+        else if (this._held !== null && !this._held.used) {
+          this._held.used = true;
+          held = this._held.decision;
+        } else held = alsTakeHeld(checker);
+      }
+      if (held !== undefined)
+        return { origin, opts: sent, target: Promise.resolve(heldTarget(held, { host: u.hostname, port, url, method })) };
+      return { origin, opts: sent, target: checker._checkRequest(url, null, 0, ambient, fields, method).then(requestTarget) };
+    }
+
+    _agentFor(origin, target) {
+      const key = `${origin}|${target.key}`;
+      let e = this._agents.get(key);
+      if (e === undefined) {
+        const agent = new this._U.Agent(Object.assign({}, this._inner, { connect: pinned(this._connect, target) }));
+        e = { agent, connected: 0 };
+        const entry = e;
+        agent.on('connect', (o, t) => {
+          entry.connected++;
+          this.emit('connect', o, [this, ...t]);
+        });
+        agent.on('disconnect', (o, t, err) => {
+          entry.connected--;
+          this.emit('disconnect', o, [this, ...t], err);
+          // Nothing open any more: forget it (requests queued on it finish).
+          if (entry.connected <= 0 && this._agents.get(key) === entry) {
+            this._agents.delete(key);
+            agent.close().catch(() => {});
+          }
+        });
+        agent.on('connectionError', (o, t, err) => this.emit('connectionError', o, [this, ...t], err));
+        this._agents.set(key, e);
+      }
+      return e.agent;
+    }
+
+    [kRetire]() {
+      const agents = [...this._agents.values()];
+      this._agents.clear();
+      return Promise.all(agents.map((e) => e.agent.close().catch(() => {})));
+    }
+
+    close(callback) {
+      this._closed = true;
+      const p = this[kRetire]().then(() => undefined);
+      if (typeof callback === 'function') {
+        p.then(() => callback(null), callback);
+        return undefined;
+      }
+      return p;
+    }
+
+    destroy(err, callback) {
+      if (typeof err === 'function') {
+        callback = err;
+        err = null;
+      }
+      this._closed = true;
+      const agents = [...this._agents.values()];
+      this._agents.clear();
+      const p = Promise.all(agents.map((e) => e.agent.destroy(err || null).catch(() => {}))).then(() => undefined);
+      if (typeof callback === 'function') {
+        p.then(() => callback(null), callback);
+        return undefined;
+      }
+      return p;
+    }
+  }
+  U.Class = EgressDispatcher;
+  return EgressDispatcher;
+}
+
+// ---------------------------------------------------------------------------
+// install(): Node's default agents and fetch's global dispatcher
+// ---------------------------------------------------------------------------
+
+function setGlobalDispatcher(value) {
+  if (Object.prototype.hasOwnProperty.call(globalThis, GLOBAL_DISPATCHER)) globalThis[GLOBAL_DISPATCHER] = value;
+  else Object.defineProperty(globalThis, GLOBAL_DISPATCHER, { value, writable: true, enumerable: false, configurable: false });
+}
+
+/**
+ * Route Node's default HTTP clients through CHECKER: http.globalAgent,
+ * https.globalAgent (http.get, https.request ... without an agent of their
+ * own, and `agent: false`) and the global dispatcher of fetch (Node's
+ * built-in fetch, undici's fetch and request).  Returns uninstall(), which
+ * puts back what was there (where nothing else replaced it since) and
+ * closes the installed helpers' connections.  Installing the same checker
+ * again returns the same uninstall(); another checker is refused while one
+ * is installed (code EGRESS_INSTALLED).
+ */
+function install(checker) {
+  if (!(checker instanceof Checker)) throw new TypeError('install(checker): a Checker is required');
+  if (INSTALLED !== null) {
+    if (INSTALLED.checker === checker) return INSTALLED.uninstall;
+    throw new EgressError('egress.install: another checker is installed; call its uninstall() first', 'EGRESS_INSTALLED');
+  }
+  checker._live();
+  const prevDispatcher = nodeDispatcher() !== null ? globalThis[GLOBAL_DISPATCHER] : undefined;
+  const dispatcher = checker.undiciDispatcher();
+  const agentOptions = { keepAlive: true, scheduling: 'lifo', timeout: 5000 }; // Node's global agents'
+  const httpAgent = new EgressHttpAgent(agentOptions, checker);
+  const httpsAgent = new EgressHttpsAgent(agentOptions, checker);
+  const state = {
+    checker,
+    dispatcher,
+    prev: { http: http.globalAgent, https: https.globalAgent, dispatcher: prevDispatcher },
+    uninstall: null,
+  };
+  state.uninstall = function uninstall() {
+    if (INSTALLED !== state) return;
+    INSTALLED = null;
+    if (http.globalAgent === httpAgent) http.globalAgent = state.prev.http;
+    if (https.globalAgent === httpsAgent) https.globalAgent = state.prev.https;
+    if (globalThis[GLOBAL_DISPATCHER] === dispatcher) setGlobalDispatcher(state.prev.dispatcher);
+    httpAgent.destroy();
+    httpsAgent.destroy();
+    dispatcher.close().catch(() => {});
+  };
+  INSTALLED = state;
+  http.globalAgent = httpAgent;
+  https.globalAgent = httpsAgent;
+  setGlobalDispatcher(dispatcher);
+  return state.uninstall;
+}
+
+/** Run fn(...args) with request context for every check of every checker
+ *  made inside it (AsyncLocalStorage). */
+function runWithContext(ctx, fn, ...args) {
+  return runLayer(null, ctx === undefined || ctx === null ? null : ctxFields(ctx, 'ctx', false), null, fn, args);
 }
 
 module.exports = {
   Checker,
+  EgressError,
+  EgressPolicyError,
   EgressDeniedError,
   EgressUnavailableError,
+  install,
+  runWithContext,
   load,
   get addonPath() {
     return loadedFrom;
@@ -710,6 +1842,16 @@ Object.defineProperty(module.exports, '_poisonStringMemo', {
       MEMO_FIELDS[i] = stale;
       MEMO_TAGS[i] = -1;
     }
+  },
+  enumerable: false,
+});
+
+// For the tests only: build dispatchers from the undici inside Node's fetch,
+// as without the undici package.
+Object.defineProperty(module.exports, '_useNodeUndici', {
+  value(on) {
+    forceNodeUndici = on !== false;
+    UNDICI = null;
   },
   enumerable: false,
 });

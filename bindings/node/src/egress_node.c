@@ -17,6 +17,12 @@
  * With an onEvent callback the state itself lives until the thread-safe
  * function has drained its queue (its finalizer frees it), because queued
  * events name it.
+ *
+ * Event order: the event of an async check (check(), checkUrl()) is held by
+ * its work and handed to onEvent on the JS thread just before the promise
+ * settles, so a caller awaiting the decision finds its event delivered.
+ * Only checks made on the JS thread (checkSync, checkUrlSync) go through the
+ * thread-safe function's queue.
  */
 #include <node_api.h>
 
@@ -112,6 +118,7 @@ typedef struct nchecker {
   bool closed;                   /* close() called or handle collected */
   bool handle_alive;             /* the JS external still points here */
   napi_threadsafe_function tsfn; /* onEvent, or NULL once finalized */
+  napi_ref on_event;             /* onEvent for async checks' events */
   bool tsfn_reffed;
   atomic_uint pending;           /* events queued and not yet delivered */
 } nchecker_t;
@@ -126,7 +133,14 @@ typedef struct work {
   egress_request_t *req;
   egress_decision_t *d;
   egress_status_t st;
+  char *event;   /* the check's event JSON, delivered before the promise settles */
+  size_t event_len;
+  bool event_seen;
 } work_t;
+
+/* The async check running on this thread pool thread, if any: its event is
+ * kept with the work instead of queued (see on_event). */
+static _Thread_local work_t *tl_work;
 
 /* ------------------------------------------------------------------------ */
 /* Small helpers                                                             */
@@ -457,6 +471,10 @@ static void maybe_destroy(napi_env env, nchecker_t *nc) {
   if (!nc->closed || nc->works > 0 || !nc->checker) return;
   egress_checker_free(nc->checker);
   nc->checker = NULL;
+  if (nc->on_event) {
+    napi_delete_reference(env, nc->on_event);
+    nc->on_event = NULL;
+  }
   if (nc->tsfn) {
     /* Deliver what is queued before the process may exit; the tsfn's
      * finalizer lets go of nc once the queue is drained. */
@@ -485,6 +503,14 @@ static int on_event(const char *json, size_t len, const egress_decision_t *d, vo
   if (!copy) return -1;
   memcpy(copy, json, len);
   copy[len] = '\0';
+  work_t *w = tl_work;
+  if (w && w->nc == nc && !w->event_seen) {
+    /* An async check: work_complete delivers it before settling. */
+    w->event = copy;
+    w->event_len = len;
+    w->event_seen = true;
+    return 0;
+  }
   atomic_fetch_add(&nc->pending, 1);
   /* Non-blocking: a full queue is a delivery failure (audit_required then
    * denies), never a worker thread stuck behind a busy JS thread. */
@@ -878,6 +904,10 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
       goto done;
     }
     napi_unref_threadsafe_function(env, nc->tsfn);
+    if (napi_create_reference(env, argv[1], 1, &nc->on_event) != napi_ok) {
+      napi_throw_error(env, "EGRESS_ENAPI", "could not keep the event callback");
+      goto done;
+    }
     egress_options_set_event_callback(opts, on_event, nc);
   }
   if ((st = egress_checker_new(policy, opts, &nc->checker, err, sizeof err)) != EGRESS_OK) {
@@ -894,6 +924,8 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   nc = NULL; /* owned by the handle now */
 done:
   if (nc) {
+    if (nc->on_event) napi_delete_reference(env, nc->on_event);
+    nc->on_event = NULL;
     if (nc->tsfn) /* its finalizer frees nc */
       napi_release_threadsafe_function(nc->tsfn, napi_tsfn_abort);
     else
@@ -1036,10 +1068,12 @@ done:
 
 static void work_execute(napi_env env, void *data) {
   work_t *w = data;
+  tl_work = w;
   if (w->url)
     w->st = egress_check_url(w->nc->checker, w->url, w->req, &w->d);
   else
     w->st = egress_check_ex(w->nc->checker, w->host, w->port, w->req, &w->d);
+  tl_work = NULL;
 }
 
 static void work_free(napi_env env, work_t *w) {
@@ -1048,7 +1082,25 @@ static void work_free(napi_env env, work_t *w) {
   egress_request_free(w->req);
   free(w->host);
   free(w->url);
+  free(w->event);
   free(w);
+}
+
+/* Hand the event an async check kept to onEvent, on the JS thread.  The
+ * JS wrapper catches what the listener throws; anything still pending is
+ * raised as an uncaught exception, as the thread-safe function would. */
+static void deliver_held_event(napi_env env, work_t *w) {
+  napi_value fn, undef, arg, exc;
+  bool pending = false;
+  if (!w->event || !w->nc->on_event) return;
+  if (napi_get_reference_value(env, w->nc->on_event, &fn) != napi_ok || !fn ||
+      napi_get_undefined(env, &undef) != napi_ok ||
+      napi_create_string_utf8(env, w->event, w->event_len, &arg) != napi_ok)
+    return;
+  napi_call_function(env, undef, fn, 1, &arg, NULL);
+  if (napi_is_exception_pending(env, &pending) == napi_ok && pending &&
+      napi_get_and_clear_last_exception(env, &exc) == napi_ok)
+    napi_fatal_exception(env, exc);
 }
 
 static void work_complete(napi_env env, napi_status status, void *data) {
@@ -1056,6 +1108,7 @@ static void work_complete(napi_env env, napi_status status, void *data) {
   instance_t *inst = instance(env);
   napi_value value = NULL, exc;
   sync_event_ref(env, w->nc);
+  deliver_held_event(env, w);
   if (status == napi_ok && w->d && inst) value = emit_object(env, inst, w->d);
   if (value) {
     napi_resolve_deferred(env, w->deferred, value);
@@ -1232,7 +1285,7 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* tables() -> [reasons[], outcomes[], version, specialRangesVersion] */
+/* tables() -> [reasons[], outcomes[], version, specialRangesVersion, statuses[]] */
 static napi_value js_tables(napi_env env, napi_callback_info info) {
   napi_value result, reasons, outcomes;
   int n = egress_reason_count();
@@ -1248,6 +1301,17 @@ static napi_value js_tables(napi_env env, napi_callback_info info) {
   NAPI_CHECK(env, napi_set_element(env, result, 1, outcomes));
   NAPI_CHECK(env, set_str(env, result, 2, egress_version()));
   NAPI_CHECK(env, set_str(env, result, 3, egress_special_ranges_version()));
+  /* [code, name] of each status: EGRESS_EPOLICY -> "invalid_policy", ... */
+  napi_value statuses;
+  NAPI_CHECK(env, napi_create_array(env, &statuses));
+  for (int i = EGRESS_OK; i <= EGRESS_EINTERNAL; i++) {
+    napi_value pair;
+    NAPI_CHECK(env, napi_create_array(env, &pair));
+    NAPI_CHECK(env, set_str(env, pair, 0, status_code((egress_status_t)i)));
+    NAPI_CHECK(env, set_str(env, pair, 1, egress_status_name((egress_status_t)i)));
+    NAPI_CHECK(env, napi_set_element(env, statuses, (uint32_t)i, pair));
+  }
+  NAPI_CHECK(env, napi_set_element(env, result, 4, statuses));
   return result;
 }
 

@@ -1,0 +1,600 @@
+'use strict';
+// One decision per request, every request: the undici dispatcher, the
+// http/https agents, egress.install() (plain fetch and http.get), held
+// decisions (checker.connect(decision), the helpers' decision options),
+// request context (options, x-egress-* headers, AsyncLocalStorage, the
+// registration's defaults), the error classes and the event order.
+//
+// Loopback HTTP/1.1 servers on 127.0.0.1 and 127.0.0.2 (one port number);
+// names from the loopback DNS responder (EGRESS_TEST_DNS), whose answers
+// change for the flip*.test names (first 127.0.0.1, then 127.0.0.2); the
+// policy opens 127.0.0.0/8 on the servers' port.
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const http = require('node:http');
+const https = require('node:https');
+const net = require('node:net');
+const tls = require('node:tls');
+const { egress, startDns, tmpdir, writeFile, waitFor } = require('./helpers');
+const { Checker, EgressError, EgressPolicyError, EgressDeniedError, EgressUnavailableError } = egress;
+
+let undici = null;
+try {
+  undici = require('undici');
+} catch {
+  undici = null;
+}
+const needUndici = !undici && 'undici not installed (npm ci)';
+
+const GLOBAL_DISPATCHER = Symbol.for('undici.globalDispatcher.1');
+const FLIPS = ['flip1.test', 'flip2.test', 'flip3.test', 'flip4.test'];
+const ZONE = [
+  'api.test A 127.0.0.1',
+  'other.test A 127.0.0.1',
+  'broken.test RCODE SERVFAIL',
+  ...FLIPS.flatMap((n) => [`${n} SEQUENCE A 127.0.0.1 | A 127.0.0.2`, `${n} STICKY`]),
+  '',
+].join('\n');
+
+let dns = null;
+let port = 0;
+let one = null; // 127.0.0.1
+let two = null; // 127.0.0.2
+
+function serve(host, listenPort) {
+  const s = { requests: [], connections: 0, closed: 0, server: null, port: 0 };
+  s.server = http.createServer((req, res) => {
+    s.requests.push({ url: req.url, method: req.method, headers: req.headers });
+    if (req.url.startsWith('/redirect')) {
+      res.writeHead(302, { location: '/target' });
+      res.end();
+      return;
+    }
+    res.end(`hello from ${host}`);
+  });
+  s.server.keepAliveTimeout = 30000;
+  s.server.on('connection', (sock) => {
+    s.connections++;
+    sock.on('close', () => s.closed++);
+  });
+  return new Promise((resolve, reject) => {
+    s.server.once('error', reject);
+    s.server.listen(listenPort, host, () => {
+      s.port = s.server.address().port;
+      resolve(s);
+    });
+  });
+}
+
+test.before(async () => {
+  dns = await startDns(ZONE);
+  one = await serve('127.0.0.1', 0);
+  port = one.port;
+  two = await serve('127.0.0.2', port);
+});
+test.after(() => {
+  if (dns) dns.stop();
+  one.server.closeAllConnections();
+  two.server.closeAllConnections();
+  one.server.close();
+  two.server.close();
+});
+
+function policy(extra) {
+  return { egressAllowlist: [`127.0.0.0/8:${port}`, `api.test:${port}`, `broken.test:${port}`, ...FLIPS.map((n) => `${n}:${port}`), ...(extra || [])] };
+}
+
+function setup(t, extra) {
+  if (!dns) {
+    if (process.env.EGRESS_TEST_NO_SKIP === '1') assert.fail('EGRESS_TEST_DNS: the loopback DNS responder is needed');
+    t.skip('EGRESS_TEST_DNS not set: loopback DNS responder not built');
+    return null;
+  }
+  const events = [];
+  const c = new Checker(Object.assign({
+    policy: policy(),
+    dnsServers: [dns.server],
+    cache: { maxEntries: 0 },
+    onEvent: (e) => events.push(e),
+  }, extra));
+  return { c, events };
+}
+
+function counts() {
+  return { r1: one.requests.length, c1: one.connections, x1: one.closed, r2: two.requests.length, c2: two.connections };
+}
+
+// Let refusals' events (checkSync: queued) arrive.
+const settle = () => new Promise((r) => setTimeout(r, 40));
+
+function get(mod, url, options) {
+  return new Promise((resolve, reject) => {
+    mod.get(url, options || {}, (res) => {
+      let body = '';
+      res.on('data', (c) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode, body }));
+    }).on('error', reject);
+  });
+}
+
+async function body(p) {
+  const r = await p;
+  return typeof r.text === 'function' ? r.text() : r.body.text();
+}
+
+function cause(e) {
+  return e instanceof EgressError || e instanceof TypeError && e.code ? e : e && e.cause ? e.cause : e;
+}
+
+function deniedWith(reason) {
+  return (e) => {
+    const err = cause(e);
+    assert.ok(err instanceof EgressDeniedError, `expected EgressDeniedError, got ${err && err.stack}`);
+    assert.equal(err.reason, reason);
+    assert.equal(err.decision.reason, reason);
+    return true;
+  };
+}
+
+function refusedArg(e) {
+  const err = cause(e);
+  assert.ok(err instanceof TypeError, `expected TypeError, got ${err && err.stack}`);
+  return true;
+}
+
+function noEgressHeaders(req) {
+  assert.deepEqual(Object.keys(req.headers).filter((h) => h.startsWith('x-egress-')), [], 'x-egress-* headers are stripped');
+}
+
+test('undici dispatcher: each request checked; a swap closes the kept-alive connection and refuses the next', { skip: needUndici }, async (t) => {
+  const s = setup(t);
+  if (!s) return;
+  const { c, events } = s;
+  const d = c.undiciDispatcher();
+  const before = counts();
+  assert.equal(await body(undici.request(`http://api.test:${port}/one`, { dispatcher: d, egress: { runId: 'run-1', correlationId: 'c-1' } })), 'hello from 127.0.0.1');
+  assert.equal(await body(fetch(`http://api.test:${port}/two?q=1`, { dispatcher: d, headers: { 'x-egress-run-id': 'run-2', 'X-Egress-AgentId': 'agent-2' } })), 'hello from 127.0.0.1');
+  const mid = counts();
+  assert.equal(mid.r1 - before.r1, 2, 'two requests upstream');
+  assert.equal(mid.c1 - before.c1, 1, 'over one kept-alive connection');
+  one.requests.slice(-2).forEach(noEgressHeaders);
+  assert.equal(events.length, 2, 'one event per request');
+  assert.deepEqual(events.map((e) => [e.data.outcome, e.data.method, e.data.url, e.data.runId]), [
+    ['allowed', 'GET', `http://api.test:${port}/one`, 'run-1'],
+    ['allowed', 'GET', `http://api.test:${port}/two?q=1`, 'run-2'],
+  ]);
+  assert.equal(events[0].data.correlationId, 'c-1');
+  assert.equal(events[1].data.agentId, 'agent-2');
+
+  c.setPolicy({ egressAllowlist: [] });
+  await waitFor(() => one.closed - before.x1 >= 1, 3000, 'the idle connection closed on the swap');
+  await assert.rejects(undici.request(`http://api.test:${port}/three`, { dispatcher: d, egress: { runId: 'run-3' } }), deniedWith('empty_allowlist'));
+  await assert.rejects(fetch(`http://api.test:${port}/four`, { dispatcher: d }), deniedWith('empty_allowlist'));
+  await settle();
+  assert.deepEqual(counts(), Object.assign(counts(), { r1: mid.r1, c1: mid.c1 }), 'no upstream hit after the swap');
+  assert.equal(events.length, 4, 'one deny event per refused request');
+  assert.deepEqual(events.slice(2).map((e) => [e.data.outcome, e.data.denyReason, e.data.runId]), [
+    ['denied', 'empty_allowlist', 'run-3'],
+    ['denied', 'empty_allowlist', null],
+  ]);
+  await d.close();
+  c.close();
+});
+
+test('http agent: each request checked; a swap closes the kept-alive socket and refuses the next', async (t) => {
+  const s = setup(t);
+  if (!s) return;
+  const { c, events } = s;
+  const agent = c.httpAgent({ keepAlive: true });
+  const before = counts();
+  assert.deepEqual(await get(http, `http://api.test:${port}/a`, { agent, egress: { runId: 'run-a' } }), { status: 200, body: 'hello from 127.0.0.1' });
+  assert.deepEqual(await get(http, `http://api.test:${port}/b`, { agent, headers: { 'X-Egress-Run-Id': 'run-b', 'x-egress-workspace-id': 'ws-b' } }), { status: 200, body: 'hello from 127.0.0.1' });
+  assert.equal(counts().r1 - before.r1, 2);
+  assert.equal(counts().c1 - before.c1, 1, 'the second request reused the kept-alive socket');
+  one.requests.slice(-2).forEach(noEgressHeaders);
+  assert.deepEqual(events.map((e) => [e.data.outcome, e.data.method, e.data.url, e.data.runId]), [
+    ['allowed', 'GET', `http://api.test:${port}/a`, 'run-a'],
+    ['allowed', 'GET', `http://api.test:${port}/b`, 'run-b'],
+  ]);
+  assert.equal(events[1].data.workspaceId, 'ws-b');
+
+  c.setPolicy({ egressAllowlist: [] });
+  await waitFor(() => one.closed - before.x1 >= 1, 3000, 'the free socket closed on the swap');
+  const mid = counts();
+  await assert.rejects(get(http, `http://api.test:${port}/c`, { agent, egress: { runId: 'run-c' } }), deniedWith('empty_allowlist'));
+  await assert.rejects(get(http, `http://127.0.0.1:${port}/d`, { agent }), deniedWith('empty_allowlist'));
+  await settle();
+  assert.equal(counts().r1, mid.r1, 'no upstream request');
+  assert.equal(counts().c1, mid.c1, 'no upstream connection');
+  assert.equal(events.length, 4);
+  assert.deepEqual(events.slice(2).map((e) => [e.data.denyReason, e.data.runId, e.data.url]), [
+    ['empty_allowlist', 'run-c', `http://api.test:${port}/c`],
+    ['empty_allowlist', null, `http://127.0.0.1:${port}/d`],
+  ]);
+  agent.destroy();
+  c.close();
+});
+
+test('a pooled connection serves only requests whose own decision vetted its address', async (t) => {
+  const s = setup(t);
+  if (!s) return;
+  const { c, events } = s;
+  // DNS moves flip*.test from 127.0.0.1 to 127.0.0.2 after the first answer.
+  const cases = [['agent', FLIPS[0], (url) => get(http, url, { agent })]];
+  const agent = c.httpAgent({ keepAlive: true });
+  let d = null;
+  if (undici) {
+    d = c.undiciDispatcher();
+    cases.push(['dispatcher', FLIPS[1], (url) => body(undici.request(url, { dispatcher: d }))]);
+  }
+  for (const [what, name, call] of cases) {
+    const before = counts();
+    await call(`http://${name}:${port}/first`);
+    await call(`http://${name}:${port}/second`);
+    const after = counts();
+    assert.equal(after.r1 - before.r1, 1, `${what}: 127.0.0.1 served the first request only`);
+    assert.equal(after.r2 - before.r2, 1, `${what}: the second went to the address its decision vetted`);
+    assert.equal(two.requests[two.requests.length - 1].url, '/second');
+  }
+  assert.equal(events.length, 2 * cases.length, 'one event per request');
+  assert.deepEqual(events.map((e) => e.data.addresses.map((a) => a.address)),
+    cases.flatMap(() => [['127.0.0.1'], ['127.0.0.2']]));
+  agent.destroy();
+  if (d) await d.close();
+  c.close();
+});
+
+test('redirects: every hop is a request of its own, with the first one\'s context', { skip: needUndici }, async (t) => {
+  const s = setup(t);
+  if (!s) return;
+  const { c, events } = s;
+  const d = c.undiciDispatcher();
+  assert.equal(await body(fetch(`http://api.test:${port}/redirect`, { dispatcher: d, headers: { 'x-egress-run-id': 'run-r' } })), 'hello from 127.0.0.1');
+  assert.equal(await body(undici.request(`http://api.test:${port}/redirect2`, { dispatcher: d, maxRedirections: 2, egress: { runId: 'run-u' } })), 'hello from 127.0.0.1');
+  assert.deepEqual(events.map((e) => [e.data.url, e.data.runId]), [
+    [`http://api.test:${port}/redirect`, 'run-r'],
+    [`http://api.test:${port}/target`, 'run-r'],
+    [`http://api.test:${port}/redirect2`, 'run-u'],
+    [`http://api.test:${port}/target`, 'run-u'],
+  ]);
+  await d.close();
+  c.close();
+});
+
+test('egress.install: plain fetch and http.get checked per request with context; uninstall restores', async (t) => {
+  const s = setup(t);
+  if (!s) return;
+  const { c, events } = s;
+  void globalThis.Headers; // Node's fetch sets its global dispatcher when it loads
+  const prev = { http: http.globalAgent, https: https.globalAgent, dispatcher: globalThis[GLOBAL_DISPATCHER] };
+  const uninstall = egress.install(c);
+  try {
+    assert.equal(egress.install(c), uninstall, 'installing the same checker again is a no-op');
+    const other = new Checker({ policy: { egressAllowlist: [] } });
+    assert.throws(() => egress.install(other), (e) => e instanceof EgressError && e.code === 'EGRESS_INSTALLED');
+    other.close();
+    assert.notEqual(http.globalAgent, prev.http);
+    assert.notEqual(globalThis[GLOBAL_DISPATCHER], prev.dispatcher);
+
+    const before = counts();
+    await egress.runWithContext({ runId: 'run-i', agentId: 'agent-i' }, async () => {
+      assert.equal(await body(fetch(`http://api.test:${port}/f1`)), 'hello from 127.0.0.1');
+      assert.equal(await body(fetch(`http://api.test:${port}/f2`)), 'hello from 127.0.0.1');
+      assert.equal((await get(http, `http://api.test:${port}/h1`)).body, 'hello from 127.0.0.1');
+      assert.equal((await get(http, `http://api.test:${port}/h2`, { headers: { 'x-egress-correlation-id': 'corr-h2' } })).body, 'hello from 127.0.0.1');
+    });
+    assert.equal(counts().r1 - before.r1, 4);
+    assert.equal(counts().c1 - before.c1, 2, 'fetch and http.get each kept one connection alive');
+    one.requests.slice(-4).forEach(noEgressHeaders);
+    assert.deepEqual(events.map((e) => [e.data.url, e.data.runId, e.data.agentId]), ['f1', 'f2', 'h1', 'h2'].map((p) => [`http://api.test:${port}/${p}`, 'run-i', 'agent-i']));
+    assert.equal(events[3].data.correlationId, 'corr-h2');
+
+    c.setPolicy({ egressAllowlist: [] });
+    const mid = counts();
+    await c.withContext({ runId: 'run-j' }, async () => {
+      await assert.rejects(fetch(`http://api.test:${port}/f3`), deniedWith('empty_allowlist'));
+      await assert.rejects(get(http, `http://api.test:${port}/h3`), deniedWith('empty_allowlist'));
+      await assert.rejects(get(https, `https://api.test:${port}/s3`), deniedWith('empty_allowlist'));
+      await assert.rejects(get(http, `http://api.test:${port}/h4`, { agent: false }), deniedWith('empty_allowlist'));
+    });
+    await settle();
+    assert.equal(counts().r1, mid.r1, 'no upstream request after the swap');
+    assert.equal(counts().c1, mid.c1, 'no upstream connection after the swap');
+    assert.deepEqual(events.slice(4).map((e) => [e.data.url, e.data.denyReason, e.data.runId]), [
+      [`http://api.test:${port}/f3`, 'empty_allowlist', 'run-j'],
+      [`http://api.test:${port}/h3`, 'empty_allowlist', 'run-j'],
+      [`https://api.test:${port}/s3`, 'empty_allowlist', 'run-j'],
+      [`http://api.test:${port}/h4`, 'empty_allowlist', 'run-j'],
+    ]);
+  } finally {
+    uninstall();
+  }
+  uninstall();
+  assert.equal(http.globalAgent, prev.http);
+  assert.equal(https.globalAgent, prev.https);
+  assert.equal(globalThis[GLOBAL_DISPATCHER], prev.dispatcher);
+  // Uninstalled: fetch goes out unchecked again (the policy is still empty).
+  const n = events.length;
+  assert.equal(await body(fetch(`http://127.0.0.1:${port}/after`)), 'hello from 127.0.0.1');
+  await settle();
+  assert.equal(events.length, n);
+  // Another checker may be installed now.
+  const un2 = egress.install(c);
+  un2();
+  c.close();
+});
+
+test('egress.install without the undici package: Node\'s own fetch is checked', async (t) => {
+  const s = setup(t);
+  if (!s) return;
+  const { c, events } = s;
+  egress._useNodeUndici(true);
+  const prev = globalThis[GLOBAL_DISPATCHER];
+  const uninstall = egress.install(c);
+  try {
+    assert.equal(await body(fetch(`http://api.test:${port}/n1`, { headers: { 'x-egress-run-id': 'run-n' } })), 'hello from 127.0.0.1');
+    noEgressHeaders(one.requests[one.requests.length - 1]);
+    c.setPolicy({ egressAllowlist: [] });
+    await assert.rejects(fetch(`http://api.test:${port}/n2`), deniedWith('empty_allowlist'));
+    assert.deepEqual(events.map((e) => [e.data.outcome, e.data.runId]), [['allowed', 'run-n'], ['denied', null]]);
+  } finally {
+    uninstall();
+    egress._useNodeUndici(false);
+  }
+  assert.equal(globalThis[GLOBAL_DISPATCHER], prev);
+  c.close();
+});
+
+test('checker.connect(decision): one event, the vetted address, even after the DNS answer changed', async (t) => {
+  const s = setup(t);
+  if (!s) return;
+  const { c, events } = s;
+  const name = FLIPS[2];
+  const d1 = await c.check(name, port, { runId: 'run-c1' });
+  const d2 = await c.check(name, port);
+  assert.deepEqual([d1.addresses.map((a) => a.address), d2.addresses.map((a) => a.address)], [['127.0.0.1'], ['127.0.0.2']],
+    'the DNS answer changed between the two checks');
+  assert.equal(events.length, 2);
+  const connected = (sock) => new Promise((resolve, reject) => sock.once('connect', resolve).once('error', reject));
+  for (const [d, want] of [[d1, '127.0.0.1'], [d2, '127.0.0.2']]) {
+    const sock = c.connect(d);
+    await connected(sock);
+    assert.equal(sock.remoteAddress, want);
+    assert.ok(d.addresses.some((a) => a.verdict === 'allow' && a.address === sock.remoteAddress));
+    assert.equal(sock.remotePort, port);
+    sock.destroy();
+  }
+  // TLS over the vetted address (the server speaks plain HTTP: the handshake fails, the socket is TLS).
+  const ts = c.connect(d1, { tls: { rejectUnauthorized: false } });
+  assert.ok(ts instanceof tls.TLSSocket);
+  ts.on('error', () => {});
+  ts.destroy();
+  await settle();
+  assert.equal(events.length, 2, 'connecting with a held decision made no second check');
+
+  // What a check did not make, or not for this destination, is refused.
+  assert.throws(() => c.connect({ ...d1 }), refusedArg);
+  assert.throws(() => c.connect(Object.assign(Object.create(null), { verdict: 'allow', host: '127.0.0.1', port, addresses: [{ address: '127.0.0.1', verdict: 'allow' }] })), refusedArg);
+  assert.throws(() => c.connect(d1, { host: 'other.test' }), refusedArg);
+  assert.throws(() => c.connect(d1, { port: port + 1 }), refusedArg);
+  assert.throws(() => c.connect(d1, { lookup: () => assert.fail('lookup called') }), refusedArg);
+  // Tampering with a genuine decision changes nothing: the copy made when the check returned is used.
+  d1.addresses.push({ address: '127.0.0.3', verdict: 'allow', reason: null, ttl: 1, family: 4 });
+  d1.addresses.shift();
+  const again = c.connect(d1);
+  await connected(again);
+  assert.equal(again.remoteAddress, '127.0.0.1');
+  again.destroy();
+  const no = await c.check('nope.test', port);
+  assert.throws(() => c.connect(no), deniedWith('not_in_allowlist'));
+  // The options form still checks (one event each).
+  const n = events.length;
+  const plain = c.connect({ host: 'api.test', port });
+  await connected(plain);
+  plain.destroy();
+  await settle();
+  assert.equal(events.length, n + 1);
+  c.close();
+});
+
+test('held decisions through the dispatcher, checker.fetch and the agent: one event; misfits refused', async (t) => {
+  const s = setup(t);
+  if (!s) return;
+  const { c, events } = s;
+  const url = `http://api.test:${port}/held`;
+  const du = await c.checkUrl(url, { method: 'GET', runId: 'held' });
+  const dh = await c.check('api.test', port);
+  assert.equal(events.length, 2);
+  const before = counts();
+  const agent = c.httpAgent({ keepAlive: true });
+  const calls = [
+    () => get(http, url, { agent, egress: { decision: du } }),
+    () => get(http, url, { agent, egress: { decision: dh } }),
+    () => body(c.fetch(url, { egress: { decision: du } })),
+  ];
+  let d = null;
+  if (undici) {
+    d = c.undiciDispatcher();
+    calls.push(
+      () => body(undici.request(url, { dispatcher: d, egress: { decision: du } })),
+      () => body(fetch(url, { dispatcher: c.undiciDispatcher({ decision: du }) })),
+    );
+  }
+  for (const call of calls) await call();
+  assert.equal(counts().r1 - before.r1, calls.length, 'every request reached the server');
+  await settle();
+  assert.equal(events.length, 2, 'no request made a check of its own');
+
+  // A decision that was not made for the request is refused: nothing is
+  // checked, nothing is sent.
+  const mid = counts();
+  const misfits = [
+    () => get(http, `http://api.test:${port}/elsewhere`, { agent, egress: { decision: du } }),
+    () => get(http, url, { agent, method: 'GET', egress: { decision: { ...du } } }),
+    () => new Promise((resolve, reject) => {
+      const req = http.request(url, { agent, method: 'POST', egress: { decision: du } }, resolve);
+      req.on('error', reject);
+      req.end('x');
+    }),
+    () => c.fetch(`http://other.test:${port}/held`, { egress: { decision: du } }),
+  ];
+  if (d) misfits.push(() => undici.request(`http://api.test:${port}/held?x=1`, { dispatcher: d, egress: { decision: du } }));
+  for (const call of misfits) await assert.rejects(call(), refusedArg);
+  assert.throws(() => c.undiciDispatcher({ decision: { ...du } }), refusedArg);
+  // A held denial is a denial.
+  const no = await c.checkUrl(`http://nope.test:${port}/`);
+  await assert.rejects(c.fetch(`http://nope.test:${port}/`, { egress: { decision: no } }), deniedWith('not_in_allowlist'));
+  await settle();
+  assert.equal(counts().r1, mid.r1);
+  assert.equal(counts().c1, mid.c1);
+  assert.equal(events.length, 3, 'only the check of nope.test added an event');
+  agent.destroy();
+  if (d) await d.close();
+  c.close();
+});
+
+test('onEvent fires before check() and checkUrl() resolve', async (t) => {
+  const s = setup(t);
+  if (!s) return;
+  const { c, events } = s;
+  const late = [];
+  const ps = [];
+  for (let i = 0; i < 200; i++) {
+    const p = i % 2 ? c.check(i % 4 === 1 ? 'api.test' : 'evil.test', port) : c.checkUrl(`http://api.test:${port}/${i}`);
+    ps.push(p.then((d) => {
+      if (!events.some((e) => e.id === d.event.id)) late.push(d.event.id);
+    }));
+  }
+  await Promise.all(ps);
+  assert.deepEqual(late, [], `${late.length} of 200 decisions resolved before their event was delivered`);
+  assert.equal(events.length, 200);
+  c.close();
+});
+
+test('errors: EgressError above the policy, denial and outage errors, with their codes', async (t) => {
+  const s = setup(t);
+  if (!s) return;
+  const { c } = s;
+  assert.ok(EgressPolicyError.prototype instanceof EgressError);
+  assert.ok(EgressDeniedError.prototype instanceof EgressError);
+  assert.ok(EgressUnavailableError.prototype instanceof EgressDeniedError);
+  const policyError = (code, status) => (e) => {
+    assert.ok(e instanceof EgressPolicyError, e && e.stack);
+    assert.ok(e instanceof EgressError);
+    assert.equal(e.code, code);
+    assert.equal(e.status, status);
+    assert.equal(e.name, 'EgressPolicyError');
+    return true;
+  };
+  assert.throws(() => new Checker({ policy: { egressAllowlist: ['https://user@a.example.com'] } }), policyError('EGRESS_EPOLICY', 'invalid_policy'));
+  assert.throws(() => new Checker({ policy: '{"egressAllowlist": [' }), policyError('EGRESS_EPOLICY', 'invalid_policy'));
+  assert.throws(() => new Checker({ policyFile: '/nonexistent/policy.json' }), policyError('EGRESS_EIO', 'io_error'));
+  assert.throws(() => c.setPolicy({ egressAllowlist: ['10.0.0.1/8'] }), policyError('EGRESS_EPOLICY', 'invalid_policy'));
+  assert.throws(() => c.reloadFile('/nonexistent/policy.json'), policyError('EGRESS_EIO', 'io_error'));
+  assert.equal((await c.check('api.test', port)).verdict, 'allow', 'the old policy stays');
+
+  const d = await c.check('broken.test', port);
+  const u = new EgressUnavailableError(d);
+  assert.ok(u instanceof EgressDeniedError && u instanceof EgressError);
+  assert.deepEqual([u.code, u.reason, u.name], ['EEGRESSUNAVAILABLE', 'dns_unavailable', 'EgressUnavailableError']);
+  const agent = c.httpAgent();
+  await assert.rejects(get(http, `http://broken.test:${port}/`, { agent }), (e) => {
+    assert.ok(e instanceof EgressUnavailableError && e instanceof EgressDeniedError);
+    assert.equal(e.code, 'EEGRESSUNAVAILABLE');
+    return true;
+  });
+  await assert.rejects(get(http, `http://nope.test:${port}/`, { agent }), (e) => {
+    assert.ok(e instanceof EgressDeniedError && !(e instanceof EgressUnavailableError));
+    assert.deepEqual([e.code, e.reason, e.name], ['EEGRESSDENIED', 'not_in_allowlist', 'EgressDeniedError']);
+    return true;
+  });
+  agent.destroy();
+  c.close();
+  await assert.rejects(c.check('api.test', port), (e) => e instanceof EgressError && e.code === 'EGRESS_CLOSED');
+  assert.throws(() => c.checkSync('203.0.113.1', 443), (e) => e instanceof EgressError && e.code === 'EGRESS_CLOSED');
+});
+
+test('a MachineRegistrationV1 policy gives every check its machineId and workspaceId', async (t) => {
+  const s = setup(t);
+  if (!s) return;
+  const reg = (m, w) => ({
+    schemaVersion: 1, machineId: m, workspaceId: w, displayName: 'runner',
+    executionPolicy: { isolationMode: 'PerTenantWorker', egressAllowlist: policy().egressAllowlist, workloadIdentity: 'Required' },
+  });
+  s.c.close();
+  const events = [];
+  const c = new Checker({ policy: reg('machine-1', 'ws-1'), dnsServers: [dns.server], onEvent: (e) => events.push(e) });
+  assert.deepEqual(c.defaultContext, { workspaceId: 'ws-1', machineId: 'machine-1' });
+  await c.check('api.test', port);
+  await c.check('api.test', port, { machineId: 'machine-2', runId: 'r' });
+  const d = c.undiciDispatcher ? (undici ? c.undiciDispatcher() : null) : null;
+  if (d) await body(undici.request(`http://api.test:${port}/reg`, { dispatcher: d }));
+  c.setPolicy(JSON.stringify(reg('machine-3', 'ws-3')));
+  await c.check('api.test', port);
+  c.setPolicy(policy());
+  await c.check('api.test', port);
+  const got = events.map((e) => [e.data.machineId, e.data.workspaceId]);
+  assert.deepEqual(got, [
+    ['machine-1', 'ws-1'], ['machine-2', 'ws-1'], ...(d ? [['machine-1', 'ws-1']] : []), ['machine-3', 'ws-3'], [null, null],
+  ]);
+  // From a file, and reloaded.
+  const dir = tmpdir();
+  const file = writeFile(dir, 'machine.json', JSON.stringify(reg('machine-f', 'ws-f')));
+  const f = new Checker({ policyFile: file, dnsServers: [dns.server] });
+  assert.equal((await f.check('api.test', port)).event.data.machineId, 'machine-f');
+  writeFile(dir, 'machine.json', JSON.stringify(reg('machine-g', 'ws-f')));
+  assert.deepEqual(f.reloadFile(), { changed: true });
+  assert.equal((await f.check('api.test', port)).event.data.machineId, 'machine-g');
+  writeFile(dir, 'machine.json', JSON.stringify(policy()));
+  assert.deepEqual(f.reloadFile(), { changed: true });
+  assert.equal((await f.check('api.test', port)).event.data.machineId, null);
+  // Ids that cannot go into every event are a policy error; nothing changes.
+  writeFile(dir, 'machine.json', '{"machineId": "a", "machineId": "b", "executionPolicy": {"egressAllowlist": []}}');
+  assert.throws(() => f.reloadFile(), (e) => e instanceof EgressPolicyError && /machineId/.test(e.message));
+  assert.throws(() => c.setPolicy(reg('bad\nid', 'ws')), EgressPolicyError);
+  assert.equal((await f.check('api.test', port)).verdict, 'allow');
+  if (d) await d.close();
+  f.close();
+  c.close();
+});
+
+test('context: withContext / runWithContext; unknown keys and headers refused with no check', async (t) => {
+  const s = setup(t);
+  if (!s) return;
+  const { c, events } = s;
+  const d1 = await c.withContext({ runId: 'outer', agentId: 'a' }, () =>
+    egress.runWithContext({ runId: 'inner' }, () => c.check('api.test', port)));
+  assert.deepEqual([d1.event.data.runId, d1.event.data.agentId], ['inner', 'a']);
+  const d2 = await c.withContext({ runId: 'outer' }, () => c.check('api.test', port, { runId: 'own' }));
+  assert.equal(d2.event.data.runId, 'own');
+  const other = new Checker({ policy: policy(), dnsServers: [dns.server] });
+  const d3 = await c.withContext({ runId: 'only-c' }, () => other.check('api.test', port));
+  assert.equal(d3.event.data.runId, null, 'withContext is for its own checker');
+  other.close();
+  const n = events.length;
+  assert.throws(() => c.checkSync('203.0.113.1', 443, { runID: 'typo' }), TypeError);
+  await assert.rejects(c.check('api.test', port, { run_id: 'x' }), TypeError);
+  assert.throws(() => c.withContext({ user: 'x' }, () => {}), TypeError);
+  const agent = c.httpAgent();
+  await assert.rejects(get(http, `http://api.test:${port}/`, { agent, headers: { 'x-egress-run': 'x' } }), refusedArg);
+  await assert.rejects(get(http, `http://api.test:${port}/`, { agent, egress: { runID: 'x' } }), refusedArg);
+  await assert.rejects(get(http, `http://api.test:${port}/`, { agent, egress: { runId: 'x' }, headers: { 'x-egress-run-id': 'y' } }), refusedArg);
+  if (undici) {
+    const d = c.undiciDispatcher();
+    await assert.rejects(undici.request(`http://api.test:${port}/`, { dispatcher: d, headers: { 'x-egress-who': 'x' } }), refusedArg);
+    await d.close();
+  }
+  await settle();
+  assert.equal(events.length, n, 'refused before any check');
+  agent.destroy();
+  c.close();
+});
+
+test('net.Socket and TLS options a decision connect does not take', (t) => {
+  const s = setup(t);
+  if (!s) return;
+  const d = s.c.checkSync('127.0.0.1', port);
+  for (const bad of [{ path: '/tmp/x.sock' }, { localAddress: '127.0.0.1' }, { tls: { socket: new net.Socket() } }])
+    assert.throws(() => s.c.connect(d, bad), refusedArg);
+  s.c.close();
+});
