@@ -91,10 +91,14 @@ function buildDecision(packed) {
   const reason = n[2];
   const naddrs = n[7];
   let addresses;
+  let texts = null;
+  let allowed = 0; // bit i: address i passed vetting (up to 31; beyond, `many`)
+  let many = null;
   if (naddrs === 0) {
     addresses = [];
   } else {
-    const texts = naddrs === 1 ? [s[3]] : s[3].split(',');
+    texts = naddrs === 1 ? [s[3]] : s[3].split(',');
+    if (naddrs > 31) many = new Array(naddrs);
     const overflow = n[11] === 1;
     addresses = new Array(naddrs);
     for (let i = 0; i < naddrs; i++) {
@@ -111,6 +115,10 @@ function buildDecision(packed) {
         ttl = n[b + 2];
       }
       const text = texts[i];
+      if (v === 1) {
+        if (many === null) allowed |= 1 << i;
+        else many[i] = true;
+      }
       addresses[i] = {
         address: text,
         verdict: VERDICTS[v],
@@ -125,60 +133,100 @@ function buildDecision(packed) {
     if (s[5] === '') digest = lastDigest;
     else digest = lastDigest = s[5];
   }
-  const d = {
-    verdict: VERDICTS[n[0]],
-    outcome: TABLES[1][outcome],
-    reason: outcome === 1 && reason === 0 ? null : reasons[reason],
-    message: s[0],
-    host: (nulls & 2) === 0 ? s[1] : null,
-    port: n[3],
-    mode: n[10] === 1 ? 'monitor' : 'enforce',
-    wouldDeny: outcome !== 1,
-    matchedRule: n[4] === 1 ? { index: n[6], list: LISTS[n[5]], text: s[2] } : null,
+  const event = (nulls & 64) === 0 ? JSON.parse(s[6]) : null;
+  const seal = new Seal(texts, allowed, many, n[4] === 1 && n[5] === 0 ? s[2] : null, event !== null ? event.data.method : null);
+  const host = (nulls & 2) === 0 ? s[1] : null;
+  const url = (nulls & 128) === 0 ? s[7] : null;
+  const verdict = VERDICTS[n[0]];
+  const mode = n[10] === 1 ? 'monitor' : 'enforce';
+  seal.verdict = verdict;
+  seal.mode = mode;
+  seal.host = host;
+  seal.port = n[3];
+  seal.url = url;
+  return new Decision(
+    verdict,
+    TABLES[1][outcome],
+    outcome === 1 && reason === 0 ? null : reasons[reason],
+    s[0],
+    host,
+    n[3],
+    mode,
+    outcome !== 1,
+    n[4] === 1 ? { index: n[6], list: LISTS[n[5]], text: s[2] } : null,
     addresses,
-    curlResolve: (nulls & 16) === 0 ? s[4] : null,
-    dnsMs: n[8],
-    latencyMs: n[9],
-    policyDigest: digest,
-    url: (nulls & 128) === 0 ? s[7] : null,
-    event: (nulls & 64) === 0 ? JSON.parse(s[6]) : null,
-  };
-  SEALS.set(d, new Seal(d));
-  return d;
+    (nulls & 16) === 0 ? s[4] : null,
+    n[8],
+    n[9],
+    digest,
+    url,
+    event,
+    seal);
 }
 
 /*
- * Every decision a check returned, by identity, with a private copy of what
- * connecting with it needs.  Decisions are plain (mutable) objects: the
- * helpers and connect() act on the copy made when the check returned, never
- * on fields anyone could have changed since, and refuse objects that no
- * check returned.
+ * A decision: its fields are plain data (the events' names); the class only
+ * carries, out of reach, the seal of what the check returned.  connect() and
+ * the helpers act on the seal, made of values nobody can change (strings,
+ * and the vetted addresses as a bit mask), never on the decision's own
+ * (mutable) fields, and refuse any object without one: a copy ({...d},
+ * structuredClone) or one built by hand was never vetted.  A private field
+ * costs next to nothing on the hot path, where a WeakMap entry costs more
+ * than the check itself.
  */
-const SEALS = new WeakMap();
+class Decision {
+  #seal;
+  constructor(verdict, outcome, reason, message, host, port, mode, wouldDeny, matchedRule, addresses,
+    curlResolve, dnsMs, latencyMs, policyDigest, url, event, seal) {
+    this.verdict = verdict;
+    this.outcome = outcome;
+    this.reason = reason;
+    this.message = message;
+    this.host = host;
+    this.port = port;
+    this.mode = mode;
+    this.wouldDeny = wouldDeny;
+    this.matchedRule = matchedRule;
+    this.addresses = addresses;
+    this.curlResolve = curlResolve;
+    this.dnsMs = dnsMs;
+    this.latencyMs = latencyMs;
+    this.policyDigest = policyDigest;
+    this.url = url;
+    this.event = event;
+    this.#seal = seal;
+  }
 
-class Seal {
-  constructor(d) {
-    this.verdict = d.verdict;
-    this.outcome = d.outcome;
-    this.mode = d.mode;
-    this.host = d.host;
-    this.port = d.port;
-    this.url = d.url;
-    this.method = d.event !== null ? d.event.data.method : null;
-    const r = d.matchedRule;
-    this.rulePaths = r !== null && r.list === 'allow' && ruleLimitsPaths(r.text);
-    const seen = [];
-    const allowed = [];
-    for (const a of d.addresses) {
-      const x = { address: a.address, family: a.family };
-      seen.push(x);
-      if (a.verdict === 'allow') allowed.push(x);
-    }
-    this.seen = seen;
-    this.allowed = allowed;
-    this.target = null; // made on first use
+  static sealOf(d) {
+    return d !== null && typeof d === 'object' && #seal in d ? d.#seal : undefined;
   }
 }
+
+class Seal {
+  constructor(texts, allowed, many, allowRule, method) {
+    this.verdict = null;
+    this.mode = null;
+    this.host = null;
+    this.port = 0;
+    this.url = null;
+    this.method = method;
+    this.texts = texts; // address texts in answer order, or null
+    this.allowedMask = allowed;
+    this.allowedMany = many;
+    this.allowRule = allowRule; // text of the allow rule that decided, or null
+    this.target = null; // made on first use
+  }
+
+  passed(i) {
+    return this.allowedMany === null ? (this.allowedMask & (1 << i)) !== 0 : this.allowedMany[i] === true;
+  }
+
+  get rulePaths() {
+    return this.allowRule !== null && ruleLimitsPaths(this.allowRule);
+  }
+}
+
+const sealOf = Decision.sealOf;
 
 // A URL entry with a path prefix ("https://h/v1"): only a URL check applies it.
 function ruleLimitsPaths(text) {
@@ -953,7 +1001,7 @@ function ctxOf(ctx) {
  * context it was checked with. */
 function sealMethod(d, a) {
   if (a !== undefined && a[0] !== undefined) {
-    const s = SEALS.get(d);
+    const s = sealOf(d);
     if (s.method === null) s.method = a[0];
   }
   return d;
@@ -995,11 +1043,11 @@ function deliver(d, hostname, all, family, options, callback) {
 // ---------------------------------------------------------------------------
 
 function isDecisionArg(x) {
-  return x !== null && typeof x === 'object' && (SEALS.has(x) || ('verdict' in x && 'addresses' in x));
+  return x !== null && typeof x === 'object' && (sealOf(x) !== undefined || ('verdict' in x && 'addresses' in x));
 }
 
 function genuine(decision) {
-  if (decision === null || typeof decision !== 'object' || !SEALS.has(decision))
+  if (sealOf(decision) === undefined)
     throw argError('this decision was not made by a check (only addresses a check vetted are connected to; ' +
       'a decision built or copied by hand is refused)');
   return decision;
@@ -1013,12 +1061,13 @@ function genuine(decision) {
  * a request whose own decision vetted the addresses of its pool.
  */
 function targetOf(decision) {
-  const s = SEALS.get(decision);
+  const s = sealOf(decision);
   if (s.target !== null) return s.target;
-  let addrs = s.allowed;
+  const seen = (s.texts || []).map((address) => ({ address, family: address.indexOf(':') === -1 ? 4 : 6 }));
+  let addrs = seen.filter((a, i) => s.passed(i));
   let dns = false;
   if (addrs.length === 0 && s.mode === 'monitor' && s.verdict === 'allow') {
-    addrs = s.seen;
+    addrs = seen;
     dns = addrs.length === 0;
   }
   if (addrs.length === 0 && !dns)
@@ -1109,7 +1158,7 @@ function targetKey(url) {
  */
 function heldTarget(decision, req) {
   genuine(decision);
-  const s = SEALS.get(decision);
+  const s = sealOf(decision);
   if (normHost(req.host) !== normHost(s.host) || req.port !== s.port)
     throw argError(`the decision is for ${s.host}:${s.port}, not ${req.host}:${req.port}`);
   if (req.url !== undefined) {
@@ -1141,7 +1190,7 @@ function connectDecision(decision, options, listener) {
   const o = options === undefined || options === null ? {} : options;
   if (typeof o !== 'object') throw new TypeError('connect(decision, options): options must be an object');
   genuine(decision);
-  const s = SEALS.get(decision);
+  const s = sealOf(decision);
   if (s.verdict !== 'allow') throw errorFor(decision);
   const tlsOpts = o.tls && typeof o.tls === 'object' ? o.tls : {};
   for (const x of [o, tlsOpts]) {
