@@ -1,9 +1,10 @@
 // Type declarations of @portarium/libegress (hand-written; see index.js).
-import type { Agent as HttpAgent, AgentOptions as HttpAgentOptions } from 'node:http';
+import type { Agent as HttpAgent, AgentOptions as HttpAgentOptions, RequestOptions as HttpRequestOptions } from 'node:http';
 import type { Socket, TcpNetConnectOpts } from 'node:net';
-import type { Agent as HttpsAgent, AgentOptions as HttpsAgentOptions } from 'node:https';
+import type { TLSSocket, ConnectionOptions as TlsConnectionOptions } from 'node:tls';
+import type { Agent as HttpsAgent, AgentOptions as HttpsAgentOptions, RequestOptions as HttpsRequestOptions } from 'node:https';
 import type { LookupAddress, LookupOneOptions, LookupAllOptions, LookupOptions } from 'node:dns';
-import type { Agent as UndiciAgent } from 'undici-types';
+import type { Agent as UndiciAgent, Dispatcher } from 'undici-types';
 
 export type Verdict = 'allow' | 'deny';
 export type Outcome = 'allowed' | 'denied' | 'enforcement_unavailable';
@@ -22,9 +23,40 @@ export type Reason =
   | 'internal_error';
 export type Mode = 'enforce' | 'monitor';
 
-/** A policy document: {egressAllowlist, egressDenylist?}, a
- *  MachineExecutionPolicyV1 or a MachineRegistrationV1 record. */
-export type Policy = { egressAllowlist: string[]; egressDenylist?: string[] } | Record<string, unknown>;
+/** `{egressAllowlist, egressDenylist?}`: the allow and deny entries (see the README for the grammar). */
+export interface EgressAllowlistPolicy {
+  egressAllowlist: string[];
+  egressDenylist?: string[];
+}
+
+/** A machine's execution policy (MachineExecutionPolicyV1). */
+export interface MachineExecutionPolicyV1 {
+  isolationMode?: string;
+  egressAllowlist: string[];
+  egressDenylist?: string[];
+  workloadIdentity?: string;
+}
+
+/**
+ * A MachineRegistrationV1 record: its executionPolicy is the policy, and its
+ * top-level machineId and workspaceId are the request context of every check
+ * that gives none (Checker.defaultContext).
+ */
+export interface MachineRegistrationV1 {
+  schemaVersion?: number;
+  machineId?: string;
+  workspaceId?: string;
+  endpointUrl?: string;
+  active?: boolean;
+  displayName?: string;
+  capabilities?: string[];
+  registeredAtIso?: string;
+  authConfig?: { kind?: string; secretRef?: string };
+  executionPolicy: MachineExecutionPolicyV1;
+}
+
+/** A policy document: one of the three shapes the library reads. */
+export type Policy = EgressAllowlistPolicy | MachineExecutionPolicyV1 | MachineRegistrationV1;
 
 export interface MatchedRule {
   index: number;
@@ -75,6 +107,12 @@ export interface EgressEvent {
   };
 }
 
+declare const decisionBrand: unique symbol;
+
+/**
+ * The result of one check.  Only a check makes one: connect(decision) and
+ * the helpers' decision options refuse objects built or copied by hand.
+ */
 export interface Decision {
   /** What the caller must do. */
   verdict: Verdict;
@@ -100,15 +138,93 @@ export interface Decision {
   /** The decision event: always for check()/checkUrl()/checkUrlSync(); for
    *  checkSync() only when the checker has an event sink. */
   event: EgressEvent | null;
+  /** Made by a check (no such field at run time). */
+  readonly [decisionBrand]: true;
 }
 
+/**
+ * Request context: the decision event's keys.  Values up to 1024 bytes
+ * without control characters; null/undefined mean "not given"; any other
+ * key is refused (TypeError).
+ */
 export interface CheckContext {
-  method?: string;
-  workspaceId?: string;
-  agentId?: string;
-  machineId?: string;
-  runId?: string;
-  correlationId?: string;
+  method?: string | null;
+  workspaceId?: string | null;
+  agentId?: string | null;
+  machineId?: string | null;
+  runId?: string | null;
+  correlationId?: string | null;
+}
+
+/** Per-request options of the HTTP helpers (`egress` on a request). */
+export interface EgressRequestOptions extends CheckContext {
+  /** A decision already made for this request (its URL or host and port,
+   *  its method): used instead of a check, so check-then-call is one event. */
+  decision?: Decision;
+}
+
+/**
+ * fetch()'s init with the `egress` option of Checker.fetch, and the
+ * `dispatcher` Node's fetch takes (missing from RequestInit when the DOM
+ * library is in use): an init of this type passes to the global fetch as it
+ * is, no cast.
+ */
+export interface EgressRequestInit extends RequestInit {
+  egress?: EgressRequestOptions;
+  /** For the global fetch; Checker.fetch takes only a dispatcher of its own checker. */
+  dispatcher?: Dispatcher;
+}
+
+/** http.request() options with the `egress` option of the guarded agents. */
+export interface EgressHttpRequestOptions extends HttpRequestOptions {
+  egress?: EgressRequestOptions;
+}
+
+/** https.request() options with the `egress` option of the guarded agents. */
+export interface EgressHttpsRequestOptions extends HttpsRequestOptions {
+  egress?: EgressRequestOptions;
+}
+
+/** Options a guarded agent adds to http(s).Agent's. */
+export interface EgressAgentOptions {
+  /** Request context for every request of this agent. */
+  context?: CheckContext;
+}
+
+/** undici Agent options of Checker.undiciDispatcher(). */
+export interface EgressDispatcherOptions extends Omit<UndiciAgent.Options, 'connect' | 'factory'> {
+  /** Connection options (not a function: it would connect without the
+   *  check).  socketPath, path, lookup and localAddress are refused. */
+  connect?: Omit<TlsConnectionOptions, 'socket' | 'lookup' | 'path' | 'localAddress' | 'host' | 'port'> & {
+    timeout?: number | null;
+    keepAlive?: boolean | null;
+    keepAliveInitialDelay?: number | null;
+    maxCachedSessions?: number | null;
+    allowH2?: boolean;
+  };
+  /** Request context for every request of this dispatcher. */
+  context?: CheckContext;
+  /** A decision for this dispatcher's first request (check-then-call:
+   *  fetch(url, {dispatcher: checker.undiciDispatcher({decision})})). */
+  decision?: Decision;
+}
+
+/** Options of connect(decision, options). */
+export interface EgressConnectOptions {
+  /** TLS over the vetted address; servername defaults to the decision's host. */
+  tls?: boolean | Omit<TlsConnectionOptions, 'socket' | 'lookup' | 'path' | 'host' | 'port'>;
+  /** TLS server name (SNI and certificate check); default: the decision's host. */
+  servername?: string;
+  /** Must be the decision's, when given. */
+  host?: string;
+  port?: number;
+  family?: 4 | 6;
+  timeout?: number;
+  noDelay?: boolean;
+  keepAlive?: boolean;
+  keepAliveInitialDelay?: number;
+  autoSelectFamily?: boolean;
+  autoSelectFamilyAttemptTimeout?: number;
 }
 
 export interface CacheOptions {
@@ -183,12 +299,21 @@ export class Checker {
    * @deprecated
    */
   readonly lookup: never;
-  /** Check off the event loop (libuv thread pool). */
+  /** machineId and workspaceId of a MachineRegistrationV1 policy document:
+   *  the context every check gets unless it gives its own. */
+  readonly defaultContext: { machineId?: string; workspaceId?: string };
+  /** Check off the event loop (libuv thread pool).  onEvent has run for the
+   *  decision when the promise resolves. */
   check(host: string, port: number, ctx?: CheckContext): Promise<Decision>;
   /** Check on the calling thread: for IP literals and cached names. */
   checkSync(host: string, port: number, ctx?: CheckContext): Decision;
   checkUrl(url: string, ctx?: CheckContext): Promise<Decision>;
   checkUrlSync(url: string, ctx?: CheckContext): Decision;
+  /** Run fn with request context for every check of this checker made
+   *  inside it, directly or by the helpers (AsyncLocalStorage). */
+  withContext<R, A extends unknown[]>(ctx: CheckContext | null | undefined, fn: (...args: A) => R, ...args: A): R;
+  /** Atomic swap; throws EgressPolicyError and keeps the old policy.  Idle
+   *  pooled connections of the helpers are closed, none is reused. */
   setPolicy(policy: Policy | string): void;
   reloadFile(path?: string): { changed: boolean };
   policy(): { digest: string; egressAllowlist: string[]; egressDenylist: string[] };
@@ -203,36 +328,110 @@ export class Checker {
    */
   lookupFor(port: number): EgressLookup;
   /**
-   * net.connect that connects only where the policy allows: IP literals are
-   * checked, names resolve through the vetted lookup bound to options.port,
-   * and lookup, localAddress, fd (anything that connects elsewhere) are
-   * refused.  A refusal is the socket's 'error' (EgressDeniedError).
+   * Connect with a decision a check returned: to its vetted addresses,
+   * tried in order, with no second check, no second event and no lookup.
+   * Throws (no socket) for a decision no check made, one for another
+   * host:port, a denial (EgressDeniedError), an option that would connect
+   * elsewhere.
+   */
+  connect(decision: Decision, options: EgressConnectOptions & { tls: true | object }, connectListener?: () => void): TLSSocket;
+  connect(decision: Decision, options?: EgressConnectOptions, connectListener?: () => void): Socket;
+  connect(decision: Decision, connectListener: () => void): Socket;
+  /**
+   * net.connect that checks first: IP literals are checked, names resolve
+   * through the vetted lookup bound to options.port, and lookup,
+   * localAddress, fd (anything that connects elsewhere) are refused.  A
+   * refusal is the socket's 'error' (EgressDeniedError).
    */
   connect(options: TcpNetConnectOpts, connectListener?: () => void): Socket;
-  /** Checks every connection like connect(); socketPath and the options
-   *  connect() refuses are refused, with one deny event each. */
-  httpAgent(options?: HttpAgentOptions): HttpAgent;
-  httpsAgent(options?: HttpsAgentOptions): HttpsAgent;
-  /** An undici Agent for fetch({dispatcher}); needs the undici package.
-   *  connect must be options (not a function); no factory; socketPath,
-   *  connect.path, connect.lookup and localAddress are refused. */
-  undiciDispatcher(options?: Record<string, unknown>): UndiciAgent;
+  /** An http.Agent that checks every request it carries (one decision and
+   *  one event per request); pooled sockets serve only requests whose own
+   *  decision vetted their address. */
+  httpAgent(options?: HttpAgentOptions & EgressAgentOptions): HttpAgent;
+  httpsAgent(options?: HttpsAgentOptions & EgressAgentOptions): HttpsAgent;
+  /** An undici Dispatcher for fetch({dispatcher}) and undici.request that
+   *  checks every request it is given.  Uses the undici package when
+   *  installed, else the undici inside Node's fetch. */
+  undiciDispatcher(options?: EgressDispatcherOptions): Dispatcher;
+  /** The global fetch through a dispatcher of this checker; init.egress
+   *  holds request context and optionally a decision for this request. */
+  fetch(input: string | URL | Request, init?: EgressRequestInit): Promise<Response>;
 }
 
-export class EgressDeniedError extends Error {
+export type EgressErrorCode =
+  | 'EGRESS_ERROR'
+  | 'EGRESS_CLOSED'
+  | 'EGRESS_ENOMEM'
+  | 'EGRESS_EINVAL'
+  | 'EGRESS_EPOLICY'
+  | 'EGRESS_EIO'
+  | 'EGRESS_ERESOLVER'
+  | 'EGRESS_ERANGE'
+  | 'EGRESS_EINTERNAL'
+  | 'EGRESS_ENAPI'
+  | 'EGRESS_INSTALLED'
+  | 'EGRESS_NO_CHECKER'
+  | 'EGRESS_NO_UNDICI'
+  | 'EGRESS_EUNSUPPORTED'
+  | 'EGRESS_UNCHECKED'
+  | 'EEGRESSDENIED'
+  | 'EEGRESSUNAVAILABLE';
+
+/** The library's status tokens (EgressError.status). */
+export type EgressStatus =
+  | 'out_of_memory'
+  | 'invalid_argument'
+  | 'invalid_policy'
+  | 'io_error'
+  | 'resolver_error'
+  | 'out_of_range'
+  | 'internal_error';
+
+/** Base class of every libegress error. */
+export class EgressError extends Error {
+  constructor(message: string, code?: EgressErrorCode, status?: EgressStatus | null);
+  readonly code: EgressErrorCode;
+  /** The library status token when the error came from a library call. */
+  readonly status: EgressStatus | null;
+}
+
+/** A policy that could not be compiled or read; the policy in force stays. */
+export class EgressPolicyError extends EgressError {
+  constructor(message: string, code?: 'EGRESS_EPOLICY' | 'EGRESS_EIO', status?: EgressStatus | null);
+  readonly code: 'EGRESS_EPOLICY' | 'EGRESS_EIO';
+}
+
+/** The check denied the connection. */
+export class EgressDeniedError extends EgressError {
   constructor(decision: Decision, message?: string);
-  readonly code: 'EEGRESSDENIED';
+  readonly code: 'EEGRESSDENIED' | 'EEGRESSUNAVAILABLE';
   readonly decision: Decision;
+  readonly reason: Reason | null;
 }
 
-export class EgressUnavailableError extends Error {
+/** Enforcement unavailable (DNS down, audit failing), or nothing vetted to
+ *  connect to: a denial, hence the subclass. */
+export class EgressUnavailableError extends EgressDeniedError {
   constructor(decision: Decision, message?: string);
   readonly code: 'EEGRESSUNAVAILABLE';
-  readonly decision: Decision;
 }
+
+/**
+ * Route Node's default HTTP clients through CHECKER: http.globalAgent,
+ * https.globalAgent and the global dispatcher of fetch.  Returns uninstall().
+ * The same checker again: the same uninstall(); another one while installed:
+ * EgressError EGRESS_INSTALLED.
+ */
+export function install(checker: Checker): () => void;
+
+/** Run fn with request context for every check of every checker made
+ *  inside it (AsyncLocalStorage). */
+export function runWithContext<R, A extends unknown[]>(ctx: CheckContext | null | undefined, fn: (...args: A) => R, ...args: A): R;
 
 /** Load the addon now (optional: the first Checker does it). */
 export function load(path?: string): unknown;
 export const addonPath: string | null;
-export const version: string;
-export const specialRangesVersion: string;
+/** The run-time libegress version. */
+export function version(): string;
+/** Version of the special-purpose address table. */
+export function specialRangesVersion(): string;
