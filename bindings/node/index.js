@@ -698,6 +698,7 @@ class Checker {
     this._closed = false;
     this._generation = 0;
     this._guards = new Set(); // WeakRefs of the agents and dispatchers to retire on a swap
+    this._prune = 64;
     this._dispatcher = null;
     this._policyFile = o.policyFile;
     this.mode = o.monitor ? 'monitor' : 'enforce';
@@ -843,6 +844,12 @@ class Checker {
   }
 
   _register(guard) {
+    // Agents made per request (`agent: false`) and dispatchers made per
+    // call come and go: forget the collected ones now and then.
+    if (this._guards.size >= this._prune) {
+      for (const r of this._guards) if (r.deref() === undefined) this._guards.delete(r);
+      this._prune = Math.max(64, 2 * this._guards.size);
+    }
     const ref = new WeakRef(guard);
     this._guards.add(ref);
     return ref;

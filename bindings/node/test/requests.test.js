@@ -622,6 +622,67 @@ test('monitor mode: requests the policy would refuse proceed, each with its own 
   c.close();
 });
 
+// A self-signed certificate for api.test and flip4.test (EC P-256, valid until
+// 2126), made for these tests with openssl req -x509: HTTPS requests name the
+// host in SNI and the certificate check while TCP goes to the vetted address.
+const TLS_KEY = `-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgE6crfFE1DFfDfHrg
+BxHfngDfUu/p5FfIx8T+3i6O712hRANCAARnMq1y8fTV02DDuMQyZGiX6E0240YT
+nbokENNZ1YzT/XCDvNj/xK1PS0xItUz3WEY41LsbV+pFHPev8/JnQWBJ
+-----END PRIVATE KEY-----`;
+const TLS_CERT = `-----BEGIN CERTIFICATE-----
+MIIBnTCCAUSgAwIBAgIUCzoWlmbIY8xCLs/VFkRQvhAZrOUwCgYIKoZIzj0EAwIw
+EzERMA8GA1UEAwwIYXBpLnRlc3QwIBcNMjYxMjA1MTAzNzE2WhgPMjEyNjExMTEx
+MDM3MTZaMBMxETAPBgNVBAMMCGFwaS50ZXN0MFkwEwYHKoZIzj0CAQYIKoZIzj0D
+AQcDQgAEZzKtcvH01dNgw7jEMmRol+hNNuNGE526JBDTWdWM0/1wg7zY/8StT0tM
+SLVM91hGONS7G1fqRRz3r/PyZ0FgSaN0MHIwHQYDVR0OBBYEFML4n6lVZaGvxp0E
+5RUuGEfNSSCyMB8GA1UdIwQYMBaAFML4n6lVZaGvxp0E5RUuGEfNSSCyMA8GA1Ud
+EwEB/wQFMAMBAf8wHwYDVR0RBBgwFoIIYXBpLnRlc3SCCmZsaXA0LnRlc3QwCgYI
+KoZIzj0EAwIDRwAwRAIgcp3jv02B00sYTAC386lKegwahb3TmdGf9h8qulwXffsC
+IH68fIIyseSwXK/HkkP0HdOdLXPt5VvYshd8J7bw5EKP
+-----END CERTIFICATE-----`;
+
+test('https: the agent, the dispatcher and connect(decision, {tls}) verify the name over the vetted address', async (t) => {
+  const s = setup(t);
+  if (!s) return;
+  const { c, events } = s;
+  const https1 = { requests: 0, connections: 0, server: null };
+  https1.server = https.createServer({ key: TLS_KEY, cert: TLS_CERT }, (req, res) => {
+    https1.requests++;
+    res.end(`tls ${req.socket.servername}`);
+  });
+  https1.server.on('secureConnection', () => https1.connections++);
+  await new Promise((r) => https1.server.listen(0, '127.0.0.1', r));
+  const tport = https1.server.address().port;
+  c.setPolicy(policy([`127.0.0.0/8:${tport}`, `https://api.test:${tport}`, `flip4.test:${tport}`]));
+  const agent = c.httpsAgent({ keepAlive: true, ca: TLS_CERT });
+  assert.deepEqual(await get(https, `https://api.test:${tport}/x`, { agent }), { status: 200, body: 'tls api.test' });
+  assert.deepEqual(await get(https, `https://api.test:${tport}/y`, { agent }), { status: 200, body: 'tls api.test' });
+  assert.equal(https1.connections, 1, 'one kept-alive TLS connection');
+  // The certificate names api.test, not other.test (same address): refused by TLS, after the check allowed it.
+  c.setPolicy(policy([`127.0.0.0/8:${tport}`, `https://api.test:${tport}`, `other.test:${tport}`]));
+  await assert.rejects(get(https, `https://other.test:${tport}/`, { agent }), (e) => e.code === 'ERR_TLS_CERT_ALTNAME_INVALID');
+  if (undici) {
+    const d = c.undiciDispatcher({ connect: { ca: TLS_CERT } });
+    assert.equal(await body(undici.request(`https://api.test:${tport}/z`, { dispatcher: d })), 'tls api.test');
+    await d.close();
+  }
+  const dd = await c.check('api.test', tport);
+  const ts = c.connect(dd, { tls: { ca: TLS_CERT } });
+  await new Promise((resolve, reject) => ts.once('secureConnect', resolve).once('error', reject));
+  assert.equal(ts.remoteAddress, '127.0.0.1');
+  assert.equal(ts.authorized, true);
+  ts.destroy();
+  await settle();
+  assert.deepEqual(events.map((e) => e.data.url || e.data.destination), [
+    `https://api.test:${tport}/x`, `https://api.test:${tport}/y`, `https://other.test:${tport}/`,
+    ...(undici ? [`https://api.test:${tport}/z`] : []), `api.test:${tport}`,
+  ]);
+  agent.destroy();
+  https1.server.close();
+  c.close();
+});
+
 test('net.Socket and TLS options a decision connect does not take', (t) => {
   const s = setup(t);
   if (!s) return;
