@@ -461,6 +461,36 @@ EGRESS_API EGRESS_WUR egress_status_t egress_check_url(
     egress_checker_t *checker, const char *url, const egress_request_t *req,
     egress_decision_t **out);
 
+/**
+ * Create an empty decision for egress_check_into(). Until a check fills it,
+ * it reads as a deny with reason internal_error.
+ * @param out Caller owns: egress_decision_free().
+ * @return EGRESS_OK, EGRESS_EINVAL (NULL @p out), EGRESS_ENOMEM.
+ * Thread-safety: safe.  @since 0.1
+ */
+EGRESS_API EGRESS_WUR egress_status_t egress_decision_new(egress_decision_t **out);
+
+/**
+ * egress_check_ex() into a decision the caller keeps and reuses: the hot path
+ * of a binding or a loop that checks many times. Everything the previous
+ * check left in @p d is released first, so no field of it survives.
+ *
+ * Unlike egress_check_ex(), the event's JSON text is made only when the
+ * checker has an event sink (which still gets its event as always);
+ * otherwise egress_decision_event_json() returns NULL. Every other accessor
+ * reads as after egress_check_ex(), and the strings they return stay valid
+ * until the next check into @p d or egress_decision_free().
+ *
+ * @param d  from egress_decision_new() (Borrowed; caller keeps owning it).
+ *           Not to be used by two threads at once.
+ * @return as egress_check_ex(); EGRESS_EINVAL for a NULL @p d (nothing
+ *         written) or a NULL @p checker (@p d says deny).
+ * Thread-safety: safe for distinct decisions.  @since 0.1
+ */
+EGRESS_API EGRESS_WUR egress_status_t egress_check_into(
+    egress_checker_t *checker, const char *host, int32_t port,
+    const egress_request_t *req, egress_decision_t *d);
+
 /* ------------------------------------------------------------------------ */
 /* Decisions.                                                                */
 /* ------------------------------------------------------------------------ */
@@ -469,7 +499,8 @@ EGRESS_API EGRESS_WUR egress_status_t egress_check_url(
 EGRESS_API void egress_decision_free(egress_decision_t *d);
 
 /* All accessors below take a decision that is Borrowed during the call; the
- * strings they return are Borrowed and valid until egress_decision_free().
+ * strings they return are Borrowed and valid until egress_decision_free()
+ * (or the next egress_check_into() of the same decision).
  * A NULL decision reads as a deny with reason internal_error. */
 
 EGRESS_API egress_verdict_t egress_decision_verdict(const egress_decision_t *d);
@@ -481,6 +512,8 @@ EGRESS_API const char *egress_decision_message(const egress_decision_t *d);
  * Events and messages report an invalid one longer than 253 bytes cut short,
  * as its first bytes and "…(truncated, N bytes)"; this accessor never cuts. */
 EGRESS_API const char *egress_decision_destination_host(const egress_decision_t *d);
+/** The URL exactly as given to egress_check_url(); NULL for host checks. */
+EGRESS_API const char *egress_decision_url(const egress_decision_t *d);
 /** Canonical host (lower case, A-label, no brackets); NULL when invalid. */
 EGRESS_API const char *egress_decision_host(const egress_decision_t *d);
 /** Port as given (may be out of range when reason is invalid_port). */

@@ -1087,9 +1087,8 @@ static egress_status_t run_check(egress_checker_t *c, const char *host, int32_t 
   egress_policy_t *p = own ? policy_acquire(c) : policy_borrow(c);
   /* Borrow strings only while something else keeps them alive past the
    * check: the thread's policy slot (not our own, dropped below) and the
-   * caller of egress_check / the sync binding path, which use the decision
-   * before their arguments go away. */
-  d->borrowed = d->borrow || (want == RUN_TEXT && !own);
+   * caller of egress_check, which reads nothing of the decision after. */
+  d->borrowed = d->borrow;
   egress_status_t st = EGRESS_OK;
   if (!d->lean && !copy_context(d, host, req)) {
     decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL, NULL);
@@ -1132,9 +1131,27 @@ egress_status_t egress_check_ex(egress_checker_t *checker, const char *host, int
   return run_check(checker, host, port, NULL, req, d, RUN_FULL);
 }
 
-egress_status_t egress__check_quiet(egress_checker_t *checker, const char *host, int32_t port,
-                                   const egress_request_t *req, egress_decision_t *d) {
-  if (!checker || !d) return EGRESS_EINVAL;
+egress_status_t egress_decision_new(egress_decision_t **out) {
+  if (!out) return EGRESS_EINVAL;
+  *out = egress__calloc(1, sizeof(**out));
+  if (!*out) return EGRESS_ENOMEM;
+  /* An unused decision reads as a deny: it was never checked. */
+  (*out)->outcome = EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE;
+  (*out)->reason = EGRESS_REASON_INTERNAL_ERROR;
+  return EGRESS_OK;
+}
+
+egress_status_t egress_check_into(egress_checker_t *checker, const char *host, int32_t port,
+                                  const egress_request_t *req, egress_decision_t *d) {
+  if (!d) return EGRESS_EINVAL;
+  /* Nothing of the previous check survives into this one. */
+  egress__decision_release(d);
+  memset(d, 0, EGRESS__DECISION_ZERO_SIZE);
+  if (!checker) {
+    d->port = port;
+    decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL, "checker is NULL");
+    return EGRESS_EINVAL;
+  }
   return run_check(checker, host, port, NULL, req, d, RUN_TEXT);
 }
 

@@ -76,6 +76,7 @@ const char *egress_decision_message(const egress_decision_t *d) {
 const char *egress_decision_destination_host(const egress_decision_t *d) {
   return d ? d->destination : NULL;
 }
+const char *egress_decision_url(const egress_decision_t *d) { return d ? d->url : NULL; }
 const char *egress_decision_host(const egress_decision_t *d) {
   return d && d->has_host ? d->host.text : NULL;
 }

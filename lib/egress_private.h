@@ -254,13 +254,6 @@ struct egress_policy {
 };
 
 
-/* egress_check_ex into a caller's decision (zeroed up to
- * EGRESS__DECISION_ZERO_SIZE, released with egress__decision_release), with
- * the decision's text but no event unless the checker has a sink, which
- * still gets its event: the synchronous hot path of the bindings, which
- * have no use for event text nobody asked for. */
-egress_status_t egress__check_quiet(egress_checker_t *checker, const char *host, int32_t port,
-                                   const egress_request_t *req, egress_decision_t *d);
 
 /* ------------------------------------------------------------------------ */
 /* options (checker.c) and request (decision.c)                              */

@@ -321,6 +321,98 @@ static void test_null_checker_calls(void) {
   egress_policy_unref(p);
 }
 
+static int count_events(const char *json, size_t len, const egress_decision_t *d, void *user) {
+  (void)json;
+  (void)len;
+  (void)d;
+  ++*(int *)user;
+  return 0;
+}
+
+/* A decision checked into again keeps nothing of the check before: not its
+ * rule, addresses, message, URL, context nor event. */
+static void test_check_into_reuse(void) {
+  const char *allow[] = {"8.8.8.8", "https://api.example.com/v1"};
+  egress_policy_t *p = NULL;
+  egress_checker_t *quiet = NULL, *loud = NULL;
+  egress_options_t *o = NULL;
+  egress_decision_t *d = NULL;
+  egress_request_t *req = NULL;
+  char err[256];
+  int events = 0;
+  CU_ASSERT_FATAL(egress_policy_from_entries(allow, 2, NULL, 0, &p, err, sizeof err) == EGRESS_OK);
+  CU_ASSERT_FATAL(egress_checker_new(p, NULL, &quiet, err, sizeof err) == EGRESS_OK);
+  CU_ASSERT_FATAL(egress_options_new(&o) == EGRESS_OK);
+  CU_ASSERT_FATAL(egress_options_set_event_callback(o, count_events, &events) == EGRESS_OK);
+  CU_ASSERT_FATAL(egress_checker_new(p, o, &loud, err, sizeof err) == EGRESS_OK);
+  CU_ASSERT_FATAL(egress_request_new(&req) == EGRESS_OK);
+  CU_ASSERT_FATAL(egress_request_set(req, EGRESS_FIELD_WORKSPACE_ID, "ws-reuse-1") == EGRESS_OK);
+
+  CU_ASSERT_EQUAL(egress_decision_new(NULL), EGRESS_EINVAL);
+  CU_ASSERT_FATAL(egress_decision_new(&d) == EGRESS_OK);
+  /* Never checked: a deny. */
+  CU_ASSERT_EQUAL(egress_decision_verdict(d), EGRESS_VERDICT_DENY);
+  CU_ASSERT_EQUAL(egress_decision_reason(d), EGRESS_REASON_INTERNAL_ERROR);
+  CU_ASSERT_NOT_EQUAL(egress_decision_outcome(d), EGRESS_OUTCOME_ALLOWED);
+
+  CU_ASSERT_EQUAL(egress_check_into(quiet, "8.8.8.8", 443, req, NULL), EGRESS_EINVAL);
+  CU_ASSERT_EQUAL(egress_check_into(quiet, "8.8.8.8", 443, req, d), EGRESS_OK);
+  CU_ASSERT_EQUAL(egress_decision_verdict(d), EGRESS_VERDICT_ALLOW);
+  CU_ASSERT(egress_decision_has_rule(d));
+  CU_ASSERT_STRING_EQUAL(egress_decision_rule_text(d), "8.8.8.8");
+  CU_ASSERT_EQUAL(egress_decision_address_count(d), 1);
+  CU_ASSERT_PTR_NULL(egress_decision_url(d));
+  /* No sink: no event text made. */
+  CU_ASSERT_PTR_NULL(egress_decision_event_json(d));
+
+  CU_ASSERT_EQUAL(egress_check_into(quiet, "bad host!", 443, NULL, d), EGRESS_OK);
+  CU_ASSERT_EQUAL(egress_decision_verdict(d), EGRESS_VERDICT_DENY);
+  CU_ASSERT_EQUAL(egress_decision_reason(d), EGRESS_REASON_INVALID_HOST);
+  CU_ASSERT_FALSE(egress_decision_has_rule(d));
+  CU_ASSERT_PTR_NULL(egress_decision_rule_text(d));
+  CU_ASSERT_EQUAL(egress_decision_address_count(d), 0);
+  CU_ASSERT_PTR_NULL(egress_decision_address(d, 0));
+  CU_ASSERT_PTR_NULL(egress_decision_host(d));
+  CU_ASSERT_STRING_EQUAL(egress_decision_destination_host(d), "bad host!");
+
+  /* With a sink: one event per check, the decision's own text, and the
+   * context of this check only. */
+  CU_ASSERT_EQUAL(egress_check_into(loud, "8.8.8.8", 443, req, d), EGRESS_OK);
+  CU_ASSERT_EQUAL(events, 1);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(egress_decision_event_json(d));
+  CU_ASSERT_PTR_NOT_NULL(strstr(egress_decision_event_json(d), "ws-reuse-1"));
+  CU_ASSERT_EQUAL(egress_check_into(loud, "8.8.4.4", 443, NULL, d), EGRESS_OK);
+  CU_ASSERT_EQUAL(events, 2);
+  CU_ASSERT_EQUAL(egress_decision_verdict(d), EGRESS_VERDICT_DENY);
+  CU_ASSERT_EQUAL(egress_decision_reason(d), EGRESS_REASON_NOT_IN_ALLOWLIST);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(egress_decision_event_json(d));
+  CU_ASSERT_PTR_NULL(strstr(egress_decision_event_json(d), "ws-reuse-1"));
+  CU_ASSERT_PTR_NULL(strstr(egress_decision_event_json(d), "8.8.8.8"));
+
+  /* No checker: a deny that says so, and nothing left of the allow before. */
+  CU_ASSERT_EQUAL(egress_check_into(quiet, "8.8.8.8", 443, NULL, d), EGRESS_OK);
+  CU_ASSERT_EQUAL(egress_decision_verdict(d), EGRESS_VERDICT_ALLOW);
+  CU_ASSERT_EQUAL(egress_check_into(NULL, "8.8.8.8", 443, NULL, d), EGRESS_EINVAL);
+  CU_ASSERT_EQUAL(egress_decision_verdict(d), EGRESS_VERDICT_DENY);
+  CU_ASSERT_EQUAL(egress_decision_reason(d), EGRESS_REASON_INTERNAL_ERROR);
+  CU_ASSERT_FALSE(egress_decision_has_rule(d));
+  CU_ASSERT_EQUAL(egress_decision_address_count(d), 0);
+
+  /* URL checks name their URL; a host check into the same decision does not. */
+  egress_decision_t *u = NULL;
+  CU_ASSERT_EQUAL(egress_check_url(quiet, "https://api.example.com/v1/x", NULL, &u), EGRESS_OK);
+  CU_ASSERT_STRING_EQUAL(egress_decision_url(u), "https://api.example.com/v1/x");
+  CU_ASSERT_PTR_NULL(egress_decision_url(NULL));
+  egress_decision_free(u);
+
+  egress_decision_free(d);
+  egress_request_free(req);
+  egress_checker_free(loud);
+  egress_checker_free(quiet);
+  egress_options_free(o);
+  egress_policy_unref(p);
+}
+
 static void test_null_decision_accessors(void) {
   const egress_decision_t *d = NULL;
   assert_null_decision_reads_deny(d);
@@ -537,6 +629,7 @@ static CU_TestInfo null_tests[] = {
     {"options calls", test_null_options_calls},
     {"checker and check calls", test_null_checker_calls},
     {"decision accessors", test_null_decision_accessors},
+    {"check into a reused decision", test_check_into_reuse},
     {"request calls", test_null_request_calls},
     CU_TEST_INFO_NULL,
 };

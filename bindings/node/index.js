@@ -10,8 +10,6 @@
  * checker.fetch() and egress.install() for Node's default agents and fetch.
  * connect() connects with a decision already held.
  */
-const os = require('node:os');
-const path = require('node:path');
 const fs = require('node:fs');
 const net = require('node:net');
 const tls = require('node:tls');

@@ -12,8 +12,12 @@ import loader from './loader.js';
 
 export const {
   Checker,
+  EgressError,
+  EgressPolicyError,
   EgressDeniedError,
   EgressUnavailableError,
+  install,
+  runWithContext,
   load,
   version,
   specialRangesVersion,

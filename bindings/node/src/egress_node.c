@@ -35,7 +35,6 @@
 #include <string.h>
 
 #include "egress.h"
-#include "egress_private.h"
 
 /* Layout of the shared number array; index.js mirrors it. */
 enum {
@@ -108,6 +107,10 @@ typedef struct instance {
   size_t buf_len;       /* bytes of the last decision packed */
   uint64_t next_tag;
   memo_t *memo;         /* MEMO_SLOTS, allocated with the instance */
+  egress_decision_t *sync_decision; /* reused by every checkSync: no
+                                       allocation per check.  Safe: no JS
+                                       runs during a check (events reach JS
+                                       through the thread-safe function) */
 } instance_t;
 
 /* All fields but pending are touched on the JS thread only. */
@@ -642,9 +645,13 @@ static napi_value emit_packed(napi_env env, instance_t *inst, const egress_decis
   else if (f[S_DIGEST])
     snprintf(inst->last_digest, sizeof inst->last_digest, "%s", f[S_DIGEST]);
   f[S_EVENT] = egress_decision_event_json(d);
-  f[S_URL] = d->url;
+  f[S_URL] = egress_decision_url(d);
 
-  size_t total = S_COUNT + naddrs * (EGRESS__IPSTR_MAX + 1);
+  size_t total = S_COUNT;
+  for (size_t k = 0; k < naddrs; k++) {
+    const char *a = egress_decision_address(d, k);
+    total += (a ? strlen(a) : 0) + 1;
+  }
   for (int i = 0; i < S_COUNT; i++) {
     if (!f[i]) nulls |= 1u << i;
     len[i] = f[i] ? strlen(f[i]) : 0;
@@ -661,7 +668,7 @@ static napi_value emit_packed(napi_env env, instance_t *inst, const egress_decis
       double *an = n + N_HEADER;
       for (size_t k = 0; k < naddrs; k++) {
         const char *a = egress_decision_address(d, k);
-        size_t al = a ? strnlen(a, EGRESS__IPSTR_MAX) : 0;
+        size_t al = a ? strlen(a) : 0;
         if (k) *o++ = ',';
         memcpy(o, a ? a : "", al);
         o += al;
@@ -714,6 +721,7 @@ static void instance_free(napi_env env, void *data, void *hint) {
   if (inst->numbers) napi_delete_reference(env, inst->numbers);
   free(inst->buf);
   free(inst->memo);
+  egress_decision_free(inst->sync_decision);
   free(inst);
 }
 
@@ -741,6 +749,10 @@ static napi_value js_setup(napi_env env, napi_callback_info info) {
   inst->nums_len = len;
   /* Without the memo every decision simply carries its strings. */
   inst->memo = calloc(MEMO_SLOTS, sizeof *inst->memo);
+  if (egress_decision_new(&inst->sync_decision) != EGRESS_OK) {
+    instance_free(env, inst, NULL);
+    return throw_status(env, EGRESS_ENOMEM, NULL);
+  }
   if (napi_create_reference(env, argv[0], 1, &inst->builder) != napi_ok ||
       napi_create_reference(env, argv[1], 1, &inst->numbers) != napi_ok ||
       napi_set_instance_data(env, inst, instance_free, NULL) != napi_ok) {
@@ -1001,8 +1013,6 @@ static napi_value js_check_sync(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4], result = NULL;
   egress_request_t *req = NULL;
-  egress_decision_t d;
-  bool ran = false;
   char small[SMALL_BYTES];
   char *host = NULL;
   int32_t port;
@@ -1014,15 +1024,14 @@ static napi_value js_check_sync(napi_env env, napi_callback_info info) {
       !get_port(env, argv[2], &port))
     goto done;
   if (argc >= 4 && !make_request(env, argv[3], &req)) goto done;
-  /* On the stack, as egress_check does: no allocation for the decision. */
-  memset(&d, 0, EGRESS__DECISION_ZERO_SIZE);
-  ran = true;
-  egress_status_t st = egress__check_quiet(nc->checker, host, port, req, &d);
+  egress_status_t st = egress_check_into(nc->checker, host, port, req, inst->sync_decision);
   sync_event_ref(env, nc);
-  if (st != EGRESS_OK) d.verdict = EGRESS_VERDICT_DENY;
-  result = emit_packed(env, inst, &d);
+  /* A check that failed still left a deny in the decision, which says why. */
+  if (st != EGRESS_OK && egress_decision_verdict(inst->sync_decision) != EGRESS_VERDICT_DENY)
+    throw_status(env, st, NULL);
+  else
+    result = emit_packed(env, inst, inst->sync_decision);
 done:
-  if (ran) egress__decision_release(&d);
   egress_request_free(req);
   if (host != small) free(host);
   return result;
