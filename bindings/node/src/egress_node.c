@@ -211,7 +211,10 @@ static bool is_nullish(napi_env env, napi_value v) {
  * destination (host, URL: @p decided) holding either is still decided, with
  * U+0001 in their place: a control character the library always refuses, so
  * the check denies it invalid_host and its event records the attempt.  Any
- * other argument holding either is a TypeError.
+ * other argument holding either is a TypeError.  A destination longer than
+ * the copy limit is likewise decided as a U+0001 stand-in naming its length
+ * (invalid_host, with its event); any other argument that long is a
+ * RangeError.
  */
 typedef enum { ERR_TYPE, ERR_RANGE, ERR_PLAIN } err_kind_t;
 
@@ -335,6 +338,19 @@ static char *js_string(napi_env env, napi_value v, const char *what, bool decide
   if (st != napi_ok) {
     throw_arg(env, ERR_PLAIN, "EGRESS_ENAPI", "%s could not be read", what);
     return NULL;
+  }
+  if (len > max && decided) {
+    /* Too long to copy, and no prefix of it may be decided in its place:
+     * decide a stand-in the library refuses (it starts with U+0001) and
+     * that says what was refused, so the attempt is denied with an event. */
+    char *stand_in = malloc(96);
+    if (!stand_in) {
+      throw_status(env, EGRESS_ENOMEM, NULL);
+      return NULL;
+    }
+    snprintf(stand_in, 96, "\x01(%s of %zu UTF-8 bytes, over the %zu-byte limit)", what, len, max);
+    if (len_out) *len_out = strlen(stand_in);
+    return stand_in;
   }
   if (len > max) {
     throw_arg(env, ERR_RANGE, "ERR_OUT_OF_RANGE", "%s is longer than %zu bytes", what, max);

@@ -211,6 +211,46 @@ test('URL paths: a path is decided whole, never a prefix of it', async () => {
   c.close();
 });
 
+test('destinations past the 64 KiB copy limit: denied invalid_host with an event, never a prefix', async () => {
+  const events = [];
+  const c = new Checker({
+    policy: { egressAllowlist: ['**.example.com', 'https://api.example.com/v1'] },
+    hostsFile,
+    onEvent: (e) => events.push(e),
+  });
+  const limit = 64 * 1024;
+  const what = (d) => JSON.stringify(d.event.data).slice(0, 200);
+  for (const extra of [1, 3, 1000]) {
+    // Every prefix of these is allowed by the policy; the whole is not a
+    // host (too long) and not a URL any server reads as one path.
+    const host = pad(limit + extra);
+    const u = `https://api.example.com/v1/${'p'.repeat(limit + extra - 27)}`;
+    assert.ok(Buffer.byteLength(u) > limit);
+    const decisions = [
+      ['checkSync', c.checkSync(host, 443)],
+      ['check', await c.check(host, 443)],
+      ['checkUrlSync', c.checkUrlSync(u)],
+      ['checkUrl', await c.checkUrl(u)],
+    ];
+    for (const [how, d] of decisions) {
+      const what = `${how}, ${extra} bytes over`;
+      assert.equal(d.verdict, 'deny', what);
+      assert.equal(d.reason, 'invalid_host', what);
+      assert.equal(d.matchedRule, null, what);
+    }
+    const [, async] = decisions[1];
+    assert.ok(async.event.data.destination.startsWith(`\u0001(host of ${limit + extra} UTF-8 bytes`), what(async));
+    const [, asyncUrl] = decisions[3];
+    assert.ok(asyncUrl.event.data.url.startsWith(`\u0001(url of ${Buffer.byteLength(u)} UTF-8 bytes`), what(asyncUrl));
+  }
+  await new Promise((r) => setImmediate(r));
+  assert.equal(events.length, 12, 'one event per refused destination');
+  assert.deepEqual(events.map((e) => e.data.denyReason), Array(12).fill('invalid_host'));
+  // Any other argument that long is an argument error, not a decision.
+  assert.throws(() => c.reloadFile('/'.repeat(limit + 1)), RangeError);
+  c.close();
+});
+
 test('context fields: kept whole, or a TypeError', async () => {
   const c = checker(['**.example.com']);
   for (let k = 200; k <= 300; k++) {
