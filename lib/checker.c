@@ -503,79 +503,6 @@ static bool add_address(egress_decision_t *d, const egress__ip_t *ip, int32_t tt
   return true;
 }
 
-typedef struct vet_result {
-  egress_reason_t reason;               /* NONE when the address passes */
-  const egress__rule_t *rule;           /* the deny rule that forbids */
-  const egress__rule_t *opener;         /* the allow rule that opened a
-                                           special-purpose address */
-  const egress__rule_t *elsewhere;      /* a rule inside the special range of
-                                           the forbidden address (or of the
-                                           IPv4 it embeds) that opens it on
-                                           other ports only */
-  uint8_t open_len;                     /* the address's own open_len: a CIDR
-                                           rule shorter than this cannot stand
-                                           for it */
-  char detail[160];
-} vet_result_t;
-
-/* Only the header: the detail text is written before it is read, and
- * zeroing all of it costs more than the rest of a cached check. */
-static void vet_init(vet_result_t *v) {
-  v->reason = EGRESS_REASON_NONE;
-  v->rule = NULL;
-  v->opener = NULL;
-  v->elsewhere = NULL;
-  v->open_len = 0;
-  v->detail[0] = '\0';
-}
-
-/* Deny list and special-purpose check for one address (DESIGN §4 step 7 and
- * "Special-purpose addresses"), including IPv4 embedded in IPv6. */
-static void vet_one(const egress_policy_t *p, const egress_options_t *o, const egress__ip_t *ip,
-                    uint16_t port, vet_result_t *v) {
-  egress__match_t m;
-  egress__special_info_t info;
-  egress__match_ip(p->matcher[EGRESS_LIST_DENY], ip, port, 0, &m);
-  if (m.allowing) {
-    v->reason = EGRESS_REASON_EXPLICIT_DENY;
-    v->rule = m.allowing;
-    return;
-  }
-  egress__special_classify(ip, &info);
-  if (!info.global) {
-    v->open_len = info.open_len;
-    egress__match_ip(p->matcher[EGRESS_LIST_ALLOW], ip, port, info.open_len, &m);
-    if (!m.allowing) {
-      v->reason = EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS;
-      v->elsewhere = m.any;
-      snprintf(v->detail, sizeof v->detail, "%s", info.block ? info.block->name : "special-purpose");
-      return;
-    }
-    v->opener = m.allowing;
-  }
-  if (ip->family == 6) {
-    egress__ip_t embedded[2];
-    size_t n = egress__embedded_ipv4(ip, o->pref64, o->n_pref64, embedded);
-    for (size_t i = 0; i < n; i++) {
-      vet_result_t inner;
-      vet_init(&inner);
-      vet_one(p, o, &embedded[i], port, &inner);
-      if (inner.reason != EGRESS_REASON_NONE) {
-        char text[EGRESS__IPSTR_MAX];
-        egress__ip_format(&embedded[i], text, sizeof text);
-        v->reason = inner.reason;
-        v->rule = inner.rule;
-        v->elsewhere = inner.elsewhere;
-        snprintf(v->detail, sizeof v->detail, "embedded IPv4 %.46s: %.64s", text,
-                 inner.detail[0] ? inner.detail : egress_reason_name(inner.reason));
-        return;
-      }
-    }
-  }
-  v->reason = EGRESS_REASON_NONE;
-}
-
-
 /* ------------------------------------------------------------------------ */
 /* URL paths (egress_check_url)                                              */
 /* ------------------------------------------------------------------------ */
@@ -605,21 +532,7 @@ static bool rule_matches_host(const egress__rule_t *r, const egress__host_t *h, 
   if (h->kind != EGRESS__HOST_NAME)
     return r->kind == EGRESS__RULE_CIDR && r->cidr.addr.family == h->ip.family &&
            r->cidr.len >= min_len && egress__prefix_contains(&r->cidr, &h->ip);
-  switch (r->kind) {
-    case EGRESS__RULE_EXACT:
-      return r->name_len == h->len && !memcmp(r->name, h->text, h->len);
-    case EGRESS__RULE_WILD1: {
-      const char *dot = memchr(h->text, '.', h->len);
-      return dot && (size_t)(h->text + h->len - dot - 1) == r->name_len &&
-             !memcmp(dot + 1, r->name, r->name_len);
-    }
-    case EGRESS__RULE_WILDN:
-      return h->len > r->name_len + 1 && h->text[h->len - r->name_len - 1] == '.' &&
-             !memcmp(h->text + h->len - r->name_len, r->name, r->name_len);
-    case EGRESS__RULE_ANY: return true;
-    case EGRESS__RULE_REGEX: return egress__regex_match(r, h->text, h->len);
-    default: return false;
-  }
+  return egress__rule_matches_name(r, h->text, h->len);
 }
 
 /* A URL entry allows only its own scheme: "https://h" must never let plain
@@ -682,14 +595,13 @@ static void check_literal(const egress_policy_t *p, const egress_options_t *o,
                           egress_decision_t *d, uint16_t port, const url_ctx_t *url) {
   const egress__ip_t *ip = &d->host.ip;
   egress__match_t m;
-  vet_result_t v;
-  vet_init(&v);
+  egress__vet_t v;
   if (!add_address(d, ip, -1, 1)) {
     decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL, NULL);
     return;
   }
   egress__addr_verdict_t *a = &d->addrs[0];
-  vet_one(p, o, ip, port, &v);
+  egress__vet_address(p, o->pref64, o->n_pref64, ip, port, &v);
   if (v.reason == EGRESS_REASON_EXPLICIT_DENY) {
     a->reason = v.reason;
     decide(d, EGRESS_OUTCOME_DENIED, v.reason, v.rule, "%s is in the deny list%s%s", d->host.text,
@@ -705,10 +617,9 @@ static void check_literal(const egress_policy_t *p, const egress_options_t *o,
      * never makes this a port question. */
     const egress__rule_t *elsewhere = NULL;
     if (!m.allowing && v.elsewhere) {
-      vet_result_t there;
+      egress__vet_t there;
       egress__match_t mt;
-      vet_init(&there);
-      vet_one(p, o, ip, v.elsewhere->port_lo, &there);
+      egress__vet_address(p, o->pref64, o->n_pref64, ip, v.elsewhere->port_lo, &there);
       egress__match_ip(p->matcher[EGRESS_LIST_ALLOW], ip, v.elsewhere->port_lo, there.open_len, &mt);
       if (there.reason == EGRESS_REASON_NONE && mt.allowing)
         elsewhere = there.opener ? there.opener : mt.allowing;
@@ -858,8 +769,7 @@ static void check_name(egress_checker_t *c, const egress_policy_t *p, egress_dec
 
   size_t passed = 0;
   const egress__addr_verdict_t *first_bad = NULL;
-  vet_result_t first_bad_v;
-  vet_init(&first_bad_v);
+  egress__vet_t first_bad_v;
   for (size_t i = 0; i < ans.n; i++) {
     egress__ip_t ip = ans.ips[i];
     egress__ip_unmap(&ip);
@@ -868,9 +778,8 @@ static void check_name(egress_checker_t *c, const egress_policy_t *p, egress_dec
       goto done;
     }
     egress__addr_verdict_t *a = &d->addrs[d->naddrs - 1];
-    vet_result_t v;
-    vet_init(&v);
-    vet_one(p, &c->opts, &ip, port, &v);
+    egress__vet_t v;
+    egress__vet_address(p, c->opts.pref64, c->opts.n_pref64, &ip, port, &v);
     a->reason = v.reason;
     if (v.reason == EGRESS_REASON_NONE) {
       a->verdict = EGRESS_VERDICT_ALLOW;

@@ -242,6 +242,17 @@ void egress__match_name(const egress__matcher_t *m, const char *name, size_t len
 void egress__match_ip(const egress__matcher_t *m, const egress__ip_t *ip,
                       uint16_t port, uint8_t min_len, egress__match_t *res);
 
+/* The relations the hash tables answer, one name and one rule at a time,
+ * for code that walks rules itself (URL checks, egressctl render and lint).
+ * Names and suffixes are canonical.  @p n is in "*.suffix" when it is one
+ * label and ".suffix"; in "**.suffix" when it is one or more labels and
+ * ".suffix".  Neither takes the suffix itself (the apex). */
+bool egress__name_in_wild1(const char *n, size_t len, const char *suffix, size_t sl);
+bool egress__name_in_wildn(const char *n, size_t len, const char *suffix, size_t sl);
+/* Whether host-name rule @p r (exact, wildcards, "*", regex) takes the name,
+ * ports aside; false for CIDR rules. */
+bool egress__rule_matches_name(const egress__rule_t *r, const char *name, size_t len);
+
 /* ------------------------------------------------------------------------ */
 /* policy.c                                                                  */
 /* ------------------------------------------------------------------------ */
@@ -252,6 +263,37 @@ struct egress_policy {
   egress__matcher_t *matcher[2];
   char digest[65];
 };
+
+/* ------------------------------------------------------------------------ */
+/* vet.c: may this address be reached at all (README "The check").          */
+/* ------------------------------------------------------------------------ */
+typedef struct egress__vet {
+  egress_reason_t reason;               /* NONE when the address passes */
+  const egress__rule_t *rule;           /* the deny rule that forbids */
+  const egress__rule_t *opener;         /* the allow rule that opened a
+                                           special-purpose address */
+  const egress__rule_t *elsewhere;      /* a rule inside the special range of
+                                           the forbidden address (or of the
+                                           IPv4 it embeds) that opens it on
+                                           other ports only */
+  uint8_t open_len;                     /* the address's own open_len: a CIDR
+                                           rule shorter than this cannot stand
+                                           for it */
+  char detail[160];                     /* what forbids it ("Private-Use",
+                                           "embedded IPv4 10.0.0.1: ..."), or
+                                           empty */
+} egress__vet_t;
+
+/* Vet @p ip for @p port against policy @p p: a deny-list CIDR rule forbids
+ * it (EXPLICIT_DENY); a special-purpose address is forbidden
+ * (SPECIAL_PURPOSE_ADDRESS) unless an allow CIDR rule inside its range
+ * (prefix length >= its open_len) takes this port; an IPv6 address carrying
+ * an IPv4 one (NAT64 through the well-known prefixes and @p pref64, 6to4,
+ * Teredo) is vetted as that IPv4 address too.  Host-name rules play no part.
+ * @p pref64 may be NULL when @p n_pref64 is 0.  Rule ports are uniform over a
+ * port segment, so vetting at one port of it stands for all of it. */
+void egress__vet_address(const egress_policy_t *p, const egress__prefix_t *pref64, size_t n_pref64,
+                         const egress__ip_t *ip, uint16_t port, egress__vet_t *out);
 
 
 

@@ -277,3 +277,23 @@ void egress__match_ip(const egress__matcher_t *m, const egress__ip_t *ip,
   if (!m) return;
   egress__cidrset_match(m->cidrs, ip, port, min_len, res);
 }
+
+bool egress__name_in_wild1(const char *n, size_t len, const char *suffix, size_t sl) {
+  const char *dot = memchr(n, '.', len);
+  return dot && (size_t)(n + len - dot - 1) == sl && !memcmp(dot + 1, suffix, sl);
+}
+
+bool egress__name_in_wildn(const char *n, size_t len, const char *suffix, size_t sl) {
+  return len > sl + 1 && n[len - sl - 1] == '.' && !memcmp(n + len - sl, suffix, sl);
+}
+
+bool egress__rule_matches_name(const egress__rule_t *r, const char *name, size_t len) {
+  switch (r->kind) {
+    case EGRESS__RULE_EXACT: return r->name_len == len && !memcmp(r->name, name, len);
+    case EGRESS__RULE_WILD1: return egress__name_in_wild1(name, len, r->name, r->name_len);
+    case EGRESS__RULE_WILDN: return egress__name_in_wildn(name, len, r->name, r->name_len);
+    case EGRESS__RULE_ANY: return true;
+    case EGRESS__RULE_REGEX: return egress__regex_match(r, name, len);
+    default: return false;
+  }
+}

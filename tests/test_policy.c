@@ -392,6 +392,111 @@ static void test_many_rules(void) {
   egress_policy_unref(p);
 }
 
+/* The one-rule relations that render, lint and URL checks use agree with
+ * the compiled matcher, rule by rule, and keep the apex out of wildcards. */
+static void test_rule_matches_name(void) {
+  static const char *const names[] = {"example.com", "a.example.com", "a.b.example.com", "aexample.com",
+                                      "example.com.evil", "x.api.example.com", "api.example.com", "com"};
+  static const char *const entries[] = {"example.com", "*.example.com", "**.example.com", "*",
+                                        "re:^a\\..*$", "api.example.com", "10.0.0.0/8"};
+  for (size_t e = 0; e < sizeof entries / sizeof *entries; e++) {
+    egress_policy_t *p = must_policy(&entries[e], 1, NULL, 0);
+    const egress__rule_t *r = &p->rules[EGRESS_LIST_ALLOW][0];
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+      bool want = allowed_by(p, names[i], r->port_lo) == 0;
+      if (egress__rule_matches_name(r, names[i], strlen(names[i])) != want)
+        fprintf(stderr, "rule %s name %s: want %d\n", entries[e], names[i], want);
+      CU_ASSERT_EQUAL(egress__rule_matches_name(r, names[i], strlen(names[i])), want);
+    }
+    egress_policy_unref(p);
+  }
+  const char *s = "example.com";
+  size_t sl = strlen(s);
+#define N_(x) x, strlen(x)
+  CU_ASSERT_TRUE(egress__name_in_wild1(N_("a.example.com"), s, sl));
+  CU_ASSERT_FALSE(egress__name_in_wild1(N_("example.com"), s, sl));
+  CU_ASSERT_FALSE(egress__name_in_wild1(N_("a.b.example.com"), s, sl));
+  CU_ASSERT_FALSE(egress__name_in_wild1(N_("aexample.com"), s, sl));
+  CU_ASSERT_TRUE(egress__name_in_wildn(N_("a.example.com"), s, sl));
+  CU_ASSERT_TRUE(egress__name_in_wildn(N_("a.b.example.com"), s, sl));
+  CU_ASSERT_FALSE(egress__name_in_wildn(N_("example.com"), s, sl));
+  CU_ASSERT_FALSE(egress__name_in_wildn(N_("aexample.com"), s, sl));
+  CU_ASSERT_FALSE(egress__name_in_wildn(N_("example.com.a"), s, sl));
+  CU_ASSERT_FALSE(egress__name_in_wildn(N_("com"), s, sl));
+#undef N_
+}
+
+static void vet(const egress_policy_t *p, const egress__prefix_t *pref64, size_t n, const char *addr,
+                uint16_t port, egress__vet_t *v) {
+  egress__ip_t ip;
+  bool ok = strchr(addr, ':') ? egress__ip6_parse(addr, strlen(addr), &ip)
+                              : egress__ip4_parse(addr, strlen(addr), &ip);
+  CU_ASSERT_FATAL(ok);
+  /* Garbage in the result must not survive into it. */
+  memset(v, 0x5a, sizeof *v);
+  egress__vet_address(p, pref64, n, &ip, port, v);
+}
+
+/* Deny-list CIDRs, special-purpose addresses opened only by a rule inside
+ * their range and on the port, and IPv4 carried inside IPv6. */
+static void test_vet_address(void) {
+  const char *allow[] = {"0.0.0.0/0:*", "10.1.0.0/16:443", "[2001:db8:64::]/96:*"};
+  const char *deny[] = {"8.8.4.0/24:*"};
+  egress_policy_t *p = must_policy(allow, 3, deny, 1);
+  const egress__rule_t *A = p->rules[EGRESS_LIST_ALLOW], *D = p->rules[EGRESS_LIST_DENY];
+  egress__vet_t v;
+
+  vet(p, NULL, 0, "8.8.8.8", 443, &v);
+  CU_ASSERT_EQUAL(v.reason, EGRESS_REASON_NONE);
+  CU_ASSERT_PTR_NULL(v.opener);
+  CU_ASSERT_PTR_NULL(v.rule);
+  CU_ASSERT_STRING_EQUAL(v.detail, "");
+
+  vet(p, NULL, 0, "8.8.4.4", 443, &v);
+  CU_ASSERT_EQUAL(v.reason, EGRESS_REASON_EXPLICIT_DENY);
+  CU_ASSERT_PTR_EQUAL(v.rule, &D[0]);
+
+  /* Opened by the rule naming its range, on that rule's port only. */
+  vet(p, NULL, 0, "10.1.2.3", 443, &v);
+  CU_ASSERT_EQUAL(v.reason, EGRESS_REASON_NONE);
+  CU_ASSERT_PTR_EQUAL(v.opener, &A[1]);
+  CU_ASSERT_EQUAL(v.open_len, 8);
+  vet(p, NULL, 0, "10.1.2.3", 80, &v);
+  CU_ASSERT_EQUAL(v.reason, EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS);
+  CU_ASSERT_PTR_EQUAL(v.elsewhere, &A[1]);
+  CU_ASSERT_STRING_EQUAL(v.detail, "Private-Use");
+  /* 0.0.0.0/0 takes every port but never opens private space. */
+  vet(p, NULL, 0, "10.2.0.1", 443, &v);
+  CU_ASSERT_EQUAL(v.reason, EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS);
+  CU_ASSERT_PTR_NULL(v.elsewhere);
+  CU_ASSERT_PTR_NULL(v.opener);
+
+  /* NAT64 well-known prefix: the embedded IPv4 is vetted as itself. */
+  vet(p, NULL, 0, "64:ff9b::808:404", 443, &v);
+  CU_ASSERT_EQUAL(v.reason, EGRESS_REASON_EXPLICIT_DENY);
+  CU_ASSERT_PTR_EQUAL(v.rule, &D[0]);
+  CU_ASSERT_STRING_EQUAL(v.detail, "embedded IPv4 8.8.4.4: explicit_deny");
+  vet(p, NULL, 0, "64:ff9b::a01:203", 80, &v);
+  CU_ASSERT_EQUAL(v.reason, EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS);
+  CU_ASSERT_STRING_EQUAL(v.detail, "embedded IPv4 10.1.2.3: Private-Use");
+  vet(p, NULL, 0, "64:ff9b::a01:203", 443, &v);
+  CU_ASSERT_EQUAL(v.reason, EGRESS_REASON_NONE);
+
+  /* A network-specific prefix counts only when the caller names it. */
+  egress__prefix_t pref64 = {.len = 96};
+  CU_ASSERT_FATAL(egress__ip6_parse("2001:db8:64::", 13, &pref64.addr));
+  vet(p, NULL, 0, "2001:db8:64::808:404", 443, &v);
+  CU_ASSERT_EQUAL(v.reason, EGRESS_REASON_NONE);
+  CU_ASSERT_PTR_EQUAL(v.opener, &A[2]);
+  vet(p, &pref64, 1, "2001:db8:64::808:404", 443, &v);
+  CU_ASSERT_EQUAL(v.reason, EGRESS_REASON_EXPLICIT_DENY);
+  CU_ASSERT_STRING_EQUAL(v.detail, "embedded IPv4 8.8.4.4: explicit_deny");
+  /* Outside the opened /96, the documentation range stays closed. */
+  vet(p, &pref64, 1, "2001:db8:65::1", 443, &v);
+  CU_ASSERT_EQUAL(v.reason, EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS);
+  egress_policy_unref(p);
+}
+
 static CU_TestInfo policy_tests[] = {
     {"wildcards: *. one label, **. one or more, never the apex", test_wildcard_semantics},
     {"ports: single, range, any, scheme defaults, CIDR default any", test_ports},
@@ -403,6 +508,8 @@ static CU_TestInfo policy_tests[] = {
     {"policy digest", test_digest},
     {"compiled matcher agrees with a naive reference", test_differential},
     {"100000 rules compile and match", test_many_rules},
+    {"one rule against one name agrees with the matcher", test_rule_matches_name},
+    {"address vetting: deny CIDRs, special-purpose, embedded IPv4", test_vet_address},
     CU_TEST_INFO_NULL,
 };
 
