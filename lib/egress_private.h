@@ -298,7 +298,7 @@ void egress__vet_address(const egress_policy_t *p, const egress__prefix_t *pref6
 
 
 /* ------------------------------------------------------------------------ */
-/* options (checker.c) and request (decision.c)                              */
+/* options (options.c) and request (decision.c)                             */
 /* ------------------------------------------------------------------------ */
 #define EGRESS__MAX_PREF64 8
 #define EGRESS__FIELD_COUNT 6
@@ -323,6 +323,12 @@ struct egress_options {
 
 /* Tests: point c-ares at another resolv.conf (search list, ndots). */
 egress_status_t egress__options_set_resolv_conf(egress_options_t *opts, const char *path);
+/* options.c: the documented defaults (the whole struct is written); a deep
+ * copy (EGRESS_ENOMEM leaves @p dst owning nothing); freeing what options
+ * own, leaving the struct itself as garbage. */
+void egress__options_defaults(egress_options_t *o);
+egress_status_t egress__options_copy(const egress_options_t *src, egress_options_t *dst);
+void egress__options_clear(egress_options_t *o);
 
 struct egress_request {
   char *field[EGRESS__FIELD_COUNT];   /* indexed by egress_field_t */

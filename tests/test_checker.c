@@ -1857,6 +1857,21 @@ static void test_counters(void) {
       if (prom_value(m, sample) != tally[o][r]) printf("\n  missing %s\n%s", sample, m);
     }
   egress_free(m);
+  /* The text grows as it is written: a failed growth gives NULL, not a
+   * cut text, and leaks nothing. */
+  size_t fails = 0;
+  for (long k = 1; k <= 8; k++) {
+    egress__alloc_fail_at(k);
+    m = egress_checker_metrics(c);
+    egress__alloc_fail_at(0);
+    if (m) {
+      CU_ASSERT_EQUAL(prom_validate(m), 0);
+    } else {
+      fails++;
+    }
+    egress_free(m);
+  }
+  CU_ASSERT(fails >= 2);
   egress_checker_free(c);
   egress_policy_unref(p);
 
