@@ -12,7 +12,13 @@
   'targets': [
     {
       'target_name': 'egress_node',
-      'sources': ['src/egress_node.c'],
+      # The same sources as bindings/node/meson.build.
+      'sources': [
+        'src/convert.c',
+        'src/lifetime.c',
+        'src/module.c',
+        'src/packed.c',
+      ],
       'defines': ['NAPI_VERSION=8'],
       'cflags': [
         '-std=c11',

@@ -2,7 +2,7 @@
 /*
  * @portarium/libegress: the Node.js binding of libegress.
  *
- * The native addon (src/egress_node.c, built by meson) does the checks; this
+ * The native addon (src/*.c, built by meson) does the checks; this
  * file gives them their JS shape: Checker, decisions as plain objects, the
  * error classes, request context (per call, per request, AsyncLocalStorage,
  * the registration's defaults), and the HTTP helpers that make one decision
@@ -34,6 +34,7 @@ let loadedFrom = null;
 function load(explicit) {
   if (native) return native;
   const n = loader.load(explicit);
+  checkLayout(typeof n.layout === 'function' ? n.layout() : null, loader.addonPath());
   n.setup(buildDecision, NUMS);
   TABLES = n.tables();
   native = n;
@@ -43,11 +44,76 @@ function load(explicit) {
 
 // ---------------------------------------------------------------------------
 // Decisions: the addon fills NUMS and hands the string fields packed in one
-// string (NUL-separated); buildDecision makes the plain object.  Layouts
-// mirror the enums at the top of src/egress_node.c.
+// string (NUL-separated); buildDecision makes the plain object.  The slots
+// and fields are named as in the addon (PACKED_NUMBERS and PACKED_STRINGS in
+// src/addon.h); load() refuses an addon whose layout() differs from these.
 // ---------------------------------------------------------------------------
 
-const N_HEADER = 16;
+// NUMS slots.
+const N_VERDICT = 0;
+const N_OUTCOME = 1;
+const N_REASON = 2;
+const N_PORT = 3;
+const N_HAS_RULE = 4;
+const N_RULE_LIST = 5;
+const N_RULE_INDEX = 6;
+const N_NADDRS = 7;
+const N_DNS_MS = 8;
+const N_LATENCY_MS = 9;
+const N_MODE = 10;
+const N_ADDR_OVERFLOW = 11; // 1: per-address numbers follow the strings instead
+const N_NULLS = 12; // bit i set: string field i is null
+const N_MEMO_SLOT = 13; // string memo slot of this decision, -1: none
+const N_MEMO_TAG = 14; // the slot's tag
+const N_HEADER = 16; // then 3 numbers per address: verdict, reason, ttl
+// Packed string fields.
+const S_MESSAGE = 0;
+const S_HOST = 1;
+const S_RULE_TEXT = 2;
+const S_ADDRESSES = 3; // comma-separated address texts
+const S_CURL_RESOLVE = 4;
+const S_DIGEST = 5; // '' when it is the digest of the previous decision
+const S_EVENT = 6;
+const S_URL = 7;
+const S_COUNT = 8; // then, with N_ADDR_OVERFLOW, "verdict,reason,ttl" per address
+
+// What the addon's layout() must return: every constant above by name, and
+// the request context keys in the order ctxArray() fills them.
+function packedLayout() {
+  return {
+    numbers: {
+      N_VERDICT, N_OUTCOME, N_REASON, N_PORT, N_HAS_RULE, N_RULE_LIST, N_RULE_INDEX, N_NADDRS,
+      N_DNS_MS, N_LATENCY_MS, N_MODE, N_ADDR_OVERFLOW, N_NULLS, N_MEMO_SLOT, N_MEMO_TAG, N_HEADER,
+    },
+    strings: { S_MESSAGE, S_HOST, S_RULE_TEXT, S_ADDRESSES, S_CURL_RESOLVE, S_DIGEST, S_EVENT, S_URL, S_COUNT },
+    context: CTX_KEYS,
+  };
+}
+
+// An addon packing decisions otherwise (one built from other sources) would
+// have every decision read wrong: refuse it, as loader.js refuses an addon
+// that does not load, naming the first difference.
+function checkLayout(got, from) {
+  const want = packedLayout();
+  const differ = (what) => {
+    const err = new Error(`the addon ${from} packs decisions differently from index.js: ${what}; ` +
+      'rebuild it from the same sources');
+    err.code = 'EGRESS_ADDON_MISMATCH';
+    throw err;
+  };
+  if (got === null || typeof got !== 'object') differ('it has no layout()');
+  for (const table of ['numbers', 'strings']) {
+    const g = got[table] !== null && typeof got[table] === 'object' ? got[table] : {};
+    for (const [name, i] of Object.entries(want[table]))
+      if (g[name] !== i) differ(`${name} is ${g[name] === undefined ? 'absent' : g[name]} there, ${i} here`);
+    for (const name of Object.keys(g))
+      if (!(name in want[table])) differ(`${name} is ${g[name]} there, absent here`);
+  }
+  const ctx = Array.isArray(got.context) ? got.context : [];
+  if (ctx.join() !== want.context.join())
+    differ(`the request context keys are [${ctx.join(', ')}] there, [${want.context.join(', ')}] here`);
+}
+
 const MAX_INLINE_ADDRS = 64;
 const NUMS = new Float64Array(N_HEADER + 3 * MAX_INLINE_ADDRS);
 let TABLES = null; // [reasons[], outcomes[], version, specialRangesVersion, statuses[]]
@@ -55,7 +121,6 @@ let lastDigest = null;
 
 const VERDICTS = ['deny', 'allow'];
 const LISTS = ['allow', 'deny'];
-const S_COUNT = 8;
 
 // Split string fields by memo slot, with the tag the addon gave each.
 const MEMO_FIELDS = [];
@@ -63,19 +128,19 @@ const MEMO_TAGS = [];
 
 function stringFields(packed) {
   const n = NUMS;
-  const slot = n[13];
+  const slot = n[N_MEMO_SLOT];
   let s;
   if (packed === undefined) {
     // Same bytes as the slot held: reuse its fields if this is the store
     // the addon means, else ask for the bytes again.
-    if (MEMO_TAGS[slot] === n[14]) return MEMO_FIELDS[slot];
+    if (MEMO_TAGS[slot] === n[N_MEMO_TAG]) return MEMO_FIELDS[slot];
     s = native.lastPacked().split('\0');
   } else {
     s = packed.split('\0');
   }
   if (slot >= 0) {
     MEMO_FIELDS[slot] = s;
-    MEMO_TAGS[slot] = n[14];
+    MEMO_TAGS[slot] = n[N_MEMO_TAG];
   }
   return s;
 }
@@ -84,10 +149,10 @@ function buildDecision(packed) {
   const n = NUMS;
   const s = stringFields(packed);
   const reasons = TABLES[0];
-  const nulls = n[12];
-  const outcome = n[1];
-  const reason = n[2];
-  const naddrs = n[7];
+  const nulls = n[N_NULLS];
+  const outcome = n[N_OUTCOME];
+  const reason = n[N_REASON];
+  const naddrs = n[N_NADDRS];
   let addresses;
   let texts = null;
   let allowed = 0; // bit i: address i passed vetting (up to 31; beyond, `many`)
@@ -95,9 +160,9 @@ function buildDecision(packed) {
   if (naddrs === 0) {
     addresses = [];
   } else {
-    texts = naddrs === 1 ? [s[3]] : s[3].split(',');
+    texts = naddrs === 1 ? [s[S_ADDRESSES]] : s[S_ADDRESSES].split(',');
     if (naddrs > 31) many = new Array(naddrs);
-    const overflow = n[11] === 1;
+    const overflow = n[N_ADDR_OVERFLOW] === 1;
     addresses = new Array(naddrs);
     for (let i = 0; i < naddrs; i++) {
       let v, r, ttl;
@@ -127,35 +192,36 @@ function buildDecision(packed) {
     }
   }
   let digest = null;
-  if ((nulls & 32) === 0) {
-    if (s[5] === '') digest = lastDigest;
-    else digest = lastDigest = s[5];
+  if ((nulls & (1 << S_DIGEST)) === 0) {
+    if (s[S_DIGEST] === '') digest = lastDigest;
+    else digest = lastDigest = s[S_DIGEST];
   }
-  const event = (nulls & 64) === 0 ? JSON.parse(s[6]) : null;
-  const seal = new Seal(texts, allowed, many, n[4] === 1 && n[5] === 0 ? s[2] : null, event !== null ? event.data.method : null);
-  const host = (nulls & 2) === 0 ? s[1] : null;
-  const url = (nulls & 128) === 0 ? s[7] : null;
-  const verdict = VERDICTS[n[0]];
-  const mode = n[10] === 1 ? 'monitor' : 'enforce';
+  const event = (nulls & (1 << S_EVENT)) === 0 ? JSON.parse(s[S_EVENT]) : null;
+  const allowRule = n[N_HAS_RULE] === 1 && n[N_RULE_LIST] === 0 ? s[S_RULE_TEXT] : null;
+  const seal = new Seal(texts, allowed, many, allowRule, event !== null ? event.data.method : null);
+  const host = (nulls & (1 << S_HOST)) === 0 ? s[S_HOST] : null;
+  const url = (nulls & (1 << S_URL)) === 0 ? s[S_URL] : null;
+  const verdict = VERDICTS[n[N_VERDICT]];
+  const mode = n[N_MODE] === 1 ? 'monitor' : 'enforce';
   seal.verdict = verdict;
   seal.mode = mode;
   seal.host = host;
-  seal.port = n[3];
+  seal.port = n[N_PORT];
   seal.url = url;
   return new Decision(
     verdict,
     TABLES[1][outcome],
     outcome === 1 && reason === 0 ? null : reasons[reason],
-    s[0],
+    s[S_MESSAGE],
     host,
-    n[3],
+    n[N_PORT],
     mode,
     outcome !== 1,
-    n[4] === 1 ? { index: n[6], list: LISTS[n[5]], text: s[2] } : null,
+    n[N_HAS_RULE] === 1 ? { index: n[N_RULE_INDEX], list: LISTS[n[N_RULE_LIST]], text: s[S_RULE_TEXT] } : null,
     addresses,
-    (nulls & 16) === 0 ? s[4] : null,
-    n[8],
-    n[9],
+    (nulls & (1 << S_CURL_RESOLVE)) === 0 ? s[S_CURL_RESOLVE] : null,
+    n[N_DNS_MS],
+    n[N_LATENCY_MS],
     digest,
     url,
     event,
@@ -1897,6 +1963,13 @@ Object.defineProperty(module.exports, '_poisonStringMemo', {
       MEMO_TAGS[i] = -1;
     }
   },
+  enumerable: false,
+});
+
+// For the tests only: the packed layout index.js reads decisions by, and
+// the check load() makes of an addon's layout().
+Object.defineProperty(module.exports, '_packedLayout', {
+  value: { expected: packedLayout, check: checkLayout },
   enumerable: false,
 });
 

@@ -205,7 +205,12 @@ test('npm pack ships the addon source, binding.gyp, the loader and the ESM entry
   assert.equal(r.status, 0, show(r));
   const info = JSON.parse(r.stdout)[0];
   const files = info.files.map((f) => f.path).sort();
-  for (const f of ['binding.gyp', 'index.d.ts', 'index.js', 'index.mjs', 'loader.js', 'package.json', 'src/egress_node.c', 'tools/install.js'])
+  // Every source of the addon: node-gyp builds what binding.gyp lists.
+  const sources = fs.readdirSync(path.join(PKG, 'src')).map((f) => `src/${f}`);
+  const gyp = fs.readFileSync(path.join(PKG, 'binding.gyp'), 'utf8');
+  for (const f of sources.filter((f) => f.endsWith('.c')))
+    assert.ok(gyp.includes(`'${f}'`), `binding.gyp does not build ${f}`);
+  for (const f of ['binding.gyp', 'index.d.ts', 'index.js', 'index.mjs', 'loader.js', 'package.json', 'tools/install.js', ...sources])
     assert.ok(files.includes(f), `the tarball has no ${f}: ${files.join(', ')}`);
   assert.ok(!files.some((f) => f.startsWith('test/')), 'the tarball carries the tests');
   state.tarball = path.join(TMP, info.filename);

@@ -1,0 +1,238 @@
+/*
+ * What the files of the egress_node addon share.  Internal to the addon: the
+ * JS side reaches none of it but through the functions module.c registers.
+ *
+ *   convert.c   JS values to C: strings copied whole or refused, ports,
+ *               request contexts, option readers, the errors thrown for them
+ *   packed.c    decisions to JS: the number array and packed string fields
+ *               that index.js builds a decision from, the string memo
+ *   lifetime.c  a checker's native state: its handle, finalizers, the
+ *               thread-safe function for events, async checks
+ *   module.c    the exported functions and the module's registration
+ *
+ * Only the public egress.h is used.  Every function here runs on the JS
+ * thread unless its comment says otherwise.
+ */
+#ifndef EGRESS_NODE_ADDON_H
+#define EGRESS_NODE_ADDON_H
+
+#include <node_api.h>
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "egress.h"
+
+#define MAX_STRING (64 * 1024)          /* hosts, URLs, paths, options */
+#define MAX_POLICY (256u * 1024 * 1024) /* policy documents */
+
+/* Returns NULL from the calling function, with an exception pending, when a
+ * Node-API call fails. */
+#define NAPI_CHECK(env, call)                                                  \
+  do {                                                                         \
+    if ((call) != napi_ok) {                                                   \
+      throw_napi_error(env);                                                   \
+      return NULL;                                                             \
+    }                                                                          \
+  } while (0)
+
+/* ------------------------------------------------------------------------ */
+/* The packed decision layout (packed.c), named on both sides.               */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Decisions cross to JS as numbers in a shared Float64Array and string
+ * fields packed into one string.  index.js reads them by the same names
+ * (N_VERDICT, S_HOST, ...); the addon's layout() hands it these tables and
+ * index.js refuses an addon whose layout differs from its own.
+ */
+#define PACKED_NUMBERS(X)                                                      \
+  X(VERDICT)                                                                   \
+  X(OUTCOME)                                                                   \
+  X(REASON)                                                                    \
+  X(PORT)                                                                      \
+  X(HAS_RULE)                                                                  \
+  X(RULE_LIST)                                                                 \
+  X(RULE_INDEX)                                                                \
+  X(NADDRS)                                                                    \
+  X(DNS_MS)                                                                    \
+  X(LATENCY_MS)                                                                \
+  X(MODE)                                                                      \
+  X(ADDR_OVERFLOW) /* 1: per-address numbers follow the strings instead */     \
+  X(NULLS)         /* bit i set: string field i is null */                     \
+  X(MEMO_SLOT)     /* string memo slot of this decision, -1: none */           \
+  X(MEMO_TAG)      /* the slot's tag (see packed.c) */
+
+/* The string fields, in the order they are packed into one string separated
+ * by NUL characters (no field can hold a NUL: they come from C strings). */
+#define PACKED_STRINGS(X)                                                      \
+  X(MESSAGE)                                                                   \
+  X(HOST)                                                                      \
+  X(RULE_TEXT)                                                                 \
+  X(ADDRESSES)    /* comma-separated address texts */                          \
+  X(CURL_RESOLVE)                                                              \
+  X(DIGEST)       /* "" when it is the digest of the previous decision */      \
+  X(EVENT)                                                                     \
+  X(URL)
+
+#define PACKED_ENUM_N_(name) N_##name,
+#define PACKED_ENUM_S_(name) S_##name,
+enum {
+  PACKED_NUMBERS(PACKED_ENUM_N_)
+  N_HEADER = 16 /* then 3 numbers per address: verdict, reason, ttl */
+};
+enum { PACKED_STRINGS(PACKED_ENUM_S_) S_COUNT };
+#undef PACKED_ENUM_N_
+#undef PACKED_ENUM_S_
+#define PACKED_ONE_(name) +1
+_Static_assert(0 PACKED_NUMBERS(PACKED_ONE_) <= N_HEADER, "the numbers overrun N_HEADER");
+#undef PACKED_ONE_
+_Static_assert(S_COUNT <= 32, "N_NULLS holds one bit per string field");
+
+/* ------------------------------------------------------------------------ */
+/* Native state (lifetime.c, packed.c)                                       */
+/* ------------------------------------------------------------------------ */
+
+typedef struct memo memo_t;
+
+/* Per Node environment (main thread or worker): set up once by setup(). */
+typedef struct instance {
+  napi_ref builder;     /* function (packed) -> decision object */
+  napi_ref numbers;     /* the Float64Array */
+  double *nums;         /* data of the Float64Array */
+  size_t nums_len;
+  char last_digest[65]; /* the builder remembers the digest last sent */
+  char *buf;            /* packing buffer, reused */
+  size_t buf_cap;
+  size_t buf_len;       /* bytes of the last decision packed */
+  uint64_t next_tag;
+  memo_t *memo;         /* MEMO_SLOTS, allocated with the instance */
+  egress_decision_t *sync_decision; /* reused by every checkSync: no
+                                       allocation per check.  Safe: no JS
+                                       runs during a check (events reach JS
+                                       through the thread-safe function) */
+} instance_t;
+
+/* A checker as the JS handle holds it.  All fields but pending are touched
+ * on the JS thread only. */
+typedef struct nchecker {
+  uint64_t magic;
+  egress_checker_t *checker;     /* freed once closed with no work in flight */
+  unsigned works;                /* async checks in flight */
+  bool closed;                   /* close() called or handle collected */
+  bool handle_alive;             /* the JS external still points here */
+  napi_threadsafe_function tsfn; /* onEvent, or NULL once finalized */
+  napi_ref on_event;             /* onEvent for async checks' events */
+  bool tsfn_reffed;
+  atomic_uint pending;           /* events queued and not yet delivered */
+} nchecker_t;
+
+/* An async check: filled on the JS thread, run on the thread pool. */
+typedef struct work {
+  napi_async_work aw;
+  napi_deferred deferred;
+  nchecker_t *nc;
+  char *host;
+  char *url;
+  int32_t port;
+  egress_request_t *req;
+  egress_decision_t *d;
+  egress_status_t st;
+  char *event;   /* the check's event JSON, delivered before the promise settles */
+  size_t event_len;
+  bool event_seen;
+} work_t;
+
+/* ------------------------------------------------------------------------ */
+/* convert.c                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* "EGRESS_EPOLICY", ...: the error code naming @p st. */
+const char *status_code(egress_status_t st);
+/* Throw an Error carrying the library's message (or its status text) and a
+ * code naming the status.  Return NULL for the caller to return. */
+napi_value throw_status(napi_env env, egress_status_t st, const char *msg);
+napi_value throw_type(napi_env env, const char *msg);
+/* NAPI_CHECK's error: the pending exception, else Node-API's last error. */
+void throw_napi_error(napi_env env);
+
+bool is_nullish(napi_env env, napi_value v);
+
+/* Copy @p v, which must be a string of at most @p max UTF-8 bytes, whole to
+ * a malloc'ed C string; @p decided: a destination, which is decided even
+ * when it cannot be copied as it is (see convert.c).  NULL with an
+ * exception pending. */
+char *js_string(napi_env env, napi_value v, const char *what, bool decided, size_t max,
+                size_t *len_out);
+/* js_string(..., MAX_STRING, NULL). */
+char *get_string(napi_env env, napi_value v, const char *what, bool decided);
+
+/* js_string for the hot path: the result is @p small or must be freed. */
+#define SMALL_UNITS 128
+#define SMALL_BYTES (3 * (SMALL_UNITS - 1) + 1)
+char *js_string_small(napi_env env, napi_value v, const char *what, bool decided,
+                      char small[SMALL_BYTES]);
+
+/* Optional properties of an options object: absent, undefined or null is
+ * no value.  false with an exception pending when present but unusable. */
+char *get_opt_string(napi_env env, napi_value obj, const char *key, bool *ok);
+bool get_opt_number(napi_env env, napi_value obj, const char *key, bool *present,
+                    double *out);
+bool get_opt_bool(napi_env env, napi_value obj, const char *key, bool *out);
+
+bool get_port(napi_env env, napi_value v, int32_t *port);
+
+/* The request context keys, by egress_field_t. */
+#define CTX_FIELDS 6
+extern const char *const context_keys[CTX_FIELDS];
+/* @p ctx: undefined or an array of CTX_FIELDS strings/undefined, in
+ * egress_field_t order.  *out is NULL for no context. */
+bool make_request(napi_env env, napi_value ctx, egress_request_t **out);
+
+/* ------------------------------------------------------------------------ */
+/* packed.c                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* The environment's instance, or NULL before setup(). */
+instance_t *instance(napi_env env);
+/* setup(): keep @p builder and @p numbers (a Float64Array) for decisions. */
+napi_value instance_setup(napi_env env, napi_value builder, napi_value numbers);
+/* { numbers: {N_VERDICT: 0, ...}, strings: {S_MESSAGE: 0, ...},
+ *   context: ['method', ...] } */
+napi_value packed_layout(napi_env env);
+/* Fill the number array from @p d and return the packed string fields, or
+ * undefined when the builder has them memoized. */
+napi_value emit_packed(napi_env env, instance_t *inst, const egress_decision_t *d);
+/* The decision object, through the JS builder (async completions). */
+napi_value emit_object(napi_env env, instance_t *inst, const egress_decision_t *d);
+/* The packed string fields of the last decision (lastPacked()). */
+napi_value last_packed(napi_env env, instance_t *inst);
+
+/* ------------------------------------------------------------------------ */
+/* lifetime.c                                                                */
+/* ------------------------------------------------------------------------ */
+
+/* The checker behind a handle; NULL with an exception pending when @p v is
+ * not a handle or its checker is closed. */
+nchecker_t *get_checker(napi_env env, napi_value v);
+/* A handle for a new checker (policy and options stay the caller's), with
+ * @p on_event (NULL: none) called with each event's JSON through a queue of
+ * @p queue_size.  NULL with an exception pending, or none if Node-API could
+ * not make the external. */
+napi_value checker_handle_new(napi_env env, egress_policy_t *policy, egress_options_t *opts,
+                              napi_value on_event, size_t queue_size);
+/* Close the checker behind @p v if it is a handle; idempotent. */
+void checker_close(napi_env env, napi_value v);
+/* After a check on the JS thread: keep the loop alive for queued events. */
+void sync_event_ref(napi_env env, nchecker_t *nc);
+
+/* A new async check on @p nc; NULL (no exception) when out of memory. */
+work_t *work_new(nchecker_t *nc);
+void work_free(napi_env env, work_t *w);
+/* Queue @p w with its destination and context filled: the promise of its
+ * decision.  On failure @p w is freed and NULL returned. */
+napi_value work_queue(napi_env env, work_t *w);
+
+#endif
