@@ -411,6 +411,25 @@ EGRESS_API void egress_request_free(egress_request_t *req);
 EGRESS_API egress_status_t egress_request_set(egress_request_t *req,
                                               egress_field_t field,
                                               const char *value);
+/**
+ * Refuse the request before it is checked.  For a caller that has already
+ * found it unacceptable (a context value it cannot pass on, a destination
+ * it cannot spell as a C string, a port it cannot read) but must still
+ * record it: a check made with @p req then neither resolves nor matches.
+ * It is denied, outcome denied, with @p reason and @p message (in monitor
+ * mode too, as every input error), and recorded like any other decision:
+ * event (destination, port, URL and context fields as given to the check),
+ * counters.  @p host of egress_check_ex() may then be NULL (no destination;
+ * the event has none).
+ * @param reason  EGRESS_REASON_INVALID_HOST or EGRESS_REASON_INVALID_PORT.
+ * @param message the decision's message (Copied; at most 511 bytes are
+ *                kept); NULL lifts the refusal.
+ * @return EGRESS_OK, EGRESS_EINVAL (NULL @p req, another reason),
+ *         EGRESS_ENOMEM.  Thread-safety: as the request.  @since 0.1
+ */
+EGRESS_API egress_status_t egress_request_refuse(egress_request_t *req,
+                                                 egress_reason_t reason,
+                                                 const char *message);
 
 /* ------------------------------------------------------------------------ */
 /* Checks.                                                                   */

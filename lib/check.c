@@ -548,6 +548,9 @@ static egress_status_t run_check(egress_checker_t *c, const char *host, int32_t 
   if (!d->lean && !copy_context(d, host, req)) {
     decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL, NULL);
     st = EGRESS_ENOMEM;
+  } else if (req && req->refusal) {
+    /* Refused by the caller: recorded, never resolved or matched. */
+    decide(d, EGRESS_OUTCOME_DENIED, req->refusal_reason, NULL, "%s", req->refusal);
   } else {
     check_into(c, p, d, host, port, url);
     if (d->reason == EGRESS_REASON_INTERNAL_ERROR) st = EGRESS_ENOMEM;

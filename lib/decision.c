@@ -17,7 +17,20 @@ egress_status_t egress_request_new(egress_request_t **out) {
 void egress_request_free(egress_request_t *req) {
   if (!req) return;
   for (int i = 0; i < EGRESS__FIELD_COUNT; i++) egress__free(req->field[i]);
+  egress__free(req->refusal);
   egress__free(req);
+}
+
+egress_status_t egress_request_refuse(egress_request_t *req, egress_reason_t reason,
+                                      const char *message) {
+  if (!req || (reason != EGRESS_REASON_INVALID_HOST && reason != EGRESS_REASON_INVALID_PORT))
+    return EGRESS_EINVAL;
+  char *copy = NULL;
+  if (message && !(copy = egress__strdup(message))) return EGRESS_ENOMEM;
+  egress__free(req->refusal);
+  req->refusal = copy;
+  req->refusal_reason = reason;
+  return EGRESS_OK;
 }
 
 egress_status_t egress_request_set(egress_request_t *req, egress_field_t field,

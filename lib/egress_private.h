@@ -332,6 +332,8 @@ void egress__options_clear(egress_options_t *o);
 
 struct egress_request {
   char *field[EGRESS__FIELD_COUNT];   /* indexed by egress_field_t */
+  char *refusal;                      /* egress_request_refuse(): message */
+  egress_reason_t refusal_reason;
 };
 
 /* ------------------------------------------------------------------------ */

@@ -223,10 +223,14 @@ egress_status_t egress_check_url(egress_checker_t *checker, const char *url,
   *out = d;
   if (!checker) return egress__check_url_parts(NULL, NULL, 0, NULL, req, d);
   egress__url_ctx_t ctx = {.invalid = NULL, .nomem = false};
-  ctx.invalid = url ? parse_url(url, &u, &ctx.nomem) : "URL is NULL";
+  /* A refused request is not parsed (its URL need not even be text): it is
+   * recorded as given, at port 0, and refused in the check. */
+  bool refused = req && req->refusal;
+  memset(&u, 0, sizeof u);
+  if (!refused) ctx.invalid = url ? parse_url(url, &u, &ctx.nomem) : "URL is NULL";
   if (url && !(d->url = egress__strdup(url))) ctx.nomem = true;
   egress_status_t st;
-  if (ctx.invalid || ctx.nomem) {
+  if (refused || ctx.invalid || ctx.nomem) {
     /* Refused as given: the decision names the URL, at port 0. */
     st = egress__check_url_parts(checker, url, 0, &ctx, req, d);
   } else {

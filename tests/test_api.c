@@ -413,6 +413,83 @@ static void test_check_into_reuse(void) {
   egress_policy_unref(p);
 }
 
+/* A request refused by the caller is denied as given, whatever the policy
+ * says of its destination, and recorded: event and counters.  Lifting the
+ * refusal makes the same request check normally again. */
+static void test_request_refuse(void) {
+  const char *allow[] = {"8.8.8.8", "https://api.example.com/v1"};
+  egress_policy_t *p = NULL;
+  egress_checker_t *c = NULL, *mon = NULL;
+  egress_options_t *o = NULL;
+  egress_decision_t *d = NULL;
+  egress_request_t *req = NULL;
+  char err[256];
+  int events = 0;
+  CU_ASSERT_FATAL(egress_policy_from_entries(allow, 2, NULL, 0, &p, err, sizeof err) == EGRESS_OK);
+  CU_ASSERT_FATAL(egress_options_new(&o) == EGRESS_OK);
+  CU_ASSERT_FATAL(egress_options_set_event_callback(o, count_events, &events) == EGRESS_OK);
+  CU_ASSERT_FATAL(egress_checker_new(p, o, &c, err, sizeof err) == EGRESS_OK);
+  CU_ASSERT_FATAL(egress_options_set_mode(o, EGRESS_MODE_MONITOR) == EGRESS_OK);
+  CU_ASSERT_FATAL(egress_checker_new(p, o, &mon, err, sizeof err) == EGRESS_OK);
+  CU_ASSERT_FATAL(egress_request_new(&req) == EGRESS_OK);
+  CU_ASSERT_FATAL(egress_request_set(req, EGRESS_FIELD_RUN_ID, "run-7") == EGRESS_OK);
+
+  CU_ASSERT_EQUAL(egress_request_refuse(NULL, EGRESS_REASON_INVALID_HOST, "x"), EGRESS_EINVAL);
+  CU_ASSERT_EQUAL(egress_request_refuse(req, EGRESS_REASON_EXPLICIT_DENY, "x"), EGRESS_EINVAL);
+  CU_ASSERT_EQUAL(egress_request_refuse(req, EGRESS_REASON_INVALID_HOST, "agentId is bad"),
+                  EGRESS_OK);
+
+  /* An allowed destination, refused: deny, the caller's message, an event. */
+  for (int m = 0; m < 2; m++) {
+    CU_ASSERT_EQUAL(egress_check_ex(m ? mon : c, "8.8.8.8", 443, req, &d), EGRESS_OK);
+    CU_ASSERT_EQUAL(egress_decision_verdict(d), EGRESS_VERDICT_DENY);
+    CU_ASSERT_EQUAL(egress_decision_outcome(d), EGRESS_OUTCOME_DENIED);
+    CU_ASSERT_EQUAL(egress_decision_reason(d), EGRESS_REASON_INVALID_HOST);
+    CU_ASSERT_STRING_EQUAL(egress_decision_message(d), "agentId is bad");
+    CU_ASSERT_EQUAL(egress_decision_address_count(d), 0);
+    CU_ASSERT_FALSE(egress_decision_has_rule(d));
+    CU_ASSERT_EQUAL(events, m + 1);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(egress_decision_event_json(d));
+    CU_ASSERT_PTR_NOT_NULL(strstr(egress_decision_event_json(d), "\"8.8.8.8:443\""));
+    CU_ASSERT_PTR_NOT_NULL(strstr(egress_decision_event_json(d), "run-7"));
+    egress_decision_free(d);
+  }
+  CU_ASSERT_EQUAL(egress_checker_checks_by(c, EGRESS_OUTCOME_DENIED, EGRESS_REASON_INVALID_HOST), 1);
+  CU_ASSERT_EQUAL(egress_checker_counter(c, EGRESS_COUNTER_CHECKS), 1);
+
+  /* A URL is not even parsed: bytes that are not text are recorded. */
+  CU_ASSERT_EQUAL(egress_request_refuse(req, EGRESS_REASON_INVALID_PORT, "port unreadable"),
+                  EGRESS_OK);
+  CU_ASSERT_EQUAL(egress_check_url(c, "https://api.example.com/v1/\xff", req, &d), EGRESS_OK);
+  CU_ASSERT_EQUAL(egress_decision_verdict(d), EGRESS_VERDICT_DENY);
+  CU_ASSERT_EQUAL(egress_decision_reason(d), EGRESS_REASON_INVALID_PORT);
+  CU_ASSERT_STRING_EQUAL(egress_decision_message(d), "port unreadable");
+  CU_ASSERT_STRING_EQUAL(egress_decision_url(d), "https://api.example.com/v1/\xff");
+  CU_ASSERT_EQUAL(events, 3);
+  egress_decision_free(d);
+
+  /* No destination at all. */
+  CU_ASSERT_EQUAL(egress_check_ex(c, NULL, -1, req, &d), EGRESS_OK);
+  CU_ASSERT_EQUAL(egress_decision_verdict(d), EGRESS_VERDICT_DENY);
+  CU_ASSERT_EQUAL(egress_decision_reason(d), EGRESS_REASON_INVALID_PORT);
+  egress_decision_free(d);
+
+  /* Lifted: the same request is checked again. */
+  CU_ASSERT_EQUAL(egress_request_refuse(req, EGRESS_REASON_INVALID_HOST, NULL), EGRESS_OK);
+  CU_ASSERT_EQUAL(egress_check_ex(c, "8.8.8.8", 443, req, &d), EGRESS_OK);
+  CU_ASSERT_EQUAL(egress_decision_verdict(d), EGRESS_VERDICT_ALLOW);
+  egress_decision_free(d);
+  CU_ASSERT_EQUAL(egress_check_url(c, "https://8.8.8.8/x", req, &d), EGRESS_OK);
+  CU_ASSERT_EQUAL(egress_decision_verdict(d), EGRESS_VERDICT_ALLOW);
+  egress_decision_free(d);
+
+  egress_request_free(req);
+  egress_checker_free(mon);
+  egress_checker_free(c);
+  egress_options_free(o);
+  egress_policy_unref(p);
+}
+
 static void test_null_decision_accessors(void) {
   const egress_decision_t *d = NULL;
   assert_null_decision_reads_deny(d);
@@ -630,6 +707,7 @@ static CU_TestInfo null_tests[] = {
     {"checker and check calls", test_null_checker_calls},
     {"decision accessors", test_null_decision_accessors},
     {"check into a reused decision", test_check_into_reuse},
+    {"request refused by the caller", test_request_refuse},
     {"request calls", test_null_request_calls},
     CU_TEST_INFO_NULL,
 };
