@@ -264,6 +264,19 @@ struct egress_policy {
   char digest[65];
 };
 
+/* egress_policy_from_file() for lint: each invalid entry (and each entry
+ * that is not a string) is passed to @p report as the message the loader
+ * would fail with, and counted; the load then fails with EGRESS_EPOLICY
+ * (errbuf: the count).  Errors of the document itself (not JSON, a list
+ * missing) still end the load at once, with errs->count 0. */
+typedef struct egress__entry_errors {
+  void (*report)(void *user, const char *message);
+  void *user;
+  size_t count;
+} egress__entry_errors_t;
+egress_status_t egress__policy_from_file_all(const char *path, egress__entry_errors_t *errs,
+                                            egress_policy_t **out, char *errbuf, size_t errlen);
+
 /* ------------------------------------------------------------------------ */
 /* vet.c: may this address be reached at all (README "The check").          */
 /* ------------------------------------------------------------------------ */

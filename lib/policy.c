@@ -109,9 +109,11 @@ typedef struct entry_src {
   size_t len;
 } entry_src_t;
 
+/* Each invalid entry reported through @p errs when given (lint), else the
+ * first one fails. */
 static egress_status_t parse_list(egress_policy_t *p, egress_list_t list,
-                                  const entry_src_t *src, size_t n, char *errbuf,
-                                  size_t errlen) {
+                                  const entry_src_t *src, size_t n,
+                                  egress__entry_errors_t *errs, char *errbuf, size_t errlen) {
   if (n == 0) return EGRESS_OK;
   p->rules[list] = egress__calloc(n, sizeof(egress__rule_t));
   if (!p->rules[list]) return EGRESS_ENOMEM;
@@ -119,6 +121,7 @@ static egress_status_t parse_list(egress_policy_t *p, egress_list_t list,
     const char *why = "invalid entry";
     char quoted[400];
     egress_status_t st;
+    if (!src[i].text) continue;   /* not a string: reported already */
     if (src[i].len > ENTRY_MAX_BYTES) {
       st = EGRESS_EPOLICY;
       why = "entry longer than 4096 bytes";
@@ -128,8 +131,12 @@ static egress_status_t parse_list(egress_policy_t *p, egress_list_t list,
     if (st == EGRESS_ENOMEM) return st;
     if (st != EGRESS_OK) {
       quote_entry(src[i].text, src[i].len, quoted, sizeof quoted);
-      return egress__errf(errbuf, errlen, EGRESS_EPOLICY, "%s[%zu] \"%s\": %s",
-                          list_names[list], i, quoted, why ? why : "invalid entry");
+      egress__errf(errbuf, errlen, EGRESS_EPOLICY, "%s[%zu] \"%s\": %s",
+                   list_names[list], i, quoted, why ? why : "invalid entry");
+      if (!errs) return EGRESS_EPOLICY;
+      errs->report(errs->user, errbuf);
+      errs->count++;
+      continue;
     }
     p->rules[list][i].list = list;
     p->rules[list][i].index = i;
@@ -140,15 +147,20 @@ static egress_status_t parse_list(egress_policy_t *p, egress_list_t list,
 
 static egress_status_t policy_build(const entry_src_t *allow, size_t n_allow,
                                     const entry_src_t *deny, size_t n_deny,
-                                    egress_policy_t **out, char *errbuf, size_t errlen) {
+                                    egress__entry_errors_t *errs, egress_policy_t **out,
+                                    char *errbuf, size_t errlen) {
   egress_status_t st = EGRESS_ENOMEM;
   egress_policy_t *p = egress__calloc(1, sizeof(*p));
   if (!p) goto fail;
   atomic_init(&p->refs, 1);
-  if ((st = parse_list(p, EGRESS_LIST_ALLOW, allow, n_allow, errbuf, errlen)) != EGRESS_OK)
+  if ((st = parse_list(p, EGRESS_LIST_ALLOW, allow, n_allow, errs, errbuf, errlen)) != EGRESS_OK)
     goto fail;
-  if ((st = parse_list(p, EGRESS_LIST_DENY, deny, n_deny, errbuf, errlen)) != EGRESS_OK)
+  if ((st = parse_list(p, EGRESS_LIST_DENY, deny, n_deny, errs, errbuf, errlen)) != EGRESS_OK)
     goto fail;
+  if (errs && errs->count) {
+    st = egress__errf(errbuf, errlen, EGRESS_EPOLICY, "%zu invalid entries", errs->count);
+    goto fail;
+  }
   for (int l = 0; l < 2; l++)
     if ((st = egress__matcher_build(p->rules[l], p->nrules[l], &p->matcher[l])) != EGRESS_OK)
       goto fail;
@@ -183,7 +195,7 @@ egress_status_t egress_policy_from_entries(const char *const *allow, size_t n_al
     src[i].text = t;
     src[i].len = strlen(t);
   }
-  st = policy_build(src, n_allow, src + n_allow, n_deny, out, errbuf, errlen);
+  st = policy_build(src, n_allow, src + n_allow, n_deny, NULL, out, errbuf, errlen);
 done:
   egress__free(src);
   if (st == EGRESS_ENOMEM) egress__errf(errbuf, errlen, st, "out of memory");
@@ -214,8 +226,8 @@ static int count_key(const cJSON *obj, const char *key) {
 }
 
 static egress_status_t collect_list(const cJSON *obj, egress_list_t list, bool required,
-                                    entry_src_t **src, size_t *n, char *errbuf,
-                                    size_t errlen) {
+                                    entry_src_t **src, size_t *n,
+                                    egress__entry_errors_t *errs, char *errbuf, size_t errlen) {
   const char *key = list_names[list];
   *src = NULL;
   *n = 0;
@@ -234,8 +246,13 @@ static egress_status_t collect_list(const cJSON *obj, egress_list_t list, bool r
   if (!*src) return EGRESS_ENOMEM;
   size_t i = 0;
   for (const cJSON *it = arr->child; it; it = it->next, i++) {
-    if (!cJSON_IsString(it) || !it->valuestring)
-      return egress__errf(errbuf, errlen, EGRESS_EPOLICY, "%s[%zu]: entry must be a string", key, i);
+    if (!cJSON_IsString(it) || !it->valuestring) {
+      egress__errf(errbuf, errlen, EGRESS_EPOLICY, "%s[%zu]: entry must be a string", key, i);
+      if (!errs) return EGRESS_EPOLICY;
+      errs->report(errs->user, errbuf);
+      errs->count++;
+      continue;
+    }
     (*src)[i].text = it->valuestring;
     (*src)[i].len = strlen(it->valuestring);
   }
@@ -243,7 +260,8 @@ static egress_status_t collect_list(const cJSON *obj, egress_list_t list, bool r
   return EGRESS_OK;
 }
 
-egress_status_t egress_policy_from_json(const char *json, size_t len, egress_policy_t **out,
+static egress_status_t policy_from_json(const char *json, size_t len,
+                                        egress__entry_errors_t *errs, egress_policy_t **out,
                                         char *errbuf, size_t errlen) {
   egress_status_t st = EGRESS_EPOLICY;
   cJSON *root = NULL;
@@ -303,17 +321,22 @@ egress_status_t egress_policy_from_json(const char *json, size_t len, egress_pol
       goto done;
     }
   }
-  if ((st = collect_list(pol, EGRESS_LIST_ALLOW, true, &allow, &n_allow, errbuf, errlen)) != EGRESS_OK)
+  if ((st = collect_list(pol, EGRESS_LIST_ALLOW, true, &allow, &n_allow, errs, errbuf, errlen)) != EGRESS_OK)
     goto done;
-  if ((st = collect_list(pol, EGRESS_LIST_DENY, false, &deny, &n_deny, errbuf, errlen)) != EGRESS_OK)
+  if ((st = collect_list(pol, EGRESS_LIST_DENY, false, &deny, &n_deny, errs, errbuf, errlen)) != EGRESS_OK)
     goto done;
-  st = policy_build(allow, n_allow, deny, n_deny, out, errbuf, errlen);
+  st = policy_build(allow, n_allow, deny, n_deny, errs, out, errbuf, errlen);
 done:
   cJSON_Delete(root);
   egress__free(allow);
   egress__free(deny);
   if (st == EGRESS_ENOMEM) egress__errf(errbuf, errlen, st, "out of memory");
   return st;
+}
+
+egress_status_t egress_policy_from_json(const char *json, size_t len, egress_policy_t **out,
+                                        char *errbuf, size_t errlen) {
+  return policy_from_json(json, len, NULL, out, errbuf, errlen);
 }
 
 static egress_status_t read_file(const char *path, char **data, size_t *len, char *errbuf,
@@ -366,8 +389,8 @@ fail:
   return st;
 }
 
-egress_status_t egress_policy_from_file(const char *path, egress_policy_t **out,
-                                        char *errbuf, size_t errlen) {
+egress_status_t egress__policy_from_file_all(const char *path, egress__entry_errors_t *errs,
+                                            egress_policy_t **out, char *errbuf, size_t errlen) {
   char *data = NULL;
   size_t len = 0;
   if (!out) return egress__errf(errbuf, errlen, EGRESS_EINVAL, "out must not be NULL");
@@ -375,8 +398,13 @@ egress_status_t egress_policy_from_file(const char *path, egress_policy_t **out,
   egress_status_t st = read_file(path, &data, &len, errbuf, errlen);
   if (st != EGRESS_OK) return st;
   char inner[EGRESS_ERRBUF_SIZE];
-  st = egress_policy_from_json(data, len, out, inner, sizeof inner);
+  st = policy_from_json(data, len, errs, out, inner, sizeof inner);
   if (st != EGRESS_OK) egress__errf(errbuf, errlen, st, "%s: %s", path, inner);
   egress__free(data);
   return st;
+}
+
+egress_status_t egress_policy_from_file(const char *path, egress_policy_t **out,
+                                        char *errbuf, size_t errlen) {
+  return egress__policy_from_file_all(path, NULL, out, errbuf, errlen);
 }

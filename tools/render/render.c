@@ -29,6 +29,7 @@
 #include "render.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -852,44 +853,159 @@ static cJSON *jnetpol(jb_t *j, cJSON *items, const rctx_t *c, const char *name, 
   return jarr(j, spec, "egress");
 }
 
-static void jbase_rule(jb_t *j, cJSON *egress, const char *ns_name, const char *const *pod_labels,
-                       const char *proto1, const char *proto2, const uint32_t *ports, size_t nports) {
-  cJSON *rule = jobj(j, egress, NULL);
-  cJSON *peer = jobj(j, jarr(j, rule, "to"), NULL);
-  if (ns_name) {
-    const char *nsl[] = {"kubernetes.io/metadata.name", ns_name, NULL};
-    jlabels(j, jobj(j, peer, "namespaceSelector"), "matchLabels", nsl);
+struct egress__render_baseline {
+  cJSON *doc; /* validated: {"services": [...]} */
+};
+
+/* Today's platform: what the baseline allows without --baseline. */
+static const char default_baseline[] =
+    "{\"services\": ["
+    "{\"podLabels\": {\"portarium.io/component\": \"control-plane\"}, \"ports\": [8080]},"
+    "{\"namespace\": \"vault\", \"ports\": [8200]},"
+    "{\"namespace\": \"temporal\", \"ports\": [7233], \"components\": [\"execution-plane\"]},"
+    "{\"podLabels\": {\"portarium.io/component\": \"otel-collector\"}, \"ports\": [4317, 4318],"
+    " \"components\": [\"execution-plane\"]},"
+    "{\"namespace\": \"kube-system\", \"podLabels\": {\"k8s-app\": \"kube-dns\"}, \"ports\": [53],"
+    " \"protocols\": [\"UDP\", \"TCP\"]}]}";
+
+static bool only_keys(const cJSON *o, const char *const *keys) {
+  for (const cJSON *it = o->child; it; it = it->next) {
+    size_t k = 0;
+    while (keys[k] && strcmp(keys[k], it->string)) k++;
+    if (!keys[k]) return false;
   }
-  if (pod_labels) jlabels(j, jobj(j, peer, "podSelector"), "matchLabels", pod_labels);
-  cJSON *pa = jarr(j, rule, "ports");
-  for (size_t i = 0; i < nports; i++) {
-    const char *protos[2] = {proto1, proto2};
-    for (int k = 0; k < 2; k++) {
-      if (!protos[k]) continue;
-      cJSON *o = jobj(j, pa, NULL);
-      jstr(j, o, "protocol", protos[k]);
-      jnum(j, o, "port", ports[i]);
-    }
+  return true;
+}
+
+static bool str_array(const cJSON *a) {
+  if (!cJSON_IsArray(a) || !a->child) return false;
+  for (const cJSON *it = a->child; it; it = it->next)
+    if (!cJSON_IsString(it)) return false;
+  return true;
+}
+
+static bool k8s_label(const char *s, size_t n);
+
+/* Checks a parsed baseline; errbuf names the first problem. */
+static egress_status_t baseline_check(const cJSON *doc, char *errbuf, size_t errlen) {
+  static const char *const top[] = {"services", NULL};
+  static const char *const keys[] = {"namespace", "podLabels", "ports", "protocols", "components", NULL};
+  const cJSON *svc = cJSON_GetObjectItemCaseSensitive(doc, "services");
+  if (!cJSON_IsObject(doc) || !only_keys(doc, top) || !cJSON_IsArray(svc))
+    return egress__errf(errbuf, errlen, EGRESS_EPOLICY, "must be an object {\"services\": [...]}");
+  size_t i = 0;
+  for (const cJSON *s = svc->child; s; s = s->next, i++) {
+    const cJSON *ns = cJSON_GetObjectItemCaseSensitive(s, "namespace");
+    const cJSON *pl = cJSON_GetObjectItemCaseSensitive(s, "podLabels");
+    const cJSON *ports = cJSON_GetObjectItemCaseSensitive(s, "ports");
+    const cJSON *protos = cJSON_GetObjectItemCaseSensitive(s, "protocols");
+    const cJSON *comps = cJSON_GetObjectItemCaseSensitive(s, "components");
+    const char *why = NULL;
+    if (!cJSON_IsObject(s) || !only_keys(s, keys))
+      why = "must be an object with namespace, podLabels, ports, protocols, components";
+    else if (!ns && !pl)
+      why = "needs a namespace or podLabels";
+    else if (ns && (!cJSON_IsString(ns) || !k8s_label(ns->valuestring, strlen(ns->valuestring))))
+      why = "namespace must be a Kubernetes name";
+    else if (pl && (!cJSON_IsObject(pl) || !pl->child))
+      why = "podLabels must be a non-empty object of strings";
+    else if (!cJSON_IsArray(ports) || !ports->child)
+      why = "ports must be a non-empty array of ports";
+    else if (protos && !str_array(protos))
+      why = "protocols must be a non-empty array of TCP, UDP, SCTP";
+    else if (comps && !str_array(comps))
+      why = "components must be a non-empty array of execution-plane, agent";
+    for (const cJSON *it = pl ? pl->child : NULL; !why && it; it = it->next)
+      if (!cJSON_IsString(it)) why = "podLabels must be a non-empty object of strings";
+    for (const cJSON *it = ports ? ports->child : NULL; !why && it; it = it->next)
+      if (!cJSON_IsNumber(it) || it->valuedouble < 1 || it->valuedouble > 65535 ||
+          it->valuedouble != (double)(int)it->valuedouble)
+        why = "ports must be integers from 1 to 65535";
+    for (const cJSON *it = protos ? protos->child : NULL; !why && it; it = it->next)
+      if (strcmp(it->valuestring, "TCP") && strcmp(it->valuestring, "UDP") &&
+          strcmp(it->valuestring, "SCTP"))
+        why = "protocols must be TCP, UDP or SCTP";
+    egress__render_component_t c;
+    for (const cJSON *it = comps ? comps->child : NULL; !why && it; it = it->next)
+      if (!egress__render_component_parse(it->valuestring, &c))
+        why = "components must be execution-plane or agent";
+    if (why) return egress__errf(errbuf, errlen, EGRESS_EPOLICY, "services[%zu]: %s", i, why);
   }
+  return EGRESS_OK;
+}
+
+egress_status_t egress__render_baseline_load(const char *path, egress__render_baseline_t **out,
+                                             char *errbuf, size_t errlen) {
+  *out = NULL;
+  FILE *f = fopen(path, "rb");
+  if (!f) return egress__errf(errbuf, errlen, EGRESS_EIO, "cannot read: %s", strerror(errno));
+  char buf[65536];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  bool big = n == sizeof buf - 1 && fgetc(f) != EOF, bad = ferror(f);
+  fclose(f);
+  if (bad) return egress__errf(errbuf, errlen, EGRESS_EIO, "cannot read");
+  if (big) return egress__errf(errbuf, errlen, EGRESS_EPOLICY, "larger than 64 KiB");
+  buf[n] = '\0';
+  egress__render_baseline_t *b = egress__calloc(1, sizeof *b);
+  if (!b) return EGRESS_ENOMEM;
+  if (strlen(buf) != n || !(b->doc = cJSON_ParseWithLength(buf, n))) {
+    egress__free(b);
+    return egress__errf(errbuf, errlen, EGRESS_EPOLICY, "not valid JSON");
+  }
+  egress_status_t st = baseline_check(b->doc, errbuf, errlen);
+  if (st != EGRESS_OK) {
+    egress__render_baseline_free(b);
+    return st;
+  }
+  *out = b;
+  return EGRESS_OK;
+}
+
+void egress__render_baseline_free(egress__render_baseline_t *b) {
+  if (!b) return;
+  cJSON_Delete(b->doc);
+  egress__free(b);
+}
+
+static bool for_component(const cJSON *svc, egress__render_component_t comp) {
+  const cJSON *comps = cJSON_GetObjectItemCaseSensitive(svc, "components");
+  if (!comps) return true;
+  for (const cJSON *it = comps->child; it; it = it->next)
+    if (!strcmp(it->valuestring, component_label(comp))) return true;
+  return false;
 }
 
 /* The platform's fixed allows; the NetworkPolicy alone denies the rest. */
-static void jbaseline(jb_t *j, cJSON *items, const rctx_t *c, const char *name, const char *ns) {
+static void jbaseline(jb_t *j, cJSON *items, const rctx_t *c, const cJSON *doc, const char *name,
+                      const char *ns) {
   char bname[300];
   snprintf(bname, sizeof bname, "%s-baseline", name);
   cJSON *eg = jnetpol(j, items, c, bname, ns, "baseline");
-  const char *cp[] = {"portarium.io/component", "control-plane", NULL};
-  const char *otel[] = {"portarium.io/component", "otel-collector", NULL};
-  const char *dns[] = {"k8s-app", "kube-dns", NULL};
-  static const uint32_t p8080[] = {8080}, p8200[] = {8200}, p7233[] = {7233},
-                        potel[] = {4317, 4318}, p53[] = {53};
-  jbase_rule(j, eg, NULL, cp, "TCP", NULL, p8080, 1);
-  jbase_rule(j, eg, "vault", NULL, "TCP", NULL, p8200, 1);
-  if (c->o->component == EGRESS__COMPONENT_EXECUTION_PLANE) {
-    jbase_rule(j, eg, "temporal", NULL, "TCP", NULL, p7233, 1);
-    jbase_rule(j, eg, NULL, otel, "TCP", NULL, potel, 2);
+  const cJSON *svc = cJSON_GetObjectItemCaseSensitive(doc, "services");
+  for (const cJSON *s = svc->child; s; s = s->next) {
+    if (!for_component(s, c->o->component)) continue;
+    const cJSON *sns = cJSON_GetObjectItemCaseSensitive(s, "namespace");
+    const cJSON *pl = cJSON_GetObjectItemCaseSensitive(s, "podLabels");
+    const cJSON *protos = cJSON_GetObjectItemCaseSensitive(s, "protocols");
+    cJSON *rule = jobj(j, eg, NULL);
+    cJSON *peer = jobj(j, jarr(j, rule, "to"), NULL);
+    if (sns) {
+      const char *nsl[] = {"kubernetes.io/metadata.name", sns->valuestring, NULL};
+      jlabels(j, jobj(j, peer, "namespaceSelector"), "matchLabels", nsl);
+    }
+    if (pl) {
+      cJSON *ml = jobj(j, jobj(j, peer, "podSelector"), "matchLabels");
+      for (const cJSON *it = pl->child; it; it = it->next) jstr(j, ml, it->string, it->valuestring);
+    }
+    cJSON *pa = jarr(j, rule, "ports");
+    for (const cJSON *p = cJSON_GetObjectItemCaseSensitive(s, "ports")->child; p; p = p->next)
+      for (const cJSON *pr = protos ? protos->child : NULL;; pr = pr->next) {
+        cJSON *o = jobj(j, pa, NULL);
+        jstr(j, o, "protocol", pr ? pr->valuestring : "TCP");
+        jnum(j, o, "port", p->valuedouble);
+        if (!pr || !pr->next) break;
+      }
   }
-  jbase_rule(j, eg, "kube-system", dns, "UDP", "TCP", p53, 1);
 }
 
 static const egress__prefix_t *all_roots(void) {
@@ -1154,7 +1270,14 @@ egress_status_t egress__render(const egress_policy_t *policy, const egress__rend
   jstr(&j, root, "kind", "List");
   jobj(&j, root, "metadata");
   cJSON *items = jarr(&j, root, "items");
-  jbaseline(&j, items, &c, name, ns);
+  cJSON *def = NULL;
+  const cJSON *base = opts->baseline ? opts->baseline->doc : NULL;
+  if (!base && !(base = def = cJSON_Parse(default_baseline))) {
+    st = EGRESS_ENOMEM;
+    goto done;
+  }
+  jbaseline(&j, items, &c, base, name, ns);
+  cJSON_Delete(def);
   bool built = opts->format == EGRESS__RENDER_CILIUM ? render_cilium(&c, &j, items, name, ns)
                                                      : render_netpol(&c, &j, items, name, ns);
   if (!built || j.fail || c.oom) {

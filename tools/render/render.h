@@ -1,7 +1,8 @@
 /*
  * Rendering a compiled policy as Kubernetes network policy (render.c), and
- * the lint findings that share its analysis.  Private: used by egressctl
- * and the tests, never installed.
+ * the lint findings that share its analysis.  A helper library of the tools
+ * (egressctl, the tests, the benchmark), linked with the library's internal
+ * archive; never part of libegress nor installed.
  */
 #ifndef EGRESS_RENDER_H
 #define EGRESS_RENDER_H
@@ -18,6 +19,10 @@ typedef enum egress__render_component {
   EGRESS__COMPONENT_AGENT = 1
 } egress__render_component_t;
 
+/* The baseline: platform services every component may reach, whatever the
+ * policy says (a parsed JSON document, see egress__render_baseline_load). */
+typedef struct egress__render_baseline egress__render_baseline_t;
+
 typedef struct egress__render_opts {
   egress__render_format_t format;
   egress__render_component_t component;
@@ -25,6 +30,7 @@ typedef struct egress__render_opts {
   const char *name;         /* NULL: "egress-<component>" */
   bool skip_unrenderable;   /* leave out what cannot be expressed (fail
                                closed) instead of failing */
+  const egress__render_baseline_t *baseline; /* NULL: the default */
 } egress__render_opts_t;
 
 /* One finding about one entry: @p list / @p index / @p entry name it, @p what
@@ -38,6 +44,24 @@ typedef void (*egress__render_note_cb)(egress_list_t list, size_t index,
 bool egress__render_component_parse(const char *s, egress__render_component_t *out);
 bool egress__render_format_parse(const char *s, egress__render_format_t *out);
 const char *egress__render_component_name(egress__render_component_t c);
+
+/*
+ * Reads a baseline file:
+ *   {"services": [{"namespace": "vault", "podLabels": {"k": "v"},
+ *                  "ports": [8200], "protocols": ["TCP"],
+ *                  "components": ["execution-plane", "agent"]}, ...]}
+ * Each service is one egress rule of the baseline NetworkPolicy: to pods
+ * matching podLabels (any pod when absent) in the namespace named (the
+ * policy's own namespace when absent; at least one of the two is
+ * required), on each port for each protocol (default ["TCP"]), for the
+ * components listed (default both).  Unknown keys are refused.
+ * @param out Caller owns: egress__render_baseline_free().
+ * @return EGRESS_OK, EGRESS_EIO (unreadable), EGRESS_EPOLICY (errbuf says
+ *         what is wrong), EGRESS_ENOMEM.
+ */
+egress_status_t egress__render_baseline_load(const char *path, egress__render_baseline_t **out,
+                                             char *errbuf, size_t errlen);
+void egress__render_baseline_free(egress__render_baseline_t *b);
 
 /*
  * Render @p policy as a Kubernetes "List" (JSON text, indented, ending with a
