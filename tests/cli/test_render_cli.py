@@ -236,6 +236,109 @@ class RenderCli(unittest.TestCase):
         self.assertIn("1 warning\n", err)
 
 
+class OperatorItems(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="egress-operator-")
+
+    def write(self, name, doc):
+        path = os.path.join(self.tmp, name)
+        with open(path, "w") as f:
+            f.write(doc if isinstance(doc, str) else json.dumps(doc))
+        return path
+
+    def test_lint_reports_every_invalid_entry_once(self):
+        doc = {"egressAllowlist": ["ok.example.com", " lead.example.com", 7, "0177.0.0.1",
+                                   "fine.example.org"],
+               "egressDenylist": ["ftp://x.example.com", "bad.example.com"]}
+        path = self.write("many.json", doc)
+        p = run("lint", "--policy", path)
+        self.assertEqual(p.returncode, 65, p.stderr)
+        self.assertEqual(p.stdout, b"")
+        lines = p.stderr.decode().splitlines()
+        want = ['egressAllowlist[1] " lead.example.com"', "egressAllowlist[2]",
+                'egressAllowlist[3] "0177.0.0.1"', 'egressDenylist[0] "ftp://x.example.com"']
+        for w in want:
+            hits = [ln for ln in lines if w in ln]
+            self.assertEqual(len(hits), 1, (w, lines))
+        # One line per entry plus the count; the file named once a line.
+        self.assertEqual(len(lines), len(want) + 1, lines)
+        self.assertIn("4 invalid entries", lines[-1])
+        for ln in lines:
+            self.assertEqual(ln.count(path), 1, ln)
+        # check fails on the first, naming the file once.
+        p = run("check", "--policy", path, "ok.example.com", "443")
+        self.assertEqual(p.returncode, 65)
+        self.assertEqual(p.stderr.decode().count(path), 1, p.stderr)
+
+    def test_usage_error_is_one_line_and_a_pointer(self):
+        for args in (("lint", "--bogus"), ("render", "--policy"), ("check",), ("nope",)):
+            with self.subTest(args=args):
+                p = run(*args)
+                self.assertEqual(p.returncode, 64)
+                lines = p.stderr.decode().splitlines()
+                self.assertEqual(len(lines), 2, lines)
+                self.assertIn("--help", lines[1])
+                self.assertNotIn("check options", p.stderr.decode())
+        # An option of another subcommand is unknown here.
+        p = run("render", "--policy", EXAMPLE, "--format", "cilium", "--strict")
+        self.assertEqual(p.returncode, 64)
+        self.assertIn("--strict", p.stderr.decode())
+
+    def test_baseline_from_file(self):
+        base = {"services": [
+            {"namespace": "secrets", "ports": [8201]},
+            {"podLabels": {"app": "collector"}, "ports": [4317], "components": ["agent"]},
+            {"namespace": "kube-system", "podLabels": {"k8s-app": "coredns"}, "ports": [53],
+             "protocols": ["UDP"]}]}
+        path = self.write("base.json", base)
+        got = {}
+        for comp in ("execution-plane", "agent"):
+            p = run("render", "--policy", EXAMPLE, "--format", "networkpolicy",
+                    "--component", comp, "--baseline", path)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            items = json.loads(p.stdout)["items"]
+            baseline = [i for i in items if i["metadata"]["name"].endswith("-baseline")]
+            self.assertEqual(len(baseline), 1)
+            got[comp] = baseline[0]["spec"]["egress"]
+        ep = got["execution-plane"]
+        self.assertEqual(len(ep), 2)
+        self.assertEqual(ep[0]["to"], [{"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": "secrets"}}}])
+        self.assertEqual(ep[0]["ports"], [{"protocol": "TCP", "port": 8201}])
+        self.assertEqual(ep[1]["ports"], [{"protocol": "UDP", "port": 53}])
+        self.assertEqual(len(got["agent"]), 3)
+        self.assertEqual(got["agent"][1]["to"], [{"podSelector": {"matchLabels": {"app": "collector"}}}])
+        # Nothing of the default platform is left.
+        text = json.dumps(got)
+        for old in ("vault", "temporal", "8200", "7233", "control-plane"):
+            self.assertNotIn(old, text)
+
+    def test_bad_baseline(self):
+        bad = [
+            "not json",
+            {"services": [{"ports": [80]}]},
+            {"services": [{"namespace": "Bad_NS", "ports": [80]}]},
+            {"services": [{"namespace": "a", "ports": [0]}]},
+            {"services": [{"namespace": "a", "ports": [80.5]}]},
+            {"services": [{"namespace": "a", "ports": [80], "protocols": ["ICMP"]}]},
+            {"services": [{"namespace": "a", "ports": [80], "components": ["web"]}]},
+            {"services": [{"namespace": "a", "ports": [80], "extra": 1}]},
+            {"services": [{"podLabels": {"a": 1}, "ports": [80]}]},
+            {"service": []},
+        ]
+        for i, doc in enumerate(bad):
+            with self.subTest(doc=doc):
+                path = self.write("bad%d.json" % i, doc)
+                p = run("render", "--policy", EXAMPLE, "--format", "networkpolicy",
+                        "--baseline", path)
+                self.assertEqual(p.returncode, 65, p.stderr)
+                self.assertEqual(p.stdout, b"")
+                self.assertIn(path, p.stderr.decode())
+        p = run("render", "--policy", EXAMPLE, "--format", "networkpolicy",
+                "--baseline", os.path.join(self.tmp, "missing.json"))
+        self.assertEqual(p.returncode, 66)
+
+
 if __name__ == "__main__":
     if not EGRESSCTL or not os.access(EGRESSCTL, os.X_OK):
         print("EGRESSCTL is not set to an executable", file=sys.stderr)
