@@ -9,8 +9,9 @@
  *    list, special-purpose ranges opened only by a CIDR rule inside them,
  *    IPv4 embedded in NAT64 / 6to4 addresses) is computed as CIDR prefixes
  *    by splitting the address space along every range boundary that can
- *    change the answer and asking the library's own classifier about each
- *    uniform piece.  So the rendered ranges cannot drift from the checker.
+ *    change the answer and vetting each uniform piece with the check's own
+ *    code (egress__vet_address).  So the rendered ranges cannot drift from
+ *    the checker.
  *  - A CIDR entry allows its range on its ports, less what fails vetting
  *    ("except").  A name entry (NetworkPolicy) allows its ports to every
  *    address that passes vetting; Cilium instead matches the name itself
@@ -187,29 +188,9 @@ enum { REL_NONE = 0, REL_PARTIAL = 1, REL_COVERS = 2 };
 
 static bool is_name_rule(const egress__rule_t *r) { return r->kind != EGRESS__RULE_CIDR; }
 
-static bool in_wild1(const char *n, size_t len, const char *s, size_t sl) {
-  const char *dot = memchr(n, '.', len);
-  return dot && (size_t)(n + len - dot - 1) == sl && !memcmp(dot + 1, s, sl);
-}
-
-static bool in_wildn(const char *n, size_t len, const char *s, size_t sl) {
-  return len > sl + 1 && n[len - sl - 1] == '.' && !memcmp(n + len - sl, s, sl);
-}
-
 /* s equals t or lies under it ("a.b.t" under "t"). */
 static bool at_or_under(const char *s, size_t sl, const char *t, size_t tl) {
-  return (sl == tl && !memcmp(s, t, sl)) || in_wildn(s, sl, t, tl);
-}
-
-static bool rule_matches_name(const egress__rule_t *r, const char *n, size_t len) {
-  switch (r->kind) {
-    case EGRESS__RULE_EXACT: return r->name_len == len && !memcmp(r->name, n, len);
-    case EGRESS__RULE_WILD1: return in_wild1(n, len, r->name, r->name_len);
-    case EGRESS__RULE_WILDN: return in_wildn(n, len, r->name, r->name_len);
-    case EGRESS__RULE_ANY: return true;
-    case EGRESS__RULE_REGEX: return egress__regex_match(r, n, len);
-    default: return false;
-  }
+  return (sl == tl && !memcmp(s, t, sl)) || egress__name_in_wildn(s, sl, t, tl);
 }
 
 static bool same_regex(const egress__rule_t *a, const egress__rule_t *b) {
@@ -227,21 +208,21 @@ static int name_rel(const egress__rule_t *d, const egress__rule_t *a) {
   if (d->kind == EGRESS__RULE_ANY) return REL_COVERS;
   if (same_regex(d, a)) return REL_COVERS;
   switch (a->kind) {
-    case EGRESS__RULE_EXACT: return rule_matches_name(d, t, tl) ? REL_COVERS : REL_NONE;
+    case EGRESS__RULE_EXACT: return egress__rule_matches_name(d, t, tl) ? REL_COVERS : REL_NONE;
     case EGRESS__RULE_WILD1: /* one label + t */
       switch (d->kind) {
-        case EGRESS__RULE_EXACT: return in_wild1(s, sl, t, tl) ? REL_PARTIAL : REL_NONE;
+        case EGRESS__RULE_EXACT: return egress__name_in_wild1(s, sl, t, tl) ? REL_PARTIAL : REL_NONE;
         case EGRESS__RULE_WILD1: return sl == tl && !memcmp(s, t, sl) ? REL_COVERS : REL_NONE;
         case EGRESS__RULE_WILDN: return at_or_under(t, tl, s, sl) ? REL_COVERS : REL_NONE;
         default: return REL_PARTIAL;
       }
     case EGRESS__RULE_WILDN: /* one or more labels + t */
       switch (d->kind) {
-        case EGRESS__RULE_EXACT: return in_wildn(s, sl, t, tl) ? REL_PARTIAL : REL_NONE;
+        case EGRESS__RULE_EXACT: return egress__name_in_wildn(s, sl, t, tl) ? REL_PARTIAL : REL_NONE;
         case EGRESS__RULE_WILD1: return at_or_under(s, sl, t, tl) ? REL_PARTIAL : REL_NONE;
         case EGRESS__RULE_WILDN:
           if (at_or_under(t, tl, s, sl)) return REL_COVERS;
-          return in_wildn(s, sl, t, tl) ? REL_PARTIAL : REL_NONE;
+          return egress__name_in_wildn(s, sl, t, tl) ? REL_PARTIAL : REL_NONE;
         default: return REL_PARTIAL;
       }
     default: /* ANY or REGEX allow rule */
@@ -289,53 +270,36 @@ static bool in_region(const egress__ip_t *ip, const uint8_t *b, uint8_t len) {
   return egress__prefix_contains(&p, ip);
 }
 
-/* Whether @p ip fails vetting on every port of [lo, hi] (segments make
- * "every" and "any" the same).  Mirrors checker.c vet_one. */
-static bool forbidden(rctx_t *c, const egress__ip_t *ip, uint32_t lo, uint32_t hi, int depth) {
-  const egress_policy_t *p = c->p;
-  const egress__rule_t *opener = NULL;
-  egress__special_info_t info;
-
-  for (size_t i = 0; i < p->nrules[EGRESS_LIST_DENY]; i++) {
-    const egress__rule_t *r = &p->rules[EGRESS_LIST_DENY][i];
-    if (r->kind == EGRESS__RULE_CIDR && ports_cover(r, lo, hi) &&
-        egress__prefix_contains(&r->cidr, ip))
-      return true;
-  }
-  egress__special_classify(ip, &info);
-  if (!info.global) {
-    for (size_t i = 0; i < p->nrules[EGRESS_LIST_ALLOW] && !opener; i++) {
-      const egress__rule_t *r = &p->rules[EGRESS_LIST_ALLOW][i];
-      if (r->kind == EGRESS__RULE_CIDR && r->cidr.len >= info.open_len &&
-          ports_cover(r, lo, hi) && egress__prefix_contains(&r->cidr, ip))
-        opener = r;
-    }
-    if (!opener) return true;
-  }
-  if (ip->family == 6 && depth == 0) {
+/* Whether @p ip fails vetting on every port of [lo, hi]: the check's own
+ * vetting (lib/vet.c) at port lo, since rule ports are uniform over a
+ * segment.  Render knows no operator Pref64, so none is passed. */
+static bool forbidden(rctx_t *c, const egress__ip_t *ip, uint32_t lo) {
+  egress__vet_t v;
+  egress__vet_address(c->p, NULL, 0, ip, (uint16_t)lo, &v);
+  if (ip->family == 6 && (in_region(ip, teredo_b, 32) || in_region(ip, nat64l_b, 48))) {
     egress__ip_t emb[2];
-    size_t n = egress__embedded_ipv4(ip, NULL, 0, emb);
     /* Teredo clients are stored bit-inverted and local-use NAT64 steps over
-     * the "u" octet: neither maps IPv4 ranges onto IPv6 prefixes, so these
-     * stay closed (both are special-purpose, so only a rule opened them). */
-    if (n > 0 && (in_region(ip, teredo_b, 32) || in_region(ip, nat64l_b, 48))) {
-      if (opener) c->closed[opener->index] = true;
+     * the "u" octet: neither maps IPv4 ranges onto IPv6 prefixes, so an
+     * address there that carries IPv4 stays closed, whatever its IPv4
+     * vets as.  Both ranges are special-purpose, so only a rule opened the
+     * address itself (v.opener, kept when the embedded IPv4 is what
+     * fails); that rule is left partly closed. */
+    if (egress__embedded_ipv4(ip, NULL, 0, emb) > 0) {
+      if (v.opener) c->closed[v.opener->index] = true;
       return true;
     }
-    for (size_t i = 0; i < n; i++)
-      if (forbidden(c, &emb[i], lo, hi, depth + 1)) return true;
   }
-  return false;
+  return v.reason != EGRESS_REASON_NONE;
 }
 
 /* Forbidden part of @p P as maximal prefixes appended to @p out; @p b holds
  * the boundaries strictly inside P, sorted.  *full: all of P is forbidden. */
 static void split(rctx_t *c, const egress__prefix_t *P, const egress__prefix_t *b, size_t nb,
-                  uint32_t lo, uint32_t hi, plist_t *out, bool *full) {
+                  uint32_t lo, plist_t *out, bool *full) {
   *full = false;
   if (c->oom) return;
   if (nb == 0) {
-    *full = forbidden(c, &P->addr, lo, hi, 0);
+    *full = forbidden(c, &P->addr, lo);
     if (*full && !plist_push(out, P)) c->oom = true;
     return;
   }
@@ -351,8 +315,8 @@ static void split(rctx_t *c, const egress__prefix_t *P, const egress__prefix_t *
   while (s1 < nb && b[s1].len == h1.len) s1++;
   size_t mark = out->n;
   bool f0, f1;
-  split(c, &h0, b + s0, k - s0, lo, hi, out, &f0);
-  split(c, &h1, b + s1, nb - s1, lo, hi, out, &f1);
+  split(c, &h0, b + s0, k - s0, lo, out, &f0);
+  split(c, &h1, b + s1, nb - s1, lo, out, &f1);
   if (f0 && f1 && !c->oom) {
     out->n = mark;
     if (!plist_push(out, P)) c->oom = true;
@@ -400,12 +364,12 @@ static bool rep_block(rep_t *r, const egress__prefix_t *cidr, const egress__pref
  * hundred prefixes.  *full_t / *full_c: all of P is target / complement.
  */
 static void rep_split(rctx_t *c, const egress__prefix_t *P, const egress__prefix_t *b, size_t nb,
-                      uint32_t lo, uint32_t hi, bool want_forbidden, rep_t *r, bool *full_t,
+                      uint32_t lo, bool want_forbidden, rep_t *r, bool *full_t,
                       bool *full_c) {
   *full_t = *full_c = false;
   if (c->oom) return;
   if (nb == 0) {
-    bool t = forbidden(c, &P->addr, lo, hi, 0) == want_forbidden;
+    bool t = forbidden(c, &P->addr, lo) == want_forbidden;
     if (t ? !rep_block(r, P, NULL, 0) : !plist_push(&r->comp, P)) c->oom = true;
     *full_t = t;
     *full_c = !t;
@@ -421,8 +385,8 @@ static void rep_split(rctx_t *c, const egress__prefix_t *P, const egress__prefix
   while (s1 < nb && b[s1].len == h1.len) s1++;
   size_t mb = r->nb, mex = r->ex.n, mc = r->comp.n;
   bool t0, c0, t1, c1;
-  rep_split(c, &h0, b + s0, k - s0, lo, hi, want_forbidden, r, &t0, &c0);
-  rep_split(c, &h1, b + s1, nb - s1, lo, hi, want_forbidden, r, &t1, &c1);
+  rep_split(c, &h0, b + s0, k - s0, lo, want_forbidden, r, &t0, &c0);
+  rep_split(c, &h1, b + s1, nb - s1, lo, want_forbidden, r, &t1, &c1);
   if (c->oom) return;
   if (c0 && c1) {
     r->comp.n = mc;
@@ -453,7 +417,7 @@ static bool rep_of(rctx_t *c, size_t s, const egress__prefix_t *R, bool want_for
       last = i + 1;
     }
   if (first == bl->n) first = last = 0;
-  rep_split(c, R, bl->v + first, last - first, c->segs[s].lo, c->segs[s].hi, want_forbidden, r,
+  rep_split(c, R, bl->v + first, last - first, c->segs[s].lo, want_forbidden, r,
             &ft, &fc);
   return !c->oom;
 }
@@ -549,8 +513,7 @@ static bool build_segments(rctx_t *c) {
       bool full;
       memset(&root, 0, sizeof root);
       root.addr.family = f ? 6 : 4;
-      split(c, &root, c->bounds[f].v, c->bounds[f].n, c->segs[s].lo, c->segs[s].hi,
-            &c->fset[f][s], &full);
+      split(c, &root, c->bounds[f].v, c->bounds[f].n, c->segs[s].lo, &c->fset[f][s], &full);
     }
   ok = !c->oom;
 done:
@@ -1844,7 +1807,7 @@ static bool name_listed(const lindex_t *ix, const char *t, size_t tl) {
     if (bucket_find(ix, &k) != SIZE_MAX) return true;
   }
   for (size_t i = 0; i < ix->nregex; i++)
-    if (rule_matches_name(&ix->rules[ix->b[ix->regex[i]].rep], t, tl)) return true;
+    if (egress__rule_matches_name(&ix->rules[ix->b[ix->regex[i]].rep], t, tl)) return true;
   return false;
 }
 
@@ -1988,6 +1951,10 @@ static bool lint_closed(const egress_policy_t *p, bool *closed) {
         sub[l][view.nrules[l]++] = *r; /* shallow: the view owns nothing */
     }
     view.rules[l] = sub[l];
+    /* Vetting asks the whole policy's matchers: only rules that meet these
+     * regions (all in the view, whose ports make the segments) can change
+     * an answer inside them, and answers elsewhere are not used. */
+    view.matcher[l] = p->matcher[l];
   }
   if (view.nrules[EGRESS_LIST_ALLOW] == 0) {
     ok = true;
