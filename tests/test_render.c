@@ -168,7 +168,11 @@ static bool v_np_ports(const cJSON *ports) {
 static bool v_networkpolicy(const cJSON *spec) {
   const cJSON *pt = cJSON_GetObjectItemCaseSensitive(spec, "policyTypes");
   const cJSON *eg = cJSON_GetObjectItemCaseSensitive(spec, "egress"), *r;
-  if (!v_labels(cJSON_GetObjectItemCaseSensitive(spec, "podSelector"))) VFAIL("bad podSelector");
+  const cJSON *sel = cJSON_GetObjectItemCaseSensitive(spec, "podSelector");
+  /* Every pod of the namespace only for the default deny, which allows
+   * nothing. */
+  bool all_pods = cJSON_IsObject(sel) && !sel->child;
+  if (!(all_pods ? cJSON_IsArray(eg) && !eg->child : v_labels(sel))) VFAIL("bad podSelector");
   if (!cJSON_IsArray(pt) || cJSON_GetArraySize(pt) != 1 ||
       !cJSON_IsString(cJSON_GetArrayItem(pt, 0)) ||
       strcmp(cJSON_GetArrayItem(pt, 0)->valuestring, "Egress"))
@@ -965,6 +969,14 @@ static void collect(egress_list_t list, size_t index, const char *entry, const c
   ns->n++;
 }
 
+/* Lint findings as collect() keeps them, notes marked "note: ". */
+static void lint_collect(egress__lint_level_t level, egress_list_t list, size_t index,
+                         const char *entry, const char *what, void *ud) {
+  char buf[700];
+  snprintf(buf, sizeof buf, "%s%s", level == EGRESS__LINT_NOTE ? "note: " : "", what);
+  collect(list, index, entry, buf, ud);
+}
+
 static void test_unrenderable(void) {
   const char *const allow[] = {"api.example.com", "re:^api-[0-9]+\\.example\\.com$", "*.x.example"};
   const char *const deny[] = {"bad.x.example"};
@@ -1063,7 +1075,7 @@ static size_t lint_of(const char *const *allow, size_t na, const char *const *de
                       notes_t *ns) {
   egress_policy_t *p = policy_of(allow, na, deny, nd);
   memset(ns, 0, sizeof *ns);
-  long n = egress__render_lint(p, collect, ns);
+  long n = egress__render_lint(p, lint_collect, ns);
   CU_ASSERT(n >= 0 && (size_t)n == ns->n);
   egress_policy_unref(p);
   return ns->n;
@@ -1105,14 +1117,33 @@ static void test_lint(void) {
 
   const char *const apex[] = {"*.files.example.com", "**.cdn.example.net", "cdn.example.net:8443"};
   lint_of(apex, 3, NULL, 0, &ns);
-  CU_ASSERT(has_note(&ns, "allow[0]", "\"files.example.com\" itself"));
+  CU_ASSERT(has_note(&ns, "allow[0]", "note: does not match \"files.example.com\" itself"));
   CU_ASSERT(!has_note(&ns, "allow[1]", "itself")); /* its apex is listed (on another port) */
 
+  /* An explicit port is a choice; the scheme's other port is a slip. */
   const char *const ports[] = {"https://a.example.com:8443", "http://b.example.com:8080/x",
-                               "https://c.example.com:443", "http://d.example.com", "e.example.com:8443"};
+                               "https://c.example.com:443", "http://d.example.com", "e.example.com:8443",
+                               "https://f.example.com:80", "http://g.example.com:443/x"};
   CU_ASSERT(lint_of(ports, NELEM(ports), NULL, 0, &ns) == 2);
-  CU_ASSERT(has_note(&ns, "allow[0]", "8443 is not the https default"));
-  CU_ASSERT(has_note(&ns, "allow[1]", "8080 is not the http default"));
+  CU_ASSERT(has_note(&ns, "allow[5]", ": https on port 80, the http port: scheme and port look swapped"));
+  CU_ASSERT(has_note(&ns, "allow[6]", ": http on port 443, the https port"));
+
+  /* URL paths that read like a prefix length or a glob. */
+  const char *const paths[] = {"http://10.0.0.0/8", "https://example.com/*", "http://[2001:db8::]/32",
+                               "https://example.org/api/v*/x", "http://10.1.2.3/8", "https://h.example/8",
+                               "http://10.0.0.0/33", "https://example.net/api"};
+  const char *const pathd[] = {"http://192.168.0.0/16", "https://other.example/*"};
+  CU_ASSERT(lint_of(paths, NELEM(paths), pathd, NELEM(pathd), &ns) == 5);
+  CU_ASSERT(has_note(&ns, "allow[0]", ": means host 10.0.0.0, port 80, path \"/8\": a URL names one "
+                                      "address; for the range write \"10.0.0.0/8\" (every port) or "
+                                      "\"10.0.0.0/8:80\""));
+  CU_ASSERT(has_note(&ns, "allow[1]", ": the path \"/*\" is literal"));
+  CU_ASSERT(has_note(&ns, "allow[1]", "so \"https://example.com/\" was likely meant"));
+  CU_ASSERT(has_note(&ns, "allow[2]", "write \"2001:db8::/32\" (every port) or \"[2001:db8::]/32:80\""));
+  CU_ASSERT(has_note(&ns, "allow[3]", "so \"https://example.org/api/\" was likely meant"));
+  CU_ASSERT(has_note(&ns, "deny[0]", "means host 192.168.0.0 on every port, path \"/16\" (which a deny "
+                                     "entry ignores): a URL names one address; for the range write "
+                                     "\"192.168.0.0/16\""));
 
   const char *const dead[] = {"api.example.com", "10.1.0.0/16:5432"};
   const char *const dd[] = {"*.example.com", "api.example.com", "10.0.0.0/8", "10.0.0.0/8"};
@@ -1251,6 +1282,16 @@ static void tr_add(egress_list_t list, size_t index, const char *entry, const ch
   t->n++;
 }
 
+/* A lint finding in the transcript, notes marked "note: ". */
+static void tr_lint(egress__lint_level_t level, egress_list_t list, size_t index, const char *entry,
+                    const char *what, void *ud) {
+  transcript_t *t = ud;
+  const char *saved = t->prefix;
+  if (level == EGRESS__LINT_NOTE) t->prefix = "note: ";
+  tr_add(list, index, entry, what, t);
+  t->prefix = saved;
+}
+
 static long oracle_lint(const egress_policy_t *p, transcript_t *t) {
   static const char *const names[2] = {"egressAllowlist", "egressDenylist"};
   char what[600];
@@ -1294,13 +1335,19 @@ static long oracle_lint(const egress_policy_t *p, transcript_t *t) {
           snprintf(what, sizeof what,
                    "does not match \"%.200s\" itself, and no entry allows it (add it if the apex "
                    "is meant too)", b->name);
-          tr_add(list, jx, b->text, what, t);
+          tr_lint(EGRESS__LINT_NOTE, list, jx, b->text, what, t);
         }
       }
+      /* Only the scheme's other port: an explicit port is a choice.  (The
+       * random policies draw no URL path that reads like a prefix length
+       * or holds a star; test_lint covers those.) */
       bool https = !strncasecmp(b->text, "https://", 8), http = !strncasecmp(b->text, "http://", 7);
-      if ((https || http) && !(b->port_lo == b->port_hi && b->port_lo == (https ? 443 : 80))) {
-        snprintf(what, sizeof what, "port %u is not the %s default (%u)", b->port_lo,
-                 https ? "https" : "http", https ? 443 : 80);
+      if ((https || http) && b->port_lo == b->port_hi && b->port_lo == (https ? 80 : 443)) {
+        snprintf(what, sizeof what,
+                 "%s on port %u, the %s port: scheme and port look swapped (\"%s://\" with no port "
+                 "means %u)",
+                 https ? "https" : "http", b->port_lo, https ? "http" : "https", https ? "https" : "http",
+                 https ? 443 : 80);
         tr_add(list, jx, b->text, what, t);
       }
     }
@@ -1310,7 +1357,7 @@ static long oracle_lint(const egress_policy_t *p, transcript_t *t) {
   memset(&o, 0, sizeof o);
   o.format = EGRESS__RENDER_CILIUM;
   o.skip_unrenderable = true;
-  t->prefix = "render: ";
+  t->prefix = "note: render: ";
   egress_status_t st = egress__render(p, &o, tr_add, t, &out, NULL, 0);
   t->prefix = NULL;
   egress__free(out);
@@ -1418,7 +1465,7 @@ static void test_lint_matches_pairwise(void) {
     if (st != EGRESS_OK) fprintf(stderr, "seed %u: %s\n", seed, err);
     CU_ASSERT_FATAL(st == EGRESS_OK);
     transcript_t want = {NULL, 0, 0, 0, NULL}, got = {NULL, 0, 0, 0, NULL};
-    long nw = oracle_lint(p, &want), ng = egress__render_lint(p, tr_add, &got);
+    long nw = oracle_lint(p, &want), ng = egress__render_lint(p, tr_lint, &got);
     CU_ASSERT(nw >= 0 && ng >= 0 && (size_t)ng == got.n);
     tr_drop_new_kinds(&got);
     bool same = want.n == got.n && want.len == got.len && (!want.len || !strcmp(want.text, got.text));
@@ -1448,7 +1495,7 @@ static void test_lint_matches_pairwise(void) {
  * to mean something: count them on the same draws. */
 static void test_lint_draws_every_finding(void) {
   static const char *const kinds[] = {"duplicate of", "shadowed by", "never allows anything",
-                                      "itself", "every host name", "every IPv", "default",
+                                      "itself", "every host name", "every IPv", "look swapped",
                                       "render: a \"re:\"", "render: Cilium cannot deny",
                                       "render: opens Teredo", "reads like an address"};
   size_t count[NELEM(kinds)] = {0};
@@ -1464,7 +1511,7 @@ static void test_lint_draws_every_finding(void) {
     for (size_t i = 0; i < nd; i++) deny[i] = text[na + i];
     egress_policy_t *p = policy_of(allow, na, deny, nd);
     transcript_t got = {NULL, 0, 0, 0, NULL};
-    CU_ASSERT(egress__render_lint(p, tr_add, &got) >= 0);
+    CU_ASSERT(egress__render_lint(p, tr_lint, &got) >= 0);
     for (const char *line = got.text; line && *line;) {
       const char *nl = strchr(line, '\n');
       for (size_t k = 0; k < NELEM(kinds); k++) {
@@ -1568,13 +1615,13 @@ static void test_lint_alloc_failures(void) {
   egress_policy_t *p = policy_of(allow, NELEM(allow), deny, NELEM(deny));
   notes_t ns;
   memset(&ns, 0, sizeof ns);
-  long want = egress__render_lint(p, collect, &ns);
+  long want = egress__render_lint(p, lint_collect, &ns);
   CU_ASSERT_FATAL(want > 5);
   long ok_at = 0;
   for (long nth = 1; nth < 10000; nth++) {
     memset(&ns, 0, sizeof ns);
     egress__alloc_fail_at(nth);
-    long got = egress__render_lint(p, collect, &ns);
+    long got = egress__render_lint(p, lint_collect, &ns);
     long used = egress__alloc_count();
     egress__alloc_fail_at(0);
     CU_ASSERT(got == -1 || got == want);

@@ -1098,9 +1098,11 @@ typedef struct lint_sink {
 } lint_sink_t;
 
 /* What egressctl does with a warning, short of writing it. */
-static void lint_count(egress_list_t list, size_t index, const char *entry, const char *what, void *ud) {
+static void lint_count(egress__lint_level_t level, egress_list_t list, size_t index, const char *entry,
+                       const char *what, void *ud) {
   lint_sink_t *s = ud;
-  int len = snprintf(s->line, sizeof s->line, "policy.json: warning: %s[%zu] \"%s\": %s\n",
+  int len = snprintf(s->line, sizeof s->line, "policy.json: %s: %s[%zu] \"%s\": %s\n",
+                     level == EGRESS__LINT_NOTE ? "note" : "warning",
                      list == EGRESS_LIST_ALLOW ? "egressAllowlist" : "egressDenylist", index, entry, what);
   s->n++;
   s->bytes += len > 0 ? (size_t)len : 0;

@@ -30,6 +30,158 @@ def run(*args):
     return subprocess.run([EGRESSCTL, *args], capture_output=True, timeout=TIMEOUT)
 
 
+DEFAULT_DENY = {
+    "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+    "metadata": {"name": "default-deny-egress", "namespace": "portarium",
+                 "labels": {"app.kubernetes.io/managed-by": "egressctl",
+                            "portarium.io/egress-layer": "default-deny"}},
+    "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": []},
+}
+
+# Plain scalars a YAML 1.1 or 1.2 reader resolves to something other than a
+# string (booleans, null, numbers in any base, floats, sexagesimal, dates,
+# merge/value keys), or that start with an indicator character.
+_NOT_A_STRING = re.compile(
+    r"""^(?:y|Y|yes|Yes|YES|n|N|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF
+        |~|null|Null|NULL|<<|=
+        |[-+]?(?:0|[1-9][0-9_]*|0[0-7_]+|0o[0-7]+|0x[0-9a-fA-F_]+|0b[01_]+)
+        |[-+]?(?:[0-9][0-9_]*)?\.?[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)
+        |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?
+        |[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}.*)$""", re.X)
+_INDICATORS = set("-?:,[]{}#&*!|>'\"%@`")
+
+
+def _scalar(text):
+    """One scalar of the subset: double-quoted (JSON escapes plus \\xNN),
+    a decimal integer, or a plain string nothing could read otherwise."""
+    if text.startswith('"'):
+        if len(text) < 2 or not text.endswith('"'):
+            raise ValueError("unterminated string: %r" % text)
+        body = text[1:-1]
+        out, i = [], 0
+        while i < len(body):
+            ch = body[i]
+            if ch == '"':
+                raise ValueError("bare quote in %r" % text)
+            if ch != "\\":
+                out.append(ch)
+                i += 1
+                continue
+            e = body[i + 1:i + 2]
+            simple = {'"': '"', "\\": "\\", "n": "\n", "t": "\t", "r": "\r", "/": "/", "b": "\b", "f": "\f"}
+            if e in simple:
+                out.append(simple[e])
+                i += 2
+            elif e in ("x", "u"):
+                n = 2 if e == "x" else 4
+                out.append(chr(int(body[i + 2:i + 2 + n], 16)))
+                i += 2 + n
+            else:
+                raise ValueError("bad escape in %r" % text)
+        return "".join(out)
+    if re.fullmatch(r"-?(?:0|[1-9][0-9]*)", text):
+        return int(text)
+    if text == "{}":
+        return {}
+    if text == "[]":
+        return []
+    if text in ("true", "false"):
+        return text == "true"
+    if (not text or text[0] in _INDICATORS or text != text.strip() or "#" in text or ": " in text
+            or text.endswith(":") or _NOT_A_STRING.match(text)):
+        raise ValueError("plain scalar %r is not plainly a string" % text)
+    return text
+
+
+def read_yaml(text):
+    """A strict reader of the YAML subset egressctl writes: block mappings
+    and sequences indented by spaces, "- " items (a mapping may start on the
+    dash line), scalars as _scalar takes them, "{}" and "[]".  Anything else
+    (tabs, comments, flow collections with content, anchors, tags, single
+    quotes, duplicate keys) raises ValueError."""
+    lines = []
+    for raw in text.split("\n"):
+        if raw == "":
+            continue
+        if "\t" in raw[:len(raw) - len(raw.lstrip())] or raw != raw.rstrip(" "):
+            raise ValueError("tab indentation or trailing space: %r" % raw)
+        lines.append((len(raw) - len(raw.lstrip(" ")), raw.lstrip(" ")))
+    if not text.endswith("\n"):
+        raise ValueError("no final newline")
+    pos = 0
+
+    def key_value(body):
+        if body.startswith('"'):
+            end = 1
+            while end < len(body) and body[end] != '"':
+                end += 2 if body[end] == "\\" else 1
+            key, rest = _scalar(body[:end + 1]), body[end + 1:]
+        else:
+            cut = body.find(":")
+            if cut < 0:
+                raise ValueError("not a mapping entry: %r" % body)
+            key, rest = _scalar(body[:cut]), body[cut:]
+        if not isinstance(key, str) or not rest.startswith(":"):
+            raise ValueError("bad key in %r" % body)
+        rest = rest[1:]
+        if rest and not rest.startswith(" "):
+            raise ValueError("no space after ':' in %r" % body)
+        return key, rest[1:] if rest else None
+
+    def block(indent):
+        nonlocal pos
+        if pos >= len(lines) or lines[pos][0] != indent:
+            raise ValueError("expected a block at indent %d" % indent)
+        if lines[pos][1].startswith("-"):
+            return seq(indent)
+        return mapping(indent, None)
+
+    def mapping(indent, first):
+        nonlocal pos
+        out = {}
+        entry = first
+        while True:
+            if entry is None:
+                if pos >= len(lines) or lines[pos][0] != indent or lines[pos][1].startswith("- "):
+                    break
+                entry = lines[pos][1]
+                pos += 1
+            key, value = key_value(entry)
+            entry = None
+            if key in out:
+                raise ValueError("duplicate key %r" % key)
+            out[key] = _scalar(value) if value is not None else block_after(indent)
+        return out
+
+    def block_after(indent):
+        if pos < len(lines) and lines[pos][0] > indent:
+            return block(lines[pos][0])
+        raise ValueError("missing value")
+
+    def seq(indent):
+        nonlocal pos
+        out = []
+        while pos < len(lines) and lines[pos][0] == indent and lines[pos][1].startswith("-"):
+            body = lines[pos][1]
+            pos += 1
+            if body == "-":
+                out.append(block_after(indent))
+            elif not body.startswith("- "):
+                raise ValueError("bad item %r" % body)
+            elif body[2:].startswith('"') and body.endswith('"') or ":" not in body[2:] or \
+                    body[2:] in ("{}", "[]"):
+                out.append(_scalar(body[2:]))
+            else:
+                out.append(mapping(indent + 2, body[2:]))
+        return out
+
+    doc = block(0)
+    if pos != len(lines):
+        raise ValueError("unexpected line %r" % (lines[pos][1],))
+    return doc
+
+
 class RenderCli(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="egress-render-cli-")
@@ -55,10 +207,22 @@ class RenderCli(unittest.TestCase):
                 self.assertEqual((doc["apiVersion"], doc["kind"]), ("v1", "List"))
                 kinds = [i["kind"] for i in doc["items"]]
                 want = "CiliumNetworkPolicy" if fmt == "cilium" else "NetworkPolicy"
-                self.assertEqual(kinds, ["NetworkPolicy", want])
-                for item in doc["items"]:
+                self.assertEqual(kinds, ["NetworkPolicy", want, "NetworkPolicy"])
+                for item in doc["items"][:2]:
                     sel = item["spec"].get("podSelector") or item["spec"].get("endpointSelector")
                     self.assertEqual(sel["matchLabels"], {"portarium.io/component": comp})
+                self.assertEqual(doc["items"][2], DEFAULT_DENY)
+                # The YAML rendering: committed too, and the same document.
+                y = run(*args, "--output", "yaml")
+                self.assertEqual(y.returncode, 0, y.stderr)
+                golden = os.path.join(MANIFESTS, f"{fmt}-{comp}.yaml")
+                if os.environ.get("EGRESS_UPDATE_GOLDEN") == "1":
+                    with open(golden, "wb") as f:
+                        f.write(y.stdout)
+                with open(golden, "rb") as f:
+                    self.assertEqual(y.stdout, f.read(),
+                                     f"examples/kubernetes/{fmt}-{comp}.yaml is stale: regenerate it")
+                self.assertEqual(read_yaml(y.stdout.decode()), doc)
 
     def test_defaults_and_names(self):
         p = run("render", "--policy", EXAMPLE, "--format", "networkpolicy")
@@ -67,12 +231,14 @@ class RenderCli(unittest.TestCase):
         doc = json.loads(p.stdout)
         names = [(i["metadata"]["name"], i["metadata"]["namespace"]) for i in doc["items"]]
         self.assertEqual(names, [("egress-execution-plane-baseline", "portarium"),
-                                 ("egress-execution-plane", "portarium")])
+                                 ("egress-execution-plane", "portarium"),
+                                 ("default-deny-egress", "portarium")])
         p = run("render", "--policy", EXAMPLE, "--format", "networkpolicy", "--namespace", "tenant-a",
                 "--name", "crm-sync", "--component", "agent")
         self.assertEqual(p.returncode, 0, p.stderr)
         doc = json.loads(p.stdout)
-        self.assertEqual([i["metadata"]["name"] for i in doc["items"]], ["crm-sync-baseline", "crm-sync"])
+        self.assertEqual([i["metadata"]["name"] for i in doc["items"]],
+                         ["crm-sync-baseline", "crm-sync", "default-deny-egress"])
         self.assertTrue(all(i["metadata"]["namespace"] == "tenant-a" for i in doc["items"]))
 
     def test_unrenderable_fails_unless_skipped(self):
@@ -127,13 +293,23 @@ class RenderCli(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertRegex(p.stdout.decode(), r"^ok: 8 allow entries, 1 deny entry, digest [0-9a-f]{64}\n$")
         err = p.stderr.decode()
-        self.assertIn('egressAllowlist[2] "*.files.crm.example.com": does not match "files.crm.example.com"', err)
-        self.assertIn('egressAllowlist[3] "https://erp.acme.example:8443/api": port 8443 is not the https default', err)
-        self.assertIn("egressDenylist[0]", err)
-        self.assertIn("4 warnings", err)
-        p = run("lint", "--policy", EXAMPLE, "--strict")
+        self.assertIn('note: egressAllowlist[2] "*.files.crm.example.com": does not match "files.crm.example.com"', err)
+        self.assertNotIn("8443", err)  # an explicit port is a choice
+        self.assertIn("note: egressDenylist[0]", err)
+        self.assertNotIn("warning", err)
+        self.assertTrue(err.endswith(": 3 notes\n"), err)
+        # The project's own example passes --strict: notes never fail it.
+        p = run("lint", "--strict", "--policy", EXAMPLE)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertRegex(p.stdout.decode(), r"^ok: 8 allow entries")
+        slip = self.write("slip.json", {"egressAllowlist": ["*.x.example.com", "https://api.example.com:80"]})
+        p = run("lint", "--strict", "--policy", slip)
         self.assertEqual(p.returncode, 65)
         self.assertEqual(p.stdout, b"")
+        err = p.stderr.decode()
+        self.assertIn('warning: egressAllowlist[1] "https://api.example.com:80": https on port 80, the http '
+                      'port: scheme and port look swapped', err)
+        self.assertTrue(err.endswith(": 1 warning, 1 note (--strict: failing)\n"), err)
         clean = self.write("clean.json", {"egressAllowlist": ["api.example.com", "151.101.0.0/16:443"]})
         p = run("lint", "--policy", clean, "--strict")
         self.assertEqual(p.returncode, 0, p.stderr)
@@ -145,6 +321,73 @@ class RenderCli(unittest.TestCase):
         self.assertIn("matches every host name", err)
         self.assertIn('egressAllowlist[1] "api.example.com": shadowed by egressAllowlist[0]', err)
         self.assertIn("matches every IPv4 address", err)
+
+    def test_lint_url_paths(self):
+        # Valid entries that do not mean what they look like: the warning
+        # says what the entry means and what was likely meant.
+        pol = self.write("urls.json", {
+            "egressAllowlist": ["http://10.0.0.0/8", "https://example.com/*", "https://example.org/",
+                                "https://erp.example:8443/api", "http://[2001:db8::]/32"],
+            "egressDenylist": ["http://192.168.0.0/16"]})
+        p = run("lint", "--policy", pol)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        err = p.stderr.decode().splitlines()
+        want = [
+            'warning: egressAllowlist[0] "http://10.0.0.0/8": means host 10.0.0.0, port 80, path "/8": '
+            'a URL names one address; for the range write "10.0.0.0/8" (every port) or "10.0.0.0/8:80"',
+            'warning: egressAllowlist[1] "https://example.com/*": the path "/*" is literal (\'*\' is no '
+            'wildcard in a URL entry): this allows only paths beginning with it; a path prefix already '
+            'covers every path under it, so "https://example.com/" was likely meant',
+            'warning: egressAllowlist[4] "http://[2001:db8::]/32": means host [2001:db8::], port 80, path '
+            '"/32": a URL names one address; for the range write "2001:db8::/32" (every port) or '
+            '"[2001:db8::]/32:80"',
+            'warning: egressDenylist[0] "http://192.168.0.0/16": means host 192.168.0.0 on every port, '
+            'path "/16" (which a deny entry ignores): a URL names one address; for the range write '
+            '"192.168.0.0/16"',
+        ]
+        self.assertEqual(err, [pol + ": " + w for w in want] + [pol + ": 4 warnings"])
+        p = run("lint", "--strict", "--policy", pol)
+        self.assertEqual(p.returncode, 65)
+
+    def test_yaml_output(self):
+        # Names and labels that YAML would read as something else unless
+        # quoted: every one must come back as the same string.
+        hostile = ["on", "yes", "No", "null", "~", "*", ":", "a: b", "#x", "x #y", " lead", "trail ",
+                   "0755", "1e3", "0x1F", ".inf", "-1", "+1", "1_000", "2001-12-14", "12:30", "",
+                   "- x", "[x]", "{y}", "&a", "*a", "!t", "|", ">", "'q'", '"d"', "%p", "@u", "`b",
+                   "back\\slash", "new\nline", "tab\tx", "ctl\x01", "del\x7f", "c1\u0085",
+                   "\u00e9t\u00e9", "y", "True", "OFF", "=", "<<", "?", ",", "k=v"]
+        labels = {"k%d" % i: v for i, v in enumerate(hostile)}
+        labels.update({v + "key" if v else "empty": "v" for v in hostile})
+        base = self.write("hostile-baseline.json", {"services": [
+            {"namespace": "on", "podLabels": labels, "ports": [443, 8080], "protocols": ["TCP", "UDP"]},
+            {"namespace": "0755", "ports": [53]}]})
+        pol = self.write("hostile.json", {"egressAllowlist": ["yes.example", "null.example:755",
+                                                              "10.0.0.0/8:1-1024", "[2001:db8::]/32:443",
+                                                              "*.on.example", "**.no.example", "*"],
+                                          "egressDenylist": ["10.1.0.0/16", "y.on.example"]})
+        for fmt in ("networkpolicy", "cilium"):
+            for ns, name in (("yes", "on"), ("null", "1.5"), ("portarium", "0755")):
+                with self.subTest(fmt=fmt, ns=ns, name=name):
+                    args = ["render", "--policy", pol, "--format", fmt, "--namespace", ns, "--name", name,
+                            "--baseline", base, "--skip-unrenderable"]
+                    j = run(*args)
+                    self.assertEqual(j.returncode, 0, j.stderr)
+                    y = run(*args, "--output", "yaml")
+                    self.assertEqual(y.returncode, 0, y.stderr)
+                    doc = json.loads(j.stdout)
+                    self.assertEqual(read_yaml(y.stdout.decode("utf-8")), doc)
+                    self.assertEqual(doc["items"][-1], dict(DEFAULT_DENY, metadata=dict(
+                        DEFAULT_DENY["metadata"], namespace=ns)))
+        # The reader is strict: what it would misread, it refuses.
+        for bad in ("a: on\n", "a: 0755\n", "a: *\n", "a: 1e3\n", "a: ~\n", "a:\n\t- b\n",
+                    "a: 'x'\n", "a: [1]\n", "a: b # c\n", "a: b\n a: c\n", "a: \"x\n"):
+            with self.subTest(bad=bad):
+                with self.assertRaises(ValueError):
+                    read_yaml(bad)
+        p = run("render", "--policy", pol, "--format", "cilium", "--output", "xml")
+        self.assertEqual(p.returncode, 64)
+        self.assertIn(b"--output must be 'json' or 'yaml'", p.stderr)
 
     def test_lint_large_policy(self):
         # Lint compared every pair of entries: a minute at 100 000 entries,
@@ -172,12 +415,14 @@ class RenderCli(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr[-2000:])
         self.assertIn(b"ok: 180000 allow entries, 18000 deny entries", p.stdout)
         lines = p.stderr.decode().splitlines()
-        self.assertEqual(lines[-1], "%s: 72000 warnings" % path)
+        self.assertEqual(lines[-1], "%s: 54000 warnings, 18000 notes" % path)
         got = {}
         for line in lines[:-1]:
-            m = re.match(r'^.*?: warning: (egress\w+)\[(\d+)\] "[^"]*": (.*)$', line)
+            m = re.match(r'^.*?: (warning|note): (egress\w+)\[(\d+)\] "[^"]*": (.*)$', line)
             self.assertIsNotNone(m, line)
-            got.setdefault((m.group(1), int(m.group(2))), []).append(m.group(3))
+            # Only a wildcard without its apex is a note here.
+            self.assertEqual(m.group(1) == "note", int(m.group(3)) % 10 == 6, line)
+            got.setdefault((m.group(2), int(m.group(3))), []).append(m.group(4))
         self.assertEqual(len(got), 72000)
         for (lst, i), whats in got.items():
             self.assertEqual(lst, "egressAllowlist")

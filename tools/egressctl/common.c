@@ -26,7 +26,7 @@ const char egressctl_usage[] =
     "  egressctl render --policy FILE --format networkpolicy|cilium\n"
     "                  [--namespace NS] [--name NAME]\n"
     "                  [--component execution-plane|agent] [--skip-unrenderable]\n"
-    "                  [--baseline FILE]\n"
+    "                  [--baseline FILE] [--output json|yaml]\n"
     "  egressctl --version | help | -h | --help\n"
     "\n"
     "check options:\n"
@@ -55,14 +55,18 @@ const char egressctl_usage[] =
     "that names a destination gets its event even when refused before the\n"
     "check (bad context field, URL that is not UTF-8).\n"
     "\n"
-    "lint reports every invalid entry (exit 65), then warnings (shadowed or\n"
-    "duplicate entries, match-everything entries, wildcards without their\n"
-    "apex, URL entries whose path looks like a CIDR or a glob, bare IPv6\n"
-    "addresses that read like address:port, entries render cannot express)\n"
-    "on stderr and exits 0; with --strict a warning exits 65.\n"
+    "lint reports every invalid entry (exit 65), then on stderr warnings\n"
+    "(shadowed or duplicate entries, match-everything entries, an allow entry\n"
+    "the deny list takes whole, URL entries whose path looks like a CIDR\n"
+    "(http://10.0.0.0/8) or a glob (https://h/*), https on port 80 or http on\n"
+    "443, bare IPv6 addresses that read like address:port) and notes\n"
+    "(wildcards without their apex, entries render cannot express), and\n"
+    "exits 0; with --strict a warning (never a note) exits 65.\n"
     "\n"
-    "render prints a Kubernetes List (JSON) on stdout: the baseline\n"
-    "NetworkPolicy plus the policy as NetworkPolicy or CiliumNetworkPolicy\n"
+    "render prints a Kubernetes List on stdout, JSON or with --output yaml\n"
+    "YAML (the same document): a namespace-wide default deny of egress\n"
+    "(NetworkPolicy default-deny-egress, every pod), the baseline\n"
+    "NetworkPolicy, and the policy as NetworkPolicy or CiliumNetworkPolicy\n"
     "(defaults: --namespace portarium, --name egress-<component>, --component\n"
     "execution-plane).  --baseline FILE reads the platform services the\n"
     "baseline allows from JSON (see README); without it: control plane :8080,\n"
@@ -274,6 +278,7 @@ static const cli_option_t options[] = {
     {"component", CMD_RENDER, SET_ONCE, SLOT(component)},
     {"baseline", CMD_RENDER, SET_ONCE, SLOT(baseline)},
     {"skip-unrenderable", CMD_RENDER, SET_FLAG, SLOT(skip_unrenderable)},
+    {"output", CMD_RENDER, SET_ONCE, SLOT(output)},
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
 #define OPT_HELP ((int)N_OPTIONS)

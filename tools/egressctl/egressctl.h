@@ -47,7 +47,7 @@ typedef struct cli_opts {
   /* lint */
   bool strict;
   /* render */
-  const char *format, *name_space, *name, *component, *baseline;
+  const char *format, *name_space, *name, *component, *baseline, *output;
   bool skip_unrenderable;
   /* positional arguments: argv[first_arg .. argc) */
   int first_arg;

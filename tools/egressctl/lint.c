@@ -5,7 +5,8 @@
  * Every invalid entry is reported, one line each (the file named once per
  * line, as egressctl names it: the loader's own messages leave it out).
  * A policy with warnings still lints "ok" (exit 0) unless --strict is
- * given; the stdout summary line is the same either way, the count goes to
+ * given; notes (behaviour that is well defined but may surprise) never
+ * fail.  The stdout summary line is the same either way, the counts go to
  * stderr.
  */
 #include "egressctl.h"
@@ -18,20 +19,26 @@
 
 typedef struct lint_ctx {
   const char *path;
+  long warnings, notes;
 } lint_ctx_t;
 
 static const char *list_name(egress_list_t list) {
   return list == EGRESS_LIST_ALLOW ? "egressAllowlist" : "egressDenylist";
 }
 
-static void lint_warn(egress_list_t list, size_t index, const char *entry, const char *what,
-                      void *user_data) {
-  const lint_ctx_t *ctx = user_data;
+static void lint_warn(egress__lint_level_t level, egress_list_t list, size_t index,
+                      const char *entry, const char *what, void *user_data) {
+  lint_ctx_t *ctx = user_data;
   char *clean = NULL;
+  if (level == EGRESS__LINT_NOTE)
+    ctx->notes++;
+  else
+    ctx->warnings++;
   /* Entries are validated, so this is belt and braces for the terminal. */
   if (sanitize_text(entry, strlen(entry), &clean) != 0)
     clean = NULL;
-  fprintf(stderr, "%s: warning: %s[%zu] \"%s\": %s\n", ctx->path, list_name(list), index,
+  fprintf(stderr, "%s: %s: %s[%zu] \"%s\": %s\n", ctx->path,
+          level == EGRESS__LINT_NOTE ? "note" : "warning", list_name(list), index,
           clean ? clean : entry, what);
   free(clean);
 }
@@ -87,15 +94,22 @@ int egressctl_lint(int argc, char **argv) {
     rc = policy_error(a.policy, st, errbuf);
     goto done;
   }
-  warnings = egress__render_lint(policy, lint_warn, &ctx);
-  if (warnings < 0) {
+  ctx.warnings = ctx.notes = 0;
+  if (egress__render_lint(policy, lint_warn, &ctx) < 0) {
     errmsg("out of memory while linting");
     rc = CLI_SOFTWARE;
     goto done;
   }
-  if (warnings > 0)
+  warnings = ctx.warnings;
+  if (warnings > 0 && ctx.notes > 0)
+    fprintf(stderr, "%s: %ld warning%s, %ld note%s%s\n", a.policy, warnings,
+            warnings == 1 ? "" : "s", ctx.notes, ctx.notes == 1 ? "" : "s",
+            a.strict ? " (--strict: failing)" : "");
+  else if (warnings > 0)
     fprintf(stderr, "%s: %ld warning%s%s\n", a.policy, warnings, warnings == 1 ? "" : "s",
             a.strict ? " (--strict: failing)" : "");
+  else if (ctx.notes > 0)
+    fprintf(stderr, "%s: %ld note%s\n", a.policy, ctx.notes, ctx.notes == 1 ? "" : "s");
   if (a.strict && warnings > 0) {
     rc = CLI_DATAERR;
     goto done;

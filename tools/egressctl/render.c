@@ -59,6 +59,11 @@ int egressctl_render(int argc, char **argv) {
     rc = usage_error("--component must be 'execution-plane' or 'agent'");
     goto done;
   }
+  if (a.output != NULL && strcmp(a.output, "json") != 0 && strcmp(a.output, "yaml") != 0) {
+    rc = usage_error("--output must be 'json' or 'yaml'");
+    goto done;
+  }
+  o.yaml = a.output != NULL && strcmp(a.output, "yaml") == 0;
   o.name_space = a.name_space;
   o.name = a.name;
   o.skip_unrenderable = a.skip_unrenderable;

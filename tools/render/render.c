@@ -971,6 +971,30 @@ static void jbaseline(jb_t *j, cJSON *items, const rctx_t *c, const cJSON *doc, 
   }
 }
 
+/* Every pod of the namespace: egress denied unless a policy allows it.
+ * The baseline and the system-of-record policies already deny by default
+ * for the pods they select; this makes it explicit, and covers pods no
+ * component label selects.  A plain NetworkPolicy in both formats: Cilium
+ * enforces it as written, while a CiliumNetworkPolicy with an empty egress
+ * list would not turn default deny on for the pods it selects.  Neither
+ * the component nor the policy shows in it, so every rendering for the
+ * namespace makes the same object. */
+static void jdefault_deny(jb_t *j, cJSON *items, const char *ns) {
+  cJSON *np = jobj(j, items, NULL);
+  jstr(j, np, "apiVersion", "networking.k8s.io/v1");
+  jstr(j, np, "kind", "NetworkPolicy");
+  cJSON *m = jobj(j, np, "metadata");
+  jstr(j, m, "name", "default-deny-egress");
+  jstr(j, m, "namespace", ns);
+  const char *labels[] = {"app.kubernetes.io/managed-by", "egressctl", "portarium.io/egress-layer",
+                          "default-deny", NULL};
+  jlabels(j, m, "labels", labels);
+  cJSON *spec = jobj(j, np, "spec");
+  jobj(j, spec, "podSelector");
+  jstr(j, jarr(j, spec, "policyTypes"), NULL, "Egress");
+  jarr(j, spec, "egress");
+}
+
 static const egress__prefix_t *all_roots(void) {
   static const egress__prefix_t roots[2] = {{.addr = {.family = 4}, .len = 0},
                                             {.addr = {.family = 6}, .len = 0}};
@@ -1243,6 +1267,7 @@ egress_status_t egress__render(const egress_policy_t *policy, const egress__rend
   cJSON_Delete(def);
   bool built = opts->format == EGRESS__RENDER_CILIUM ? render_cilium(&c, &j, items, name, ns)
                                                      : render_netpol(&c, &j, items, name, ns);
+  jdefault_deny(&j, items, ns);
   if (!built || j.fail || c.oom) {
     st = EGRESS_ENOMEM;
     goto done;
@@ -1255,6 +1280,15 @@ egress_status_t egress__render(const egress_policy_t *policy, const egress__rend
                       c.unrenderable > 1 ? "entries, first " : "",
                       opts->format == EGRESS__RENDER_CILIUM ? "for Cilium" : "as NetworkPolicy",
                       c.first);
+    goto done;
+  }
+  if (opts->yaml) {
+    if (!(text = egress__render_yaml(root))) {
+      st = EGRESS_ENOMEM;
+      goto done;
+    }
+    *out = text;
+    st = EGRESS_OK;
     goto done;
   }
   char *js = cJSON_Print(root);
@@ -1315,24 +1349,23 @@ static bool rule_covers(const egress__rule_t *a, const egress__rule_t *b) {
 }
 
 typedef struct lint_ctx {
-  egress__render_note_cb warn;
+  egress__lint_cb warn;
   void *ud;
   long count;
   const char *prefix;
 } lint_ctx_t;
 
-static void lint_note(egress_list_t list, size_t index, const char *entry, const char *what,
-                      void *ud) {
-  lint_ctx_t *l = ud;
+static void lint_note(egress__lint_level_t level, egress_list_t list, size_t index,
+                      const char *entry, const char *what, lint_ctx_t *l) {
   char buf[600];
   l->count++;
   if (!l->warn) return;
-  if (!l->prefix) { /* most notes: no copy */
-    l->warn(list, index, entry, what, l->ud);
+  if (!l->prefix) { /* most findings: no copy */
+    l->warn(level, list, index, entry, what, l->ud);
     return;
   }
   snprintf(buf, sizeof buf, "%s%s", l->prefix, what);
-  l->warn(list, index, entry, buf, l->ud);
+  l->warn(level, list, index, entry, buf, l->ud);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1924,7 +1957,7 @@ static void note_partial(const egress_policy_t *p, const egress__rule_t *a, size
   char what[400];
   if (!is_name_rule(d) || !ports_meet(d, a) || name_rel(d, a) != REL_PARTIAL) return;
   partial_deny_what(what, sizeof what, d, a);
-  lint_note(EGRESS_LIST_DENY, di, d->text, what, l);
+  lint_note(EGRESS__LINT_NOTE, EGRESS_LIST_DENY, di, d->text, what, l);
 }
 
 /* Allow CIDR entries whose range reaches Teredo or local-use NAT64 space
@@ -1987,7 +2020,7 @@ static bool lint_render_notes(const egress_policy_t *p, lint_ctx_t *l) {
     const egress__rule_t *a = &p->rules[EGRESS_LIST_ALLOW][i];
     size_t lo = 0, hi = 0, r = 0;
     switch (a->kind) {
-      case EGRESS__RULE_REGEX: lint_note(EGRESS_LIST_ALLOW, i, a->text, regex_what, l); continue;
+      case EGRESS__RULE_REGEX: lint_note(EGRESS__LINT_NOTE, EGRESS_LIST_ALLOW, i, a->text, regex_what, l); continue;
       case EGRESS__RULE_ANY:
         for (size_t di = 0; di < nd; di++) note_partial(p, a, di, l);
         continue;
@@ -2006,7 +2039,8 @@ static bool lint_render_notes(const egress_policy_t *p, lint_ctx_t *l) {
   closed = egress__calloc(na + 1, sizeof *closed);
   if (!closed || !lint_closed(p, closed)) goto done;
   for (size_t i = 0; i < na; i++)
-    if (closed[i]) lint_note(EGRESS_LIST_ALLOW, i, p->rules[EGRESS_LIST_ALLOW][i].text, closed_what, l);
+    if (closed[i])
+      lint_note(EGRESS__LINT_NOTE, EGRESS_LIST_ALLOW, i, p->rules[EGRESS_LIST_ALLOW][i].text, closed_what, l);
   ok = true;
 done:
   egress__free(closed);
@@ -2038,7 +2072,93 @@ static size_t ipv6_port_ambiguity(const egress__rule_t *r) {
   return cut;
 }
 
-long egress__render_lint(const egress_policy_t *p, egress__render_note_cb warn, void *user_data) {
+/* URL entries.  An explicit port is a choice, not a finding; the scheme's
+ * other well-known port is: TLS on 80 or plain HTTP on 443 is almost
+ * always the two swapped, and the check would let the call through to a
+ * port that the client then speaks the wrong protocol to. */
+static bool url_swapped_port(const egress__rule_t *b, char *what, size_t len) {
+  bool https = !strncasecmp(b->text, "https://", 8), http = !strncasecmp(b->text, "http://", 7);
+  if (!(https || http) || b->port_lo != b->port_hi || b->port_lo != (https ? 80 : 443)) return false;
+  snprintf(what, len,
+           "%s on port %u, the %s port: scheme and port look swapped (\"%s://\" with no port "
+           "means %u)",
+           https ? "https" : "http", b->port_lo, https ? "http" : "https", https ? "https" : "http",
+           https ? 443 : 80);
+  return true;
+}
+
+/* The host of a URL entry as written, and where its path starts. */
+static bool url_parts(const egress__rule_t *b, const char **host, size_t *host_len,
+                      const char **path) {
+  const char *t = b->text, *sep = strstr(t, "://");
+  if (!b->path || !sep) return false;
+  *host = sep + 3;
+  *path = strchr(*host, '/');
+  if (!*path) return false;
+  const char *end = *host;
+  if (*end == '[') end = strchr(end, ']');
+  end = end ? end + strcspn(end, ":/") : *path;
+  *host_len = (size_t)(end - *host);
+  return true;
+}
+
+/* "http://10.0.0.0/8" is host 10.0.0.0, port 80, path "/8": a URL names
+ * one host, and what looks like a prefix length is a path (which a deny
+ * entry ignores).  Said when the path is a prefix length the address is
+ * the network address of, so that the range reading is the plausible one. */
+static bool url_cidr_path(const egress__rule_t *b, char *what, size_t len) {
+  const char *host, *path;
+  size_t hl;
+  if (b->kind != EGRESS__RULE_CIDR || !url_parts(b, &host, &hl, &path)) return false;
+  size_t digits = strspn(path + 1, "0123456789");
+  unsigned max = b->cidr.addr.family == 4 ? 32 : 128, n = 0;
+  if (digits == 0 || digits > 3 || path[1 + digits] || (digits > 1 && path[1] == '0')) return false;
+  for (size_t i = 0; i < digits; i++) n = n * 10 + (unsigned)(path[1 + i] - '0');
+  if (n > max) return false;
+  for (unsigned i = n; i < max; i++)
+    if (get_bit(&b->cidr.addr, i)) return false;
+  char ip[EGRESS__IPSTR_MAX], ports[16], means[48], other[EGRESS__IPSTR_MAX + 48];
+  bool every = b->port_lo == 1 && b->port_hi == 65535;
+  egress__ip_format(&b->cidr.addr, ip, sizeof ip);
+  if (b->port_lo == b->port_hi) snprintf(ports, sizeof ports, "%u", b->port_lo);
+  else snprintf(ports, sizeof ports, "%u-%u", b->port_lo, b->port_hi);
+  if (every) snprintf(means, sizeof means, "on every port");
+  else snprintf(means, sizeof means, ", port%s %s", b->port_lo == b->port_hi ? "" : "s", ports);
+  other[0] = '\0';
+  if (!every)
+    snprintf(other, sizeof other, b->cidr.addr.family == 4 ? " or \"%s/%u:%s\"" : " or \"[%s]/%u:%s\"",
+             ip, n, ports);
+  snprintf(what, len,
+           "means host %.*s%s%s, path \"%s\"%s: a URL names one address; for the range write "
+           "\"%s/%u\"%s%s",
+           (int)hl, host, every ? " " : "", means, path,
+           b->list == EGRESS_LIST_DENY ? " (which a deny entry ignores)" : "", ip, n,
+           every ? "" : " (every port)", other);
+  return true;
+}
+
+/* "https://example.com/x*": '*' is an ordinary path character, so the entry
+ * allows only paths that begin with it literally.  Paths match as
+ * prefixes, so the part before the star's segment is what was meant.
+ * (A deny entry takes every path of its host and port.) */
+static bool url_glob_path(const egress__rule_t *b, char *what, size_t len) {
+  const char *host, *path;
+  size_t hl;
+  if (b->list != EGRESS_LIST_ALLOW || !url_parts(b, &host, &hl, &path)) return false;
+  const char *star = strchr(path, '*');
+  if (!star) return false;
+  const char *seg = star;
+  while (*seg != '/') seg--;
+  int keep = (int)(seg + 1 - b->text);
+  snprintf(what, len,
+           "the path \"%.200s\" is literal ('*' is no wildcard in a URL entry): this allows only "
+           "paths beginning with it; a path prefix already covers every path under it, so "
+           "\"%.*s\" was likely meant",
+           path, keep, b->text);
+  return true;
+}
+
+long egress__render_lint(const egress_policy_t *p, egress__lint_cb warn, void *user_data) {
   lint_ctx_t l = {warn, user_data, 0, NULL};
   lindex_t ix[2];
   char what[600];
@@ -2065,7 +2185,7 @@ long egress__render_lint(const egress_policy_t *p, egress__render_note_cb warn, 
           snprintf(what, sizeof what,
                    "shadowed by %s[%zu] \"%.200s\", which matches everything this entry does",
                    list_names[list], q.best, a->text);
-        lint_note(list, jx, b->text, what, &l);
+        lint_note(EGRESS__LINT_WARNING, list, jx, b->text, what, &l);
       }
       /* An allow entry that the deny list takes away whole. */
       if (list == EGRESS_LIST_ALLOW) {
@@ -2075,13 +2195,13 @@ long egress__render_lint(const egress_policy_t *p, egress__render_note_cb warn, 
           snprintf(what, sizeof what,
                    "never allows anything: egressDenylist[%zu] \"%.200s\" denies all of it", dq.best,
                    p->rules[EGRESS_LIST_DENY][dq.best].text);
-          lint_note(list, jx, b->text, what, &l);
+          lint_note(EGRESS__LINT_WARNING, list, jx, b->text, what, &l);
         }
       }
       if (b->kind == EGRESS__RULE_ANY)
-        lint_note(list, jx, b->text, "matches every host name", &l);
+        lint_note(EGRESS__LINT_WARNING, list, jx, b->text, "matches every host name", &l);
       if (b->kind == EGRESS__RULE_CIDR && b->cidr.len == 0)
-        lint_note(list, jx, b->text,
+        lint_note(EGRESS__LINT_WARNING, list, jx, b->text,
                   b->cidr.addr.family == 4 ? "matches every IPv4 address" : "matches every IPv6 address",
                   &l);
       if (list == EGRESS_LIST_ALLOW &&
@@ -2090,14 +2210,11 @@ long egress__render_lint(const egress_policy_t *p, egress__render_note_cb warn, 
         snprintf(what, sizeof what,
                  "does not match \"%.200s\" itself, and no entry allows it (add it if the apex "
                  "is meant too)", b->name);
-        lint_note(list, jx, b->text, what, &l);
+        lint_note(EGRESS__LINT_NOTE, list, jx, b->text, what, &l);
       }
-      bool https = !strncasecmp(b->text, "https://", 8), http = !strncasecmp(b->text, "http://", 7);
-      if ((https || http) && !(b->port_lo == b->port_hi && b->port_lo == (https ? 443 : 80))) {
-        snprintf(what, sizeof what, "port %u is not the %s default (%u)", b->port_lo,
-                 https ? "https" : "http", https ? 443 : 80);
-        lint_note(list, jx, b->text, what, &l);
-      }
+      if (url_swapped_port(b, what, sizeof what) || url_cidr_path(b, what, sizeof what) ||
+          url_glob_path(b, what, sizeof what))
+        lint_note(EGRESS__LINT_WARNING, list, jx, b->text, what, &l);
       size_t cut = ipv6_port_ambiguity(b);
       if (cut) {
         snprintf(what, sizeof what,
@@ -2105,7 +2222,7 @@ long egress__render_lint(const egress_policy_t *p, egress__render_note_cb warn, 
                  "write \"[%.*s]:%s\" for port %s of %.*s, or \"%s/128\" to keep this meaning",
                  b->text, (int)cut, b->text, b->text + cut + 1, b->text + cut + 1, (int)cut, b->text,
                  b->text);
-        lint_note(list, jx, b->text, what, &l);
+        lint_note(EGRESS__LINT_WARNING, list, jx, b->text, what, &l);
       }
     }
   }

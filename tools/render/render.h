@@ -31,6 +31,7 @@ typedef struct egress__render_opts {
   bool skip_unrenderable;   /* leave out what cannot be expressed (fail
                                closed) instead of failing */
   const egress__render_baseline_t *baseline; /* NULL: the default */
+  bool yaml;                /* YAML instead of JSON: the same document */
 } egress__render_opts_t;
 
 /* One finding about one entry: @p list / @p index / @p entry name it, @p what
@@ -65,7 +66,9 @@ void egress__render_baseline_free(egress__render_baseline_t *b);
 
 /*
  * Render @p policy as a Kubernetes "List" (JSON text, indented, ending with a
- * newline).  Every entry the format cannot express is reported through
+ * newline; YAML with opts->yaml).  The List holds a namespace-wide default
+ * deny of egress (a NetworkPolicy selecting every pod, in both formats),
+ * the baseline NetworkPolicy, and the policy itself.  Every entry the format cannot express is reported through
  * @p note (may be NULL).  Without skip_unrenderable such an entry makes the
  * call fail with EGRESS_EPOLICY and errbuf naming the first one; with it the
  * entry (or the part of it that cannot be expressed) is left out, so the
@@ -79,21 +82,39 @@ egress_status_t egress__render(const egress_policy_t *policy,
                                egress__render_note_cb note, void *user_data,
                                char **out, char *errbuf, size_t errlen);
 
+/* For render.c: @p doc as YAML text (yaml.c says how), ending with a
+ * newline; caller frees with egress__free().  NULL when out of memory. */
+struct cJSON;
+char *egress__render_yaml(const struct cJSON *doc);
+
+/* A lint finding is a warning (most likely a mistake: lint --strict fails
+ * on it) or a note (well-defined behaviour that may surprise: worth
+ * knowing, never a failure). */
+typedef enum egress__lint_level {
+  EGRESS__LINT_WARNING = 0,
+  EGRESS__LINT_NOTE = 1
+} egress__lint_level_t;
+
+typedef void (*egress__lint_cb)(egress__lint_level_t level, egress_list_t list, size_t index,
+                                const char *entry, const char *what, void *user_data);
+
 /*
- * Lint warnings beyond validity: shadowed rules, duplicates, rules that
- * match everything, "*.x" / "**.x" whose apex x is not allowed, URL entries
- * on a port other than their scheme's default, bare IPv6 addresses that read
- * like address:port, entries that render cannot express (for Cilium, the
- * stricter format).  Each is reported through @p warn: entry findings in
- * list then index order, then what render cannot express.  Time grows with
+ * Lint findings beyond validity.  Warnings: shadowed rules, duplicates,
+ * allow entries the deny list takes away whole, rules that match
+ * everything, URL entries whose scheme and port look swapped
+ * ("https://h:80", "http://h:443"), URL entries whose path reads like a
+ * prefix length ("http://10.0.0.0/8") or holds a glob star, bare
+ * IPv6 addresses that read like address:port.  Notes: "*.x" / "**.x" whose
+ * apex x is not allowed, entries that render cannot express (for Cilium,
+ * the stricter format).  Each is reported through @p warn: entry findings
+ * in list then index order, then what render cannot express.  Time grows with
  * the entry count times its log and with the findings, plus what is still
  * compared pairwise: each exact name with each "re:" entry of its list, and
  * entries of one name and path that differ in port ranges (not in single
  * ports).
- * @return the number of warnings, or -1 when memory ran out (warnings
- *         already reported stand).
+ * @return the number of findings (warnings and notes), or -1 when memory
+ *         ran out (findings already reported stand).
  */
-long egress__render_lint(const egress_policy_t *policy, egress__render_note_cb warn,
-                         void *user_data);
+long egress__render_lint(const egress_policy_t *policy, egress__lint_cb warn, void *user_data);
 
 #endif
