@@ -56,40 +56,16 @@ static bool is_hex(char c) {
   return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
 
-/* Strict UTF-8: no overlong forms (so no 0xC0 0xAE for '.'), no UTF-16
- * surrogates, nothing above U+10FFFF, and no C1 control characters. */
+/* Strict UTF-8 (egress__utf8_seq: no overlong forms, so no 0xC0 0xAE for
+ * '.'; no UTF-16 surrogates; nothing above U+10FFFF), and no C1 control
+ * characters: U+0080..U+009F, which UTF-8 writes as C2 80..C2 9F. */
 static const char *check_utf8(const unsigned char *s, size_t len) {
-  size_t i = 0;
+  size_t i = 0, bad;
   while (i < len) {
-    unsigned char c = s[i];
-    if (c < 0x80) {
-      i++;
-      continue;
-    }
-    uint32_t cp;
-    size_t n;
-    if (c >= 0xc2 && c <= 0xdf) {
-      cp = c & 0x1fu;
-      n = 1;
-    } else if (c >= 0xe0 && c <= 0xef) {
-      cp = c & 0x0fu;
-      n = 2;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-      cp = c & 0x07u;
-      n = 3;
-    } else {
-      return "host is not valid UTF-8";
-    }
-    if (len - i <= n) return "host is not valid UTF-8";
-    for (size_t k = 1; k <= n; k++) {
-      if ((s[i + k] & 0xc0u) != 0x80u) return "host is not valid UTF-8";
-      cp = cp << 6 | (s[i + k] & 0x3fu);
-    }
-    if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-      return "host is not valid UTF-8";
-    if (cp >= 0x80 && cp <= 0x9f) return "host contains a control character";
-    i += n + 1;
+    size_t n = egress__utf8_seq(s + i, len - i, &bad);
+    if (!n) return "host is not valid UTF-8";
+    if (n == 2 && s[i] == 0xc2 && s[i + 1] <= 0x9f) return "host contains a control character";
+    i += n;
   }
   return NULL;
 }

@@ -66,6 +66,15 @@ size_t egress__report_keep(const char *s, size_t len, size_t max);
  * returns the end. */
 char *egress__report_mark(char *p, size_t len);
 
+/* names.c: the library's one UTF-8 decoder, shared by host
+ * canonicalization and the JSON writer so that both agree on what is
+ * well-formed.  Returns the length of the well-formed sequence at s[0..len)
+ * (len >= 1; Unicode Table 3-7: no overlong forms, no surrogates, nothing
+ * above U+10FFFF), or 0 when it is ill-formed; *bad is then the length of
+ * the maximal subpart that one U+FFFD replaces (Unicode 3.9, "U+FFFD
+ * Substitution of Maximal Subparts"), at least 1. */
+size_t egress__utf8_seq(const unsigned char *s, size_t len, size_t *bad);
+
 /* ------------------------------------------------------------------------ */
 /* ip.c: addresses.                                                          */
 /* ------------------------------------------------------------------------ */

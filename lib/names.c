@@ -101,3 +101,33 @@ char *egress__report_mark(char *p, size_t len) {
   memcpy(p, tail, sizeof tail - 1);
   return p + sizeof tail - 1;
 }
+
+size_t egress__utf8_seq(const unsigned char *s, size_t len, size_t *bad) {
+  unsigned char c = s[0];
+  size_t need;
+  unsigned char lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
+
+  *bad = 1;
+  if (c < 0x80) return 1;
+  if (c >= 0xC2 && c <= 0xDF) {
+    need = 2;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    need = 3;
+    if (c == 0xE0) lo = 0xA0;      /* overlong */
+    else if (c == 0xED) hi = 0x9F; /* surrogates */
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    need = 4;
+    if (c == 0xF0) lo = 0x90;      /* overlong */
+    else if (c == 0xF4) hi = 0x8F; /* above U+10FFFF */
+  } else {
+    return 0; /* 80..C1, F5..FF never start a sequence */
+  }
+  for (size_t i = 1; i < need; i++) {
+    unsigned char min = i == 1 ? lo : 0x80, max = i == 1 ? hi : 0xBF;
+    if (i >= len || s[i] < min || s[i] > max) {
+      *bad = i;
+      return 0;
+    }
+  }
+  return need;
+}

@@ -7,12 +7,14 @@
  */
 #include "egress_private.h"
 #include "testutil.h"
+#include "jsonw.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -317,13 +319,295 @@ static void compare_golden(const char *name, cJSON *got) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* Reference builder                                                         */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The same shapes as lib/event.c writes, built through cJSON's public API
+ * from the same decision, and written independently of the library: every
+ * text the library makes must parse to exactly this tree (cJSON_Compare).
+ */
+
+/* The reference runs on many threads at once, where CUnit's assertions
+ * are not safe: it aborts on the impossible instead. */
+static void *xmalloc(size_t n) {
+  void *p = malloc(n);
+  if (!p) abort();
+  return p;
+}
+
+/* Whether s[0..k) is the start of some well-formed UTF-8 sequence: the
+ * code points it can still become (any continuation bytes after it) must
+ * meet those its length may encode, surrogates excluded. */
+static bool ref_utf8_prefix(const unsigned char *s, size_t k, size_t *need) {
+  unsigned c = s[0], cp;
+  unsigned long min;
+  if ((c & 0xE0) == 0xC0) { *need = 2; cp = c & 0x1F; min = 0x80; }
+  else if ((c & 0xF0) == 0xE0) { *need = 3; cp = c & 0x0F; min = 0x800; }
+  else if ((c & 0xF8) == 0xF0) { *need = 4; cp = c & 0x07; min = 0x10000; }
+  else return false;
+  if (k > *need) return false;
+  for (size_t i = 1; i < k; i++) {
+    if ((s[i] & 0xC0) != 0x80) return false;
+    cp = (cp << 6) | (s[i] & 0x3F);
+  }
+  unsigned long lo = cp, hi = cp;
+  for (size_t i = k; i < *need; i++) {
+    lo = lo << 6;
+    hi = (hi << 6) | 0x3F;
+  }
+  if (hi < min || lo > 0x10FFFF) return false;
+  /* Only a range lying wholly inside the surrogates is unusable. */
+  if (lo >= 0xD800 && hi <= 0xDFFF) return false;
+  return true;
+}
+
+/* s[0..len) with each maximal ill-formed subpart replaced by U+FFFD: at
+ * each byte, the longest prefix that can still start a sequence; a whole
+ * sequence is kept, anything shorter (at least one byte) replaced. */
+static char *ref_repair(const char *s, size_t len) {
+  const unsigned char *u = (const unsigned char *)s;
+  char *out = xmalloc(len * 3 + 1);
+  size_t o = 0, i = 0;
+  while (i < len) {
+    if (u[i] < 0x80) {
+      out[o++] = s[i++];
+      continue;
+    }
+    size_t k = 0, need = 0;
+    while (i + k < len && ref_utf8_prefix(u + i, k + 1, &need)) k++;
+    if (k > 0 && k == need) {
+      memcpy(out + o, s + i, k);
+      o += k;
+      i += k;
+    } else {
+      memcpy(out + o, "\xEF\xBF\xBD", 3);
+      o += 3;
+      i += k ? k : 1;
+    }
+  }
+  out[o] = '\0';
+  return out;
+}
+
+static cJSON *ref_str_n(const char *s, size_t len) {
+  char *r = ref_repair(s, len);
+  cJSON *j = cJSON_CreateString(r);
+  free(r);
+  return j;
+}
+
+static cJSON *ref_str(const char *s) { return s ? ref_str_n(s, strlen(s)) : cJSON_CreateNull(); }
+
+/* @p s as reported: whole up to @p max bytes, else its first bytes (at most
+ * max, cut before at most three UTF-8 continuation bytes) and the marker. */
+static char *ref_cut(const char *s, size_t max) {
+  size_t len = strlen(s);
+  char *out = xmalloc(len + 64);
+  if (len <= max) {
+    memcpy(out, s, len + 1);
+    return out;
+  }
+  size_t keep = max;
+  for (int i = 0; i < 3 && keep > 0 && ((unsigned char)s[keep] & 0xC0) == 0x80; i++) keep--;
+  memcpy(out, s, keep);
+  snprintf(out + keep, 64, "\xE2\x80\xA6(truncated, %zu bytes)", len);
+  return out;
+}
+
+static cJSON *ref_cut_str(const char *s, size_t max) {
+  if (!s) return cJSON_CreateNull();
+  char *c = ref_cut(s, max);
+  cJSON *j = ref_str(c);
+  free(c);
+  return j;
+}
+
+static bool ref_dest_is_url(const egress_decision_t *d) {
+  return d->url && d->port == 0 && d->destination && !strcmp(d->destination, d->url);
+}
+
+static size_t ref_dest_max(const egress_decision_t *d) {
+  return d->has_host ? SIZE_MAX : ref_dest_is_url(d) ? 4096 : 253;
+}
+
+static cJSON *ref_host_port(const egress_decision_t *d) {
+  const char *dest = d->destination ? d->destination : "";
+  char *cut = ref_cut(dest, ref_dest_max(d));
+  if (ref_dest_is_url(d)) {
+    cJSON *j = ref_str(cut);
+    free(cut);
+    return j;
+  }
+  size_t n = strlen(cut) + 32;
+  char *hp = xmalloc(n);
+  bool bracket = d->has_host && dest[0] != '[' && strchr(cut, ':');
+  snprintf(hp, n, "%s%s%s:%ld", bracket ? "[" : "", cut, bracket ? "]" : "", (long)d->port);
+  cJSON *j = ref_str(hp);
+  free(hp);
+  free(cut);
+  return j;
+}
+
+static double ref_ms(double v) {
+  if (!(v >= 0) || v == 1.0 / 0.0) return 0;
+  return v >= 1e12 ? v : rounded_ms(v);
+}
+
+static cJSON *ref_reason(const egress_decision_t *d) {
+  if (d->outcome == EGRESS_OUTCOME_ALLOWED && d->reason == EGRESS_REASON_NONE) return cJSON_CreateNull();
+  return cJSON_CreateString(egress_reason_name(d->reason));
+}
+
+static cJSON *ref_rule(const egress_decision_t *d) {
+  if (!d->has_rule) return cJSON_CreateNull();
+  cJSON *r = cJSON_CreateObject();
+  cJSON_AddNumberToObject(r, "index", (double)d->rule_index);
+  cJSON_AddStringToObject(r, "list", d->rule_list == EGRESS_LIST_DENY ? "deny" : "allow");
+  cJSON_AddItemToObject(r, "text", ref_str(d->rule_text));
+  return r;
+}
+
+static cJSON *ref_addresses(const egress_decision_t *d) {
+  cJSON *arr = cJSON_CreateArray();
+  for (size_t i = 0; d->addrs && i < d->naddrs; i++) {
+    const egress__addr_verdict_t *a = &d->addrs[i];
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddItemToObject(o, "address", ref_str_n(a->text, strnlen(a->text, sizeof a->text - 1)));
+    cJSON_AddStringToObject(o, "verdict", a->verdict == EGRESS_VERDICT_ALLOW ? "allow" : "deny");
+    if (a->reason == EGRESS_REASON_NONE)
+      cJSON_AddNullToObject(o, "reason");
+    else
+      cJSON_AddStringToObject(o, "reason", egress_reason_name(a->reason));
+    if (a->ttl < 0)
+      cJSON_AddNullToObject(o, "ttl");
+    else
+      cJSON_AddNumberToObject(o, "ttl", a->ttl);
+    cJSON_AddItemToArray(arr, o);
+  }
+  return arr;
+}
+
+static cJSON *ref_event(const egress_decision_t *d, const char *source) {
+  static const struct { const char *key; egress_field_t field; } ctx[] = {
+      {"workspaceId", EGRESS_FIELD_WORKSPACE_ID}, {"agentId", EGRESS_FIELD_AGENT_ID},
+      {"machineId", EGRESS_FIELD_MACHINE_ID},     {"runId", EGRESS_FIELD_RUN_ID},
+      {"correlationId", EGRESS_FIELD_CORRELATION_ID}, {"method", EGRESS_FIELD_METHOD}};
+  cJSON *root = cJSON_CreateObject();
+  cJSON_AddStringToObject(root, "specversion", "1.0");
+  cJSON_AddStringToObject(root, "type", "io.portarium.egress.attempt");
+  cJSON_AddItemToObject(root, "source", ref_str(source ? source : "/enforcement/libegress"));
+  cJSON_AddItemToObject(root, "id", ref_str(d->event_id));
+  cJSON_AddItemToObject(root, "time", ref_str(d->time_rfc3339));
+  cJSON_AddStringToObject(root, "datacontenttype", "application/json");
+  cJSON_AddItemToObject(root, "subject", ref_host_port(d));
+  cJSON *data = cJSON_AddObjectToObject(root, "data");
+  for (size_t i = 0; i < sizeof ctx / sizeof ctx[0]; i++)
+    cJSON_AddItemToObject(data, ctx[i].key, ref_str(d->field[ctx[i].field]));
+  cJSON_AddItemToObject(data, "destination", ref_host_port(d));
+  cJSON_AddItemToObject(data, "host", ref_str(d->has_host ? d->host.text : NULL));
+  cJSON_AddNumberToObject(data, "port", d->port);
+  cJSON_AddStringToObject(data, "outcome", egress_outcome_name(d->outcome));
+  cJSON_AddItemToObject(data, "denyReason", ref_reason(d));
+  cJSON_AddStringToObject(data, "enforcementMode", d->mode == EGRESS_MODE_MONITOR ? "monitor" : "enforce");
+  cJSON_AddBoolToObject(data, "wouldDeny", d->outcome != EGRESS_OUTCOME_ALLOWED);
+  cJSON_AddItemToObject(data, "matchedRule", ref_rule(d));
+  cJSON_AddItemToObject(data, "addresses", ref_addresses(d));
+  cJSON_AddNumberToObject(data, "dnsMs", ref_ms(d->dns_ms));
+  cJSON_AddNumberToObject(data, "latencyMs", ref_ms(d->latency_ms));
+  cJSON_AddItemToObject(data, "policyDigest", ref_str(d->policy_digest[0] ? d->policy_digest : NULL));
+  cJSON_AddItemToObject(data, "specialRangesVersion",
+                        ref_str(d->special_version ? d->special_version : egress__special_version));
+  if (d->url) cJSON_AddItemToObject(data, "url", ref_cut_str(d->url, 4096));
+  return root;
+}
+
+static cJSON *ref_decision(const egress_decision_t *d) {
+  cJSON *root = cJSON_CreateObject();
+  if (d->has_host || !d->destination)
+    cJSON_AddItemToObject(root, "host", ref_str(d->has_host ? d->host.text : NULL));
+  else
+    cJSON_AddItemToObject(root, "host", ref_cut_str(d->destination, ref_dest_max(d)));
+  cJSON_AddNumberToObject(root, "port", d->port);
+  cJSON_AddStringToObject(root, "verdict", d->verdict == EGRESS_VERDICT_ALLOW ? "allow" : "deny");
+  cJSON_AddStringToObject(root, "outcome", egress_outcome_name(d->outcome));
+  cJSON_AddItemToObject(root, "reason", ref_reason(d));
+  cJSON_AddItemToObject(root, "matchedRule", ref_rule(d));
+  cJSON_AddItemToObject(root, "addresses", ref_addresses(d));
+  cJSON_AddItemToObject(root, "message", ref_str(d->message ? d->message : egress_reason_message(d->reason)));
+  cJSON_AddStringToObject(root, "mode", d->mode == EGRESS_MODE_MONITOR ? "monitor" : "enforce");
+  cJSON_AddBoolToObject(root, "wouldDeny", d->outcome != EGRESS_OUTCOME_ALLOWED);
+  if (d->curl_resolve) cJSON_AddItemToObject(root, "curlResolve", ref_str(d->curl_resolve));
+  if (d->url) cJSON_AddItemToObject(root, "url", ref_cut_str(d->url, 4096));
+  return root;
+}
+
+/* The members of @p a in the same order as those of @p b, recursively:
+ * cJSON_Compare ignores the order, the audit format does not. */
+static bool same_order(const cJSON *a, const cJSON *b) {
+  if (cJSON_IsObject(a) != cJSON_IsObject(b) || cJSON_IsArray(a) != cJSON_IsArray(b)) return false;
+  if (!cJSON_IsObject(a) && !cJSON_IsArray(a)) return true;
+  const cJSON *x = a->child, *y = b->child;
+  for (; x && y; x = x->next, y = y->next) {
+    if (cJSON_IsObject(a) && strcmp(x->string, y->string)) return false;
+    if (!same_order(x, y)) return false;
+  }
+  return !x && !y;
+}
+
+/* Shared between threads: counts the texts compared, so that a test can
+ * prove its texts went through here. */
+static atomic_long ref_compared;
+
+/* @p text must be one line of strict JSON that parses to @p ref, in the
+ * same member order; takes @p ref. */
+static bool matches_ref(const char *text, cJSON *ref, const char *what) {
+  cJSON *got = cJSON_Parse(text);
+  bool ok = got && json_line_ok(text) && cJSON_Compare(got, ref, 1) && same_order(got, ref);
+  if (!ok) {
+    char *w = cJSON_PrintUnformatted(ref);
+    fprintf(stderr, "\n%s differs from the reference\n--- got:\n%s\n--- want:\n%s\n", what, text, w);
+    cJSON_free(w);
+  }
+  cJSON_Delete(got);
+  cJSON_Delete(ref);
+  atomic_fetch_add(&ref_compared, 1);
+  return ok;
+}
+
+/* The library's event for @p d, checked against the reference, through
+ * both of its writers: the allocated copy and the per-thread print buffer
+ * (NULL only when the event does not fit it). */
+static char *event_checked(const egress_decision_t *d, const char *source) {
+  char *text = egress__event_build(d, source);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+  CU_ASSERT_TRUE(matches_ref(text, ref_event(d, source), "event"));
+  size_t len = 0;
+  const char *printed = egress__event_print(d, source, &len);
+  if (printed) {
+    CU_ASSERT_EQUAL(len, strlen(text));
+    CU_ASSERT_STRING_EQUAL(printed, text);
+  } else {
+    CU_ASSERT_TRUE(strlen(text) >= 8192);
+  }
+  return text;
+}
+
+static char *decision_checked(const egress_decision_t *d) {
+  char *text = egress__decision_json(d);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+  CU_ASSERT_TRUE(matches_ref(text, ref_decision(d), "decision"));
+  return text;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Golden tests                                                              */
 /* ------------------------------------------------------------------------ */
 
 static void test_golden_events(void) {
   for (size_t i = 0; i < N_EVENT_CASES; i++) {
     egress_decision_t *d = event_cases[i].make();
-    char *text = egress__event_build(d, event_cases[i].source);
+    char *text = event_checked(d, event_cases[i].source);
     CU_ASSERT_PTR_NOT_NULL_FATAL(text);
     CU_ASSERT_TRUE(json_line_ok(text));
     CU_ASSERT_PTR_NULL(strchr(text, '\n'));
@@ -358,7 +642,7 @@ static void test_golden_decisions(void) {
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     egress_decision_t *d = cases[i].make();
-    char *text = egress__decision_json(d);
+    char *text = decision_checked(d);
     CU_ASSERT_PTR_NOT_NULL_FATAL(text);
     CU_ASSERT_TRUE(json_line_ok(text));
     cJSON *j = cJSON_Parse(text);
@@ -458,7 +742,7 @@ static void test_schema(void) {
 
   for (size_t i = 0; i < N_EVENT_CASES; i++) {
     egress_decision_t *d = event_cases[i].make();
-    char *text = egress__event_build(d, NULL);
+    char *text = event_checked(d, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(text);
     cJSON *j = cJSON_Parse(text);
     CU_ASSERT_PTR_NOT_NULL_FATAL(j);
@@ -484,7 +768,7 @@ static void test_schema(void) {
     cJSON_Delete(j);
     egress__free(text);
 
-    text = egress__decision_json(d);
+    text = decision_checked(d);
     CU_ASSERT_PTR_NOT_NULL_FATAL(text);
     CU_ASSERT_TRUE(json_line_ok(text));
     j = cJSON_Parse(text);
@@ -605,7 +889,7 @@ static void test_rfc3339(void) {
 static char *invalid_host_output(const char *dest) {
   egress_decision_t *d = new_decision(dest, 443);
   d->reason = EGRESS_REASON_INVALID_HOST;
-  char *text = egress__decision_json(d);
+  char *text = decision_checked(d);
   free_decision(d);
   CU_ASSERT_PTR_NOT_NULL_FATAL(text);
   CU_ASSERT_TRUE(json_line_ok(text));
@@ -704,8 +988,8 @@ static void test_hostile_strings(void) {
     d->url = egress__strdup(other);
     random_string(other, sizeof other);
     set_rule(d, EGRESS_LIST_DENY, rnd(), other);
-    char *ev = egress__event_build(d, other);
-    char *dj = egress__decision_json(d);
+    char *ev = event_checked(d, other);
+    char *dj = decision_checked(d);
     CU_ASSERT_PTR_NOT_NULL_FATAL(ev);
     CU_ASSERT_PTR_NOT_NULL_FATAL(dj);
     if (!json_line_ok(ev) || !json_line_ok(dj)) bad++;
@@ -732,7 +1016,7 @@ static void test_hostile_strings(void) {
 }
 
 static const char *event_subject(egress_decision_t *d, char *buf, size_t len) {
-  char *text = egress__event_build(d, NULL);
+  char *text = event_checked(d, NULL);
   CU_ASSERT_PTR_NOT_NULL_FATAL(text);
   cJSON *j = cJSON_Parse(text);
   CU_ASSERT_PTR_NOT_NULL_FATAL(j);
@@ -777,7 +1061,7 @@ static void test_numbers(void) {
   d->dns_ms = 1.23456;
   d->latency_ms = 0.0004;
   d->rule_index = 4000000000u;
-  char *text = egress__event_build(d, NULL);
+  char *text = event_checked(d, NULL);
   CU_ASSERT_PTR_NOT_NULL_FATAL(text);
   CU_ASSERT_PTR_NOT_NULL(strstr(text, "\"port\":70000,"));
   CU_ASSERT_PTR_NOT_NULL(strstr(text, "\"dnsMs\":1.235,"));
@@ -789,7 +1073,7 @@ static void test_numbers(void) {
   double weird[] = {-5.0, 0.0 / 0.0, 1.0 / 0.0};
   for (size_t i = 0; i < 3; i++) {
     d->latency_ms = weird[i];
-    text = egress__event_build(d, NULL);
+    text = event_checked(d, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(text);
     CU_ASSERT_PTR_NOT_NULL(strstr(text, "\"latencyMs\":0,"));
     egress__free(text);
@@ -800,129 +1084,428 @@ static void test_numbers(void) {
   CU_ASSERT_PTR_NULL(egress__decision_json(NULL));
 }
 
-static void *hook_malloc(size_t n) { return egress__malloc(n); }
-static void hook_free(void *p) { egress__free(p); }
-
-/* An event built on a thread of its own, with the Nth allocation failing:
- * the thread's event tree is made there too, so its allocations are among
- * those that fail, and it is freed when the thread ends. */
+/* An event built on a thread of its own: its print buffer has never held
+ * another event. */
 typedef struct fresh_build {
   const egress_decision_t *d;
-  long fail_at;
-  long used;
   char *text;
 } fresh_build_t;
 
 static void *fresh_build_thread(void *arg) {
   fresh_build_t *b = arg;
-  egress__alloc_fail_at(b->fail_at);
-  b->text = egress__event_build(b->d, NULL);
-  b->used = egress__alloc_count();
-  egress__alloc_fail_at(0);
-  /* A second event on the same tree after the failure is whole again. */
-  char *again = egress__event_build(b->d, NULL);
-  if (!again) {
-    egress__free(b->text);
-    b->text = NULL;
-    b->used = -1;
-  }
-  egress__free(again);
+  size_t len = 0;
+  const char *printed = egress__event_print(b->d, NULL, &len);
+  b->text = printed ? egress__strndup(printed, len) : NULL;
   return NULL;
 }
 
-static char *event_build_fresh(const egress_decision_t *d, long n, long *used) {
-  fresh_build_t b = {d, n, 0, NULL};
+static char *event_print_fresh(const egress_decision_t *d) {
+  fresh_build_t b = {d, NULL};
   pthread_t t;
   CU_ASSERT_EQUAL_FATAL(pthread_create(&t, NULL, fresh_build_thread, &b), 0);
   pthread_join(t, NULL);
-  CU_ASSERT_TRUE(b.used >= 0);   /* the retry succeeded */
-  *used = b.used;
   return b.text;
 }
 
-/* A thread refills one event tree for every event: whatever came before
- * (a URL member, a matched rule, five addresses, an ill-formed string),
- * each event must read exactly as one built on a thread of its own. */
-static void test_tree_reuse(void) {
+/* A thread prints every event into one buffer: whatever came before (a URL
+ * member, a matched rule, eleven addresses, an ill-formed string), each
+ * event must read exactly as one printed on a thread of its own. */
+static void test_print_buffer_reuse(void) {
   egress_decision_t *d[N_EVENT_CASES + 1];
   char *fresh[N_EVENT_CASES + 1];
   size_t n = N_EVENT_CASES;
   for (size_t i = 0; i < N_EVENT_CASES; i++) d[i] = event_cases[i].make();
-  /* One more shape: many addresses, so the tree grows and then shrinks. */
+  /* One more shape: many addresses, a longer event than the others. */
   d[n] = case_resolved_forbidden();
   for (int k = 0; k < 9; k++) add_addr(d[n], "2001:db8::7", EGRESS_VERDICT_DENY, EGRESS_REASON_EXPLICIT_DENY, k);
   n++;
   for (size_t i = 0; i < n; i++) {
-    long used;
-    fresh[i] = event_build_fresh(d[i], 0, &used);
+    fresh[i] = event_print_fresh(d[i]);
     CU_ASSERT_PTR_NOT_NULL_FATAL(fresh[i]);
   }
   unsigned seed = 12345;
   for (int round = 0; round < 2000; round++) {
     seed = seed * 1103515245u + 12345u;
     size_t i = (seed >> 16) % n;
-    char *text = egress__event_build(d[i], NULL);
+    size_t len = 0;
+    const char *text = egress__event_print(d[i], NULL, &len);
     CU_ASSERT_PTR_NOT_NULL_FATAL(text);
-    if (strcmp(text, fresh[i])) {
+    if (len != strlen(fresh[i]) || strcmp(text, fresh[i])) {
       printf("\n  case %zu after reuse:\n  %s\n  fresh:\n  %s\n", i, text, fresh[i]);
-      CU_FAIL("reused tree differs from a fresh one");
-      egress__free(text);
+      CU_FAIL("reused print buffer differs from a fresh one");
       break;
     }
-    egress__free(text);
   }
   for (size_t i = 0; i < n; i++) {
+    CU_ASSERT_TRUE(matches_ref(fresh[i], ref_event(d[i], NULL), "printed event"));
     egress__free(fresh[i]);
     free_decision(d[i]);
   }
 }
 
-/* Every allocation of the builders fails once - ours and, through cJSON's
- * hooks (set here in the test only; the library never sets them), cJSON's -
- * and each must return NULL or the full, correct text, never a partial
- * object, and leak nothing (ASan builds). */
+/* Every allocation of the writers fails in turn.  None is optional (the
+ * first holds the text, the others grow it), so the Nth failing must give
+ * NULL having tried no further, and every run past the last allocation the
+ * full, correct text; never a partial one, and no leak (ASan builds).  The
+ * long cases grow the buffer several times.  Printing for a sink allocates
+ * nothing at all. */
 static void test_alloc_failures(void) {
-  cJSON_Hooks hooks = {hook_malloc, hook_free};
-  cJSON_InitHooks(&hooks);
   for (size_t c = 0; c < N_EVENT_CASES; c++) {
     egress_decision_t *d = event_cases[c].make();
-    char *ref_ev = egress__event_build(d, NULL);
-    char *ref_dj = egress__decision_json(d);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(ref_ev);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(ref_dj);
-    int failures = 0;
-    for (long n = 1; n < 100000; n++) {
-      long used;
-      char *ev = event_build_fresh(d, n, &used);
-      if (ev) {
-        CU_ASSERT_STRING_EQUAL(ev, ref_ev);
-      } else {
-        failures++;
+    char *ref[2] = {event_checked(d, NULL), decision_checked(d)};
+    for (int which = 0; which < 2; which++) {
+      long failures = 0;
+      for (long n = 1; n < 100; n++) {
+        egress__alloc_fail_at(n);
+        char *text = which == 0 ? egress__event_build(d, NULL) : egress__decision_json(d);
+        long used = egress__alloc_count();
+        egress__alloc_fail_at(0);
+        if (used >= n) {
+          CU_ASSERT_PTR_NULL(text);
+          CU_ASSERT_EQUAL(used, n);
+          failures++;
+        } else {
+          CU_ASSERT_PTR_NOT_NULL(text);
+          if (text) CU_ASSERT_STRING_EQUAL(text, ref[which]);
+        }
+        egress__free(text);
+        if (used < n) break;
       }
-      egress__free(ev);
-      if (used < n) break;
+      CU_ASSERT_TRUE(failures >= 1);
+      /* An event past 4 KiB takes the first buffer and three growths. */
+      if (which == 0 && strlen(ref[0]) > 4096) CU_ASSERT_TRUE(failures >= 4);
     }
-    CU_ASSERT_TRUE(failures >= 10);
-    failures = 0;
-    for (long n = 1; n < 100000; n++) {
-      egress__alloc_fail_at(n);
-      char *dj = egress__decision_json(d);
-      long used = egress__alloc_count();
-      egress__alloc_fail_at(0);
-      if (dj) {
-        CU_ASSERT_STRING_EQUAL(dj, ref_dj);
-      } else {
-        failures++;
-      }
-      egress__free(dj);
-      if (used < n) break;
-    }
-    CU_ASSERT_TRUE(failures >= 10);
-    egress__free(ref_ev);
-    egress__free(ref_dj);
+    size_t len = 0;
+    egress__alloc_fail_at(1);
+    const char *printed = egress__event_print(d, NULL, &len);
+    CU_ASSERT_EQUAL(egress__alloc_count(), 0);
+    egress__alloc_fail_at(0);
+    if (printed) CU_ASSERT_STRING_EQUAL(printed, ref[0]);
+    egress__free(ref[0]);
+    egress__free(ref[1]);
     free_decision(d);
   }
-  cJSON_InitHooks(NULL);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The writer                                                                */
+/* ------------------------------------------------------------------------ */
+
+/* Exact bytes on the wire: cJSON's escapes, nothing else changed. */
+static void test_writer_escapes(void) {
+  static const struct { const char *in, *out; } cases[] = {
+      {"", "\"\""},
+      {"plain ascii ~", "\"plain ascii ~\""},
+      {"\"\\/", "\"\\\"\\\\/\""},
+      {"\b\f\n\r\t", "\"\\b\\f\\n\\r\\t\""},
+      {"\x01\x1f\x7f", "\"\\u0001\\u001f\x7f\""},
+      {"\xE2\x80\xA8\xE2\x80\xA9", "\"\xE2\x80\xA8\xE2\x80\xA9\""},   /* U+2028/2029 as they are */
+      {"\xF0\x9F\x98\x80", "\"\xF0\x9F\x98\x80\""},
+      {"a\xC0\xAF" "b", "\"a" R R "b\""},
+      {"\xED\xA0\x80\n", "\"" R R R "\\n\""},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    egress__jsonw_t w;
+    egress__jsonw_heap(&w, 1);
+    egress__jsonw_string(&w, cases[i].in);
+    size_t len = 0;
+    char *got = egress__jsonw_finish(&w, &len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(got);
+    CU_ASSERT_EQUAL(len, strlen(got));
+    CU_ASSERT_STRING_EQUAL(got, cases[i].out);
+    egress__free(got);
+  }
+  egress__jsonw_t w;
+  egress__jsonw_heap(&w, 4);
+  egress__jsonw_string(&w, NULL);
+  EGRESS__JSONW_LIT(&w, ",");
+  egress__jsonw_int(&w, INT64_MIN);
+  EGRESS__JSONW_LIT(&w, ",");
+  egress__jsonw_int(&w, INT64_MAX);
+  EGRESS__JSONW_LIT(&w, ",");
+  egress__jsonw_uint(&w, UINT64_MAX);
+  EGRESS__JSONW_LIT(&w, ",");
+  egress__jsonw_int(&w, 0);
+  EGRESS__JSONW_LIT(&w, ",");
+  egress__jsonw_bool(&w, true);
+  EGRESS__JSONW_LIT(&w, ",");
+  egress__jsonw_bool(&w, false);
+  char *got = egress__jsonw_finish(&w, NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(got);
+  CU_ASSERT_STRING_EQUAL(got, "null,-9223372036854775808,9223372036854775807,18446744073709551615,0,true,false");
+  egress__free(got);
+}
+
+/* A fixed buffer holds a text exactly when it has one byte more than the
+ * text (for the NUL), and is never written past its capacity. */
+static void test_writer_capacity(void) {
+  const char *in = "x\"\x01\xE2\x82\xAC\xFFyz";   /* escapes, a 3-byte character, a repair */
+  const char *want = "[\"x\\\"\\u0001\xE2\x82\xAC" R "yz\",-12]";
+  size_t want_len = strlen(want);
+  char buf[64];
+  for (size_t cap = 0; cap <= want_len + 2; cap++) {
+    memset(buf, '#', sizeof buf);
+    egress__jsonw_t w;
+    egress__jsonw_fixed(&w, buf, cap);
+    EGRESS__JSONW_LIT(&w, "[");
+    egress__jsonw_string(&w, in);
+    EGRESS__JSONW_LIT(&w, ",");
+    egress__jsonw_int(&w, -12);
+    EGRESS__JSONW_LIT(&w, "]");
+    size_t len = 99;
+    char *got = egress__jsonw_finish(&w, &len);
+    if (cap > want_len) {
+      CU_ASSERT_PTR_EQUAL(got, buf);
+      CU_ASSERT_EQUAL(len, want_len);
+      if (got) CU_ASSERT_STRING_EQUAL(got, want);
+    } else {
+      CU_ASSERT_PTR_NULL(got);
+      CU_ASSERT_EQUAL(len, 99);
+    }
+    for (size_t k = cap; k < sizeof buf; k++) CU_ASSERT_EQUAL_FATAL(buf[k], '#');
+    /* Spent: nothing more goes in. */
+    EGRESS__JSONW_LIT(&w, "more");
+    CU_ASSERT_PTR_NULL(egress__jsonw_finish(&w, NULL));
+  }
+  /* A heap writer grows from one byte to a megabyte of escapes. */
+  char *big = malloc(1 << 18);
+  CU_ASSERT_FATAL(big != NULL);
+  memset(big, '\x02', (1 << 18) - 1);
+  big[(1 << 18) - 1] = '\0';
+  egress__jsonw_t w;
+  egress__jsonw_heap(&w, 1);
+  egress__jsonw_string(&w, big);
+  size_t len = 0;
+  char *got = egress__jsonw_finish(&w, &len);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(got);
+  CU_ASSERT_EQUAL(len, 6 * ((1u << 18) - 1) + 2);
+  CU_ASSERT_EQUAL(memcmp(got + len - 7, "\\u0002\"", 7), 0);
+  egress__free(got);
+  free(big);
+}
+
+/* Every string of one and two bytes, and of three and four bytes over the
+ * values where UTF-8's rules change: the writer's text parses back to the
+ * reference repair of the input. */
+static void test_writer_all_short_strings(void) {
+  static const unsigned char edge[] = {0x00, 0x01, 0x22, 0x41, 0x5C, 0x7F, 0x80, 0x8F, 0x90,
+                                       0x9F, 0xA0, 0xBF, 0xC0, 0xC1, 0xC2, 0xDF, 0xE0, 0xED,
+                                       0xEF, 0xF0, 0xF4, 0xF5, 0xFF};
+  enum { NE = sizeof edge };
+  long bad = 0, n = 0;
+  unsigned char s[5];
+  for (long k = 0; k < 256 + 65536 + NE * NE * NE + NE * NE * NE * NE; k++) {
+    size_t len;
+    if (k < 256) {
+      s[0] = (unsigned char)k;
+      len = 1;
+    } else if (k < 256 + 65536) {
+      s[0] = (unsigned char)((k - 256) >> 8);
+      s[1] = (unsigned char)(k - 256);
+      len = 2;
+    } else if (k < 256 + 65536 + NE * NE * NE) {
+      long v = k - 256 - 65536;
+      for (int i = 0; i < 3; i++, v /= NE) s[i] = edge[v % NE];
+      len = 3;
+    } else {
+      long v = k - 256 - 65536 - NE * NE * NE;
+      for (int i = 0; i < 4; i++, v /= NE) s[i] = edge[v % NE];
+      len = 4;
+    }
+    if (memchr(s, 0, len)) continue;   /* strings here are NUL-terminated */
+    s[len] = '\0';
+    egress__jsonw_t w;
+    char buf[64];
+    egress__jsonw_fixed(&w, buf, sizeof buf);
+    egress__jsonw_string(&w, (const char *)s);
+    char *text = egress__jsonw_finish(&w, NULL);
+    cJSON *got = text ? cJSON_Parse(text) : NULL;
+    char *want = ref_repair((const char *)s, len);
+    if (!text || !json_line_ok(text) || !cJSON_IsString(got) || strcmp(got->valuestring, want)) {
+      if (bad++ < 5) fprintf(stderr, "string %02x %02x %02x %02x (%zu bytes) differs\n",
+                             s[0], s[1], s[2], s[3], len);
+    }
+    free(want);
+    cJSON_Delete(got);
+    n++;
+  }
+  CU_ASSERT_EQUAL(bad, 0);
+  CU_ASSERT_TRUE(n > 300000);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Hostile strings in every field                                            */
+/* ------------------------------------------------------------------------ */
+
+/* The hostile strings: each control character, each kind of ill-formed
+ * UTF-8 (lone continuation bytes, bytes that never lead, truncated
+ * sequences at the end and before ASCII, overlong forms, UTF-16 surrogates,
+ * code points above U+10FFFF), quotes and backslashes, escapes written as
+ * text, U+2028/2029 and 4-byte characters. */
+static size_t hostile_strings(char out[][16], size_t max) {
+  static const char *const fixed[] = {
+      "\"", "\\", "\\\"", "\"\\", "\\u0000", "\\n", "</script>", "\xE2\x80\xA8", "\xE2\x80\xA9",
+      "\xF0\x9F\x98\x80", "\xF4\x8F\xBF\xBF", "\xF0\x90\x80\x80", "\xEF\xBF\xBD", "\xEF\xBB\xBF",
+      "\xC0\x80", "\xC0\xAF", "\xC1\xBF", "\xE0\x80\xAF", "\xE0\x9F\xBF", "\xF0\x80\x80\xAF",
+      "\xF0\x8F\xBF\xBF", "\xED\xA0\x80", "\xED\xAF\xBF", "\xED\xB0\x80", "\xED\xBF\xBF",
+      "\xED\xA0\xBD\xED\xB8\x80", "\xF4\x90\x80\x80", "\xF7\xBF\xBF\xBF", "\xF8\x88\x80\x80\x80",
+      "\xFC\x84\x80\x80\x80\x80", "\xFE", "\xFF", "\xC2", "\xE2\x82", "\xF0\x9F\x98", "\xC2z",
+      "\xE2\x82z", "\xF0\x9F\x98z", "\x80", "\xBF", "\x80\x80\x80\x80", "\xE2\x82\xAC\x80",
+  };
+  size_t n = 0;
+  for (int c = 1; c < 0x20 && n < max; c++) snprintf(out[n++], 16, "%c", c);
+  snprintf(out[n++], 16, "\x7F");
+  for (size_t i = 0; i < sizeof fixed / sizeof fixed[0] && n < max; i++)
+    snprintf(out[n++], 16, "%s", fixed[i]);
+  return n;
+}
+
+/* @p n bytes (no NUL) of @p piece repeated, cut anywhere. */
+static char *repeat(const char *piece, size_t n) {
+  char *s = malloc(n + 1);
+  CU_ASSERT_FATAL(s != NULL);
+  size_t pl = strlen(piece);
+  for (size_t i = 0; i < n; i++) s[i] = piece[i % pl];
+  s[n] = '\0';
+  return s;
+}
+
+static void replace(char **slot, char *v) {
+  egress__free(*slot);
+  *slot = v;
+}
+
+static void test_hostile_fields(void) {
+  static char strings[128][16];
+  size_t ns = hostile_strings(strings, 128);
+  CU_ASSERT_TRUE(ns > 70);
+  long compared = atomic_load(&ref_compared);
+  for (size_t i = 0; i < ns; i++) {
+    char text[64];
+    snprintf(text, sizeof text, "a%sb%s", strings[i], strings[i]);
+    /* Alone, and framed by ASCII, in every string field at once. */
+    for (int framed = 0; framed < 2; framed++) {
+      const char *s = framed ? text : strings[i];
+      egress_decision_t *d = case_allowed();
+      for (int f = 0; f < EGRESS__FIELD_COUNT; f++) replace(&d->field[f], egress__strdup(s));
+      replace(&d->rule_text, egress__strdup(s));
+      replace(&d->message, egress__strdup(s));
+      replace(&d->curl_resolve, egress__strdup(s));
+      replace(&d->url, egress__strdup(s));
+      /* s is at most 2 * 15 + 2 bytes: it fits an address text. */
+      memcpy(d->addrs[0].text, s, strlen(s) + 1);
+      d->special_version = s;
+      egress__free(event_checked(d, s));
+      egress__free(decision_checked(d));
+      /* As an invalid destination too, host:port and URL. */
+      d->has_host = false;
+      replace(&d->destination, egress__strdup(s));
+      egress__free(event_checked(d, NULL));
+      egress__free(decision_checked(d));
+      d->port = 0;
+      replace(&d->url, egress__strdup(s));
+      egress__free(event_checked(d, NULL));
+      egress__free(decision_checked(d));
+      free_decision(d);
+    }
+  }
+  /* The longest each field can be: context fields of 1024 bytes (the most
+   * egress_request_set takes), destinations and URLs at and just past the
+   * lengths where they are cut, each ending inside a multi-byte character
+   * or not, and a rule text and a source longer than a print buffer. */
+  static const char *const pieces[] = {"x", "\xE2\x82\xAC", "\xF0\x9F\x98\x80", "\"\\", "\x01"};
+  static const size_t dest_lens[] = {252, 253, 254, 255, 256, 1024};
+  static const size_t url_lens[] = {4094, 4095, 4096, 4097, 4098, 9000};
+  for (size_t p = 0; p < sizeof pieces / sizeof pieces[0]; p++) {
+    egress_decision_t *d = case_allowed();
+    for (int f = 0; f < EGRESS__FIELD_COUNT; f++) replace(&d->field[f], repeat(pieces[p], 1024));
+    replace(&d->rule_text, repeat(pieces[p], 9000));
+    char *source = repeat(pieces[p], 300);
+    egress__free(event_checked(d, source));
+    egress__free(decision_checked(d));
+    d->has_host = false;
+    for (size_t k = 0; k < sizeof dest_lens / sizeof dest_lens[0]; k++) {
+      replace(&d->destination, repeat(pieces[p], dest_lens[k]));
+      egress__free(event_checked(d, source));
+      egress__free(decision_checked(d));
+    }
+    d->port = 0;
+    for (size_t k = 0; k < sizeof url_lens / sizeof url_lens[0]; k++) {
+      replace(&d->url, repeat(pieces[p], url_lens[k]));
+      replace(&d->destination, egress__strdup(d->url));   /* an unparsable URL */
+      egress__free(event_checked(d, source));
+      egress__free(decision_checked(d));
+    }
+    free(source);
+    free_decision(d);
+  }
+  CU_ASSERT_TRUE(atomic_load(&ref_compared) - compared > 4 * 2 * 70);
+}
+
+/* Many threads, each with its own print buffer, writing hostile events at
+ * once: every text equal to its reference. */
+typedef struct event_thread {
+  int id;
+  long bad, done;
+} event_thread_t;
+
+static void *event_thread(void *arg) {
+  event_thread_t *t = arg;
+  char dest[96], other[96];
+  unsigned seed = 2654435761u * (unsigned)(t->id + 1);
+  for (int iter = 0; iter < 300; iter++) {
+    size_t o = 0;
+    for (int k = 0; k < 6; k++) {
+      seed = seed * 1103515245u + 12345u;
+      const char *piece = (seed >> 8) % 2 ? "ab\xE2\x82\xAC" : (seed >> 12) % 2 ? "\"\x01\xFF" : "\xED\xA0\x80z";
+      size_t pl = strlen(piece);
+      memcpy(dest + o, piece, pl);
+      o += pl;
+    }
+    dest[o] = '\0';
+    snprintf(other, sizeof other, "t%d-%d\x02%s", t->id, iter, dest + (seed >> 20) % 4);
+    egress_decision_t *d = egress__calloc(1, sizeof *d);
+    if (!d) abort();
+    d->destination = egress__strdup(dest);
+    d->port = iter;
+    d->reason = EGRESS_REASON_INVALID_HOST;
+    d->outcome = EGRESS_OUTCOME_DENIED;
+    d->dns_ms = iter / 7.0;
+    d->field[EGRESS_FIELD_RUN_ID] = egress__strdup(other);
+    d->url = iter % 3 ? NULL : egress__strdup(other);
+    if (egress__event_stamp(d) != EGRESS_OK) abort();
+    char *built = egress__event_build(d, other);
+    size_t len = 0;
+    const char *printed = egress__event_print(d, other, &len);
+    char *dj = egress__decision_json(d);
+    if (!built || !printed || !dj || strcmp(built, printed) ||
+        !matches_ref(built, ref_event(d, other), "threaded event") ||
+        !matches_ref(dj, ref_decision(d), "threaded decision"))
+      t->bad++;
+    t->done++;
+    egress__free(built);
+    egress__free(dj);
+    egress__free(d->destination);
+    egress__free(d->url);
+    egress__free(d->field[EGRESS_FIELD_RUN_ID]);
+    egress__free(d);
+  }
+  return NULL;
+}
+
+static void test_events_threads(void) {
+  enum { NT = 8 };
+  pthread_t th[NT];
+  event_thread_t st[NT];
+  for (int i = 0; i < NT; i++) {
+    st[i] = (event_thread_t){.id = i};
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&th[i], NULL, event_thread, &st[i]), 0);
+  }
+  for (int i = 0; i < NT; i++) {
+    pthread_join(th[i], NULL);
+    CU_ASSERT_EQUAL(st[i].bad, 0);
+    CU_ASSERT_EQUAL(st[i].done, 300);
+  }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -983,7 +1566,7 @@ static void test_sink_fd_pipe(void) {
   egress__sink_t *s = make_sink(&o);
   CU_ASSERT_TRUE(egress__sink_active(s));
   egress_decision_t *d = case_allowed();
-  char *ev = egress__event_build(d, NULL);
+  char *ev = event_checked(d, NULL);
   CU_ASSERT_EQUAL(egress__sink_deliver(s, ev, strlen(ev), d), 0);
   CU_ASSERT_EQUAL(egress__sink_deliver(s, "{\"a\":1}xxxx", 7, d), 0); /* len is honoured */
   egress__sink_free(s);
@@ -1356,6 +1939,144 @@ static void test_sink_alloc_failures(void) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* Events of real checks                                                     */
+/* ------------------------------------------------------------------------ */
+
+typedef struct checked_cb {
+  long events, bad;
+} checked_cb_t;
+
+/* A callback sink: each event checked against the reference of the
+ * decision it came with. */
+static int compare_cb(const char *json, size_t len, const egress_decision_t *d, void *user) {
+  checked_cb_t *st = user;
+  st->events++;
+  if (strlen(json) != len || !matches_ref(json, ref_event(d, "/enforcement/test-events"), "checker event"))
+    st->bad++;
+  return 0;
+}
+
+/* Hosts and URLs that need no DNS: IP literals allowed and refused, and
+ * invalid hosts of every hostile kind. */
+static const char *const check_hosts[] = {
+    "203.0.113.7", "[2001:db8::1]", "2001:db8::1", "10.0.0.1", "169.254.169.254", "198.51.100.1",
+    "::ffff:203.0.113.7", "evil\x01host", "a\"b\\c", "\xC0\xAF.example", "\xED\xA0\x80.com",
+    "\xF0\x9F\x98\x80", "host with space", "\xE2\x80\xA8", "ab\xFF",
+};
+static const char *const check_urls[] = {
+    "https://203.0.113.7/v1/x?q=\"1\"", "http://[2001:db8::1]:8080/a", "https://10.0.0.1/",
+    "https://203.0.113.7/\xC0\xAF", "not a url \x01\xFF", "https://\xE2\x80\xA8/", "ftp://203.0.113.7/",
+};
+
+static egress_checker_t *events_checker(egress_options_t *o) {
+  static const char *allow[] = {"203.0.113.0/24", "2001:db8::/32"};
+  static const char *deny[] = {"198.51.100.0/24"};
+  egress_policy_t *p = NULL;
+  egress_checker_t *c = NULL;
+  char err[EGRESS_ERRBUF_SIZE];
+  CU_ASSERT_FATAL(egress_policy_from_entries(allow, 2, deny, 1, &p, err, sizeof err) == EGRESS_OK);
+  CU_ASSERT_FATAL(egress_options_set_event_source(o, "/enforcement/test-events") == EGRESS_OK);
+  CU_ASSERT_FATAL(egress_checker_new(p, o, &c, err, sizeof err) == EGRESS_OK);
+  egress_policy_unref(p);
+  return c;
+}
+
+static void test_checker_events(void) {
+  checked_cb_t st = {0, 0};
+  egress_options_t *o = NULL;
+  CU_ASSERT_FATAL(egress_options_new(&o) == EGRESS_OK);
+  CU_ASSERT_FATAL(egress_options_set_event_callback(o, compare_cb, &st) == EGRESS_OK);
+  egress_checker_t *c = events_checker(o);
+  egress_options_free(o);
+  egress_request_t *req = NULL;
+  CU_ASSERT_FATAL(egress_request_new(&req) == EGRESS_OK);
+  CU_ASSERT_FATAL(egress_request_set(req, EGRESS_FIELD_METHOD, "PATCH") == EGRESS_OK);
+  CU_ASSERT_FATAL(egress_request_set(req, EGRESS_FIELD_RUN_ID, "run \"7\" \\ \xE2\x82\xAC \xF0\x9F\x98\x80") == EGRESS_OK);
+  char *long_field = repeat("\xE2\x82\xAC", 1023);
+  CU_ASSERT_FATAL(egress_request_set(req, EGRESS_FIELD_AGENT_ID, long_field) == EGRESS_OK);
+  free(long_field);
+  egress_decision_t *into = NULL;
+  CU_ASSERT_FATAL(egress_decision_new(&into) == EGRESS_OK);
+  long expect = 0, allowed = 0;
+  for (size_t i = 0; i < sizeof check_hosts / sizeof check_hosts[0]; i++) {
+    int32_t ports[] = {443, 0, 70000};
+    for (size_t k = 0; k < 3; k++) {
+      allowed += egress_check(c, check_hosts[i], (uint16_t)ports[k]) == EGRESS_VERDICT_ALLOW;
+      egress_decision_t *d = NULL;
+      CU_ASSERT_EQUAL(egress_check_ex(c, check_hosts[i], ports[k], req, &d), EGRESS_OK);
+      /* The decision's own event text is the one delivered. */
+      const char *own = egress_decision_event_json(d);
+      CU_ASSERT_PTR_NOT_NULL(own);
+      if (own) CU_ASSERT_TRUE(matches_ref(own, ref_event(d, "/enforcement/test-events"), "decision event"));
+      egress_decision_free(d);
+      CU_ASSERT_EQUAL(egress_check_into(c, check_hosts[i], ports[k], i % 2 ? req : NULL, into), EGRESS_OK);
+      expect += 3;
+    }
+  }
+  for (size_t i = 0; i < sizeof check_urls / sizeof check_urls[0]; i++) {
+    egress_decision_t *d = NULL;
+    CU_ASSERT_EQUAL(egress_check_url(c, check_urls[i], req, &d), EGRESS_OK);
+    egress_decision_free(d);
+    expect++;
+  }
+  CU_ASSERT_EQUAL(st.events, expect);
+  CU_ASSERT_EQUAL(st.bad, 0);
+  CU_ASSERT_TRUE(allowed > 0 && allowed < expect / 3);
+  egress_decision_free(into);
+  egress_request_free(req);
+  egress_checker_free(c);
+}
+
+/* The JSON Lines sink prints egress_check's events into the thread's
+ * buffer: each line must equal the reference of the same check made with
+ * egress_check_ex, once its id, time and timings are set aside. */
+static void test_checker_jsonl_events(void) {
+  char path[128];
+  snprintf(path, sizeof path, "%s/check-events.jsonl", tmpdir);
+  egress_options_t *o = NULL, *quiet_o = NULL;
+  CU_ASSERT_FATAL(egress_options_new(&o) == EGRESS_OK);
+  CU_ASSERT_FATAL(egress_options_set_event_path(o, path) == EGRESS_OK);
+  egress_checker_t *c = events_checker(o);
+  CU_ASSERT_FATAL(egress_options_new(&quiet_o) == EGRESS_OK);
+  egress_checker_t *quiet = events_checker(quiet_o);
+  egress_options_free(o);
+  egress_options_free(quiet_o);
+  size_t nh = sizeof check_hosts / sizeof check_hosts[0];
+  size_t allowed = 0;
+  for (size_t i = 0; i < nh; i++) allowed += egress_check(c, check_hosts[i], 443) == EGRESS_VERDICT_ALLOW;
+  CU_ASSERT_TRUE(allowed > 0 && allowed < nh);
+  egress_checker_free(c);
+
+  char *text = slurp(path, NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+  char *line = text;
+  size_t i = 0;
+  for (; *line && i < nh; i++) {
+    char *nl = strchr(line, '\n');
+    CU_ASSERT_PTR_NOT_NULL_FATAL(nl);
+    *nl = '\0';
+    egress_decision_t *d = NULL;
+    CU_ASSERT_EQUAL(egress_check_ex(quiet, check_hosts[i], 443, NULL, &d), EGRESS_OK);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+    cJSON *got = cJSON_Parse(line);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(got);
+    cJSON *gdata = cJSON_GetObjectItem(got, "data");
+    strcpy(d->event_id, cJSON_GetObjectItem(got, "id")->valuestring);
+    strcpy(d->time_rfc3339, cJSON_GetObjectItem(got, "time")->valuestring);
+    d->dns_ms = cJSON_GetObjectItem(gdata, "dnsMs")->valuedouble;
+    d->latency_ms = cJSON_GetObjectItem(gdata, "latencyMs")->valuedouble;
+    cJSON_Delete(got);
+    CU_ASSERT_TRUE(matches_ref(line, ref_event(d, "/enforcement/test-events"), "JSON Lines event"));
+    egress_decision_free(d);
+    line = nl + 1;
+  }
+  CU_ASSERT_EQUAL(i, nh);
+  CU_ASSERT_EQUAL(*line, '\0');
+  free(text);
+  egress_checker_free(quiet);
+}
+
+/* ------------------------------------------------------------------------ */
 
 static CU_TestInfo event_tests[] = {
     {"golden events", test_golden_events},
@@ -1368,7 +2089,12 @@ static CU_TestInfo event_tests[] = {
     {"subject host:port bracketing", test_subject},
     {"numbers", test_numbers},
     {"allocation failures", test_alloc_failures},
-    {"one tree per thread, refilled in any order", test_tree_reuse},
+    {"one print buffer per thread, reused in any order", test_print_buffer_reuse},
+    {"writer: exact escapes and numbers", test_writer_escapes},
+    {"writer: fixed capacity and growth", test_writer_capacity},
+    {"writer: every short string against the reference", test_writer_all_short_strings},
+    {"hostile strings in every field, longest fields", test_hostile_fields},
+    {"8 threads of hostile events", test_events_threads},
     CU_TEST_INFO_NULL,
 };
 
@@ -1378,6 +2104,8 @@ static CU_TestInfo sink_tests[] = {
     {"path sink appends", test_sink_path},
     {"bad paths and descriptors", test_sink_bad_path},
     {"8 threads x 2000 lines, one file", test_sink_threads},
+    {"checker events equal the reference (callback)", test_checker_events},
+    {"checker events equal the reference (JSON Lines)", test_checker_jsonl_events},
     {"EPIPE never kills", test_sink_epipe},
     {"ENOSPC", test_sink_enospc},
     {"EBADF, EAGAIN, short write", test_sink_ebadf_eagain},
