@@ -152,10 +152,19 @@ typedef enum egress_mixed {
   EGRESS_MIXED_FILTER = 1  /**< drop forbidden addresses, allow with the rest */
 } egress_mixed_t;
 
-/** Which list a rule belongs to. */
+/*
+ * Which list a rule belongs to: X(NAME, value, "documentKey"), the key
+ * naming the list in a policy document and in messages ("allowed by
+ * egressAllowlist[3]").
+ */
+#define EGRESS_LIST_MAP(X)                                                     \
+  X(ALLOW, 0, "egressAllowlist")                                               \
+  X(DENY, 1, "egressDenylist")
+
 typedef enum egress_list {
-  EGRESS_LIST_ALLOW = 0,
-  EGRESS_LIST_DENY = 1
+#define EGRESS_LIST_ENUM_(name, value, key) EGRESS_LIST_##name = value,
+  EGRESS_LIST_MAP(EGRESS_LIST_ENUM_)
+#undef EGRESS_LIST_ENUM_
 } egress_list_t;
 
 /** Size that error buffers should have to hold any library message whole. */
@@ -392,13 +401,28 @@ EGRESS_API egress_policy_t *egress_checker_policy(egress_checker_t *checker);
 
 typedef struct egress_request egress_request_t;
 
+/*
+ * Request context fields: X(NAME, value, "jsonKey").  The key is the one
+ * events write the field under (in this order, the order of the list) and
+ * egressctl reads it from; bindings take the same keys.  Values are
+ * explicit, dense from 0 and never renumbered; list order is key order, not
+ * value order.  To walk the fields:
+ *
+ *   #define SHOW(name, value, key) printf("%s = %d\n", key, EGRESS_FIELD_##name);
+ *   EGRESS_FIELD_MAP(SHOW)
+ */
+#define EGRESS_FIELD_MAP(X)                                                    \
+  X(WORKSPACE_ID, 1, "workspaceId")                                            \
+  X(AGENT_ID, 2, "agentId")                                                    \
+  X(MACHINE_ID, 3, "machineId")                                                \
+  X(RUN_ID, 4, "runId")                                                        \
+  X(CORRELATION_ID, 5, "correlationId")                                        \
+  X(METHOD, 0, "method")
+
 typedef enum egress_field {
-  EGRESS_FIELD_METHOD = 0,
-  EGRESS_FIELD_WORKSPACE_ID = 1,
-  EGRESS_FIELD_AGENT_ID = 2,
-  EGRESS_FIELD_MACHINE_ID = 3,
-  EGRESS_FIELD_RUN_ID = 4,
-  EGRESS_FIELD_CORRELATION_ID = 5
+#define EGRESS_FIELD_ENUM_(name, value, key) EGRESS_FIELD_##name = value,
+  EGRESS_FIELD_MAP(EGRESS_FIELD_ENUM_)
+#undef EGRESS_FIELD_ENUM_
 } egress_field_t;
 
 /** Create an empty request context. @param out Caller owns: egress_request_free().
@@ -584,16 +608,26 @@ EGRESS_API char *egress_decision_to_json(const egress_decision_t *d);
 /* Counters.                                                                 */
 /* ------------------------------------------------------------------------ */
 
+/*
+ * Checker counters: X(NAME, value, "prometheus_name"), the name
+ * egress_checker_metrics() exposes the counter under.  Values are explicit,
+ * dense from 0 and never renumbered.
+ */
+#define EGRESS_COUNTER_MAP(X)                                                  \
+  X(CHECKS, 0, "egress_checks_total")                                          \
+  X(DNS_QUERIES, 1, "egress_dns_queries_total")                                \
+  X(DNS_FAILURES, 2, "egress_dns_failures_total")                              \
+  X(CACHE_HITS, 3, "egress_dns_cache_hits_total")                              \
+  X(CACHE_MISSES, 4, "egress_dns_cache_misses_total")                          \
+  X(EVENTS_EMITTED, 5, "egress_events_emitted_total")                          \
+  X(EVENTS_FAILED, 6, "egress_events_failed_total")                            \
+  X(POLICY_SWAPS, 7, "egress_policy_swaps_total")                              \
+  X(POLICY_RELOAD_FAILURES, 8, "egress_policy_reload_failures_total")
+
 typedef enum egress_counter {
-  EGRESS_COUNTER_CHECKS = 0,
-  EGRESS_COUNTER_DNS_QUERIES = 1,
-  EGRESS_COUNTER_DNS_FAILURES = 2,
-  EGRESS_COUNTER_CACHE_HITS = 3,
-  EGRESS_COUNTER_CACHE_MISSES = 4,
-  EGRESS_COUNTER_EVENTS_EMITTED = 5,
-  EGRESS_COUNTER_EVENTS_FAILED = 6,
-  EGRESS_COUNTER_POLICY_SWAPS = 7,
-  EGRESS_COUNTER_POLICY_RELOAD_FAILURES = 8
+#define EGRESS_COUNTER_ENUM_(name, value, prom) EGRESS_COUNTER_##name = value,
+  EGRESS_COUNTER_MAP(EGRESS_COUNTER_ENUM_)
+#undef EGRESS_COUNTER_ENUM_
 } egress_counter_t;
 
 /** Read a counter. Thread-safety: safe (relaxed atomic read). */

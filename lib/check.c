@@ -119,11 +119,14 @@ static char *put_text(char *p, const char *s, size_t n) {
 /* The allowed message, "allowed by egressAllowlist[N]", built by hand: it
  * is the message of nearly every check. */
 static void allowed_message(egress_decision_t *d, const egress__rule_t *rule, bool filtered) {
-  static const char head[] = "allowed by egressAllowlist[";
+  static const char head[] = "allowed by ";
   static const char tail[] = " (forbidden addresses filtered out)";
+  const char *key = egress__list_keys[EGRESS_LIST_ALLOW];
   if (d->lean || d->borrow) return;
-  char buf[sizeof head + sizeof tail + 24];
+  char buf[sizeof head + EGRESS__LIST_KEY_MAX + sizeof tail + 24];
   char *p = put_text(buf, head, sizeof head - 1);
+  p = put_text(p, key, strlen(key));
+  *p++ = '[';
   p = egress__put_uint(p, rule->index, 1);
   *p++ = ']';
   if (filtered) p = put_text(p, tail, sizeof tail - 1);

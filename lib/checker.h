@@ -11,9 +11,9 @@
 #include <limits.h>
 #include <pthread.h>
 
-#define N_OUTCOMES 3
-#define N_REASONS 13
-#define N_COUNTERS 9
+#define N_OUTCOMES EGRESS__OUTCOME_COUNT
+#define N_REASONS EGRESS__REASON_COUNT
+#define N_COUNTERS EGRESS__COUNTER_COUNT
 
 #define COUNTER_STRIPES 16
 

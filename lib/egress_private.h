@@ -19,6 +19,25 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+/*
+ * Sizes of the public X-macro lists, for arrays indexed by their values.
+ * names.c asserts at compile time that each list's values are exactly
+ * 0 .. count-1, so an entry added to a list is counted and indexed without
+ * another edit.
+ */
+#define EGRESS__COUNT_ONE_(...) +1
+#define EGRESS__STATUS_COUNT (0 EGRESS_STATUS_MAP(EGRESS__COUNT_ONE_))
+#define EGRESS__OUTCOME_COUNT (0 EGRESS_OUTCOME_MAP(EGRESS__COUNT_ONE_))
+#define EGRESS__REASON_COUNT (0 EGRESS_REASON_MAP(EGRESS__COUNT_ONE_))
+#define EGRESS__LIST_COUNT (0 EGRESS_LIST_MAP(EGRESS__COUNT_ONE_))
+#define EGRESS__FIELD_COUNT (0 EGRESS_FIELD_MAP(EGRESS__COUNT_ONE_))
+#define EGRESS__COUNTER_COUNT (0 EGRESS_COUNTER_MAP(EGRESS__COUNT_ONE_))
+
+/* names.c: a list's document key ("egressAllowlist"), indexed by
+ * egress_list_t; at most EGRESS__LIST_KEY_MAX - 1 characters. */
+#define EGRESS__LIST_KEY_MAX 16
+extern const char egress__list_keys[EGRESS__LIST_COUNT][EGRESS__LIST_KEY_MAX];
+
 #define EGRESS__NAME_MAX 253  /* RFC 1035 name length, without trailing dot */
 #define EGRESS__LABEL_MAX 63
 #define EGRESS__IPSTR_MAX 46  /* INET6_ADDRSTRLEN */
@@ -323,7 +342,6 @@ void egress__vet_address(const egress_policy_t *p, const egress__prefix_t *pref6
 /* options (options.c) and request (decision.c)                             */
 /* ------------------------------------------------------------------------ */
 #define EGRESS__MAX_PREF64 8
-#define EGRESS__FIELD_COUNT 6
 
 struct egress_options {
   egress_mode_t mode;

@@ -38,11 +38,10 @@ uint64_t egress_checker_checks_by(const egress_checker_t *checker, egress_outcom
 }
 
 static const char *const counter_names[N_COUNTERS] = {
-    "egress_checks_total",         "egress_dns_queries_total",
-    "egress_dns_failures_total",   "egress_dns_cache_hits_total",
-    "egress_dns_cache_misses_total", "egress_events_emitted_total",
-    "egress_events_failed_total",  "egress_policy_swaps_total",
-    "egress_policy_reload_failures_total"};
+#define EGRESS_COUNTER_NAME_(name, value, prom) [value] = prom,
+    EGRESS_COUNTER_MAP(EGRESS_COUNTER_NAME_)
+#undef EGRESS_COUNTER_NAME_
+};
 
 /* A growing text buffer: each piece is formatted, measured against the room
  * left, and only then kept, so that nothing is ever cut or counted past the

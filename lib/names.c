@@ -29,13 +29,36 @@ const char *egress_strerror(egress_status_t status) {
   return "unknown status";
 }
 
-int egress_reason_count(void) {
-  int count = 0;
-#define EGRESS_COUNT_(name, value, token, message) count++;
-  EGRESS_REASON_MAP(EGRESS_COUNT_)
-#undef EGRESS_COUNT_
-  return count;
-}
+/*
+ * Arrays are indexed by these values and sized by the counts: each list's
+ * values must be exactly 0 .. count-1.  Every value below the count, with
+ * no value twice (the bits of all values fill the low count bits only when
+ * none repeats), proves it.
+ */
+#define EGRESS_VALUE_BIT_(name, value, ...) | (1ULL << (value))
+#define EGRESS_DENSE_(map, count) \
+  _Static_assert((0 map(EGRESS_VALUE_BIT_)) == (1ULL << (count)) - 1, #map " values must be 0 .. count-1")
+EGRESS_DENSE_(EGRESS_STATUS_MAP, EGRESS__STATUS_COUNT);
+EGRESS_DENSE_(EGRESS_OUTCOME_MAP, EGRESS__OUTCOME_COUNT);
+EGRESS_DENSE_(EGRESS_REASON_MAP, EGRESS__REASON_COUNT);
+EGRESS_DENSE_(EGRESS_LIST_MAP, EGRESS__LIST_COUNT);
+EGRESS_DENSE_(EGRESS_FIELD_MAP, EGRESS__FIELD_COUNT);
+EGRESS_DENSE_(EGRESS_COUNTER_MAP, EGRESS__COUNTER_COUNT);
+#undef EGRESS_DENSE_
+#undef EGRESS_VALUE_BIT_
+
+#define EGRESS_LIST_KEY_(name, value, key)                                   \
+  _Static_assert(sizeof key <= EGRESS__LIST_KEY_MAX, "list key too long");
+EGRESS_LIST_MAP(EGRESS_LIST_KEY_)
+#undef EGRESS_LIST_KEY_
+
+const char egress__list_keys[EGRESS__LIST_COUNT][EGRESS__LIST_KEY_MAX] = {
+#define EGRESS_LIST_KEY_(name, value, key) [value] = key,
+    EGRESS_LIST_MAP(EGRESS_LIST_KEY_)
+#undef EGRESS_LIST_KEY_
+};
+
+int egress_reason_count(void) { return EGRESS__REASON_COUNT; }
 
 const char *egress_reason_name(egress_reason_t reason) {
   switch (reason) {

@@ -21,8 +21,6 @@
 #define POLICY_MAX_BYTES (64u * 1024u * 1024u)
 #define ENTRY_MAX_BYTES 4096u
 
-static const char *const list_names[2] = {"egressAllowlist", "egressDenylist"};
-
 /* Quote an entry for an error message: printable ASCII kept, everything else
  * escaped, long entries cut, so the message itself is safe to log. */
 static void quote_entry(const char *s, size_t len, char *out, size_t outlen) {
@@ -89,7 +87,7 @@ static void policy_digest(egress_policy_t *p) {
   sha256_init(&ctx);
   for (int l = 0; l < 2; l++) {
     char head[64];
-    int n = snprintf(head, sizeof head, "%s:%zu\n", list_names[l], p->nrules[l]);
+    int n = snprintf(head, sizeof head, "%s:%zu\n", egress__list_keys[l], p->nrules[l]);
     sha256_update(&ctx, (size_t)n, (const uint8_t *)head);
     for (size_t i = 0; i < p->nrules[l]; i++) {
       const char *t = p->rules[l][i].text;
@@ -132,7 +130,7 @@ static egress_status_t parse_list(egress_policy_t *p, egress_list_t list,
     if (st != EGRESS_OK) {
       quote_entry(src[i].text, src[i].len, quoted, sizeof quoted);
       egress__errf(errbuf, errlen, EGRESS_EPOLICY, "%s[%zu] \"%s\": %s",
-                   list_names[list], i, quoted, why ? why : "invalid entry");
+                   egress__list_keys[list], i, quoted, why ? why : "invalid entry");
       if (!errs) return EGRESS_EPOLICY;
       errs->report(errs->user, errbuf);
       errs->count++;
@@ -189,7 +187,7 @@ egress_status_t egress_policy_from_entries(const char *const *allow, size_t n_al
     const char *t = i < n_allow ? allow[i] : deny[i - n_allow];
     if (!t) {
       st = egress__errf(errbuf, errlen, EGRESS_EPOLICY, "%s[%zu]: entry is NULL",
-                        list_names[i >= n_allow], i < n_allow ? i : i - n_allow);
+                        egress__list_keys[i >= n_allow], i < n_allow ? i : i - n_allow);
       goto done;
     }
     src[i].text = t;
@@ -228,7 +226,7 @@ static int count_key(const cJSON *obj, const char *key) {
 static egress_status_t collect_list(const cJSON *obj, egress_list_t list, bool required,
                                     entry_src_t **src, size_t *n,
                                     egress__entry_errors_t *errs, char *errbuf, size_t errlen) {
-  const char *key = list_names[list];
+  const char *key = egress__list_keys[list];
   *src = NULL;
   *n = 0;
   int count = count_key(obj, key);
@@ -310,9 +308,11 @@ static egress_status_t policy_from_json(const char *json, size_t len,
     goto done;
   }
   if (n_exec == 1) {
-    if (count_key(root, "egressAllowlist") || count_key(root, "egressDenylist")) {
+    if (count_key(root, egress__list_keys[EGRESS_LIST_ALLOW]) ||
+        count_key(root, egress__list_keys[EGRESS_LIST_DENY])) {
       st = egress__errf(errbuf, errlen, EGRESS_EPOLICY,
-                        "both executionPolicy and a top-level egressAllowlist/egressDenylist: ambiguous");
+                        "both executionPolicy and a top-level %s/%s: ambiguous",
+                        egress__list_keys[EGRESS_LIST_ALLOW], egress__list_keys[EGRESS_LIST_DENY]);
       goto done;
     }
     pol = cJSON_GetObjectItemCaseSensitive(root, "executionPolicy");

@@ -2338,6 +2338,79 @@ static void test_alloc_checks(void) {
 
 /* ------------------------------------------------------------------------ */
 
+/* The public lists are what the library uses: every field is written under
+ * its list key and in list order, every counter is exposed under its list
+ * name, and the list keys name the lists in messages. */
+static void test_lists(void) {
+  static const char *const keys[] = {
+#define KEY_(name, value, key) key,
+      EGRESS_FIELD_MAP(KEY_)
+#undef KEY_
+  };
+  static const egress_field_t fields[] = {
+#define FIELD_(name, value, key) EGRESS_FIELD_##name,
+      EGRESS_FIELD_MAP(FIELD_)
+#undef FIELD_
+  };
+  const char *allow[] = {"93.184.216.34"};
+  egress_policy_t *p = NULL;
+  CU_ASSERT_FATAL(egress_policy_from_entries(allow, 1, NULL, 0, &p, NULL, 0) == EGRESS_OK);
+  egress_checker_t *c = mkchecker(p, NULL);
+  egress_request_t *req = NULL;
+  CU_ASSERT_FATAL(egress_request_new(&req) == EGRESS_OK);
+  size_t n = sizeof keys / sizeof *keys;
+  CU_ASSERT_EQUAL(n, 6);
+  for (size_t i = 0; i < n; i++) {
+    char value[64];
+    snprintf(value, sizeof value, "value-of-%s", keys[i]);
+    CU_ASSERT_EQUAL(egress_request_set(req, fields[i], value), EGRESS_OK);
+  }
+  egress_decision_t *d = NULL;
+  CU_ASSERT_EQUAL(egress_check_ex(c, "93.184.216.34", 443, req, &d), EGRESS_OK);
+  CU_ASSERT_STRING_EQUAL(egress_decision_message(d), "allowed by egressAllowlist[0]");
+  const char *json = egress_decision_event_json(d);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(json);
+  cJSON *ev = cJSON_Parse(json);
+  const cJSON *data = cJSON_GetObjectItemCaseSensitive(ev, "data");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(data);
+  const char *prev = NULL;
+  for (size_t i = 0; i < n; i++) {
+    char value[64];
+    snprintf(value, sizeof value, "value-of-%s", keys[i]);
+    const char *got = jstr(data, keys[i]);
+    CU_ASSERT_PTR_NOT_NULL(got);
+    if (got) CU_ASSERT_STRING_EQUAL(got, value);
+    /* In list order within the event text. */
+    const char *at = strstr(json, keys[i]);
+    CU_ASSERT(at && (!prev || at > prev));
+    prev = at;
+  }
+  cJSON_Delete(ev);
+  egress_decision_free(d);
+  egress_request_free(req);
+
+  char *m = egress_checker_metrics(c);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+  size_t counters = 0;
+#define COUNTER_(name, value, prom)                                              \
+  do {                                                                           \
+    char line[128];                                                              \
+    snprintf(line, sizeof line, "\n%s %llu\n", prom,                             \
+             (unsigned long long)egress_checker_counter(c, EGRESS_COUNTER_##name)); \
+    CU_ASSERT_PTR_NOT_NULL(strstr(m, line));                                     \
+    counters++;                                                                  \
+  } while (0);
+  EGRESS_COUNTER_MAP(COUNTER_)
+#undef COUNTER_
+  CU_ASSERT_EQUAL(counters, 9);
+  CU_ASSERT_EQUAL(egress_checker_counter(c, EGRESS_COUNTER_CHECKS), 1);
+  /* Past the end of the list: nothing, not a neighbour's count. */
+  CU_ASSERT_EQUAL(egress_checker_counter(c, (egress_counter_t)counters), 0);
+  egress_free(m);
+  egress_checker_free(c);
+  egress_policy_unref(p);
+}
+
 static CU_TestInfo decision_tests[] = {
     {"invalid_host: hostile spellings", test_invalid_host},
     {"invalid_port", test_invalid_port},
@@ -2370,6 +2443,7 @@ static CU_TestInfo event_tests[] = {
 };
 
 static CU_TestInfo counter_tests[] = {
+    {"the public field, counter and list maps are what the library writes", test_lists},
     {"counters and Prometheus text", test_counters},
     CU_TEST_INFO_NULL,
 };
