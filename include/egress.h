@@ -419,10 +419,15 @@ typedef struct egress_request egress_request_t;
   X(CORRELATION_ID, 5, "correlationId")                                        \
   X(METHOD, 0, "method")
 
+/* Spelled out (bindings read these lines); the library asserts at compile
+ * time that they agree with EGRESS_FIELD_MAP. */
 typedef enum egress_field {
-#define EGRESS_FIELD_ENUM_(name, value, key) EGRESS_FIELD_##name = value,
-  EGRESS_FIELD_MAP(EGRESS_FIELD_ENUM_)
-#undef EGRESS_FIELD_ENUM_
+  EGRESS_FIELD_METHOD = 0,
+  EGRESS_FIELD_WORKSPACE_ID = 1,
+  EGRESS_FIELD_AGENT_ID = 2,
+  EGRESS_FIELD_MACHINE_ID = 3,
+  EGRESS_FIELD_RUN_ID = 4,
+  EGRESS_FIELD_CORRELATION_ID = 5
 } egress_field_t;
 
 /** Create an empty request context. @param out Caller owns: egress_request_free().

@@ -47,6 +47,11 @@ EGRESS_DENSE_(EGRESS_COUNTER_MAP, EGRESS__COUNTER_COUNT);
 #undef EGRESS_DENSE_
 #undef EGRESS_VALUE_BIT_
 
+#define EGRESS_FIELD_SAME_(name, value, key) \
+  _Static_assert(EGRESS_FIELD_##name == (value), "egress_field_t disagrees with EGRESS_FIELD_MAP");
+EGRESS_FIELD_MAP(EGRESS_FIELD_SAME_)
+#undef EGRESS_FIELD_SAME_
+
 #define EGRESS_LIST_KEY_(name, value, key)                                   \
   _Static_assert(sizeof key <= EGRESS__LIST_KEY_MAX, "list key too long");
 EGRESS_LIST_MAP(EGRESS_LIST_KEY_)
