@@ -184,8 +184,10 @@ bool get_opt_bool(napi_env env, napi_value obj, const char *key, bool *out);
 
 bool get_port(napi_env env, napi_value v, int32_t *port);
 
-/* The request context keys, by egress_field_t. */
-#define CTX_FIELDS 6
+/* The request context keys, the events' own, by egress_field_t value. */
+#define CTX_ONE_(name, value, key) +1
+enum { CTX_FIELDS = 0 EGRESS_FIELD_MAP(CTX_ONE_) };
+#undef CTX_ONE_
 extern const char *const context_keys[CTX_FIELDS];
 /* @p ctx: undefined or an array of CTX_FIELDS strings/undefined, in
  * egress_field_t order.  *out is NULL for no context. */

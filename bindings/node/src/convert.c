@@ -322,15 +322,12 @@ bool get_port(napi_env env, napi_value v, int32_t *port) {
 /* Request context                                                           */
 /* ------------------------------------------------------------------------ */
 
-/* The keys JS names the fields by: the events' own (README.md, "Decision
- * events"). */
+/* Generated from the field list.  Indexed by value: a value out of range
+ * does not compile, and one given twice is an override warning (-Wextra). */
 const char *const context_keys[CTX_FIELDS] = {
-    [EGRESS_FIELD_METHOD] = "method",
-    [EGRESS_FIELD_WORKSPACE_ID] = "workspaceId",
-    [EGRESS_FIELD_AGENT_ID] = "agentId",
-    [EGRESS_FIELD_MACHINE_ID] = "machineId",
-    [EGRESS_FIELD_RUN_ID] = "runId",
-    [EGRESS_FIELD_CORRELATION_ID] = "correlationId",
+#define CONTEXT_KEY_(name, value, key) [EGRESS_FIELD_##name] = key,
+    EGRESS_FIELD_MAP(CONTEXT_KEY_)
+#undef CONTEXT_KEY_
 };
 
 bool make_request(napi_env env, napi_value ctx, egress_request_t **out) {
