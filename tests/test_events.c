@@ -1382,7 +1382,7 @@ static void test_hostile_fields(void) {
   long compared = atomic_load(&ref_compared);
   for (size_t i = 0; i < ns; i++) {
     char text[64];
-    snprintf(text, sizeof text, "a%sb%s", strings[i], strings[i]);
+    snprintf(text, sizeof text, "a%.15sb%.15s", strings[i], strings[i]);
     /* Alone, and framed by ASCII, in every string field at once. */
     for (int framed = 0; framed < 2; framed++) {
       const char *s = framed ? text : strings[i];

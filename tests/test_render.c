@@ -964,7 +964,7 @@ typedef struct notes {
 static void collect(egress_list_t list, size_t index, const char *entry, const char *what, void *ud) {
   notes_t *ns = ud;
   if (ns->n < 8)
-    snprintf(ns->text[ns->n], sizeof ns->text[0], "%s[%zu] %s: %s",
+    snprintf(ns->text[ns->n], sizeof ns->text[0], "%s[%zu] %.200s: %.300s",
              list == EGRESS_LIST_ALLOW ? "allow" : "deny", index, entry, what);
   ns->n++;
 }
