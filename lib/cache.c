@@ -1,5 +1,5 @@
 /*
- * DNS cache (DESIGN §6a).
+ * DNS cache (docs/runtime.md#dns-cache).
  *
  * Answers are cached per canonical name for their TTL clamped to
  * [min_ttl, max_ttl]; NXDOMAIN / no-address answers for the negative TTL;

@@ -1,5 +1,5 @@
 /*
- * Host canonicalization: DESIGN section 4, steps 1 and 2.
+ * Host canonicalization: docs/check.md#canonical-hosts.
  *
  * A host reaches the policy in exactly one of three canonical shapes: a
  * lower-case ASCII name (A-labels for IDNs, no trailing dot), a canonical

@@ -1,5 +1,5 @@
 /*
- * The policy entry grammar (DESIGN §3): one string becomes one rule.
+ * The policy entry grammar (docs/policy.md#entries): one string becomes one rule.
  *
  * A security policy must mean one thing, so the grammar accepts exactly one
  * spelling of each thing and rejects everything else with a short static

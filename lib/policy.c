@@ -1,5 +1,5 @@
 /*
- * Policy documents: JSON shapes of DESIGN §3, entry lists, compilation into
+ * Policy documents: JSON shapes of docs/policy.md, entry lists, compilation into
  * matchers, and the digest that names a policy in events.
  *
  * A policy is all-or-nothing: any bad entry rejects the whole document with

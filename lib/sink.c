@@ -1,5 +1,5 @@
 /*
- * Event sinks (DESIGN §6): a callback, a JSON Lines writer to a file
+ * Event sinks (docs/events.md#sinks): a callback, a JSON Lines writer to a file
  * descriptor or a path, or none.
  *
  * Thread safety: a sink is immutable once built, and a line goes out in one

@@ -1,5 +1,5 @@
 /*
- * Special-purpose addresses (DESIGN section 4): which addresses are global,
+ * Special-purpose addresses (docs/special-ranges.md): which addresses are global,
  * how far a CIDR rule must narrow to open a special one, and which IPv4
  * addresses hide inside an IPv6 one.
  *

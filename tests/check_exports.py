@@ -5,7 +5,7 @@ Usage: check_exports.py LIBEGRESS.so include/egress.h
 
 Every function declared with EGRESS_API must be a defined dynamic symbol,
 and no other symbol may be: an egress__ internal or a helper that escaped
--fvisibility=hidden is a leak (STYLE.md 10).
+-fvisibility=hidden is a leak.
 """
 import re
 import subprocess

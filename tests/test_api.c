@@ -76,7 +76,7 @@ static void test_reason_names(void) {
   };
   int n = (int)(sizeof all / sizeof all[0]);
   CU_ASSERT_EQUAL(egress_reason_count(), n);
-  /* The reason codes DESIGN §5 names, all present. */
+  /* The reason codes docs/check.md names, all present. */
   static const char *const design[] = {
       "invalid_host",      "invalid_port",           "empty_allowlist",
       "explicit_deny",     "not_in_allowlist",       "port_not_allowed",

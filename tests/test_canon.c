@@ -1,5 +1,5 @@
 /*
- * Host canonicalization (DESIGN §4 steps 1-2) and the IP helpers under it.
+ * Host canonicalization (docs/check.md#canonical-hosts) and the IP helpers under it.
  *
  * The table holds hostile and ordinary spellings with the one result each
  * must have; the property tests then push random bytes through both entry

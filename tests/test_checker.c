@@ -4,9 +4,9 @@
  * CARES_HOSTS) for the names that reach resolution.
  *
  * Decision semantics for every reason reachable without DNS faults
- * (DESIGN §4-§5), monitor mode, events through the checker, audit_required,
+ * (docs/check.md), monitor mode, events through the checker, audit_required,
  * counters and Prometheus text, policy swap and reload (also under load),
- * and allocation failure driven through every N (STYLE 17).
+ * and allocation failure driven through every N.
  */
 #include "egress_private.h"
 #include "testutil.h"

@@ -1,5 +1,5 @@
 /*
- * The policy entry grammar (lib/entry.c, DESIGN §3): every accepted form with
+ * The policy entry grammar (lib/entry.c, docs/policy.md#entries): every accepted form with
  * every field checked, every error class with hostile variants, deny-list
  * port defaults, regex anchoring and fail-closed limits, allocation failure,
  * and random mutations of valid entries.

@@ -1,6 +1,6 @@
 /*
  * Decision events and sinks: golden CloudEvents JSON (tests/golden/, written
- * by hand from DESIGN §6/§7), the event schema, UUID v4 and RFC 3339 stamps,
+ * by hand from docs/events.md), the event schema, UUID v4 and RFC 3339 stamps,
  * UTF-8 sanitizing of hostile strings, and every sink with its failure
  * modes (EPIPE, ENOSPC, EBADF, EAGAIN, failing callbacks, unwritable paths,
  * concurrent writers).

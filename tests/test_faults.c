@@ -1,5 +1,5 @@
 /*
- * DNS fault matrix (issue 5): every way a DNS answer can go wrong, through
+ * DNS fault matrix: every way a DNS answer can go wrong, through
  * the real resolver path against our loopback responder.  Each case states
  * the outcome and reason the check must reach, and a time bound.  The test
  * prints the matrix it ran so the figures can be quoted.

@@ -1049,7 +1049,7 @@ static void test_large_answers(void) {
   egress_checker_free(f);
 }
 
-/* DESIGN §6a: answers are cached for their TTL, so a second check of the
+/* docs/runtime.md: answers are cached for their TTL, so a second check of the
  * same name inside the TTL asks the server nothing. */
 static void test_cache_answers_within_ttl(void) {
   egress_checker_t *c = make_checker("{\"egressAllowlist\":[\"*.example.com\"]}", NULL);

@@ -1,9 +1,9 @@
 /*
- * Special-purpose address table and classification (DESIGN section 4,
- * "Special-purpose addresses" and "Embedded IPv4").
+ * Special-purpose address table and classification (docs/special-ranges.md
+ * and docs/check.md#vetting-addresses, embedded IPv4).
  *
  * The expectations below are written out by hand from the IANA registries
- * (the CSVs in tools/data/) and the rules of DESIGN, independently of the generator:
+ * (the CSVs in tools/data/) and the rules of docs/special-ranges.md, independently of the generator:
  * the generated table must hold exactly these blocks, and classification is
  * compared with a brute-force reference over this list at every block edge
  * and at many pseudo-random addresses.
@@ -62,7 +62,7 @@ static const expect_block_t expected[] = {
   {"100::/64", false, false},
   {"100:0:0:1::/64", false, false},
   {"2001::/23", false, false},
-  {"2001::/32", false, false},        /* Teredo: N/A, special per DESIGN */
+  {"2001::/32", false, false},        /* Teredo: N/A, special here */
   {"2001:1::1/128", true, false},
   {"2001:1::2/128", true, false},
   {"2001:1::3/128", true, false},
@@ -73,7 +73,7 @@ static const expect_block_t expected[] = {
   {"2001:20::/28", false, false},     /* ORCHIDv2: identifiers, not routable */
   {"2001:30::/28", false, false},     /* DETs: ORCHIDv2-format identifiers */
   {"2001:db8::/32", false, false},
-  {"2002::/16", false, false},        /* 6to4: N/A, special per DESIGN */
+  {"2002::/16", false, false},        /* 6to4: N/A, special here */
   {"2620:4f:8000::/48", true, false},
   {"3fff::/20", false, false},
   {"5f00::/16", false, false},
@@ -760,7 +760,7 @@ static CU_TestInfo table_tests[] = {
 static CU_TestInfo classify_tests[] = {
   {"edges of every block", test_block_edges},
   {"random addresses against reference", test_random_against_reference},
-  {"DESIGN examples", test_design_examples},
+  {"documented examples", test_design_examples},
   {"open_len values", test_open_len},
   {"open_len means inside the range", test_open_len_means_inside},
   {"hostile input", test_hostile_input},

@@ -16,13 +16,13 @@ run the script again.  The output is deterministic (rows sorted by family,
 network address, then prefix length), which is also the order that
 lib/special.c relies on for its lookup.
 
-Reading of the registry (DESIGN section 4, "Special-purpose addresses"):
+Reading of the registry (docs/special-ranges.md):
 - "Globally Reachable" True means global, False means special-purpose.
 - A terminated block (termination date set, empty flag cells) is not global.
 - "N/A" (Teredo 2001::/32, 6to4 2002::/16: reachability depends on the
-  embedded IPv4 address) is treated as NOT global.  DESIGN names Teredo and
-  6to4 among the addresses the registry marks, and an egress control must
-  fail closed: such an address is usable only when an allowlist CIDR rule
+  embedded IPv4 address) is treated as NOT global.  Their reachability
+  depends on the IPv4 address they carry, and an egress control must fail
+  closed: such an address is usable only when an allowlist CIDR rule
   inside the range opens it, and its embedded IPv4 addresses are vetted on
   top of that (lib/special.c egress__embedded_ipv4).
 - Footnote marks ("192.0.0.0/24 [2]", "False [1]", "N/A [3]") are dropped;
@@ -45,7 +45,7 @@ holds the exceptions, each with its reason):
   the ORCHIDv2 format (RFC 9374 updates RFC 7343 for them), identifiers of
   the same kind.  Not global here.
 - Kept global, because they are routed on the Internet: 192.0.0.9/32 and
-  192.0.0.10/32 (anycast; DESIGN keeps them as the registry's exceptions)
+  192.0.0.10/32 (anycast; the registry's own exceptions)
   and their IPv6 counterparts 2001:1::1/128 and 2001:1::2/128, with
   2001:1::3/128 (DNS-SD SRP anycast, the same kind of service address);
   192.52.193.0/24 and 2001:3::/32 (AMT relay anycast, RFC 7450: announced
@@ -82,7 +82,7 @@ V6_CSV = "iana-ipv6-special-registry-1.csv"
 DEFAULT_OUTPUT = os.path.join(HERE, os.pardir, "lib", "special_table.c")
 
 # Whether a "Globally Reachable: N/A" row counts as global.  See the module
-# docstring: DESIGN lists Teredo and 6to4 as special-purpose, so no.
+# docstring: Teredo and 6to4 are special-purpose, so no.
 NA_IS_GLOBAL = False
 
 # (prefix, name, reference, synthetic).  All of them are not global.  A rule

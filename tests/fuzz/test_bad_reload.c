@@ -1,5 +1,5 @@
 /*
- * A reload with a bad policy keeps the old one (DESIGN 6a): every document
+ * A reload with a bad policy keeps the old one (docs/policy.md#refusal-is-whole): every document
  * of tests/policies/bad/ is given to egress_checker_reload_file and to
  * egress_policy_from_file; each must fail with a message, leave the policy
  * in force (same digest, same verdicts) and count a reload failure.

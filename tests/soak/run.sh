@@ -1,5 +1,5 @@
 #!/bin/sh
-# Run the libegress soak test (issue 5).
+# Run the libegress soak test.
 #
 #   tests/soak/run.sh [BUILD_DIR] [--checks N] [other egress-soak options]
 #

@@ -1,5 +1,5 @@
 /*
- * libegress soak test (issue 5).  Run with tests/soak/run.sh; see README.md.
+ * libegress soak test.  Run with tests/soak/run.sh; see README.md.
  *
  * Two worker threads drive one checker with a fixed number of checks drawn
  * from a mix of zone names, IP literals, hostile hosts, URLs and ports, while
