@@ -132,7 +132,7 @@ socklen_t egress__ip_sockaddr(const egress__ip_t *ip, uint16_t port,
                               egress__sockaddr_t *ss);
 
 /* ------------------------------------------------------------------------ */
-/* canon.c: host canonicalization (docs/check.md#canonical-hosts).       */
+/* canon.c: host canonicalization (docs/check.md#canonical-hosts).          */
 /* ------------------------------------------------------------------------ */
 typedef enum egress__host_kind {
   EGRESS__HOST_NAME = 0,
@@ -197,7 +197,7 @@ size_t egress__embedded_ipv4(const egress__ip_t *ip6, const egress__prefix_t *pr
                              size_t n_pref64, egress__ip_t out[2]);
 
 /* ------------------------------------------------------------------------ */
-/* entry.c: the entry grammar (docs/policy.md#entries).                  */
+/* entry.c: the entry grammar (docs/policy.md#entries).                     */
 /* ------------------------------------------------------------------------ */
 typedef enum egress__rule_kind {
   EGRESS__RULE_EXACT = 0,   /* api.example.com */
