@@ -46,6 +46,17 @@ void *egress__realloc(void *ptr, size_t size) {
   return realloc(ptr, size ? size : 1);
 }
 
+void *egress__aligned_calloc(size_t alignment, size_t size) {
+  if (should_fail()) return NULL;
+  /* aligned_alloc wants a size that is a multiple of the alignment. */
+  size_t rounded = (size ? size : 1) + alignment - 1;
+  if (rounded < size) return NULL;
+  rounded -= rounded % alignment;
+  void *p = aligned_alloc(alignment, rounded);
+  if (p) memset(p, 0, rounded);
+  return p;
+}
+
 void egress__free(void *ptr) { free(ptr); }
 
 char *egress__strndup(const char *s, size_t len) {
@@ -72,4 +83,9 @@ egress_status_t egress__errf(char *errbuf, size_t errlen, egress_status_t status
     va_end(ap);
   }
   return status;
+}
+
+const char *egress__strerror(int err, char *buf, size_t len) {
+  /* The GNU strerror_r (_GNU_SOURCE): returns the text, in buf or static. */
+  return strerror_r(err, buf, len);
 }

@@ -73,13 +73,9 @@ struct egress__cache {
 
 static atomic_ullong next_cache_id = 1;
 
-static double now_ms(void) {
-  struct timespec ts;
-  /* TTLs are whole seconds: the coarse clock is precise enough and costs a
-   * fraction of the fine one on the hot path. */
-  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-  return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
-}
+/* TTLs are whole seconds: the coarse clock is precise enough and costs a
+ * fraction of the fine one on the hot path. */
+static double now_ms(void) { return egress__mono_ms(true); }
 
 
 egress_status_t egress__cache_new(const egress_options_t *o, egress__cache_t **out) {
@@ -340,16 +336,16 @@ unsigned long egress__cache_front_hits(void) { return front_hits; }
 static pthread_key_t front_key;
 static pthread_once_t front_once = PTHREAD_ONCE_INIT;
 
-static void front_free(void *p) { free(p); }
+static void front_free(void *p) { egress__free(p); }
 static void front_key_init(void) { pthread_key_create(&front_key, front_free); }
 
 static front_table_t *front_table(void) {
   if (front) return front;
-  /* Plain calloc: this memory belongs to the thread, not to any checker,
-   * and is released by the key's destructor at thread exit. */
+  /* This memory belongs to the thread, not to any checker, and is released
+   * by the key's destructor at thread exit.  Without it a check goes to the
+   * shared cache, which is slower but still correct. */
   pthread_once(&front_once, front_key_init);
-  front = aligned_alloc(64, sizeof(*front));
-  if (front) memset(front, 0, sizeof(*front));
+  front = egress__aligned_calloc(64, sizeof(*front));
   if (front) pthread_setspecific(front_key, front);
   return front;
 }

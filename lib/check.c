@@ -12,11 +12,7 @@
 #include <string.h>
 #include <time.h>
 
-static double mono_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
-}
+static double mono_ms(void) { return egress__mono_ms(false); }
 
 /* Replace the message; short ones live in the decision itself.  NULL when
  * out of memory (readers then fall back to the reason's message). */

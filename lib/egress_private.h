@@ -49,6 +49,9 @@ extern const char egress__list_keys[EGRESS__LIST_COUNT][EGRESS__LIST_KEY_MAX];
 void *egress__malloc(size_t size);
 void *egress__calloc(size_t nmemb, size_t size);
 void *egress__realloc(void *ptr, size_t size);
+/* Zeroed memory aligned to @p alignment (a power of two), released with
+ * egress__free. */
+void *egress__aligned_calloc(size_t alignment, size_t size);
 void egress__free(void *ptr);
 char *egress__strndup(const char *s, size_t len);
 char *egress__strdup(const char *s);
@@ -63,6 +66,29 @@ long egress__alloc_count(void);
 egress_status_t egress__errf(char *errbuf, size_t errlen, egress_status_t status,
                              const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* alloc.c: strerror() for functions documented thread-safe (strerror may
+ * share one buffer between threads).  Returns @p buf or a static string. */
+const char *egress__strerror(int err, char *buf, size_t len);
+
+/* names.c: one unsigned decimal number filling s[0..len): digits only (no
+ * sign, no white space), at most @p max.  With @p leading_zeros false a
+ * number of more than one digit must not start with '0'.  Problems are
+ * reported in this order, so callers can name the first. */
+typedef enum egress__dec {
+  EGRESS__DEC_OK = 0,
+  EGRESS__DEC_EMPTY,
+  EGRESS__DEC_NOT_DIGITS,
+  EGRESS__DEC_LEADING_ZERO,
+  EGRESS__DEC_TOO_BIG
+} egress__dec_t;
+egress__dec_t egress__parse_decimal(const char *s, size_t len, bool leading_zeros, uint32_t max,
+                                    uint32_t *out);
+
+/* names.c: milliseconds of CLOCK_MONOTONIC, or of CLOCK_MONOTONIC_COARSE
+ * when @p coarse (a few ms of error, a fraction of the cost: enough for
+ * whole-second TTLs). */
+double egress__mono_ms(bool coarse);
 
 /* names.c: decimal digits of @p v at @p p, at least @p width of them (zero
  * padded); returns the end.  For strings built on the check path, where

@@ -164,23 +164,16 @@ static size_t count_byte(const char *s, size_t len, char ch) {
   return n;
 }
 
-/* Decimal number without sign or leading zeros, at most @p max. */
-static const char *parse_decimal(const char *s, size_t len, unsigned long max,
-                                 unsigned long *out, const char *const msg[4]) {
-  if (len == 0) return msg[0];
-  for (size_t i = 0; i < len; i++)
-    if (!is_digit(s[i])) return msg[1];
-  if (len > 1 && s[0] == '0') return msg[2];
-  if (len > 6) return msg[3];  /* long enough to exceed any max used here */
-  unsigned long v = 0;
-  for (size_t i = 0; i < len; i++) v = v * 10 + (unsigned long)(s[i] - '0');
-  if (v > max) return msg[3];
-  *out = v;
-  return NULL;
+/* Decimal number without sign or leading zeros, at most @p max; msg[] names
+ * an empty, non-digit, zero-led and too large number. */
+static const char *parse_decimal(const char *s, size_t len, uint32_t max, uint32_t *out,
+                                 const char *const msg[4]) {
+  egress__dec_t r = egress__parse_decimal(s, len, false, max, out);
+  return r == EGRESS__DEC_OK ? NULL : msg[r - 1];
 }
 
 static const char *parse_port(const char *s, size_t len, uint16_t *out) {
-  unsigned long v = 0;
+  uint32_t v = 0;
   static const char *const msg[4] = {
       "empty port", "invalid port (a port is decimal 1-65535, a range N-M or '*')",
       "port must not have leading zeros", "port out of range 1-65535"};
@@ -218,7 +211,7 @@ static const char *parse_port_spec(const char *s, size_t len, uint16_t *lo,
 
 static const char *parse_prefix_len(const char *s, size_t len, unsigned max,
                                     uint8_t *out) {
-  unsigned long v = 0;
+  uint32_t v = 0;
   static const char *const msg4[4] = {
       "missing CIDR prefix length", "invalid CIDR prefix length (decimal digits only)",
       "CIDR prefix length must not have leading zeros",

@@ -6,6 +6,7 @@
 #include "egress_private.h"
 
 #include <string.h>
+#include <time.h>
 
 const char *egress_status_name(egress_status_t status) {
   switch (status) {
@@ -158,4 +159,25 @@ size_t egress__utf8_seq(const unsigned char *s, size_t len, size_t *bad) {
     }
   }
   return need;
+}
+
+egress__dec_t egress__parse_decimal(const char *s, size_t len, bool leading_zeros, uint32_t max,
+                                    uint32_t *out) {
+  if (len == 0) return EGRESS__DEC_EMPTY;
+  for (size_t i = 0; i < len; i++)
+    if (s[i] < '0' || s[i] > '9') return EGRESS__DEC_NOT_DIGITS;
+  if (!leading_zeros && len > 1 && s[0] == '0') return EGRESS__DEC_LEADING_ZERO;
+  uint64_t v = 0;
+  for (size_t i = 0; i < len; i++) {
+    v = v * 10 + (uint64_t)(s[i] - '0');
+    if (v > max) return EGRESS__DEC_TOO_BIG;   /* also stops any overflow */
+  }
+  *out = (uint32_t)v;
+  return EGRESS__DEC_OK;
+}
+
+double egress__mono_ms(bool coarse) {
+  struct timespec ts;
+  clock_gettime(coarse ? CLOCK_MONOTONIC_COARSE : CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
 }

@@ -67,6 +67,7 @@ egress_status_t egress_options_set_mixed(egress_options_t *opts, egress_mixed_t 
 
 egress_status_t egress_options_set_dns_servers(egress_options_t *opts, const char *servers) {
   if (!opts) return EGRESS_EINVAL;
+  /* Validated by egress_checker_new, whose errbuf can name the entry. */
   return replace_string(&opts->dns_servers, servers && *servers ? servers : NULL);
 }
 
@@ -106,17 +107,13 @@ egress_status_t egress_options_add_pref64(egress_options_t *opts, const char *pr
   memset(&p, 0, sizeof p);
   if (!egress__ip6_parse(prefix, (size_t)(slash - prefix), &p.addr)) return EGRESS_EINVAL;
   const char *len = slash + 1;
-  int bits = 0;
-  if (!*len || strlen(len) > 3) return EGRESS_EINVAL;
-  for (const char *c = len; *c; c++) {
-    if (*c < '0' || *c > '9') return EGRESS_EINVAL;
-    bits = bits * 10 + (*c - '0');
-  }
+  uint32_t bits = 0;
+  if (egress__parse_decimal(len, strlen(len), false, 128, &bits) != EGRESS__DEC_OK) return EGRESS_EINVAL;
+  /* The RFC 6052 prefix lengths. */
   if (bits != 32 && bits != 40 && bits != 48 && bits != 56 && bits != 64 && bits != 96)
     return EGRESS_EINVAL;
-  if (len[0] == '0') return EGRESS_EINVAL;
   p.len = (uint8_t)bits;
-  for (int b = bits; b < 128; b++)
+  for (uint32_t b = bits; b < 128; b++)
     if (p.addr.bytes[b / 8] & (0x80 >> (b % 8))) return EGRESS_EINVAL;
   opts->pref64[opts->n_pref64++] = p;
   return EGRESS_OK;

@@ -348,8 +348,9 @@ static egress_status_t read_file(const char *path, char **data, size_t *len, cha
   *len = 0;
   if (!path) return egress__errf(errbuf, errlen, EGRESS_EINVAL, "path is NULL");
   int fd = open(path, O_RDONLY | O_CLOEXEC);
+  char ebuf[128];
   if (fd < 0)
-    return egress__errf(errbuf, errlen, EGRESS_EIO, "%s: %s", path, strerror(errno));
+    return egress__errf(errbuf, errlen, EGRESS_EIO, "%s: %s", path, egress__strerror(errno, ebuf, sizeof ebuf));
   for (;;) {
     if (used == cap) {
       if (cap >= POLICY_MAX_BYTES) {
@@ -368,7 +369,7 @@ static egress_status_t read_file(const char *path, char **data, size_t *len, cha
     ssize_t n = read(fd, buf + used, cap - used);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
-      st = egress__errf(errbuf, errlen, EGRESS_EIO, "%s: %s", path, strerror(errno));
+      st = egress__errf(errbuf, errlen, EGRESS_EIO, "%s: %s", path, egress__strerror(errno, ebuf, sizeof ebuf));
       goto fail;
     }
     if (n == 0) break;

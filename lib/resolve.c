@@ -38,11 +38,7 @@ static int library_status = ARES_SUCCESS;
 
 static void library_init(void) { library_status = ares_library_init(ARES_LIB_INIT_ALL); }
 
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
-}
+static double now_ms(void) { return egress__mono_ms(false); }
 
 static int channel_new(const egress__resolver_t *r, ares_channel *out) {
   struct ares_options o;
@@ -77,17 +73,18 @@ static int channel_new(const egress__resolver_t *r, ares_channel *out) {
   return st;
 }
 
-/* Accept only IP[:PORT] and [IPv6]:PORT items: c-ares would otherwise take
- * some forms we do not want to promise. */
-static bool servers_valid(const char *csv, const char **why) {
+bool egress__dns_servers_valid(const char *csv, const char **why, size_t *bad, size_t *bad_len) {
   const char *p = csv;
+  *bad = *bad_len = 0;
   if (!*p) {
     *why = "empty DNS server list";
     return false;
   }
-  while (*p) {
+  for (;;) {
     const char *end = strchr(p, ',');
     size_t len = end ? (size_t)(end - p) : strlen(p);
+    *bad = (size_t)(p - csv);
+    *bad_len = len;
     char item[80];
     egress__ip_t ip;
     if (len == 0 || len >= sizeof item) {
@@ -132,19 +129,17 @@ static bool servers_valid(const char *csv, const char **why) {
         }
       }
     }
+    uint32_t v = 0;
     if (port) {
-      char *endp = NULL;
-      errno = 0;
-      long v = strtol(port, &endp, 10);
-      if (!*port || *endp || errno || v < 1 || v > 65535 || port[0] == '+' || port[0] == '-') {
+      /* Digits only: strtol() would also take " 53" and "+53". */
+      if (egress__parse_decimal(port, strlen(port), true, 65535, &v) != EGRESS__DEC_OK || v == 0) {
         *why = "DNS server port must be 1-65535";
         return false;
       }
     }
-    p += len;
-    if (*p == ',') p++;
+    if (!end) return true;
+    p = end + 1;   /* a trailing ',' leaves an empty last entry: refused */
   }
-  return true;
 }
 
 egress_status_t egress__resolver_new(const egress_options_t *opts, egress__resolver_t **out,
@@ -161,8 +156,10 @@ egress_status_t egress__resolver_new(const egress_options_t *opts, egress__resol
   r->timeout_ms = opts ? opts->timeout_ms : 2000;
   if (opts && opts->dns_servers && opts->dns_servers[0]) {
     const char *why = NULL;
-    if (!servers_valid(opts->dns_servers, &why)) {
-      st = egress__errf(errbuf, errlen, EGRESS_EINVAL, "DNS servers \"%.200s\": %s", opts->dns_servers, why);
+    size_t bad, bad_len;
+    if (!egress__dns_servers_valid(opts->dns_servers, &why, &bad, &bad_len)) {
+      st = egress__errf(errbuf, errlen, EGRESS_EINVAL, "DNS server \"%.*s\": %s",
+                        (int)(bad_len < 200 ? bad_len : 200), opts->dns_servers + bad, why);
       goto fail;
     }
     if (!(r->servers = egress__strdup(opts->dns_servers))) goto fail;

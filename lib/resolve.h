@@ -82,4 +82,12 @@ egress_status_t egress__cache_resolve(egress__cache_t *c, egress__resolver_t *r,
 /* Answers this thread took from its own front copy (tests only). */
 unsigned long egress__cache_front_hits(void);
 
+/* Whether @p csv is a list the options promise to take: "IP[:PORT]" and
+ * "[IPv6]:PORT" entries separated by single commas, every entry an address
+ * in strict form, every port decimal 1-65535.  c-ares would otherwise
+ * take forms we do not want to promise (" 53", "+53", empty entries).  On
+ * false, *why is a static message and csv[*bad .. *bad + *bad_len) the
+ * entry it is about. */
+bool egress__dns_servers_valid(const char *csv, const char **why, size_t *bad, size_t *bad_len);
+
 #endif

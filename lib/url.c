@@ -193,12 +193,10 @@ static const char *parse_url(const char *url, url_parts_t *u, bool *nomem) {
   u->port = default_port;
   if (port_text) {
     if (port_len == 0 || port_len > 5) return "URL port must be 1-65535";
-    int32_t v = 0;
-    for (size_t k = 0; k < port_len; k++) {
-      if (port_text[k] < '0' || port_text[k] > '9') return "URL port must be decimal digits";
-      v = v * 10 + (port_text[k] - '0');
-    }
-    u->port = v;   /* range is judged by the check as invalid_port */
+    uint32_t v = 0;
+    if (egress__parse_decimal(port_text, port_len, true, 99999, &v) != EGRESS__DEC_OK)
+      return "URL port must be decimal digits";
+    u->port = (int32_t)v;   /* range is judged by the check as invalid_port */
   }
   size_t path_end = auth_end;
   while (path_end < len && url[path_end] != '?' && url[path_end] != '#') path_end++;

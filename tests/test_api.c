@@ -5,6 +5,7 @@
  * values outside their documented ranges.
  */
 #include "egress_private.h"
+#include "resolve.h"
 #include "testutil.h"
 
 #include <stdio.h>
@@ -629,6 +630,48 @@ static void test_option_ranges(void) {
   egress_options_free(o);
 }
 
+/* A DNS server list is refused whole, naming the entry: c-ares would take
+ * " 53", "+53" and empty entries its own way. */
+static void test_dns_servers_validated(void) {
+  static const char *const hostile[] = {
+      "127.0.0.1: 53",     "127.0.0.1:+53",       "127.0.0.1:-53",      " 127.0.0.1",
+      "127.0.0.1 ",        "127.0.0.1,",          ",127.0.0.1",         "127.0.0.1,,[::1]:53",
+      "127.0.0.01",        "0x7f.0.0.1",          "127.0.0.1:053x",     "[::1]:",
+      "[::1]x",            "[127.0.0.1]:53",      "fe80::1%eth0",       "[fe80::1%eth0]:53",
+      "127.0.0.1:99999999999999999999", "127.0.0.1:53:54", "127.0.0.1\n", "localhost:53",
+      "127.0.0.1:53,bogus"};
+  egress_policy_t *p = small_policy();
+  char err[EGRESS_ERRBUF_SIZE];
+  for (size_t i = 0; i < sizeof hostile / sizeof *hostile; i++) {
+    egress_options_t *o = NULL;
+    CU_ASSERT_FATAL(egress_options_new(&o) == EGRESS_OK);
+    egress_status_t st = egress_options_set_dns_servers(o, hostile[i]);
+    egress_checker_t *c = NULL;
+    if (st == EGRESS_OK) {
+      err[0] = '\0';
+      st = egress_checker_new(p, o, &c, err, sizeof err);
+      CU_ASSERT_PTR_NOT_NULL(strstr(err, "DNS server \""));
+    }
+    if (st != EGRESS_EINVAL) printf("\naccepted DNS servers \"%s\"\n", hostile[i]);
+    CU_ASSERT_EQUAL(st, EGRESS_EINVAL);
+    egress_checker_free(c);
+    egress_options_free(o);
+  }
+  egress_policy_unref(p);
+  static const char *const good[] = {"127.0.0.1", "127.0.0.1:53", "[::1]:53", "::1",
+                                     "10.0.0.1:053,[2001:db8::1]:5353,192.0.2.1"};
+  const char *why = NULL;
+  size_t bad = 0, len = 0;
+  for (size_t i = 0; i < sizeof good / sizeof *good; i++)
+    CU_ASSERT_TRUE(egress__dns_servers_valid(good[i], &why, &bad, &len));
+  /* The refusal names the entry it is about. */
+  const char *list = "127.0.0.1,[::1]:53,10.0.0.1:+5,192.0.2.1";
+  CU_ASSERT_FALSE(egress__dns_servers_valid(list, &why, &bad, &len));
+  CU_ASSERT_EQUAL(bad, 19);
+  CU_ASSERT_EQUAL(len, 11);
+  CU_ASSERT_PTR_NOT_NULL(why);
+}
+
 static void test_bad_options_refuse_checker(void) {
   egress_policy_t *p = small_policy();
   char err[EGRESS_ERRBUF_SIZE];
@@ -715,6 +758,7 @@ static CU_TestInfo null_tests[] = {
 static CU_TestInfo option_tests[] = {
     {"setter ranges", test_option_ranges},
     {"bad options refuse the checker", test_bad_options_refuse_checker},
+    {"DNS server lists are validated when set, refused whole", test_dns_servers_validated},
     {"options are copied", test_options_copied},
     CU_TEST_INFO_NULL,
 };
