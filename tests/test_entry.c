@@ -761,7 +761,10 @@ static void test_regex_limit_fails_closed(void) {
   }
   double dt = now_s() - t0;
   printf("\n  catastrophic patterns: %d limit hits, %.3f s\n", hits, dt);
-  CU_ASSERT(dt < 5.0);
+  /* The match limit bounds the work, not the wall clock of a shared machine:
+   * under valgrind (which the test setup runs with the JIT off) every
+   * instruction costs tens of times more, so the bound scales with it. */
+  CU_ASSERT(dt < (getenv("EGRESS_PCRE2_NO_JIT") ? 60.0 : 5.0));
   /* The canonical example must actually exercise the limit path. */
   CU_ASSERT(rx("re:^(a+)+$", D, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!"));
   CU_ASSERT(!rx("re:^(a+)+$", A, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!"));
