@@ -14,72 +14,42 @@
 
 static double mono_ms(void) { return egress__mono_ms(false); }
 
-/* Replace the message; short ones live in the decision itself.  NULL when
- * out of memory (readers then fall back to the reason's message). */
-static void set_message(egress_decision_t *d, const char *text, size_t n) {
-  egress__decision_drop_message(d);
-  if (n < sizeof d->inline_message) {
-    memcpy(d->inline_message, text, n);
-    d->inline_message[n] = '\0';
-    d->message = d->inline_message;
-  } else {
-    d->message = egress__strndup(text, n);
+/* Set the result and what its message will say (add_text writes it). */
+static void decide(egress_decision_t *d, egress_outcome_t outcome, egress_reason_t reason,
+                   const egress__rule_t *rule, egress__msg_t msg) {
+  d->v.outcome = outcome;
+  d->v.reason = reason;
+  d->v.msg = msg;
+  if (rule) {
+    d->v.has_rule = true;
+    d->v.rule_list = rule->list;
+    d->v.rule_index = rule->index;
+    d->v.rule = rule;
   }
 }
 
-/* Set the result.  When the message cannot be allocated the decision still
- * says what it should, without text. */
-static void decide(egress_decision_t *d, egress_outcome_t outcome, egress_reason_t reason,
-                   const egress__rule_t *rule, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
-
-static void decide(egress_decision_t *d, egress_outcome_t outcome, egress_reason_t reason,
-                   const egress__rule_t *rule, const char *fmt, ...) {
-  d->outcome = outcome;
-  d->reason = reason;
-  if (rule) {
-    d->has_rule = true;
-    d->rule_list = rule->list;
-    d->rule_index = rule->index;
-  }
-  if (d->lean) return;
-  if (rule) {
-    if (d->borrowed) {
-      d->rule_text = (char *)rule->text;   /* the policy outlives the decision's use */
-    } else {
-      egress__free(d->rule_text);
-      d->rule_text = egress__strdup(rule->text);
-    }
-  }
-  if (d->borrow) return;   /* event only: no message */
-  egress__decision_drop_message(d);
-  if (fmt) {
-    char buf[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    set_message(d, buf, n < 0 ? 0 : (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
-  }
+/* Keep a string the message names past the end of its owner's life (the
+ * vetting's, the DNS answer's).  Cut to the buffer: the message cuts
+ * sooner. */
+static void keep_detail(egress_decision_t *d, const char *s) {
+  size_t n = strnlen(s, sizeof d->detail - 1);
+  memcpy(d->detail, s, n);
+  d->detail[n] = '\0';
 }
 
 static bool add_address(egress_decision_t *d, const egress__ip_t *ip, int32_t ttl, size_t cap) {
-  if (!d->addrs) {
+  if (!d->v.addrs) {
     if (cap <= sizeof d->inline_addrs / sizeof d->inline_addrs[0])
-      d->addrs = d->inline_addrs;
-    else if (!(d->addrs = egress__calloc(cap, sizeof(*d->addrs))))
+      d->v.addrs = d->inline_addrs;
+    else if (!(d->v.addrs = egress__calloc(cap, sizeof(*d->v.addrs))))
       return false;
   }
-  egress__addr_verdict_t *a = &d->addrs[d->naddrs++];
+  egress__addr_verdict_t *a = &d->v.addrs[d->v.naddrs++];
   a->ip = *ip;
   a->ttl = ttl;
   a->verdict = EGRESS_VERDICT_DENY;
   a->reason = EGRESS_REASON_INTERNAL_ERROR;
-  if (d->lean) return true;
-  egress__ip_format(ip, a->text, sizeof a->text);
-  uint16_t port = (uint16_t)(d->port > 0 && d->port < 65536 ? d->port : 0);
-  a->sa_len = egress__ip_sockaddr(ip, port, &a->sa);
-  return true;
+  return true;   /* text and sockaddr: add_text */
 }
 
 static const char *scheme_name(egress__scheme_t scheme) {
@@ -96,38 +66,14 @@ static const egress__rule_t *rule_for(const egress_policy_t *p, const egress__ho
 }
 
 /* Denied because no entry for this host and port takes the URL. */
-static void deny_url(egress_decision_t *d, const egress__rule_t *found, const egress__url_ctx_t *u,
-                     uint16_t port, bool scheme_only) {
-  if (scheme_only)
-    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NOT_IN_ALLOWLIST, found,
-           "%s:%u is allowed only for URLs of another scheme, not %s", d->host.text, port,
-           scheme_name(u->scheme));
-  else
-    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NOT_IN_ALLOWLIST, found,
-           "path %.200s is outside every allowlist entry for %s", u->path, d->host.text);
+static void deny_url(egress_decision_t *d, const egress__rule_t *found, bool scheme_only) {
+  decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NOT_IN_ALLOWLIST, found,
+         scheme_only ? EGRESS__MSG_OTHER_SCHEME : EGRESS__MSG_PATH_OUTSIDE);
 }
 
 static char *put_text(char *p, const char *s, size_t n) {
   memcpy(p, s, n);
   return p + n;
-}
-
-/* The allowed message, "allowed by egressAllowlist[N]", built by hand: it
- * is the message of nearly every check. */
-static void allowed_message(egress_decision_t *d, const egress__rule_t *rule, bool filtered) {
-  static const char head[] = "allowed by ";
-  static const char tail[] = " (forbidden addresses filtered out)";
-  const char *key = egress__list_keys[EGRESS_LIST_ALLOW];
-  if (d->lean || d->borrow) return;
-  char buf[sizeof head + EGRESS__LIST_KEY_MAX + sizeof tail + 24];
-  char *p = put_text(buf, head, sizeof head - 1);
-  p = put_text(p, key, strlen(key));
-  *p++ = '[';
-  p = egress__put_uint(p, rule->index, 1);
-  *p++ = ']';
-  if (filtered) p = put_text(p, tail, sizeof tail - 1);
-  *p = '\0';
-  set_message(d, buf, (size_t)(p - buf));
 }
 
 static void check_literal(const egress_policy_t *p, const egress_options_t *o,
@@ -136,15 +82,16 @@ static void check_literal(const egress_policy_t *p, const egress_options_t *o,
   egress__match_t m;
   egress__vet_t v;
   if (!add_address(d, ip, -1, 1)) {
-    decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL, NULL);
+    decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL,
+           EGRESS__MSG_NONE);
     return;
   }
-  egress__addr_verdict_t *a = &d->addrs[0];
+  egress__addr_verdict_t *a = &d->v.addrs[0];
   egress__vet_address(p, o->pref64, o->n_pref64, ip, port, &v);
   if (v.reason == EGRESS_REASON_EXPLICIT_DENY) {
     a->reason = v.reason;
-    decide(d, EGRESS_OUTCOME_DENIED, v.reason, v.rule, "%s is in the deny list%s%s", d->host.text,
-           v.detail[0] ? ": " : "", v.detail);
+    keep_detail(d, v.detail);
+    decide(d, EGRESS_OUTCOME_DENIED, v.reason, v.rule, EGRESS__MSG_LITERAL_DENIED);
     return;
   }
   egress__match_ip(p->matcher[EGRESS_LIST_ALLOW], ip, port, 0, &m);
@@ -163,27 +110,25 @@ static void check_literal(const egress_policy_t *p, const egress_options_t *o,
       if (there.reason == EGRESS_REASON_NONE && mt.allowing)
         elsewhere = there.opener ? there.opener : mt.allowing;
     }
-    if (elsewhere)
+    if (elsewhere) {
       decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_PORT_NOT_ALLOWED, elsewhere,
-             "%s is allowed only on other ports, not %u", d->host.text, port);
-    else
-      decide(d, EGRESS_OUTCOME_DENIED, v.reason, NULL,
-             "%s is a special-purpose address (%s) not opened on port %u by a CIDR rule inside its "
-             "range",
-             d->host.text, v.detail, port);
-    a->reason = d->reason;
+             EGRESS__MSG_OTHER_PORTS);
+    } else {
+      keep_detail(d, v.detail);
+      decide(d, EGRESS_OUTCOME_DENIED, v.reason, NULL, EGRESS__MSG_SPECIAL_PURPOSE);
+    }
+    a->reason = d->v.reason;
     return;
   }
   if (!m.any) {
     a->reason = EGRESS_REASON_NOT_IN_ALLOWLIST;
     decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NOT_IN_ALLOWLIST, NULL,
-           "IP address %s is not inside any allowlist CIDR rule", d->host.text);
+           EGRESS__MSG_LITERAL_OUTSIDE);
     return;
   }
   if (!m.allowing) {
     a->reason = EGRESS_REASON_PORT_NOT_ALLOWED;
-    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_PORT_NOT_ALLOWED, m.any,
-           "%s is allowed only on other ports, not %u", d->host.text, port);
+    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_PORT_NOT_ALLOWED, m.any, EGRESS__MSG_OTHER_PORTS);
     return;
   }
   /* A special-purpose address was let through by the rule that names its
@@ -195,59 +140,30 @@ static void check_literal(const egress_policy_t *p, const egress_options_t *o,
   const egress__rule_t *by_url = rule_for(p, &d->host, port, v.open_len, m.allowing, url, &scheme_only);
   if (!by_url) {
     a->reason = EGRESS_REASON_NOT_IN_ALLOWLIST;
-    deny_url(d, m.allowing, url, port, scheme_only);
+    deny_url(d, m.allowing, scheme_only);
     return;
   }
-  m.allowing = by_url;
   a->verdict = EGRESS_VERDICT_ALLOW;
   a->reason = EGRESS_REASON_NONE;
-  decide(d, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE, m.allowing, NULL);
-  allowed_message(d, m.allowing, false);
+  decide(d, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE, by_url, EGRESS__MSG_ALLOWED);
 }
-
-/* "host:port:addr,[v6addr]" for CURLOPT_RESOLVE: the vetted addresses only. */
-static bool build_curl_resolve(egress_decision_t *d, uint16_t port) {
-  size_t cap = d->host.len + 8 + d->naddrs * (EGRESS__IPSTR_MAX + 3);
-  char *s = cap <= sizeof d->inline_curl ? d->inline_curl : egress__malloc(cap);
-  if (!s) return false;
-  char *p = put_text(s, d->host.text, d->host.len);
-  *p++ = ':';
-  p = egress__put_uint(p, port, 1);
-  *p++ = ':';
-  bool first = true;
-  for (size_t i = 0; i < d->naddrs; i++) {
-    const egress__addr_verdict_t *a = &d->addrs[i];
-    if (a->verdict != EGRESS_VERDICT_ALLOW) continue;
-    if (!first) *p++ = ',';
-    if (a->ip.family == 6) *p++ = '[';
-    p = put_text(p, a->text, strlen(a->text));
-    if (a->ip.family == 6) *p++ = ']';
-    first = false;
-  }
-  *p = '\0';
-  d->curl_resolve = s;
-  return true;
-}
-
 
 static void check_name(egress_checker_t *c, const egress_policy_t *p, egress_decision_t *d,
                        uint16_t port, const egress__url_ctx_t *url) {
   egress__match_t m;
   egress__match_name(p->matcher[EGRESS_LIST_ALLOW], d->host.text, d->host.len, port, &m);
   if (!m.any) {
-    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NOT_IN_ALLOWLIST, NULL,
-           "%s matches no allowlist entry", d->host.text);
+    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NOT_IN_ALLOWLIST, NULL, EGRESS__MSG_NO_ALLOW_ENTRY);
     return;
   }
   if (!m.allowing) {
-    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_PORT_NOT_ALLOWED, m.any,
-           "%s is allowed only on other ports, not %u", d->host.text, port);
+    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_PORT_NOT_ALLOWED, m.any, EGRESS__MSG_OTHER_PORTS);
     return;
   }
   bool scheme_only;
   const egress__rule_t *rule = rule_for(p, &d->host, port, 0, m.allowing, url, &scheme_only);
   if (!rule) {
-    deny_url(d, m.allowing, url, port, scheme_only);
+    deny_url(d, m.allowing, scheme_only);
     return;
   }
 
@@ -258,22 +174,23 @@ static void check_name(egress_checker_t *c, const egress_policy_t *p, egress_dec
   egress__count_add(c, EGRESS_COUNTER_CACHE_HITS, cs.hits);
   egress__count_add(c, EGRESS_COUNTER_CACHE_MISSES, cs.misses);
   egress__count_add(c, EGRESS_COUNTER_DNS_QUERIES, cs.queries);
-  d->dns_ms = ans.cached ? 0 : ans.ms;
+  d->v.dns_ms = ans.cached ? 0 : ans.ms;
+  /* The resolver's details are static strings: they outlive the answer. */
+  d->v.detail_static = ans.detail;
   if (st != EGRESS_OK || ans.result == EGRESS__DNS_NOMEM) {
     egress__count(c, EGRESS_COUNTER_DNS_FAILURES);
     decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, rule,
-           "out of memory while resolving %s", d->host.text);
+           EGRESS__MSG_DNS_NOMEM);
     goto done;
   }
   if (ans.result == EGRESS__DNS_NO_SUCH_HOST) {
-    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NO_SUCH_HOST, rule, "%s: %s", d->host.text,
-           ans.detail ? ans.detail : "no address");
+    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NO_SUCH_HOST, rule, EGRESS__MSG_NO_SUCH_HOST);
     goto done;
   }
   if (ans.result != EGRESS__DNS_OK) {
     egress__count(c, EGRESS_COUNTER_DNS_FAILURES);
     decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_DNS_UNAVAILABLE, rule,
-           "resolving %s failed: %s", d->host.text, ans.detail ? ans.detail : "DNS error");
+           EGRESS__MSG_DNS_FAILED);
     goto done;
   }
 
@@ -293,72 +210,164 @@ static void check_name(egress_checker_t *c, const egress_policy_t *p, egress_dec
         egress__ip_t ip = ans.ips[i];
         egress__ip_unmap(&ip);
         if (!add_address(d, &ip, ans.ttls[i], ans.n)) {
-          decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, rule, NULL);
+          decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, rule,
+                 EGRESS__MSG_NONE);
           goto done;
         }
-        d->addrs[d->naddrs - 1].reason = EGRESS_REASON_EXPLICIT_DENY;
+        d->v.addrs[d->v.naddrs - 1].reason = EGRESS_REASON_EXPLICIT_DENY;
       }
+      keep_detail(d, alias);
       decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_EXPLICIT_DENY, dm.allowing,
-             "%s is an alias of %.253s (CNAME), which matches deny-list entry %zu", d->host.text, alias,
-             dm.allowing->index);
+             EGRESS__MSG_ALIAS_DENIED);
       goto done;
     }
     off += alen + 1;
   }
 
   size_t passed = 0;
-  const egress__addr_verdict_t *first_bad = NULL;
-  egress__vet_t first_bad_v;
+  bool filtered = false;
+  const egress__rule_t *bad_rule = rule;   /* the deny rule, when one forbids */
   for (size_t i = 0; i < ans.n; i++) {
     egress__ip_t ip = ans.ips[i];
     egress__ip_unmap(&ip);
     if (!add_address(d, &ip, ans.ttls[i], ans.n)) {
-      decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, rule, NULL);
+      decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, rule,
+             EGRESS__MSG_NONE);
       goto done;
     }
-    egress__addr_verdict_t *a = &d->addrs[d->naddrs - 1];
+    egress__addr_verdict_t *a = &d->v.addrs[d->v.naddrs - 1];
     egress__vet_t v;
     egress__vet_address(p, c->opts.pref64, c->opts.n_pref64, &ip, port, &v);
     a->reason = v.reason;
     if (v.reason == EGRESS_REASON_NONE) {
       a->verdict = EGRESS_VERDICT_ALLOW;
       passed++;
-    } else if (!first_bad) {
-      first_bad = a;
-      first_bad_v = v;
+    } else if (!filtered) {
+      filtered = true;
+      d->v.bad_addr = d->v.naddrs - 1;
+      d->v.bad_reason = v.reason;
+      keep_detail(d, v.detail);
+      if (v.reason == EGRESS_REASON_EXPLICIT_DENY) bad_rule = v.rule;
     }
   }
-  if (first_bad && (c->opts.mixed == EGRESS_MIXED_DENY || passed == 0)) {
+  if (filtered && (c->opts.mixed == EGRESS_MIXED_DENY || passed == 0)) {
     /* Deny-if-any: no address of this answer may be used. */
-    for (size_t i = 0; i < d->naddrs; i++)
-      if (d->addrs[i].verdict == EGRESS_VERDICT_ALLOW) d->addrs[i].verdict = EGRESS_VERDICT_DENY;
-    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_RESOLVED_ADDRESS_FORBIDDEN,
-           first_bad_v.reason == EGRESS_REASON_EXPLICIT_DENY ? first_bad_v.rule : rule,
-           "%s resolved to forbidden address %s (%s%s%s)", d->host.text, first_bad->text,
-           egress_reason_name(first_bad_v.reason), first_bad_v.detail[0] ? ": " : "",
-           first_bad_v.detail);
+    for (size_t i = 0; i < d->v.naddrs; i++)
+      if (d->v.addrs[i].verdict == EGRESS_VERDICT_ALLOW) d->v.addrs[i].verdict = EGRESS_VERDICT_DENY;
+    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_RESOLVED_ADDRESS_FORBIDDEN, bad_rule,
+           EGRESS__MSG_RESOLVED_FORBIDDEN);
     goto done;
   }
-  if (!d->lean && !d->borrow && !build_curl_resolve(d, port)) {
-    decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, rule, NULL);
-    goto done;
-  }
-  decide(d, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE, rule, NULL);
-  allowed_message(d, rule, first_bad != NULL);
+  decide(d, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE, rule,
+         filtered ? EGRESS__MSG_ALLOWED_FILTERED : EGRESS__MSG_ALLOWED);
 done:
   egress__answer_clear(&ans);
+}
+
+/* Everything up to the verdict; never allocates the decision itself. */
+static void check_into(egress_checker_t *c, const egress_policy_t *p, egress_decision_t *d,
+                       const char *host, int32_t port, const egress__url_ctx_t *url) {
+  const char *why = NULL;
+  egress__match_t m;
+  if (url && url->nomem) {
+    decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL,
+           EGRESS__MSG_NONE);
+    return;
+  }
+  if (url && url->invalid) {
+    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_INVALID_HOST, NULL, EGRESS__MSG_INVALID_URL);
+    return;
+  }
+  if (port < 1 || port > 65535) {
+    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_INVALID_PORT, NULL, EGRESS__MSG_INVALID_PORT);
+    return;
+  }
+  if (!host) {
+    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_INVALID_HOST, NULL, EGRESS__MSG_HOST_NULL);
+    return;
+  }
+  egress_status_t st = egress__canon_host(host, strlen(host), &d->host, &why);
+  if (st == EGRESS_ENOMEM) {
+    decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL,
+           EGRESS__MSG_NONE);
+    return;
+  }
+  if (st != EGRESS_OK) {
+    d->v.detail_static = why;   /* canonicalization's reasons are static */
+    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_INVALID_HOST, NULL, EGRESS__MSG_INVALID_HOST);
+    return;
+  }
+  d->v.has_host = true;
+  uint16_t p16 = (uint16_t)port;
+  if (d->host.kind == EGRESS__HOST_NAME) {
+    egress__match_name(p->matcher[EGRESS_LIST_DENY], d->host.text, d->host.len, p16, &m);
+    if (m.allowing) {
+      decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_EXPLICIT_DENY, m.allowing, EGRESS__MSG_DENY_ENTRY);
+      return;
+    }
+  }
+  /* IP literals meet the deny list inside check_literal's vetting. */
+  if (p->nrules[EGRESS_LIST_ALLOW] == 0) {
+    /* The deny list still wins for literals: report it when it applies. */
+    if (d->host.kind != EGRESS__HOST_NAME) {
+      egress__match_ip(p->matcher[EGRESS_LIST_DENY], &d->host.ip, p16, 0, &m);
+      if (m.allowing) {
+        decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_EXPLICIT_DENY, m.allowing,
+               EGRESS__MSG_DENY_ENTRY);
+        return;
+      }
+    }
+    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_EMPTY_ALLOWLIST, NULL, EGRESS__MSG_EMPTY_ALLOWLIST);
+    return;
+  }
+  if (d->host.kind == EGRESS__HOST_NAME)
+    check_name(c, p, d, p16, url);
+  else
+    check_literal(p, &c->opts, d, p16, url);
+}
+
+
+/* ------------------------------------------------------------------------ */
+/* Text, made after the check and only for someone who reads it.             */
+/* ------------------------------------------------------------------------ */
+
+/* Messages are cut to what fits here, as they always were. */
+#define MSG_PRINTF_MAX 512
+/* The invalid-host message may be longer: the host is cut, then escaped. */
+#define MSG_BUF_MAX (MSG_PRINTF_MAX + EGRESS__REPORT_HOST_MAX * 4 + EGRESS__REPORT_MARK_MAX)
+
+static size_t print_message(char *buf, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static size_t print_message(char *buf, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(buf, MSG_PRINTF_MAX, fmt, ap);
+  va_end(ap);
+  return n < 0 ? 0 : (size_t)n < MSG_PRINTF_MAX ? (size_t)n : MSG_PRINTF_MAX - 1;
+}
+
+/* "allowed by egressAllowlist[N]", built by hand: it is the message of
+ * nearly every check. */
+static size_t allowed_message(char *buf, size_t index, bool filtered) {
+  static const char head[] = "allowed by ";
+  static const char tail[] = " (forbidden addresses filtered out)";
+  const char *key = egress__list_keys[EGRESS_LIST_ALLOW];
+  char *p = put_text(buf, head, sizeof head - 1);
+  p = put_text(p, key, strlen(key));
+  *p++ = '[';
+  p = egress__put_uint(p, index, 1);
+  *p++ = ']';
+  if (filtered) p = put_text(p, tail, sizeof tail - 1);
+  return (size_t)(p - buf);
 }
 
 /* Denied as invalid_host, naming the host as given: cut like the event's
  * destination when longer than any host can be, and with every byte that
  * is not printable ASCII written \xHH, so that a hostile host can neither
  * bloat nor garble a message that ends up in logs and terminals. */
-static void deny_invalid_host(egress_decision_t *d, const char *host, const char *why) {
+static size_t invalid_host_message(char *buf, const char *host, const char *why) {
   static const char hex[] = "0123456789abcdef";
   static const char head[] = "invalid host \"";
-  decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_INVALID_HOST, NULL, NULL);
-  if (d->lean || d->borrow) return;
-  char buf[sizeof head + EGRESS__REPORT_HOST_MAX * 4 + EGRESS__REPORT_MARK_MAX + 256];
   size_t len = strlen(host), keep = egress__report_keep(host, len, EGRESS__REPORT_HOST_MAX);
   char *p = put_text(buf, head, sizeof head - 1);
   for (size_t i = 0; i < keep; i++) {
@@ -376,106 +385,206 @@ static void deny_invalid_host(egress_decision_t *d, const char *host, const char
   p = put_text(p, "\": ", 3);
   if (!why) why = "not a bare host name or IP address";
   p = put_text(p, why, strnlen(why, 200));
-  set_message(d, buf, (size_t)(p - buf));
+  return (size_t)(p - buf);
 }
 
-/* Everything up to the verdict; never allocates the decision itself. */
-static void check_into(egress_checker_t *c, const egress_policy_t *p, egress_decision_t *d,
-                       const char *host, int32_t port, const egress__url_ctx_t *url) {
-  const char *why = NULL;
-  egress__match_t m;
-  if (url && url->nomem) {
-    decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL, NULL);
-    return;
+/* The message d->v.msg stands for: static text, or written into @p buf
+ * (MSG_BUF_MAX bytes, not terminated) with *len set; NULL for the reason's
+ * own message.  Addresses must have their text by now. */
+static const char *write_message(const egress_decision_t *d, const char *host,
+                                 const egress_request_t *req, const egress__url_ctx_t *url,
+                                 char *buf, size_t *len) {
+  const char *h = d->host.text, *det = d->detail, *why = d->v.detail_static;
+  unsigned port = (unsigned)d->v.port;
+  size_t n;
+  switch (d->v.msg) {
+  case EGRESS__MSG_NONE:
+    return NULL;
+  case EGRESS__MSG_HOST_NULL:
+    return "host is NULL";
+  case EGRESS__MSG_EMPTY_ALLOWLIST:
+    return "the allowlist is empty: every destination is denied";
+  case EGRESS__MSG_REFUSED:
+    n = print_message(buf, "%s", req->refusal);
+    break;
+  case EGRESS__MSG_INVALID_URL:
+    n = print_message(buf, "invalid URL: %s", url->invalid);
+    break;
+  case EGRESS__MSG_INVALID_PORT:
+    n = print_message(buf, "port %ld is outside 1-65535", (long)d->v.port);
+    break;
+  case EGRESS__MSG_INVALID_HOST:
+    n = invalid_host_message(buf, host, why);
+    break;
+  case EGRESS__MSG_DENY_ENTRY:
+    n = print_message(buf, "%s matches deny-list entry %zu", h, d->v.rule_index);
+    break;
+  case EGRESS__MSG_NO_ALLOW_ENTRY:
+    n = print_message(buf, "%s matches no allowlist entry", h);
+    break;
+  case EGRESS__MSG_OTHER_PORTS:
+    n = print_message(buf, "%s is allowed only on other ports, not %u", h, port);
+    break;
+  case EGRESS__MSG_OTHER_SCHEME:
+    n = print_message(buf, "%s:%u is allowed only for URLs of another scheme, not %s", h, port,
+                      scheme_name(url->scheme));
+    break;
+  case EGRESS__MSG_PATH_OUTSIDE:
+    n = print_message(buf, "path %.200s is outside every allowlist entry for %s", url->path, h);
+    break;
+  case EGRESS__MSG_DNS_NOMEM:
+    n = print_message(buf, "out of memory while resolving %s", h);
+    break;
+  case EGRESS__MSG_NO_SUCH_HOST:
+    n = print_message(buf, "%s: %s", h, why ? why : "no address");
+    break;
+  case EGRESS__MSG_DNS_FAILED:
+    n = print_message(buf, "resolving %s failed: %s", h, why ? why : "DNS error");
+    break;
+  case EGRESS__MSG_ALIAS_DENIED:
+    n = print_message(buf, "%s is an alias of %.253s (CNAME), which matches deny-list entry %zu", h,
+                      det, d->v.rule_index);
+    break;
+  case EGRESS__MSG_RESOLVED_FORBIDDEN:
+    n = print_message(buf, "%s resolved to forbidden address %s (%s%s%s)", h,
+                      d->v.addrs[d->v.bad_addr].text, egress_reason_name(d->v.bad_reason),
+                      det[0] ? ": " : "", det);
+    break;
+  case EGRESS__MSG_LITERAL_DENIED:
+    n = print_message(buf, "%s is in the deny list%s%s", h, det[0] ? ": " : "", det);
+    break;
+  case EGRESS__MSG_SPECIAL_PURPOSE:
+    n = print_message(buf,
+                      "%s is a special-purpose address (%s) not opened on port %u by a CIDR rule "
+                      "inside its range",
+                      h, det, port);
+    break;
+  case EGRESS__MSG_LITERAL_OUTSIDE:
+    n = print_message(buf, "IP address %s is not inside any allowlist CIDR rule", h);
+    break;
+  case EGRESS__MSG_ALLOWED:
+  case EGRESS__MSG_ALLOWED_FILTERED:
+    n = allowed_message(buf, d->v.rule_index, d->v.msg == EGRESS__MSG_ALLOWED_FILTERED);
+    break;
+  default:
+    return NULL;
   }
-  if (url && url->invalid) {
-    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_INVALID_HOST, NULL, "invalid URL: %s", url->invalid);
-    return;
-  }
-  if (port < 1 || port > 65535) {
-    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_INVALID_PORT, NULL, "port %ld is outside 1-65535",
-           (long)port);
-    return;
-  }
-  if (!host) {
-    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_INVALID_HOST, NULL, "host is NULL");
-    return;
-  }
-  egress_status_t st = egress__canon_host(host, strlen(host), &d->host, &why);
-  if (st == EGRESS_ENOMEM) {
-    decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL, NULL);
-    return;
-  }
-  if (st != EGRESS_OK) {
-    deny_invalid_host(d, host, why);
-    return;
-  }
-  d->has_host = true;
-  uint16_t p16 = (uint16_t)port;
-  if (d->host.kind == EGRESS__HOST_NAME) {
-    egress__match_name(p->matcher[EGRESS_LIST_DENY], d->host.text, d->host.len, p16, &m);
-    if (m.allowing) {
-      decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_EXPLICIT_DENY, m.allowing,
-             "%s matches deny-list entry %zu", d->host.text, m.allowing->index);
-      return;
-    }
-  }
-  /* IP literals meet the deny list inside check_literal's vetting. */
-  if (p->nrules[EGRESS_LIST_ALLOW] == 0) {
-    /* The deny list still wins for literals: report it when it applies. */
-    if (d->host.kind != EGRESS__HOST_NAME) {
-      egress__match_ip(p->matcher[EGRESS_LIST_DENY], &d->host.ip, p16, 0, &m);
-      if (m.allowing) {
-        decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_EXPLICIT_DENY, m.allowing,
-               "%s matches deny-list entry %zu", d->host.text, m.allowing->index);
-        return;
-      }
-    }
-    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_EMPTY_ALLOWLIST, NULL,
-           "the allowlist is empty: every destination is denied");
-    return;
-  }
-  if (d->host.kind == EGRESS__HOST_NAME)
-    check_name(c, p, d, p16, url);
-  else
-    check_literal(p, &c->opts, d, p16, url);
+  *len = n;
+  return buf;
 }
 
-static bool copy_context(egress_decision_t *d, const char *host, const egress_request_t *req) {
-  if (d->borrowed) {
-    /* The caller's strings, valid for as long as the decision is used. */
-    d->destination = (char *)host;
-    if (req)
-      for (int i = 0; i < EGRESS__FIELD_COUNT; i++) d->field[i] = req->field[i];
+/* An upper bound of the curl resolve line, terminator included. */
+static size_t curl_resolve_size(const egress_decision_t *d) {
+  return d->host.len + 8 + d->v.naddrs * (EGRESS__IPSTR_MAX + 3);
+}
+
+/* "host:port:addr,[v6addr]" for CURLOPT_RESOLVE: the vetted addresses only.
+ * Returns the end of what was written, terminator excluded. */
+static char *put_curl_resolve(char *p, const egress_decision_t *d) {
+  p = put_text(p, d->host.text, d->host.len);
+  *p++ = ':';
+  p = egress__put_uint(p, (size_t)d->v.port, 1);
+  *p++ = ':';
+  bool first = true;
+  for (size_t i = 0; i < d->v.naddrs; i++) {
+    const egress__addr_verdict_t *a = &d->v.addrs[i];
+    if (a->verdict != EGRESS_VERDICT_ALLOW) continue;
+    if (!first) *p++ = ',';
+    if (a->ip.family == 6) *p++ = '[';
+    p = put_text(p, a->text, strlen(a->text));
+    if (a->ip.family == 6) *p++ = ']';
+    first = false;
+  }
+  *p = '\0';
+  return p;
+}
+
+static size_t text_size(const char *s) { return s ? strlen(s) + 1 : 0; }
+
+/* Copy @p s to *p (moving it on), or NULL for NULL. */
+static const char *put_copy(char **p, const char *s) {
+  if (!s) return NULL;
+  size_t n = strlen(s) + 1;
+  const char *copy = memcpy(*p, s, n);
+  *p += n;
+  return copy;
+}
+
+/* What is said about the check, once it is decided: the addresses' text and
+ * sockaddrs, then either, for a decision the caller keeps (@p keep), the
+ * message, the curl resolve line and copies of the destination, the rule
+ * text and the request context, in one allocation; or, for an egress_check
+ * that keeps nothing and only sends its event, the caller's strings and the
+ * policy's rule text as they are: both outlive the check.  False when out
+ * of memory. */
+static bool add_text(egress_decision_t *d, const char *host, const egress_request_t *req,
+                     const egress__url_ctx_t *url, bool keep) {
+  uint16_t port = (uint16_t)(d->v.port > 0 && d->v.port < 65536 ? d->v.port : 0);
+  for (size_t i = 0; i < d->v.naddrs; i++) {
+    egress__addr_verdict_t *a = &d->v.addrs[i];
+    egress__ip_format(&a->ip, a->text, sizeof a->text);
+    a->sa_len = egress__ip_sockaddr(&a->ip, port, &a->sa);
+  }
+  const char *rule_text = d->v.rule ? d->v.rule->text : NULL;
+  const char *const *field = req ? (const char *const *)req->field : NULL;
+  if (!keep) {
+    d->t.destination = host;
+    d->t.rule_text = rule_text;
+    for (int i = 0; field && i < EGRESS__FIELD_COUNT; i++) d->t.field[i] = field[i];
     return true;
   }
-  if (host && !(d->destination = egress__strdup(host))) return false;
-  if (req)
-    for (int i = 0; i < EGRESS__FIELD_COUNT; i++)
-      if (req->field[i] && !(d->field[i] = egress__strdup(req->field[i]))) return false;
+  char buf[MSG_BUF_MAX];
+  size_t msg_len = 0;
+  const char *msg = write_message(d, host, req, url, buf, &msg_len);
+  bool curl = d->v.outcome == EGRESS_OUTCOME_ALLOWED && d->v.has_host &&
+              d->host.kind == EGRESS__HOST_NAME;
+  size_t need = text_size(host) + text_size(rule_text) + (msg == buf ? msg_len + 1 : 0) +
+                (curl ? curl_resolve_size(d) : 0);
+  for (int i = 0; field && i < EGRESS__FIELD_COUNT; i++) need += text_size(field[i]);
+  d->t.message = msg;
+  if (need == 0) return true;
+  char *p = d->t.owned = egress__malloc(need);
+  if (!p) {
+    d->t.message = NULL;
+    return false;
+  }
+  if (msg == buf) {
+    d->t.message = memcpy(p, buf, msg_len);
+    p += msg_len;
+    *p++ = '\0';
+  }
+  d->t.destination = put_copy(&p, host);
+  d->t.rule_text = put_copy(&p, rule_text);
+  for (int i = 0; field && i < EGRESS__FIELD_COUNT; i++) d->t.field[i] = put_copy(&p, field[i]);
+  if (curl) {
+    d->t.curl_resolve = p;
+    p = put_curl_resolve(p, d) + 1;
+  }
   return true;
 }
 
-/* Verdict from outcome and mode (README "The check"), then the event. */
+/* Verdict from outcome and mode (README "The check"), then the event.
+ * @p keep: the caller keeps the decision (else the event text need not
+ * outlive the delivery). */
 static void finish(egress_checker_t *c, egress_decision_t *d, const egress_policy_t *p,
-                   double start, bool want_json) {
-  d->mode = c->opts.mode;
-  d->special_version = egress__special_version;
+                   bool want_json, bool keep) {
+  d->v.mode = c->opts.mode;
+  d->v.special_version = egress__special_version;
   if (p)
     memcpy(d->policy_digest, p->digest, sizeof d->policy_digest);
   else
     d->policy_digest[0] = '\0';
-  d->would_deny = d->outcome != EGRESS_OUTCOME_ALLOWED;
-  bool input_error = d->reason == EGRESS_REASON_INVALID_HOST || d->reason == EGRESS_REASON_INVALID_PORT ||
-                     d->reason == EGRESS_REASON_INTERNAL_ERROR;
-  if (d->outcome == EGRESS_OUTCOME_ALLOWED)
-    d->verdict = EGRESS_VERDICT_ALLOW;
-  else if (d->mode == EGRESS_MODE_MONITOR && !input_error)
-    d->verdict = EGRESS_VERDICT_ALLOW;
+  d->v.would_deny = d->v.outcome != EGRESS_OUTCOME_ALLOWED;
+  bool input_error = d->v.reason == EGRESS_REASON_INVALID_HOST ||
+                     d->v.reason == EGRESS_REASON_INVALID_PORT ||
+                     d->v.reason == EGRESS_REASON_INTERNAL_ERROR;
+  if (d->v.outcome == EGRESS_OUTCOME_ALLOWED)
+    d->v.verdict = EGRESS_VERDICT_ALLOW;
+  else if (d->v.mode == EGRESS_MODE_MONITOR && !input_error)
+    d->v.verdict = EGRESS_VERDICT_ALLOW;
   else
-    d->verdict = EGRESS_VERDICT_DENY;
+    d->v.verdict = EGRESS_VERDICT_DENY;
 
-  if (!d->lean) d->latency_ms = mono_ms() - start;
   bool sink = egress__sink_active(c->sink);
   if (sink || want_json) {
     int delivered = -1;
@@ -484,14 +593,15 @@ static void finish(egress_checker_t *c, egress_decision_t *d, const egress_polic
        * per-thread print buffer, no copy of the text.  Not to a callback,
        * whose code may check again on this thread and reuse the buffer. */
       size_t len = 0;
-      const char *text = d->borrow && !c->opts.event_cb ? egress__event_print(d, c->opts.event_source, &len)
-                                                         : NULL;
+      const char *text = !keep && !c->opts.event_cb
+                             ? egress__event_print(d, c->opts.event_source, &len)
+                             : NULL;
       if (text) {
         delivered = egress__sink_deliver(c->sink, text, len, d);
       } else {
-        d->event_json = egress__event_build(d, c->opts.event_source);
-        if (d->event_json)
-          delivered = egress__sink_deliver(c->sink, d->event_json, strlen(d->event_json), d);
+        d->t.event_json = egress__event_build(d, c->opts.event_source);
+        if (d->t.event_json)
+          delivered = egress__sink_deliver(c->sink, d->t.event_json, strlen(d->t.event_json), d);
       }
     }
     if (sink) {
@@ -501,71 +611,83 @@ static void finish(egress_checker_t *c, egress_decision_t *d, const egress_polic
         egress__count(c, EGRESS_COUNTER_EVENTS_FAILED);
         if (c->opts.audit_required) {
           /* No audit record, no connection: whatever the policy said. */
-          d->verdict = EGRESS_VERDICT_DENY;
-          d->outcome = EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE;
-          d->reason = EGRESS_REASON_AUDIT_UNAVAILABLE;
-          d->would_deny = true;
-          static const char audit_msg[] = "the decision event could not be delivered and audit is required";
-          set_message(d, audit_msg, sizeof audit_msg - 1);
-          for (size_t i = 0; i < d->naddrs; i++) {
-            d->addrs[i].verdict = EGRESS_VERDICT_DENY;
-            if (d->addrs[i].reason == EGRESS_REASON_NONE) d->addrs[i].reason = EGRESS_REASON_AUDIT_UNAVAILABLE;
+          d->v.verdict = EGRESS_VERDICT_DENY;
+          d->v.outcome = EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE;
+          d->v.reason = EGRESS_REASON_AUDIT_UNAVAILABLE;
+          d->v.would_deny = true;
+          d->t.message = "the decision event could not be delivered and audit is required";
+          for (size_t i = 0; i < d->v.naddrs; i++) {
+            d->v.addrs[i].verdict = EGRESS_VERDICT_DENY;
+            if (d->v.addrs[i].reason == EGRESS_REASON_NONE)
+              d->v.addrs[i].reason = EGRESS_REASON_AUDIT_UNAVAILABLE;
           }
           /* The decision's own event text must say what was decided. */
-          egress__free(d->event_json);
-          d->event_json = egress__event_build(d, c->opts.event_source);
+          egress__free(d->t.event_json);
+          d->t.event_json = egress__event_build(d, c->opts.event_source);
         }
       }
     }
   }
   egress__count(c, EGRESS_COUNTER_CHECKS);
-  egress__count_check(c, d->outcome, d->reason);
+  egress__count_check(c, d->v.outcome, d->v.reason);
 }
 
-/* What a check makes beyond the verdict: the event text is only built when a
- * sink or the caller wants it; egress_check with no sink makes no text. */
-enum { RUN_LEAN = 0, RUN_FULL = 1, RUN_TEXT = 2 };
-
+/* One check into a reset (or fresh) decision.  @p keep: the caller keeps
+ * the decision and reads its text; @p want_json: and its event text.
+ * egress_check keeps nothing: with no sink it makes no text at all (the
+ * hot path), with one only what the event needs. */
 static egress_status_t run_check(egress_checker_t *c, const char *host, int32_t port,
                                  const egress__url_ctx_t *url, const egress_request_t *req,
-                                 egress_decision_t *d, int want) {
-  bool want_json = want == RUN_FULL;
-  d->lean = want == RUN_LEAN && !egress__sink_active(c->sink);
-  d->borrow = want == RUN_LEAN && !d->lean;
-  double start = d->lean ? 0 : mono_ms();
-  d->port = port;
-  d->verdict = EGRESS_VERDICT_DENY;
+                                 egress_decision_t *d, bool keep, bool want_json) {
+  bool text = keep || egress__sink_active(c->sink);
+  double start = text ? mono_ms() : 0;
+  d->v.port = port;
+  d->v.verdict = EGRESS_VERDICT_DENY;
   /* A callback sink runs user code, which may check again on this thread
-   * and replace the thread's slot: hold a reference of our own then. */
+   * and replace the thread's slot: hold a reference of our own then.  The
+   * thread's slot keeps the policy (and its rule text, which an
+   * egress_check's event reads in place) alive past the check otherwise. */
   bool own = c->opts.event_cb != NULL;
   egress_policy_t *p = own ? egress__policy_acquire(c) : egress__policy_borrow(c);
-  /* Borrow strings only while something else keeps them alive past the
-   * check: the thread's policy slot (not our own, dropped below) and the
-   * caller of egress_check, which reads nothing of the decision after. */
-  d->borrowed = d->borrow;
   egress_status_t st = EGRESS_OK;
-  if (!d->lean && !copy_context(d, host, req)) {
-    decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL, NULL);
-    st = EGRESS_ENOMEM;
-  } else if (req && req->refusal) {
+  if (req && req->refusal) {
     /* Refused by the caller: recorded, never resolved or matched. */
-    decide(d, EGRESS_OUTCOME_DENIED, req->refusal_reason, NULL, "%s", req->refusal);
+    decide(d, EGRESS_OUTCOME_DENIED, req->refusal_reason, NULL, EGRESS__MSG_REFUSED);
   } else {
     check_into(c, p, d, host, port, url);
-    if (d->reason == EGRESS_REASON_INTERNAL_ERROR) st = EGRESS_ENOMEM;
+    if (d->v.reason == EGRESS_REASON_INTERNAL_ERROR) st = EGRESS_ENOMEM;
   }
-  finish(c, d, p, start, want_json);
+  if (text && !add_text(d, host, req, url, keep)) {
+    /* No text, no decision to stand behind: nothing found is reported. */
+    d->v.has_rule = false;
+    d->v.naddrs = 0;
+    decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL,
+           EGRESS__MSG_NONE);
+    st = EGRESS_ENOMEM;
+  }
+  d->v.rule = NULL;   /* the policy may go with the check */
+  if (text) d->v.latency_ms = mono_ms() - start;
+  finish(c, d, p, want_json, keep);
   if (own) egress_policy_unref(p);
-  if (st != EGRESS_OK) d->verdict = EGRESS_VERDICT_DENY;
+  if (st != EGRESS_OK) d->v.verdict = EGRESS_VERDICT_DENY;
   return st;
+}
+
+/* A check with no checker: a deny that says why, at the port given. */
+static egress_status_t no_checker(egress_decision_t *d, int32_t port) {
+  d->v.port = port;
+  decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL,
+         EGRESS__MSG_NONE);
+  d->t.message = "checker is NULL";
+  return EGRESS_EINVAL;
 }
 
 egress_verdict_t egress_check(egress_checker_t *checker, const char *host, uint16_t port) {
   egress_decision_t d;
   if (!checker) return EGRESS_VERDICT_DENY;
-  memset(&d, 0, EGRESS__DECISION_ZERO_SIZE);
-  egress_status_t st = run_check(checker, host, port, NULL, NULL, &d, RUN_LEAN);
-  egress_verdict_t verdict = st == EGRESS_OK ? d.verdict : EGRESS_VERDICT_DENY;
+  egress__decision_reset(&d);
+  egress_status_t st = run_check(checker, host, port, NULL, NULL, &d, false, false);
+  egress_verdict_t verdict = st == EGRESS_OK ? d.v.verdict : EGRESS_VERDICT_DENY;
   egress__decision_release(&d);
   return verdict;
 }
@@ -580,12 +702,8 @@ egress_status_t egress_check_ex(egress_checker_t *checker, const char *host, int
     return EGRESS_ENOMEM;
   }
   *out = d;
-  if (!checker) {
-    d->port = port;
-    decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL, "checker is NULL");
-    return EGRESS_EINVAL;
-  }
-  return run_check(checker, host, port, NULL, req, d, RUN_FULL);
+  if (!checker) return no_checker(d, port);
+  return run_check(checker, host, port, NULL, req, d, true, true);
 }
 
 egress_status_t egress_decision_new(egress_decision_t **out) {
@@ -593,8 +711,8 @@ egress_status_t egress_decision_new(egress_decision_t **out) {
   *out = egress__calloc(1, sizeof(**out));
   if (!*out) return EGRESS_ENOMEM;
   /* An unused decision reads as a deny: it was never checked. */
-  (*out)->outcome = EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE;
-  (*out)->reason = EGRESS_REASON_INTERNAL_ERROR;
+  (*out)->v.outcome = EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE;
+  (*out)->v.reason = EGRESS_REASON_INTERNAL_ERROR;
   return EGRESS_OK;
 }
 
@@ -603,21 +721,14 @@ egress_status_t egress_check_into(egress_checker_t *checker, const char *host, i
   if (!d) return EGRESS_EINVAL;
   /* Nothing of the previous check survives into this one. */
   egress__decision_release(d);
-  memset(d, 0, EGRESS__DECISION_ZERO_SIZE);
-  if (!checker) {
-    d->port = port;
-    decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL, "checker is NULL");
-    return EGRESS_EINVAL;
-  }
-  return run_check(checker, host, port, NULL, req, d, RUN_TEXT);
+  egress__decision_reset(d);
+  if (!checker) return no_checker(d, port);
+  return run_check(checker, host, port, NULL, req, d, true, false);
 }
 
 egress_status_t egress__check_url_parts(egress_checker_t *c, const char *host, int32_t port,
                                         const egress__url_ctx_t *url, const egress_request_t *req,
                                         egress_decision_t *d) {
-  if (!c) {
-    decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL, "checker is NULL");
-    return EGRESS_EINVAL;
-  }
-  return run_check(c, host, port, url, req, d, RUN_FULL);
+  if (!c) return no_checker(d, port);
+  return run_check(c, host, port, url, req, d, true, true);
 }

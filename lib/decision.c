@@ -50,92 +50,81 @@ egress_status_t egress_request_set(egress_request_t *req, egress_field_t field,
 }
 
 void egress__decision_release(egress_decision_t *d) {
-  egress__decision_drop_message(d);
-  egress__free(d->url);
-  if (!d->borrowed) {
-    egress__free(d->destination);
-    egress__free(d->rule_text);
-    for (int i = 0; i < EGRESS__FIELD_COUNT; i++) egress__free(d->field[i]);
-  }
-  if (d->addrs != d->inline_addrs) egress__free(d->addrs);
-  if (d->curl_resolve != d->inline_curl) egress__free(d->curl_resolve);
-  egress__free(d->event_json);
-}
-
-static void decision_clear(egress_decision_t *d) {
-  egress__decision_release(d);
-  memset(d, 0, sizeof *d);
+  egress__free(d->t.owned);
+  egress__free(d->t.url);
+  egress__free(d->t.event_json);
+  if (d->v.addrs != d->inline_addrs) egress__free(d->v.addrs);
 }
 
 void egress_decision_free(egress_decision_t *d) {
   if (!d) return;
-  decision_clear(d);
+  egress__decision_release(d);
   egress__free(d);
 }
 
 egress_verdict_t egress_decision_verdict(const egress_decision_t *d) {
-  return d && d->verdict == EGRESS_VERDICT_ALLOW ? EGRESS_VERDICT_ALLOW : EGRESS_VERDICT_DENY;
+  return d && d->v.verdict == EGRESS_VERDICT_ALLOW ? EGRESS_VERDICT_ALLOW : EGRESS_VERDICT_DENY;
 }
 egress_outcome_t egress_decision_outcome(const egress_decision_t *d) {
-  return d ? d->outcome : EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE;
+  return d ? d->v.outcome : EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE;
 }
 egress_reason_t egress_decision_reason(const egress_decision_t *d) {
-  return d ? d->reason : EGRESS_REASON_INTERNAL_ERROR;
+  return d ? d->v.reason : EGRESS_REASON_INTERNAL_ERROR;
 }
 const char *egress_decision_message(const egress_decision_t *d) {
   if (!d) return egress_reason_message(EGRESS_REASON_INTERNAL_ERROR);
-  return d->message ? d->message : egress_reason_message(d->reason);
+  return d->t.message ? d->t.message : egress_reason_message(d->v.reason);
 }
 const char *egress_decision_destination_host(const egress_decision_t *d) {
-  return d ? d->destination : NULL;
+  return d ? d->t.destination : NULL;
 }
-const char *egress_decision_url(const egress_decision_t *d) { return d ? d->url : NULL; }
+const char *egress_decision_url(const egress_decision_t *d) { return d ? d->t.url : NULL; }
 const char *egress_decision_host(const egress_decision_t *d) {
-  return d && d->has_host ? d->host.text : NULL;
+  return d && d->v.has_host ? d->host.text : NULL;
 }
-int32_t egress_decision_port(const egress_decision_t *d) { return d ? d->port : 0; }
+int32_t egress_decision_port(const egress_decision_t *d) { return d ? d->v.port : 0; }
 egress_mode_t egress_decision_mode(const egress_decision_t *d) {
-  return d ? d->mode : EGRESS_MODE_ENFORCE;
+  return d ? d->v.mode : EGRESS_MODE_ENFORCE;
 }
-bool egress_decision_has_rule(const egress_decision_t *d) { return d && d->has_rule; }
+bool egress_decision_has_rule(const egress_decision_t *d) { return d && d->v.has_rule; }
 egress_list_t egress_decision_rule_list(const egress_decision_t *d) {
-  return d ? d->rule_list : EGRESS_LIST_ALLOW;
+  return d ? d->v.rule_list : EGRESS_LIST_ALLOW;
 }
-size_t egress_decision_rule_index(const egress_decision_t *d) { return d ? d->rule_index : 0; }
+size_t egress_decision_rule_index(const egress_decision_t *d) { return d ? d->v.rule_index : 0; }
 const char *egress_decision_rule_text(const egress_decision_t *d) {
-  return d && d->has_rule ? d->rule_text : NULL;
+  return d && d->v.has_rule ? d->t.rule_text : NULL;
 }
-size_t egress_decision_address_count(const egress_decision_t *d) { return d ? d->naddrs : 0; }
+size_t egress_decision_address_count(const egress_decision_t *d) { return d ? d->v.naddrs : 0; }
 const char *egress_decision_address(const egress_decision_t *d, size_t i) {
-  return d && i < d->naddrs ? d->addrs[i].text : NULL;
+  return d && i < d->v.naddrs ? d->v.addrs[i].text : NULL;
 }
 egress_verdict_t egress_decision_address_verdict(const egress_decision_t *d, size_t i) {
-  return d && i < d->naddrs ? d->addrs[i].verdict : EGRESS_VERDICT_DENY;
+  return d && i < d->v.naddrs ? d->v.addrs[i].verdict : EGRESS_VERDICT_DENY;
 }
 egress_reason_t egress_decision_address_reason(const egress_decision_t *d, size_t i) {
-  return d && i < d->naddrs ? d->addrs[i].reason : EGRESS_REASON_INTERNAL_ERROR;
+  return d && i < d->v.naddrs ? d->v.addrs[i].reason : EGRESS_REASON_INTERNAL_ERROR;
 }
 int32_t egress_decision_address_ttl(const egress_decision_t *d, size_t i) {
-  return d && i < d->naddrs ? d->addrs[i].ttl : -1;
+  return d && i < d->v.naddrs ? d->v.addrs[i].ttl : -1;
 }
 const void *egress_decision_address_sockaddr(const egress_decision_t *d, size_t i, size_t *len) {
-  if (!d || i >= d->naddrs) {
+  if (!d || i >= d->v.naddrs) {
     if (len) *len = 0;
     return NULL;
   }
-  if (len) *len = d->addrs[i].sa_len;
-  return &d->addrs[i].sa;
+  if (len) *len = d->v.addrs[i].sa_len;
+  return &d->v.addrs[i].sa;
 }
 const char *egress_decision_curl_resolve(const egress_decision_t *d) {
-  return d && d->verdict == EGRESS_VERDICT_ALLOW ? d->curl_resolve : NULL;
+  return d && d->v.verdict == EGRESS_VERDICT_ALLOW ? d->t.curl_resolve : NULL;
 }
-double egress_decision_dns_ms(const egress_decision_t *d) { return d ? d->dns_ms : 0; }
-double egress_decision_latency_ms(const egress_decision_t *d) { return d ? d->latency_ms : 0; }
+double egress_decision_dns_ms(const egress_decision_t *d) { return d ? d->v.dns_ms : 0; }
+double egress_decision_latency_ms(const egress_decision_t *d) { return d ? d->v.latency_ms : 0; }
 const char *egress_decision_policy_digest(const egress_decision_t *d) {
   return d && d->policy_digest[0] ? d->policy_digest : NULL;
 }
 const char *egress_decision_event_json(const egress_decision_t *d) {
-  return d ? d->event_json : NULL;
+  return d ? d->t.event_json : NULL;
 }
 char *egress_decision_to_json(const egress_decision_t *d) {
   return d ? egress__decision_json(d) : NULL;

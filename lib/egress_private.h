@@ -415,53 +415,91 @@ typedef struct egress__addr_verdict {
   socklen_t sa_len;
 } egress__addr_verdict_t;
 
-struct egress_decision {
+/* What a decision's message says, recorded by the check and written by
+ * add_text (check.c) only when someone reads text: the hot path formats
+ * nothing. */
+typedef enum egress__msg {
+  EGRESS__MSG_NONE,              /* the reason's own message */
+  EGRESS__MSG_CHECKER_NULL,
+  EGRESS__MSG_REFUSED,           /* the request's refusal, as given */
+  EGRESS__MSG_INVALID_URL,
+  EGRESS__MSG_INVALID_PORT,
+  EGRESS__MSG_HOST_NULL,
+  EGRESS__MSG_INVALID_HOST,      /* detail_static: why, or NULL */
+  EGRESS__MSG_DENY_ENTRY,
+  EGRESS__MSG_EMPTY_ALLOWLIST,
+  EGRESS__MSG_NO_ALLOW_ENTRY,
+  EGRESS__MSG_OTHER_PORTS,
+  EGRESS__MSG_OTHER_SCHEME,
+  EGRESS__MSG_PATH_OUTSIDE,
+  EGRESS__MSG_DNS_NOMEM,
+  EGRESS__MSG_NO_SUCH_HOST,      /* detail_static: the resolver's, or NULL */
+  EGRESS__MSG_DNS_FAILED,        /* likewise */
+  EGRESS__MSG_ALIAS_DENIED,      /* detail: the alias */
+  EGRESS__MSG_RESOLVED_FORBIDDEN, /* bad_addr, bad_reason, detail */
+  EGRESS__MSG_LITERAL_DENIED,    /* detail */
+  EGRESS__MSG_SPECIAL_PURPOSE,   /* detail */
+  EGRESS__MSG_LITERAL_OUTSIDE,
+  EGRESS__MSG_ALLOWED,
+  EGRESS__MSG_ALLOWED_FILTERED,
+  EGRESS__MSG_AUDIT
+} egress__msg_t;
+
+/* What a check decides.  Zeroed whole before every check; no text. */
+typedef struct egress__verdict_part {
   egress_verdict_t verdict;
   egress_outcome_t outcome;         /* what enforce mode would do */
   egress_reason_t reason;
   egress_mode_t mode;
   bool would_deny;                  /* monitor mode: outcome is not allowed */
-  char *message;                    /* owned */
-  char *destination;                /* host exactly as given (owned; NULL if NULL given) */
-  char *url;                        /* egress_check_url: the URL as given */
   bool has_host;
-  int32_t port;
   bool has_rule;
+  int32_t port;
   egress_list_t rule_list;
   size_t rule_index;
-  char *rule_text;                  /* owned copy */
+  const egress__rule_t *rule;       /* the rule; valid only during the check,
+                                       while the check holds the policy */
   egress__addr_verdict_t *addrs;    /* owned, unless it is inline_addrs */
   size_t naddrs;
-  char *curl_resolve;               /* owned; allow + name only */
   double dns_ms, latency_ms;
   const char *special_version;      /* egress__special_version */
-  char *field[EGRESS__FIELD_COUNT]; /* request context copies (owned) */
+  egress__msg_t msg;
+  const char *detail_static;        /* a static string the message names */
+  size_t bad_addr;                  /* RESOLVED_FORBIDDEN: which address */
+  egress_reason_t bad_reason;       /* RESOLVED_FORBIDDEN: why */
+} egress__verdict_part_t;
+
+/* What is said about it, made after the check by add_text (check.c).
+ * The strings point into `owned`, at static text, or, for an egress_check
+ * that keeps no decision, at the caller's strings and the policy's rule
+ * text for the length of the check.  Zeroed whole before every check. */
+typedef struct egress__text_part {
+  const char *message;              /* NULL: the reason's message */
+  const char *destination;          /* host exactly as given (NULL if NULL given) */
+  const char *rule_text;
+  const char *field[EGRESS__FIELD_COUNT]; /* request context */
+  const char *curl_resolve;         /* allow + name only */
+  char *owned;                      /* one allocation holding the copies */
+  char *url;                        /* egress_check_url: the URL as given (owned) */
   char *event_json;                 /* owned; built once per check */
-  bool lean;                        /* egress_check with no sink: nobody reads
-                                       text, so none is made (hot path) */
-  bool borrow;                      /* egress_check with a sink: only the event
-                                       is read, during the check: no message */
-  bool borrowed;                    /* rule_text, destination and field[] point
-                                       into the policy (held by the thread's
-                                       policy slot) and the caller's strings:
-                                       release leaves them alone */
-  /* Large members last: a check on the stack zeroes only what comes before
-   * them (EGRESS__DECISION_ZERO_SIZE); they are written before being read. */
+} egress__text_part_t;
+
+struct egress_decision {
+  egress__verdict_part_t v;
+  egress__text_part_t t;
+  /* Buffers, never zeroed: each is written before it is read. */
   char policy_digest[65];           /* set by every check ("" when none) */
   char time_rfc3339[32];            /* event time, set with the event */
   char event_id[37];                /* UUID v4, set with the event */
-  egress__host_t host;              /* canonical, when has_host */
+  char detail[256];                 /* what the message names, per v.msg */
+  egress__host_t host;              /* canonical, when v.has_host */
   egress__addr_verdict_t inline_addrs[4]; /* small answers: no allocation */
-  char inline_message[96];          /* "allowed by ..." fits: no allocation */
-  char inline_curl[160];            /* a short curl resolve line, likewise */
 };
 
-#define EGRESS__DECISION_ZERO_SIZE offsetof(struct egress_decision, policy_digest)
-
-/* Drop the message, which may live in the decision itself. */
-static inline void egress__decision_drop_message(egress_decision_t *d) {
-  if (d->message != d->inline_message) egress__free(d->message);
-  d->message = NULL;
+/* Ready a decision for a check: nothing of a previous one survives. */
+static inline void egress__decision_reset(egress_decision_t *d) {
+  d->v = (egress__verdict_part_t){0};
+  d->t = (egress__text_part_t){0};
 }
 
 /* Free what a decision owns, leaving the struct itself as garbage. */

@@ -73,31 +73,31 @@ static void write_ms(egress__jsonw_t *w, double ms) {
 /* The reason of a decision as reported: null only for a clean allow, so a
  * malformed deny still says something. */
 static void write_reason(egress__jsonw_t *w, const egress_decision_t *d) {
-  if (d->outcome == EGRESS_OUTCOME_ALLOWED && d->reason == EGRESS_REASON_NONE)
+  if (d->v.outcome == EGRESS_OUTCOME_ALLOWED && d->v.reason == EGRESS_REASON_NONE)
     egress__jsonw_null(w);
   else
-    token(w, egress_reason_name(d->reason));
+    token(w, egress_reason_name(d->v.reason));
 }
 
 static void write_rule(egress__jsonw_t *w, const egress_decision_t *d) {
-  if (!d->has_rule) {
+  if (!d->v.has_rule) {
     egress__jsonw_null(w);
     return;
   }
   EGRESS__JSONW_LIT(w, "{\"index\":");
-  egress__jsonw_uint(w, (unsigned long long)d->rule_index);
-  if (d->rule_list == EGRESS_LIST_DENY)
+  egress__jsonw_uint(w, (unsigned long long)d->v.rule_index);
+  if (d->v.rule_list == EGRESS_LIST_DENY)
     EGRESS__JSONW_LIT(w, ",\"list\":\"deny\",\"text\":");
   else
     EGRESS__JSONW_LIT(w, ",\"list\":\"allow\",\"text\":");
-  egress__jsonw_string(w, d->rule_text);
+  egress__jsonw_string(w, d->t.rule_text);
   EGRESS__JSONW_LIT(w, "}");
 }
 
 static void write_addresses(egress__jsonw_t *w, const egress_decision_t *d) {
   EGRESS__JSONW_LIT(w, "[");
-  for (size_t i = 0; d->addrs && i < d->naddrs; i++) {
-    const egress__addr_verdict_t *a = &d->addrs[i];
+  for (size_t i = 0; d->v.addrs && i < d->v.naddrs; i++) {
+    const egress__addr_verdict_t *a = &d->v.addrs[i];
     if (i) EGRESS__JSONW_LIT(w, ",");
     EGRESS__JSONW_LIT(w, "{\"address\":\"");
     /* a->text is a fixed array filled by our formatter; bound it in case it
@@ -123,14 +123,14 @@ static void write_addresses(egress__jsonw_t *w, const egress_decision_t *d) {
 /* A URL that could not be parsed has no host or port to name: the
  * destination is the URL exactly as given. */
 static bool dest_is_url(const egress_decision_t *d) {
-  return d->url && d->port == 0 && d->destination && !strcmp(d->destination, d->url);
+  return d->t.url && d->v.port == 0 && d->t.destination && !strcmp(d->t.destination, d->t.url);
 }
 
 /* The most of the destination that an event or a decision line reports.  A
  * host that canonicalized is reported exactly as given (canonicalization
  * bounds its length); one that did not may be anything a caller passed. */
 static size_t dest_max(const egress_decision_t *d) {
-  if (d->has_host) return SIZE_MAX;
+  if (d->v.has_host) return SIZE_MAX;
   return dest_is_url(d) ? EGRESS__REPORT_URL_MAX : EGRESS__REPORT_HOST_MAX;
 }
 
@@ -164,19 +164,19 @@ static void write_cut(egress__jsonw_t *w, const char *s, size_t max) {
  * bracketed so the port stays unambiguous.  Only a host that canonicalized
  * is known to be IPv6: an invalid destination is left as given. */
 static void write_host_port(egress__jsonw_t *w, const egress_decision_t *d) {
-  const char *dest = d->destination ? d->destination : "";
+  const char *dest = d->t.destination ? d->t.destination : "";
   size_t dl = strlen(dest);
   size_t keep = egress__report_keep(dest, dl, dest_max(d));
   EGRESS__JSONW_LIT(w, "\"");
   if (dest_is_url(d)) {
     write_cut_body(w, dest, dl, keep);
   } else {
-    bool bracket = d->has_host && dest[0] != '[' && memchr(dest, ':', keep) != NULL;
+    bool bracket = d->v.has_host && dest[0] != '[' && memchr(dest, ':', keep) != NULL;
     if (bracket) EGRESS__JSONW_LIT(w, "[");
     write_cut_body(w, dest, dl, keep);
     if (bracket) EGRESS__JSONW_LIT(w, "]");
     EGRESS__JSONW_LIT(w, ":");
-    egress__jsonw_int(w, d->port);
+    egress__jsonw_int(w, d->v.port);
   }
   EGRESS__JSONW_LIT(w, "\"");
 }
@@ -290,49 +290,49 @@ static void write_event(egress__jsonw_t *w, const egress_decision_t *d, const ch
   size_t subject_len = w->len - subject;
 
   EGRESS__JSONW_LIT(w, ",\"data\":{\"workspaceId\":");
-  egress__jsonw_string(w, d->field[EGRESS_FIELD_WORKSPACE_ID]);
+  egress__jsonw_string(w, d->t.field[EGRESS_FIELD_WORKSPACE_ID]);
   EGRESS__JSONW_LIT(w, ",\"agentId\":");
-  egress__jsonw_string(w, d->field[EGRESS_FIELD_AGENT_ID]);
+  egress__jsonw_string(w, d->t.field[EGRESS_FIELD_AGENT_ID]);
   EGRESS__JSONW_LIT(w, ",\"machineId\":");
-  egress__jsonw_string(w, d->field[EGRESS_FIELD_MACHINE_ID]);
+  egress__jsonw_string(w, d->t.field[EGRESS_FIELD_MACHINE_ID]);
   EGRESS__JSONW_LIT(w, ",\"runId\":");
-  egress__jsonw_string(w, d->field[EGRESS_FIELD_RUN_ID]);
+  egress__jsonw_string(w, d->t.field[EGRESS_FIELD_RUN_ID]);
   EGRESS__JSONW_LIT(w, ",\"correlationId\":");
-  egress__jsonw_string(w, d->field[EGRESS_FIELD_CORRELATION_ID]);
+  egress__jsonw_string(w, d->t.field[EGRESS_FIELD_CORRELATION_ID]);
   EGRESS__JSONW_LIT(w, ",\"method\":");
-  egress__jsonw_string(w, d->field[EGRESS_FIELD_METHOD]);
+  egress__jsonw_string(w, d->t.field[EGRESS_FIELD_METHOD]);
   EGRESS__JSONW_LIT(w, ",\"destination\":");
   if (egress__jsonw_reserve(w, subject_len)) {
     memcpy(w->buf + w->len, w->buf + subject, subject_len);
     w->len += subject_len;
   }
   EGRESS__JSONW_LIT(w, ",\"host\":");
-  egress__jsonw_string(w, d->has_host ? d->host.text : NULL);
+  egress__jsonw_string(w, d->v.has_host ? d->host.text : NULL);
   EGRESS__JSONW_LIT(w, ",\"port\":");
-  egress__jsonw_int(w, d->port);
+  egress__jsonw_int(w, d->v.port);
   EGRESS__JSONW_LIT(w, ",\"outcome\":");
-  token(w, egress_outcome_name(d->outcome));
+  token(w, egress_outcome_name(d->v.outcome));
   EGRESS__JSONW_LIT(w, ",\"denyReason\":");
   write_reason(w, d);
   EGRESS__JSONW_LIT(w, ",\"enforcementMode\":");
-  token(w, mode_name(d->mode));
+  token(w, mode_name(d->v.mode));
   EGRESS__JSONW_LIT(w, ",\"wouldDeny\":");
-  egress__jsonw_bool(w, d->outcome != EGRESS_OUTCOME_ALLOWED);
+  egress__jsonw_bool(w, d->v.outcome != EGRESS_OUTCOME_ALLOWED);
   EGRESS__JSONW_LIT(w, ",\"matchedRule\":");
   write_rule(w, d);
   EGRESS__JSONW_LIT(w, ",\"addresses\":");
   write_addresses(w, d);
   EGRESS__JSONW_LIT(w, ",\"dnsMs\":");
-  write_ms(w, d->dns_ms);
+  write_ms(w, d->v.dns_ms);
   EGRESS__JSONW_LIT(w, ",\"latencyMs\":");
-  write_ms(w, d->latency_ms);
+  write_ms(w, d->v.latency_ms);
   EGRESS__JSONW_LIT(w, ",\"policyDigest\":");
   egress__jsonw_string(w, d->policy_digest[0] ? d->policy_digest : NULL);
   EGRESS__JSONW_LIT(w, ",\"specialRangesVersion\":");
-  egress__jsonw_string(w, d->special_version ? d->special_version : egress__special_version);
-  if (d->url) {
+  egress__jsonw_string(w, d->v.special_version ? d->v.special_version : egress__special_version);
+  if (d->t.url) {
     EGRESS__JSONW_LIT(w, ",\"url\":");
-    write_cut(w, d->url, EGRESS__REPORT_URL_MAX);
+    write_cut(w, d->t.url, EGRESS__REPORT_URL_MAX);
   }
   EGRESS__JSONW_LIT(w, "}}");
 }
@@ -371,16 +371,16 @@ char *egress__decision_json(const egress_decision_t *d) {
   egress__jsonw_t w;
   egress__jsonw_heap(&w, EVENT_CAP_GUESS);
   EGRESS__JSONW_LIT(&w, "{\"host\":");
-  if (d->has_host || !d->destination)
-    egress__jsonw_string(&w, d->has_host ? d->host.text : NULL);
+  if (d->v.has_host || !d->t.destination)
+    egress__jsonw_string(&w, d->v.has_host ? d->host.text : NULL);
   else
-    write_cut(&w, d->destination, dest_max(d));
+    write_cut(&w, d->t.destination, dest_max(d));
   EGRESS__JSONW_LIT(&w, ",\"port\":");
-  egress__jsonw_int(&w, d->port);
+  egress__jsonw_int(&w, d->v.port);
   EGRESS__JSONW_LIT(&w, ",\"verdict\":");
-  token(&w, verdict_name(d->verdict));
+  token(&w, verdict_name(d->v.verdict));
   EGRESS__JSONW_LIT(&w, ",\"outcome\":");
-  token(&w, egress_outcome_name(d->outcome));
+  token(&w, egress_outcome_name(d->v.outcome));
   EGRESS__JSONW_LIT(&w, ",\"reason\":");
   write_reason(&w, d);
   EGRESS__JSONW_LIT(&w, ",\"matchedRule\":");
@@ -388,18 +388,18 @@ char *egress__decision_json(const egress_decision_t *d) {
   EGRESS__JSONW_LIT(&w, ",\"addresses\":");
   write_addresses(&w, d);
   EGRESS__JSONW_LIT(&w, ",\"message\":");
-  egress__jsonw_string(&w, d->message ? d->message : egress_reason_message(d->reason));
+  egress__jsonw_string(&w, d->t.message ? d->t.message : egress_reason_message(d->v.reason));
   EGRESS__JSONW_LIT(&w, ",\"mode\":");
-  token(&w, mode_name(d->mode));
+  token(&w, mode_name(d->v.mode));
   EGRESS__JSONW_LIT(&w, ",\"wouldDeny\":");
-  egress__jsonw_bool(&w, d->outcome != EGRESS_OUTCOME_ALLOWED);
-  if (d->curl_resolve) {
+  egress__jsonw_bool(&w, d->v.outcome != EGRESS_OUTCOME_ALLOWED);
+  if (d->t.curl_resolve) {
     EGRESS__JSONW_LIT(&w, ",\"curlResolve\":");
-    egress__jsonw_string(&w, d->curl_resolve);
+    egress__jsonw_string(&w, d->t.curl_resolve);
   }
-  if (d->url) {
+  if (d->t.url) {
     EGRESS__JSONW_LIT(&w, ",\"url\":");
-    write_cut(&w, d->url, EGRESS__REPORT_URL_MAX);
+    write_cut(&w, d->t.url, EGRESS__REPORT_URL_MAX);
   }
   EGRESS__JSONW_LIT(&w, "}");
   return egress__jsonw_finish(&w, NULL);

@@ -226,7 +226,7 @@ egress_status_t egress_check_url(egress_checker_t *checker, const char *url,
   bool refused = req && req->refusal;
   memset(&u, 0, sizeof u);
   if (!refused) ctx.invalid = url ? parse_url(url, &u, &ctx.nomem) : "URL is NULL";
-  if (url && !(d->url = egress__strdup(url))) ctx.nomem = true;
+  if (url && !(d->t.url = egress__strdup(url))) ctx.nomem = true;
   egress_status_t st;
   if (refused || ctx.invalid || ctx.nomem) {
     /* Refused as given: the decision names the URL, at port 0. */

@@ -29,46 +29,51 @@
 /* Decisions built by hand                                                   */
 /* ------------------------------------------------------------------------ */
 
+/* A check points a decision's text into one allocation of its own; a
+ * decision built here hangs the test's own copies on those pointers
+ * instead, and frees them here. */
+static void free_text(const char *s) { egress__free((char *)s); }
+
 static egress_decision_t *new_decision(const char *dest, int32_t port) {
   egress_decision_t *d = egress__calloc(1, sizeof *d);
   CU_ASSERT_FATAL(d != NULL);
-  d->destination = dest ? egress__strdup(dest) : NULL;
-  d->port = port;
-  d->verdict = EGRESS_VERDICT_DENY;
-  d->outcome = EGRESS_OUTCOME_DENIED;
-  d->mode = EGRESS_MODE_ENFORCE;
-  d->special_version = "test-ranges-1";
+  d->t.destination = dest ? egress__strdup(dest) : NULL;
+  d->v.port = port;
+  d->v.verdict = EGRESS_VERDICT_DENY;
+  d->v.outcome = EGRESS_OUTCOME_DENIED;
+  d->v.mode = EGRESS_MODE_ENFORCE;
+  d->v.special_version = "test-ranges-1";
   memcpy(d->policy_digest, DIGEST, sizeof DIGEST);
-  d->dns_ms = 1.23456;
-  d->latency_ms = 2.5;
+  d->v.dns_ms = 1.23456;
+  d->v.latency_ms = 2.5;
   CU_ASSERT_FATAL(egress__event_stamp(d) == EGRESS_OK);
   return d;
 }
 
 static void set_host(egress_decision_t *d, const char *canon, egress__host_kind_t kind) {
-  d->has_host = true;
+  d->v.has_host = true;
   d->host.kind = kind;
   d->host.len = strlen(canon);
   memcpy(d->host.text, canon, d->host.len + 1);
 }
 
 static void set_rule(egress_decision_t *d, egress_list_t list, size_t index, const char *text) {
-  d->has_rule = true;
-  d->rule_list = list;
-  d->rule_index = index;
-  d->rule_text = egress__strdup(text);
+  d->v.has_rule = true;
+  d->v.rule_list = list;
+  d->v.rule_index = index;
+  d->t.rule_text = egress__strdup(text);
 }
 
 static void set_field(egress_decision_t *d, egress_field_t f, const char *v) {
-  d->field[f] = egress__strdup(v);
+  d->t.field[f] = egress__strdup(v);
 }
 
 static void add_addr(egress_decision_t *d, const char *text, egress_verdict_t v,
                      egress_reason_t r, int32_t ttl) {
-  egress__addr_verdict_t *a = egress__realloc(d->addrs, (d->naddrs + 1) * sizeof *a);
+  egress__addr_verdict_t *a = egress__realloc(d->v.addrs, (d->v.naddrs + 1) * sizeof *a);
   CU_ASSERT_FATAL(a != NULL);
-  d->addrs = a;
-  a = &d->addrs[d->naddrs++];
+  d->v.addrs = a;
+  a = &d->v.addrs[d->v.naddrs++];
   memset(a, 0, sizeof *a);
   snprintf(a->text, sizeof a->text, "%s", text);
   a->verdict = v;
@@ -78,23 +83,23 @@ static void add_addr(egress_decision_t *d, const char *text, egress_verdict_t v,
 
 static void free_decision(egress_decision_t *d) {
   if (!d) return;
-  egress__free(d->message);
-  egress__free(d->destination);
-  egress__free(d->url);
-  egress__free(d->rule_text);
-  egress__free(d->addrs);
-  egress__free(d->curl_resolve);
-  egress__free(d->event_json);
-  for (int i = 0; i < EGRESS__FIELD_COUNT; i++) egress__free(d->field[i]);
+  free_text(d->t.message);
+  free_text(d->t.destination);
+  egress__free(d->t.url);
+  free_text(d->t.rule_text);
+  egress__free(d->v.addrs);
+  free_text(d->t.curl_resolve);
+  egress__free(d->t.event_json);
+  for (int i = 0; i < EGRESS__FIELD_COUNT; i++) free_text(d->t.field[i]);
   egress__free(d);
 }
 
 static egress_decision_t *case_allowed(void) {
   egress_decision_t *d = new_decision("API.Example.com.", 443);
   set_host(d, "api.example.com", EGRESS__HOST_NAME);
-  d->verdict = EGRESS_VERDICT_ALLOW;
-  d->outcome = EGRESS_OUTCOME_ALLOWED;
-  d->reason = EGRESS_REASON_NONE;
+  d->v.verdict = EGRESS_VERDICT_ALLOW;
+  d->v.outcome = EGRESS_OUTCOME_ALLOWED;
+  d->v.reason = EGRESS_REASON_NONE;
   set_rule(d, EGRESS_LIST_ALLOW, 0, "https://api.example.com");
   add_addr(d, "93.184.216.34", EGRESS_VERDICT_ALLOW, EGRESS_REASON_NONE, 60);
   add_addr(d, "2606:2800:220:1:248:1893:25c8:1946", EGRESS_VERDICT_ALLOW,
@@ -105,36 +110,36 @@ static egress_decision_t *case_allowed(void) {
   set_field(d, EGRESS_FIELD_MACHINE_ID, "machine-3");
   set_field(d, EGRESS_FIELD_RUN_ID, "run-42");
   set_field(d, EGRESS_FIELD_CORRELATION_ID, "corr-9");
-  d->curl_resolve =
+  d->t.curl_resolve =
       egress__strdup("api.example.com:443:93.184.216.34,[2606:2800:220:1:248:1893:25c8:1946]");
-  d->message = egress__strdup("allowed by rule 0 of egressAllowlist");
+  d->t.message = egress__strdup("allowed by rule 0 of egressAllowlist");
   return d;
 }
 
 static egress_decision_t *case_not_in_allowlist(void) {
   egress_decision_t *d = new_decision("evil.example.net", 443);
   set_host(d, "evil.example.net", EGRESS__HOST_NAME);
-  d->reason = EGRESS_REASON_NOT_IN_ALLOWLIST;
-  d->message = egress__strdup("evil.example.net matches no allowlist entry");
+  d->v.reason = EGRESS_REASON_NOT_IN_ALLOWLIST;
+  d->t.message = egress__strdup("evil.example.net matches no allowlist entry");
   return d;
 }
 
 static egress_decision_t *case_explicit_deny(void) {
   egress_decision_t *d = new_decision("2001:DB8::1", 8443);
   set_host(d, "2001:db8::1", EGRESS__HOST_IPV6);
-  d->reason = EGRESS_REASON_EXPLICIT_DENY;
+  d->v.reason = EGRESS_REASON_EXPLICIT_DENY;
   set_rule(d, EGRESS_LIST_DENY, 2, "2001:db8::/32");
   add_addr(d, "2001:db8::1", EGRESS_VERDICT_DENY, EGRESS_REASON_EXPLICIT_DENY, -1);
   set_field(d, EGRESS_FIELD_METHOD, "POST");
   set_field(d, EGRESS_FIELD_WORKSPACE_ID, "ws-1");
-  d->dns_ms = 0;
+  d->v.dns_ms = 0;
   return d;
 }
 
 static egress_decision_t *case_resolved_forbidden(void) {
   egress_decision_t *d = new_decision("rebind.example.com", 443);
   set_host(d, "rebind.example.com", EGRESS__HOST_NAME);
-  d->reason = EGRESS_REASON_RESOLVED_ADDRESS_FORBIDDEN;
+  d->v.reason = EGRESS_REASON_RESOLVED_ADDRESS_FORBIDDEN;
   set_rule(d, EGRESS_LIST_ALLOW, 1, "*.example.com");
   add_addr(d, "8.8.8.8", EGRESS_VERDICT_ALLOW, EGRESS_REASON_NONE, 30);
   add_addr(d, "10.0.0.5", EGRESS_VERDICT_DENY, EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS, 30);
@@ -146,24 +151,24 @@ static egress_decision_t *case_resolved_forbidden(void) {
 static egress_decision_t *case_unavailable(void) {
   egress_decision_t *d = new_decision("api.example.com", 443);
   set_host(d, "api.example.com", EGRESS__HOST_NAME);
-  d->outcome = EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE;
-  d->reason = EGRESS_REASON_DNS_UNAVAILABLE;
+  d->v.outcome = EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE;
+  d->v.reason = EGRESS_REASON_DNS_UNAVAILABLE;
   set_rule(d, EGRESS_LIST_ALLOW, 0, "https://api.example.com/v1");
   set_field(d, EGRESS_FIELD_METHOD, "GET");
   d->policy_digest[0] = '\0';
-  d->url = egress__strdup("https://api.example.com/v1/items");
+  d->t.url = egress__strdup("https://api.example.com/v1/items");
   return d;
 }
 
 static egress_decision_t *case_monitor(void) {
   egress_decision_t *d = new_decision("Other.Example.org", 80);
   set_host(d, "other.example.org", EGRESS__HOST_NAME);
-  d->mode = EGRESS_MODE_MONITOR;
-  d->verdict = EGRESS_VERDICT_ALLOW;
-  d->would_deny = true;
-  d->reason = EGRESS_REASON_NOT_IN_ALLOWLIST;
+  d->v.mode = EGRESS_MODE_MONITOR;
+  d->v.verdict = EGRESS_VERDICT_ALLOW;
+  d->v.would_deny = true;
+  d->v.reason = EGRESS_REASON_NOT_IN_ALLOWLIST;
   set_field(d, EGRESS_FIELD_AGENT_ID, "agent-7");
-  d->message = egress__strdup("other.example.org matches no allowlist entry");
+  d->t.message = egress__strdup("other.example.org matches no allowlist entry");
   return d;
 }
 
@@ -173,8 +178,8 @@ static egress_decision_t *case_monitor(void) {
 
 static egress_decision_t *case_invalid_host(void) {
   egress_decision_t *d = new_decision(HOSTILE_DEST, 443);
-  d->reason = EGRESS_REASON_INVALID_HOST;
-  d->dns_ms = 0;
+  d->v.reason = EGRESS_REASON_INVALID_HOST;
+  d->v.dns_ms = 0;
   return d;
 }
 
@@ -187,8 +192,8 @@ static egress_decision_t *case_long_host(void) {
   memset(host + 254, 'z', 46);
   host[300] = '\0';
   egress_decision_t *d = new_decision(host, 8443);
-  d->reason = EGRESS_REASON_INVALID_HOST;
-  d->dns_ms = 0;
+  d->v.reason = EGRESS_REASON_INVALID_HOST;
+  d->v.dns_ms = 0;
   return d;
 }
 
@@ -200,9 +205,9 @@ static egress_decision_t *case_long_url(void) {
   host[5000] = '\0';
   snprintf(url, sizeof url, "https://%s/v1", host);
   egress_decision_t *d = new_decision(host, 443);
-  d->reason = EGRESS_REASON_INVALID_HOST;
-  d->dns_ms = 0;
-  d->url = egress__strdup(url);
+  d->v.reason = EGRESS_REASON_INVALID_HOST;
+  d->v.dns_ms = 0;
+  d->t.url = egress__strdup(url);
   return d;
 }
 
@@ -424,15 +429,15 @@ static cJSON *ref_cut_str(const char *s, size_t max) {
 }
 
 static bool ref_dest_is_url(const egress_decision_t *d) {
-  return d->url && d->port == 0 && d->destination && !strcmp(d->destination, d->url);
+  return d->t.url && d->v.port == 0 && d->t.destination && !strcmp(d->t.destination, d->t.url);
 }
 
 static size_t ref_dest_max(const egress_decision_t *d) {
-  return d->has_host ? SIZE_MAX : ref_dest_is_url(d) ? 4096 : 253;
+  return d->v.has_host ? SIZE_MAX : ref_dest_is_url(d) ? 4096 : 253;
 }
 
 static cJSON *ref_host_port(const egress_decision_t *d) {
-  const char *dest = d->destination ? d->destination : "";
+  const char *dest = d->t.destination ? d->t.destination : "";
   char *cut = ref_cut(dest, ref_dest_max(d));
   if (ref_dest_is_url(d)) {
     cJSON *j = ref_str(cut);
@@ -441,8 +446,8 @@ static cJSON *ref_host_port(const egress_decision_t *d) {
   }
   size_t n = strlen(cut) + 32;
   char *hp = xmalloc(n);
-  bool bracket = d->has_host && dest[0] != '[' && strchr(cut, ':');
-  snprintf(hp, n, "%s%s%s:%ld", bracket ? "[" : "", cut, bracket ? "]" : "", (long)d->port);
+  bool bracket = d->v.has_host && dest[0] != '[' && strchr(cut, ':');
+  snprintf(hp, n, "%s%s%s:%ld", bracket ? "[" : "", cut, bracket ? "]" : "", (long)d->v.port);
   cJSON *j = ref_str(hp);
   free(hp);
   free(cut);
@@ -455,23 +460,23 @@ static double ref_ms(double v) {
 }
 
 static cJSON *ref_reason(const egress_decision_t *d) {
-  if (d->outcome == EGRESS_OUTCOME_ALLOWED && d->reason == EGRESS_REASON_NONE) return cJSON_CreateNull();
-  return cJSON_CreateString(egress_reason_name(d->reason));
+  if (d->v.outcome == EGRESS_OUTCOME_ALLOWED && d->v.reason == EGRESS_REASON_NONE) return cJSON_CreateNull();
+  return cJSON_CreateString(egress_reason_name(d->v.reason));
 }
 
 static cJSON *ref_rule(const egress_decision_t *d) {
-  if (!d->has_rule) return cJSON_CreateNull();
+  if (!d->v.has_rule) return cJSON_CreateNull();
   cJSON *r = cJSON_CreateObject();
-  cJSON_AddNumberToObject(r, "index", (double)d->rule_index);
-  cJSON_AddStringToObject(r, "list", d->rule_list == EGRESS_LIST_DENY ? "deny" : "allow");
-  cJSON_AddItemToObject(r, "text", ref_str(d->rule_text));
+  cJSON_AddNumberToObject(r, "index", (double)d->v.rule_index);
+  cJSON_AddStringToObject(r, "list", d->v.rule_list == EGRESS_LIST_DENY ? "deny" : "allow");
+  cJSON_AddItemToObject(r, "text", ref_str(d->t.rule_text));
   return r;
 }
 
 static cJSON *ref_addresses(const egress_decision_t *d) {
   cJSON *arr = cJSON_CreateArray();
-  for (size_t i = 0; d->addrs && i < d->naddrs; i++) {
-    const egress__addr_verdict_t *a = &d->addrs[i];
+  for (size_t i = 0; d->v.addrs && i < d->v.naddrs; i++) {
+    const egress__addr_verdict_t *a = &d->v.addrs[i];
     cJSON *o = cJSON_CreateObject();
     cJSON_AddItemToObject(o, "address", ref_str_n(a->text, strnlen(a->text, sizeof a->text - 1)));
     cJSON_AddStringToObject(o, "verdict", a->verdict == EGRESS_VERDICT_ALLOW ? "allow" : "deny");
@@ -503,42 +508,42 @@ static cJSON *ref_event(const egress_decision_t *d, const char *source) {
   cJSON_AddItemToObject(root, "subject", ref_host_port(d));
   cJSON *data = cJSON_AddObjectToObject(root, "data");
   for (size_t i = 0; i < sizeof ctx / sizeof ctx[0]; i++)
-    cJSON_AddItemToObject(data, ctx[i].key, ref_str(d->field[ctx[i].field]));
+    cJSON_AddItemToObject(data, ctx[i].key, ref_str(d->t.field[ctx[i].field]));
   cJSON_AddItemToObject(data, "destination", ref_host_port(d));
-  cJSON_AddItemToObject(data, "host", ref_str(d->has_host ? d->host.text : NULL));
-  cJSON_AddNumberToObject(data, "port", d->port);
-  cJSON_AddStringToObject(data, "outcome", egress_outcome_name(d->outcome));
+  cJSON_AddItemToObject(data, "host", ref_str(d->v.has_host ? d->host.text : NULL));
+  cJSON_AddNumberToObject(data, "port", d->v.port);
+  cJSON_AddStringToObject(data, "outcome", egress_outcome_name(d->v.outcome));
   cJSON_AddItemToObject(data, "denyReason", ref_reason(d));
-  cJSON_AddStringToObject(data, "enforcementMode", d->mode == EGRESS_MODE_MONITOR ? "monitor" : "enforce");
-  cJSON_AddBoolToObject(data, "wouldDeny", d->outcome != EGRESS_OUTCOME_ALLOWED);
+  cJSON_AddStringToObject(data, "enforcementMode", d->v.mode == EGRESS_MODE_MONITOR ? "monitor" : "enforce");
+  cJSON_AddBoolToObject(data, "wouldDeny", d->v.outcome != EGRESS_OUTCOME_ALLOWED);
   cJSON_AddItemToObject(data, "matchedRule", ref_rule(d));
   cJSON_AddItemToObject(data, "addresses", ref_addresses(d));
-  cJSON_AddNumberToObject(data, "dnsMs", ref_ms(d->dns_ms));
-  cJSON_AddNumberToObject(data, "latencyMs", ref_ms(d->latency_ms));
+  cJSON_AddNumberToObject(data, "dnsMs", ref_ms(d->v.dns_ms));
+  cJSON_AddNumberToObject(data, "latencyMs", ref_ms(d->v.latency_ms));
   cJSON_AddItemToObject(data, "policyDigest", ref_str(d->policy_digest[0] ? d->policy_digest : NULL));
   cJSON_AddItemToObject(data, "specialRangesVersion",
-                        ref_str(d->special_version ? d->special_version : egress__special_version));
-  if (d->url) cJSON_AddItemToObject(data, "url", ref_cut_str(d->url, 4096));
+                        ref_str(d->v.special_version ? d->v.special_version : egress__special_version));
+  if (d->t.url) cJSON_AddItemToObject(data, "url", ref_cut_str(d->t.url, 4096));
   return root;
 }
 
 static cJSON *ref_decision(const egress_decision_t *d) {
   cJSON *root = cJSON_CreateObject();
-  if (d->has_host || !d->destination)
-    cJSON_AddItemToObject(root, "host", ref_str(d->has_host ? d->host.text : NULL));
+  if (d->v.has_host || !d->t.destination)
+    cJSON_AddItemToObject(root, "host", ref_str(d->v.has_host ? d->host.text : NULL));
   else
-    cJSON_AddItemToObject(root, "host", ref_cut_str(d->destination, ref_dest_max(d)));
-  cJSON_AddNumberToObject(root, "port", d->port);
-  cJSON_AddStringToObject(root, "verdict", d->verdict == EGRESS_VERDICT_ALLOW ? "allow" : "deny");
-  cJSON_AddStringToObject(root, "outcome", egress_outcome_name(d->outcome));
+    cJSON_AddItemToObject(root, "host", ref_cut_str(d->t.destination, ref_dest_max(d)));
+  cJSON_AddNumberToObject(root, "port", d->v.port);
+  cJSON_AddStringToObject(root, "verdict", d->v.verdict == EGRESS_VERDICT_ALLOW ? "allow" : "deny");
+  cJSON_AddStringToObject(root, "outcome", egress_outcome_name(d->v.outcome));
   cJSON_AddItemToObject(root, "reason", ref_reason(d));
   cJSON_AddItemToObject(root, "matchedRule", ref_rule(d));
   cJSON_AddItemToObject(root, "addresses", ref_addresses(d));
-  cJSON_AddItemToObject(root, "message", ref_str(d->message ? d->message : egress_reason_message(d->reason)));
-  cJSON_AddStringToObject(root, "mode", d->mode == EGRESS_MODE_MONITOR ? "monitor" : "enforce");
-  cJSON_AddBoolToObject(root, "wouldDeny", d->outcome != EGRESS_OUTCOME_ALLOWED);
-  if (d->curl_resolve) cJSON_AddItemToObject(root, "curlResolve", ref_str(d->curl_resolve));
-  if (d->url) cJSON_AddItemToObject(root, "url", ref_cut_str(d->url, 4096));
+  cJSON_AddItemToObject(root, "message", ref_str(d->t.message ? d->t.message : egress_reason_message(d->v.reason)));
+  cJSON_AddStringToObject(root, "mode", d->v.mode == EGRESS_MODE_MONITOR ? "monitor" : "enforce");
+  cJSON_AddBoolToObject(root, "wouldDeny", d->v.outcome != EGRESS_OUTCOME_ALLOWED);
+  if (d->t.curl_resolve) cJSON_AddItemToObject(root, "curlResolve", ref_str(d->t.curl_resolve));
+  if (d->t.url) cJSON_AddItemToObject(root, "url", ref_cut_str(d->t.url, 4096));
   return root;
 }
 
@@ -619,9 +624,9 @@ static void test_golden_events(void) {
     cJSON *data = cJSON_GetObjectItem(j, "data");
     CU_ASSERT_PTR_NOT_NULL_FATAL(data);
     CU_ASSERT_DOUBLE_EQUAL(cJSON_GetObjectItem(data, "dnsMs")->valuedouble,
-                           rounded_ms(d->dns_ms), 1e-9);
+                           rounded_ms(d->v.dns_ms), 1e-9);
     CU_ASSERT_DOUBLE_EQUAL(cJSON_GetObjectItem(data, "latencyMs")->valuedouble,
-                           rounded_ms(d->latency_ms), 1e-9);
+                           rounded_ms(d->v.latency_ms), 1e-9);
     replace_with_string(j, "id", "<id>");
     replace_with_string(j, "time", "<time>");
     replace_with_string(data, "dnsMs", "<ms>");
@@ -758,9 +763,9 @@ static void test_schema(void) {
     check_fields(dj, data, sizeof data / sizeof data[0], data_opt, 1, event_cases[i].name);
     check_rule_and_addresses(dj);
     /* url appears exactly when the check was a URL check. */
-    CU_ASSERT_EQUAL(cJSON_HasObjectItem(dj, "url") != 0, d->url != NULL);
+    CU_ASSERT_EQUAL(cJSON_HasObjectItem(dj, "url") != 0, d->t.url != NULL);
     /* wouldDeny and denyReason agree with the outcome, in both modes. */
-    bool allowed = d->outcome == EGRESS_OUTCOME_ALLOWED;
+    bool allowed = d->v.outcome == EGRESS_OUTCOME_ALLOWED;
     CU_ASSERT_EQUAL(cJSON_IsTrue(cJSON_GetObjectItem(dj, "wouldDeny")), !allowed);
     CU_ASSERT_EQUAL(cJSON_IsNull(cJSON_GetObjectItem(dj, "denyReason")), allowed);
     CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(j, "subject")->valuestring,
@@ -775,9 +780,9 @@ static void test_schema(void) {
     CU_ASSERT_PTR_NOT_NULL_FATAL(j);
     check_fields(j, dec, sizeof dec / sizeof dec[0], dec_opt, 2, event_cases[i].name);
     check_rule_and_addresses(j);
-    CU_ASSERT_EQUAL(cJSON_HasObjectItem(j, "curlResolve") != 0, d->curl_resolve != NULL);
+    CU_ASSERT_EQUAL(cJSON_HasObjectItem(j, "curlResolve") != 0, d->t.curl_resolve != NULL);
     CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(j, "verdict")->valuestring,
-                           d->verdict == EGRESS_VERDICT_ALLOW ? "allow" : "deny");
+                           d->v.verdict == EGRESS_VERDICT_ALLOW ? "allow" : "deny");
     cJSON_Delete(j);
     egress__free(text);
     free_decision(d);
@@ -888,7 +893,7 @@ static void test_rfc3339(void) {
 /* Host field of egressctl's output for an invalid destination, as bytes. */
 static char *invalid_host_output(const char *dest) {
   egress_decision_t *d = new_decision(dest, 443);
-  d->reason = EGRESS_REASON_INVALID_HOST;
+  d->v.reason = EGRESS_REASON_INVALID_HOST;
   char *text = decision_checked(d);
   free_decision(d);
   CU_ASSERT_PTR_NOT_NULL_FATAL(text);
@@ -977,15 +982,15 @@ static void test_hostile_strings(void) {
   for (int iter = 0; iter < 4000; iter++) {
     random_string(dest, sizeof dest);
     egress_decision_t *d = new_decision(dest, (int32_t)(rnd() % 70000) - 100);
-    d->reason = EGRESS_REASON_INVALID_HOST;
+    d->v.reason = EGRESS_REASON_INVALID_HOST;
     for (int f = 0; f < EGRESS__FIELD_COUNT; f++) {
       random_string(other, sizeof other);
       set_field(d, (egress_field_t)f, other);
     }
     random_string(other, sizeof other);
-    d->message = egress__strdup(other);
+    d->t.message = egress__strdup(other);
     random_string(other, sizeof other);
-    d->url = egress__strdup(other);
+    d->t.url = egress__strdup(other);
     random_string(other, sizeof other);
     set_rule(d, EGRESS_LIST_DENY, rnd(), other);
     char *ev = event_checked(d, other);
@@ -999,7 +1004,7 @@ static void test_hostile_strings(void) {
     } else if (utf8_ok((const unsigned char *)dest, strlen(dest))) {
       /* Well-formed input comes back byte for byte. */
       char expect[300];
-      snprintf(expect, sizeof expect, "%s:%ld", dest, (long)d->port);
+      snprintf(expect, sizeof expect, "%s:%ld", dest, (long)d->v.port);
       const char *got = cJSON_GetObjectItem(cJSON_GetObjectItem(je, "data"), "destination")
                             ->valuestring;
       if (strcmp(got, expect) || strcmp(cJSON_GetObjectItem(jd, "host")->valuestring, dest))
@@ -1057,10 +1062,10 @@ static void test_subject(void) {
 
 static void test_numbers(void) {
   egress_decision_t *d = case_allowed();
-  d->port = 70000;
-  d->dns_ms = 1.23456;
-  d->latency_ms = 0.0004;
-  d->rule_index = 4000000000u;
+  d->v.port = 70000;
+  d->v.dns_ms = 1.23456;
+  d->v.latency_ms = 0.0004;
+  d->v.rule_index = 4000000000u;
   char *text = event_checked(d, NULL);
   CU_ASSERT_PTR_NOT_NULL_FATAL(text);
   CU_ASSERT_PTR_NOT_NULL(strstr(text, "\"port\":70000,"));
@@ -1072,7 +1077,7 @@ static void test_numbers(void) {
   /* Nonsense timings keep the field a number. */
   double weird[] = {-5.0, 0.0 / 0.0, 1.0 / 0.0};
   for (size_t i = 0; i < 3; i++) {
-    d->latency_ms = weird[i];
+    d->v.latency_ms = weird[i];
     text = event_checked(d, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(text);
     CU_ASSERT_PTR_NOT_NULL(strstr(text, "\"latencyMs\":0,"));
@@ -1370,7 +1375,12 @@ static char *repeat(const char *piece, size_t n) {
   return s;
 }
 
-static void replace(char **slot, char *v) {
+static void replace(const char **slot, char *v) {
+  free_text(*slot);
+  *slot = v;
+}
+
+static void replace_url(char **slot, char *v) {
   egress__free(*slot);
   *slot = v;
 }
@@ -1387,23 +1397,23 @@ static void test_hostile_fields(void) {
     for (int framed = 0; framed < 2; framed++) {
       const char *s = framed ? text : strings[i];
       egress_decision_t *d = case_allowed();
-      for (int f = 0; f < EGRESS__FIELD_COUNT; f++) replace(&d->field[f], egress__strdup(s));
-      replace(&d->rule_text, egress__strdup(s));
-      replace(&d->message, egress__strdup(s));
-      replace(&d->curl_resolve, egress__strdup(s));
-      replace(&d->url, egress__strdup(s));
+      for (int f = 0; f < EGRESS__FIELD_COUNT; f++) replace(&d->t.field[f], egress__strdup(s));
+      replace(&d->t.rule_text, egress__strdup(s));
+      replace(&d->t.message, egress__strdup(s));
+      replace(&d->t.curl_resolve, egress__strdup(s));
+      replace_url(&d->t.url, egress__strdup(s));
       /* s is at most 2 * 15 + 2 bytes: it fits an address text. */
-      memcpy(d->addrs[0].text, s, strlen(s) + 1);
-      d->special_version = s;
+      memcpy(d->v.addrs[0].text, s, strlen(s) + 1);
+      d->v.special_version = s;
       egress__free(event_checked(d, s));
       egress__free(decision_checked(d));
       /* As an invalid destination too, host:port and URL. */
-      d->has_host = false;
-      replace(&d->destination, egress__strdup(s));
+      d->v.has_host = false;
+      replace(&d->t.destination, egress__strdup(s));
       egress__free(event_checked(d, NULL));
       egress__free(decision_checked(d));
-      d->port = 0;
-      replace(&d->url, egress__strdup(s));
+      d->v.port = 0;
+      replace_url(&d->t.url, egress__strdup(s));
       egress__free(event_checked(d, NULL));
       egress__free(decision_checked(d));
       free_decision(d);
@@ -1418,21 +1428,21 @@ static void test_hostile_fields(void) {
   static const size_t url_lens[] = {4094, 4095, 4096, 4097, 4098, 9000};
   for (size_t p = 0; p < sizeof pieces / sizeof pieces[0]; p++) {
     egress_decision_t *d = case_allowed();
-    for (int f = 0; f < EGRESS__FIELD_COUNT; f++) replace(&d->field[f], repeat(pieces[p], 1024));
-    replace(&d->rule_text, repeat(pieces[p], 9000));
+    for (int f = 0; f < EGRESS__FIELD_COUNT; f++) replace(&d->t.field[f], repeat(pieces[p], 1024));
+    replace(&d->t.rule_text, repeat(pieces[p], 9000));
     char *source = repeat(pieces[p], 300);
     egress__free(event_checked(d, source));
     egress__free(decision_checked(d));
-    d->has_host = false;
+    d->v.has_host = false;
     for (size_t k = 0; k < sizeof dest_lens / sizeof dest_lens[0]; k++) {
-      replace(&d->destination, repeat(pieces[p], dest_lens[k]));
+      replace(&d->t.destination, repeat(pieces[p], dest_lens[k]));
       egress__free(event_checked(d, source));
       egress__free(decision_checked(d));
     }
-    d->port = 0;
+    d->v.port = 0;
     for (size_t k = 0; k < sizeof url_lens / sizeof url_lens[0]; k++) {
-      replace(&d->url, repeat(pieces[p], url_lens[k]));
-      replace(&d->destination, egress__strdup(d->url));   /* an unparsable URL */
+      replace_url(&d->t.url, repeat(pieces[p], url_lens[k]));
+      replace(&d->t.destination, egress__strdup(d->t.url));   /* an unparsable URL */
       egress__free(event_checked(d, source));
       egress__free(decision_checked(d));
     }
@@ -1466,13 +1476,13 @@ static void *event_thread(void *arg) {
     snprintf(other, sizeof other, "t%d-%d\x02%s", t->id, iter, dest + (seed >> 20) % 4);
     egress_decision_t *d = egress__calloc(1, sizeof *d);
     if (!d) abort();
-    d->destination = egress__strdup(dest);
-    d->port = iter;
-    d->reason = EGRESS_REASON_INVALID_HOST;
-    d->outcome = EGRESS_OUTCOME_DENIED;
-    d->dns_ms = iter / 7.0;
-    d->field[EGRESS_FIELD_RUN_ID] = egress__strdup(other);
-    d->url = iter % 3 ? NULL : egress__strdup(other);
+    d->t.destination = egress__strdup(dest);
+    d->v.port = iter;
+    d->v.reason = EGRESS_REASON_INVALID_HOST;
+    d->v.outcome = EGRESS_OUTCOME_DENIED;
+    d->v.dns_ms = iter / 7.0;
+    d->t.field[EGRESS_FIELD_RUN_ID] = egress__strdup(other);
+    d->t.url = iter % 3 ? NULL : egress__strdup(other);
     if (egress__event_stamp(d) != EGRESS_OK) abort();
     char *built = egress__event_build(d, other);
     size_t len = 0;
@@ -1485,9 +1495,9 @@ static void *event_thread(void *arg) {
     t->done++;
     egress__free(built);
     egress__free(dj);
-    egress__free(d->destination);
-    egress__free(d->url);
-    egress__free(d->field[EGRESS_FIELD_RUN_ID]);
+    free_text(d->t.destination);
+    egress__free(d->t.url);
+    free_text(d->t.field[EGRESS_FIELD_RUN_ID]);
     egress__free(d);
   }
   return NULL;
@@ -2063,8 +2073,8 @@ static void test_checker_jsonl_events(void) {
     cJSON *gdata = cJSON_GetObjectItem(got, "data");
     strcpy(d->event_id, cJSON_GetObjectItem(got, "id")->valuestring);
     strcpy(d->time_rfc3339, cJSON_GetObjectItem(got, "time")->valuestring);
-    d->dns_ms = cJSON_GetObjectItem(gdata, "dnsMs")->valuedouble;
-    d->latency_ms = cJSON_GetObjectItem(gdata, "latencyMs")->valuedouble;
+    d->v.dns_ms = cJSON_GetObjectItem(gdata, "dnsMs")->valuedouble;
+    d->v.latency_ms = cJSON_GetObjectItem(gdata, "latencyMs")->valuedouble;
     cJSON_Delete(got);
     CU_ASSERT_TRUE(matches_ref(line, ref_event(d, "/enforcement/test-events"), "JSON Lines event"));
     egress_decision_free(d);
