@@ -72,53 +72,43 @@ typedef struct pin {
 } pin_t;
 
 static void usage(FILE *to) {
-  fputs("usage: curl-pinned --policy FILE [--hosts FILE] [--dns-server LIST]\n"
-        "                   [--timeout-ms N] URL\n"
-        "\n"
-        "Check URL against the egress policy; when it is allowed, fetch it with\n"
-        "libcurl connected only to the addresses the check vetted, and print the\n"
-        "HTTP status and the body size.  Redirects are reported, not followed.\n",
-        to);
+  fputs(
+      "usage: curl-pinned --policy FILE [--hosts FILE] [--dns-server LIST]\n"
+      "                   [--timeout-ms N] URL\n"
+      "\n"
+      "Check URL against the egress policy; when it is allowed, fetch it with\n"
+      "libcurl connected only to the addresses the check vetted, and print the\n"
+      "HTTP status and the body size.  Redirects are reported, not followed.\n",
+      to);
 }
 
 static int parse_args(int argc, char **argv, args_t *a) {
-  static const struct option longopts[] = {
-      {"policy", required_argument, NULL, 'p'},
-      {"hosts", required_argument, NULL, 'H'},
-      {"dns-server", required_argument, NULL, 'd'},
-      {"timeout-ms", required_argument, NULL, 't'},
-      {"help", no_argument, NULL, 'h'},
-      {NULL, 0, NULL, 0}};
+  static const struct option longopts[] = { { "policy", required_argument, NULL, 'p' },
+                                            { "hosts", required_argument, NULL, 'H' },
+                                            { "dns-server", required_argument, NULL, 'd' },
+                                            { "timeout-ms", required_argument, NULL, 't' },
+                                            { "help", no_argument, NULL, 'h' },
+                                            { NULL, 0, NULL, 0 } };
   int c;
 
   memset(a, 0, sizeof *a);
   while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
     switch (c) {
-    case 'p':
-      a->policy_path = optarg;
-      break;
-    case 'H':
-      a->hosts_path = optarg;
-      break;
-    case 'd':
-      a->dns_servers = optarg;
-      break;
-    case 't': {
-      char *end;
-      a->timeout_ms = strtoul(optarg, &end, 10);
-      if (optarg[0] < '0' || optarg[0] > '9' || *end != '\0' || a->timeout_ms == 0 ||
-          a->timeout_ms > 600000) {
-        fprintf(stderr, "curl-pinned: --timeout-ms must be 1..600000\n");
-        return EXIT_USAGE;
+      case 'p': a->policy_path = optarg; break;
+      case 'H': a->hosts_path = optarg; break;
+      case 'd': a->dns_servers = optarg; break;
+      case 't': {
+        char *end;
+        a->timeout_ms = strtoul(optarg, &end, 10);
+        if (optarg[0] < '0' || optarg[0] > '9' || *end != '\0' || a->timeout_ms == 0 ||
+            a->timeout_ms > 600000) {
+          fprintf(stderr, "curl-pinned: --timeout-ms must be 1..600000\n");
+          return EXIT_USAGE;
+        }
+        break;
       }
-      break;
-    }
-    case 'h':
-      usage(stdout);
-      exit(0);
-    default:
-      usage(stderr);
-      return EXIT_USAGE;
+      case 'h': usage(stdout); exit(0);
+      default: usage(stderr); return EXIT_USAGE;
     }
   }
   if (a->policy_path == NULL || optind != argc - 1) {
@@ -143,18 +133,14 @@ static int make_checker(const args_t *a, egress_checker_t **out) {
     rc = st == EGRESS_EPOLICY ? EXIT_DATAERR : st == EGRESS_EIO ? EXIT_NOINPUT : EXIT_SOFTWARE;
     goto done;
   }
-  if (egress_options_new(&opts) != EGRESS_OK)
-    goto done;
-  if (a->hosts_path != NULL && egress_options_set_hosts_file(opts, a->hosts_path) != EGRESS_OK)
-    goto done;
-  if (a->dns_servers != NULL &&
-      egress_options_set_dns_servers(opts, a->dns_servers) != EGRESS_OK) {
+  if (egress_options_new(&opts) != EGRESS_OK) goto done;
+  if (a->hosts_path != NULL && egress_options_set_hosts_file(opts, a->hosts_path) != EGRESS_OK) goto done;
+  if (a->dns_servers != NULL && egress_options_set_dns_servers(opts, a->dns_servers) != EGRESS_OK) {
     fprintf(stderr, "curl-pinned: bad --dns-server list: %s\n", a->dns_servers);
     rc = EXIT_USAGE;
     goto done;
   }
-  if (a->timeout_ms != 0 &&
-      egress_options_set_timeout_ms(opts, (uint32_t)a->timeout_ms) != EGRESS_OK)
+  if (a->timeout_ms != 0 && egress_options_set_timeout_ms(opts, (uint32_t)a->timeout_ms) != EGRESS_OK)
     goto done;
   st = egress_checker_new(policy, opts, out, errbuf, sizeof errbuf);
   if (st != EGRESS_OK) {
@@ -179,24 +165,20 @@ static bool is_vetted(const egress_decision_t *d, const struct sockaddr *sa, siz
     size_t len = 0;
     const struct sockaddr *v;
 
-    if (egress_decision_address_verdict(d, i) != EGRESS_VERDICT_ALLOW)
-      continue;
+    if (egress_decision_address_verdict(d, i) != EGRESS_VERDICT_ALLOW) continue;
     v = egress_decision_address_sockaddr(d, i, &len);
-    if (v == NULL || v->sa_family != sa->sa_family)
-      continue;
+    if (v == NULL || v->sa_family != sa->sa_family) continue;
     if (sa->sa_family == AF_INET && salen >= sizeof(struct sockaddr_in) &&
         len >= sizeof(struct sockaddr_in)) {
       const struct sockaddr_in *a = (const struct sockaddr_in *)(const void *)sa;
       const struct sockaddr_in *b = (const struct sockaddr_in *)(const void *)v;
-      if (a->sin_port == b->sin_port &&
-          memcmp(&a->sin_addr, &b->sin_addr, sizeof a->sin_addr) == 0)
+      if (a->sin_port == b->sin_port && memcmp(&a->sin_addr, &b->sin_addr, sizeof a->sin_addr) == 0)
         return true;
     } else if (sa->sa_family == AF_INET6 && salen >= sizeof(struct sockaddr_in6) &&
                len >= sizeof(struct sockaddr_in6)) {
       const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)(const void *)sa;
       const struct sockaddr_in6 *b = (const struct sockaddr_in6 *)(const void *)v;
-      if (a->sin6_port == b->sin6_port &&
-          memcmp(&a->sin6_addr, &b->sin6_addr, sizeof a->sin6_addr) == 0)
+      if (a->sin6_port == b->sin6_port && memcmp(&a->sin6_addr, &b->sin6_addr, sizeof a->sin6_addr) == 0)
         return true;
     }
   }
@@ -204,20 +186,16 @@ static bool is_vetted(const egress_decision_t *d, const struct sockaddr *sa, siz
 }
 
 /* The last gate: curl asks us for every socket it connects with. */
-static curl_socket_t open_pinned(void *clientp, curlsocktype purpose,
-                                 struct curl_sockaddr *address) {
+static curl_socket_t open_pinned(void *clientp, curlsocktype purpose, struct curl_sockaddr *address) {
   pin_t *pin = clientp;
   char text[INET6_ADDRSTRLEN] = "?";
 
-  if (purpose == CURLSOCKTYPE_IPCXN &&
-      is_vetted(pin->decision, &address->addr, address->addrlen))
+  if (purpose == CURLSOCKTYPE_IPCXN && is_vetted(pin->decision, &address->addr, address->addrlen))
     return socket(address->family, address->socktype, address->protocol);
   if (address->family == AF_INET)
-    inet_ntop(AF_INET, &((struct sockaddr_in *)(void *)&address->addr)->sin_addr, text,
-              sizeof text);
+    inet_ntop(AF_INET, &((struct sockaddr_in *)(void *)&address->addr)->sin_addr, text, sizeof text);
   else if (address->family == AF_INET6)
-    inet_ntop(AF_INET6, &((struct sockaddr_in6 *)(void *)&address->addr)->sin6_addr, text,
-              sizeof text);
+    inet_ntop(AF_INET6, &((struct sockaddr_in6 *)(void *)&address->addr)->sin6_addr, text, sizeof text);
   fprintf(stderr, "curl-pinned: refusing to connect to %s: not a vetted address\n", text);
   pin->refused++;
   return CURL_SOCKET_BAD;
@@ -237,8 +215,7 @@ static bool same_host(const char *curl_host, const char *checked) {
     curl_host++;
     n -= 2;
   }
-  if (n > 0 && curl_host[n - 1] == '.')
-    n--;
+  if (n > 0 && curl_host[n - 1] == '.') n--;
   return n == m && strncasecmp(curl_host, checked, n) == 0;
 }
 
@@ -250,8 +227,7 @@ static int parse_for_curl(const char *url, const egress_decision_t *d, CURLU **o
   int rc = EXIT_SOFTWARE;
 
   *out = NULL;
-  if (u == NULL)
-    goto done;
+  if (u == NULL) goto done;
 #ifdef CURLU_PUNYCODE
   flags |= CURLU_PUNYCODE;
 #endif
@@ -264,8 +240,10 @@ static int parse_for_curl(const char *url, const egress_decision_t *d, CURLU **o
   }
   if (egress_decision_host(d) == NULL || !same_host(host, egress_decision_host(d)) ||
       strtol(port, NULL, 10) != (long)egress_decision_port(d)) {
-    fprintf(stderr, "curl-pinned: libcurl reads the URL as %s port %s, the check as %s port %ld:"
-            " refusing\n", host, port, egress_decision_host(d) ? egress_decision_host(d) : "?",
+    fprintf(stderr,
+            "curl-pinned: libcurl reads the URL as %s port %s, the check as %s port %ld:"
+            " refusing\n",
+            host, port, egress_decision_host(d) ? egress_decision_host(d) : "?",
             (long)egress_decision_port(d));
     rc = EXIT_DENIED;
     goto done;
@@ -286,7 +264,7 @@ static int fetch(const char *url, const egress_decision_t *d) {
   CURLU *u = NULL;
   struct curl_slist *resolve = NULL;
   const char *entry = egress_decision_curl_resolve(d);
-  pin_t pin = {d, 0};
+  pin_t pin = { d, 0 };
   size_t body = 0;
   long status = 0;
   char *location = NULL;
@@ -294,15 +272,12 @@ static int fetch(const char *url, const egress_decision_t *d) {
   int rc;
 
   rc = parse_for_curl(url, d, &u);
-  if (rc != 0)
-    goto done;
+  if (rc != 0) goto done;
   rc = EXIT_SOFTWARE;
-  if ((curl = curl_easy_init()) == NULL)
-    goto done;
+  if ((curl = curl_easy_init()) == NULL) goto done;
   /* A name gets its vetted addresses pinned; an IP literal needs no entry
    * (the open-socket gate still checks it). */
-  if (entry != NULL && (resolve = curl_slist_append(NULL, entry)) == NULL)
-    goto done;
+  if (entry != NULL && (resolve = curl_slist_append(NULL, entry)) == NULL) goto done;
   if (curl_easy_setopt(curl, CURLOPT_CURLU, u) != CURLE_OK ||
       curl_easy_setopt(curl, CURLOPT_RESOLVE, resolve) != CURLE_OK ||
       curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
@@ -329,8 +304,7 @@ static int fetch(const char *url, const egress_decision_t *d) {
   curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
   printf("status %ld bytes %zu\n", status, body);
   if (curl_easy_getinfo(curl, CURLINFO_REDIRECT_URL, &location) == CURLE_OK && location != NULL)
-    printf("redirect %s not followed: it is a new destination and needs its own check\n",
-           location);
+    printf("redirect %s not followed: it is a new destination and needs its own check\n", location);
   rc = 0;
 
 done:
@@ -348,20 +322,17 @@ int main(int argc, char **argv) {
   int rc;
 
   rc = parse_args(argc, argv, &a);
-  if (rc != 0)
-    return rc;
+  if (rc != 0) return rc;
   if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
     fprintf(stderr, "curl-pinned: curl_global_init failed\n");
     return EXIT_SOFTWARE;
   }
   rc = make_checker(&a, &checker);
-  if (rc != 0)
-    goto done;
+  if (rc != 0) goto done;
 
   st = egress_check_url(checker, a.url, NULL, &d);
   if (egress_decision_verdict(d) != EGRESS_VERDICT_ALLOW) {
-    printf("deny %s: %s\n", egress_reason_name(egress_decision_reason(d)),
-           egress_decision_message(d));
+    printf("deny %s: %s\n", egress_reason_name(egress_decision_reason(d)), egress_decision_message(d));
     rc = egress_decision_outcome(d) == EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE || st != EGRESS_OK
              ? EXIT_UNAVAILABLE
              : EXIT_DENIED;
@@ -379,7 +350,6 @@ done:
   egress_decision_free(d);
   egress_checker_free(checker);
   curl_global_cleanup();
-  if (fflush(stdout) != 0 && rc == 0)
-    rc = EXIT_SOFTWARE;
+  if (fflush(stdout) != 0 && rc == 0) rc = EXIT_SOFTWARE;
   return rc;
 }

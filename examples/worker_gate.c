@@ -46,13 +46,7 @@
 
 #include "egress.h"
 
-enum {
-  EXIT_USAGE = 64,
-  EXIT_DATAERR = 65,
-  EXIT_NOINPUT = 66,
-  EXIT_SOFTWARE = 70,
-  EXIT_CANTCREAT = 73
-};
+enum { EXIT_USAGE = 64, EXIT_DATAERR = 65, EXIT_NOINPUT = 66, EXIT_SOFTWARE = 70, EXIT_CANTCREAT = 73 };
 
 /* Largest input file the demo reads whole; policies and call scripts are
  * small, and a bound keeps a wrong path (a device, a huge log) harmless. */
@@ -90,26 +84,27 @@ static void errmsg(const char *fmt, ...) {
 }
 
 static void usage(FILE *to) {
-  fputs("usage: worker-gate --policy FILE --hosts FILE --calls FILE\n"
-        "                   [--events FILE|-] [--mode enforce|monitor] [--pretty]\n"
-        "                   [--workspace-id ID] [--machine-id ID] [--agent-id ID]\n"
-        "\n"
-        "Gate each scripted adapter call in the calls file (JSON Lines) against\n"
-        "the egress policy, resolving names from the hosts file only, and print\n"
-        "every decision with its event, a summary and the checker's counters.\n"
-        "\n"
-        "  --policy FILE        egress policy or MachineRegistrationV1 record (JSON)\n"
-        "  --hosts FILE         hosts file to resolve from (no DNS server is used)\n"
-        "  --calls FILE         scripted adapter calls, one JSON object per line\n"
-        "  --events FILE|-      also write decision events as JSON Lines to FILE\n"
-        "                       (appended) or to standard output; delivery is then\n"
-        "                       required: a call whose event is lost is denied\n"
-        "  --mode MODE          enforce (default) or monitor\n"
-        "  --pretty             print events as indented JSON\n"
-        "  --workspace-id ID    override the policy record's workspaceId\n"
-        "  --machine-id ID      override the policy record's machineId\n"
-        "  --agent-id ID        agentId for calls that do not name one\n",
-        to);
+  fputs(
+      "usage: worker-gate --policy FILE --hosts FILE --calls FILE\n"
+      "                   [--events FILE|-] [--mode enforce|monitor] [--pretty]\n"
+      "                   [--workspace-id ID] [--machine-id ID] [--agent-id ID]\n"
+      "\n"
+      "Gate each scripted adapter call in the calls file (JSON Lines) against\n"
+      "the egress policy, resolving names from the hosts file only, and print\n"
+      "every decision with its event, a summary and the checker's counters.\n"
+      "\n"
+      "  --policy FILE        egress policy or MachineRegistrationV1 record (JSON)\n"
+      "  --hosts FILE         hosts file to resolve from (no DNS server is used)\n"
+      "  --calls FILE         scripted adapter calls, one JSON object per line\n"
+      "  --events FILE|-      also write decision events as JSON Lines to FILE\n"
+      "                       (appended) or to standard output; delivery is then\n"
+      "                       required: a call whose event is lost is denied\n"
+      "  --mode MODE          enforce (default) or monitor\n"
+      "  --pretty             print events as indented JSON\n"
+      "  --workspace-id ID    override the policy record's workspaceId\n"
+      "  --machine-id ID      override the policy record's machineId\n"
+      "  --agent-id ID        agentId for calls that do not name one\n",
+      to);
 }
 
 /* Reads the whole file at @p path, NUL-terminated for cJSON; *len excludes
@@ -168,8 +163,7 @@ static int read_whole_file(const char *path, char **out, size_t *len) {
 
 done:
   free(buf);
-  if (f != NULL)
-    fclose(f);
+  if (f != NULL) fclose(f);
   return rc;
 }
 
@@ -185,20 +179,17 @@ static const char *json_str(const cJSON *obj, const char *key) {
  * A bare allowlist document has neither, and that is fine: they are then
  * null in events unless given as flags.  The returned strings are copies.
  */
-static int identity_from_policy(const char *json, size_t len, char **workspace,
-                                char **machine) {
+static int identity_from_policy(const char *json, size_t len, char **workspace, char **machine) {
   cJSON *doc = cJSON_ParseWithLength(json, len);
   const char *w, *m;
   int rc = 0;
 
   *workspace = NULL;
   *machine = NULL;
-  if (doc == NULL)
-    return 0; /* egress_policy_from_json reports the syntax error */
+  if (doc == NULL) return 0; /* egress_policy_from_json reports the syntax error */
   w = json_str(doc, "workspaceId");
   m = json_str(doc, "machineId");
-  if ((w != NULL && (*workspace = strdup(w)) == NULL) ||
-      (m != NULL && (*machine = strdup(m)) == NULL)) {
+  if ((w != NULL && (*workspace = strdup(w)) == NULL) || (m != NULL && (*machine = strdup(m)) == NULL)) {
     errmsg("out of memory");
     rc = EXIT_SOFTWARE;
   }
@@ -206,8 +197,7 @@ static int identity_from_policy(const char *json, size_t len, char **workspace,
   return rc;
 }
 
-static int load_policy(const args_t *a, egress_policy_t **policy,
-                       char **workspace, char **machine) {
+static int load_policy(const args_t *a, egress_policy_t **policy, char **workspace, char **machine) {
   char errbuf[EGRESS_ERRBUF_SIZE];
   char *json = NULL;
   size_t len;
@@ -218,8 +208,7 @@ static int load_policy(const args_t *a, egress_policy_t **policy,
   *workspace = NULL;
   *machine = NULL;
   rc = read_whole_file(a->policy_path, &json, &len);
-  if (rc != 0)
-    goto done;
+  if (rc != 0) goto done;
   errbuf[0] = '\0';
   st = egress_policy_from_json(json, len, policy, errbuf, sizeof errbuf);
   if (st != EGRESS_OK) {
@@ -234,8 +223,7 @@ done:
   return rc;
 }
 
-static int build_checker(const args_t *a, egress_policy_t *policy,
-                         egress_checker_t **out) {
+static int build_checker(const args_t *a, egress_policy_t *policy, egress_checker_t **out) {
   egress_options_t *opts = NULL;
   char errbuf[EGRESS_ERRBUF_SIZE];
   egress_status_t st;
@@ -251,8 +239,7 @@ static int build_checker(const args_t *a, egress_policy_t *policy,
   }
   close(fd);
 
-  if (egress_options_new(&opts) != EGRESS_OK)
-    goto oom;
+  if (egress_options_new(&opts) != EGRESS_OK) goto oom;
   if (a->mode == NULL || strcmp(a->mode, "enforce") == 0) {
     st = egress_options_set_mode(opts, EGRESS_MODE_ENFORCE);
   } else if (strcmp(a->mode, "monitor") == 0) {
@@ -262,22 +249,18 @@ static int build_checker(const args_t *a, egress_policy_t *policy,
     rc = EXIT_USAGE;
     goto done;
   }
-  if (st != EGRESS_OK)
-    goto oom;
+  if (st != EGRESS_OK) goto oom;
   /* Hosts file only, no DNS servers: the demo never touches the network. */
-  if (egress_options_set_hosts_file(opts, a->hosts_path) != EGRESS_OK)
-    goto oom;
+  if (egress_options_set_hosts_file(opts, a->hosts_path) != EGRESS_OK) goto oom;
   if (a->events != NULL) {
     if (strcmp(a->events, "-") == 0)
       st = egress_options_set_event_fd(opts, STDOUT_FILENO);
     else
       st = egress_options_set_event_path(opts, a->events);
-    if (st != EGRESS_OK)
-      goto oom;
+    if (st != EGRESS_OK) goto oom;
     /* A worker that keeps an audit trail must not make calls it cannot
      * account for: with a sink configured, a lost event denies the call. */
-    if (egress_options_set_audit_required(opts, true) != EGRESS_OK)
-      goto oom;
+    if (egress_options_set_audit_required(opts, true) != EGRESS_OK) goto oom;
   }
 
   errbuf[0] = '\0';
@@ -307,44 +290,37 @@ static const char *list_name(egress_list_t list) {
 }
 
 static void print_rule(const egress_decision_t *d) {
-  if (!egress_decision_has_rule(d))
-    return;
-  printf(" (rule %s[%zu] %s)", list_name(egress_decision_rule_list(d)),
-         egress_decision_rule_index(d), egress_decision_rule_text(d));
+  if (!egress_decision_has_rule(d)) return;
+  printf(" (rule %s[%zu] %s)", list_name(egress_decision_rule_list(d)), egress_decision_rule_index(d),
+         egress_decision_rule_text(d));
 }
 
 /* "ALLOW  GET https://...  -> 93.184.216.34 (rule egressAllowlist[0] ...)"
  * "DENY   GET https://...  special_purpose_address: message"
  * One line per call so that the decisions can be read at a glance and
  * checked by a script; the event follows, indented. */
-static void print_decision_line(const egress_decision_t *d, const char *method,
-                                const char *target) {
+static void print_decision_line(const egress_decision_t *d, const char *method, const char *target) {
   egress_verdict_t verdict = egress_decision_verdict(d);
   egress_outcome_t outcome = egress_decision_outcome(d);
 
-  printf("%-5s  %s %s  ", verdict == EGRESS_VERDICT_ALLOW ? "ALLOW" : "DENY",
-         method, target);
+  printf("%-5s  %s %s  ", verdict == EGRESS_VERDICT_ALLOW ? "ALLOW" : "DENY", method, target);
   if (outcome == EGRESS_OUTCOME_ALLOWED) {
     size_t i, n = egress_decision_address_count(d);
     bool first = true;
 
     for (i = 0; i < n; i++) {
-      if (egress_decision_address_verdict(d, i) != EGRESS_VERDICT_ALLOW)
-        continue;
+      if (egress_decision_address_verdict(d, i) != EGRESS_VERDICT_ALLOW) continue;
       printf("%s%s", first ? "-> " : ", ", egress_decision_address(d, i));
       first = false;
     }
-    if (first)
-      fputs("->", stdout);
+    if (first) fputs("->", stdout);
   } else {
     /* In monitor mode the call proceeds; say what enforce mode would do. */
-    if (verdict == EGRESS_VERDICT_ALLOW)
-      fputs("monitor, would deny: ", stdout);
+    if (verdict == EGRESS_VERDICT_ALLOW) fputs("monitor, would deny: ", stdout);
     egress_reason_t reason = egress_decision_reason(d);
     const char *message = egress_decision_message(d);
 
-    printf("%s: %s", egress_reason_name(reason),
-           message ? message : egress_reason_message(reason));
+    printf("%s: %s", egress_reason_name(reason), message ? message : egress_reason_message(reason));
   }
   print_rule(d);
   putchar('\n');
@@ -362,11 +338,9 @@ static void print_indented(const char *text, const char *indent) {
       fputs("  ", stdout);
       p++;
     }
-    for (; *p != '\0' && *p != '\n'; p++)
-      putchar(*p == '\t' ? ' ' : *p);
+    for (; *p != '\0' && *p != '\n'; p++) putchar(*p == '\t' ? ' ' : *p);
     putchar('\n');
-    if (*p == '\n')
-      p++;
+    if (*p == '\n') p++;
   }
 }
 
@@ -393,22 +367,19 @@ static void print_event(const egress_decision_t *d, bool pretty) {
 }
 
 /* Sets request field @p field from @p value (which may be NULL). */
-static bool request_set(egress_request_t *req, egress_field_t field,
-                        const char *value, const char *name, unsigned long line,
-                        const char *calls_path) {
+static bool request_set(egress_request_t *req, egress_field_t field, const char *value, const char *name,
+                        unsigned long line, const char *calls_path) {
   egress_status_t st = egress_request_set(req, field, value);
 
-  if (st == EGRESS_OK)
-    return true;
+  if (st == EGRESS_OK) return true;
   errmsg("%s:%lu: %s: %s", calls_path, line, name, egress_strerror(st));
   return false;
 }
 
 /* Checks one scripted call.  Returns 0, or an exit status after printing
  * why the call line itself is unusable. */
-static int gate_call(egress_checker_t *ck, const args_t *a, const char *workspace,
-                     const char *machine, const char *text, size_t len,
-                     unsigned long line, tally_t *t) {
+static int gate_call(egress_checker_t *ck, const args_t *a, const char *workspace, const char *machine,
+                     const char *text, size_t len, unsigned long line, tally_t *t) {
   cJSON *call = cJSON_ParseWithLength(text, len);
   egress_request_t *req = NULL;
   egress_decision_t *d = NULL;
@@ -431,8 +402,7 @@ static int gate_call(egress_checker_t *ck, const args_t *a, const char *workspac
   run = json_str(call, "runId");
   corr = json_str(call, "correlationId");
   note = json_str(call, "note");
-  if (agent == NULL)
-    agent = a->agent_id;
+  if (agent == NULL) agent = a->agent_id;
   if ((url == NULL) == (host == NULL)) {
     errmsg("%s:%lu: give either \"url\" or \"host\" and \"port\"", a->calls_path, line);
     goto done;
@@ -446,8 +416,7 @@ static int gate_call(egress_checker_t *ck, const args_t *a, const char *workspac
       errmsg("%s:%lu: \"port\" must be an integer", a->calls_path, line);
       goto done;
     }
-    snprintf(target, sizeof target, strchr(host, ':') ? "[%.1024s]:%d" : "%.1024s:%d",
-             host, (int)(int32_t)v);
+    snprintf(target, sizeof target, strchr(host, ':') ? "[%.1024s]:%d" : "%.1024s:%d", host, (int)(int32_t)v);
   } else {
     snprintf(target, sizeof target, "%.1024s", url);
   }
@@ -458,14 +427,11 @@ static int gate_call(egress_checker_t *ck, const args_t *a, const char *workspac
     goto done;
   }
   if (!request_set(req, EGRESS_FIELD_METHOD, method, "method", line, a->calls_path) ||
-      !request_set(req, EGRESS_FIELD_WORKSPACE_ID, workspace, "workspaceId", line,
-                   a->calls_path) ||
-      !request_set(req, EGRESS_FIELD_MACHINE_ID, machine, "machineId", line,
-                   a->calls_path) ||
+      !request_set(req, EGRESS_FIELD_WORKSPACE_ID, workspace, "workspaceId", line, a->calls_path) ||
+      !request_set(req, EGRESS_FIELD_MACHINE_ID, machine, "machineId", line, a->calls_path) ||
       !request_set(req, EGRESS_FIELD_AGENT_ID, agent, "agentId", line, a->calls_path) ||
       !request_set(req, EGRESS_FIELD_RUN_ID, run, "runId", line, a->calls_path) ||
-      !request_set(req, EGRESS_FIELD_CORRELATION_ID, corr, "correlationId", line,
-                   a->calls_path))
+      !request_set(req, EGRESS_FIELD_CORRELATION_ID, corr, "correlationId", line, a->calls_path))
     goto done;
 
   /* An event written to standard output must come after the lines printed
@@ -478,14 +444,12 @@ static int gate_call(egress_checker_t *ck, const args_t *a, const char *workspac
   /* Whatever the status, the decision (or its absence) reads as deny: the
    * worker would not make the call.  Report it like any other denial. */
   if (st != EGRESS_OK)
-    errmsg("%s:%lu: check failed: %s (the call is denied)", a->calls_path, line,
-           egress_strerror(st));
+    errmsg("%s:%lu: check failed: %s (the call is denied)", a->calls_path, line, egress_strerror(st));
 
   print_decision_line(d, method ? method : "TCP", target);
-  printf("    adapter %s  run %s  correlation %s\n", adapter ? adapter : "-",
-         run ? run : "-", corr ? corr : "-");
-  if (note != NULL)
-    printf("    note: %s\n", note);
+  printf("    adapter %s  run %s  correlation %s\n", adapter ? adapter : "-", run ? run : "-",
+         corr ? corr : "-");
+  if (note != NULL) printf("    note: %s\n", note);
   print_event(d, a->pretty);
   putchar('\n');
 
@@ -494,8 +458,7 @@ static int gate_call(egress_checker_t *ck, const args_t *a, const char *workspac
     t->allowed++;
   else
     t->denied++;
-  if (egress_decision_outcome(d) == EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE)
-    t->unavailable++;
+  if (egress_decision_outcome(d) == EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE) t->unavailable++;
   if (egress_decision_verdict(d) == EGRESS_VERDICT_ALLOW &&
       egress_decision_outcome(d) != EGRESS_OUTCOME_ALLOWED)
     t->would_deny++;
@@ -512,13 +475,12 @@ static bool blank(const char *s, size_t n) {
   size_t i;
 
   for (i = 0; i < n; i++)
-    if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\n')
-      return false;
+    if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\n') return false;
   return true;
 }
 
-static int run_calls(egress_checker_t *ck, const args_t *a, const char *workspace,
-                     const char *machine, tally_t *t) {
+static int run_calls(egress_checker_t *ck, const args_t *a, const char *workspace, const char *machine,
+                     tally_t *t) {
   char *buf = NULL;
   size_t len, pos = 0;
   unsigned long line = 0;
@@ -532,8 +494,7 @@ static int run_calls(egress_checker_t *ck, const args_t *a, const char *workspac
 
     line++;
     pos += n + (nl ? 1 : 0);
-    if (blank(start, n))
-      continue;
+    if (blank(start, n)) continue;
     rc = gate_call(ck, a, workspace, machine, start, n, line, t);
   }
   free(buf);
@@ -543,13 +504,9 @@ static int run_calls(egress_checker_t *ck, const args_t *a, const char *workspac
 static void print_summary(egress_checker_t *ck, const tally_t *t, bool monitor) {
   char *metrics;
 
-  printf("summary: %lu calls, %lu allowed, %lu denied", t->calls, t->allowed,
-         t->denied);
-  if (t->unavailable > 0)
-    printf(" (%lu of them because enforcement was unavailable)", t->unavailable);
-  if (monitor)
-    printf("; monitor mode: %lu allowed calls would be denied in enforce mode",
-           t->would_deny);
+  printf("summary: %lu calls, %lu allowed, %lu denied", t->calls, t->allowed, t->denied);
+  if (t->unavailable > 0) printf(" (%lu of them because enforcement was unavailable)", t->unavailable);
+  if (monitor) printf("; monitor mode: %lu allowed calls would be denied in enforce mode", t->would_deny);
   printf("\n\ncounters (Prometheus text format):\n");
   metrics = egress_checker_metrics(ck);
   if (metrics == NULL) {
@@ -571,21 +528,28 @@ static int set_once(const char **slot, const char *value, const char *name) {
 
 int main(int argc, char **argv) {
   enum {
-    OPT_POLICY = 256, OPT_HOSTS, OPT_CALLS, OPT_EVENTS, OPT_MODE, OPT_PRETTY,
-    OPT_WORKSPACE, OPT_MACHINE, OPT_AGENT, OPT_HELP
+    OPT_POLICY = 256,
+    OPT_HOSTS,
+    OPT_CALLS,
+    OPT_EVENTS,
+    OPT_MODE,
+    OPT_PRETTY,
+    OPT_WORKSPACE,
+    OPT_MACHINE,
+    OPT_AGENT,
+    OPT_HELP
   };
-  static const struct option longopts[] = {
-      {"policy", required_argument, NULL, OPT_POLICY},
-      {"hosts", required_argument, NULL, OPT_HOSTS},
-      {"calls", required_argument, NULL, OPT_CALLS},
-      {"events", required_argument, NULL, OPT_EVENTS},
-      {"mode", required_argument, NULL, OPT_MODE},
-      {"pretty", no_argument, NULL, OPT_PRETTY},
-      {"workspace-id", required_argument, NULL, OPT_WORKSPACE},
-      {"machine-id", required_argument, NULL, OPT_MACHINE},
-      {"agent-id", required_argument, NULL, OPT_AGENT},
-      {"help", no_argument, NULL, OPT_HELP},
-      {NULL, 0, NULL, 0}};
+  static const struct option longopts[] = { { "policy", required_argument, NULL, OPT_POLICY },
+                                            { "hosts", required_argument, NULL, OPT_HOSTS },
+                                            { "calls", required_argument, NULL, OPT_CALLS },
+                                            { "events", required_argument, NULL, OPT_EVENTS },
+                                            { "mode", required_argument, NULL, OPT_MODE },
+                                            { "pretty", no_argument, NULL, OPT_PRETTY },
+                                            { "workspace-id", required_argument, NULL, OPT_WORKSPACE },
+                                            { "machine-id", required_argument, NULL, OPT_MACHINE },
+                                            { "agent-id", required_argument, NULL, OPT_AGENT },
+                                            { "help", no_argument, NULL, OPT_HELP },
+                                            { NULL, 0, NULL, 0 } };
   args_t a;
   tally_t t;
   egress_policy_t *policy = NULL;
@@ -598,18 +562,18 @@ int main(int argc, char **argv) {
   memset(&t, 0, sizeof t);
   while (rc == 0 && (opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     switch (opt) {
-    case OPT_POLICY: rc = set_once(&a.policy_path, optarg, "--policy"); break;
-    case OPT_HOSTS: rc = set_once(&a.hosts_path, optarg, "--hosts"); break;
-    case OPT_CALLS: rc = set_once(&a.calls_path, optarg, "--calls"); break;
-    case OPT_EVENTS: rc = set_once(&a.events, optarg, "--events"); break;
-    case OPT_MODE: rc = set_once(&a.mode, optarg, "--mode"); break;
-    case OPT_PRETTY: a.pretty = true; break;
-    case OPT_WORKSPACE: rc = set_once(&a.workspace_id, optarg, "--workspace-id"); break;
-    case OPT_MACHINE: rc = set_once(&a.machine_id, optarg, "--machine-id"); break;
-    case OPT_AGENT: rc = set_once(&a.agent_id, optarg, "--agent-id"); break;
-    case 'h':
-    case OPT_HELP: usage(stdout); return 0;
-    default: rc = EXIT_USAGE; break;
+      case OPT_POLICY: rc = set_once(&a.policy_path, optarg, "--policy"); break;
+      case OPT_HOSTS: rc = set_once(&a.hosts_path, optarg, "--hosts"); break;
+      case OPT_CALLS: rc = set_once(&a.calls_path, optarg, "--calls"); break;
+      case OPT_EVENTS: rc = set_once(&a.events, optarg, "--events"); break;
+      case OPT_MODE: rc = set_once(&a.mode, optarg, "--mode"); break;
+      case OPT_PRETTY: a.pretty = true; break;
+      case OPT_WORKSPACE: rc = set_once(&a.workspace_id, optarg, "--workspace-id"); break;
+      case OPT_MACHINE: rc = set_once(&a.machine_id, optarg, "--machine-id"); break;
+      case OPT_AGENT: rc = set_once(&a.agent_id, optarg, "--agent-id"); break;
+      case 'h':
+      case OPT_HELP: usage(stdout); return 0;
+      default: rc = EXIT_USAGE; break;
     }
   }
   if (rc == 0 && optind < argc) {
@@ -626,27 +590,22 @@ int main(int argc, char **argv) {
   }
 
   rc = load_policy(&a, &policy, &workspace, &machine);
-  if (rc != 0)
-    goto done;
+  if (rc != 0) goto done;
   rc = build_checker(&a, policy, &ck);
-  if (rc != 0)
-    goto done;
+  if (rc != 0) goto done;
   /* Flags win over the registration record. */
   ws = a.workspace_id ? a.workspace_id : workspace;
   mach = a.machine_id ? a.machine_id : machine;
 
-  printf("libegress %s, special-purpose ranges %s\n", egress_version(),
-         egress_special_ranges_version());
+  printf("libegress %s, special-purpose ranges %s\n", egress_version(), egress_special_ranges_version());
   printf("policy %s: %zu allow, %zu deny entries, digest %.16s...\n", a.policy_path,
          egress_policy_rule_count(policy, EGRESS_LIST_ALLOW),
          egress_policy_rule_count(policy, EGRESS_LIST_DENY), egress_policy_digest(policy));
-  printf("workspace %s, machine %s, mode %s, resolving from %s\n\n",
-         ws ? ws : "-", mach ? mach : "-",
+  printf("workspace %s, machine %s, mode %s, resolving from %s\n\n", ws ? ws : "-", mach ? mach : "-",
          a.mode ? a.mode : "enforce", a.hosts_path);
 
   rc = run_calls(ck, &a, ws, mach, &t);
-  if (rc != 0)
-    goto done;
+  if (rc != 0) goto done;
   print_summary(ck, &t, a.mode != NULL && strcmp(a.mode, "monitor") == 0);
   if (fflush(stdout) != 0) {
     errmsg("cannot write to standard output: %s", strerror(errno));

@@ -55,14 +55,14 @@ extern "C" {
  * X(NAME, value, "stable_token", "message").  Values are explicit and are
  * never renumbered.
  */
-#define EGRESS_STATUS_MAP(X)                                                   \
-  X(OK, 0, "ok", "success")                                                    \
-  X(ENOMEM, 1, "out_of_memory", "out of memory")                               \
-  X(EINVAL, 2, "invalid_argument", "invalid argument")                         \
-  X(EPOLICY, 3, "invalid_policy", "invalid policy")                            \
-  X(EIO, 4, "io_error", "could not read or write a file")                      \
-  X(ERESOLVER, 5, "resolver_error", "DNS resolver could not be set up")        \
-  X(ERANGE, 6, "out_of_range", "index or value out of range")                  \
+#define EGRESS_STATUS_MAP(X)                                            \
+  X(OK, 0, "ok", "success")                                             \
+  X(ENOMEM, 1, "out_of_memory", "out of memory")                        \
+  X(EINVAL, 2, "invalid_argument", "invalid argument")                  \
+  X(EPOLICY, 3, "invalid_policy", "invalid policy")                     \
+  X(EIO, 4, "io_error", "could not read or write a file")               \
+  X(ERESOLVER, 5, "resolver_error", "DNS resolver could not be set up") \
+  X(ERANGE, 6, "out_of_range", "index or value out of range")           \
   X(EINTERNAL, 7, "internal_error", "internal error")
 
 typedef enum egress_status {
@@ -85,15 +85,12 @@ EGRESS_API const char *egress_strerror(egress_status_t status);
 /* ------------------------------------------------------------------------ */
 
 /** What the caller must do. Deny is zero so zeroed memory means deny. */
-typedef enum egress_verdict {
-  EGRESS_VERDICT_DENY = 0,
-  EGRESS_VERDICT_ALLOW = 1
-} egress_verdict_t;
+typedef enum egress_verdict { EGRESS_VERDICT_DENY = 0, EGRESS_VERDICT_ALLOW = 1 } egress_verdict_t;
 
 /** What the policy says. */
-#define EGRESS_OUTCOME_MAP(X)                                                  \
-  X(DENIED, 0, "denied")                                                       \
-  X(ALLOWED, 1, "allowed")                                                     \
+#define EGRESS_OUTCOME_MAP(X) \
+  X(DENIED, 0, "denied")      \
+  X(ALLOWED, 1, "allowed")    \
   X(ENFORCEMENT_UNAVAILABLE, 2, "enforcement_unavailable")
 
 typedef enum egress_outcome {
@@ -106,19 +103,20 @@ typedef enum egress_outcome {
  * Decision reasons: X(NAME, value, "stable_token", "message").
  * EGRESS_REASON_NONE is the reason of an allowed check (reported as null).
  */
-#define EGRESS_REASON_MAP(X)                                                   \
-  X(NONE, 0, "none", "allowed by policy")                                      \
-  X(INVALID_HOST, 1, "invalid_host", "host is not a valid bare host name or IP address") \
-  X(INVALID_PORT, 2, "invalid_port", "port must be between 1 and 65535")       \
-  X(EMPTY_ALLOWLIST, 3, "empty_allowlist", "the allowlist is empty: everything is denied") \
-  X(EXPLICIT_DENY, 4, "explicit_deny", "destination matches a deny-list entry") \
-  X(NOT_IN_ALLOWLIST, 5, "not_in_allowlist", "destination matches no allowlist entry") \
-  X(PORT_NOT_ALLOWED, 6, "port_not_allowed", "host is allowed but not on this port") \
-  X(SPECIAL_PURPOSE_ADDRESS, 7, "special_purpose_address", "special-purpose address not opened by a CIDR rule") \
-  X(NO_SUCH_HOST, 8, "no_such_host", "the name does not exist or has no address") \
+#define EGRESS_REASON_MAP(X)                                                                                 \
+  X(NONE, 0, "none", "allowed by policy")                                                                    \
+  X(INVALID_HOST, 1, "invalid_host", "host is not a valid bare host name or IP address")                     \
+  X(INVALID_PORT, 2, "invalid_port", "port must be between 1 and 65535")                                     \
+  X(EMPTY_ALLOWLIST, 3, "empty_allowlist", "the allowlist is empty: everything is denied")                   \
+  X(EXPLICIT_DENY, 4, "explicit_deny", "destination matches a deny-list entry")                              \
+  X(NOT_IN_ALLOWLIST, 5, "not_in_allowlist", "destination matches no allowlist entry")                       \
+  X(PORT_NOT_ALLOWED, 6, "port_not_allowed", "host is allowed but not on this port")                         \
+  X(SPECIAL_PURPOSE_ADDRESS, 7, "special_purpose_address",                                                   \
+    "special-purpose address not opened by a CIDR rule")                                                     \
+  X(NO_SUCH_HOST, 8, "no_such_host", "the name does not exist or has no address")                            \
   X(RESOLVED_ADDRESS_FORBIDDEN, 9, "resolved_address_forbidden", "the name resolved to a forbidden address") \
-  X(DNS_UNAVAILABLE, 10, "dns_unavailable", "DNS resolution failed: enforcement unavailable") \
-  X(AUDIT_UNAVAILABLE, 11, "audit_unavailable", "the decision event could not be delivered") \
+  X(DNS_UNAVAILABLE, 10, "dns_unavailable", "DNS resolution failed: enforcement unavailable")                \
+  X(AUDIT_UNAVAILABLE, 11, "audit_unavailable", "the decision event could not be delivered")                 \
   X(INTERNAL_ERROR, 12, "internal_error", "internal error while checking: failing closed")
 
 typedef enum egress_reason {
@@ -148,8 +146,8 @@ typedef enum egress_mode {
 
 /** How a name whose answer mixes allowed and forbidden addresses is decided. */
 typedef enum egress_mixed {
-  EGRESS_MIXED_DENY = 0,   /**< one forbidden address denies the check (default) */
-  EGRESS_MIXED_FILTER = 1  /**< drop forbidden addresses, allow with the rest */
+  EGRESS_MIXED_DENY = 0,  /**< one forbidden address denies the check (default) */
+  EGRESS_MIXED_FILTER = 1 /**< drop forbidden addresses, allow with the rest */
 } egress_mixed_t;
 
 /*
@@ -157,8 +155,8 @@ typedef enum egress_mixed {
  * naming the list in a policy document and in messages ("allowed by
  * egressAllowlist[3]").
  */
-#define EGRESS_LIST_MAP(X)                                                     \
-  X(ALLOW, 0, "egressAllowlist")                                               \
+#define EGRESS_LIST_MAP(X)       \
+  X(ALLOW, 0, "egressAllowlist") \
   X(DENY, 1, "egressDenylist")
 
 typedef enum egress_list {
@@ -211,17 +209,17 @@ typedef struct egress_policy egress_policy_t;
  *         is half-applied); EGRESS_EINVAL for NULL arguments; EGRESS_ENOMEM.
  * Thread-safety: safe.  @since 0.1
  */
-EGRESS_API EGRESS_WUR egress_status_t egress_policy_from_json(
-    const char *json, size_t len, egress_policy_t **out, char *errbuf,
-    size_t errlen);
+EGRESS_API EGRESS_WUR egress_status_t egress_policy_from_json(const char *json, size_t len,
+                                                              egress_policy_t **out, char *errbuf,
+                                                              size_t errlen);
 
 /**
  * Compile a policy from the JSON file at @p path (see egress_policy_from_json).
  * @return as egress_policy_from_json, plus EGRESS_EIO when the file cannot be
  *         read. Thread-safety: safe.  @since 0.1
  */
-EGRESS_API EGRESS_WUR egress_status_t egress_policy_from_file(
-    const char *path, egress_policy_t **out, char *errbuf, size_t errlen);
+EGRESS_API EGRESS_WUR egress_status_t egress_policy_from_file(const char *path, egress_policy_t **out,
+                                                              char *errbuf, size_t errlen);
 
 /**
  * Compile a policy from arrays of entry strings.
@@ -232,9 +230,10 @@ EGRESS_API EGRESS_WUR egress_status_t egress_policy_from_file(
  * @return EGRESS_OK, EGRESS_EPOLICY (errbuf names the bad entry), EGRESS_EINVAL,
  *         EGRESS_ENOMEM. Thread-safety: safe.  @since 0.1
  */
-EGRESS_API EGRESS_WUR egress_status_t egress_policy_from_entries(
-    const char *const *allow, size_t n_allow, const char *const *deny,
-    size_t n_deny, egress_policy_t **out, char *errbuf, size_t errlen);
+EGRESS_API EGRESS_WUR egress_status_t egress_policy_from_entries(const char *const *allow, size_t n_allow,
+                                                                 const char *const *deny, size_t n_deny,
+                                                                 egress_policy_t **out, char *errbuf,
+                                                                 size_t errlen);
 
 /** Take a reference. @return @p policy. NULL is accepted and returned.
  *  Thread-safety: safe (atomic). */
@@ -245,14 +244,12 @@ EGRESS_API egress_policy_t *egress_policy_ref(egress_policy_t *policy);
 EGRESS_API void egress_policy_unref(egress_policy_t *policy);
 
 /** Number of entries in @p list. Thread-safety: safe. */
-EGRESS_API size_t egress_policy_rule_count(const egress_policy_t *policy,
-                                           egress_list_t list);
+EGRESS_API size_t egress_policy_rule_count(const egress_policy_t *policy, egress_list_t list);
 
 /** Entry text of rule @p index of @p list, exactly as written in the policy.
  *  @return Borrowed (valid while the policy is referenced), NULL when out of
  *  range. Thread-safety: safe. */
-EGRESS_API const char *egress_policy_rule_text(const egress_policy_t *policy,
-                                               egress_list_t list,
+EGRESS_API const char *egress_policy_rule_text(const egress_policy_t *policy, egress_list_t list,
                                                size_t index);
 
 /** Lower-case hex SHA-256 of the policy's canonical form (its entries in
@@ -279,8 +276,7 @@ typedef struct egress_options egress_options_t;
  *  Called on the thread that made the check; may be called from many threads
  *  at once. */
 typedef struct egress_decision egress_decision_t;
-typedef int (*egress_event_cb)(const char *event_json, size_t json_len,
-                               const egress_decision_t *decision,
+typedef int (*egress_event_cb)(const char *event_json, size_t json_len, const egress_decision_t *decision,
                                void *user_data);
 
 /** Create options with the defaults: enforce mode, deny-if-any, system DNS
@@ -293,62 +289,50 @@ EGRESS_API EGRESS_WUR egress_status_t egress_options_new(egress_options_t **out)
 EGRESS_API void egress_options_free(egress_options_t *opts);
 
 /** Enforcement mode. @return EGRESS_OK or EGRESS_EINVAL. */
-EGRESS_API egress_status_t egress_options_set_mode(egress_options_t *opts,
-                                                   egress_mode_t mode);
+EGRESS_API egress_status_t egress_options_set_mode(egress_options_t *opts, egress_mode_t mode);
 /** Mixed-answer handling (deny-if-any or filter). @return EGRESS_OK or EGRESS_EINVAL. */
-EGRESS_API egress_status_t egress_options_set_mixed(egress_options_t *opts,
-                                                    egress_mixed_t mixed);
+EGRESS_API egress_status_t egress_options_set_mixed(egress_options_t *opts, egress_mixed_t mixed);
 /** DNS servers as a comma-separated list of IP[:PORT] ("127.0.0.1:5353",
  *  "[::1]:53"). Copied. NULL or "" restores the system servers.
  *  @return EGRESS_OK, EGRESS_EINVAL naming no entry (see errbuf of
  *  egress_checker_new for detail), EGRESS_ENOMEM. */
-EGRESS_API egress_status_t egress_options_set_dns_servers(egress_options_t *opts,
-                                                          const char *servers);
+EGRESS_API egress_status_t egress_options_set_dns_servers(egress_options_t *opts, const char *servers);
 /** Resolve from this hosts file instead of DNS (demo, tests, sidecars).
  *  Copied. c-ares 1.18 reads it through the process-wide CARES_HOSTS
  *  environment variable, so every checker of a process that sets one shares
  *  the last file set. When DNS servers are set too, names missing from the
  *  file are looked up in DNS. NULL clears. @return EGRESS_OK, EGRESS_ENOMEM. */
-EGRESS_API egress_status_t egress_options_set_hosts_file(egress_options_t *opts,
-                                                         const char *path);
+EGRESS_API egress_status_t egress_options_set_hosts_file(egress_options_t *opts, const char *path);
 /** Total DNS time budget of one check in milliseconds (1..600000).
  *  @return EGRESS_OK or EGRESS_EINVAL. */
-EGRESS_API egress_status_t egress_options_set_timeout_ms(egress_options_t *opts,
-                                                         uint32_t timeout_ms);
+EGRESS_API egress_status_t egress_options_set_timeout_ms(egress_options_t *opts, uint32_t timeout_ms);
 /** DNS cache: @p max_entries names (0 disables caching), TTL clamp in
  *  seconds, negative (NXDOMAIN) TTL in seconds.
  *  @return EGRESS_OK or EGRESS_EINVAL (min_ttl > max_ttl). */
-EGRESS_API egress_status_t egress_options_set_cache(egress_options_t *opts,
-                                                    uint32_t max_entries,
-                                                    uint32_t min_ttl_s,
-                                                    uint32_t max_ttl_s,
+EGRESS_API egress_status_t egress_options_set_cache(egress_options_t *opts, uint32_t max_entries,
+                                                    uint32_t min_ttl_s, uint32_t max_ttl_s,
                                                     uint32_t negative_ttl_s);
 /** Add an operator-configured NAT64 Pref64 prefix ("2001:db8:64::/96");
  *  lengths 32, 40, 48, 56, 64, 96 (RFC 6052). Addresses inside it have their
  *  embedded IPv4 address vetted too. At most 8 prefixes.
  *  @return EGRESS_OK, EGRESS_EINVAL (bad text or length), EGRESS_ERANGE (8
  *  prefixes already set). */
-EGRESS_API egress_status_t egress_options_add_pref64(egress_options_t *opts,
-                                                     const char *prefix);
+EGRESS_API egress_status_t egress_options_add_pref64(egress_options_t *opts, const char *prefix);
 /** CloudEvents "source" attribute (default "/enforcement/libegress"). Copied. */
-EGRESS_API egress_status_t egress_options_set_event_source(egress_options_t *opts,
-                                                           const char *source);
+EGRESS_API egress_status_t egress_options_set_event_source(egress_options_t *opts, const char *source);
 /** Deliver events to @p cb (replaces any other sink). NULL cb removes it. */
-EGRESS_API egress_status_t egress_options_set_event_callback(
-    egress_options_t *opts, egress_event_cb cb, void *user_data);
+EGRESS_API egress_status_t egress_options_set_event_callback(egress_options_t *opts, egress_event_cb cb,
+                                                             void *user_data);
 /** Write events as JSON Lines to @p fd (not closed by the library; must stay
  *  open for the checker's lifetime). Each event is one write() of one whole
  *  line. Replaces any other sink. */
-EGRESS_API egress_status_t egress_options_set_event_fd(egress_options_t *opts,
-                                                       int fd);
+EGRESS_API egress_status_t egress_options_set_event_fd(egress_options_t *opts, int fd);
 /** Write events as JSON Lines to the file at @p path, opened with O_APPEND
  *  by egress_checker_new() so that many processes may share it. Copied. */
-EGRESS_API egress_status_t egress_options_set_event_path(egress_options_t *opts,
-                                                         const char *path);
+EGRESS_API egress_status_t egress_options_set_event_path(egress_options_t *opts, const char *path);
 /** When true, a check whose event cannot be delivered is denied with
  *  audit_unavailable. Default false (the failure is counted). */
-EGRESS_API egress_status_t egress_options_set_audit_required(egress_options_t *opts,
-                                                             bool required);
+EGRESS_API egress_status_t egress_options_set_audit_required(egress_options_t *opts, bool required);
 
 /* ------------------------------------------------------------------------ */
 /* Checker: what a worker holds.                                             */
@@ -367,9 +351,9 @@ typedef struct egress_checker egress_checker_t;
  *         c-ares failure), EGRESS_EIO (event file), EGRESS_ENOMEM.
  * Thread-safety: safe.  @since 0.1
  */
-EGRESS_API EGRESS_WUR egress_status_t egress_checker_new(
-    egress_policy_t *policy, const egress_options_t *opts,
-    egress_checker_t **out, char *errbuf, size_t errlen);
+EGRESS_API EGRESS_WUR egress_status_t egress_checker_new(egress_policy_t *policy,
+                                                         const egress_options_t *opts, egress_checker_t **out,
+                                                         char *errbuf, size_t errlen);
 
 /** Free a checker. Must not race with checks on the same checker.
  *  NULL is accepted. */
@@ -378,18 +362,14 @@ EGRESS_API void egress_checker_free(egress_checker_t *checker);
 /** Replace the checker's policy atomically. Checks in flight finish on the
  *  policy they started with. The checker takes its own reference.
  *  @return EGRESS_OK or EGRESS_EINVAL. Thread-safety: safe. */
-EGRESS_API egress_status_t egress_checker_set_policy(egress_checker_t *checker,
-                                                     egress_policy_t *policy);
+EGRESS_API egress_status_t egress_checker_set_policy(egress_checker_t *checker, egress_policy_t *policy);
 
 /** Reload the policy from @p path. On any error the old policy stays in force
  *  and errbuf says why. When the file's content is unchanged this is a no-op.
  *  @param changed optional; set to whether the policy was replaced.
  *  @return as egress_policy_from_file. Thread-safety: safe. */
-EGRESS_API egress_status_t egress_checker_reload_file(egress_checker_t *checker,
-                                                      const char *path,
-                                                      bool *changed,
-                                                      char *errbuf,
-                                                      size_t errlen);
+EGRESS_API egress_status_t egress_checker_reload_file(egress_checker_t *checker, const char *path,
+                                                      bool *changed, char *errbuf, size_t errlen);
 
 /** The policy currently in force. @return Caller owns a new reference:
  *  egress_policy_unref(). Thread-safety: safe. */
@@ -411,12 +391,12 @@ typedef struct egress_request egress_request_t;
  *   #define SHOW(name, value, key) printf("%s = %d\n", key, EGRESS_FIELD_##name);
  *   EGRESS_FIELD_MAP(SHOW)
  */
-#define EGRESS_FIELD_MAP(X)                                                    \
-  X(WORKSPACE_ID, 1, "workspaceId")                                            \
-  X(AGENT_ID, 2, "agentId")                                                    \
-  X(MACHINE_ID, 3, "machineId")                                                \
-  X(RUN_ID, 4, "runId")                                                        \
-  X(CORRELATION_ID, 5, "correlationId")                                        \
+#define EGRESS_FIELD_MAP(X)             \
+  X(WORKSPACE_ID, 1, "workspaceId")     \
+  X(AGENT_ID, 2, "agentId")             \
+  X(MACHINE_ID, 3, "machineId")         \
+  X(RUN_ID, 4, "runId")                 \
+  X(CORRELATION_ID, 5, "correlationId") \
   X(METHOD, 0, "method")
 
 /* Spelled out (bindings read these lines); the library asserts at compile
@@ -437,9 +417,7 @@ EGRESS_API EGRESS_WUR egress_status_t egress_request_new(egress_request_t **out)
 EGRESS_API void egress_request_free(egress_request_t *req);
 /** Set a context field (Copied; NULL clears it). Values longer than 1024
  *  bytes or holding control characters are rejected with EGRESS_EINVAL. */
-EGRESS_API egress_status_t egress_request_set(egress_request_t *req,
-                                              egress_field_t field,
-                                              const char *value);
+EGRESS_API egress_status_t egress_request_set(egress_request_t *req, egress_field_t field, const char *value);
 /**
  * Refuse the request before it is checked.  For a caller that has already
  * found it unacceptable (a context value it cannot pass on, a destination
@@ -456,8 +434,7 @@ EGRESS_API egress_status_t egress_request_set(egress_request_t *req,
  * @return EGRESS_OK, EGRESS_EINVAL (NULL @p req, another reason),
  *         EGRESS_ENOMEM.  Thread-safety: as the request.  @since 0.1
  */
-EGRESS_API egress_status_t egress_request_refuse(egress_request_t *req,
-                                                 egress_reason_t reason,
+EGRESS_API egress_status_t egress_request_refuse(egress_request_t *req, egress_reason_t reason,
                                                  const char *message);
 
 /* ------------------------------------------------------------------------ */
@@ -473,8 +450,7 @@ EGRESS_API egress_status_t egress_request_refuse(egress_request_t *req,
  * @return EGRESS_VERDICT_ALLOW only when the connection may proceed.
  * Thread-safety: safe.  @since 0.1
  */
-EGRESS_API EGRESS_WUR egress_verdict_t egress_check(egress_checker_t *checker,
-                                                    const char *host,
+EGRESS_API EGRESS_WUR egress_verdict_t egress_check(egress_checker_t *checker, const char *host,
                                                     uint16_t port);
 
 /**
@@ -490,9 +466,9 @@ EGRESS_API EGRESS_WUR egress_verdict_t egress_check(egress_checker_t *checker,
  *         EGRESS_ENOMEM / EGRESS_EINTERNAL when it could not and the decision
  *         says deny. Thread-safety: safe.  @since 0.1
  */
-EGRESS_API EGRESS_WUR egress_status_t egress_check_ex(
-    egress_checker_t *checker, const char *host, int32_t port,
-    const egress_request_t *req, egress_decision_t **out);
+EGRESS_API EGRESS_WUR egress_status_t egress_check_ex(egress_checker_t *checker, const char *host,
+                                                      int32_t port, const egress_request_t *req,
+                                                      egress_decision_t **out);
 
 /**
  * Check a URL (http or https): host, port (explicit or the scheme's default),
@@ -505,9 +481,8 @@ EGRESS_API EGRESS_WUR egress_status_t egress_check_ex(
  * hex digits) makes the URL invalid (invalid_host).
  * @return as egress_check_ex. Thread-safety: safe.  @since 0.1
  */
-EGRESS_API EGRESS_WUR egress_status_t egress_check_url(
-    egress_checker_t *checker, const char *url, const egress_request_t *req,
-    egress_decision_t **out);
+EGRESS_API EGRESS_WUR egress_status_t egress_check_url(egress_checker_t *checker, const char *url,
+                                                       const egress_request_t *req, egress_decision_t **out);
 
 /**
  * Create an empty decision for egress_check_into(). Until a check fills it,
@@ -535,9 +510,9 @@ EGRESS_API EGRESS_WUR egress_status_t egress_decision_new(egress_decision_t **ou
  *         written) or a NULL @p checker (@p d says deny).
  * Thread-safety: safe for distinct decisions.  @since 0.1
  */
-EGRESS_API EGRESS_WUR egress_status_t egress_check_into(
-    egress_checker_t *checker, const char *host, int32_t port,
-    const egress_request_t *req, egress_decision_t *d);
+EGRESS_API EGRESS_WUR egress_status_t egress_check_into(egress_checker_t *checker, const char *host,
+                                                        int32_t port, const egress_request_t *req,
+                                                        egress_decision_t *d);
 
 /* ------------------------------------------------------------------------ */
 /* Decisions.                                                                */
@@ -576,21 +551,16 @@ EGRESS_API const char *egress_decision_rule_text(const egress_decision_t *d);
 /** Number of addresses considered (literal or resolved), each with its verdict. */
 EGRESS_API size_t egress_decision_address_count(const egress_decision_t *d);
 /** Address @p i as text; NULL when out of range. */
-EGRESS_API const char *egress_decision_address(const egress_decision_t *d,
-                                               size_t i);
+EGRESS_API const char *egress_decision_address(const egress_decision_t *d, size_t i);
 /** Whether address @p i passed vetting (it is among those to connect to). */
-EGRESS_API egress_verdict_t egress_decision_address_verdict(
-    const egress_decision_t *d, size_t i);
+EGRESS_API egress_verdict_t egress_decision_address_verdict(const egress_decision_t *d, size_t i);
 /** Reason of address @p i (NONE when it passed). */
-EGRESS_API egress_reason_t egress_decision_address_reason(
-    const egress_decision_t *d, size_t i);
+EGRESS_API egress_reason_t egress_decision_address_reason(const egress_decision_t *d, size_t i);
 /** DNS TTL of address @p i in seconds; -1 for IP literals and unknown. */
-EGRESS_API int32_t egress_decision_address_ttl(const egress_decision_t *d,
-                                               size_t i);
+EGRESS_API int32_t egress_decision_address_ttl(const egress_decision_t *d, size_t i);
 /** Address @p i as a struct sockaddr_in / sockaddr_in6 carrying the checked
  *  port, with its length in @p len. NULL when out of range. */
-EGRESS_API const void *egress_decision_address_sockaddr(
-    const egress_decision_t *d, size_t i, size_t *len);
+EGRESS_API const void *egress_decision_address_sockaddr(const egress_decision_t *d, size_t i, size_t *len);
 
 /** "host:port:addr1,addr2" for CURLOPT_RESOLVE, listing only the vetted
  *  addresses (IPv6 in brackets); NULL unless the verdict is allow and the
@@ -618,15 +588,15 @@ EGRESS_API char *egress_decision_to_json(const egress_decision_t *d);
  * egress_checker_metrics() exposes the counter under.  Values are explicit,
  * dense from 0 and never renumbered.
  */
-#define EGRESS_COUNTER_MAP(X)                                                  \
-  X(CHECKS, 0, "egress_checks_total")                                          \
-  X(DNS_QUERIES, 1, "egress_dns_queries_total")                                \
-  X(DNS_FAILURES, 2, "egress_dns_failures_total")                              \
-  X(CACHE_HITS, 3, "egress_dns_cache_hits_total")                              \
-  X(CACHE_MISSES, 4, "egress_dns_cache_misses_total")                          \
-  X(EVENTS_EMITTED, 5, "egress_events_emitted_total")                          \
-  X(EVENTS_FAILED, 6, "egress_events_failed_total")                            \
-  X(POLICY_SWAPS, 7, "egress_policy_swaps_total")                              \
+#define EGRESS_COUNTER_MAP(X)                         \
+  X(CHECKS, 0, "egress_checks_total")                 \
+  X(DNS_QUERIES, 1, "egress_dns_queries_total")       \
+  X(DNS_FAILURES, 2, "egress_dns_failures_total")     \
+  X(CACHE_HITS, 3, "egress_dns_cache_hits_total")     \
+  X(CACHE_MISSES, 4, "egress_dns_cache_misses_total") \
+  X(EVENTS_EMITTED, 5, "egress_events_emitted_total") \
+  X(EVENTS_FAILED, 6, "egress_events_failed_total")   \
+  X(POLICY_SWAPS, 7, "egress_policy_swaps_total")     \
   X(POLICY_RELOAD_FAILURES, 8, "egress_policy_reload_failures_total")
 
 typedef enum egress_counter {
@@ -636,11 +606,9 @@ typedef enum egress_counter {
 } egress_counter_t;
 
 /** Read a counter. Thread-safety: safe (relaxed atomic read). */
-EGRESS_API uint64_t egress_checker_counter(const egress_checker_t *checker,
-                                           egress_counter_t counter);
+EGRESS_API uint64_t egress_checker_counter(const egress_checker_t *checker, egress_counter_t counter);
 /** Checks that ended with @p outcome and @p reason. Thread-safety: safe. */
-EGRESS_API uint64_t egress_checker_checks_by(const egress_checker_t *checker,
-                                             egress_outcome_t outcome,
+EGRESS_API uint64_t egress_checker_checks_by(const egress_checker_t *checker, egress_outcome_t outcome,
                                              egress_reason_t reason);
 /** All counters in Prometheus text exposition format.
  *  @return Caller owns: egress_free(); NULL on allocation failure.

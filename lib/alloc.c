@@ -12,7 +12,7 @@
 
 /* Injection state is process-wide and only touched by tests; relaxed atomics
  * keep it race-free when a test drives several threads. */
-static atomic_long fail_at;     /* 0: no injection */
+static atomic_long fail_at; /* 0: no injection */
 static atomic_long alloc_count;
 
 void egress__alloc_fail_at(long nth) {
@@ -20,9 +20,7 @@ void egress__alloc_fail_at(long nth) {
   atomic_store_explicit(&fail_at, nth, memory_order_relaxed);
 }
 
-long egress__alloc_count(void) {
-  return atomic_load_explicit(&alloc_count, memory_order_relaxed);
-}
+long egress__alloc_count(void) { return atomic_load_explicit(&alloc_count, memory_order_relaxed); }
 
 static bool should_fail(void) {
   long n = atomic_fetch_add_explicit(&alloc_count, 1, memory_order_relaxed) + 1;
@@ -68,14 +66,11 @@ char *egress__strndup(const char *s, size_t len) {
   return copy;
 }
 
-char *egress__strdup(const char *s) {
-  return s ? egress__strndup(s, strlen(s)) : NULL;
-}
+char *egress__strdup(const char *s) { return s ? egress__strndup(s, strlen(s)) : NULL; }
 
 void egress_free(void *ptr) { egress__free(ptr); }
 
-egress_status_t egress__errf(char *errbuf, size_t errlen, egress_status_t status,
-                             const char *fmt, ...) {
+egress_status_t egress__errf(char *errbuf, size_t errlen, egress_status_t status, const char *fmt, ...) {
   if (errbuf && errlen) {
     va_list ap;
     va_start(ap, fmt);

@@ -27,13 +27,13 @@ typedef struct centry {
   size_t len;
   uint64_t hash;
   struct centry *hnext;
-  struct centry *prev, *next;      /* LRU: head is most recent */
-  egress__dns_result_t result;     /* OK or NO_SUCH_HOST */
+  struct centry *prev, *next;  /* LRU: head is most recent */
+  egress__dns_result_t result; /* OK or NO_SUCH_HOST */
   const char *detail;
   egress__ip_t *ips;
   int32_t *ttls;
   size_t n;
-  char *chain;                     /* the answer's CNAME chain (owned) */
+  char *chain; /* the answer's CNAME chain (owned) */
   size_t chain_len;
   double expires_ms;
 } centry_t;
@@ -45,15 +45,15 @@ typedef struct flight {
   struct flight *next;
   pthread_cond_t done_cond;
   bool done;
-  unsigned refs;                   /* leader + waiters */
-  egress__answer_t answer;         /* the leader's answer, for the waiters */
+  unsigned refs;           /* leader + waiters */
+  egress__answer_t answer; /* the leader's answer, for the waiters */
   egress_status_t status;
 } flight_t;
 
 typedef struct shard {
   pthread_mutex_t lock;
   centry_t **buckets;
-  size_t nbuckets;                 /* power of two */
+  size_t nbuckets; /* power of two */
   size_t count, max;
   centry_t *head, *tail;
   flight_t *flights;
@@ -65,7 +65,7 @@ typedef struct shard {
 } shard_t;
 
 struct egress__cache {
-  uint64_t id;                     /* tags per-thread copies; never reused */
+  uint64_t id; /* tags per-thread copies; never reused */
   shard_t shards[SHARDS_MAX];
   size_t nshards;
   uint32_t min_ttl, max_ttl, neg_ttl;
@@ -77,10 +77,9 @@ static atomic_ullong next_cache_id = 1;
  * fraction of the fine one on the hot path. */
 static double now_ms(void) { return egress__mono_ms(true); }
 
-
 egress_status_t egress__cache_new(const egress_options_t *o, egress__cache_t **out) {
   *out = NULL;
-  if (!o || o->cache_max == 0) return EGRESS_OK;   /* caching disabled */
+  if (!o || o->cache_max == 0) return EGRESS_OK; /* caching disabled */
   egress__cache_t *c = egress__calloc(1, sizeof(*c));
   if (!c) return EGRESS_ENOMEM;
   c->id = atomic_fetch_add(&next_cache_id, 1);
@@ -129,8 +128,14 @@ void egress__cache_free(egress__cache_t *c) {
 }
 
 static void lru_unlink(shard_t *s, centry_t *e) {
-  if (e->prev) e->prev->next = e->next; else s->head = e->next;
-  if (e->next) e->next->prev = e->prev; else s->tail = e->prev;
+  if (e->prev)
+    e->prev->next = e->next;
+  else
+    s->head = e->next;
+  if (e->next)
+    e->next->prev = e->prev;
+  else
+    s->tail = e->prev;
   e->prev = e->next = NULL;
 }
 
@@ -187,7 +192,7 @@ static egress_status_t copy_answer_to(egress__answer_t *dst, const answer_src_t 
   dst->detail = src->detail;
   if (src->chain_len) {
     dst->chain = src->chain_len <= sizeof dst->inline_chain && !heap ? dst->inline_chain
-                                                                      : egress__malloc(src->chain_len);
+                                                                     : egress__malloc(src->chain_len);
     if (!dst->chain) {
       dst->result = EGRESS__DNS_NOMEM;
       return EGRESS_ENOMEM;
@@ -221,11 +226,11 @@ static egress_status_t copy_answer(egress__answer_t *dst, const answer_src_t *sr
 }
 
 static answer_src_t src_of_answer(const egress__answer_t *a) {
-  return (answer_src_t){a->result, a->detail, a->ips, a->ttls, a->n, a->chain, a->chain_len};
+  return (answer_src_t){ a->result, a->detail, a->ips, a->ttls, a->n, a->chain, a->chain_len };
 }
 
 static answer_src_t src_of_entry(const centry_t *e) {
-  return (answer_src_t){e->result, e->detail, e->ips, e->ttls, e->n, e->chain, e->chain_len};
+  return (answer_src_t){ e->result, e->detail, e->ips, e->ttls, e->n, e->chain, e->chain_len };
 }
 
 /* Remaining TTL of a cached answer, so callers and events see what is left. */
@@ -252,7 +257,7 @@ static void insert_answer(egress__cache_t *c, shard_t *s, const char *name, size
   centry_t *old = find_entry(s, name, len, hash);
   if (old) remove_entry(s, old);
   centry_t *e = egress__calloc(1, sizeof(*e));
-  if (!e) return;   /* not caching is always safe */
+  if (!e) return; /* not caching is always safe */
   e->name = egress__strndup(name, len);
   egress__answer_t copy;
   answer_src_t src = src_of_answer(a);
@@ -309,7 +314,7 @@ static void flight_release(shard_t *s, flight_t *f) {
 
 /* Line-aligned, what a hit reads first (the header, then the name) first. */
 typedef struct front_entry {
-  _Alignas(64) uint64_t cache_id;  /* 0: empty; the hash is the set's tag */
+  _Alignas(64) uint64_t cache_id; /* 0: empty; the hash is the set's tag */
   uint64_t epoch;
   double expires_ms;
   size_t len;
@@ -324,8 +329,8 @@ typedef struct front_entry {
 } front_entry_t;
 
 typedef struct front_table {
-  uint64_t tags[FRONT_SETS][FRONT_WAYS];   /* the entry's hash, 0: empty */
-  uint8_t victim[FRONT_SETS];              /* next way to replace (round robin) */
+  uint64_t tags[FRONT_SETS][FRONT_WAYS]; /* the entry's hash, 0: empty */
+  uint8_t victim[FRONT_SETS];            /* next way to replace (round robin) */
   front_entry_t entries[FRONT_SETS][FRONT_WAYS];
 } front_table_t;
 
@@ -358,8 +363,7 @@ static const front_entry_t *front_get(const egress__cache_t *c, const shard_t *s
   for (int way = 0; way < FRONT_WAYS; way++) {
     if (front->tags[set][way] != hash) continue;
     const front_entry_t *f = &front->entries[set][way];
-    if (f->cache_id != c->id || f->len != len || f->expires_ms <= now || memcmp(f->name, name, len))
-      continue;
+    if (f->cache_id != c->id || f->len != len || f->expires_ms <= now || memcmp(f->name, name, len)) continue;
     if (f->epoch != atomic_load_explicit(&s->epoch, memory_order_acquire)) return NULL;
     return f;
   }
@@ -392,7 +396,7 @@ static void front_put(const egress__cache_t *c, const shard_t *s, const centry_t
   f->result = e->result;
   f->detail = e->detail;
   f->n = e->n;
-  if (e->n) {   /* a negative answer has no arrays: memcpy from NULL is UB */
+  if (e->n) { /* a negative answer has no arrays: memcpy from NULL is UB */
     memcpy(f->ips, e->ips, e->n * sizeof(*e->ips));
     memcpy(f->ttls, e->ttls, e->n * sizeof(*e->ttls));
   }
@@ -401,9 +405,8 @@ static void front_put(const egress__cache_t *c, const shard_t *s, const centry_t
   memcpy(f->name, e->name, e->len);
 }
 
-egress_status_t egress__cache_resolve(egress__cache_t *c, egress__resolver_t *r, const char *name,
-                                      size_t len, uint64_t hash, egress__answer_t *ans,
-                                      egress__cache_stats_t *stats) {
+egress_status_t egress__cache_resolve(egress__cache_t *c, egress__resolver_t *r, const char *name, size_t len,
+                                      uint64_t hash, egress__answer_t *ans, egress__cache_stats_t *stats) {
   egress__answer_reset(ans);
   if (!c) {
     stats->misses++;
@@ -418,7 +421,7 @@ egress_status_t egress__cache_resolve(egress__cache_t *c, egress__resolver_t *r,
   const front_entry_t *fe = front_get(c, s, name, len, hash, now);
   if (fe) {
     front_hits++;
-    answer_src_t src = {fe->result, fe->detail, fe->ips, fe->ttls, fe->n, fe->chain, fe->chain_len};
+    answer_src_t src = { fe->result, fe->detail, fe->ips, fe->ttls, fe->n, fe->chain, fe->chain_len };
     st = copy_answer(ans, &src);
     if (st == EGRESS_OK) age_ttls(ans, fe->expires_ms, now);
     ans->cached = true;
@@ -456,7 +459,7 @@ egress_status_t egress__cache_resolve(egress__cache_t *c, egress__resolver_t *r,
       }
       flight_release(s, f);
       pthread_mutex_unlock(&s->lock);
-      ans->cached = true;   /* shared, not our own query */
+      ans->cached = true; /* shared, not our own query */
       return st;
     }
   }

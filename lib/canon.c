@@ -40,7 +40,7 @@
  * nothing legitimate comes near this. */
 #define CANON_INPUT_MAX 1024
 
-#define IDNA_FLAGS_STRICT (IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL)
+#define IDNA_FLAGS_STRICT   (IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL)
 #define IDNA_FLAGS_FALLBACK (IDN2_NFC_INPUT | IDN2_TRANSITIONAL)
 
 static egress_status_t invalid(const char **why, const char *msg) {
@@ -52,9 +52,7 @@ static char lower(char c) { return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a'
 
 static bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
-static bool is_hex(char c) {
-  return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-}
+static bool is_hex(char c) { return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
 
 /* Strict UTF-8 (egress__utf8_seq: no overlong forms, so no 0xC0 0xAE for
  * '.'; no UTF-16 surrogates; nothing above U+10FFFF), and no C1 control
@@ -120,17 +118,15 @@ done:
 /* Host-name bytes mapped to their lower-case form; 0 for every byte a
  * host name may not hold.  One table look-up per byte on the hot path. */
 static const unsigned char host_char[256] = {
-    ['-'] = '-', ['.'] = '.', ['_'] = '_',
-    ['0'] = '0', ['1'] = '1', ['2'] = '2', ['3'] = '3', ['4'] = '4',
-    ['5'] = '5', ['6'] = '6', ['7'] = '7', ['8'] = '8', ['9'] = '9',
-    ['a'] = 'a', ['b'] = 'b', ['c'] = 'c', ['d'] = 'd', ['e'] = 'e', ['f'] = 'f', ['g'] = 'g',
-    ['h'] = 'h', ['i'] = 'i', ['j'] = 'j', ['k'] = 'k', ['l'] = 'l', ['m'] = 'm', ['n'] = 'n',
-    ['o'] = 'o', ['p'] = 'p', ['q'] = 'q', ['r'] = 'r', ['s'] = 's', ['t'] = 't', ['u'] = 'u',
-    ['v'] = 'v', ['w'] = 'w', ['x'] = 'x', ['y'] = 'y', ['z'] = 'z',
-    ['A'] = 'a', ['B'] = 'b', ['C'] = 'c', ['D'] = 'd', ['E'] = 'e', ['F'] = 'f', ['G'] = 'g',
-    ['H'] = 'h', ['I'] = 'i', ['J'] = 'j', ['K'] = 'k', ['L'] = 'l', ['M'] = 'm', ['N'] = 'n',
-    ['O'] = 'o', ['P'] = 'p', ['Q'] = 'q', ['R'] = 'r', ['S'] = 's', ['T'] = 't', ['U'] = 'u',
-    ['V'] = 'v', ['W'] = 'w', ['X'] = 'x', ['Y'] = 'y', ['Z'] = 'z',
+  ['-'] = '-', ['.'] = '.', ['_'] = '_', ['0'] = '0', ['1'] = '1', ['2'] = '2', ['3'] = '3', ['4'] = '4',
+  ['5'] = '5', ['6'] = '6', ['7'] = '7', ['8'] = '8', ['9'] = '9', ['a'] = 'a', ['b'] = 'b', ['c'] = 'c',
+  ['d'] = 'd', ['e'] = 'e', ['f'] = 'f', ['g'] = 'g', ['h'] = 'h', ['i'] = 'i', ['j'] = 'j', ['k'] = 'k',
+  ['l'] = 'l', ['m'] = 'm', ['n'] = 'n', ['o'] = 'o', ['p'] = 'p', ['q'] = 'q', ['r'] = 'r', ['s'] = 's',
+  ['t'] = 't', ['u'] = 'u', ['v'] = 'v', ['w'] = 'w', ['x'] = 'x', ['y'] = 'y', ['z'] = 'z', ['A'] = 'a',
+  ['B'] = 'b', ['C'] = 'c', ['D'] = 'd', ['E'] = 'e', ['F'] = 'f', ['G'] = 'g', ['H'] = 'h', ['I'] = 'i',
+  ['J'] = 'j', ['K'] = 'k', ['L'] = 'l', ['M'] = 'm', ['N'] = 'n', ['O'] = 'o', ['P'] = 'p', ['Q'] = 'q',
+  ['R'] = 'r', ['S'] = 's', ['T'] = 't', ['U'] = 'u', ['V'] = 'v', ['W'] = 'w', ['X'] = 'x', ['Y'] = 'y',
+  ['Z'] = 'z',
 };
 
 static egress_status_t canon_ascii(const char *s, size_t n, bool from_idna, bool names_only,
@@ -172,14 +168,18 @@ static egress_status_t canon_ascii(const char *s, size_t n, bool from_idna, bool
   out->text[n] = '\0';
   out->len = n;
 
-  size_t last = label_start;   /* the last label */
+  size_t last = label_start; /* the last label */
   if (label_is_numeric(out->text + last, n - last)) {
     egress__ip_t ip;
     bool quad = egress__ip4_parse(out->text, n, &ip);
-    if (from_idna) return invalid(why, "internationalized host maps to an IP address or a "
-                                       "numeric name");
-    if (!quad) return invalid(why, "numeric host is not a canonical dotted-quad IPv4 "
-                                   "address (or a name ends in a numeric label)");
+    if (from_idna)
+      return invalid(why,
+                     "internationalized host maps to an IP address or a "
+                     "numeric name");
+    if (!quad)
+      return invalid(why,
+                     "numeric host is not a canonical dotted-quad IPv4 "
+                     "address (or a name ends in a numeric label)");
     if (names_only) return invalid(why, "an IP address is not a host name");
     out->kind = EGRESS__HOST_IPV4;
     out->ip = ip;
@@ -193,8 +193,7 @@ static egress_status_t canon_ascii(const char *s, size_t n, bool from_idna, bool
       egress_status_t st = check_alabel(out->text + i, j - i, why);
       /* Under the transitional fallback libidn2 can emit A-labels (emoji,
        * U+00BD) that IDNA2008 refuses; name the input's problem, not ours. */
-      if (st == EGRESS_EINVAL && from_idna)
-        *why = "internationalized host name is not valid IDNA (UTS#46)";
+      if (st == EGRESS_EINVAL && from_idna) *why = "internationalized host name is not valid IDNA (UTS#46)";
       if (st != EGRESS_OK) return st;
     }
     i = j + 1;
@@ -203,8 +202,8 @@ static egress_status_t canon_ascii(const char *s, size_t n, bool from_idna, bool
   return EGRESS_OK;
 }
 
-static egress_status_t canon_idna(const char *in, size_t len, bool names_only,
-                                  egress__host_t *out, const char **why) {
+static egress_status_t canon_idna(const char *in, size_t len, bool names_only, egress__host_t *out,
+                                  const char **why) {
   char buf[CANON_INPUT_MAX + 1];
   char *ace = NULL;
   egress_status_t st;
@@ -258,8 +257,8 @@ static egress_status_t set_ip6(const char *s, size_t n, egress__host_t *out) {
   return EGRESS_OK;
 }
 
-static egress_status_t canon(const char *in, size_t len, egress__host_t *out,
-                             const char **why, bool names_only) {
+static egress_status_t canon(const char *in, size_t len, egress__host_t *out, const char **why,
+                             bool names_only) {
   const char *dummy;
   egress_status_t st;
 
@@ -283,19 +282,22 @@ static egress_status_t canon(const char *in, size_t len, egress__host_t *out,
     if (c == 0) return invalid(why, "host contains a NUL byte");
     if (c < 0x20 || c == 0x7f) return invalid(why, "host contains a control character");
     switch (c) {
-    case ' ': return invalid(why, "host contains white space");
-    case '%': return invalid(why, "host contains '%' (percent-encoding or an IPv6 zone id)");
-    case '\\': return invalid(why, "host contains a backslash");
-    case '@': return invalid(why, "host contains '@' (userinfo)");
-    case '/':
-      if (i > 0 && in[i - 1] == ':' && i + 1 < len && in[i + 1] == '/')
-        return invalid(why, "host contains a URL scheme");
-      return invalid(why, "host contains '/' (a path)");
-    case '?': return invalid(why, "host contains '?' (a query)");
-    case '#': return invalid(why, "host contains '#' (a fragment)");
-    case ':': colon = true; break;
-    case '[': case ']': bracket = true; break;
-    default: if (c >= 0x80) nonascii = true; break;
+      case ' ': return invalid(why, "host contains white space");
+      case '%': return invalid(why, "host contains '%' (percent-encoding or an IPv6 zone id)");
+      case '\\': return invalid(why, "host contains a backslash");
+      case '@': return invalid(why, "host contains '@' (userinfo)");
+      case '/':
+        if (i > 0 && in[i - 1] == ':' && i + 1 < len && in[i + 1] == '/')
+          return invalid(why, "host contains a URL scheme");
+        return invalid(why, "host contains '/' (a path)");
+      case '?': return invalid(why, "host contains '?' (a query)");
+      case '#': return invalid(why, "host contains '#' (a fragment)");
+      case ':': colon = true; break;
+      case '[':
+      case ']': bracket = true; break;
+      default:
+        if (c >= 0x80) nonascii = true;
+        break;
     }
   }
 
@@ -305,8 +307,7 @@ static egress_status_t canon(const char *in, size_t len, egress__host_t *out,
     size_t close = 1;
     while (close < len && in[close] != ']') close++;
     if (close == len) return invalid(why, "unbalanced brackets");
-    if (close != len - 1)
-      return invalid(why, "text after ']' (a port is not part of the host)");
+    if (close != len - 1) return invalid(why, "text after ']' (a port is not part of the host)");
     for (size_t i = 1; i < close; i++)
       if (in[i] == '[') return invalid(why, "nested brackets");
     if (set_ip6(in + 1, close - 1, out) != EGRESS_OK) {
@@ -319,8 +320,9 @@ static egress_status_t canon(const char *in, size_t len, egress__host_t *out,
     if (names_only) return invalid(why, "a host name may not hold ':' (IPv6 or a port)");
     if (set_ip6(in, len, out) != EGRESS_OK) {
       memset(out, 0, sizeof(*out));
-      return invalid(why, "host holds ':' but is not an IPv6 address (a port is not "
-                          "part of the host)");
+      return invalid(why,
+                     "host holds ':' but is not an IPv6 address (a port is not "
+                     "part of the host)");
     }
     return EGRESS_OK;
   }
@@ -335,12 +337,10 @@ static egress_status_t canon(const char *in, size_t len, egress__host_t *out,
   return st;
 }
 
-egress_status_t egress__canon_host(const char *in, size_t len, egress__host_t *out,
-                                   const char **why) {
+egress_status_t egress__canon_host(const char *in, size_t len, egress__host_t *out, const char **why) {
   return canon(in, len, out, why, false);
 }
 
-egress_status_t egress__canon_name(const char *in, size_t len, egress__host_t *out,
-                                   const char **why) {
+egress_status_t egress__canon_name(const char *in, size_t len, egress__host_t *out, const char **why) {
   return canon(in, len, out, why, true);
 }

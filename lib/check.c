@@ -49,7 +49,7 @@ static bool add_address(egress_decision_t *d, const egress__ip_t *ip, int32_t tt
   a->ttl = ttl;
   a->verdict = EGRESS_VERDICT_DENY;
   a->reason = EGRESS_REASON_INTERNAL_ERROR;
-  return true;   /* text and sockaddr: add_text */
+  return true; /* text and sockaddr: add_text */
 }
 
 static const char *scheme_name(egress__scheme_t scheme) {
@@ -58,8 +58,8 @@ static const char *scheme_name(egress__scheme_t scheme) {
 
 /* The rule that takes this check: the matcher's for host:port checks, the
  * URL walk's for URL checks. */
-static const egress__rule_t *rule_for(const egress_policy_t *p, const egress__host_t *h,
-                                      uint16_t port, uint8_t min_len, const egress__rule_t *found,
+static const egress__rule_t *rule_for(const egress_policy_t *p, const egress__host_t *h, uint16_t port,
+                                      uint8_t min_len, const egress__rule_t *found,
                                       const egress__url_ctx_t *u, bool *scheme_only) {
   *scheme_only = false;
   return u ? egress__url_rule(p, h, port, min_len, found, u, scheme_only) : found;
@@ -76,14 +76,13 @@ static char *put_text(char *p, const char *s, size_t n) {
   return p + n;
 }
 
-static void check_literal(const egress_policy_t *p, const egress_options_t *o,
-                          egress_decision_t *d, uint16_t port, const egress__url_ctx_t *url) {
+static void check_literal(const egress_policy_t *p, const egress_options_t *o, egress_decision_t *d,
+                          uint16_t port, const egress__url_ctx_t *url) {
   const egress__ip_t *ip = &d->host.ip;
   egress__match_t m;
   egress__vet_t v;
   if (!add_address(d, ip, -1, 1)) {
-    decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL,
-           EGRESS__MSG_NONE);
+    decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL, EGRESS__MSG_NONE);
     return;
   }
   egress__addr_verdict_t *a = &d->v.addrs[0];
@@ -111,8 +110,7 @@ static void check_literal(const egress_policy_t *p, const egress_options_t *o,
         elsewhere = there.opener ? there.opener : mt.allowing;
     }
     if (elsewhere) {
-      decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_PORT_NOT_ALLOWED, elsewhere,
-             EGRESS__MSG_OTHER_PORTS);
+      decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_PORT_NOT_ALLOWED, elsewhere, EGRESS__MSG_OTHER_PORTS);
     } else {
       keep_detail(d, v.detail);
       decide(d, EGRESS_OUTCOME_DENIED, v.reason, NULL, EGRESS__MSG_SPECIAL_PURPOSE);
@@ -122,8 +120,7 @@ static void check_literal(const egress_policy_t *p, const egress_options_t *o,
   }
   if (!m.any) {
     a->reason = EGRESS_REASON_NOT_IN_ALLOWLIST;
-    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NOT_IN_ALLOWLIST, NULL,
-           EGRESS__MSG_LITERAL_OUTSIDE);
+    decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NOT_IN_ALLOWLIST, NULL, EGRESS__MSG_LITERAL_OUTSIDE);
     return;
   }
   if (!m.allowing) {
@@ -148,8 +145,8 @@ static void check_literal(const egress_policy_t *p, const egress_options_t *o,
   decide(d, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE, by_url, EGRESS__MSG_ALLOWED);
 }
 
-static void check_name(egress_checker_t *c, const egress_policy_t *p, egress_decision_t *d,
-                       uint16_t port, const egress__url_ctx_t *url) {
+static void check_name(egress_checker_t *c, const egress_policy_t *p, egress_decision_t *d, uint16_t port,
+                       const egress__url_ctx_t *url) {
   egress__match_t m;
   egress__match_name(p->matcher[EGRESS_LIST_ALLOW], d->host.text, d->host.len, port, &m);
   if (!m.any) {
@@ -168,9 +165,9 @@ static void check_name(egress_checker_t *c, const egress_policy_t *p, egress_dec
   }
 
   egress__answer_t ans;
-  egress__cache_stats_t cs = {0, 0, 0};
-  egress_status_t st = egress__cache_resolve(c->cache, c->resolver, d->host.text, d->host.len, m.name_hash,
-                                             &ans, &cs);
+  egress__cache_stats_t cs = { 0, 0, 0 };
+  egress_status_t st =
+      egress__cache_resolve(c->cache, c->resolver, d->host.text, d->host.len, m.name_hash, &ans, &cs);
   egress__count_add(c, EGRESS_COUNTER_CACHE_HITS, cs.hits);
   egress__count_add(c, EGRESS_COUNTER_CACHE_MISSES, cs.misses);
   egress__count_add(c, EGRESS_COUNTER_DNS_QUERIES, cs.queries);
@@ -217,8 +214,7 @@ static void check_name(egress_checker_t *c, const egress_policy_t *p, egress_dec
         d->v.addrs[d->v.naddrs - 1].reason = EGRESS_REASON_EXPLICIT_DENY;
       }
       keep_detail(d, alias);
-      decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_EXPLICIT_DENY, dm.allowing,
-             EGRESS__MSG_ALIAS_DENIED);
+      decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_EXPLICIT_DENY, dm.allowing, EGRESS__MSG_ALIAS_DENIED);
       goto done;
     }
     off += alen + 1;
@@ -226,13 +222,12 @@ static void check_name(egress_checker_t *c, const egress_policy_t *p, egress_dec
 
   size_t passed = 0;
   bool filtered = false;
-  const egress__rule_t *bad_rule = rule;   /* the deny rule, when one forbids */
+  const egress__rule_t *bad_rule = rule; /* the deny rule, when one forbids */
   for (size_t i = 0; i < ans.n; i++) {
     egress__ip_t ip = ans.ips[i];
     egress__ip_unmap(&ip);
     if (!add_address(d, &ip, ans.ttls[i], ans.n)) {
-      decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, rule,
-             EGRESS__MSG_NONE);
+      decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, rule, EGRESS__MSG_NONE);
       goto done;
     }
     egress__addr_verdict_t *a = &d->v.addrs[d->v.naddrs - 1];
@@ -265,13 +260,12 @@ done:
 }
 
 /* Everything up to the verdict; never allocates the decision itself. */
-static void check_into(egress_checker_t *c, const egress_policy_t *p, egress_decision_t *d,
-                       const char *host, int32_t port, const egress__url_ctx_t *url) {
+static void check_into(egress_checker_t *c, const egress_policy_t *p, egress_decision_t *d, const char *host,
+                       int32_t port, const egress__url_ctx_t *url) {
   const char *why = NULL;
   egress__match_t m;
   if (url && url->nomem) {
-    decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL,
-           EGRESS__MSG_NONE);
+    decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL, EGRESS__MSG_NONE);
     return;
   }
   if (url && url->invalid) {
@@ -288,12 +282,11 @@ static void check_into(egress_checker_t *c, const egress_policy_t *p, egress_dec
   }
   egress_status_t st = egress__canon_host(host, strlen(host), &d->host, &why);
   if (st == EGRESS_ENOMEM) {
-    decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL,
-           EGRESS__MSG_NONE);
+    decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL, EGRESS__MSG_NONE);
     return;
   }
   if (st != EGRESS_OK) {
-    d->v.detail_static = why;   /* canonicalization's reasons are static */
+    d->v.detail_static = why; /* canonicalization's reasons are static */
     decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_INVALID_HOST, NULL, EGRESS__MSG_INVALID_HOST);
     return;
   }
@@ -312,8 +305,7 @@ static void check_into(egress_checker_t *c, const egress_policy_t *p, egress_dec
     if (d->host.kind != EGRESS__HOST_NAME) {
       egress__match_ip(p->matcher[EGRESS_LIST_DENY], &d->host.ip, p16, 0, &m);
       if (m.allowing) {
-        decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_EXPLICIT_DENY, m.allowing,
-               EGRESS__MSG_DENY_ENTRY);
+        decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_EXPLICIT_DENY, m.allowing, EGRESS__MSG_DENY_ENTRY);
         return;
       }
     }
@@ -325,7 +317,6 @@ static void check_into(egress_checker_t *c, const egress_policy_t *p, egress_dec
   else
     check_literal(p, &c->opts, d, p16, url);
 }
-
 
 /* ------------------------------------------------------------------------ */
 /* Text, made after the check and only for someone who reads it.             */
@@ -391,83 +382,66 @@ static size_t invalid_host_message(char *buf, const char *host, const char *why)
 /* The message d->v.msg stands for: static text, or written into @p buf
  * (MSG_BUF_MAX bytes, not terminated) with *len set; NULL for the reason's
  * own message.  Addresses must have their text by now. */
-static const char *write_message(const egress_decision_t *d, const char *host,
-                                 const egress_request_t *req, const egress__url_ctx_t *url,
-                                 char *buf, size_t *len) {
+static const char *write_message(const egress_decision_t *d, const char *host, const egress_request_t *req,
+                                 const egress__url_ctx_t *url, char *buf, size_t *len) {
   const char *h = d->host.text, *det = d->detail, *why = d->v.detail_static;
   unsigned port = (unsigned)d->v.port;
   size_t n;
   switch (d->v.msg) {
-  case EGRESS__MSG_NONE:
-    return NULL;
-  case EGRESS__MSG_HOST_NULL:
-    return "host is NULL";
-  case EGRESS__MSG_EMPTY_ALLOWLIST:
-    return "the allowlist is empty: every destination is denied";
-  case EGRESS__MSG_REFUSED:
-    n = print_message(buf, "%s", req->refusal);
-    break;
-  case EGRESS__MSG_INVALID_URL:
-    n = print_message(buf, "invalid URL: %s", url->invalid);
-    break;
-  case EGRESS__MSG_INVALID_PORT:
-    n = print_message(buf, "port %ld is outside 1-65535", (long)d->v.port);
-    break;
-  case EGRESS__MSG_INVALID_HOST:
-    n = invalid_host_message(buf, host, why);
-    break;
-  case EGRESS__MSG_DENY_ENTRY:
-    n = print_message(buf, "%s matches deny-list entry %zu", h, d->v.rule_index);
-    break;
-  case EGRESS__MSG_NO_ALLOW_ENTRY:
-    n = print_message(buf, "%s matches no allowlist entry", h);
-    break;
-  case EGRESS__MSG_OTHER_PORTS:
-    n = print_message(buf, "%s is allowed only on other ports, not %u", h, port);
-    break;
-  case EGRESS__MSG_OTHER_SCHEME:
-    n = print_message(buf, "%s:%u is allowed only for URLs of another scheme, not %s", h, port,
-                      scheme_name(url->scheme));
-    break;
-  case EGRESS__MSG_PATH_OUTSIDE:
-    n = print_message(buf, "path %.200s is outside every allowlist entry for %s", url->path, h);
-    break;
-  case EGRESS__MSG_DNS_NOMEM:
-    n = print_message(buf, "out of memory while resolving %s", h);
-    break;
-  case EGRESS__MSG_NO_SUCH_HOST:
-    n = print_message(buf, "%s: %s", h, why ? why : "no address");
-    break;
-  case EGRESS__MSG_DNS_FAILED:
-    n = print_message(buf, "resolving %s failed: %s", h, why ? why : "DNS error");
-    break;
-  case EGRESS__MSG_ALIAS_DENIED:
-    n = print_message(buf, "%s is an alias of %.253s (CNAME), which matches deny-list entry %zu", h,
-                      det, d->v.rule_index);
-    break;
-  case EGRESS__MSG_RESOLVED_FORBIDDEN:
-    n = print_message(buf, "%s resolved to forbidden address %s (%s%s%s)", h,
-                      d->v.addrs[d->v.bad_addr].text, egress_reason_name(d->v.bad_reason),
-                      det[0] ? ": " : "", det);
-    break;
-  case EGRESS__MSG_LITERAL_DENIED:
-    n = print_message(buf, "%s is in the deny list%s%s", h, det[0] ? ": " : "", det);
-    break;
-  case EGRESS__MSG_SPECIAL_PURPOSE:
-    n = print_message(buf,
-                      "%s is a special-purpose address (%s) not opened on port %u by a CIDR rule "
-                      "inside its range",
-                      h, det, port);
-    break;
-  case EGRESS__MSG_LITERAL_OUTSIDE:
-    n = print_message(buf, "IP address %s is not inside any allowlist CIDR rule", h);
-    break;
-  case EGRESS__MSG_ALLOWED:
-  case EGRESS__MSG_ALLOWED_FILTERED:
-    n = allowed_message(buf, d->v.rule_index, d->v.msg == EGRESS__MSG_ALLOWED_FILTERED);
-    break;
-  default:
-    return NULL;
+    case EGRESS__MSG_NONE: return NULL;
+    case EGRESS__MSG_HOST_NULL: return "host is NULL";
+    case EGRESS__MSG_EMPTY_ALLOWLIST: return "the allowlist is empty: every destination is denied";
+    case EGRESS__MSG_REFUSED: n = print_message(buf, "%s", req->refusal); break;
+    case EGRESS__MSG_INVALID_URL: n = print_message(buf, "invalid URL: %s", url->invalid); break;
+    case EGRESS__MSG_INVALID_PORT:
+      n = print_message(buf, "port %ld is outside 1-65535", (long)d->v.port);
+      break;
+    case EGRESS__MSG_INVALID_HOST: n = invalid_host_message(buf, host, why); break;
+    case EGRESS__MSG_DENY_ENTRY:
+      n = print_message(buf, "%s matches deny-list entry %zu", h, d->v.rule_index);
+      break;
+    case EGRESS__MSG_NO_ALLOW_ENTRY: n = print_message(buf, "%s matches no allowlist entry", h); break;
+    case EGRESS__MSG_OTHER_PORTS:
+      n = print_message(buf, "%s is allowed only on other ports, not %u", h, port);
+      break;
+    case EGRESS__MSG_OTHER_SCHEME:
+      n = print_message(buf, "%s:%u is allowed only for URLs of another scheme, not %s", h, port,
+                        scheme_name(url->scheme));
+      break;
+    case EGRESS__MSG_PATH_OUTSIDE:
+      n = print_message(buf, "path %.200s is outside every allowlist entry for %s", url->path, h);
+      break;
+    case EGRESS__MSG_DNS_NOMEM: n = print_message(buf, "out of memory while resolving %s", h); break;
+    case EGRESS__MSG_NO_SUCH_HOST: n = print_message(buf, "%s: %s", h, why ? why : "no address"); break;
+    case EGRESS__MSG_DNS_FAILED:
+      n = print_message(buf, "resolving %s failed: %s", h, why ? why : "DNS error");
+      break;
+    case EGRESS__MSG_ALIAS_DENIED:
+      n = print_message(buf, "%s is an alias of %.253s (CNAME), which matches deny-list entry %zu", h, det,
+                        d->v.rule_index);
+      break;
+    case EGRESS__MSG_RESOLVED_FORBIDDEN:
+      n = print_message(buf, "%s resolved to forbidden address %s (%s%s%s)", h,
+                        d->v.addrs[d->v.bad_addr].text, egress_reason_name(d->v.bad_reason),
+                        det[0] ? ": " : "", det);
+      break;
+    case EGRESS__MSG_LITERAL_DENIED:
+      n = print_message(buf, "%s is in the deny list%s%s", h, det[0] ? ": " : "", det);
+      break;
+    case EGRESS__MSG_SPECIAL_PURPOSE:
+      n = print_message(buf,
+                        "%s is a special-purpose address (%s) not opened on port %u by a CIDR rule "
+                        "inside its range",
+                        h, det, port);
+      break;
+    case EGRESS__MSG_LITERAL_OUTSIDE:
+      n = print_message(buf, "IP address %s is not inside any allowlist CIDR rule", h);
+      break;
+    case EGRESS__MSG_ALLOWED:
+    case EGRESS__MSG_ALLOWED_FILTERED:
+      n = allowed_message(buf, d->v.rule_index, d->v.msg == EGRESS__MSG_ALLOWED_FILTERED);
+      break;
+    default: return NULL;
   }
   *len = n;
   return buf;
@@ -536,8 +510,7 @@ static bool add_text(egress_decision_t *d, const char *host, const egress_reques
   char buf[MSG_BUF_MAX];
   size_t msg_len = 0;
   const char *msg = write_message(d, host, req, url, buf, &msg_len);
-  bool curl = d->v.outcome == EGRESS_OUTCOME_ALLOWED && d->v.has_host &&
-              d->host.kind == EGRESS__HOST_NAME;
+  bool curl = d->v.outcome == EGRESS_OUTCOME_ALLOWED && d->v.has_host && d->host.kind == EGRESS__HOST_NAME;
   size_t need = text_size(host) + text_size(rule_text) + (msg == buf ? msg_len + 1 : 0) +
                 (curl ? curl_resolve_size(d) : 0);
   for (int i = 0; field && i < EGRESS__FIELD_COUNT; i++) need += text_size(field[i]);
@@ -566,8 +539,8 @@ static bool add_text(egress_decision_t *d, const char *host, const egress_reques
 /* Verdict from outcome and mode (README "The check"), then the event.
  * @p keep: the caller keeps the decision (else the event text need not
  * outlive the delivery). */
-static void finish(egress_checker_t *c, egress_decision_t *d, const egress_policy_t *p,
-                   bool want_json, bool keep) {
+static void finish(egress_checker_t *c, egress_decision_t *d, const egress_policy_t *p, bool want_json,
+                   bool keep) {
   d->v.mode = c->opts.mode;
   d->v.special_version = egress__special_version;
   if (p)
@@ -575,8 +548,7 @@ static void finish(egress_checker_t *c, egress_decision_t *d, const egress_polic
   else
     d->policy_digest[0] = '\0';
   d->v.would_deny = d->v.outcome != EGRESS_OUTCOME_ALLOWED;
-  bool input_error = d->v.reason == EGRESS_REASON_INVALID_HOST ||
-                     d->v.reason == EGRESS_REASON_INVALID_PORT ||
+  bool input_error = d->v.reason == EGRESS_REASON_INVALID_HOST || d->v.reason == EGRESS_REASON_INVALID_PORT ||
                      d->v.reason == EGRESS_REASON_INTERNAL_ERROR;
   if (d->v.outcome == EGRESS_OUTCOME_ALLOWED)
     d->v.verdict = EGRESS_VERDICT_ALLOW;
@@ -593,9 +565,8 @@ static void finish(egress_checker_t *c, egress_decision_t *d, const egress_polic
        * per-thread print buffer, no copy of the text.  Not to a callback,
        * whose code may check again on this thread and reuse the buffer. */
       size_t len = 0;
-      const char *text = !keep && !c->opts.event_cb
-                             ? egress__event_print(d, c->opts.event_source, &len)
-                             : NULL;
+      const char *text =
+          !keep && !c->opts.event_cb ? egress__event_print(d, c->opts.event_source, &len) : NULL;
       if (text) {
         delivered = egress__sink_deliver(c->sink, text, len, d);
       } else {
@@ -661,11 +632,10 @@ static egress_status_t run_check(egress_checker_t *c, const char *host, int32_t 
     /* No text, no decision to stand behind: nothing found is reported. */
     d->v.has_rule = false;
     d->v.naddrs = 0;
-    decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL,
-           EGRESS__MSG_NONE);
+    decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL, EGRESS__MSG_NONE);
     st = EGRESS_ENOMEM;
   }
-  d->v.rule = NULL;   /* the policy may go with the check */
+  d->v.rule = NULL; /* the policy may go with the check */
   if (text) d->v.latency_ms = mono_ms() - start;
   finish(c, d, p, want_json, keep);
   if (own) egress_policy_unref(p);
@@ -676,8 +646,7 @@ static egress_status_t run_check(egress_checker_t *c, const char *host, int32_t 
 /* A check with no checker: a deny that says why, at the port given. */
 static egress_status_t no_checker(egress_decision_t *d, int32_t port) {
   d->v.port = port;
-  decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL,
-         EGRESS__MSG_NONE);
+  decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL, EGRESS__MSG_NONE);
   d->t.message = "checker is NULL";
   return EGRESS_EINVAL;
 }

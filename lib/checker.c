@@ -21,7 +21,7 @@
 typedef struct policy_slot {
   uint64_t checker_id;
   uint64_t generation;
-  egress_policy_t *policy;     /* the slot's own reference */
+  egress_policy_t *policy; /* the slot's own reference */
 } policy_slot_t;
 
 static _Thread_local policy_slot_t tls_slot;
@@ -136,8 +136,8 @@ egress_policy_t *egress_checker_policy(egress_checker_t *checker) {
   return checker ? egress__policy_acquire(checker) : NULL;
 }
 
-egress_status_t egress_checker_reload_file(egress_checker_t *checker, const char *path,
-                                           bool *changed, char *errbuf, size_t errlen) {
+egress_status_t egress_checker_reload_file(egress_checker_t *checker, const char *path, bool *changed,
+                                           char *errbuf, size_t errlen) {
   egress_policy_t *next = NULL, *current = NULL;
   if (changed) *changed = false;
   if (!checker || !path) return egress__errf(errbuf, errlen, EGRESS_EINVAL, "checker and path are required");

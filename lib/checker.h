@@ -12,7 +12,7 @@
 #include <pthread.h>
 
 #define N_OUTCOMES EGRESS__OUTCOME_COUNT
-#define N_REASONS EGRESS__REASON_COUNT
+#define N_REASONS  EGRESS__REASON_COUNT
 #define N_COUNTERS EGRESS__COUNTER_COUNT
 
 #define COUNTER_STRIPES 16
@@ -39,7 +39,7 @@ struct egress_checker {
 
   egress_options_t opts;
   egress__resolver_t *resolver;
-  egress__cache_t *cache;          /* NULL when caching is disabled */
+  egress__cache_t *cache; /* NULL when caching is disabled */
   egress__sink_t *sink;
 
   /* Identity for the per-thread policy slot (a freed checker's address may
@@ -88,12 +88,12 @@ static inline void egress__count_check(egress_checker_t *c, egress_outcome_t out
 /* What a URL check adds to host and port (url.c); NULL for host:port
  * checks. */
 typedef struct egress__url_ctx {
-  const char *path;          /* normalized, starts with '/' */
+  const char *path; /* normalized, starts with '/' */
   egress__scheme_t scheme;
-  const char *invalid;       /* why the URL is refused before any check
+  const char *invalid; /* why the URL is refused before any check
                                 (the decision is then invalid_host), or
                                 NULL */
-  bool nomem;                /* the URL could not be taken apart for lack
+  bool nomem;          /* the URL could not be taken apart for lack
                                 of memory (internal_error) */
 } egress__url_ctx_t;
 
@@ -102,8 +102,8 @@ typedef struct egress__url_ctx {
  * for this host and port that does, or NULL.  *scheme_only tells whether
  * some rule for this host and port would have taken the path under another
  * scheme.  @p min_len as for egress__match_ip. */
-const egress__rule_t *egress__url_rule(const egress_policy_t *p, const egress__host_t *h,
-                                       uint16_t port, uint8_t min_len, const egress__rule_t *found,
+const egress__rule_t *egress__url_rule(const egress_policy_t *p, const egress__host_t *h, uint16_t port,
+                                       uint8_t min_len, const egress__rule_t *found,
                                        const egress__url_ctx_t *u, bool *scheme_only);
 
 /* check.c: the whole check of @p host:@p port for a URL into @p d, event

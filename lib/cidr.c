@@ -11,14 +11,14 @@
 typedef struct cidr_bucket {
   uint8_t key[16];
   bool used;
-  const egress__rule_t **rules;   /* in policy order */
+  const egress__rule_t **rules; /* in policy order */
   size_t nrules;
 } cidr_bucket_t;
 
 typedef struct cidr_level {
   uint8_t len;
   cidr_bucket_t *slots;
-  size_t nslots;   /* power of two */
+  size_t nslots; /* power of two */
   size_t used;
   /* A bit per hash class, set for every prefix of the level (see
    * egress__cidrset_seal): most levels hold no prefix for a given address,
@@ -28,7 +28,7 @@ typedef struct cidr_level {
 } cidr_level_t;
 
 struct egress__cidrset {
-  cidr_level_t **levels[2];  /* [0] IPv4, [1] IPv6; sorted by len, longest first */
+  cidr_level_t **levels[2]; /* [0] IPv4, [1] IPv6; sorted by len, longest first */
   size_t nlevels[2];
 };
 
@@ -94,7 +94,7 @@ static egress_status_t level_grow(cidr_level_t *lv) {
   size_t nslots = lv->nslots ? lv->nslots * 2 : 8;
   cidr_bucket_t *slots = egress__calloc(nslots, sizeof(*slots));
   if (!slots) return EGRESS_ENOMEM;
-  cidr_level_t grown = {.len = lv->len, .slots = slots, .nslots = nslots, .used = lv->used};
+  cidr_level_t grown = { .len = lv->len, .slots = slots, .nslots = nslots, .used = lv->used };
   for (size_t i = 0; i < lv->nslots; i++)
     if (lv->slots[i].used) *level_find(&grown, lv->slots[i].key) = lv->slots[i];
   egress__free(lv->slots);
@@ -107,8 +107,7 @@ static cidr_level_t *get_level(egress__cidrset_t *set, int fam, uint8_t len) {
     if (set->levels[fam][i]->len == len) return set->levels[fam][i];
   cidr_level_t *lv = egress__calloc(1, sizeof(*lv));
   if (!lv) return NULL;
-  cidr_level_t **grown = egress__realloc(set->levels[fam],
-                                         (set->nlevels[fam] + 1) * sizeof(*grown));
+  cidr_level_t **grown = egress__realloc(set->levels[fam], (set->nlevels[fam] + 1) * sizeof(*grown));
   if (!grown) {
     egress__free(lv);
     return NULL;
@@ -170,12 +169,12 @@ static bool port_in(const egress__rule_t *r, uint16_t port) {
   return port >= r->port_lo && port <= r->port_hi;
 }
 
-void egress__cidrset_match(const egress__cidrset_t *set, const egress__ip_t *ip,
-                           uint16_t port, uint8_t min_len, egress__match_t *res) {
+void egress__cidrset_match(const egress__cidrset_t *set, const egress__ip_t *ip, uint16_t port,
+                           uint8_t min_len, egress__match_t *res) {
   int fam = ip->family == 6;
   for (size_t l = 0; l < set->nlevels[fam]; l++) {
     const cidr_level_t *lv = set->levels[fam][l];
-    if (lv->len < min_len) break;  /* levels are sorted longest first */
+    if (lv->len < min_len) break; /* levels are sorted longest first */
     uint8_t key[16];
     mask_bytes(ip->bytes, lv->len, key);
     uint64_t h = hash_key(key, lv->len);
@@ -188,8 +187,7 @@ void egress__cidrset_match(const egress__cidrset_t *set, const egress__ip_t *ip,
     for (size_t i = 0; i < b->nrules; i++) {
       const egress__rule_t *r = b->rules[i];
       if (!res->any || r->index < res->any->index) res->any = r;
-      if (port_in(r, port) && (!res->allowing || r->index < res->allowing->index))
-        res->allowing = r;
+      if (port_in(r, port) && (!res->allowing || r->index < res->allowing->index)) res->allowing = r;
     }
   }
 }

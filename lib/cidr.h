@@ -14,7 +14,7 @@ void egress__cidrset_free(egress__cidrset_t *set);
 egress_status_t egress__cidrset_seal(egress__cidrset_t *set);
 /* Fold every rule containing ip (prefix length >= min_len) into res, keeping
  * the lowest-index rule for "any" and for "allowing" (port in range). */
-void egress__cidrset_match(const egress__cidrset_t *set, const egress__ip_t *ip,
-                           uint16_t port, uint8_t min_len, egress__match_t *res);
+void egress__cidrset_match(const egress__cidrset_t *set, const egress__ip_t *ip, uint16_t port,
+                           uint8_t min_len, egress__match_t *res);
 
 #endif

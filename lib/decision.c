@@ -21,8 +21,7 @@ void egress_request_free(egress_request_t *req) {
   egress__free(req);
 }
 
-egress_status_t egress_request_refuse(egress_request_t *req, egress_reason_t reason,
-                                      const char *message) {
+egress_status_t egress_request_refuse(egress_request_t *req, egress_reason_t reason, const char *message) {
   if (!req || (reason != EGRESS_REASON_INVALID_HOST && reason != EGRESS_REASON_INVALID_PORT))
     return EGRESS_EINVAL;
   char *copy = NULL;
@@ -33,8 +32,7 @@ egress_status_t egress_request_refuse(egress_request_t *req, egress_reason_t rea
   return EGRESS_OK;
 }
 
-egress_status_t egress_request_set(egress_request_t *req, egress_field_t field,
-                                   const char *value) {
+egress_status_t egress_request_set(egress_request_t *req, egress_field_t field, const char *value) {
   if (!req || (int)field < 0 || (int)field >= EGRESS__FIELD_COUNT) return EGRESS_EINVAL;
   char *copy = NULL;
   if (value) {
@@ -83,9 +81,7 @@ const char *egress_decision_host(const egress_decision_t *d) {
   return d && d->v.has_host ? d->host.text : NULL;
 }
 int32_t egress_decision_port(const egress_decision_t *d) { return d ? d->v.port : 0; }
-egress_mode_t egress_decision_mode(const egress_decision_t *d) {
-  return d ? d->v.mode : EGRESS_MODE_ENFORCE;
-}
+egress_mode_t egress_decision_mode(const egress_decision_t *d) { return d ? d->v.mode : EGRESS_MODE_ENFORCE; }
 bool egress_decision_has_rule(const egress_decision_t *d) { return d && d->v.has_rule; }
 egress_list_t egress_decision_rule_list(const egress_decision_t *d) {
   return d ? d->v.rule_list : EGRESS_LIST_ALLOW;
@@ -123,9 +119,5 @@ double egress_decision_latency_ms(const egress_decision_t *d) { return d ? d->v.
 const char *egress_decision_policy_digest(const egress_decision_t *d) {
   return d && d->policy_digest[0] ? d->policy_digest : NULL;
 }
-const char *egress_decision_event_json(const egress_decision_t *d) {
-  return d ? d->t.event_json : NULL;
-}
-char *egress_decision_to_json(const egress_decision_t *d) {
-  return d ? egress__decision_json(d) : NULL;
-}
+const char *egress_decision_event_json(const egress_decision_t *d) { return d ? d->t.event_json : NULL; }
+char *egress_decision_to_json(const egress_decision_t *d) { return d ? egress__decision_json(d) : NULL; }

@@ -52,8 +52,8 @@
 /* Limits for one regex match.  A policy author can write a catastrophic
  * pattern; a hostile host name must not be able to turn it into a denial of
  * service, so matching stops early and the rule fails closed. */
-#define REGEX_MATCH_LIMIT 100000u
-#define REGEX_DEPTH_LIMIT 1000u
+#define REGEX_MATCH_LIMIT    100000u
+#define REGEX_DEPTH_LIMIT    1000u
 #define REGEX_HEAP_LIMIT_KIB 1024u
 
 #define MSG_NOMEM "out of memory"
@@ -109,8 +109,7 @@ static regex_env_t *regex_env_get(void) {
   if (pcre2_set_heap_limit(fresh->match, REGEX_HEAP_LIMIT_KIB) != 0) goto fail;
 
   regex_env_t *expected = NULL;
-  if (atomic_compare_exchange_strong_explicit(&regex_env, &expected, fresh,
-                                              memory_order_acq_rel,
+  if (atomic_compare_exchange_strong_explicit(&regex_env, &expected, fresh, memory_order_acq_rel,
                                               memory_order_acquire))
     return fresh;
   /* Another thread won the race; use its contexts. */
@@ -134,13 +133,9 @@ static _Thread_local char regex_errmsg[200];
 
 static bool is_digit(char ch) { return ch >= '0' && ch <= '9'; }
 
-static bool is_alpha(char ch) {
-  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z');
-}
+static bool is_alpha(char ch) { return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z'); }
 
-static bool is_hex(char ch) {
-  return is_digit(ch) || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
-}
+static bool is_hex(char ch) { return is_digit(ch) || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F'); }
 
 static unsigned hex_val(char ch) {
   if (is_digit(ch)) return (unsigned)(ch - '0');
@@ -149,13 +144,10 @@ static unsigned hex_val(char ch) {
 }
 
 static bool is_space(char ch) {
-  return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\v' ||
-         ch == '\f';
+  return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\v' || ch == '\f';
 }
 
-static const char *find_byte(const char *s, size_t len, char ch) {
-  return len ? memchr(s, ch, len) : NULL;
-}
+static const char *find_byte(const char *s, size_t len, char ch) { return len ? memchr(s, ch, len) : NULL; }
 
 static size_t count_byte(const char *s, size_t len, char ch) {
   size_t n = 0;
@@ -174,9 +166,9 @@ static const char *parse_decimal(const char *s, size_t len, uint32_t max, uint32
 
 static const char *parse_port(const char *s, size_t len, uint16_t *out) {
   uint32_t v = 0;
-  static const char *const msg[4] = {
-      "empty port", "invalid port (a port is decimal 1-65535, a range N-M or '*')",
-      "port must not have leading zeros", "port out of range 1-65535"};
+  static const char *const msg[4] = { "empty port",
+                                      "invalid port (a port is decimal 1-65535, a range N-M or '*')",
+                                      "port must not have leading zeros", "port out of range 1-65535" };
   const char *why = parse_decimal(s, len, 65535, &v, msg);
   if (why) return why;
   if (v == 0) return "port out of range 1-65535";
@@ -185,8 +177,7 @@ static const char *parse_port(const char *s, size_t len, uint16_t *out) {
 }
 
 /* "N", "N-M" (N <= M) or "*" (1-65535). */
-static const char *parse_port_spec(const char *s, size_t len, uint16_t *lo,
-                                   uint16_t *hi) {
+static const char *parse_port_spec(const char *s, size_t len, uint16_t *lo, uint16_t *hi) {
   if (len == 1 && s[0] == '*') {
     *lo = 1;
     *hi = 65535;
@@ -209,17 +200,16 @@ static const char *parse_port_spec(const char *s, size_t len, uint16_t *lo,
   return NULL;
 }
 
-static const char *parse_prefix_len(const char *s, size_t len, unsigned max,
-                                    uint8_t *out) {
+static const char *parse_prefix_len(const char *s, size_t len, unsigned max, uint8_t *out) {
   uint32_t v = 0;
-  static const char *const msg4[4] = {
-      "missing CIDR prefix length", "invalid CIDR prefix length (decimal digits only)",
-      "CIDR prefix length must not have leading zeros",
-      "IPv4 prefix length out of range 0-32"};
-  static const char *const msg6[4] = {
-      "missing CIDR prefix length", "invalid CIDR prefix length (decimal digits only)",
-      "CIDR prefix length must not have leading zeros",
-      "IPv6 prefix length out of range 0-128"};
+  static const char *const msg4[4] = { "missing CIDR prefix length",
+                                       "invalid CIDR prefix length (decimal digits only)",
+                                       "CIDR prefix length must not have leading zeros",
+                                       "IPv4 prefix length out of range 0-32" };
+  static const char *const msg6[4] = { "missing CIDR prefix length",
+                                       "invalid CIDR prefix length (decimal digits only)",
+                                       "CIDR prefix length must not have leading zeros",
+                                       "IPv6 prefix length out of range 0-128" };
   const char *why = parse_decimal(s, len, max, &v, max == 32 ? msg4 : msg6);
   if (why) return why;
   *out = (uint8_t)v;
@@ -232,12 +222,12 @@ static const char *parse_prefix_len(const char *s, size_t len, unsigned max,
 
 typedef struct entry_ctx {
   egress__rule_t *rule;
-  egress__host_t host;       /* canonical name for EXACT / WILD1 / WILDN */
+  egress__host_t host; /* canonical name for EXACT / WILD1 / WILDN */
   bool has_name;
-  bool has_port;             /* written explicitly in the entry */
+  bool has_port; /* written explicitly in the entry */
   bool is_url;
-  uint16_t url_port;         /* scheme default */
-  const char *path;          /* URL path as written (validated), or NULL */
+  uint16_t url_port; /* scheme default */
+  const char *path;  /* URL path as written (validated), or NULL */
   size_t path_len;
 } entry_ctx_t;
 
@@ -251,7 +241,7 @@ static const char *set_cidr(entry_ctx_t *c, const egress__ip_t *ip, unsigned len
   memset(&p, 0, sizeof p);
   p.addr = *ip;
   p.len = (uint8_t)len;
-  static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
   if (ip->family == 6 && len >= 96 && memcmp(ip->bytes, mapped, 12) == 0) {
     /* Checks judge ::ffff:a.b.c.d as a.b.c.d, so the rule must be IPv4. */
     memset(&p.addr, 0, sizeof p.addr);
@@ -269,8 +259,7 @@ static bool jit_disabled(void) {
   return v && v[0] == '1' && v[1] == '\0';
 }
 
-static egress_status_t canon(entry_ctx_t *c, const char *s, size_t len,
-                             const char **why) {
+static egress_status_t canon(entry_ctx_t *c, const char *s, size_t len, const char **why) {
   const char *cwhy = NULL;
   egress_status_t st = egress__canon_name(s, len, &c->host, &cwhy);
   if (st == EGRESS_ENOMEM) {
@@ -281,8 +270,7 @@ static egress_status_t canon(entry_ctx_t *c, const char *s, size_t len,
     *why = cwhy ? cwhy : "invalid host name";
     return EGRESS_EPOLICY;
   }
-  if (c->host.kind != EGRESS__HOST_NAME || c->host.len == 0 ||
-      c->host.len > EGRESS__NAME_MAX) {
+  if (c->host.kind != EGRESS__HOST_NAME || c->host.len == 0 || c->host.len > EGRESS__NAME_MAX) {
     *why = "invalid host name";
     return EGRESS_EPOLICY;
   }
@@ -290,16 +278,15 @@ static egress_status_t canon(entry_ctx_t *c, const char *s, size_t len,
   return EGRESS_OK;
 }
 
-#define FAIL_POLICY(msg)                                                       \
-  do {                                                                         \
-    *why = (msg);                                                              \
-    return EGRESS_EPOLICY;                                                     \
+#define FAIL_POLICY(msg)   \
+  do {                     \
+    *why = (msg);          \
+    return EGRESS_EPOLICY; \
   } while (0)
 
 /* A host part without brackets or port: "*", "*.name", "**.name", a name,
  * or (when @p allow_ip4) a dotted quad. */
-static egress_status_t parse_host(entry_ctx_t *c, const char *h, size_t n,
-                                  const char **why) {
+static egress_status_t parse_host(entry_ctx_t *c, const char *h, size_t n, const char **why) {
   if (n == 0) FAIL_POLICY("empty host");
   if (find_byte(h, n, '%')) FAIL_POLICY("percent-encoding is not allowed in a host");
   if (find_byte(h, n, '[') || find_byte(h, n, ']'))
@@ -324,8 +311,7 @@ static egress_status_t parse_host(entry_ctx_t *c, const char *h, size_t n,
       FAIL_POLICY("'*' must be a whole first label: '*', '*.name' or '**.name'");
     }
     if (n == skip) FAIL_POLICY("wildcard needs a name after '*.'");
-    if (find_byte(h + skip, n - skip, '*'))
-      FAIL_POLICY("'*' is only allowed as the first label");
+    if (find_byte(h + skip, n - skip, '*')) FAIL_POLICY("'*' is only allowed as the first label");
     if (h[skip] == '.') FAIL_POLICY("empty label after wildcard");
     egress_status_t st = canon(c, h + skip, n - skip, why);
     if (st != EGRESS_OK) return st;
@@ -359,8 +345,7 @@ static const char *parse_ip6_inner(const char *s, size_t n, egress__ip_t *ip) {
 }
 
 /* "[v6]", "[v6]/len", "[v6]:ports", "[v6]/len:ports". */
-static egress_status_t parse_bracketed(entry_ctx_t *c, const char *s, size_t n,
-                                       const char **why) {
+static egress_status_t parse_bracketed(entry_ctx_t *c, const char *s, size_t n, const char **why) {
   const char *close = find_byte(s, n, ']');
   if (!close) FAIL_POLICY("missing ']' after IPv6 address");
   size_t inner = (size_t)(close - s) - 1;
@@ -394,8 +379,7 @@ static egress_status_t parse_bracketed(entry_ctx_t *c, const char *s, size_t n,
 }
 
 /* Unbracketed IPv6, optionally "/len"; never a port. */
-static egress_status_t parse_ip6_bare(entry_ctx_t *c, const char *s, size_t n,
-                                      const char **why) {
+static egress_status_t parse_ip6_bare(entry_ctx_t *c, const char *s, size_t n, const char **why) {
   if (find_byte(s, n, '%')) FAIL_POLICY("IPv6 zone ids are not allowed");
   if (find_byte(s, n, ']')) FAIL_POLICY("unbalanced ']'");
   const char *slash = find_byte(s, n, '/');
@@ -405,8 +389,9 @@ static egress_status_t parse_ip6_bare(entry_ctx_t *c, const char *s, size_t n,
     const char *pl = slash + 1;
     size_t pn = n - an - 1;
     if (find_byte(pl, pn, ':'))
-      FAIL_POLICY("an unbracketed IPv6 address cannot carry a port; "
-                  "write [addr]/len:port");
+      FAIL_POLICY(
+          "an unbracketed IPv6 address cannot carry a port; "
+          "write [addr]/len:port");
     uint8_t v = 0;
     const char *w = parse_prefix_len(pl, pn, 128, &v);
     if (w) FAIL_POLICY(w);
@@ -414,8 +399,7 @@ static egress_status_t parse_ip6_bare(entry_ctx_t *c, const char *s, size_t n,
   }
   egress__ip_t ip;
   memset(&ip, 0, sizeof ip);
-  if (!egress__ip6_parse(s, an, &ip))
-    FAIL_POLICY("invalid IPv6 address (or a name with more than one ':')");
+  if (!egress__ip6_parse(s, an, &ip)) FAIL_POLICY("invalid IPv6 address (or a name with more than one ':')");
   const char *w = set_cidr(c, &ip, plen);
   if (w) FAIL_POLICY(w);
   return EGRESS_OK;
@@ -423,16 +407,14 @@ static egress_status_t parse_ip6_bare(entry_ctx_t *c, const char *s, size_t n,
 
 /* Anything that is not a regex, URL or bracketed address:
  * HOST[:PORTS] or A.B.C.D/LEN[:PORTS]. */
-static egress_status_t parse_plain(entry_ctx_t *c, const char *s, size_t n,
-                                   const char **why) {
+static egress_status_t parse_plain(entry_ctx_t *c, const char *s, size_t n, const char **why) {
   if (count_byte(s, n, ':') >= 2) return parse_ip6_bare(c, s, n, why);
   if (find_byte(s, n, ']')) FAIL_POLICY("unbalanced ']'");
 
   const char *colon = find_byte(s, n, ':');
   size_t hn = colon ? (size_t)(colon - s) : n;
   if (colon) {
-    const char *w = parse_port_spec(colon + 1, n - hn - 1, &c->rule->port_lo,
-                                    &c->rule->port_hi);
+    const char *w = parse_port_spec(colon + 1, n - hn - 1, &c->rule->port_lo, &c->rule->port_hi);
     if (w) FAIL_POLICY(w);
     c->has_port = true;
   }
@@ -464,19 +446,16 @@ static egress_status_t parse_plain(entry_ctx_t *c, const char *s, size_t n,
 /* ------------------------------------------------------------------------ */
 
 static bool is_unreserved(unsigned ch) {
-  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-         (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' || ch == '_' ||
-         ch == '~';
+  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' ||
+         ch == '.' || ch == '_' || ch == '~';
 }
 
 static bool is_path_char(char ch) {
-  return is_unreserved((unsigned char)ch) ||
-         (ch != '\0' && strchr("!$&'()*+,;=:", ch) != NULL);
+  return is_unreserved((unsigned char)ch) || (ch != '\0' && strchr("!$&'()*+,;=:", ch) != NULL);
 }
 
 /* Validate the path (starting with '/'); sets c->path to the part kept. */
-static egress_status_t check_path(entry_ctx_t *c, const char *p, size_t n,
-                                  const char **why) {
+static egress_status_t check_path(entry_ctx_t *c, const char *p, size_t n, const char **why) {
   size_t seg_start = 1;
   for (size_t i = 1; i <= n; i++) {
     if (i == n || p[i] == '/') {
@@ -494,19 +473,15 @@ static egress_status_t check_path(entry_ctx_t *c, const char *p, size_t n,
         FAIL_POLICY("URL path has a malformed percent-encoding");
       unsigned v = hex_val(p[i + 1]) * 16 + hex_val(p[i + 2]);
       if (v == '.') FAIL_POLICY("URL path must not percent-encode '.' (dot segments)");
-      if (is_unreserved(v))
-        FAIL_POLICY("URL path must not percent-encode an unreserved character");
-      if (v == '/' || v == '\\')
-        FAIL_POLICY("URL path must not percent-encode '/' or '\\'");
-      if (v < 0x20 || v == 0x7f)
-        FAIL_POLICY("URL path must not percent-encode a control character");
+      if (is_unreserved(v)) FAIL_POLICY("URL path must not percent-encode an unreserved character");
+      if (v == '/' || v == '\\') FAIL_POLICY("URL path must not percent-encode '/' or '\\'");
+      if (v < 0x20 || v == 0x7f) FAIL_POLICY("URL path must not percent-encode a control character");
       i += 2;
       continue;
     }
     if (ch == '\\') FAIL_POLICY("URL must not contain '\\'");
     if (is_space(ch)) FAIL_POLICY("URL path must not contain white space");
-    if (!is_path_char(ch))
-      FAIL_POLICY("URL path has a character that must be percent-encoded");
+    if (!is_path_char(ch)) FAIL_POLICY("URL path has a character that must be percent-encoded");
   }
   /* One trailing '/' is the same prefix as none. */
   if (n > 0 && p[n - 1] == '/') n--;
@@ -517,13 +492,11 @@ static egress_status_t check_path(entry_ctx_t *c, const char *p, size_t n,
   return EGRESS_OK;
 }
 
-static egress_status_t parse_url(entry_ctx_t *c, const char *s, size_t n,
-                                 size_t sep, const char **why) {
+static egress_status_t parse_url(entry_ctx_t *c, const char *s, size_t n, size_t sep, const char **why) {
   if (sep == 0) FAIL_POLICY("URL has no scheme");
   if (!is_alpha(s[0])) FAIL_POLICY("invalid URL scheme");
   for (size_t i = 1; i < sep; i++)
-    if (!is_alpha(s[i]) && !is_digit(s[i]) && s[i] != '+' && s[i] != '-' &&
-        s[i] != '.')
+    if (!is_alpha(s[i]) && !is_digit(s[i]) && s[i] != '+' && s[i] != '-' && s[i] != '.')
       FAIL_POLICY("invalid URL scheme");
   if (sep == 5 && strncasecmp(s, "https", 5) == 0) {
     c->url_port = 443;
@@ -605,12 +578,11 @@ static egress_status_t parse_url(entry_ctx_t *c, const char *s, size_t n,
  *  NEVER_BACKSLASH_C     \C could match inside a code unit sequence;
  *  NEVER_UTF|NEVER_UCP   names are ASCII A-labels: byte semantics, and the
  *                        pattern cannot switch to (*UTF)/(*UCP) itself. */
-#define REGEX_OPTIONS                                                          \
-  (PCRE2_ANCHORED | PCRE2_ENDANCHORED | PCRE2_CASELESS | PCRE2_DOLLAR_ENDONLY | \
-   PCRE2_NEVER_BACKSLASH_C | PCRE2_NEVER_UTF | PCRE2_NEVER_UCP)
+#define REGEX_OPTIONS                                                                                     \
+  (PCRE2_ANCHORED | PCRE2_ENDANCHORED | PCRE2_CASELESS | PCRE2_DOLLAR_ENDONLY | PCRE2_NEVER_BACKSLASH_C | \
+   PCRE2_NEVER_UTF | PCRE2_NEVER_UCP)
 
-static egress_status_t parse_regex(entry_ctx_t *c, const char *s, size_t n,
-                                   const char **why) {
+static egress_status_t parse_regex(entry_ctx_t *c, const char *s, size_t n, const char **why) {
   size_t pn = n;
   const char *dollar = NULL;
   for (size_t i = n; i > 0; i--)
@@ -620,8 +592,7 @@ static egress_status_t parse_regex(entry_ctx_t *c, const char *s, size_t n,
     }
   if (dollar && (size_t)(dollar - s) + 1 < n && dollar[1] == ':') {
     pn = (size_t)(dollar - s) + 1;
-    const char *w = parse_port_spec(dollar + 2, n - pn - 1, &c->rule->port_lo,
-                                    &c->rule->port_hi);
+    const char *w = parse_port_spec(dollar + 2, n - pn - 1, &c->rule->port_lo, &c->rule->port_hi);
     if (w) FAIL_POLICY(w);
     c->has_port = true;
   } else {
@@ -650,8 +621,7 @@ static egress_status_t parse_regex(entry_ctx_t *c, const char *s, size_t n,
   }
   int err = 0;
   PCRE2_SIZE off = 0;
-  pcre2_code *code = pcre2_compile((PCRE2_SPTR)s, pn, REGEX_OPTIONS, &err, &off,
-                                   env->comp);
+  pcre2_code *code = pcre2_compile((PCRE2_SPTR)s, pn, REGEX_OPTIONS, &err, &off, env->comp);
   if (!code) {
     if (err == PCRE2_ERROR_HEAP_FAILED || err == PCRE2_ERROR_NOMEMORY) {
       *why = MSG_NOMEM;
@@ -660,8 +630,7 @@ static egress_status_t parse_regex(entry_ctx_t *c, const char *s, size_t n,
     PCRE2_UCHAR text[120];
     if (pcre2_get_error_message(err, text, sizeof text) < 0)
       snprintf((char *)text, sizeof text, "error %d", err);
-    snprintf(regex_errmsg, sizeof regex_errmsg,
-             "invalid regular expression at offset %zu: %s", (size_t)off,
+    snprintf(regex_errmsg, sizeof regex_errmsg, "invalid regular expression at offset %zu: %s", (size_t)off,
              (const char *)text);
     *why = regex_errmsg;
     return EGRESS_EPOLICY;
@@ -689,8 +658,8 @@ bool egress__regex_match(const egress__rule_t *rule, const char *name, size_t le
    * more groups than pairs still returns 0 (success). */
   pcre2_match_data *md = pcre2_match_data_create(1, env->gen);
   if (!md) return fail_closed;
-  int rc = pcre2_match((const pcre2_code *)rule->regex,
-                       (PCRE2_SPTR)(name ? name : ""), len, 0, 0, md, env->match);
+  int rc =
+      pcre2_match((const pcre2_code *)rule->regex, (PCRE2_SPTR)(name ? name : ""), len, 0, 0, md, env->match);
   pcre2_match_data_free(md);
   if (rc >= 0) return true;
   if (rc == PCRE2_ERROR_NOMATCH) return false;
@@ -713,8 +682,7 @@ void egress__rule_clear(egress__rule_t *rule) {
 static const char *check_bytes(const char *s, size_t n) {
   if (n == 0) return "empty entry";
   if (n > ENTRY_MAX) return "entry too long";
-  if (is_space(s[0]) || is_space(s[n - 1]))
-    return "entry has leading or trailing white space";
+  if (is_space(s[0]) || is_space(s[n - 1])) return "entry has leading or trailing white space";
   for (size_t i = 0; i < n; i++) {
     unsigned char ch = (unsigned char)s[i];
     if (ch == 0) return "entry contains a NUL byte";
@@ -729,8 +697,8 @@ static size_t find_scheme_sep(const char *s, size_t n) {
   return n;
 }
 
-egress_status_t egress__entry_parse(const char *text, size_t len, egress_list_t list,
-                                    egress__rule_t *rule, const char **why) {
+egress_status_t egress__entry_parse(const char *text, size_t len, egress_list_t list, egress__rule_t *rule,
+                                    const char **why) {
   const char *dummy = NULL;
   if (!why) why = &dummy;
   *why = NULL;

@@ -38,13 +38,9 @@ static void token(egress__jsonw_t *w, const char *s) {
   EGRESS__JSONW_LIT(w, "\"");
 }
 
-static const char *verdict_name(egress_verdict_t v) {
-  return v == EGRESS_VERDICT_ALLOW ? "allow" : "deny";
-}
+static const char *verdict_name(egress_verdict_t v) { return v == EGRESS_VERDICT_ALLOW ? "allow" : "deny"; }
 
-static const char *mode_name(egress_mode_t m) {
-  return m == EGRESS_MODE_MONITOR ? "monitor" : "enforce";
-}
+static const char *mode_name(egress_mode_t m) { return m == EGRESS_MODE_MONITOR ? "monitor" : "enforce"; }
 
 /* Milliseconds rounded to microseconds: three decimals say all a timing can
  * mean, and keep a %g printer from writing 0.12300000000000001.  Non-finite
@@ -214,7 +210,7 @@ static bool random_bytes(unsigned char *out, size_t len) {
   }
   unsigned char *src = random_block + sizeof random_block - random_left;
   memcpy(out, src, len);
-  memset(src, 0, len);   /* an id is never handed out twice */
+  memset(src, 0, len); /* an id is never handed out twice */
   random_left -= len;
   return true;
 }
@@ -244,10 +240,9 @@ egress_status_t egress__event_stamp(egress_decision_t *d) {
   }
   *p = '\0';
 
-  if (clock_gettime(CLOCK_REALTIME, &ts) != 0 || !gmtime_r(&ts.tv_sec, &tm))
-    goto fail;
+  if (clock_gettime(CLOCK_REALTIME, &ts) != 0 || !gmtime_r(&ts.tv_sec, &tm)) goto fail;
   if (tm.tm_year + 1900 < 0 || tm.tm_year + 1900 > 9999) goto fail;
-  char *t = d->time_rfc3339;   /* YYYY-MM-DDTHH:MM:SS.mmmZ, 24 characters */
+  char *t = d->time_rfc3339; /* YYYY-MM-DDTHH:MM:SS.mmmZ, 24 characters */
   t = egress__put_uint(t, (unsigned)(tm.tm_year + 1900), 4);
   *t++ = '-';
   t = egress__put_uint(t, (unsigned)(tm.tm_mon + 1), 2);

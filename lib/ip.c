@@ -59,8 +59,8 @@ bool egress__ip6_parse(const char *s, size_t len, egress__ip_t *out) {
    * zeros, octal and short forms in an embedded dotted quad. */
   for (size_t i = 0; i < len; i++) {
     char c = s[i];
-    bool ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
-              (c >= 'A' && c <= 'F') || c == ':' || c == '.';
+    bool ok =
+        (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') || c == ':' || c == '.';
     if (!ok) return false;
   }
   memcpy(buf, s, len);
@@ -75,7 +75,7 @@ bool egress__ip6_parse(const char *s, size_t len, egress__ip_t *out) {
 }
 
 static bool is_v4mapped(const egress__ip_t *ip) {
-  static const uint8_t prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  static const uint8_t prefix[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
   return ip->family == 6 && memcmp(ip->bytes, prefix, sizeof(prefix)) == 0;
 }
 
@@ -189,8 +189,7 @@ bool egress__ip_unmap(egress__ip_t *ip) {
   return true;
 }
 
-socklen_t egress__ip_sockaddr(const egress__ip_t *ip, uint16_t port,
-                              egress__sockaddr_t *ss) {
+socklen_t egress__ip_sockaddr(const egress__ip_t *ip, uint16_t port, egress__sockaddr_t *ss) {
   if (!ip || !ss) return 0;
   memset(ss, 0, sizeof(*ss));
   if (ip->family == 4) {

@@ -12,13 +12,13 @@
 #include <stdint.h>
 
 void egress__jsonw_fixed(egress__jsonw_t *w, char *buf, size_t cap) {
-  *w = (egress__jsonw_t){.buf = buf, .cap = cap, .failed = cap == 0};
+  *w = (egress__jsonw_t){ .buf = buf, .cap = cap, .failed = cap == 0 };
 }
 
 void egress__jsonw_heap(egress__jsonw_t *w, size_t cap) {
   if (cap == 0) cap = 1;
   char *buf = egress__malloc(cap);
-  *w = (egress__jsonw_t){.buf = buf, .cap = buf ? cap : 0, .grows = true, .failed = !buf};
+  *w = (egress__jsonw_t){ .buf = buf, .cap = buf ? cap : 0, .grows = true, .failed = !buf };
 }
 
 /* Stop for good.  A heap buffer is freed at once; either way nothing fits
@@ -52,18 +52,13 @@ bool egress__jsonw_reserve(egress__jsonw_t *w, size_t n) {
 /* What a byte needs inside a JSON string: 0 nothing, 1 an escape, 2 the
  * start of a multi-byte (or ill-formed) UTF-8 sequence. */
 static const unsigned char byte_class[256] = {
-    /* 0x00-0x1F: control characters */
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    ['"'] = 1, ['\\'] = 1,
-    [0x80] = 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+  /* 0x00-0x1F: control characters */
+  1, 1, 1, 1, 1, 1,         1,          1,          1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+  1, 1, 1, 1, 1, ['"'] = 1, ['\\'] = 1, [0x80] = 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+  2, 2, 2, 2, 2, 2,         2,          2,          2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+  2, 2, 2, 2, 2, 2,         2,          2,          2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+  2, 2, 2, 2, 2, 2,         2,          2,          2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+  2, 2, 2, 2, 2, 2,         2,          2,          2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
 };
 
 /* The escape of an ASCII byte of class 1 into out (at most 6 bytes). */
@@ -71,18 +66,18 @@ static size_t escape_ascii(unsigned char c, char *out) {
   static const char hex[] = "0123456789abcdef";
   out[0] = '\\';
   switch (c) {
-  case '"': out[1] = '"'; return 2;
-  case '\\': out[1] = '\\'; return 2;
-  case '\b': out[1] = 'b'; return 2;
-  case '\f': out[1] = 'f'; return 2;
-  case '\n': out[1] = 'n'; return 2;
-  case '\r': out[1] = 'r'; return 2;
-  case '\t': out[1] = 't'; return 2;
-  default:
-    memcpy(out + 1, "u00", 3);
-    out[4] = hex[c >> 4];
-    out[5] = hex[c & 0x0F];
-    return 6;
+    case '"': out[1] = '"'; return 2;
+    case '\\': out[1] = '\\'; return 2;
+    case '\b': out[1] = 'b'; return 2;
+    case '\f': out[1] = 'f'; return 2;
+    case '\n': out[1] = 'n'; return 2;
+    case '\r': out[1] = 'r'; return 2;
+    case '\t': out[1] = 't'; return 2;
+    default:
+      memcpy(out + 1, "u00", 3);
+      out[4] = hex[c >> 4];
+      out[5] = hex[c & 0x0F];
+      return 6;
   }
 }
 
@@ -112,7 +107,7 @@ void egress__jsonw_escape(egress__jsonw_t *w, const char *s, size_t n) {
     } else {
       size_t bad;
       (void)egress__utf8_seq(u + i, n - i, &bad);
-      EGRESS__JSONW_LIT(w, "\xEF\xBF\xBD");   /* U+FFFD */
+      EGRESS__JSONW_LIT(w, "\xEF\xBF\xBD"); /* U+FFFD */
       i += bad;
     }
   }
@@ -144,7 +139,7 @@ void egress__jsonw_int(egress__jsonw_t *w, long long v) {
 }
 
 char *egress__jsonw_finish(egress__jsonw_t *w, size_t *len) {
-  if (w->failed) return NULL;   /* a heap buffer is already freed */
+  if (w->failed) return NULL; /* a heap buffer is already freed */
   w->buf[w->len] = '\0';
   if (len) *len = w->len;
   char *out = w->buf;

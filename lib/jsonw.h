@@ -19,10 +19,10 @@
 
 typedef struct egress__jsonw {
   char *buf;
-  size_t len;      /* bytes written */
-  size_t cap;      /* bytes of buf; one is always kept for the final NUL */
-  bool grows;      /* buf comes from egress__malloc and may be reallocated */
-  bool failed;     /* something did not fit: the text is incomplete */
+  size_t len;  /* bytes written */
+  size_t cap;  /* bytes of buf; one is always kept for the final NUL */
+  bool grows;  /* buf comes from egress__malloc and may be reallocated */
+  bool failed; /* something did not fit: the text is incomplete */
 } egress__jsonw_t;
 
 /* A writer into the caller's @p buf of @p cap bytes, which it never grows. */

@@ -9,22 +9,22 @@
 #include <string.h>
 
 typedef struct name_bucket {
-  const char *key;                /* borrowed from the rule */
+  const char *key; /* borrowed from the rule */
   size_t klen;
   uint64_t hash;
-  const egress__rule_t **rules;   /* in policy order */
+  const egress__rule_t **rules; /* in policy order */
   size_t nrules;
 } name_bucket_t;
 
 typedef struct name_map {
   name_bucket_t *slots;
-  size_t nslots;                  /* power of two, or 0 */
+  size_t nslots; /* power of two, or 0 */
   size_t used;
   /* One bit per hash value class, set for every key: most probes of a
    * check are for suffixes no rule names, and this small bitmap answers
    * them without touching the (large) slot array. */
   uint64_t *filter;
-  size_t filter_mask;             /* bits - 1 */
+  size_t filter_mask; /* bits - 1 */
 } name_map_t;
 
 struct egress__matcher {
@@ -67,7 +67,9 @@ static uint64_t label_hash(const char *s, size_t n) {
   return h;
 }
 
-static uint64_t hash_combine(uint64_t suffix, uint64_t label) { return mix(suffix ^ (label + 0x632be59bd9b4e019ULL)); }
+static uint64_t hash_combine(uint64_t suffix, uint64_t label) {
+  return mix(suffix ^ (label + 0x632be59bd9b4e019ULL));
+}
 
 uint64_t egress__name_hash(const char *s, size_t len) {
   uint64_t h = HASH_SEED;
@@ -81,8 +83,7 @@ uint64_t egress__name_hash(const char *s, size_t len) {
   }
 }
 
-static name_bucket_t *map_find(const name_map_t *map, const char *key, size_t klen,
-                               uint64_t hash) {
+static name_bucket_t *map_find(const name_map_t *map, const char *key, size_t klen, uint64_t hash) {
   size_t mask = map->nslots - 1;
   for (size_t i = (size_t)(hash ^ (hash >> 32)) & mask;; i = (i + 1) & mask) {
     name_bucket_t *b = &map->slots[i];
@@ -95,8 +96,7 @@ static size_t filter_bit(const name_map_t *map, uint64_t hash) {
   return (size_t)(hash >> 40) & map->filter_mask;
 }
 
-static const name_bucket_t *map_get(const name_map_t *map, const char *key, size_t klen,
-                                    uint64_t hash) {
+static const name_bucket_t *map_get(const name_map_t *map, const char *key, size_t klen, uint64_t hash) {
   if (!map->nslots) return NULL;
   if (map->filter) {
     size_t bit = filter_bit(map, hash);
@@ -110,7 +110,7 @@ static egress_status_t map_grow(name_map_t *map) {
   size_t nslots = map->nslots ? map->nslots * 2 : 16;
   name_bucket_t *slots = egress__calloc(nslots, sizeof(*slots));
   if (!slots) return EGRESS_ENOMEM;
-  name_map_t grown = {.slots = slots, .nslots = nslots, .used = map->used};
+  name_map_t grown = { .slots = slots, .nslots = nslots, .used = map->used };
   for (size_t i = 0; i < map->nslots; i++) {
     const name_bucket_t *b = &map->slots[i];
     if (b->key) *map_find(&grown, b->key, b->klen, b->hash) = *b;
@@ -121,8 +121,7 @@ static egress_status_t map_grow(name_map_t *map) {
 }
 
 static egress_status_t map_add(name_map_t *map, const egress__rule_t *rule) {
-  if ((map->used + 1) * 4 > map->nslots * 3 && map_grow(map) != EGRESS_OK)
-    return EGRESS_ENOMEM;
+  if ((map->used + 1) * 4 > map->nslots * 3 && map_grow(map) != EGRESS_OK) return EGRESS_ENOMEM;
   uint64_t hash = egress__name_hash(rule->name, rule->name_len);
   name_bucket_t *b = map_find(map, rule->name, rule->name_len, hash);
   const egress__rule_t **rules = egress__realloc(b->rules, (b->nrules + 1) * sizeof(*rules));
@@ -161,8 +160,7 @@ static egress_status_t map_seal(name_map_t *map) {
   return EGRESS_OK;
 }
 
-static egress_status_t list_add(const egress__rule_t ***list, size_t *n,
-                                const egress__rule_t *rule) {
+static egress_status_t list_add(const egress__rule_t ***list, size_t *n, const egress__rule_t *rule) {
   const egress__rule_t **grown = egress__realloc(*list, (*n + 1) * sizeof(*grown));
   if (!grown) return EGRESS_ENOMEM;
   grown[(*n)++] = rule;
@@ -181,8 +179,7 @@ void egress__matcher_free(egress__matcher_t *m) {
   egress__free(m);
 }
 
-egress_status_t egress__matcher_build(const egress__rule_t *rules, size_t n,
-                                      egress__matcher_t **out) {
+egress_status_t egress__matcher_build(const egress__rule_t *rules, size_t n, egress__matcher_t **out) {
   egress_status_t st = EGRESS_ENOMEM;
   egress__matcher_t *m = egress__calloc(1, sizeof(*m));
   *out = NULL;
@@ -217,8 +214,7 @@ static bool port_in(const egress__rule_t *r, uint16_t port) {
 
 static void fold(egress__match_t *res, const egress__rule_t *r, uint16_t port) {
   if (!res->any || r->index < res->any->index) res->any = r;
-  if (port_in(r, port) && (!res->allowing || r->index < res->allowing->index))
-    res->allowing = r;
+  if (port_in(r, port) && (!res->allowing || r->index < res->allowing->index)) res->allowing = r;
 }
 
 static void fold_bucket(egress__match_t *res, const name_bucket_t *b, uint16_t port) {
@@ -226,8 +222,8 @@ static void fold_bucket(egress__match_t *res, const name_bucket_t *b, uint16_t p
   for (size_t i = 0; i < b->nrules; i++) fold(res, b->rules[i], port);
 }
 
-void egress__match_name(const egress__matcher_t *m, const char *name, size_t len,
-                        uint16_t port, egress__match_t *res) {
+void egress__match_name(const egress__matcher_t *m, const char *name, size_t len, uint16_t port,
+                        egress__match_t *res) {
   res->allowing = res->any = NULL;
   res->name_hash = 0;
   if (!m || !len) return;
@@ -256,8 +252,7 @@ void egress__match_name(const egress__matcher_t *m, const char *name, size_t len
   res->name_hash = h;
   fold_bucket(res, map_get(&m->exact, name, len, h), port);
   if (first_dot != SIZE_MAX && m->wild1.used)
-    fold_bucket(res, map_get(&m->wild1, name + first_dot + 1, len - first_dot - 1, first_suffix_hash),
-                port);
+    fold_bucket(res, map_get(&m->wild1, name + first_dot + 1, len - first_dot - 1, first_suffix_hash), port);
 
   for (size_t i = 0; i < m->nany; i++) fold(res, m->any[i], port);
 
@@ -271,8 +266,8 @@ void egress__match_name(const egress__matcher_t *m, const char *name, size_t len
   }
 }
 
-void egress__match_ip(const egress__matcher_t *m, const egress__ip_t *ip,
-                      uint16_t port, uint8_t min_len, egress__match_t *res) {
+void egress__match_ip(const egress__matcher_t *m, const egress__ip_t *ip, uint16_t port, uint8_t min_len,
+                      egress__match_t *res) {
   res->allowing = res->any = NULL;
   if (!m) return;
   egress__cidrset_match(m->cidrs, ip, port, min_len, res);

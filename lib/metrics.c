@@ -39,7 +39,7 @@ uint64_t egress_checker_checks_by(const egress_checker_t *checker, egress_outcom
 
 static const char *const counter_names[N_COUNTERS] = {
 #define EGRESS_COUNTER_NAME_(name, value, prom) [value] = prom,
-    EGRESS_COUNTER_MAP(EGRESS_COUNTER_NAME_)
+  EGRESS_COUNTER_MAP(EGRESS_COUNTER_NAME_)
 #undef EGRESS_COUNTER_NAME_
 };
 
@@ -87,11 +87,12 @@ char *egress_checker_metrics(const egress_checker_t *checker) {
   if (!checker) return NULL;
   /* Small on purpose: growing once or twice costs less than a guess that
    * must stay right as counters are added, and every call grows. */
-  text_buf_t t = {.cap = 256};
+  text_buf_t t = { .cap = 256 };
   if (!(t.s = egress__malloc(t.cap))) return NULL;
   t.s[0] = '\0';
-  text_appendf(&t, "# HELP egress_checks_by_outcome_total Egress checks by outcome and reason.\n"
-                   "# TYPE egress_checks_by_outcome_total counter\n");
+  text_appendf(&t,
+               "# HELP egress_checks_by_outcome_total Egress checks by outcome and reason.\n"
+               "# TYPE egress_checks_by_outcome_total counter\n");
   for (int oc = 0; oc < N_OUTCOMES; oc++)
     for (int r = 0; r < N_REASONS; r++) {
       uint64_t v = egress_checker_checks_by(checker, (egress_outcome_t)oc, (egress_reason_t)r);

@@ -11,8 +11,7 @@
 const char *egress_status_name(egress_status_t status) {
   switch (status) {
 #define EGRESS_NAME_CASE_(name, value, token, message) \
-  case EGRESS_##name:                                  \
-    return token;
+  case EGRESS_##name: return token;
     EGRESS_STATUS_MAP(EGRESS_NAME_CASE_)
 #undef EGRESS_NAME_CASE_
   }
@@ -22,8 +21,7 @@ const char *egress_status_name(egress_status_t status) {
 const char *egress_strerror(egress_status_t status) {
   switch (status) {
 #define EGRESS_MSG_CASE_(name, value, token, message) \
-  case EGRESS_##name:                                 \
-    return message;
+  case EGRESS_##name: return message;
     EGRESS_STATUS_MAP(EGRESS_MSG_CASE_)
 #undef EGRESS_MSG_CASE_
   }
@@ -53,14 +51,14 @@ EGRESS_DENSE_(EGRESS_COUNTER_MAP, EGRESS__COUNTER_COUNT);
 EGRESS_FIELD_MAP(EGRESS_FIELD_SAME_)
 #undef EGRESS_FIELD_SAME_
 
-#define EGRESS_LIST_KEY_(name, value, key)                                   \
+#define EGRESS_LIST_KEY_(name, value, key) \
   _Static_assert(sizeof key <= EGRESS__LIST_KEY_MAX, "list key too long");
 EGRESS_LIST_MAP(EGRESS_LIST_KEY_)
 #undef EGRESS_LIST_KEY_
 
 const char egress__list_keys[EGRESS__LIST_COUNT][EGRESS__LIST_KEY_MAX] = {
 #define EGRESS_LIST_KEY_(name, value, key) [value] = key,
-    EGRESS_LIST_MAP(EGRESS_LIST_KEY_)
+  EGRESS_LIST_MAP(EGRESS_LIST_KEY_)
 #undef EGRESS_LIST_KEY_
 };
 
@@ -69,8 +67,7 @@ int egress_reason_count(void) { return EGRESS__REASON_COUNT; }
 const char *egress_reason_name(egress_reason_t reason) {
   switch (reason) {
 #define EGRESS_RNAME_CASE_(name, value, token, message) \
-  case EGRESS_REASON_##name:                            \
-    return token;
+  case EGRESS_REASON_##name: return token;
     EGRESS_REASON_MAP(EGRESS_RNAME_CASE_)
 #undef EGRESS_RNAME_CASE_
   }
@@ -80,8 +77,7 @@ const char *egress_reason_name(egress_reason_t reason) {
 const char *egress_reason_message(egress_reason_t reason) {
   switch (reason) {
 #define EGRESS_RMSG_CASE_(name, value, token, message) \
-  case EGRESS_REASON_##name:                           \
-    return message;
+  case EGRESS_REASON_##name: return message;
     EGRESS_REASON_MAP(EGRESS_RMSG_CASE_)
 #undef EGRESS_RMSG_CASE_
   }
@@ -91,8 +87,7 @@ const char *egress_reason_message(egress_reason_t reason) {
 const char *egress_outcome_name(egress_outcome_t outcome) {
   switch (outcome) {
 #define EGRESS_ONAME_CASE_(name, value, token) \
-  case EGRESS_OUTCOME_##name:                  \
-    return token;
+  case EGRESS_OUTCOME_##name: return token;
     EGRESS_OUTCOME_MAP(EGRESS_ONAME_CASE_)
 #undef EGRESS_ONAME_CASE_
   }
@@ -123,7 +118,7 @@ size_t egress__report_keep(const char *s, size_t len, size_t max) {
 }
 
 char *egress__report_mark(char *p, size_t len) {
-  static const char head[] = "\xe2\x80\xa6(truncated, ";   /* U+2026 */
+  static const char head[] = "\xe2\x80\xa6(truncated, "; /* U+2026 */
   static const char tail[] = " bytes)";
   memcpy(p, head, sizeof head - 1);
   p = egress__put_uint(p + sizeof head - 1, len, 1);
@@ -142,12 +137,16 @@ size_t egress__utf8_seq(const unsigned char *s, size_t len, size_t *bad) {
     need = 2;
   } else if (c >= 0xE0 && c <= 0xEF) {
     need = 3;
-    if (c == 0xE0) lo = 0xA0;      /* overlong */
-    else if (c == 0xED) hi = 0x9F; /* surrogates */
+    if (c == 0xE0)
+      lo = 0xA0; /* overlong */
+    else if (c == 0xED)
+      hi = 0x9F; /* surrogates */
   } else if (c >= 0xF0 && c <= 0xF4) {
     need = 4;
-    if (c == 0xF0) lo = 0x90;      /* overlong */
-    else if (c == 0xF4) hi = 0x8F; /* above U+10FFFF */
+    if (c == 0xF0)
+      lo = 0x90; /* overlong */
+    else if (c == 0xF4)
+      hi = 0x8F; /* above U+10FFFF */
   } else {
     return 0; /* 80..C1, F5..FF never start a sequence */
   }
@@ -170,7 +169,7 @@ egress__dec_t egress__parse_decimal(const char *s, size_t len, bool leading_zero
   uint64_t v = 0;
   for (size_t i = 0; i < len; i++) {
     v = v * 10 + (uint64_t)(s[i] - '0');
-    if (v > max) return EGRESS__DEC_TOO_BIG;   /* also stops any overflow */
+    if (v > max) return EGRESS__DEC_TOO_BIG; /* also stops any overflow */
   }
   *out = (uint32_t)v;
   return EGRESS__DEC_OK;

@@ -87,9 +87,8 @@ egress_status_t egress_options_set_timeout_ms(egress_options_t *opts, uint32_t t
   return EGRESS_OK;
 }
 
-egress_status_t egress_options_set_cache(egress_options_t *opts, uint32_t max_entries,
-                                         uint32_t min_ttl_s, uint32_t max_ttl_s,
-                                         uint32_t negative_ttl_s) {
+egress_status_t egress_options_set_cache(egress_options_t *opts, uint32_t max_entries, uint32_t min_ttl_s,
+                                         uint32_t max_ttl_s, uint32_t negative_ttl_s) {
   if (!opts || min_ttl_s > max_ttl_s) return EGRESS_EINVAL;
   opts->cache_max = max_entries;
   opts->cache_min_ttl = min_ttl_s;
@@ -110,8 +109,7 @@ egress_status_t egress_options_add_pref64(egress_options_t *opts, const char *pr
   uint32_t bits = 0;
   if (egress__parse_decimal(len, strlen(len), false, 128, &bits) != EGRESS__DEC_OK) return EGRESS_EINVAL;
   /* The RFC 6052 prefix lengths. */
-  if (bits != 32 && bits != 40 && bits != 48 && bits != 56 && bits != 64 && bits != 96)
-    return EGRESS_EINVAL;
+  if (bits != 32 && bits != 40 && bits != 48 && bits != 56 && bits != 64 && bits != 96) return EGRESS_EINVAL;
   p.len = (uint8_t)bits;
   for (uint32_t b = bits; b < 128; b++)
     if (p.addr.bytes[b / 8] & (0x80 >> (b % 8))) return EGRESS_EINVAL;

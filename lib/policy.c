@@ -19,7 +19,7 @@
 /* Large enough for any real allowlist, small enough that a hostile file
  * cannot make the loader allocate without bound. */
 #define POLICY_MAX_BYTES (64u * 1024u * 1024u)
-#define ENTRY_MAX_BYTES 4096u
+#define ENTRY_MAX_BYTES  4096u
 
 /* Quote an entry for an error message: printable ASCII kept, everything else
  * escaped, long entries cut, so the message itself is safe to log. */
@@ -60,8 +60,7 @@ egress_policy_t *egress_policy_ref(egress_policy_t *policy) {
 
 void egress_policy_unref(egress_policy_t *policy) {
   if (!policy) return;
-  if (atomic_fetch_sub_explicit(&policy->refs, 1, memory_order_acq_rel) == 1)
-    policy_free(policy);
+  if (atomic_fetch_sub_explicit(&policy->refs, 1, memory_order_acq_rel) == 1) policy_free(policy);
 }
 
 size_t egress_policy_rule_count(const egress_policy_t *policy, egress_list_t list) {
@@ -69,15 +68,12 @@ size_t egress_policy_rule_count(const egress_policy_t *policy, egress_list_t lis
   return policy->nrules[list];
 }
 
-const char *egress_policy_rule_text(const egress_policy_t *policy, egress_list_t list,
-                                    size_t index) {
+const char *egress_policy_rule_text(const egress_policy_t *policy, egress_list_t list, size_t index) {
   if (index >= egress_policy_rule_count(policy, list)) return NULL;
   return policy->rules[list][index].text;
 }
 
-const char *egress_policy_digest(const egress_policy_t *policy) {
-  return policy ? policy->digest : NULL;
-}
+const char *egress_policy_digest(const egress_policy_t *policy) { return policy ? policy->digest : NULL; }
 
 /* The digest covers both lists, each entry length-prefixed, so that no two
  * different policies share a canonical form. */
@@ -98,8 +94,7 @@ static void policy_digest(egress_policy_t *p) {
     }
   }
   sha256_digest(&ctx, sizeof digest, digest);
-  for (size_t i = 0; i < sizeof digest; i++)
-    snprintf(p->digest + 2 * i, 3, "%02x", digest[i]);
+  for (size_t i = 0; i < sizeof digest; i++) snprintf(p->digest + 2 * i, 3, "%02x", digest[i]);
 }
 
 typedef struct entry_src {
@@ -109,8 +104,7 @@ typedef struct entry_src {
 
 /* Each invalid entry reported through @p errs when given (lint), else the
  * first one fails. */
-static egress_status_t parse_list(egress_policy_t *p, egress_list_t list,
-                                  const entry_src_t *src, size_t n,
+static egress_status_t parse_list(egress_policy_t *p, egress_list_t list, const entry_src_t *src, size_t n,
                                   egress__entry_errors_t *errs, char *errbuf, size_t errlen) {
   if (n == 0) return EGRESS_OK;
   p->rules[list] = egress__calloc(n, sizeof(egress__rule_t));
@@ -119,7 +113,7 @@ static egress_status_t parse_list(egress_policy_t *p, egress_list_t list,
     const char *why = "invalid entry";
     char quoted[400];
     egress_status_t st;
-    if (!src[i].text) continue;   /* not a string: reported already */
+    if (!src[i].text) continue; /* not a string: reported already */
     if (src[i].len > ENTRY_MAX_BYTES) {
       st = EGRESS_EPOLICY;
       why = "entry longer than 4096 bytes";
@@ -129,8 +123,8 @@ static egress_status_t parse_list(egress_policy_t *p, egress_list_t list,
     if (st == EGRESS_ENOMEM) return st;
     if (st != EGRESS_OK) {
       quote_entry(src[i].text, src[i].len, quoted, sizeof quoted);
-      egress__errf(errbuf, errlen, EGRESS_EPOLICY, "%s[%zu] \"%s\": %s",
-                   egress__list_keys[list], i, quoted, why ? why : "invalid entry");
+      egress__errf(errbuf, errlen, EGRESS_EPOLICY, "%s[%zu] \"%s\": %s", egress__list_keys[list], i, quoted,
+                   why ? why : "invalid entry");
       if (!errs) return EGRESS_EPOLICY;
       errs->report(errs->user, errbuf);
       errs->count++;
@@ -143,25 +137,21 @@ static egress_status_t parse_list(egress_policy_t *p, egress_list_t list,
   return EGRESS_OK;
 }
 
-static egress_status_t policy_build(const entry_src_t *allow, size_t n_allow,
-                                    const entry_src_t *deny, size_t n_deny,
-                                    egress__entry_errors_t *errs, egress_policy_t **out,
+static egress_status_t policy_build(const entry_src_t *allow, size_t n_allow, const entry_src_t *deny,
+                                    size_t n_deny, egress__entry_errors_t *errs, egress_policy_t **out,
                                     char *errbuf, size_t errlen) {
   egress_status_t st = EGRESS_ENOMEM;
   egress_policy_t *p = egress__calloc(1, sizeof(*p));
   if (!p) goto fail;
   atomic_init(&p->refs, 1);
-  if ((st = parse_list(p, EGRESS_LIST_ALLOW, allow, n_allow, errs, errbuf, errlen)) != EGRESS_OK)
-    goto fail;
-  if ((st = parse_list(p, EGRESS_LIST_DENY, deny, n_deny, errs, errbuf, errlen)) != EGRESS_OK)
-    goto fail;
+  if ((st = parse_list(p, EGRESS_LIST_ALLOW, allow, n_allow, errs, errbuf, errlen)) != EGRESS_OK) goto fail;
+  if ((st = parse_list(p, EGRESS_LIST_DENY, deny, n_deny, errs, errbuf, errlen)) != EGRESS_OK) goto fail;
   if (errs && errs->count) {
     st = egress__errf(errbuf, errlen, EGRESS_EPOLICY, "%zu invalid entries", errs->count);
     goto fail;
   }
   for (int l = 0; l < 2; l++)
-    if ((st = egress__matcher_build(p->rules[l], p->nrules[l], &p->matcher[l])) != EGRESS_OK)
-      goto fail;
+    if ((st = egress__matcher_build(p->rules[l], p->nrules[l], &p->matcher[l])) != EGRESS_OK) goto fail;
   policy_digest(p);
   *out = p;
   return EGRESS_OK;
@@ -171,9 +161,8 @@ fail:
   return st;
 }
 
-egress_status_t egress_policy_from_entries(const char *const *allow, size_t n_allow,
-                                           const char *const *deny, size_t n_deny,
-                                           egress_policy_t **out, char *errbuf,
+egress_status_t egress_policy_from_entries(const char *const *allow, size_t n_allow, const char *const *deny,
+                                           size_t n_deny, egress_policy_t **out, char *errbuf,
                                            size_t errlen) {
   egress_status_t st = EGRESS_ENOMEM;
   entry_src_t *src = NULL;
@@ -209,8 +198,8 @@ static bool has_nul_escape(const char *json, size_t len) {
     size_t run = 0;
     while (i + run < len && json[i + run] == '\\') run++;
     i += run - 1;
-    if (run % 2 == 1 && i + 5 < len && json[i + 1] == 'u' && json[i + 2] == '0' &&
-        json[i + 3] == '0' && json[i + 4] == '0' && json[i + 5] == '0')
+    if (run % 2 == 1 && i + 5 < len && json[i + 1] == 'u' && json[i + 2] == '0' && json[i + 3] == '0' &&
+        json[i + 4] == '0' && json[i + 5] == '0')
       return true;
   }
   return false;
@@ -223,19 +212,18 @@ static int count_key(const cJSON *obj, const char *key) {
   return n;
 }
 
-static egress_status_t collect_list(const cJSON *obj, egress_list_t list, bool required,
-                                    entry_src_t **src, size_t *n,
-                                    egress__entry_errors_t *errs, char *errbuf, size_t errlen) {
+static egress_status_t collect_list(const cJSON *obj, egress_list_t list, bool required, entry_src_t **src,
+                                    size_t *n, egress__entry_errors_t *errs, char *errbuf, size_t errlen) {
   const char *key = egress__list_keys[list];
   *src = NULL;
   *n = 0;
   int count = count_key(obj, key);
-  if (count > 1)
-    return egress__errf(errbuf, errlen, EGRESS_EPOLICY, "%s: key appears %d times", key, count);
+  if (count > 1) return egress__errf(errbuf, errlen, EGRESS_EPOLICY, "%s: key appears %d times", key, count);
   const cJSON *arr = cJSON_GetObjectItemCaseSensitive(obj, key);
   if (!arr) {
     if (!required) return EGRESS_OK;
-    return egress__errf(errbuf, errlen, EGRESS_EPOLICY, "%s: missing (an empty list [] denies everything)", key);
+    return egress__errf(errbuf, errlen, EGRESS_EPOLICY, "%s: missing (an empty list [] denies everything)",
+                        key);
   }
   if (!cJSON_IsArray(arr))
     return egress__errf(errbuf, errlen, EGRESS_EPOLICY, "%s: must be an array of strings", key);
@@ -258,9 +246,8 @@ static egress_status_t collect_list(const cJSON *obj, egress_list_t list, bool r
   return EGRESS_OK;
 }
 
-static egress_status_t policy_from_json(const char *json, size_t len,
-                                        egress__entry_errors_t *errs, egress_policy_t **out,
-                                        char *errbuf, size_t errlen) {
+static egress_status_t policy_from_json(const char *json, size_t len, egress__entry_errors_t *errs,
+                                        egress_policy_t **out, char *errbuf, size_t errlen) {
   egress_status_t st = EGRESS_EPOLICY;
   cJSON *root = NULL;
   entry_src_t *allow = NULL, *deny = NULL;
@@ -269,7 +256,8 @@ static egress_status_t policy_from_json(const char *json, size_t len,
   *out = NULL;
   if (!json) return egress__errf(errbuf, errlen, EGRESS_EINVAL, "document is NULL");
   if (len > POLICY_MAX_BYTES) {
-    st = egress__errf(errbuf, errlen, EGRESS_EPOLICY, "policy document larger than %u bytes", POLICY_MAX_BYTES);
+    st = egress__errf(errbuf, errlen, EGRESS_EPOLICY, "policy document larger than %u bytes",
+                      POLICY_MAX_BYTES);
     goto done;
   }
   if (memchr(json, '\0', len)) {
@@ -334,13 +322,12 @@ done:
   return st;
 }
 
-egress_status_t egress_policy_from_json(const char *json, size_t len, egress_policy_t **out,
-                                        char *errbuf, size_t errlen) {
+egress_status_t egress_policy_from_json(const char *json, size_t len, egress_policy_t **out, char *errbuf,
+                                        size_t errlen) {
   return policy_from_json(json, len, NULL, out, errbuf, errlen);
 }
 
-static egress_status_t read_file(const char *path, char **data, size_t *len, char *errbuf,
-                                  size_t errlen) {
+static egress_status_t read_file(const char *path, char **data, size_t *len, char *errbuf, size_t errlen) {
   egress_status_t st = EGRESS_EIO;
   char *buf = NULL;
   size_t used = 0, cap = 0;
@@ -350,7 +337,8 @@ static egress_status_t read_file(const char *path, char **data, size_t *len, cha
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   char ebuf[128];
   if (fd < 0)
-    return egress__errf(errbuf, errlen, EGRESS_EIO, "%s: %s", path, egress__strerror(errno, ebuf, sizeof ebuf));
+    return egress__errf(errbuf, errlen, EGRESS_EIO, "%s: %s", path,
+                        egress__strerror(errno, ebuf, sizeof ebuf));
   for (;;) {
     if (used == cap) {
       if (cap >= POLICY_MAX_BYTES) {
@@ -369,7 +357,8 @@ static egress_status_t read_file(const char *path, char **data, size_t *len, cha
     ssize_t n = read(fd, buf + used, cap - used);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
-      st = egress__errf(errbuf, errlen, EGRESS_EIO, "%s: %s", path, egress__strerror(errno, ebuf, sizeof ebuf));
+      st = egress__errf(errbuf, errlen, EGRESS_EIO, "%s: %s", path,
+                        egress__strerror(errno, ebuf, sizeof ebuf));
       goto fail;
     }
     if (n == 0) break;
@@ -391,7 +380,7 @@ fail:
 }
 
 egress_status_t egress__policy_from_file_all(const char *path, egress__entry_errors_t *errs,
-                                            egress_policy_t **out, char *errbuf, size_t errlen) {
+                                             egress_policy_t **out, char *errbuf, size_t errlen) {
   char *data = NULL;
   size_t len = 0;
   if (!out) return egress__errf(errbuf, errlen, EGRESS_EINVAL, "out must not be NULL");
@@ -405,7 +394,7 @@ egress_status_t egress__policy_from_file_all(const char *path, egress__entry_err
   return st;
 }
 
-egress_status_t egress_policy_from_file(const char *path, egress_policy_t **out,
-                                        char *errbuf, size_t errlen) {
+egress_status_t egress_policy_from_file(const char *path, egress_policy_t **out, char *errbuf,
+                                        size_t errlen) {
   return egress__policy_from_file_all(path, NULL, out, errbuf, errlen);
 }

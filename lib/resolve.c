@@ -26,9 +26,9 @@ struct egress__resolver {
   pthread_mutex_t lock;
   ares_channel pool[POOL_MAX];
   size_t npool;
-  char *servers;          /* NULL: system configuration */
-  char *resolv_conf;      /* tests only */
-  char lookups[4];        /* "" (c-ares default), "f", "fb" */
+  char *servers;     /* NULL: system configuration */
+  char *resolv_conf; /* tests only */
+  char lookups[4];   /* "" (c-ares default), "f", "fb" */
   bool env_hosts;
   uint32_t timeout_ms;
 };
@@ -42,8 +42,7 @@ static double now_ms(void) { return egress__mono_ms(false); }
 
 static int channel_new(const egress__resolver_t *r, ares_channel *out) {
   struct ares_options o;
-  int mask = ARES_OPT_FLAGS | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_NDOTS |
-             ARES_OPT_DOMAINS;
+  int mask = ARES_OPT_FLAGS | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_NDOTS | ARES_OPT_DOMAINS;
   memset(&o, 0, sizeof o);
   o.flags = ARES_FLAG_NOSEARCH | ARES_FLAG_NOALIASES;
   /* Two tries inside the budget; the caller's deadline cancels the rest. */
@@ -102,7 +101,8 @@ bool egress__dns_servers_valid(const char *csv, const char **why, size_t *bad, s
       }
       *close = '\0';
       host = item + 1;
-      if (close[1] == ':') port = close + 2;
+      if (close[1] == ':')
+        port = close + 2;
       else if (close[1]) {
         *why = "junk after ']' in DNS server";
         return false;
@@ -138,12 +138,12 @@ bool egress__dns_servers_valid(const char *csv, const char **why, size_t *bad, s
       }
     }
     if (!end) return true;
-    p = end + 1;   /* a trailing ',' leaves an empty last entry: refused */
+    p = end + 1; /* a trailing ',' leaves an empty last entry: refused */
   }
 }
 
-egress_status_t egress__resolver_new(const egress_options_t *opts, egress__resolver_t **out,
-                                     char *errbuf, size_t errlen) {
+egress_status_t egress__resolver_new(const egress_options_t *opts, egress__resolver_t **out, char *errbuf,
+                                     size_t errlen) {
   egress_status_t st = EGRESS_ENOMEM;
   egress__resolver_t *r = NULL;
   *out = NULL;
@@ -230,7 +230,7 @@ typedef struct lookup_state {
   bool done;
   int status;
   egress__answer_t *ans;
-  const char *name;       /* the name asked for */
+  const char *name; /* the name asked for */
   bool nomem;
 } lookup_state_t;
 
@@ -286,7 +286,7 @@ static bool keep_chain(lookup_state_t *s, const struct ares_addrinfo_cname *cnam
   }
   size_t used = 0, nkept = 0, qlen = strlen(s->name);
   for (const struct ares_addrinfo_cname *c = cnames; c; c = c->next) {
-    const char *both[2] = {c->alias, c->name};
+    const char *both[2] = { c->alias, c->name };
     for (int k = 0; k < 2; k++) {
       if (!both[k]) continue;
       char *out = buf + used;
@@ -387,7 +387,8 @@ static void run_until_done(ares_channel ch, lookup_state_t *s, double deadline) 
       ares_cancel(ch);
       break;
     }
-    struct timeval maxtv = {.tv_sec = (time_t)(left / 1000), .tv_usec = (suseconds_t)((long)left % 1000) * 1000};
+    struct timeval maxtv = { .tv_sec = (time_t)(left / 1000),
+                             .tv_usec = (suseconds_t)((long)left % 1000) * 1000 };
     struct timeval tv, *tvp = ares_timeout(ch, &maxtv, &tv);
     int wait_ms = tvp ? (int)(tvp->tv_sec * 1000 + (tvp->tv_usec + 999) / 1000) : (int)left;
     if (wait_ms < 1) wait_ms = 1;
@@ -418,8 +419,7 @@ static egress__dns_result_t dns_result_of(int ares_status) {
     case ARES_SUCCESS: return EGRESS__DNS_OK;
     case ARES_ENOTFOUND:
     case ARES_ENODATA:
-    case ARES_ENONAME:
-      return EGRESS__DNS_NO_SUCH_HOST;
+    case ARES_ENONAME: return EGRESS__DNS_NO_SUCH_HOST;
     case ARES_ENOMEM: return EGRESS__DNS_NOMEM;
     default: return EGRESS__DNS_UNAVAILABLE;
   }
@@ -435,8 +435,8 @@ static bool is_localhost(const char *name) {
 
 static egress_status_t answer_localhost(egress__answer_t *ans) {
   static const egress__ip_t loopback[2] = {
-      {.family = 4, .bytes = {127, 0, 0, 1}},
-      {.family = 6, .bytes = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}},
+    { .family = 4, .bytes = { 127, 0, 0, 1 } },
+    { .family = 6, .bytes = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1 } },
   };
   ans->ips = egress__calloc(2, sizeof(*ans->ips));
   ans->ttls = egress__calloc(2, sizeof(*ans->ttls));
@@ -468,7 +468,7 @@ egress_status_t egress__resolve(egress__resolver_t *r, const char *name, egress_
   memset(&hints, 0, sizeof hints);
   hints.ai_family = AF_UNSPEC;
   hints.ai_flags = ARES_AI_NOSORT | (r->env_hosts ? ARES_AI_ENVHOSTS : 0);
-  lookup_state_t s = {.ans = ans, .name = name};
+  lookup_state_t s = { .ans = ans, .name = name };
   ares_getaddrinfo(ch, name, NULL, &hints, on_addrinfo, &s);
   run_until_done(ch, &s, start + (double)r->timeout_ms);
   ans->ms = now_ms() - start;

@@ -6,8 +6,8 @@
 
 typedef enum egress__dns_result {
   EGRESS__DNS_OK = 0,
-  EGRESS__DNS_NO_SUCH_HOST = 1,   /* NXDOMAIN, no data, no address */
-  EGRESS__DNS_UNAVAILABLE = 2,    /* timeout, SERVFAIL, REFUSED, unreachable, bad reply */
+  EGRESS__DNS_NO_SUCH_HOST = 1, /* NXDOMAIN, no data, no address */
+  EGRESS__DNS_UNAVAILABLE = 2,  /* timeout, SERVFAIL, REFUSED, unreachable, bad reply */
   EGRESS__DNS_NOMEM = 3
 } egress__dns_result_t;
 
@@ -19,18 +19,18 @@ typedef enum egress__dns_result {
 typedef struct egress__answer {
   egress__dns_result_t result;
   int ares_status;
-  const char *detail;     /* static text (ares_strerror) */
-  egress__ip_t *ips;      /* owned */
-  int32_t *ttls;          /* owned, parallel to ips */
+  const char *detail; /* static text (ares_strerror) */
+  egress__ip_t *ips;  /* owned */
+  int32_t *ttls;      /* owned, parallel to ips */
   size_t n;
-  double ms;              /* time spent resolving */
+  double ms; /* time spent resolving */
   bool cached;
   /* The names of the CNAME records c-ares reported for the answer (owners
    * and targets, the queried name left out), lower case, no trailing dot,
    * each NUL-terminated, back to back, each once; the deny list's name
    * rules apply to every one.  Owned unless it is inline_chain. */
   char *chain;
-  size_t chain_len;       /* bytes of chain, NULs included; 0 when none */
+  size_t chain_len; /* bytes of chain, NULs included; 0 when none */
   /* Small answers live here: no allocation for a cached check. */
   egress__ip_t inline_ips[EGRESS__ANSWER_INLINE];
   int32_t inline_ttls[EGRESS__ANSWER_INLINE];
@@ -39,8 +39,8 @@ typedef struct egress__answer {
 
 typedef struct egress__resolver egress__resolver_t;
 
-egress_status_t egress__resolver_new(const egress_options_t *opts, egress__resolver_t **out,
-                                     char *errbuf, size_t errlen);
+egress_status_t egress__resolver_new(const egress_options_t *opts, egress__resolver_t **out, char *errbuf,
+                                     size_t errlen);
 void egress__resolver_free(egress__resolver_t *r);
 /* Resolve A and AAAA of @p name (canonical, no trailing dot), blocking for at
  * most the configured timeout.  Returns EGRESS_OK with ans->result set, or
@@ -75,9 +75,8 @@ void egress__cache_free(egress__cache_t *c);
  * answer of a lookup another thread has in flight for the same name, or a
  * lookup of our own.  @p hash is egress__name_hash(name) or 0 (computed
  * here).  The answer is the caller's copy.  Thread-safe. */
-egress_status_t egress__cache_resolve(egress__cache_t *c, egress__resolver_t *r, const char *name,
-                                      size_t len, uint64_t hash, egress__answer_t *ans,
-                                      egress__cache_stats_t *stats);
+egress_status_t egress__cache_resolve(egress__cache_t *c, egress__resolver_t *r, const char *name, size_t len,
+                                      uint64_t hash, egress__answer_t *ans, egress__cache_stats_t *stats);
 
 /* Answers this thread took from its own front copy (tests only). */
 unsigned long egress__cache_front_hits(void);

@@ -39,11 +39,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-typedef enum sink_kind {
-  SINK_NONE = 0,
-  SINK_CALLBACK,
-  SINK_FD
-} sink_kind_t;
+typedef enum sink_kind { SINK_NONE = 0, SINK_CALLBACK, SINK_FD } sink_kind_t;
 
 struct egress__sink {
   sink_kind_t kind;
@@ -66,8 +62,8 @@ static int classify_fd(egress__sink_t *s) {
   return 0;
 }
 
-egress_status_t egress__sink_new(const egress_options_t *opts, egress__sink_t **out,
-                                 char *errbuf, size_t errlen) {
+egress_status_t egress__sink_new(const egress_options_t *opts, egress__sink_t **out, char *errbuf,
+                                 size_t errlen) {
   egress_status_t st = EGRESS_OK;
   char ebuf[128];
   egress__sink_t *s = NULL;
@@ -88,18 +84,17 @@ egress_status_t egress__sink_new(const egress_options_t *opts, egress__sink_t **
     s->kind = SINK_FD;
     s->fd = opts->event_fd;
     if (classify_fd(s) != 0) {
-      st = egress__errf(errbuf, errlen, EGRESS_EIO, "event file descriptor %d: %s",
-                        opts->event_fd, strerror_r(errno, ebuf, sizeof ebuf));
+      st = egress__errf(errbuf, errlen, EGRESS_EIO, "event file descriptor %d: %s", opts->event_fd,
+                        strerror_r(errno, ebuf, sizeof ebuf));
       goto fail;
     }
   } else if (opts->event_path) {
     /* O_NONBLOCK only for the open itself: a FIFO without a reader must
      * fail now (ENXIO) instead of hanging checker creation forever. */
-    int fd = open(opts->event_path,
-                  O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0640);
+    int fd = open(opts->event_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0640);
     if (fd < 0) {
-      st = egress__errf(errbuf, errlen, EGRESS_EIO, "cannot open event file '%s': %s",
-                        opts->event_path, strerror_r(errno, ebuf, sizeof ebuf));
+      st = egress__errf(errbuf, errlen, EGRESS_EIO, "cannot open event file '%s': %s", opts->event_path,
+                        strerror_r(errno, ebuf, sizeof ebuf));
       goto fail;
     }
     s->kind = SINK_FD;
@@ -107,8 +102,8 @@ egress_status_t egress__sink_new(const egress_options_t *opts, egress__sink_t **
     s->own_fd = true;
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0 || classify_fd(s) != 0) {
-      st = egress__errf(errbuf, errlen, EGRESS_EIO, "cannot set up event file '%s': %s",
-                        opts->event_path, strerror_r(errno, ebuf, sizeof ebuf));
+      st = egress__errf(errbuf, errlen, EGRESS_EIO, "cannot set up event file '%s': %s", opts->event_path,
+                        strerror_r(errno, ebuf, sizeof ebuf));
       goto fail;
     }
   }
@@ -128,9 +123,7 @@ void egress__sink_free(egress__sink_t *sink) {
   egress__free(sink);
 }
 
-bool egress__sink_active(const egress__sink_t *sink) {
-  return sink && sink->kind != SINK_NONE;
-}
+bool egress__sink_active(const egress__sink_t *sink) { return sink && sink->kind != SINK_NONE; }
 
 /* write() with SIGPIPE blocked on this thread; a SIGPIPE the write raised
  * is consumed before the old mask is restored.  A SIGPIPE that was already
@@ -154,9 +147,8 @@ static ssize_t write_nosigpipe(int fd, const struct iovec *iov, int iovcnt) {
   saved = errno;
 
   if (n < 0 && saved == EPIPE && !was_pending) {
-    const struct timespec zero = {0, 0};
-    while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR) {
-    }
+    const struct timespec zero = { 0, 0 };
+    while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR) {}
   }
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   errno = saved;
@@ -186,7 +178,7 @@ static ssize_t write_once(const egress__sink_t *s, const struct iovec *iov, int 
 static int deliver_fd(const egress__sink_t *s, const char *json, size_t len) {
   int rc = -1;
   if (len == SIZE_MAX) return -1;
-  struct iovec iov[2] = {{(void *)json, len}, {(void *)"\n", 1}};
+  struct iovec iov[2] = { { (void *)json, len }, { (void *)"\n", 1 } };
 
   ssize_t n = write_once(s, iov, 2);
   if (n >= 0 && (size_t)n == len + 1) {
@@ -196,23 +188,19 @@ static int deliver_fd(const egress__sink_t *s, const char *json, size_t len) {
      * (one byte, so one atomic write) keeps the next writer's line intact:
      * a reader then skips one broken line instead of losing two.  Best
      * effort; the delivery is a failure either way. */
-    struct iovec nl = {(void *)"\n", 1};
+    struct iovec nl = { (void *)"\n", 1 };
     (void)write_once(s, &nl, 1);
   }
   return rc;
 }
 
-int egress__sink_deliver(egress__sink_t *sink, const char *json, size_t len,
-                         const egress_decision_t *d) {
+int egress__sink_deliver(egress__sink_t *sink, const char *json, size_t len, const egress_decision_t *d) {
   if (!sink || sink->kind == SINK_NONE) return 0;
   if (!json) return -1;
   switch (sink->kind) {
-  case SINK_CALLBACK:
-    return sink->cb(json, len, d, sink->cb_data) == 0 ? 0 : -1;
-  case SINK_FD:
-    return deliver_fd(sink, json, len);
-  case SINK_NONE:
-    break;
+    case SINK_CALLBACK: return sink->cb(json, len, d, sink->cb_data) == 0 ? 0 : -1;
+    case SINK_FD: return deliver_fd(sink, json, len);
+    case SINK_NONE: break;
   }
   return 0;
 }

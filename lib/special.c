@@ -15,34 +15,25 @@
 
 #include <string.h>
 
-const char *egress_special_ranges_version(void) {
-  return egress__special_version;
-}
+const char *egress_special_ranges_version(void) { return egress__special_version; }
 
-static bool family_ok(uint8_t family) {
-  return family == 4 || family == 6;
-}
+static bool family_ok(uint8_t family) { return family == 4 || family == 6; }
 
 /* Prefix containment on raw bytes; kept here rather than borrowed from ip.c
  * so that the hot path is a handful of byte compares with no call out. */
 static bool block_contains(const egress__prefix_t *p, const egress__ip_t *ip) {
   unsigned full, rem;
 
-  if (p->addr.family != ip->family)
-    return false;
-  if (p->len > (ip->family == 4 ? 32 : 128))
-    return false;
+  if (p->addr.family != ip->family) return false;
+  if (p->len > (ip->family == 4 ? 32 : 128)) return false;
   full = p->len / 8u;
   rem = p->len % 8u;
   /* Most rows already differ in the first byte: reject those without a call. */
-  if (full > 0 && p->addr.bytes[0] != ip->bytes[0])
-    return false;
-  if (full > 1 && memcmp(p->addr.bytes + 1, ip->bytes + 1, full - 1) != 0)
-    return false;
+  if (full > 0 && p->addr.bytes[0] != ip->bytes[0]) return false;
+  if (full > 1 && memcmp(p->addr.bytes + 1, ip->bytes + 1, full - 1) != 0) return false;
   if (rem != 0) {
     uint8_t mask = (uint8_t)(0xffu << (8u - rem));
-    if ((p->addr.bytes[full] ^ ip->bytes[full]) & mask)
-      return false;
+    if ((p->addr.bytes[full] ^ ip->bytes[full]) & mask) return false;
   }
   return true;
 }
@@ -51,8 +42,7 @@ static bool block_contains(const egress__prefix_t *p, const egress__ip_t *ip) {
  * IPv4 rows and addresses keep bytes 4..15 zero, so 16 bytes compare fine
  * for both families.  A different family orders by family number. */
 static int key_cmp(const egress__ip_t *row, const egress__ip_t *ip) {
-  if (row->family != ip->family)
-    return row->family < ip->family ? -1 : 1;
+  if (row->family != ip->family) return row->family < ip->family ? -1 : 1;
   return memcmp(row->bytes, ip->bytes, sizeof row->bytes);
 }
 
@@ -127,8 +117,7 @@ void egress__special_classify_slow(const egress__ip_t *ip, egress__special_info_
   info->block = NULL;
   /* An address of no known family is never global and no rule can open it. */
   info->open_len = UINT8_MAX;
-  if (ip == NULL || !family_ok(ip->family))
-    return;
+  if (ip == NULL || !family_ok(ip->family)) return;
 
   /* Every block containing the address starts at or below it, so only rows
    * up to the upper bound can contain it.  In table order (network address,
@@ -138,12 +127,10 @@ void egress__special_classify_slow(const egress__ip_t *ip, egress__special_info_
   for (size_t i = begin; i < end; i++) {
     const egress__special_block_t *b = &egress__special_blocks[i];
 
-    if (!block_contains(&b->prefix, ip))
-      continue;
+    if (!block_contains(&b->prefix, ip)) continue;
     inner = b;
     if (b->synthetic) {
-      if (synthetic == NULL)
-        synthetic = b;
+      if (synthetic == NULL) synthetic = b;
     } else if (!b->global && outer == NULL) {
       outer = b;
     }
@@ -172,8 +159,8 @@ void egress__special_classify_slow(const egress__ip_t *ip, egress__special_info_
 /* Embedded IPv4                                                             */
 /* ------------------------------------------------------------------------ */
 
-static const uint8_t nat64_wkp[12] = {0x00, 0x64, 0xff, 0x9b};           /* 64:ff9b::/96 */
-static const uint8_t nat64_local[6] = {0x00, 0x64, 0xff, 0x9b, 0x00, 0x01}; /* 64:ff9b:1::/48 */
+static const uint8_t nat64_wkp[12] = { 0x00, 0x64, 0xff, 0x9b };              /* 64:ff9b::/96 */
+static const uint8_t nat64_local[6] = { 0x00, 0x64, 0xff, 0x9b, 0x00, 0x01 }; /* 64:ff9b:1::/48 */
 
 static bool is_rfc6052_len(uint8_t len) {
   return len == 32 || len == 40 || len == 48 || len == 56 || len == 64 || len == 96;
@@ -187,8 +174,7 @@ static void rfc6052_extract(const egress__ip_t *ip6, uint8_t len, egress__ip_t *
   memset(out, 0, sizeof *out);
   out->family = 4;
   for (size_t i = 0; i < 4; i++) {
-    if (pos == 8)
-      pos++;
+    if (pos == 8) pos++;
     out->bytes[i] = ip6->bytes[pos++];
   }
 }
@@ -196,33 +182,28 @@ static void rfc6052_extract(const egress__ip_t *ip6, uint8_t len, egress__ip_t *
 static void set_v4(egress__ip_t *out, const uint8_t *b, uint8_t xor) {
   memset(out, 0, sizeof *out);
   out->family = 4;
-  for (size_t i = 0; i < 4; i++)
-    out->bytes[i] = (uint8_t)(b[i] ^ xor);
+  for (size_t i = 0; i < 4; i++) out->bytes[i] = (uint8_t)(b[i] ^ xor);
 }
 
 /* Adds @p v4 unless already present; returns the new count. */
 static size_t add_unique(egress__ip_t out[2], size_t n, const egress__ip_t *v4) {
   for (size_t i = 0; i < n; i++)
-    if (memcmp(out[i].bytes, v4->bytes, 4) == 0)
-      return n;
-  if (n >= 2)
-    return n;
+    if (memcmp(out[i].bytes, v4->bytes, 4) == 0) return n;
+  if (n >= 2) return n;
   out[n] = *v4;
   return n + 1;
 }
 
-size_t egress__embedded_ipv4(const egress__ip_t *ip6, const egress__prefix_t *pref64,
-                             size_t n_pref64, egress__ip_t out[2]) {
+size_t egress__embedded_ipv4(const egress__ip_t *ip6, const egress__prefix_t *pref64, size_t n_pref64,
+                             egress__ip_t out[2]) {
   egress__ip_t v4;
   size_t n = 0;
 
-  if (ip6 == NULL || out == NULL || ip6->family != 6)
-    return 0;
+  if (ip6 == NULL || out == NULL || ip6->family != 6) return 0;
 
   /* The well-known and registry prefixes are disjoint, so at most one of
    * these matches; Teredo is the only one carrying two addresses. */
-  if (ip6->bytes[0] == 0x20 && ip6->bytes[1] == 0x01 && ip6->bytes[2] == 0 &&
-      ip6->bytes[3] == 0) {
+  if (ip6->bytes[0] == 0x20 && ip6->bytes[1] == 0x01 && ip6->bytes[2] == 0 && ip6->bytes[3] == 0) {
     /* RFC 4380 section 4: server in bits 32..63, client obfuscated (bits
      * inverted) in the last 32 bits. */
     set_v4(&v4, &ip6->bytes[4], 0x00);
@@ -245,10 +226,8 @@ size_t egress__embedded_ipv4(const egress__ip_t *ip6, const egress__prefix_t *pr
    * overlap the prefixes above or each other; if they do anyway, the first
    * two distinct addresses win (out[] has two slots). */
   for (size_t i = 0; pref64 != NULL && i < n_pref64; i++) {
-    if (pref64[i].addr.family != 6 || !is_rfc6052_len(pref64[i].len))
-      continue;
-    if (!block_contains(&pref64[i], ip6))
-      continue;
+    if (pref64[i].addr.family != 6 || !is_rfc6052_len(pref64[i].len)) continue;
+    if (!block_contains(&pref64[i], ip6)) continue;
     rfc6052_extract(ip6, pref64[i].len, &v4);
     n = add_unique(out, n, &v4);
   }

@@ -22,8 +22,8 @@ static bool rule_matches_host(const egress__rule_t *r, const egress__host_t *h, 
                               uint8_t min_len) {
   if (port < r->port_lo || port > r->port_hi) return false;
   if (h->kind != EGRESS__HOST_NAME)
-    return r->kind == EGRESS__RULE_CIDR && r->cidr.addr.family == h->ip.family &&
-           r->cidr.len >= min_len && egress__prefix_contains(&r->cidr, &h->ip);
+    return r->kind == EGRESS__RULE_CIDR && r->cidr.addr.family == h->ip.family && r->cidr.len >= min_len &&
+           egress__prefix_contains(&r->cidr, &h->ip);
   return egress__rule_matches_name(r, h->text, h->len);
 }
 
@@ -37,8 +37,8 @@ static bool rule_takes_url(const egress__rule_t *r, const egress__url_ctx_t *u) 
  * found does not take this URL, look for the first rule that does.  Only
  * URL checks come here.  *scheme_only tells whether some rule for this host
  * and port would have taken the path under another scheme. */
-const egress__rule_t *egress__url_rule(const egress_policy_t *p, const egress__host_t *h,
-                                       uint16_t port, uint8_t min_len, const egress__rule_t *found,
+const egress__rule_t *egress__url_rule(const egress_policy_t *p, const egress__host_t *h, uint16_t port,
+                                       uint8_t min_len, const egress__rule_t *found,
                                        const egress__url_ctx_t *u, bool *scheme_only) {
   *scheme_only = false;
   if (!u || rule_takes_url(found, u)) return found;
@@ -59,9 +59,9 @@ const egress__rule_t *egress__url_rule(const egress_policy_t *p, const egress__h
  * as "/admin", which is what an HTTP client sends.
  */
 typedef struct url_parts {
-  char *host;      /* owned, brackets kept for IPv6 */
+  char *host; /* owned, brackets kept for IPv6 */
   int32_t port;
-  char *path;      /* owned, starts with '/' */
+  char *path; /* owned, starts with '/' */
   egress__scheme_t scheme;
 } url_parts_t;
 
@@ -70,9 +70,12 @@ static bool is_dot_segment(const char *s, size_t n, int dots) {
   int seen = 0;
   size_t i = 0;
   while (i < n) {
-    if (s[i] == '.') i++;
-    else if (i + 2 < n + 0 && s[i] == '%' && s[i + 1] == '2' && (s[i + 2] == 'e' || s[i + 2] == 'E')) i += 3;
-    else return false;
+    if (s[i] == '.')
+      i++;
+    else if (i + 2 < n + 0 && s[i] == '%' && s[i + 1] == '2' && (s[i + 2] == 'e' || s[i + 2] == 'E'))
+      i += 3;
+    else
+      return false;
     seen++;
   }
   return seen == dots;
@@ -196,7 +199,7 @@ static const char *parse_url(const char *url, url_parts_t *u, bool *nomem) {
     uint32_t v = 0;
     if (egress__parse_decimal(port_text, port_len, true, 99999, &v) != EGRESS__DEC_OK)
       return "URL port must be decimal digits";
-    u->port = (int32_t)v;   /* range is judged by the check as invalid_port */
+    u->port = (int32_t)v; /* range is judged by the check as invalid_port */
   }
   size_t path_end = auth_end;
   while (path_end < len && url[path_end] != '?' && url[path_end] != '#') path_end++;
@@ -211,8 +214,8 @@ static const char *parse_url(const char *url, url_parts_t *u, bool *nomem) {
   return NULL;
 }
 
-egress_status_t egress_check_url(egress_checker_t *checker, const char *url,
-                                 const egress_request_t *req, egress_decision_t **out) {
+egress_status_t egress_check_url(egress_checker_t *checker, const char *url, const egress_request_t *req,
+                                 egress_decision_t **out) {
   url_parts_t u;
   if (!out) return EGRESS_EINVAL;
   *out = NULL;
@@ -220,7 +223,7 @@ egress_status_t egress_check_url(egress_checker_t *checker, const char *url,
   if (!d) return EGRESS_ENOMEM;
   *out = d;
   if (!checker) return egress__check_url_parts(NULL, NULL, 0, NULL, req, d);
-  egress__url_ctx_t ctx = {.invalid = NULL, .nomem = false};
+  egress__url_ctx_t ctx = { .invalid = NULL, .nomem = false };
   /* A refused request is not parsed (its URL need not even be text): it is
    * recorded as given, at port 0, and refused in the check. */
   bool refused = req && req->refusal;

@@ -34,8 +34,8 @@ static void test_status_names(void) {
     int value;
     const char *token;
   } all[] = {
-#define ROW_(name, value, token, message) {EGRESS_##name, value, token},
-      EGRESS_STATUS_MAP(ROW_)
+#define ROW_(name, value, token, message) { EGRESS_##name, value, token },
+    EGRESS_STATUS_MAP(ROW_)
 #undef ROW_
   };
   size_t n = sizeof all / sizeof all[0];
@@ -56,7 +56,7 @@ static void test_status_names(void) {
     }
   }
   /* Values are dense from 0: any value past the list is unknown. */
-  const int bad[] = {-1, (int)n, (int)n + 1, 100, 0x7fffffff, -0x7fffffff};
+  const int bad[] = { -1, (int)n, (int)n + 1, 100, 0x7fffffff, -0x7fffffff };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     CU_ASSERT_STRING_EQUAL(egress_status_name((egress_status_t)bad[i]), "unknown");
     const char *msg = egress_strerror((egress_status_t)bad[i]);
@@ -71,18 +71,24 @@ static void test_reason_names(void) {
     int value;
     const char *token;
   } all[] = {
-#define ROW_(name, value, token, message) {EGRESS_REASON_##name, value, token},
-      EGRESS_REASON_MAP(ROW_)
+#define ROW_(name, value, token, message) { EGRESS_REASON_##name, value, token },
+    EGRESS_REASON_MAP(ROW_)
 #undef ROW_
   };
   int n = (int)(sizeof all / sizeof all[0]);
   CU_ASSERT_EQUAL(egress_reason_count(), n);
   /* The reason codes docs/check.md names, all present. */
-  static const char *const design[] = {
-      "invalid_host",      "invalid_port",           "empty_allowlist",
-      "explicit_deny",     "not_in_allowlist",       "port_not_allowed",
-      "special_purpose_address", "no_such_host",     "resolved_address_forbidden",
-      "dns_unavailable",   "audit_unavailable"};
+  static const char *const design[] = { "invalid_host",
+                                        "invalid_port",
+                                        "empty_allowlist",
+                                        "explicit_deny",
+                                        "not_in_allowlist",
+                                        "port_not_allowed",
+                                        "special_purpose_address",
+                                        "no_such_host",
+                                        "resolved_address_forbidden",
+                                        "dns_unavailable",
+                                        "audit_unavailable" };
   for (size_t k = 0; k < sizeof design / sizeof design[0]; k++) {
     bool found = false;
     for (int r = 0; r < egress_reason_count(); r++)
@@ -104,7 +110,7 @@ static void test_reason_names(void) {
       CU_ASSERT_STRING_NOT_EQUAL(msg, egress_reason_message((egress_reason_t)j));
     }
   }
-  const int bad[] = {-1, n, n + 1, 255, 0x7fffffff};
+  const int bad[] = { -1, n, n + 1, 255, 0x7fffffff };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     CU_ASSERT_STRING_EQUAL(egress_reason_name((egress_reason_t)bad[i]), "unknown");
     const char *msg = egress_reason_message((egress_reason_t)bad[i]);
@@ -118,8 +124,8 @@ static void test_outcome_names(void) {
     egress_outcome_t o;
     const char *token;
   } all[] = {
-#define ROW_(name, value, token) {EGRESS_OUTCOME_##name, token},
-      EGRESS_OUTCOME_MAP(ROW_)
+#define ROW_(name, value, token) { EGRESS_OUTCOME_##name, token },
+    EGRESS_OUTCOME_MAP(ROW_)
 #undef ROW_
   };
   size_t n = sizeof all / sizeof all[0];
@@ -135,7 +141,7 @@ static void test_outcome_names(void) {
     CU_ASSERT(is_snake_token(name));
     for (size_t j = 0; j < i; j++) CU_ASSERT_STRING_NOT_EQUAL(name, egress_outcome_name(all[j].o));
   }
-  const int bad[] = {-1, 3, 4, 1000};
+  const int bad[] = { -1, 3, 4, 1000 };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
     CU_ASSERT_STRING_EQUAL(egress_outcome_name((egress_outcome_t)bad[i]), "unknown");
   /* Deny is the zero value so that zeroed memory means deny. */
@@ -148,8 +154,7 @@ static void test_version(void) {
   CU_ASSERT_PTR_NOT_NULL_FATAL(egress_version());
   CU_ASSERT_STRING_EQUAL(egress_version(), EGRESS_VERSION_STRING);
   char buf[64];
-  snprintf(buf, sizeof buf, "%d.%d.%d", EGRESS_VERSION_MAJOR, EGRESS_VERSION_MINOR,
-           EGRESS_VERSION_PATCH);
+  snprintf(buf, sizeof buf, "%d.%d.%d", EGRESS_VERSION_MAJOR, EGRESS_VERSION_MINOR, EGRESS_VERSION_PATCH);
   CU_ASSERT_STRING_EQUAL(egress_version(), buf);
   const char *sv = egress_special_ranges_version();
   CU_ASSERT_PTR_NOT_NULL_FATAL(sv);
@@ -161,7 +166,7 @@ static void test_version(void) {
 /* ------------------------------------------------------------------------ */
 
 static egress_policy_t *small_policy(void) {
-  const char *allow[] = {"api.example.com", "0.0.0.0/0"};
+  const char *allow[] = { "api.example.com", "0.0.0.0/0" };
   egress_policy_t *p = NULL;
   CU_ASSERT_FATAL(egress_policy_from_entries(allow, 2, NULL, 0, &p, NULL, 0) == EGRESS_OK);
   return p;
@@ -189,19 +194,18 @@ static void test_null_policy_calls(void) {
   p = (egress_policy_t *)(uintptr_t)1;
   CU_ASSERT_EQUAL(egress_policy_from_entries(NULL, 2, NULL, 0, &p, err, sizeof err), EGRESS_EINVAL);
   CU_ASSERT_PTR_NULL(p);
-  const char *allow[] = {"api.example.com"};
+  const char *allow[] = { "api.example.com" };
   p = (egress_policy_t *)(uintptr_t)1;
   CU_ASSERT_EQUAL(egress_policy_from_entries(allow, 1, NULL, 3, &p, err, sizeof err), EGRESS_EINVAL);
   CU_ASSERT_PTR_NULL(p);
   CU_ASSERT_EQUAL(egress_policy_from_entries(allow, 1, NULL, 0, NULL, err, sizeof err), EGRESS_EINVAL);
   /* A NULL string inside the array is an invalid entry, not a crash. */
-  const char *holes[] = {"api.example.com", NULL};
+  const char *holes[] = { "api.example.com", NULL };
   p = (egress_policy_t *)(uintptr_t)1;
   CU_ASSERT_NOT_EQUAL(egress_policy_from_entries(holes, 2, NULL, 0, &p, err, sizeof err), EGRESS_OK);
   CU_ASSERT_PTR_NULL(p);
   p = (egress_policy_t *)(uintptr_t)1;
-  CU_ASSERT_NOT_EQUAL(egress_policy_from_entries(allow, 1, holes + 1, 1, &p, err, sizeof err),
-                      EGRESS_OK);
+  CU_ASSERT_NOT_EQUAL(egress_policy_from_entries(allow, 1, holes + 1, 1, &p, err, sizeof err), EGRESS_OK);
   CU_ASSERT_PTR_NULL(p);
 
   CU_ASSERT_PTR_NULL(egress_policy_ref(NULL));
@@ -265,8 +269,7 @@ static void test_null_checker_calls(void) {
   egress_checker_free(NULL);
   CU_ASSERT_EQUAL(egress_checker_set_policy(NULL, p), EGRESS_EINVAL);
   bool changed = true;
-  CU_ASSERT_EQUAL(egress_checker_reload_file(NULL, "/nonexistent", &changed, err, sizeof err),
-                  EGRESS_EINVAL);
+  CU_ASSERT_EQUAL(egress_checker_reload_file(NULL, "/nonexistent", &changed, err, sizeof err), EGRESS_EINVAL);
   CU_ASSERT_FALSE(changed);
   CU_ASSERT_EQUAL(egress_checker_reload_file(NULL, NULL, NULL, NULL, 0), EGRESS_EINVAL);
   CU_ASSERT_PTR_NULL(egress_checker_policy(NULL));
@@ -333,7 +336,7 @@ static int count_events(const char *json, size_t len, const egress_decision_t *d
 /* A decision checked into again keeps nothing of the check before: not its
  * rule, addresses, message, URL, context nor event. */
 static void test_check_into_reuse(void) {
-  const char *allow[] = {"8.8.8.8", "https://api.example.com/v1"};
+  const char *allow[] = { "8.8.8.8", "https://api.example.com/v1" };
   egress_policy_t *p = NULL;
   egress_checker_t *quiet = NULL, *loud = NULL;
   egress_options_t *o = NULL;
@@ -418,7 +421,7 @@ static void test_check_into_reuse(void) {
  * says of its destination, and recorded: event and counters.  Lifting the
  * refusal makes the same request check normally again. */
 static void test_request_refuse(void) {
-  const char *allow[] = {"8.8.8.8", "https://api.example.com/v1"};
+  const char *allow[] = { "8.8.8.8", "https://api.example.com/v1" };
   egress_policy_t *p = NULL;
   egress_checker_t *c = NULL, *mon = NULL;
   egress_options_t *o = NULL;
@@ -437,8 +440,7 @@ static void test_request_refuse(void) {
 
   CU_ASSERT_EQUAL(egress_request_refuse(NULL, EGRESS_REASON_INVALID_HOST, "x"), EGRESS_EINVAL);
   CU_ASSERT_EQUAL(egress_request_refuse(req, EGRESS_REASON_EXPLICIT_DENY, "x"), EGRESS_EINVAL);
-  CU_ASSERT_EQUAL(egress_request_refuse(req, EGRESS_REASON_INVALID_HOST, "agentId is bad"),
-                  EGRESS_OK);
+  CU_ASSERT_EQUAL(egress_request_refuse(req, EGRESS_REASON_INVALID_HOST, "agentId is bad"), EGRESS_OK);
 
   /* An allowed destination, refused: deny, the caller's message, an event. */
   for (int m = 0; m < 2; m++) {
@@ -459,8 +461,7 @@ static void test_request_refuse(void) {
   CU_ASSERT_EQUAL(egress_checker_counter(c, EGRESS_COUNTER_CHECKS), 1);
 
   /* A URL is not even parsed: bytes that are not text are recorded. */
-  CU_ASSERT_EQUAL(egress_request_refuse(req, EGRESS_REASON_INVALID_PORT, "port unreadable"),
-                  EGRESS_OK);
+  CU_ASSERT_EQUAL(egress_request_refuse(req, EGRESS_REASON_INVALID_PORT, "port unreadable"), EGRESS_OK);
   CU_ASSERT_EQUAL(egress_check_url(c, "https://api.example.com/v1/\xff", req, &d), EGRESS_OK);
   CU_ASSERT_EQUAL(egress_decision_verdict(d), EGRESS_VERDICT_DENY);
   CU_ASSERT_EQUAL(egress_decision_reason(d), EGRESS_REASON_INVALID_PORT);
@@ -535,7 +536,7 @@ static void test_null_decision_accessors(void) {
   CU_ASSERT_FATAL(egress_check_ex(c, "8.8.8.8", 443, NULL, &real) == EGRESS_OK);
   CU_ASSERT_EQUAL(egress_decision_verdict(real), EGRESS_VERDICT_ALLOW);
   CU_ASSERT_EQUAL(egress_decision_address_count(real), 1);
-  const size_t bad[] = {1, 2, 1000, (size_t)-1};
+  const size_t bad[] = { 1, 2, 1000, (size_t)-1 };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     CU_ASSERT_PTR_NULL(egress_decision_address(real, bad[i]));
     CU_ASSERT_EQUAL(egress_decision_address_verdict(real, bad[i]), EGRESS_VERDICT_DENY);
@@ -603,21 +604,44 @@ static void test_option_ranges(void) {
   CU_ASSERT_EQUAL(egress_options_set_event_fd(o, -2), EGRESS_EINVAL);
   CU_ASSERT_EQUAL(egress_options_set_event_fd(o, -1), EGRESS_OK);
 
-  static const char *const bad_pref64[] = {
-      "", "/96", "64:ff9b::", "64:ff9b::/", "64:ff9b::/95", "64:ff9b::/0", "64:ff9b::/128",
-      "64:ff9b::/33", "64:ff9b::/097", "64:ff9b::/096", "64:ff9b::/96 ", " 64:ff9b::/96",
-      "64:ff9b::/+96", "64:ff9b::/-96", "64:ff9b::/9a", "64:ff9b::/96/96", "64:ff9b::/0x60",
-      "[64:ff9b::]/96", "64:ff9b::1/96", "64:ff9b:0:0:0:0:1::/96", "2001:db8::/32x",
-      "2001:db8:1::/32", "1.2.3.4/96", "192.0.2.0/24", "64:ff9b::%eth0/96", "::ffff:1.2.3.4/96",
-      "64:ff9b::/96\n", "gggg::/96", "64:ff9b:::/96", "2001:db8::/4294967392"};
+  static const char *const bad_pref64[] = { "",
+                                            "/96",
+                                            "64:ff9b::",
+                                            "64:ff9b::/",
+                                            "64:ff9b::/95",
+                                            "64:ff9b::/0",
+                                            "64:ff9b::/128",
+                                            "64:ff9b::/33",
+                                            "64:ff9b::/097",
+                                            "64:ff9b::/096",
+                                            "64:ff9b::/96 ",
+                                            " 64:ff9b::/96",
+                                            "64:ff9b::/+96",
+                                            "64:ff9b::/-96",
+                                            "64:ff9b::/9a",
+                                            "64:ff9b::/96/96",
+                                            "64:ff9b::/0x60",
+                                            "[64:ff9b::]/96",
+                                            "64:ff9b::1/96",
+                                            "64:ff9b:0:0:0:0:1::/96",
+                                            "2001:db8::/32x",
+                                            "2001:db8:1::/32",
+                                            "1.2.3.4/96",
+                                            "192.0.2.0/24",
+                                            "64:ff9b::%eth0/96",
+                                            "::ffff:1.2.3.4/96",
+                                            "64:ff9b::/96\n",
+                                            "gggg::/96",
+                                            "64:ff9b:::/96",
+                                            "2001:db8::/4294967392" };
   for (size_t i = 0; i < sizeof bad_pref64 / sizeof bad_pref64[0]; i++) {
     egress_status_t st = egress_options_add_pref64(o, bad_pref64[i]);
     CU_ASSERT_NOT_EQUAL(st, EGRESS_OK);
     if (st == EGRESS_OK) printf("\naccepted bad pref64 \"%s\"\n", bad_pref64[i]);
   }
-  static const char *const good_pref64[] = {"2001:db8::/32",      "2001:db8:100::/40",
-                                            "2001:db8:122::/48",  "2001:db8:122:300::/56",
-                                            "2001:db8:122:344::/64", "64:ff9b::/96"};
+  static const char *const good_pref64[] = { "2001:db8::/32",         "2001:db8:100::/40",
+                                             "2001:db8:122::/48",     "2001:db8:122:300::/56",
+                                             "2001:db8:122:344::/64", "64:ff9b::/96" };
   for (size_t i = 0; i < sizeof good_pref64 / sizeof good_pref64[0]; i++) {
     egress_status_t st = egress_options_add_pref64(o, good_pref64[i]);
     CU_ASSERT_EQUAL(st, EGRESS_OK);
@@ -633,13 +657,27 @@ static void test_option_ranges(void) {
 /* A DNS server list is refused whole, naming the entry: c-ares would take
  * " 53", "+53" and empty entries its own way. */
 static void test_dns_servers_validated(void) {
-  static const char *const hostile[] = {
-      "127.0.0.1: 53",     "127.0.0.1:+53",       "127.0.0.1:-53",      " 127.0.0.1",
-      "127.0.0.1 ",        "127.0.0.1,",          ",127.0.0.1",         "127.0.0.1,,[::1]:53",
-      "127.0.0.01",        "0x7f.0.0.1",          "127.0.0.1:053x",     "[::1]:",
-      "[::1]x",            "[127.0.0.1]:53",      "fe80::1%eth0",       "[fe80::1%eth0]:53",
-      "127.0.0.1:99999999999999999999", "127.0.0.1:53:54", "127.0.0.1\n", "localhost:53",
-      "127.0.0.1:53,bogus"};
+  static const char *const hostile[] = { "127.0.0.1: 53",
+                                         "127.0.0.1:+53",
+                                         "127.0.0.1:-53",
+                                         " 127.0.0.1",
+                                         "127.0.0.1 ",
+                                         "127.0.0.1,",
+                                         ",127.0.0.1",
+                                         "127.0.0.1,,[::1]:53",
+                                         "127.0.0.01",
+                                         "0x7f.0.0.1",
+                                         "127.0.0.1:053x",
+                                         "[::1]:",
+                                         "[::1]x",
+                                         "[127.0.0.1]:53",
+                                         "fe80::1%eth0",
+                                         "[fe80::1%eth0]:53",
+                                         "127.0.0.1:99999999999999999999",
+                                         "127.0.0.1:53:54",
+                                         "127.0.0.1\n",
+                                         "localhost:53",
+                                         "127.0.0.1:53,bogus" };
   egress_policy_t *p = small_policy();
   char err[EGRESS_ERRBUF_SIZE];
   for (size_t i = 0; i < sizeof hostile / sizeof *hostile; i++) {
@@ -658,8 +696,8 @@ static void test_dns_servers_validated(void) {
     egress_options_free(o);
   }
   egress_policy_unref(p);
-  static const char *const good[] = {"127.0.0.1", "127.0.0.1:53", "[::1]:53", "::1",
-                                     "10.0.0.1:053,[2001:db8::1]:5353,192.0.2.1"};
+  static const char *const good[] = { "127.0.0.1", "127.0.0.1:53", "[::1]:53", "::1",
+                                      "10.0.0.1:053,[2001:db8::1]:5353,192.0.2.1" };
   const char *why = NULL;
   size_t bad = 0, len = 0;
   for (size_t i = 0; i < sizeof good / sizeof *good; i++)
@@ -675,8 +713,8 @@ static void test_dns_servers_validated(void) {
 static void test_bad_options_refuse_checker(void) {
   egress_policy_t *p = small_policy();
   char err[EGRESS_ERRBUF_SIZE];
-  static const char *const bad_servers[] = {"bogus", "127.0.0.1:0", "127.0.0.1:65536",
-                                            "1.2.3", "[::1", "127.0.0.1,,", "::1:53x"};
+  static const char *const bad_servers[] = { "bogus", "127.0.0.1:0", "127.0.0.1:65536", "1.2.3",
+                                             "[::1",  "127.0.0.1,,", "::1:53x" };
   for (size_t i = 0; i < sizeof bad_servers / sizeof bad_servers[0]; i++) {
     egress_options_t *o = NULL;
     CU_ASSERT_FATAL(egress_options_new(&o) == EGRESS_OK);
@@ -737,38 +775,38 @@ static void test_options_copied(void) {
 }
 
 static CU_TestInfo names_tests[] = {
-    {"status names", test_status_names},
-    {"reason names", test_reason_names},
-    {"outcome names", test_outcome_names},
-    {"version", test_version},
-    CU_TEST_INFO_NULL,
+  { "status names", test_status_names },
+  { "reason names", test_reason_names },
+  { "outcome names", test_outcome_names },
+  { "version", test_version },
+  CU_TEST_INFO_NULL,
 };
 
 static CU_TestInfo null_tests[] = {
-    {"policy calls", test_null_policy_calls},
-    {"options calls", test_null_options_calls},
-    {"checker and check calls", test_null_checker_calls},
-    {"decision accessors", test_null_decision_accessors},
-    {"check into a reused decision", test_check_into_reuse},
-    {"request refused by the caller", test_request_refuse},
-    {"request calls", test_null_request_calls},
-    CU_TEST_INFO_NULL,
+  { "policy calls", test_null_policy_calls },
+  { "options calls", test_null_options_calls },
+  { "checker and check calls", test_null_checker_calls },
+  { "decision accessors", test_null_decision_accessors },
+  { "check into a reused decision", test_check_into_reuse },
+  { "request refused by the caller", test_request_refuse },
+  { "request calls", test_null_request_calls },
+  CU_TEST_INFO_NULL,
 };
 
 static CU_TestInfo option_tests[] = {
-    {"setter ranges", test_option_ranges},
-    {"bad options refuse the checker", test_bad_options_refuse_checker},
-    {"DNS server lists are validated when set, refused whole", test_dns_servers_validated},
-    {"options are copied", test_options_copied},
-    CU_TEST_INFO_NULL,
+  { "setter ranges", test_option_ranges },
+  { "bad options refuse the checker", test_bad_options_refuse_checker },
+  { "DNS server lists are validated when set, refused whole", test_dns_servers_validated },
+  { "options are copied", test_options_copied },
+  CU_TEST_INFO_NULL,
 };
 
 int main(int argc, char **argv) {
   static const egress_test_suite_t suites[] = {
-      {"api_names", NULL, NULL, names_tests},
-      {"api_null_arguments", NULL, NULL, null_tests},
-      {"api_options", NULL, NULL, option_tests},
-      {NULL, NULL, NULL, NULL},
+    { "api_names", NULL, NULL, names_tests },
+    { "api_null_arguments", NULL, NULL, null_tests },
+    { "api_options", NULL, NULL, option_tests },
+    { NULL, NULL, NULL, NULL },
   };
   return egress_test_main(argc, argv, suites);
 }

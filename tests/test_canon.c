@@ -18,15 +18,19 @@
 typedef struct canon_row {
   const char *in;
   size_t len;
-  int kind;          /* BADK or an egress__host_kind_t */
-  const char *text;  /* canonical text when valid */
+  int kind;         /* BADK or an egress__host_kind_t */
+  const char *text; /* canonical text when valid */
 } canon_row_t;
 
 /* sizeof keeps embedded NUL bytes inside the length. */
-#define BAD(s) {s, sizeof(s) - 1, BADK, NULL}
-#define NM(s, t) {s, sizeof(s) - 1, EGRESS__HOST_NAME, t}
-#define V4(s, t) {s, sizeof(s) - 1, EGRESS__HOST_IPV4, t}
-#define V6(s, t) {s, sizeof(s) - 1, EGRESS__HOST_IPV6, t}
+#define BAD(s) \
+  { s, sizeof(s) - 1, BADK, NULL }
+#define NM(s, t) \
+  { s, sizeof(s) - 1, EGRESS__HOST_NAME, t }
+#define V4(s, t) \
+  { s, sizeof(s) - 1, EGRESS__HOST_IPV4, t }
+#define V6(s, t) \
+  { s, sizeof(s) - 1, EGRESS__HOST_IPV6, t }
 
 static const canon_row_t rows[] = {
   /* --- ordinary names --- */
@@ -189,97 +193,134 @@ static const canon_row_t rows[] = {
   BAD(":80"),
   BAD(":"),
   BAD("::1/128"),
-  BAD("::\xef\xbc\x91"),               /* "::" + FULLWIDTH DIGIT ONE */
-  BAD("\xef\xbc\x9a\xef\xbc\x9a\xef\xbc\x91"),  /* fullwidth "::1" */
-  BAD("\xef\xbc\xbb::1\xef\xbc\xbd"),           /* fullwidth brackets */
-  BAD("\xef\xbc\xbb" "example.com\xef\xbc\xbd"),
+  BAD("::\xef\xbc\x91"),                       /* "::" + FULLWIDTH DIGIT ONE */
+  BAD("\xef\xbc\x9a\xef\xbc\x9a\xef\xbc\x91"), /* fullwidth "::1" */
+  BAD("\xef\xbc\xbb::1\xef\xbc\xbd"),          /* fullwidth brackets */
+  BAD("\xef\xbc\xbb"
+      "example.com\xef\xbc\xbd"),
 
   /* --- IDN: mappings, confusables, deviations --- */
-  NM("b\xc3\xbc" "cher.de", "xn--bcher-kva.de"),                 /* bücher */
-  NM("B\xc3\x9c" "CHER.DE", "xn--bcher-kva.de"),                 /* BÜCHER */
-  NM("\xc3\x84\xc3\x96\xc3\x9c.DE", "xn--4ca0bs.de"),            /* ÄÖÜ */
-  NM("fa\xc3\x9f.de", "xn--fa-hia.de"),                          /* faß: kept */
-  NM("\xcf\x82.com", "xn--3xa.com"),                             /* final sigma: kept */
-  NM("\xce\xa3.com", "xn--4xa.com"),                             /* capital sigma */
-  NM("\xd0\xb0pple.com", "xn--pple-43d.com"),                    /* Cyrillic a */
+  NM("b\xc3\xbc"
+     "cher.de",
+     "xn--bcher-kva.de"), /* bücher */
+  NM("B\xc3\x9c"
+     "CHER.DE",
+     "xn--bcher-kva.de"),                             /* BÜCHER */
+  NM("\xc3\x84\xc3\x96\xc3\x9c.DE", "xn--4ca0bs.de"), /* ÄÖÜ */
+  NM("fa\xc3\x9f.de", "xn--fa-hia.de"),               /* faß: kept */
+  NM("\xcf\x82.com", "xn--3xa.com"),                  /* final sigma: kept */
+  NM("\xce\xa3.com", "xn--4xa.com"),                  /* capital sigma */
+  NM("\xd0\xb0pple.com", "xn--pple-43d.com"),         /* Cyrillic a */
   NM("\xd1\x80\xd0\xb0\xd1\x83\xd1\x80\xd0\xb0l.com", "xn--l-7sba6dbr.com"),
   NM("ex\xd0\xb0mple.com", "xn--exmple-4nf.com"),
-  NM("\xe5\x85\xac\xe5\x8f\xb8.cn", "xn--55qx5d.cn"),            /* 公司 */
+  NM("\xe5\x85\xac\xe5\x8f\xb8.cn", "xn--55qx5d.cn"), /* 公司 */
   NM("\xef\xbd\x85\xef\xbd\x98\xef\xbd\x81\xef\xbd\x8d\xef\xbd\x90\xef\xbd\x8c\xef\xbd\x85.com",
-     "example.com"),                                             /* fullwidth letters */
-  NM("example\xe3\x80\x82" "com", "example.com"),                /* U+3002 */
-  NM("example\xef\xbc\x8e" "com", "example.com"),                /* U+FF0E */
-  NM("example\xef\xbd\xa1" "com", "example.com"),                /* U+FF61 */
-  NM("exa\xe2\x80\x8bmple.com", "example.com"),                  /* U+200B ignored */
-  NM("ex\xc2\xad" "ample.com", "example.com"),                   /* soft hyphen ignored */
-  NM("exa\xef\xbb\xbfmple.com", "example.com"),                  /* U+FEFF ignored */
-  NM("a\xe2\x80\x8d" "b.com", "ab.com"),                         /* ZWJ: transitional fallback */
-  NM("a\xe2\x80\x8c" "b.com", "ab.com"),                         /* ZWNJ: transitional fallback */
-  NM("\xe2\x85\xab.com", "xii.com"),                             /* Roman numeral twelve */
-  NM("\xef\xac\x80.com", "ff.com"),                              /* ligature ff */
-  NM("\xe2\x84\xa1.com", "tel.com"),                             /* TELEPHONE SIGN */
+     "example.com"), /* fullwidth letters */
+  NM("example\xe3\x80\x82"
+     "com",
+     "example.com"), /* U+3002 */
+  NM("example\xef\xbc\x8e"
+     "com",
+     "example.com"), /* U+FF0E */
+  NM("example\xef\xbd\xa1"
+     "com",
+     "example.com"),                            /* U+FF61 */
+  NM("exa\xe2\x80\x8bmple.com", "example.com"), /* U+200B ignored */
+  NM("ex\xc2\xad"
+     "ample.com",
+     "example.com"),                            /* soft hyphen ignored */
+  NM("exa\xef\xbb\xbfmple.com", "example.com"), /* U+FEFF ignored */
+  NM("a\xe2\x80\x8d"
+     "b.com",
+     "ab.com"), /* ZWJ: transitional fallback */
+  NM("a\xe2\x80\x8c"
+     "b.com",
+     "ab.com"),                      /* ZWNJ: transitional fallback */
+  NM("\xe2\x85\xab.com", "xii.com"), /* Roman numeral twelve */
+  NM("\xef\xac\x80.com", "ff.com"),  /* ligature ff */
+  NM("\xe2\x84\xa1.com", "tel.com"), /* TELEPHONE SIGN */
   NM("\xc3\xbc.", "xn--tda"),
   NM("\xc3\xbc\xe3\x80\x82", "xn--tda"),
-  NM("_dmarc.b\xc3\xbc" "cher.de", "_dmarc.xn--bcher-kva.de"),
+  NM("_dmarc.b\xc3\xbc"
+     "cher.de",
+     "_dmarc.xn--bcher-kva.de"),
   NM("xn--zca.\xc3\xbc", "xn--zca.xn--tda"),
-  BAD("\xe2\x91\xa0\xe2\x91\xa1\xe2\x91\xa6.0.0.1"),             /* ①②⑦.0.0.1 */
+  BAD("\xe2\x91\xa0\xe2\x91\xa1\xe2\x91\xa6.0.0.1"), /* ①②⑦.0.0.1 */
   BAD("\xef\xbc\x91\xef\xbc\x92\xef\xbc\x97\xef\xbc\x8e\xef\xbc\x90\xef\xbc\x8e"
-      "\xef\xbc\x90\xef\xbc\x8e\xef\xbc\x91"),                   /* １２７．０．０．１ */
-  BAD("127\xe3\x80\x82" "0\xe3\x80\x82" "0\xe3\x80\x82" "1"),    /* 127。0。0。1 */
-  BAD("127\xef\xbd\xa1" "0.0.1"),                                /* 127｡0.0.1 */
-  BAD("1.2.3.\xef\xbc\x94"),                                     /* fullwidth 4 */
-  BAD("\xef\xbc\x90\xef\xbd\x98\xef\xbc\x97\xef\xbd\x86.1"),     /* ０ｘ７ｆ.1 */
-  BAD("\xc3\xbc.0x1"),                                           /* numeric last label */
-  BAD("\xd9\xa1\xd9\xa2\xd9\xa7.0.0.1"),                         /* Arabic-Indic 127 */
-  BAD("\xf0\x9f\x92\xa9.la"),                                    /* emoji: not IDNA2008 */
-  BAD("\xc2\xbd.com"),                                           /* ½ */
-  BAD("b\xc3\xbc\xe2\x80\x8e.de"),                               /* LRM */
-  BAD("\xe2\x80\xae" "example.com"),                             /* RLO */
-  BAD("\xe2\x80\x8f" "example.com"),                             /* RLM */
-  BAD("\xcc\x81" "a.com"),                                       /* leading combining */
-  BAD("\xe2\x92\x88.com"),                                       /* ⒈ (digit full stop) */
-  BAD("a\xef\xbc\x9a" "80.b\xc3\xbc"),                           /* fullwidth ':' */
-  BAD("a\xef\xbc\x8f" "b.b\xc3\xbc"),                            /* fullwidth '/' */
-  BAD("a\xef\xbc\xa0" "b.b\xc3\xbc"),                            /* fullwidth '@' */
-  BAD("a\xef\xbc\x85" "2e.b\xc3\xbc"),                           /* fullwidth '%' */
-  BAD("a\xe3\x80\x80" "b.b\xc3\xbc"),                            /* ideographic space */
-  BAD("a\xc2\xa0" "b.com"),                                      /* no-break space */
-  BAD("a\xe2\x80\xa8" "b.com"),                                  /* line separator */
+      "\xef\xbc\x90\xef\xbc\x8e\xef\xbc\x91"), /* １２７．０．０．１ */
+  BAD("127\xe3\x80\x82"
+      "0\xe3\x80\x82"
+      "0\xe3\x80\x82"
+      "1"), /* 127。0。0。1 */
+  BAD("127\xef\xbd\xa1"
+      "0.0.1"),                                              /* 127｡0.0.1 */
+  BAD("1.2.3.\xef\xbc\x94"),                                 /* fullwidth 4 */
+  BAD("\xef\xbc\x90\xef\xbd\x98\xef\xbc\x97\xef\xbd\x86.1"), /* ０ｘ７ｆ.1 */
+  BAD("\xc3\xbc.0x1"),                                       /* numeric last label */
+  BAD("\xd9\xa1\xd9\xa2\xd9\xa7.0.0.1"),                     /* Arabic-Indic 127 */
+  BAD("\xf0\x9f\x92\xa9.la"),                                /* emoji: not IDNA2008 */
+  BAD("\xc2\xbd.com"),                                       /* ½ */
+  BAD("b\xc3\xbc\xe2\x80\x8e.de"),                           /* LRM */
+  BAD("\xe2\x80\xae"
+      "example.com"), /* RLO */
+  BAD("\xe2\x80\x8f"
+      "example.com"), /* RLM */
+  BAD("\xcc\x81"
+      "a.com"),            /* leading combining */
+  BAD("\xe2\x92\x88.com"), /* ⒈ (digit full stop) */
+  BAD("a\xef\xbc\x9a"
+      "80.b\xc3\xbc"), /* fullwidth ':' */
+  BAD("a\xef\xbc\x8f"
+      "b.b\xc3\xbc"), /* fullwidth '/' */
+  BAD("a\xef\xbc\xa0"
+      "b.b\xc3\xbc"), /* fullwidth '@' */
+  BAD("a\xef\xbc\x85"
+      "2e.b\xc3\xbc"), /* fullwidth '%' */
+  BAD("a\xe3\x80\x80"
+      "b.b\xc3\xbc"), /* ideographic space */
+  BAD("a\xc2\xa0"
+      "b.com"), /* no-break space */
+  BAD("a\xe2\x80\xa8"
+      "b.com"), /* line separator */
   BAD("\xc3\xbc..de"),
   BAD(".\xc3\xbc"),
   BAD("\xc3\xbc.."),
   BAD("-\xc3\xbc.de"),
   BAD("\xc3\xbc-.de"),
-  BAD("\xe3\x80\x82"),                                           /* just U+3002 */
+  BAD("\xe3\x80\x82"), /* just U+3002 */
   /* invalid UTF-8 */
-  BAD("\xc0\xae"),                                               /* overlong '.' */
-  BAD("example\xc0\xae" "com"),
-  BAD("example\xe0\x80\xae" "com"),                              /* 3-byte overlong '.' */
-  BAD("example\xf0\x80\x80\xae" "com"),                          /* 4-byte overlong '.' */
+  BAD("\xc0\xae"), /* overlong '.' */
+  BAD("example\xc0\xae"
+      "com"),
+  BAD("example\xe0\x80\xae"
+      "com"), /* 3-byte overlong '.' */
+  BAD("example\xf0\x80\x80\xae"
+      "com"), /* 4-byte overlong '.' */
   BAD("\xc1\xbf.com"),
   BAD("\xff.com"),
   BAD("\xfe.com"),
-  BAD("b\xc3"),                                                  /* truncated */
+  BAD("b\xc3"), /* truncated */
   BAD("b\xc3.de"),
-  BAD("\x80.com"),                                               /* lone continuation */
-  BAD("\xed\xa0\x80.com"),                                       /* surrogate */
-  BAD("\xf4\x90\x80\x80.com"),                                   /* above U+10FFFF */
-  BAD("\xf8\x88\x80\x80\x80.com"),                               /* 5-byte form */
-  BAD("\xc2\x85.com"),                                           /* NEL (C1 control) */
-  BAD("a\xc2\x9b" "b.com"),                                      /* CSI (C1 control) */
+  BAD("\x80.com"),                 /* lone continuation */
+  BAD("\xed\xa0\x80.com"),         /* surrogate */
+  BAD("\xf4\x90\x80\x80.com"),     /* above U+10FFFF */
+  BAD("\xf8\x88\x80\x80\x80.com"), /* 5-byte form */
+  BAD("\xc2\x85.com"),             /* NEL (C1 control) */
+  BAD("a\xc2\x9b"
+      "b.com"), /* CSI (C1 control) */
   /* A-labels that must not survive */
   BAD("xn--zz.com"),
   BAD("xn--.com"),
   BAD("xn--"),
   BAD("xn--abc-.com"),
   BAD("xn--a.com"),
-  BAD("xn--127-.com"),                                           /* punycode of "127" */
-  BAD("xn--orhcp.0.0.1"),                                        /* numeric last label */
-  BAD("xn--orhcp.com"),                                          /* ①②⑦: maps to ASCII */
-  BAD("xn--8g7ccp.com"),                                         /* fullwidth １２７ */
-  BAD("xn--ls8h.la"),                                            /* emoji */
+  BAD("xn--127-.com"),    /* punycode of "127" */
+  BAD("xn--orhcp.0.0.1"), /* numeric last label */
+  BAD("xn--orhcp.com"),   /* ①②⑦: maps to ASCII */
+  BAD("xn--8g7ccp.com"),  /* fullwidth １２７ */
+  BAD("xn--ls8h.la"),     /* emoji */
   BAD("xn--a.b-"),
-  BAD("xn--mi7chab1aes7c.com"),                                  /* fullwidth "example" */
+  BAD("xn--mi7chab1aes7c.com"), /* fullwidth "example" */
 
   /* --- malformed hosts --- */
   BAD(""),
@@ -302,14 +343,20 @@ static const canon_row_t rows[] = {
   BAD("example.com\n"),
   BAD("a.com\r\nHost: x"),
   BAD("a.com\rx"),
-  BAD("a\x0b" "b.com"),
-  BAD("a\x0c" "b.com"),
-  BAD("a\x00" "b.com"),
+  BAD("a\x0b"
+      "b.com"),
+  BAD("a\x0c"
+      "b.com"),
+  BAD("a\x00"
+      "b.com"),
   BAD("example.com\x00"),
-  BAD("\x00" "example.com"),
+  BAD("\x00"
+      "example.com"),
   BAD("127.0.0.1\x00.evil.com"),
-  BAD("a\x7f" ".com"),
-  BAD("a\x1b" "b.com"),
+  BAD("a\x7f"
+      ".com"),
+  BAD("a\x1b"
+      "b.com"),
   BAD("%2e"),
   BAD("example%2ecom"),
   BAD("exa%41mple.com"),
@@ -353,11 +400,11 @@ static const canon_row_t rows[] = {
 
 static const char *kind_name(int kind) {
   switch (kind) {
-  case BADK: return "invalid";
-  case EGRESS__HOST_NAME: return "name";
-  case EGRESS__HOST_IPV4: return "ipv4";
-  case EGRESS__HOST_IPV6: return "ipv6";
-  default: return "?";
+    case BADK: return "invalid";
+    case EGRESS__HOST_NAME: return "name";
+    case EGRESS__HOST_IPV4: return "ipv4";
+    case EGRESS__HOST_IPV6: return "ipv6";
+    default: return "?";
   }
 }
 
@@ -377,22 +424,20 @@ static const char *show(const char *s, size_t len, char *buf, size_t buflen) {
 
 /* Checks one result against an expectation; returns whether it matched and
  * prints the row on mismatch so a failing CI log names the input. */
-static bool expect(const char *what, const char *in, size_t len, egress_status_t st,
-                   const egress__host_t *h, const char *why, int kind, const char *text) {
+static bool expect(const char *what, const char *in, size_t len, egress_status_t st, const egress__host_t *h,
+                   const char *why, int kind, const char *text) {
   char buf[512];
   bool ok;
   if (kind == BADK) {
-    ok = st == EGRESS_EINVAL && why != NULL && why[0] != '\0' && h->len == 0 &&
-         h->text[0] == '\0';
+    ok = st == EGRESS_EINVAL && why != NULL && why[0] != '\0' && h->len == 0 && h->text[0] == '\0';
   } else {
-    ok = st == EGRESS_OK && (int)h->kind == kind && strcmp(h->text, text) == 0 &&
-         h->len == strlen(text) && why == NULL;
+    ok = st == EGRESS_OK && (int)h->kind == kind && strcmp(h->text, text) == 0 && h->len == strlen(text) &&
+         why == NULL;
   }
   if (!ok)
     printf("\n  %s(\"%s\"): expected %s \"%s\", got status %d kind %s \"%s\" (%s)\n", what,
-           show(in, len, buf, sizeof(buf)), kind_name(kind), text ? text : "",
-           (int)st, st == EGRESS_OK ? kind_name((int)h->kind) : "invalid", h->text,
-           why ? why : "");
+           show(in, len, buf, sizeof(buf)), kind_name(kind), text ? text : "", (int)st,
+           st == EGRESS_OK ? kind_name((int)h->kind) : "invalid", h->text, why ? why : "");
   return ok;
 }
 
@@ -404,9 +449,7 @@ static void test_table_host(void) {
     egress__host_t h;
     const char *why = "unset";
     egress_status_t st = egress__canon_host(rows[i].in, rows[i].len, &h, &why);
-    if (!expect("canon_host", rows[i].in, rows[i].len, st, &h, why, rows[i].kind,
-                rows[i].text))
-      failed++;
+    if (!expect("canon_host", rows[i].in, rows[i].len, st, &h, why, rows[i].kind, rows[i].text)) failed++;
   }
   CU_ASSERT_EQUAL(failed, 0);
 }
@@ -421,8 +464,7 @@ static void test_table_name(void) {
     const char *why = "unset";
     int kind = rows[i].kind == EGRESS__HOST_NAME ? EGRESS__HOST_NAME : BADK;
     egress_status_t st = egress__canon_name(rows[i].in, rows[i].len, &h, &why);
-    if (!expect("canon_name", rows[i].in, rows[i].len, st, &h, why, kind,
-                kind == BADK ? NULL : rows[i].text))
+    if (!expect("canon_name", rows[i].in, rows[i].len, st, &h, why, kind, kind == BADK ? NULL : rows[i].text))
       failed++;
   }
   CU_ASSERT_EQUAL(failed, 0);
@@ -538,7 +580,10 @@ static void test_explicit_length(void) {
   CU_ASSERT_EQUAL(h.kind, EGRESS__HOST_IPV4);
   CU_ASSERT_EQUAL(egress__canon_host("::1]", 3, &h, &why), EGRESS_OK);
   CU_ASSERT_STRING_EQUAL(h.text, "::1");
-  CU_ASSERT_EQUAL(egress__canon_host("b\xc3\xbc" "cher.de!!", 10, &h, &why), EGRESS_OK);
+  CU_ASSERT_EQUAL(egress__canon_host("b\xc3\xbc"
+                                     "cher.de!!",
+                                     10, &h, &why),
+                  EGRESS_OK);
   CU_ASSERT_STRING_EQUAL(h.text, "xn--bcher-kva.de");
   /* A len shorter than strlen that cuts a UTF-8 sequence. */
   CU_ASSERT_EQUAL(egress__canon_host("b\xc3\xbc", 2, &h, &why), EGRESS_EINVAL);
@@ -561,12 +606,24 @@ static void test_messages(void) {
     const char *in;
     const char *needle;
   } m[] = {
-    {"a\rb", "control"},         {"a b", "white space"},   {"a%2e", "%"},
-    {"a\\b", "backslash"},       {"u@h", "@"},             {"h/p", "/"},
-    {"h?q", "?"},                {"h#f", "#"},             {"http://h", "scheme"},
-    {"h:80", ":"},               {"[h]", "IPv6"},          {"a..b", "empty label"},
-    {"127.1", "dotted-quad"},    {"-a", "-"},              {"\xc0\xae", "UTF-8"},
-    {"xn--zz", "A-label"},       {"[::1]:80", "port"},     {"\xe2\x91\xa0.0.0.1", "IP"},
+    { "a\rb", "control" },
+    { "a b", "white space" },
+    { "a%2e", "%" },
+    { "a\\b", "backslash" },
+    { "u@h", "@" },
+    { "h/p", "/" },
+    { "h?q", "?" },
+    { "h#f", "#" },
+    { "http://h", "scheme" },
+    { "h:80", ":" },
+    { "[h]", "IPv6" },
+    { "a..b", "empty label" },
+    { "127.1", "dotted-quad" },
+    { "-a", "-" },
+    { "\xc0\xae", "UTF-8" },
+    { "xn--zz", "A-label" },
+    { "[::1]:80", "port" },
+    { "\xe2\x91\xa0.0.0.1", "IP" },
   };
   for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++) {
     egress__host_t h;
@@ -574,8 +631,7 @@ static void test_messages(void) {
     CU_ASSERT_EQUAL(egress__canon_host(m[i].in, strlen(m[i].in), &h, &why), EGRESS_EINVAL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(why);
     if (!strstr(why, m[i].needle)) {
-      printf("\n  message for \"%s\" is \"%s\", expected it to mention \"%s\"\n", m[i].in,
-             why, m[i].needle);
+      printf("\n  message for \"%s\" is \"%s\", expected it to mention \"%s\"\n", m[i].in, why, m[i].needle);
       CU_FAIL("message does not name the problem");
     }
   }
@@ -590,10 +646,10 @@ static void test_messages(void) {
 /* Every label ending in a number makes the whole host an IPv4 attempt,
  * checked exhaustively over short numeric labels and a few name shapes. */
 static void test_numeric_last_label_rule(void) {
-  static const char *heads[] = {"foo.", "a.b.", "1.2.3.", "0x7f.", "", "xn--bcher-kva."};
-  static const char *tails[] = {"0",    "1",    "00",   "08",  "255", "256", "4294967296",
-                                "0x",   "0X",   "0x0",  "0xf", "0XAb", "0x100000000",
-                                "0x7f000001", "99999999999999999999"};
+  static const char *heads[] = { "foo.", "a.b.", "1.2.3.", "0x7f.", "", "xn--bcher-kva." };
+  static const char *tails[] = { "0",   "1",          "00",          "08",         "255",
+                                 "256", "4294967296", "0x",          "0X",         "0x0",
+                                 "0xf", "0XAb",       "0x100000000", "0x7f000001", "99999999999999999999" };
   for (size_t i = 0; i < sizeof(heads) / sizeof(heads[0]); i++) {
     for (size_t j = 0; j < sizeof(tails) / sizeof(tails[0]); j++) {
       char buf[128];
@@ -619,10 +675,10 @@ static void test_numeric_last_label_rule(void) {
   /* Every dotted quad with one part spelled with a leading zero, and each
    * of the four parts out of range, is invalid. */
   for (int part = 0; part < 4; part++) {
-    static const char *bad[] = {"00", "01", "007", "256", "1000", "0x1", "-1", ""};
+    static const char *bad[] = { "00", "01", "007", "256", "1000", "0x1", "-1", "" };
     for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++) {
       char buf[64];
-      const char *p[4] = {"1", "2", "3", "4"};
+      const char *p[4] = { "1", "2", "3", "4" };
       p[part] = bad[b];
       int n = snprintf(buf, sizeof(buf), "%s.%s.%s.%s", p[0], p[1], p[2], p[3]);
       egress__host_t h;
@@ -662,7 +718,7 @@ static void test_ip_parse(void) {
   CU_ASSERT_EQUAL(ip.bytes[0], 1);
   CU_ASSERT_EQUAL(ip.bytes[3], 4);
   CU_ASSERT_EQUAL(ip.bytes[4], 0);
-  CU_ASSERT_TRUE(egress__ip4_parse("1.2.3.4.5", 7, &ip));    /* len bounds */
+  CU_ASSERT_TRUE(egress__ip4_parse("1.2.3.4.5", 7, &ip)); /* len bounds */
   CU_ASSERT_FALSE(egress__ip4_parse("1.2.3.4", 6, &ip) && ip.bytes[3] == 4);
   CU_ASSERT_FALSE(egress__ip4_parse("1.2.3.", 6, &ip));
   CU_ASSERT_FALSE(egress__ip4_parse("1.2.3.4\0", 8, &ip));
@@ -674,7 +730,7 @@ static void test_ip_parse(void) {
   CU_ASSERT_FALSE(egress__ip4_parse("1.2.3.a", 7, &ip));
   CU_ASSERT_FALSE(egress__ip4_parse("1111.2.3.4", 10, &ip));
 
-  CU_ASSERT_TRUE(egress__ip6_parse("::1zzz", 3, &ip));     /* explicit length */
+  CU_ASSERT_TRUE(egress__ip6_parse("::1zzz", 3, &ip)); /* explicit length */
   CU_ASSERT_EQUAL(ip.family, 6);
   CU_ASSERT_EQUAL(ip.bytes[15], 1);
   CU_ASSERT_FALSE(egress__ip6_parse("::1%eth0", 8, &ip));
@@ -692,25 +748,25 @@ static void test_ip_format(void) {
   static const struct {
     const char *in, *out;
   } f[] = {
-    {"1.2.3.4", "1.2.3.4"},
-    {"0.0.0.0", "0.0.0.0"},
-    {"::", "::"},
-    {"::1", "::1"},
-    {"1::", "1::"},
-    {"2001:db8::1", "2001:db8::1"},
-    {"2001:db8:0:0:1:0:0:1", "2001:db8::1:0:0:1"},
-    {"2001:0:0:1:0:0:0:1", "2001:0:0:1::1"},
-    {"2001:db8:0:1:1:1:1:1", "2001:db8:0:1:1:1:1:1"},
-    {"2001:DB8:AAAA:bbbb:CcCc:0:0:0", "2001:db8:aaaa:bbbb:cccc::"},
-    {"::2:3", "::2:3"},
-    {"::7f00:1", "::7f00:1"},
-    {"::ffff:1.2.3.4", "::ffff:1.2.3.4"},
-    {"::ffff:0:0", "::ffff:0.0.0.0"},
-    {"::ffff:0:1.2.3.4", "::ffff:0:102:304"},
-    {"1:0:0:0:0:0:0:0", "1::"},
-    {"0:0:0:0:0:0:0:0", "::"},
-    {"0:1:0:1:0:1:0:1", "0:1:0:1:0:1:0:1"},
-    {"ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"},
+    { "1.2.3.4", "1.2.3.4" },
+    { "0.0.0.0", "0.0.0.0" },
+    { "::", "::" },
+    { "::1", "::1" },
+    { "1::", "1::" },
+    { "2001:db8::1", "2001:db8::1" },
+    { "2001:db8:0:0:1:0:0:1", "2001:db8::1:0:0:1" },
+    { "2001:0:0:1:0:0:0:1", "2001:0:0:1::1" },
+    { "2001:db8:0:1:1:1:1:1", "2001:db8:0:1:1:1:1:1" },
+    { "2001:DB8:AAAA:bbbb:CcCc:0:0:0", "2001:db8:aaaa:bbbb:cccc::" },
+    { "::2:3", "::2:3" },
+    { "::7f00:1", "::7f00:1" },
+    { "::ffff:1.2.3.4", "::ffff:1.2.3.4" },
+    { "::ffff:0:0", "::ffff:0.0.0.0" },
+    { "::ffff:0:1.2.3.4", "::ffff:0:102:304" },
+    { "1:0:0:0:0:0:0:0", "1::" },
+    { "0:0:0:0:0:0:0:0", "::" },
+    { "0:1:0:1:0:1:0:1", "0:1:0:1:0:1:0:1" },
+    { "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff" },
   };
   for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
     egress__ip_t ip = ip_of(f[i].in);
@@ -776,7 +832,7 @@ static void test_prefix_contains(void) {
   egress__ip_t a = ip_of("10.255.1.2"), b = ip_of("11.0.0.0"), c = ip_of("::ffff:10.0.0.1");
   CU_ASSERT_TRUE(egress__prefix_contains(&p, &a));
   CU_ASSERT_FALSE(egress__prefix_contains(&p, &b));
-  CU_ASSERT_FALSE(egress__prefix_contains(&p, &c));  /* families differ */
+  CU_ASSERT_FALSE(egress__prefix_contains(&p, &c)); /* families differ */
   p.addr = ip_of("192.168.0.0");
   p.len = 23;
   a = ip_of("192.168.1.255");
@@ -862,8 +918,7 @@ static bool name_invariants(const egress__host_t *h) {
       label = 0;
       continue;
     }
-    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_'))
-      return false;
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_')) return false;
     if (label == 0 && c == '-') return false;
     label++;
   }
@@ -882,8 +937,8 @@ static bool name_invariants(const egress__host_t *h) {
 static void check_random_result(const char *buf, size_t n, bool names_only) {
   egress__host_t h, again;
   const char *why = NULL;
-  egress_status_t st = names_only ? egress__canon_name(buf, n, &h, &why)
-                                  : egress__canon_host(buf, n, &h, &why);
+  egress_status_t st =
+      names_only ? egress__canon_name(buf, n, &h, &why) : egress__canon_host(buf, n, &h, &why);
   CU_ASSERT_TRUE_FATAL(st == EGRESS_OK || st == EGRESS_EINVAL);
   if (st != EGRESS_OK) {
     CU_ASSERT_PTR_NOT_NULL_FATAL(why);
@@ -892,8 +947,8 @@ static void check_random_result(const char *buf, size_t n, bool names_only) {
   /* Nothing accepted holds a byte that could change its meaning later. */
   for (size_t i = 0; i < n; i++) {
     char c = buf[i];
-    if (c == '\0' || c == '%' || c == '@' || c == '/' || c == '\\' || c == ' ' ||
-        c == '?' || c == '#' || (unsigned char)c < 0x20 || c == 0x7f)
+    if (c == '\0' || c == '%' || c == '@' || c == '/' || c == '\\' || c == ' ' || c == '?' || c == '#' ||
+        (unsigned char)c < 0x20 || c == 0x7f)
       CU_FAIL_FATAL("accepted a host with a forbidden byte");
   }
   if (h.kind == EGRESS__HOST_NAME) {
@@ -918,12 +973,55 @@ static void test_random_bytes(void) {
   /* Pieces that make accepted and near-miss hosts likely, mixed with raw
    * random bytes. */
   static const char *pieces[] = {
-    "a", "z", "Q", "0", "1", "9", "127", "255", "256", "0x", "0X7f", "08", ".", ".", ".",
-    "-", "_", ":", "::", "[", "]", "%", "@", "/", "\\", " ", "xn--", "xn--bcher-kva",
-    "ffff", "\xc3\xbc", "\xc3\x9c", "\xe3\x80\x82", "\xef\xbc\x8e", "\xef\xbc\x91",
-    "\xe2\x91\xa0", "\xe2\x80\x8b", "\xe2\x80\x8d", "\xcf\x82", "\xc3\x9f", "\xd0\xb0",
-    "\xc0\xae", "\xed\xa0\x80", "\xf0\x9f\x92\xa9", "com", "example", "1.2.3.4",
-    "::ffff:", "localhost", "\xef\xbd\xa1",
+    "a",
+    "z",
+    "Q",
+    "0",
+    "1",
+    "9",
+    "127",
+    "255",
+    "256",
+    "0x",
+    "0X7f",
+    "08",
+    ".",
+    ".",
+    ".",
+    "-",
+    "_",
+    ":",
+    "::",
+    "[",
+    "]",
+    "%",
+    "@",
+    "/",
+    "\\",
+    " ",
+    "xn--",
+    "xn--bcher-kva",
+    "ffff",
+    "\xc3\xbc",
+    "\xc3\x9c",
+    "\xe3\x80\x82",
+    "\xef\xbc\x8e",
+    "\xef\xbc\x91",
+    "\xe2\x91\xa0",
+    "\xe2\x80\x8b",
+    "\xe2\x80\x8d",
+    "\xcf\x82",
+    "\xc3\x9f",
+    "\xd0\xb0",
+    "\xc0\xae",
+    "\xed\xa0\x80",
+    "\xf0\x9f\x92\xa9",
+    "com",
+    "example",
+    "1.2.3.4",
+    "::ffff:",
+    "localhost",
+    "\xef\xbd\xa1",
   };
   size_t npieces = sizeof(pieces) / sizeof(pieces[0]);
   unsigned accepted = 0;
@@ -966,8 +1064,7 @@ static void test_random_ascii_names(void) {
     if (st != EGRESS_OK) continue;
     size_t m = n;
     if (buf[m - 1] == '.') m--;
-    for (size_t i = 0; i < m; i++)
-      want[i] = (buf[i] >= 'A' && buf[i] <= 'Z') ? (char)(buf[i] + 32) : buf[i];
+    for (size_t i = 0; i < m; i++) want[i] = (buf[i] >= 'A' && buf[i] <= 'Z') ? (char)(buf[i] + 32) : buf[i];
     want[m] = '\0';
     CU_ASSERT_STRING_EQUAL(h.text, want);
     CU_ASSERT_TRUE(h.kind == EGRESS__HOST_NAME || h.kind == EGRESS__HOST_IPV4);
@@ -985,9 +1082,8 @@ static void *thread_run(void *arg) {
       egress__host_t h;
       const char *why;
       egress_status_t st = egress__canon_host(rows[i].in, rows[i].len, &h, &why);
-      bool ok = rows[i].kind == BADK
-                    ? st == EGRESS_EINVAL
-                    : st == EGRESS_OK && strcmp(h.text, rows[i].text) == 0;
+      bool ok =
+          rows[i].kind == BADK ? st == EGRESS_EINVAL : st == EGRESS_OK && strcmp(h.text, rows[i].text) == 0;
       if (!ok) (*bad)++;
     }
   }
@@ -996,7 +1092,7 @@ static void *thread_run(void *arg) {
 
 static void test_threads(void) {
   pthread_t t[4];
-  size_t bad[4] = {0, 0, 0, 0};
+  size_t bad[4] = { 0, 0, 0, 0 };
   for (int i = 0; i < 4; i++) CU_ASSERT_EQUAL_FATAL(pthread_create(&t[i], NULL, thread_run, &bad[i]), 0);
   for (int i = 0; i < 4; i++) {
     pthread_join(t[i], NULL);
@@ -1005,35 +1101,35 @@ static void test_threads(void) {
 }
 
 static CU_TestInfo canon_tests[] = {
-  {"table: canon_host", test_table_host},
-  {"table: canon_name", test_table_name},
-  {"canonical output is a fixed point", test_idempotent},
-  {"label and name lengths", test_lengths},
-  {"explicit length is honoured", test_explicit_length},
-  {"NULL arguments", test_null_args},
-  {"messages name the problem", test_messages},
-  {"numeric last label means IPv4 attempt", test_numeric_last_label_rule},
-  {"random bytes: no crash, invariants hold", test_random_bytes},
-  {"random ASCII names", test_random_ascii_names},
-  {"threads", test_threads},
+  { "table: canon_host", test_table_host },
+  { "table: canon_name", test_table_name },
+  { "canonical output is a fixed point", test_idempotent },
+  { "label and name lengths", test_lengths },
+  { "explicit length is honoured", test_explicit_length },
+  { "NULL arguments", test_null_args },
+  { "messages name the problem", test_messages },
+  { "numeric last label means IPv4 attempt", test_numeric_last_label_rule },
+  { "random bytes: no crash, invariants hold", test_random_bytes },
+  { "random ASCII names", test_random_ascii_names },
+  { "threads", test_threads },
   CU_TEST_INFO_NULL,
 };
 
 static CU_TestInfo ip_tests[] = {
-  {"parse", test_ip_parse},
-  {"dotted quad parts", test_ip4_exhaustive_parts},
-  {"RFC 5952 format", test_ip_format},
-  {"RFC 5952 format, random", test_ip_format_random},
-  {"prefix contains", test_prefix_contains},
-  {"unmap and sockaddr", test_unmap_sockaddr},
+  { "parse", test_ip_parse },
+  { "dotted quad parts", test_ip4_exhaustive_parts },
+  { "RFC 5952 format", test_ip_format },
+  { "RFC 5952 format, random", test_ip_format_random },
+  { "prefix contains", test_prefix_contains },
+  { "unmap and sockaddr", test_unmap_sockaddr },
   CU_TEST_INFO_NULL,
 };
 
 int main(int argc, char **argv) {
   static const egress_test_suite_t suites[] = {
-    {"canon", NULL, NULL, canon_tests},
-    {"ip", NULL, NULL, ip_tests},
-    {NULL, NULL, NULL, NULL},
+    { "canon", NULL, NULL, canon_tests },
+    { "ip", NULL, NULL, ip_tests },
+    { NULL, NULL, NULL, NULL },
   };
   return egress_test_main(argc, argv, suites);
 }

@@ -68,8 +68,8 @@ static void set_field(egress_decision_t *d, egress_field_t f, const char *v) {
   d->t.field[f] = egress__strdup(v);
 }
 
-static void add_addr(egress_decision_t *d, const char *text, egress_verdict_t v,
-                     egress_reason_t r, int32_t ttl) {
+static void add_addr(egress_decision_t *d, const char *text, egress_verdict_t v, egress_reason_t r,
+                     int32_t ttl) {
   egress__addr_verdict_t *a = egress__realloc(d->v.addrs, (d->v.naddrs + 1) * sizeof *a);
   CU_ASSERT_FATAL(a != NULL);
   d->v.addrs = a;
@@ -102,8 +102,7 @@ static egress_decision_t *case_allowed(void) {
   d->v.reason = EGRESS_REASON_NONE;
   set_rule(d, EGRESS_LIST_ALLOW, 0, "https://api.example.com");
   add_addr(d, "93.184.216.34", EGRESS_VERDICT_ALLOW, EGRESS_REASON_NONE, 60);
-  add_addr(d, "2606:2800:220:1:248:1893:25c8:1946", EGRESS_VERDICT_ALLOW,
-           EGRESS_REASON_NONE, 300);
+  add_addr(d, "2606:2800:220:1:248:1893:25c8:1946", EGRESS_VERDICT_ALLOW, EGRESS_REASON_NONE, 300);
   set_field(d, EGRESS_FIELD_METHOD, "GET");
   set_field(d, EGRESS_FIELD_WORKSPACE_ID, "ws-1");
   set_field(d, EGRESS_FIELD_AGENT_ID, "agent-7");
@@ -218,15 +217,15 @@ typedef struct golden_case {
 } golden_case_t;
 
 static const golden_case_t event_cases[] = {
-    {"event_allowed", case_allowed, NULL},
-    {"event_not_in_allowlist", case_not_in_allowlist, "/enforcement/worker-a"},
-    {"event_explicit_deny", case_explicit_deny, NULL},
-    {"event_resolved_address_forbidden", case_resolved_forbidden, NULL},
-    {"event_enforcement_unavailable", case_unavailable, NULL},
-    {"event_monitor", case_monitor, NULL},
-    {"event_invalid_host", case_invalid_host, NULL},
-    {"event_long_host", case_long_host, NULL},
-    {"event_long_url", case_long_url, NULL},
+  { "event_allowed", case_allowed, NULL },
+  { "event_not_in_allowlist", case_not_in_allowlist, "/enforcement/worker-a" },
+  { "event_explicit_deny", case_explicit_deny, NULL },
+  { "event_resolved_address_forbidden", case_resolved_forbidden, NULL },
+  { "event_enforcement_unavailable", case_unavailable, NULL },
+  { "event_monitor", case_monitor, NULL },
+  { "event_invalid_host", case_invalid_host, NULL },
+  { "event_long_host", case_long_host, NULL },
+  { "event_long_url", case_long_url, NULL },
 };
 #define N_EVENT_CASES (sizeof event_cases / sizeof event_cases[0])
 
@@ -243,11 +242,24 @@ static bool utf8_ok(const unsigned char *s, size_t len) {
     unsigned c = s[i];
     size_t n;
     unsigned cp, min;
-    if (c < 0x80) { i++; continue; }
-    if ((c & 0xE0) == 0xC0) { n = 2; cp = c & 0x1F; min = 0x80; }
-    else if ((c & 0xF0) == 0xE0) { n = 3; cp = c & 0x0F; min = 0x800; }
-    else if ((c & 0xF8) == 0xF0) { n = 4; cp = c & 0x07; min = 0x10000; }
-    else return false;
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
+    if ((c & 0xE0) == 0xC0) {
+      n = 2;
+      cp = c & 0x1F;
+      min = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+      n = 3;
+      cp = c & 0x0F;
+      min = 0x800;
+    } else if ((c & 0xF8) == 0xF0) {
+      n = 4;
+      cp = c & 0x07;
+      min = 0x10000;
+    } else
+      return false;
     if (i + n > len) return false;
     for (size_t k = 1; k < n; k++) {
       if ((s[i + k] & 0xC0) != 0x80) return false;
@@ -277,7 +289,11 @@ static char *slurp(const char *path, size_t *len_out) {
     len += n;
     if (cap - len - 1 == 0) {
       char *nb = realloc(buf, cap * 2);
-      if (!nb) { free(buf); buf = NULL; break; }
+      if (!nb) {
+        free(buf);
+        buf = NULL;
+        break;
+      }
       buf = nb;
       cap *= 2;
     }
@@ -347,10 +363,20 @@ static void *xmalloc(size_t n) {
 static bool ref_utf8_prefix(const unsigned char *s, size_t k, size_t *need) {
   unsigned c = s[0], cp;
   unsigned long min;
-  if ((c & 0xE0) == 0xC0) { *need = 2; cp = c & 0x1F; min = 0x80; }
-  else if ((c & 0xF0) == 0xE0) { *need = 3; cp = c & 0x0F; min = 0x800; }
-  else if ((c & 0xF8) == 0xF0) { *need = 4; cp = c & 0x07; min = 0x10000; }
-  else return false;
+  if ((c & 0xE0) == 0xC0) {
+    *need = 2;
+    cp = c & 0x1F;
+    min = 0x80;
+  } else if ((c & 0xF0) == 0xE0) {
+    *need = 3;
+    cp = c & 0x0F;
+    min = 0x800;
+  } else if ((c & 0xF8) == 0xF0) {
+    *need = 4;
+    cp = c & 0x07;
+    min = 0x10000;
+  } else
+    return false;
   if (k > *need) return false;
   for (size_t i = 1; i < k; i++) {
     if ((s[i] & 0xC0) != 0x80) return false;
@@ -494,10 +520,12 @@ static cJSON *ref_addresses(const egress_decision_t *d) {
 }
 
 static cJSON *ref_event(const egress_decision_t *d, const char *source) {
-  static const struct { const char *key; egress_field_t field; } ctx[] = {
-      {"workspaceId", EGRESS_FIELD_WORKSPACE_ID}, {"agentId", EGRESS_FIELD_AGENT_ID},
-      {"machineId", EGRESS_FIELD_MACHINE_ID},     {"runId", EGRESS_FIELD_RUN_ID},
-      {"correlationId", EGRESS_FIELD_CORRELATION_ID}, {"method", EGRESS_FIELD_METHOD}};
+  static const struct {
+    const char *key;
+    egress_field_t field;
+  } ctx[] = { { "workspaceId", EGRESS_FIELD_WORKSPACE_ID },     { "agentId", EGRESS_FIELD_AGENT_ID },
+              { "machineId", EGRESS_FIELD_MACHINE_ID },         { "runId", EGRESS_FIELD_RUN_ID },
+              { "correlationId", EGRESS_FIELD_CORRELATION_ID }, { "method", EGRESS_FIELD_METHOD } };
   cJSON *root = cJSON_CreateObject();
   cJSON_AddStringToObject(root, "specversion", "1.0");
   cJSON_AddStringToObject(root, "type", "io.portarium.egress.attempt");
@@ -539,7 +567,8 @@ static cJSON *ref_decision(const egress_decision_t *d) {
   cJSON_AddItemToObject(root, "reason", ref_reason(d));
   cJSON_AddItemToObject(root, "matchedRule", ref_rule(d));
   cJSON_AddItemToObject(root, "addresses", ref_addresses(d));
-  cJSON_AddItemToObject(root, "message", ref_str(d->t.message ? d->t.message : egress_reason_message(d->v.reason)));
+  cJSON_AddItemToObject(root, "message",
+                        ref_str(d->t.message ? d->t.message : egress_reason_message(d->v.reason)));
   cJSON_AddStringToObject(root, "mode", d->v.mode == EGRESS_MODE_MONITOR ? "monitor" : "enforce");
   cJSON_AddBoolToObject(root, "wouldDeny", d->v.outcome != EGRESS_OUTCOME_ALLOWED);
   if (d->t.curl_resolve) cJSON_AddItemToObject(root, "curlResolve", ref_str(d->t.curl_resolve));
@@ -623,10 +652,9 @@ static void test_golden_events(void) {
     CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(j, "time")->valuestring, d->time_rfc3339);
     cJSON *data = cJSON_GetObjectItem(j, "data");
     CU_ASSERT_PTR_NOT_NULL_FATAL(data);
-    CU_ASSERT_DOUBLE_EQUAL(cJSON_GetObjectItem(data, "dnsMs")->valuedouble,
-                           rounded_ms(d->v.dns_ms), 1e-9);
-    CU_ASSERT_DOUBLE_EQUAL(cJSON_GetObjectItem(data, "latencyMs")->valuedouble,
-                           rounded_ms(d->v.latency_ms), 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(cJSON_GetObjectItem(data, "dnsMs")->valuedouble, rounded_ms(d->v.dns_ms), 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(cJSON_GetObjectItem(data, "latencyMs")->valuedouble, rounded_ms(d->v.latency_ms),
+                           1e-9);
     replace_with_string(j, "id", "<id>");
     replace_with_string(j, "time", "<time>");
     replace_with_string(data, "dnsMs", "<ms>");
@@ -640,10 +668,10 @@ static void test_golden_events(void) {
 
 static void test_golden_decisions(void) {
   static const golden_case_t cases[] = {
-      {"decision_allowed", case_allowed, NULL},
-      {"decision_monitor", case_monitor, NULL},
-      {"decision_invalid_host", case_invalid_host, NULL},
-      {"decision_long_host", case_long_host, NULL},
+    { "decision_allowed", case_allowed, NULL },
+    { "decision_monitor", case_monitor, NULL },
+    { "decision_invalid_host", case_invalid_host, NULL },
+    { "decision_long_host", case_long_host, NULL },
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     egress_decision_t *d = cases[i].make();
@@ -672,22 +700,22 @@ typedef struct field_spec {
 
 static bool type_ok(const cJSON *v, char t) {
   switch (t) {
-  case 'S': return cJSON_IsString(v);
-  case 's': return cJSON_IsString(v) || cJSON_IsNull(v);
-  case 'N': return cJSON_IsNumber(v);
-  case 'n': return cJSON_IsNumber(v) || cJSON_IsNull(v);
-  case 'B': return cJSON_IsBool(v);
-  case 'R': return cJSON_IsObject(v) || cJSON_IsNull(v);
-  case 'A': return cJSON_IsArray(v);
-  case 'O': return cJSON_IsObject(v);
-  default: return false;
+    case 'S': return cJSON_IsString(v);
+    case 's': return cJSON_IsString(v) || cJSON_IsNull(v);
+    case 'N': return cJSON_IsNumber(v);
+    case 'n': return cJSON_IsNumber(v) || cJSON_IsNull(v);
+    case 'B': return cJSON_IsBool(v);
+    case 'R': return cJSON_IsObject(v) || cJSON_IsNull(v);
+    case 'A': return cJSON_IsArray(v);
+    case 'O': return cJSON_IsObject(v);
+    default: return false;
   }
 }
 
 /* Every listed field present with its type, and no other field except
  * those named in @p optional. */
-static void check_fields(const cJSON *obj, const field_spec_t *spec, size_t n,
-                         const field_spec_t *optional, size_t nopt, const char *where) {
+static void check_fields(const cJSON *obj, const field_spec_t *spec, size_t n, const field_spec_t *optional,
+                         size_t nopt, const char *where) {
   CU_ASSERT_FATAL(cJSON_IsObject(obj));
   for (size_t i = 0; i < n; i++) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, spec[i].name);
@@ -709,9 +737,10 @@ static void check_fields(const cJSON *obj, const field_spec_t *spec, size_t n,
 }
 
 static void check_rule_and_addresses(const cJSON *obj) {
-  static const field_spec_t rule[] = {{"index", 'N'}, {"list", 'S'}, {"text", 'S'}};
+  static const field_spec_t rule[] = { { "index", 'N' }, { "list", 'S' }, { "text", 'S' } };
   static const field_spec_t addr[] = {
-      {"address", 'S'}, {"verdict", 'S'}, {"reason", 's'}, {"ttl", 'n'}};
+    { "address", 'S' }, { "verdict", 'S' }, { "reason", 's' }, { "ttl", 'n' }
+  };
   const cJSON *r = cJSON_GetObjectItemCaseSensitive(obj, "matchedRule");
   if (cJSON_IsObject(r)) {
     check_fields(r, rule, 3, NULL, 0, "matchedRule");
@@ -729,21 +758,34 @@ static void check_rule_and_addresses(const cJSON *obj) {
 }
 
 static void test_schema(void) {
-  static const field_spec_t top[] = {
-      {"specversion", 'S'}, {"type", 'S'}, {"source", 'S'}, {"id", 'S'},
-      {"time", 'S'}, {"datacontenttype", 'S'}, {"subject", 'S'}, {"data", 'O'}};
-  static const field_spec_t data[] = {
-      {"workspaceId", 's'}, {"agentId", 's'}, {"machineId", 's'}, {"runId", 's'},
-      {"correlationId", 's'}, {"method", 's'}, {"destination", 'S'}, {"host", 's'},
-      {"port", 'N'}, {"outcome", 'S'}, {"denyReason", 's'}, {"enforcementMode", 'S'},
-      {"wouldDeny", 'B'}, {"matchedRule", 'R'}, {"addresses", 'A'}, {"dnsMs", 'N'},
-      {"latencyMs", 'N'}, {"policyDigest", 's'}, {"specialRangesVersion", 'S'}};
-  static const field_spec_t data_opt[] = {{"url", 'S'}};
-  static const field_spec_t dec[] = {
-      {"host", 'S'}, {"port", 'N'}, {"verdict", 'S'}, {"outcome", 'S'}, {"reason", 's'},
-      {"matchedRule", 'R'}, {"addresses", 'A'}, {"message", 'S'}, {"mode", 'S'},
-      {"wouldDeny", 'B'}};
-  static const field_spec_t dec_opt[] = {{"curlResolve", 'S'}, {"url", 'S'}};
+  static const field_spec_t top[] = { { "specversion", 'S' }, { "type", 'S' }, { "source", 'S' },
+                                      { "id", 'S' },          { "time", 'S' }, { "datacontenttype", 'S' },
+                                      { "subject", 'S' },     { "data", 'O' } };
+  static const field_spec_t data[] = { { "workspaceId", 's' },
+                                       { "agentId", 's' },
+                                       { "machineId", 's' },
+                                       { "runId", 's' },
+                                       { "correlationId", 's' },
+                                       { "method", 's' },
+                                       { "destination", 'S' },
+                                       { "host", 's' },
+                                       { "port", 'N' },
+                                       { "outcome", 'S' },
+                                       { "denyReason", 's' },
+                                       { "enforcementMode", 'S' },
+                                       { "wouldDeny", 'B' },
+                                       { "matchedRule", 'R' },
+                                       { "addresses", 'A' },
+                                       { "dnsMs", 'N' },
+                                       { "latencyMs", 'N' },
+                                       { "policyDigest", 's' },
+                                       { "specialRangesVersion", 'S' } };
+  static const field_spec_t data_opt[] = { { "url", 'S' } };
+  static const field_spec_t dec[] = { { "host", 'S' },      { "port", 'N' },    { "verdict", 'S' },
+                                      { "outcome", 'S' },   { "reason", 's' },  { "matchedRule", 'R' },
+                                      { "addresses", 'A' }, { "message", 'S' }, { "mode", 'S' },
+                                      { "wouldDeny", 'B' } };
+  static const field_spec_t dec_opt[] = { { "curlResolve", 'S' }, { "url", 'S' } };
 
   for (size_t i = 0; i < N_EVENT_CASES; i++) {
     egress_decision_t *d = event_cases[i].make();
@@ -753,12 +795,9 @@ static void test_schema(void) {
     CU_ASSERT_PTR_NOT_NULL_FATAL(j);
     check_fields(j, top, sizeof top / sizeof top[0], NULL, 0, event_cases[i].name);
     CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(j, "specversion")->valuestring, "1.0");
-    CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(j, "type")->valuestring,
-                           "io.portarium.egress.attempt");
-    CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(j, "source")->valuestring,
-                           "/enforcement/libegress");
-    CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(j, "datacontenttype")->valuestring,
-                           "application/json");
+    CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(j, "type")->valuestring, "io.portarium.egress.attempt");
+    CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(j, "source")->valuestring, "/enforcement/libegress");
+    CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(j, "datacontenttype")->valuestring, "application/json");
     cJSON *dj = cJSON_GetObjectItem(j, "data");
     check_fields(dj, data, sizeof data / sizeof data[0], data_opt, 1, event_cases[i].name);
     check_rule_and_addresses(dj);
@@ -793,9 +832,7 @@ static void test_schema(void) {
 /* Stamps                                                                    */
 /* ------------------------------------------------------------------------ */
 
-static int cmp_str(const void *a, const void *b) {
-  return strcmp((const char *)a, (const char *)b);
-}
+static int cmp_str(const void *a, const void *b) { return strcmp((const char *)a, (const char *)b); }
 
 static void test_uuid_v4(void) {
   enum { N = 10000 };
@@ -803,7 +840,7 @@ static void test_uuid_v4(void) {
   CU_ASSERT_PTR_NOT_NULL_FATAL(ids);
   egress_decision_t d;
   memset(&d, 0, sizeof d);
-  unsigned char seen_one[16] = {0}, seen_zero[16] = {0};
+  unsigned char seen_one[16] = { 0 }, seen_zero[16] = { 0 };
   bool format_ok = true;
   for (int i = 0; i < N; i++) {
     CU_ASSERT_EQUAL_FATAL(egress__event_stamp(&d), EGRESS_OK);
@@ -818,9 +855,14 @@ static void test_uuid_v4(void) {
       }
       const char *hex = "0123456789abcdef";
       const char *p = u[k] ? strchr(hex, u[k]) : NULL;
-      if (!p) { format_ok = false; break; }
-      if (b % 2 == 0 && b / 2 < 16) bytes[b / 2] = (unsigned char)((p - hex) << 4);
-      else bytes[b / 2] |= (unsigned char)(p - hex);
+      if (!p) {
+        format_ok = false;
+        break;
+      }
+      if (b % 2 == 0 && b / 2 < 16)
+        bytes[b / 2] = (unsigned char)((p - hex) << 4);
+      else
+        bytes[b / 2] |= (unsigned char)(p - hex);
       b++;
     }
     if (!format_ok) {
@@ -873,11 +915,11 @@ static void test_rfc3339(void) {
     struct tm tm;
     memset(&tm, 0, sizeof tm);
     int ms = -1;
-    CU_ASSERT_EQUAL(sscanf(t, "%4d-%2d-%2dT%2d:%2d:%2d.%3dZ", &tm.tm_year, &tm.tm_mon,
-                           &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms), 7);
-    CU_ASSERT_TRUE(tm.tm_mon >= 1 && tm.tm_mon <= 12 && tm.tm_mday >= 1 &&
-                   tm.tm_mday <= 31 && tm.tm_hour <= 23 && tm.tm_min <= 59 &&
-                   tm.tm_sec <= 60 && ms >= 0 && ms <= 999);
+    CU_ASSERT_EQUAL(sscanf(t, "%4d-%2d-%2dT%2d:%2d:%2d.%3dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+                           &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms),
+                    7);
+    CU_ASSERT_TRUE(tm.tm_mon >= 1 && tm.tm_mon <= 12 && tm.tm_mday >= 1 && tm.tm_mday <= 31 &&
+                   tm.tm_hour <= 23 && tm.tm_min <= 59 && tm.tm_sec <= 60 && ms >= 0 && ms <= 999);
     tm.tm_year -= 1900;
     tm.tm_mon -= 1;
     time_t when = timegm(&tm);
@@ -911,29 +953,31 @@ static char *invalid_host_output(const char *dest) {
 static void test_utf8_replacement(void) {
   /* Unicode §3.9 Table 3-8 and the maximal-subpart rule: one U+FFFD per
    * maximal subpart of an ill-formed sequence. */
-  static const struct { const char *in, *out; } cases[] = {
-      {"a\x80z", "a" R "z"},                       /* lone continuation */
-      {"\xC0\xAF", R R},                           /* overlong '/': C0 never leads */
-      {"\xC1\xBF", R R},
-      {"\xE0\x80\xAF", R R R},                     /* overlong 3-byte */
-      {"\xF0\x80\x80\xAF", R R R R},               /* overlong 4-byte */
-      {"\xED\xA0\x80", R R R},                     /* surrogate D800 */
-      {"\xED\xBF\xBF", R R R},                     /* surrogate DFFF */
-      {"\xF4\x90\x80\x80", R R R R},               /* above U+10FFFF */
-      {"\xF5\x80\x80\x80", R R R R},
-      {"\xFE\xFF", R R},
-      {"\xE2\x82", R},                             /* truncated at end */
-      {"\xE2\x82z", R "z"},                        /* truncated, then ASCII */
-      {"\xF0\x9F\x98", R},
-      {"\xF0\x9F\x98\xF0\x9F\x98\x80", R "\xF0\x9F\x98\x80"},
-      {"\x61\xF1\x80\x80\xE1\x80\xC2\x62\x80\x63\x80\xBF\x64",
-       "a" R R R "b" R "c" R R "d"},               /* Unicode's own example */
-      {"\xED\x9F\xBF", "\xED\x9F\xBF"},            /* U+D7FF: valid */
-      {"\xEE\x80\x80", "\xEE\x80\x80"},            /* U+E000: valid */
-      {"\xF4\x8F\xBF\xBF", "\xF4\x8F\xBF\xBF"},    /* U+10FFFF: valid */
-      {"\xC2\x80", "\xC2\x80"},                    /* U+0080: valid */
-      {"\xE2\x80\xA8", "\xE2\x80\xA8"},            /* U+2028: valid JSON */
-      {"\x7F", "\x7F"},
+  static const struct {
+    const char *in, *out;
+  } cases[] = {
+    { "a\x80z", "a" R "z" }, /* lone continuation */
+    { "\xC0\xAF", R R },     /* overlong '/': C0 never leads */
+    { "\xC1\xBF", R R },
+    { "\xE0\x80\xAF", R R R },       /* overlong 3-byte */
+    { "\xF0\x80\x80\xAF", R R R R }, /* overlong 4-byte */
+    { "\xED\xA0\x80", R R R },       /* surrogate D800 */
+    { "\xED\xBF\xBF", R R R },       /* surrogate DFFF */
+    { "\xF4\x90\x80\x80", R R R R }, /* above U+10FFFF */
+    { "\xF5\x80\x80\x80", R R R R },
+    { "\xFE\xFF", R R },
+    { "\xE2\x82", R },      /* truncated at end */
+    { "\xE2\x82z", R "z" }, /* truncated, then ASCII */
+    { "\xF0\x9F\x98", R },
+    { "\xF0\x9F\x98\xF0\x9F\x98\x80", R "\xF0\x9F\x98\x80" },
+    { "\x61\xF1\x80\x80\xE1\x80\xC2\x62\x80\x63\x80\xBF\x64",
+      "a" R R R "b" R "c" R R "d" },            /* Unicode's own example */
+    { "\xED\x9F\xBF", "\xED\x9F\xBF" },         /* U+D7FF: valid */
+    { "\xEE\x80\x80", "\xEE\x80\x80" },         /* U+E000: valid */
+    { "\xF4\x8F\xBF\xBF", "\xF4\x8F\xBF\xBF" }, /* U+10FFFF: valid */
+    { "\xC2\x80", "\xC2\x80" },                 /* U+0080: valid */
+    { "\xE2\x80\xA8", "\xE2\x80\xA8" },         /* U+2028: valid JSON */
+    { "\x7F", "\x7F" },
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     char *got = invalid_host_output(cases[i].in);
@@ -943,7 +987,7 @@ static void test_utf8_replacement(void) {
   }
   /* Every control character survives as itself (escaped on the wire). */
   for (int c = 1; c < 0x20; c++) {
-    char in[4] = {'a', (char)c, 'b', 0};
+    char in[4] = { 'a', (char)c, 'b', 0 };
     char *got = invalid_host_output(in);
     CU_ASSERT_STRING_EQUAL(got, in);
     free(got);
@@ -959,9 +1003,11 @@ static unsigned rnd(void) {
 }
 
 static void random_string(char *buf, size_t cap) {
-  static const char *pieces[] = {"\xC3\xA9", "\xE2\x82\xAC", "\xF0\x9F\x98\x80", "\"", "\\",
-                                 "\n", "\x01", "\x7F", "\xFF", "\xC0", "\xED\xA0\x80",
-                                 ":", "[", "]", "/", "\\u0000", "%00", "\xE2\x80\xA8"};
+  static const char *pieces[] = {
+    "\xC3\xA9", "\xE2\x82\xAC", "\xF0\x9F\x98\x80", "\"", "\\", "\n", "\x01", "\x7F",
+    "\xFF",     "\xC0",         "\xED\xA0\x80",     ":",  "[",  "]",  "/",    "\\u0000",
+    "%00",      "\xE2\x80\xA8"
+  };
   size_t n = rnd() % 40, o = 0;
   for (size_t i = 0; i < n && o + 5 < cap; i++) {
     if (rnd() % 3 == 0) {
@@ -1005,10 +1051,8 @@ static void test_hostile_strings(void) {
       /* Well-formed input comes back byte for byte. */
       char expect[300];
       snprintf(expect, sizeof expect, "%s:%ld", dest, (long)d->v.port);
-      const char *got = cJSON_GetObjectItem(cJSON_GetObjectItem(je, "data"), "destination")
-                            ->valuestring;
-      if (strcmp(got, expect) || strcmp(cJSON_GetObjectItem(jd, "host")->valuestring, dest))
-        roundtrip_fail++;
+      const char *got = cJSON_GetObjectItem(cJSON_GetObjectItem(je, "data"), "destination")->valuestring;
+      if (strcmp(got, expect) || strcmp(cJSON_GetObjectItem(jd, "host")->valuestring, dest)) roundtrip_fail++;
     }
     cJSON_Delete(je);
     cJSON_Delete(jd);
@@ -1038,18 +1082,18 @@ static void test_subject(void) {
     int32_t port;
     const char *subject;
   } cases[] = {
-      {"::1", "::1", EGRESS__HOST_IPV6, 443, "[::1]:443"},
-      {"[::1]", "::1", EGRESS__HOST_IPV6, 443, "[::1]:443"},
-      {"::ffff:1.2.3.4", "1.2.3.4", EGRESS__HOST_IPV4, 80, "[::ffff:1.2.3.4]:80"},
-      {"203.0.113.7", "203.0.113.7", EGRESS__HOST_IPV4, 1, "203.0.113.7:1"},
-      {"Example.COM", "example.com", EGRESS__HOST_NAME, 65535, "Example.COM:65535"},
-      {"a:b", NULL, 0, 443, "a:b:443"},          /* invalid: left as given */
-      {"[1.2.3.4]", NULL, 0, 443, "[1.2.3.4]:443"},
-      {"", NULL, 0, 443, ":443"},
-      {"example.com", "example.com", EGRESS__HOST_NAME, 0, "example.com:0"},
-      {"example.com", "example.com", EGRESS__HOST_NAME, 70000, "example.com:70000"},
-      {"example.com", "example.com", EGRESS__HOST_NAME, -1, "example.com:-1"},
-      {NULL, NULL, 0, 443, ":443"},
+    { "::1", "::1", EGRESS__HOST_IPV6, 443, "[::1]:443" },
+    { "[::1]", "::1", EGRESS__HOST_IPV6, 443, "[::1]:443" },
+    { "::ffff:1.2.3.4", "1.2.3.4", EGRESS__HOST_IPV4, 80, "[::ffff:1.2.3.4]:80" },
+    { "203.0.113.7", "203.0.113.7", EGRESS__HOST_IPV4, 1, "203.0.113.7:1" },
+    { "Example.COM", "example.com", EGRESS__HOST_NAME, 65535, "Example.COM:65535" },
+    { "a:b", NULL, 0, 443, "a:b:443" }, /* invalid: left as given */
+    { "[1.2.3.4]", NULL, 0, 443, "[1.2.3.4]:443" },
+    { "", NULL, 0, 443, ":443" },
+    { "example.com", "example.com", EGRESS__HOST_NAME, 0, "example.com:0" },
+    { "example.com", "example.com", EGRESS__HOST_NAME, 70000, "example.com:70000" },
+    { "example.com", "example.com", EGRESS__HOST_NAME, -1, "example.com:-1" },
+    { NULL, NULL, 0, 443, ":443" },
   };
   char buf[256];
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -1075,7 +1119,7 @@ static void test_numbers(void) {
   egress__free(text);
 
   /* Nonsense timings keep the field a number. */
-  double weird[] = {-5.0, 0.0 / 0.0, 1.0 / 0.0};
+  double weird[] = { -5.0, 0.0 / 0.0, 1.0 / 0.0 };
   for (size_t i = 0; i < 3; i++) {
     d->v.latency_ms = weird[i];
     text = event_checked(d, NULL);
@@ -1105,7 +1149,7 @@ static void *fresh_build_thread(void *arg) {
 }
 
 static char *event_print_fresh(const egress_decision_t *d) {
-  fresh_build_t b = {d, NULL};
+  fresh_build_t b = { d, NULL };
   pthread_t t;
   CU_ASSERT_EQUAL_FATAL(pthread_create(&t, NULL, fresh_build_thread, &b), 0);
   pthread_join(t, NULL);
@@ -1122,7 +1166,8 @@ static void test_print_buffer_reuse(void) {
   for (size_t i = 0; i < N_EVENT_CASES; i++) d[i] = event_cases[i].make();
   /* One more shape: many addresses, a longer event than the others. */
   d[n] = case_resolved_forbidden();
-  for (int k = 0; k < 9; k++) add_addr(d[n], "2001:db8::7", EGRESS_VERDICT_DENY, EGRESS_REASON_EXPLICIT_DENY, k);
+  for (int k = 0; k < 9; k++)
+    add_addr(d[n], "2001:db8::7", EGRESS_VERDICT_DENY, EGRESS_REASON_EXPLICIT_DENY, k);
   n++;
   for (size_t i = 0; i < n; i++) {
     fresh[i] = event_print_fresh(d[i]);
@@ -1157,7 +1202,7 @@ static void test_print_buffer_reuse(void) {
 static void test_alloc_failures(void) {
   for (size_t c = 0; c < N_EVENT_CASES; c++) {
     egress_decision_t *d = event_cases[c].make();
-    char *ref[2] = {event_checked(d, NULL), decision_checked(d)};
+    char *ref[2] = { event_checked(d, NULL), decision_checked(d) };
     for (int which = 0; which < 2; which++) {
       long failures = 0;
       for (long n = 1; n < 100; n++) {
@@ -1198,16 +1243,20 @@ static void test_alloc_failures(void) {
 
 /* Exact bytes on the wire: cJSON's escapes, nothing else changed. */
 static void test_writer_escapes(void) {
-  static const struct { const char *in, *out; } cases[] = {
-      {"", "\"\""},
-      {"plain ascii ~", "\"plain ascii ~\""},
-      {"\"\\/", "\"\\\"\\\\/\""},
-      {"\b\f\n\r\t", "\"\\b\\f\\n\\r\\t\""},
-      {"\x01\x1f\x7f", "\"\\u0001\\u001f\x7f\""},
-      {"\xE2\x80\xA8\xE2\x80\xA9", "\"\xE2\x80\xA8\xE2\x80\xA9\""},   /* U+2028/2029 as they are */
-      {"\xF0\x9F\x98\x80", "\"\xF0\x9F\x98\x80\""},
-      {"a\xC0\xAF" "b", "\"a" R R "b\""},
-      {"\xED\xA0\x80\n", "\"" R R R "\\n\""},
+  static const struct {
+    const char *in, *out;
+  } cases[] = {
+    { "", "\"\"" },
+    { "plain ascii ~", "\"plain ascii ~\"" },
+    { "\"\\/", "\"\\\"\\\\/\"" },
+    { "\b\f\n\r\t", "\"\\b\\f\\n\\r\\t\"" },
+    { "\x01\x1f\x7f", "\"\\u0001\\u001f\x7f\"" },
+    { "\xE2\x80\xA8\xE2\x80\xA9", "\"\xE2\x80\xA8\xE2\x80\xA9\"" }, /* U+2028/2029 as they are */
+    { "\xF0\x9F\x98\x80", "\"\xF0\x9F\x98\x80\"" },
+    { "a\xC0\xAF"
+      "b",
+      "\"a" R R "b\"" },
+    { "\xED\xA0\x80\n", "\"" R R R "\\n\"" },
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     egress__jsonw_t w;
@@ -1237,14 +1286,15 @@ static void test_writer_escapes(void) {
   egress__jsonw_bool(&w, false);
   char *got = egress__jsonw_finish(&w, NULL);
   CU_ASSERT_PTR_NOT_NULL_FATAL(got);
-  CU_ASSERT_STRING_EQUAL(got, "null,-9223372036854775808,9223372036854775807,18446744073709551615,0,true,false");
+  CU_ASSERT_STRING_EQUAL(got,
+                         "null,-9223372036854775808,9223372036854775807,18446744073709551615,0,true,false");
   egress__free(got);
 }
 
 /* A fixed buffer holds a text exactly when it has one byte more than the
  * text (for the NUL), and is never written past its capacity. */
 static void test_writer_capacity(void) {
-  const char *in = "x\"\x01\xE2\x82\xAC\xFFyz";   /* escapes, a 3-byte character, a repair */
+  const char *in = "x\"\x01\xE2\x82\xAC\xFFyz"; /* escapes, a 3-byte character, a repair */
   const char *want = "[\"x\\\"\\u0001\xE2\x82\xAC" R "yz\",-12]";
   size_t want_len = strlen(want);
   char buf[64];
@@ -1293,9 +1343,9 @@ static void test_writer_capacity(void) {
  * values where UTF-8's rules change: the writer's text parses back to the
  * reference repair of the input. */
 static void test_writer_all_short_strings(void) {
-  static const unsigned char edge[] = {0x00, 0x01, 0x22, 0x41, 0x5C, 0x7F, 0x80, 0x8F, 0x90,
-                                       0x9F, 0xA0, 0xBF, 0xC0, 0xC1, 0xC2, 0xDF, 0xE0, 0xED,
-                                       0xEF, 0xF0, 0xF4, 0xF5, 0xFF};
+  static const unsigned char edge[] = { 0x00, 0x01, 0x22, 0x41, 0x5C, 0x7F, 0x80, 0x8F,
+                                        0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xC1, 0xC2, 0xDF,
+                                        0xE0, 0xED, 0xEF, 0xF0, 0xF4, 0xF5, 0xFF };
   enum { NE = sizeof edge };
   long bad = 0, n = 0;
   unsigned char s[5];
@@ -1317,7 +1367,7 @@ static void test_writer_all_short_strings(void) {
       for (int i = 0; i < 4; i++, v /= NE) s[i] = edge[v % NE];
       len = 4;
     }
-    if (memchr(s, 0, len)) continue;   /* strings here are NUL-terminated */
+    if (memchr(s, 0, len)) continue; /* strings here are NUL-terminated */
     s[len] = '\0';
     egress__jsonw_t w;
     char buf[64];
@@ -1327,8 +1377,8 @@ static void test_writer_all_short_strings(void) {
     cJSON *got = text ? cJSON_Parse(text) : NULL;
     char *want = ref_repair((const char *)s, len);
     if (!text || !json_line_ok(text) || !cJSON_IsString(got) || strcmp(got->valuestring, want)) {
-      if (bad++ < 5) fprintf(stderr, "string %02x %02x %02x %02x (%zu bytes) differs\n",
-                             s[0], s[1], s[2], s[3], len);
+      if (bad++ < 5)
+        fprintf(stderr, "string %02x %02x %02x %02x (%zu bytes) differs\n", s[0], s[1], s[2], s[3], len);
     }
     free(want);
     cJSON_Delete(got);
@@ -1349,13 +1399,48 @@ static void test_writer_all_short_strings(void) {
  * text, U+2028/2029 and 4-byte characters. */
 static size_t hostile_strings(char out[][16], size_t max) {
   static const char *const fixed[] = {
-      "\"", "\\", "\\\"", "\"\\", "\\u0000", "\\n", "</script>", "\xE2\x80\xA8", "\xE2\x80\xA9",
-      "\xF0\x9F\x98\x80", "\xF4\x8F\xBF\xBF", "\xF0\x90\x80\x80", "\xEF\xBF\xBD", "\xEF\xBB\xBF",
-      "\xC0\x80", "\xC0\xAF", "\xC1\xBF", "\xE0\x80\xAF", "\xE0\x9F\xBF", "\xF0\x80\x80\xAF",
-      "\xF0\x8F\xBF\xBF", "\xED\xA0\x80", "\xED\xAF\xBF", "\xED\xB0\x80", "\xED\xBF\xBF",
-      "\xED\xA0\xBD\xED\xB8\x80", "\xF4\x90\x80\x80", "\xF7\xBF\xBF\xBF", "\xF8\x88\x80\x80\x80",
-      "\xFC\x84\x80\x80\x80\x80", "\xFE", "\xFF", "\xC2", "\xE2\x82", "\xF0\x9F\x98", "\xC2z",
-      "\xE2\x82z", "\xF0\x9F\x98z", "\x80", "\xBF", "\x80\x80\x80\x80", "\xE2\x82\xAC\x80",
+    "\"",
+    "\\",
+    "\\\"",
+    "\"\\",
+    "\\u0000",
+    "\\n",
+    "</script>",
+    "\xE2\x80\xA8",
+    "\xE2\x80\xA9",
+    "\xF0\x9F\x98\x80",
+    "\xF4\x8F\xBF\xBF",
+    "\xF0\x90\x80\x80",
+    "\xEF\xBF\xBD",
+    "\xEF\xBB\xBF",
+    "\xC0\x80",
+    "\xC0\xAF",
+    "\xC1\xBF",
+    "\xE0\x80\xAF",
+    "\xE0\x9F\xBF",
+    "\xF0\x80\x80\xAF",
+    "\xF0\x8F\xBF\xBF",
+    "\xED\xA0\x80",
+    "\xED\xAF\xBF",
+    "\xED\xB0\x80",
+    "\xED\xBF\xBF",
+    "\xED\xA0\xBD\xED\xB8\x80",
+    "\xF4\x90\x80\x80",
+    "\xF7\xBF\xBF\xBF",
+    "\xF8\x88\x80\x80\x80",
+    "\xFC\x84\x80\x80\x80\x80",
+    "\xFE",
+    "\xFF",
+    "\xC2",
+    "\xE2\x82",
+    "\xF0\x9F\x98",
+    "\xC2z",
+    "\xE2\x82z",
+    "\xF0\x9F\x98z",
+    "\x80",
+    "\xBF",
+    "\x80\x80\x80\x80",
+    "\xE2\x82\xAC\x80",
   };
   size_t n = 0;
   for (int c = 1; c < 0x20 && n < max; c++) snprintf(out[n++], 16, "%c", c);
@@ -1423,9 +1508,9 @@ static void test_hostile_fields(void) {
    * egress_request_set takes), destinations and URLs at and just past the
    * lengths where they are cut, each ending inside a multi-byte character
    * or not, and a rule text and a source longer than a print buffer. */
-  static const char *const pieces[] = {"x", "\xE2\x82\xAC", "\xF0\x9F\x98\x80", "\"\\", "\x01"};
-  static const size_t dest_lens[] = {252, 253, 254, 255, 256, 1024};
-  static const size_t url_lens[] = {4094, 4095, 4096, 4097, 4098, 9000};
+  static const char *const pieces[] = { "x", "\xE2\x82\xAC", "\xF0\x9F\x98\x80", "\"\\", "\x01" };
+  static const size_t dest_lens[] = { 252, 253, 254, 255, 256, 1024 };
+  static const size_t url_lens[] = { 4094, 4095, 4096, 4097, 4098, 9000 };
   for (size_t p = 0; p < sizeof pieces / sizeof pieces[0]; p++) {
     egress_decision_t *d = case_allowed();
     for (int f = 0; f < EGRESS__FIELD_COUNT; f++) replace(&d->t.field[f], repeat(pieces[p], 1024));
@@ -1442,7 +1527,7 @@ static void test_hostile_fields(void) {
     d->v.port = 0;
     for (size_t k = 0; k < sizeof url_lens / sizeof url_lens[0]; k++) {
       replace_url(&d->t.url, repeat(pieces[p], url_lens[k]));
-      replace(&d->t.destination, egress__strdup(d->t.url));   /* an unparsable URL */
+      replace(&d->t.destination, egress__strdup(d->t.url)); /* an unparsable URL */
       egress__free(event_checked(d, source));
       egress__free(decision_checked(d));
     }
@@ -1467,7 +1552,9 @@ static void *event_thread(void *arg) {
     size_t o = 0;
     for (int k = 0; k < 6; k++) {
       seed = seed * 1103515245u + 12345u;
-      const char *piece = (seed >> 8) % 2 ? "ab\xE2\x82\xAC" : (seed >> 12) % 2 ? "\"\x01\xFF" : "\xED\xA0\x80z";
+      const char *piece = (seed >> 8) % 2    ? "ab\xE2\x82\xAC"
+                          : (seed >> 12) % 2 ? "\"\x01\xFF"
+                                             : "\xED\xA0\x80z";
       size_t pl = strlen(piece);
       memcpy(dest + o, piece, pl);
       o += pl;
@@ -1508,7 +1595,7 @@ static void test_events_threads(void) {
   pthread_t th[NT];
   event_thread_t st[NT];
   for (int i = 0; i < NT; i++) {
-    st[i] = (event_thread_t){.id = i};
+    st[i] = (event_thread_t){ .id = i };
     CU_ASSERT_EQUAL_FATAL(pthread_create(&th[i], NULL, event_thread, &st[i]), 0);
   }
   for (int i = 0; i < NT; i++) {
@@ -1689,8 +1776,7 @@ static void *writer(void *p) {
   for (int i = 0; i < N_LINES; i++) {
     /* Some lines longer than PIPE_BUF, where a split would show. */
     int padlen = i % 97 == 0 ? 6000 : (int)(i % 50);
-    int n = snprintf(line, sizeof line, "{\"t\":%d,\"i\":%d,\"pad\":\"%.*s\"}", a->id, i,
-                     padlen, pad);
+    int n = snprintf(line, sizeof line, "{\"t\":%d,\"i\":%d,\"pad\":\"%.*s\"}", a->id, i, padlen, pad);
     if (egress__sink_deliver(a->sink, line, (size_t)n, NULL) != 0) a->failures++;
   }
   return NULL;
@@ -1704,12 +1790,12 @@ static void test_sink_threads(void) {
   /* Half the threads share one sink, the others each open their own, as
    * separate processes appending to one file would. */
   egress__sink_t *shared = make_sink(&o);
-  egress__sink_t *own[N_THREADS] = {0};
+  egress__sink_t *own[N_THREADS] = { 0 };
   pthread_t th[N_THREADS];
   thread_arg_t args[N_THREADS];
   for (int t = 0; t < N_THREADS; t++) {
     if (t >= N_THREADS / 2) own[t] = make_sink(&o);
-    args[t] = (thread_arg_t){t < N_THREADS / 2 ? shared : own[t], t, 0};
+    args[t] = (thread_arg_t){ t < N_THREADS / 2 ? shared : own[t], t, 0 };
     CU_ASSERT_EQUAL_FATAL(pthread_create(&th[t], NULL, writer, &args[t]), 0);
   }
   for (int t = 0; t < N_THREADS; t++) {
@@ -1731,8 +1817,8 @@ static void test_sink_threads(void) {
     lines++;
     cJSON *j = cJSON_Parse(l);
     cJSON *t = j ? cJSON_GetObjectItem(j, "t") : NULL, *i = j ? cJSON_GetObjectItem(j, "i") : NULL;
-    if (!cJSON_IsNumber(t) || !cJSON_IsNumber(i) || t->valueint < 0 ||
-        t->valueint >= N_THREADS || i->valueint < 0 || i->valueint >= N_LINES)
+    if (!cJSON_IsNumber(t) || !cJSON_IsNumber(i) || t->valueint < 0 || t->valueint >= N_THREADS ||
+        i->valueint < 0 || i->valueint >= N_LINES)
       bad++;
     else
       seen[t->valueint][i->valueint]++;
@@ -1786,7 +1872,7 @@ static void epipe_child(void) {
   if (!sigpipe_pending()) _exit(16);
   if (egress__sink_deliver(s, "{}", 2, NULL) != -1) _exit(17);
   if (!sigpipe_pending()) _exit(18);
-  struct timespec zero = {0, 0};
+  struct timespec zero = { 0, 0 };
   if (sigtimedwait(&pipe_set, NULL, &zero) != SIGPIPE) _exit(19);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   egress__sink_free(s);
@@ -1886,7 +1972,7 @@ static int test_cb(const char *json, size_t len, const egress_decision_t *d, voi
 }
 
 static void test_sink_callback(void) {
-  cb_state_t st = {0, 0, NULL, 0, NULL};
+  cb_state_t st = { 0, 0, NULL, 0, NULL };
   struct egress_options o = base_opts();
   o.event_cb = test_cb;
   o.event_cb_data = &st;
@@ -1900,7 +1986,7 @@ static void test_sink_callback(void) {
   CU_ASSERT_PTR_EQUAL(st.json, json);
   CU_ASSERT_EQUAL(st.len, 7);
   CU_ASSERT_PTR_EQUAL(st.d, d);
-  int rets[] = {1, -1, 42, 0x7fffffff};
+  int rets[] = { 1, -1, 42, 0x7fffffff };
   for (size_t i = 0; i < 4; i++) {
     st.ret = rets[i];
     CU_ASSERT_EQUAL(egress__sink_deliver(s, json, 7, d), -1);
@@ -1969,18 +2055,23 @@ static int compare_cb(const char *json, size_t len, const egress_decision_t *d, 
 /* Hosts and URLs that need no DNS: IP literals allowed and refused, and
  * invalid hosts of every hostile kind. */
 static const char *const check_hosts[] = {
-    "203.0.113.7", "[2001:db8::1]", "2001:db8::1", "10.0.0.1", "169.254.169.254", "198.51.100.1",
-    "::ffff:203.0.113.7", "evil\x01host", "a\"b\\c", "\xC0\xAF.example", "\xED\xA0\x80.com",
-    "\xF0\x9F\x98\x80", "host with space", "\xE2\x80\xA8", "ab\xFF",
+  "203.0.113.7",      "[2001:db8::1]",      "2001:db8::1",     "10.0.0.1",     "169.254.169.254",
+  "198.51.100.1",     "::ffff:203.0.113.7", "evil\x01host",    "a\"b\\c",      "\xC0\xAF.example",
+  "\xED\xA0\x80.com", "\xF0\x9F\x98\x80",   "host with space", "\xE2\x80\xA8", "ab\xFF",
 };
 static const char *const check_urls[] = {
-    "https://203.0.113.7/v1/x?q=\"1\"", "http://[2001:db8::1]:8080/a", "https://10.0.0.1/",
-    "https://203.0.113.7/\xC0\xAF", "not a url \x01\xFF", "https://\xE2\x80\xA8/", "ftp://203.0.113.7/",
+  "https://203.0.113.7/v1/x?q=\"1\"",
+  "http://[2001:db8::1]:8080/a",
+  "https://10.0.0.1/",
+  "https://203.0.113.7/\xC0\xAF",
+  "not a url \x01\xFF",
+  "https://\xE2\x80\xA8/",
+  "ftp://203.0.113.7/",
 };
 
 static egress_checker_t *events_checker(egress_options_t *o) {
-  static const char *allow[] = {"203.0.113.0/24", "2001:db8::/32"};
-  static const char *deny[] = {"198.51.100.0/24"};
+  static const char *allow[] = { "203.0.113.0/24", "2001:db8::/32" };
+  static const char *deny[] = { "198.51.100.0/24" };
   egress_policy_t *p = NULL;
   egress_checker_t *c = NULL;
   char err[EGRESS_ERRBUF_SIZE];
@@ -1992,7 +2083,7 @@ static egress_checker_t *events_checker(egress_options_t *o) {
 }
 
 static void test_checker_events(void) {
-  checked_cb_t st = {0, 0};
+  checked_cb_t st = { 0, 0 };
   egress_options_t *o = NULL;
   CU_ASSERT_FATAL(egress_options_new(&o) == EGRESS_OK);
   CU_ASSERT_FATAL(egress_options_set_event_callback(o, compare_cb, &st) == EGRESS_OK);
@@ -2001,7 +2092,8 @@ static void test_checker_events(void) {
   egress_request_t *req = NULL;
   CU_ASSERT_FATAL(egress_request_new(&req) == EGRESS_OK);
   CU_ASSERT_FATAL(egress_request_set(req, EGRESS_FIELD_METHOD, "PATCH") == EGRESS_OK);
-  CU_ASSERT_FATAL(egress_request_set(req, EGRESS_FIELD_RUN_ID, "run \"7\" \\ \xE2\x82\xAC \xF0\x9F\x98\x80") == EGRESS_OK);
+  CU_ASSERT_FATAL(egress_request_set(req, EGRESS_FIELD_RUN_ID,
+                                     "run \"7\" \\ \xE2\x82\xAC \xF0\x9F\x98\x80") == EGRESS_OK);
   char *long_field = repeat("\xE2\x82\xAC", 1023);
   CU_ASSERT_FATAL(egress_request_set(req, EGRESS_FIELD_AGENT_ID, long_field) == EGRESS_OK);
   free(long_field);
@@ -2009,7 +2101,7 @@ static void test_checker_events(void) {
   CU_ASSERT_FATAL(egress_decision_new(&into) == EGRESS_OK);
   long expect = 0, allowed = 0;
   for (size_t i = 0; i < sizeof check_hosts / sizeof check_hosts[0]; i++) {
-    int32_t ports[] = {443, 0, 70000};
+    int32_t ports[] = { 443, 0, 70000 };
     for (size_t k = 0; k < 3; k++) {
       allowed += egress_check(c, check_hosts[i], (uint16_t)ports[k]) == EGRESS_VERDICT_ALLOW;
       egress_decision_t *d = NULL;
@@ -2089,46 +2181,46 @@ static void test_checker_jsonl_events(void) {
 /* ------------------------------------------------------------------------ */
 
 static CU_TestInfo event_tests[] = {
-    {"golden events", test_golden_events},
-    {"golden egressctl decisions", test_golden_decisions},
-    {"schema: field names and types", test_schema},
-    {"uuid v4 format, bits, uniqueness x10000", test_uuid_v4},
-    {"rfc3339 UTC milliseconds", test_rfc3339},
-    {"utf-8 maximal-subpart replacement", test_utf8_replacement},
-    {"hostile strings yield valid JSON lines", test_hostile_strings},
-    {"subject host:port bracketing", test_subject},
-    {"numbers", test_numbers},
-    {"allocation failures", test_alloc_failures},
-    {"one print buffer per thread, reused in any order", test_print_buffer_reuse},
-    {"writer: exact escapes and numbers", test_writer_escapes},
-    {"writer: fixed capacity and growth", test_writer_capacity},
-    {"writer: every short string against the reference", test_writer_all_short_strings},
-    {"hostile strings in every field, longest fields", test_hostile_fields},
-    {"8 threads of hostile events", test_events_threads},
-    CU_TEST_INFO_NULL,
+  { "golden events", test_golden_events },
+  { "golden egressctl decisions", test_golden_decisions },
+  { "schema: field names and types", test_schema },
+  { "uuid v4 format, bits, uniqueness x10000", test_uuid_v4 },
+  { "rfc3339 UTC milliseconds", test_rfc3339 },
+  { "utf-8 maximal-subpart replacement", test_utf8_replacement },
+  { "hostile strings yield valid JSON lines", test_hostile_strings },
+  { "subject host:port bracketing", test_subject },
+  { "numbers", test_numbers },
+  { "allocation failures", test_alloc_failures },
+  { "one print buffer per thread, reused in any order", test_print_buffer_reuse },
+  { "writer: exact escapes and numbers", test_writer_escapes },
+  { "writer: fixed capacity and growth", test_writer_capacity },
+  { "writer: every short string against the reference", test_writer_all_short_strings },
+  { "hostile strings in every field, longest fields", test_hostile_fields },
+  { "8 threads of hostile events", test_events_threads },
+  CU_TEST_INFO_NULL,
 };
 
 static CU_TestInfo sink_tests[] = {
-    {"none", test_sink_none},
-    {"fd sink into a pipe", test_sink_fd_pipe},
-    {"path sink appends", test_sink_path},
-    {"bad paths and descriptors", test_sink_bad_path},
-    {"8 threads x 2000 lines, one file", test_sink_threads},
-    {"checker events equal the reference (callback)", test_checker_events},
-    {"checker events equal the reference (JSON Lines)", test_checker_jsonl_events},
-    {"EPIPE never kills", test_sink_epipe},
-    {"ENOSPC", test_sink_enospc},
-    {"EBADF, EAGAIN, short write", test_sink_ebadf_eagain},
-    {"callback", test_sink_callback},
-    {"allocation failures", test_sink_alloc_failures},
-    CU_TEST_INFO_NULL,
+  { "none", test_sink_none },
+  { "fd sink into a pipe", test_sink_fd_pipe },
+  { "path sink appends", test_sink_path },
+  { "bad paths and descriptors", test_sink_bad_path },
+  { "8 threads x 2000 lines, one file", test_sink_threads },
+  { "checker events equal the reference (callback)", test_checker_events },
+  { "checker events equal the reference (JSON Lines)", test_checker_jsonl_events },
+  { "EPIPE never kills", test_sink_epipe },
+  { "ENOSPC", test_sink_enospc },
+  { "EBADF, EAGAIN, short write", test_sink_ebadf_eagain },
+  { "callback", test_sink_callback },
+  { "allocation failures", test_sink_alloc_failures },
+  CU_TEST_INFO_NULL,
 };
 
 int main(int argc, char **argv) {
   static const egress_test_suite_t suites[] = {
-      {"events", NULL, NULL, event_tests},
-      {"sinks", sinks_init, sinks_cleanup, sink_tests},
-      {NULL, NULL, NULL, NULL},
+    { "events", NULL, NULL, event_tests },
+    { "sinks", sinks_init, sinks_cleanup, sink_tests },
+    { NULL, NULL, NULL, NULL },
   };
   return egress_test_main(argc, argv, suites);
 }

@@ -13,7 +13,7 @@
 #include <time.h>
 
 #define TIMEOUT_MS 300
-#define BOUND_MS 1500   /* generous for sanitizer and valgrind runs */
+#define BOUND_MS   1500 /* generous for sanitizer and valgrind runs */
 
 static egress_dns_responder_t *dns;
 static egress_policy_t *policy;
@@ -107,44 +107,45 @@ typedef struct fault_case {
   const char *label;
   const char *name;
   void (*setup)(const char *name);
-  bool unreachable;                 /* use a server nobody listens on */
+  bool unreachable; /* use a server nobody listens on */
   egress_outcome_t outcome;
   egress_reason_t reason;
 } fault_case_t;
 
 #define UNAVAILABLE EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_DNS_UNAVAILABLE
-#define NO_HOST EGRESS_OUTCOME_DENIED, EGRESS_REASON_NO_SUCH_HOST
-#define FORBIDDEN EGRESS_OUTCOME_DENIED, EGRESS_REASON_RESOLVED_ADDRESS_FORBIDDEN
-#define ALLOWED EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE
+#define NO_HOST     EGRESS_OUTCOME_DENIED, EGRESS_REASON_NO_SUCH_HOST
+#define FORBIDDEN   EGRESS_OUTCOME_DENIED, EGRESS_REASON_RESOLVED_ADDRESS_FORBIDDEN
+#define ALLOWED     EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE
 
 static const fault_case_t cases[] = {
-    {"timeout (no answer)", "f-drop.example.com", setup_drop, false, UNAVAILABLE},
-    {"SERVFAIL", "f-servfail.example.com", setup_servfail, false, UNAVAILABLE},
-    {"REFUSED", "f-refused.example.com", setup_refused, false, UNAVAILABLE},
-    {"NXDOMAIN", "f-nx.example.com", setup_nxdomain, false, NO_HOST},
-    {"empty answer (NODATA)", "f-nodata.example.com", setup_nodata, false, NO_HOST},
-    {"truncated, TCP fallback, public", "f-tc.example.com", setup_tc_public, false, ALLOWED},
-    {"truncated, TCP fallback, private inside", "f-tc-priv.example.com", setup_tc_private, false, FORBIDDEN},
-    {"truncated, no TCP service", "f-tc-notcp.example.com", setup_tc_no_tcp, false, UNAVAILABLE},
-    {"truncated, TCP never answers", "f-tc-silent.example.com", setup_tc_tcp_silent, false, UNAVAILABLE},
-    {"malformed: answer record cut off", "f-mal-rr.example.com", setup_malformed_rr, false, UNAVAILABLE},
-    {"malformed: shorter than a header", "f-mal-short.example.com", setup_malformed_short, false, UNAVAILABLE},
-    {"malformed: compression loop", "f-mal-loop.example.com", setup_malformed_loop, false, UNAVAILABLE},
-    {"malformed: A record with RDLENGTH 3", "f-mal-rdlen.example.com", setup_malformed_rdlen, false, NO_HOST},
-    {"malformed: bad label", "f-mal-label.example.com", setup_malformed_label, false, UNAVAILABLE},
-    {"wrong query id", "f-wrongid.example.com", setup_wrong_id, false, UNAVAILABLE},
-    {"answer for a different name", "f-wrongname.example.com", setup_wrong_name, false, NO_HOST},
-    {"CNAME chain to the metadata address", "f-cname.example.com", setup_cname_forbidden, false, FORBIDDEN},
-    {"CNAME loop", "f-cloop.example.com", setup_cname_loop, false, NO_HOST},
-    {"130 public addresses", "f-many.example.com", setup_many_public, false, ALLOWED},
-    {"130 public + 1 private address", "f-many-priv.example.com", setup_many_one_private, false, FORBIDDEN},
-    {"TTL 0", "f-ttl0.example.com", setup_ttl0, false, ALLOWED},
-    {"server unreachable", "f-unreach.example.com", setup_none, true, UNAVAILABLE},
-    {"slow server, past the timeout", "f-slow.example.com", setup_slow, false, UNAVAILABLE},
-    {"slow server, within the timeout", "f-slowok.example.com", setup_slow_within, false, ALLOWED},
-    {"only AAAA, public", "f-aaaa.example.com", setup_only_aaaa, false, ALLOWED},
-    {"only AAAA, loopback", "f-aaaa-lo.example.com", setup_only_aaaa_loop, false, FORBIDDEN},
-    {"only A, public (AAAA NODATA)", "f-a-only.example.com", setup_only_a, false, ALLOWED},
+  { "timeout (no answer)", "f-drop.example.com", setup_drop, false, UNAVAILABLE },
+  { "SERVFAIL", "f-servfail.example.com", setup_servfail, false, UNAVAILABLE },
+  { "REFUSED", "f-refused.example.com", setup_refused, false, UNAVAILABLE },
+  { "NXDOMAIN", "f-nx.example.com", setup_nxdomain, false, NO_HOST },
+  { "empty answer (NODATA)", "f-nodata.example.com", setup_nodata, false, NO_HOST },
+  { "truncated, TCP fallback, public", "f-tc.example.com", setup_tc_public, false, ALLOWED },
+  { "truncated, TCP fallback, private inside", "f-tc-priv.example.com", setup_tc_private, false, FORBIDDEN },
+  { "truncated, no TCP service", "f-tc-notcp.example.com", setup_tc_no_tcp, false, UNAVAILABLE },
+  { "truncated, TCP never answers", "f-tc-silent.example.com", setup_tc_tcp_silent, false, UNAVAILABLE },
+  { "malformed: answer record cut off", "f-mal-rr.example.com", setup_malformed_rr, false, UNAVAILABLE },
+  { "malformed: shorter than a header", "f-mal-short.example.com", setup_malformed_short, false,
+    UNAVAILABLE },
+  { "malformed: compression loop", "f-mal-loop.example.com", setup_malformed_loop, false, UNAVAILABLE },
+  { "malformed: A record with RDLENGTH 3", "f-mal-rdlen.example.com", setup_malformed_rdlen, false, NO_HOST },
+  { "malformed: bad label", "f-mal-label.example.com", setup_malformed_label, false, UNAVAILABLE },
+  { "wrong query id", "f-wrongid.example.com", setup_wrong_id, false, UNAVAILABLE },
+  { "answer for a different name", "f-wrongname.example.com", setup_wrong_name, false, NO_HOST },
+  { "CNAME chain to the metadata address", "f-cname.example.com", setup_cname_forbidden, false, FORBIDDEN },
+  { "CNAME loop", "f-cloop.example.com", setup_cname_loop, false, NO_HOST },
+  { "130 public addresses", "f-many.example.com", setup_many_public, false, ALLOWED },
+  { "130 public + 1 private address", "f-many-priv.example.com", setup_many_one_private, false, FORBIDDEN },
+  { "TTL 0", "f-ttl0.example.com", setup_ttl0, false, ALLOWED },
+  { "server unreachable", "f-unreach.example.com", setup_none, true, UNAVAILABLE },
+  { "slow server, past the timeout", "f-slow.example.com", setup_slow, false, UNAVAILABLE },
+  { "slow server, within the timeout", "f-slowok.example.com", setup_slow_within, false, ALLOWED },
+  { "only AAAA, public", "f-aaaa.example.com", setup_only_aaaa, false, ALLOWED },
+  { "only AAAA, loopback", "f-aaaa-lo.example.com", setup_only_aaaa_loop, false, FORBIDDEN },
+  { "only A, public (AAAA NODATA)", "f-a-only.example.com", setup_only_a, false, ALLOWED },
 };
 
 static int suite_init(void) {
@@ -167,12 +168,12 @@ static egress_checker_t *make_checker(const char *servers) {
   egress_checker_t *c = NULL;
   char err[EGRESS_ERRBUF_SIZE];
   if (!policy) {
-    const char *allow[] = {"**.example.com"};
+    const char *allow[] = { "**.example.com" };
     if (egress_policy_from_entries(allow, 1, NULL, 0, &policy, err, sizeof err) != EGRESS_OK) return NULL;
   }
   if (egress_options_new(&opts) != EGRESS_OK) return NULL;
   egress_options_set_timeout_ms(opts, TIMEOUT_MS);
-  egress_options_set_cache(opts, 0, 0, 0, 0);   /* every check asks */
+  egress_options_set_cache(opts, 0, 0, 0, 0); /* every check asks */
   egress_options_set_dns_servers(opts, servers);
   if (egress_checker_new(policy, opts, &c, err, sizeof err) != EGRESS_OK) c = NULL;
   egress_options_free(opts);
@@ -214,8 +215,9 @@ static void test_matrix(void) {
       CU_ASSERT(ok);
       CU_ASSERT(ms < BOUND_MS);
       /* Fail closed in the types: anything but allowed is a deny. */
-      CU_ASSERT_EQUAL(egress_decision_verdict(d),
-                      fc->outcome == EGRESS_OUTCOME_ALLOWED && ok ? EGRESS_VERDICT_ALLOW : EGRESS_VERDICT_DENY);
+      CU_ASSERT_EQUAL(egress_decision_verdict(d), fc->outcome == EGRESS_OUTCOME_ALLOWED && ok
+                                                      ? EGRESS_VERDICT_ALLOW
+                                                      : EGRESS_VERDICT_DENY);
       egress_decision_free(d);
     }
   }
@@ -227,14 +229,14 @@ static void test_matrix(void) {
 }
 
 static CU_TestInfo fault_tests[] = {
-    {"DNS fault matrix: outcome, reason and time bound of every fault", test_matrix},
-    CU_TEST_INFO_NULL,
+  { "DNS fault matrix: outcome, reason and time bound of every fault", test_matrix },
+  CU_TEST_INFO_NULL,
 };
 
 int main(int argc, char **argv) {
   static const egress_test_suite_t suites[] = {
-      {"faults", suite_init, suite_cleanup, fault_tests},
-      {NULL, NULL, NULL, NULL},
+    { "faults", suite_init, suite_cleanup, fault_tests },
+    { NULL, NULL, NULL, NULL },
   };
   return egress_test_main(argc, argv, suites);
 }

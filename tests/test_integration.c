@@ -55,7 +55,7 @@
 #include <time.h>
 #include <unistd.h>
 #ifdef __linux__
-#include <sys/prctl.h>
+#  include <sys/prctl.h>
 #endif
 
 /* ------------------------------------------------------------------------ */
@@ -63,7 +63,7 @@
 /* ------------------------------------------------------------------------ */
 
 #define MAX_CHILDREN 4
-#define MAX_ARGS 512
+#define MAX_ARGS     512
 
 /* Read by the signal handler and the atexit hook: plain pids, no locks. */
 static volatile pid_t children[MAX_CHILDREN];
@@ -86,13 +86,12 @@ static double now_ms(void) {
 }
 
 static void sleep_ms(int ms) {
-  struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-  }
+  struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
 }
 
 static const char *dnsmasq_binary(void) {
-  static const char *const candidates[] = {"/usr/sbin/dnsmasq", "/usr/bin/dnsmasq", "/sbin/dnsmasq"};
+  static const char *const candidates[] = { "/usr/sbin/dnsmasq", "/usr/bin/dnsmasq", "/sbin/dnsmasq" };
   const char *env = getenv("EGRESS_DNSMASQ");
   if (env && *env) return access(env, X_OK) == 0 ? env : NULL;
   for (size_t i = 0; i < sizeof candidates / sizeof candidates[0]; i++)
@@ -125,7 +124,7 @@ static void reap_children_now(void) {
         waitpid(p, NULL, 0);
         break;
       }
-      struct timespec ts = {0, 10 * 1000 * 1000};
+      struct timespec ts = { 0, 10 * 1000 * 1000 };
       nanosleep(&ts, NULL);
     }
     children[i] = 0;
@@ -146,8 +145,7 @@ static void reap(pid_t pid) {
     if (r == pid || (r < 0 && errno != EINTR)) return;
     if (now_ms() > deadline) {
       kill(pid, SIGKILL);
-      while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
-      }
+      while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
       return;
     }
     sleep_ms(5);
@@ -167,7 +165,7 @@ static void install_hooks(void) {
   if (hooks_installed) return;
   hooks_installed = true;
   atexit(at_exit_cleanup);
-  static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGABRT, SIGSEGV, SIGBUS, SIGFPE, SIGILL};
+  static const int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGABRT, SIGSEGV, SIGBUS, SIGFPE, SIGILL };
   for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -200,10 +198,10 @@ done:
 
 /* One raw A query; true when a reply with our id came back in time. */
 static bool probe(int port, int timeout_ms) {
-  static const unsigned char query[] = {
-      0x4e, 0x71, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-      5,    'r',  'e',  'a',  'd',  'y',  7,    'e',  'x',  'a',  'm',  'p',
-      'l',  'e',  3,    'c',  'o',  'm',  0,    0x00, 0x01, 0x00, 0x01};
+  static const unsigned char query[] = { 0x4e, 0x71, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00,
+                                         0x00, 0x00, 0x00, 5,    'r',  'e',  'a',  'd',  'y',
+                                         7,    'e',  'x',  'a',  'm',  'p',  'l',  'e',  3,
+                                         'c',  'o',  'm',  0,    0x00, 0x01, 0x00, 0x01 };
   bool ok = false;
   int s = socket(AF_INET, SOCK_DGRAM, 0);
   if (s < 0) return false;
@@ -213,7 +211,7 @@ static bool probe(int port, int timeout_ms) {
   a.sin_port = htons((uint16_t)port);
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (sendto(s, query, sizeof query, 0, (struct sockaddr *)&a, sizeof a) != (ssize_t)sizeof query) goto done;
-  struct pollfd p = {.fd = s, .events = POLLIN};
+  struct pollfd p = { .fd = s, .events = POLLIN };
   if (poll(&p, 1, timeout_ms) == 1) {
     unsigned char buf[512];
     ssize_t n = recv(s, buf, sizeof buf, 0);
@@ -420,44 +418,44 @@ static bool main_up;
 #define PUB6 "2606:2800:220:1:248:1893:25c8:1946"
 
 static const char *const main_records[] = {
-    "--local=/example.com/",
-    "--local=/acme.example/",
-    "--host-record=pub.example.com," PUB4 "," PUB6 ",60",
-    "--host-record=v4only.example.com,8.8.8.8",
-    "--host-record=loop4.example.com,127.0.0.1",
-    "--host-record=rfc1918.example.com,10.20.30.40",
-    "--host-record=metadata.example.com,169.254.169.254",
-    "--host-record=cgnat.example.com,100.64.0.1",
-    "--host-record=loop6.example.com,::1",
-    "--host-record=ula.example.com,fd00::1",
-    "--host-record=ec2v6.example.com,fd00:ec2::254",
-    "--host-record=mapped.example.com,::ffff:127.0.0.1",
-    "--host-record=nat64.example.com,64:ff9b::7f00:1",
-    "--host-record=sixtofour.example.com,2002:a00:1::1",
-    "--host-record=linklocal6.example.com,fe80::1",
-    "--host-record=mix.example.com,1.1.1.1",
-    "--host-record=mix.example.com,10.0.0.1",
-    "--host-record=mix.example.com,2001:4860:4860::8888",
-    "--host-record=mix6.example.com,8.8.8.8,fd12:3456::1",
-    "--cname=alias.example.com,db.internal.example.com",
-    "--host-record=db.internal.example.com,10.9.8.7",
-    "--cname=www.example.com,pub.example.com",
-    "--txt-record=txtonly.example.com,hello",
-    "--host-record=db.example.com,10.1.2.3",
-    "--host-record=db-outside.example.com,10.2.0.1",
-    "--host-record=denied-addr.example.com,8.8.4.4",
-    "--host-record=api.crm.example.com,1.0.0.1",
-    "--host-record=login.crm.example.com,1.0.0.2",
-    "--host-record=eu.files.crm.example.com,1.0.0.3,2606:4700:4700::1111",
-    "--host-record=evil.files.crm.example.com,192.168.1.1",
-    "--host-record=erp.acme.example,9.9.9.9",
-    "--host-record=control.example.com,8.8.8.8",
-    "--host-record=cached.example.com,1.1.1.1",
-    "--host-record=canary1.example.com,1.1.1.1",
-    "--host-record=canary2.example.com,1.1.1.1",
-    "--host-record=canary3.example.com,1.1.1.1",
-    "--host-record=canary4.example.com,1.1.1.1",
-    NULL,
+  "--local=/example.com/",
+  "--local=/acme.example/",
+  "--host-record=pub.example.com," PUB4 "," PUB6 ",60",
+  "--host-record=v4only.example.com,8.8.8.8",
+  "--host-record=loop4.example.com,127.0.0.1",
+  "--host-record=rfc1918.example.com,10.20.30.40",
+  "--host-record=metadata.example.com,169.254.169.254",
+  "--host-record=cgnat.example.com,100.64.0.1",
+  "--host-record=loop6.example.com,::1",
+  "--host-record=ula.example.com,fd00::1",
+  "--host-record=ec2v6.example.com,fd00:ec2::254",
+  "--host-record=mapped.example.com,::ffff:127.0.0.1",
+  "--host-record=nat64.example.com,64:ff9b::7f00:1",
+  "--host-record=sixtofour.example.com,2002:a00:1::1",
+  "--host-record=linklocal6.example.com,fe80::1",
+  "--host-record=mix.example.com,1.1.1.1",
+  "--host-record=mix.example.com,10.0.0.1",
+  "--host-record=mix.example.com,2001:4860:4860::8888",
+  "--host-record=mix6.example.com,8.8.8.8,fd12:3456::1",
+  "--cname=alias.example.com,db.internal.example.com",
+  "--host-record=db.internal.example.com,10.9.8.7",
+  "--cname=www.example.com,pub.example.com",
+  "--txt-record=txtonly.example.com,hello",
+  "--host-record=db.example.com,10.1.2.3",
+  "--host-record=db-outside.example.com,10.2.0.1",
+  "--host-record=denied-addr.example.com,8.8.4.4",
+  "--host-record=api.crm.example.com,1.0.0.1",
+  "--host-record=login.crm.example.com,1.0.0.2",
+  "--host-record=eu.files.crm.example.com,1.0.0.3,2606:4700:4700::1111",
+  "--host-record=evil.files.crm.example.com,192.168.1.1",
+  "--host-record=erp.acme.example,9.9.9.9",
+  "--host-record=control.example.com,8.8.8.8",
+  "--host-record=cached.example.com,1.1.1.1",
+  "--host-record=canary1.example.com,1.1.1.1",
+  "--host-record=canary2.example.com,1.1.1.1",
+  "--host-record=canary3.example.com,1.1.1.1",
+  "--host-record=canary4.example.com,1.1.1.1",
+  NULL,
 };
 
 /* Answers of many addresses: around the library's inline sizes and past
@@ -469,9 +467,10 @@ typedef struct big_name {
   bool bad;
 } big_name_t;
 
-static const big_name_t big_names[] = {{3, false}, {4, false}, {5, false}, {8, false}, {9, false},
-                                       {100, false}, {4, true},  {5, true},  {9, true},  {100, true}};
-#define N_BIG_NAMES (sizeof big_names / sizeof big_names[0])
+static const big_name_t big_names[] = { { 3, false }, { 4, false },   { 5, false }, { 8, false },
+                                        { 9, false }, { 100, false }, { 4, true },  { 5, true },
+                                        { 9, true },  { 100, true } };
+#define N_BIG_NAMES     (sizeof big_names / sizeof big_names[0])
 #define MAX_BIG_RECORDS 300
 
 static char big_record_text[MAX_BIG_RECORDS][128];
@@ -599,8 +598,7 @@ static void expect(egress_checker_t *c, const char *host, int32_t port, egress_o
   char what[300];
   snprintf(what, sizeof what, "%s:%ld", host, (long)port);
   egress_decision_t *d = check(c, host, port);
-  expect_decision(d, what,
-                  outcome == EGRESS_OUTCOME_ALLOWED ? EGRESS_VERDICT_ALLOW : EGRESS_VERDICT_DENY,
+  expect_decision(d, what, outcome == EGRESS_OUTCOME_ALLOWED ? EGRESS_VERDICT_ALLOW : EGRESS_VERDICT_DENY,
                   outcome, reason);
   if (outcome != EGRESS_OUTCOME_ALLOWED) CU_ASSERT_PTR_NULL(egress_decision_curl_resolve(d));
   egress_decision_free(d);
@@ -658,9 +656,10 @@ static void test_public_answer_allowed(void) {
   CU_ASSERT_EQUAL(egress_decision_address_count(d), 2);
   CU_ASSERT_TRUE(has_address(d, PUB4, EGRESS_VERDICT_ALLOW));
   CU_ASSERT_TRUE(has_address(d, PUB6, EGRESS_VERDICT_ALLOW));
-  static const char *const want[] = {PUB4, "[" PUB6 "]"};
+  static const char *const want[] = { PUB4, "[" PUB6 "]" };
   const char *cr = egress_decision_curl_resolve(d);
-  if (!curl_resolve_is(cr, "pub.example.com:443:", want, 2)) fprintf(stderr, "\n  curl_resolve: %s\n", cr ? cr : "(null)");
+  if (!curl_resolve_is(cr, "pub.example.com:443:", want, 2))
+    fprintf(stderr, "\n  curl_resolve: %s\n", cr ? cr : "(null)");
   CU_ASSERT_TRUE(curl_resolve_is(cr, "pub.example.com:443:", want, 2));
   CU_ASSERT_TRUE(egress_decision_has_rule(d));
   CU_ASSERT_EQUAL(egress_decision_rule_index(d), 0);
@@ -727,21 +726,22 @@ typedef struct forbidden_case {
 
 static void test_forbidden_answers(void) {
   static const forbidden_case_t cases[] = {
-      {"loop4.example.com", "127.0.0.1"},
-      {"rfc1918.example.com", "10.20.30.40"},
-      {"metadata.example.com", "169.254.169.254"},
-      {"cgnat.example.com", "100.64.0.1"},
-      {"loop6.example.com", "::1"},
-      {"ula.example.com", "fd00::1"},
-      {"ec2v6.example.com", "fd00:ec2::254"},
-      {"mapped.example.com", "127.0.0.1"},       /* ::ffff:127.0.0.1 judged as 127.0.0.1 */
-      {"nat64.example.com", "64:ff9b::7f00:1"},  /* NAT64 of 127.0.0.1 */
-      {"sixtofour.example.com", "2002:a00:1::1"}, /* 6to4 of 10.0.0.1 */
-      {"linklocal6.example.com", "fe80::1"},
-      {"mix.example.com", "10.0.0.1"},           /* public + private: deny-if-any */
-      {"mix6.example.com", "fd12:3456::1"},
+    { "loop4.example.com", "127.0.0.1" },
+    { "rfc1918.example.com", "10.20.30.40" },
+    { "metadata.example.com", "169.254.169.254" },
+    { "cgnat.example.com", "100.64.0.1" },
+    { "loop6.example.com", "::1" },
+    { "ula.example.com", "fd00::1" },
+    { "ec2v6.example.com", "fd00:ec2::254" },
+    { "mapped.example.com", "127.0.0.1" },        /* ::ffff:127.0.0.1 judged as 127.0.0.1 */
+    { "nat64.example.com", "64:ff9b::7f00:1" },   /* NAT64 of 127.0.0.1 */
+    { "sixtofour.example.com", "2002:a00:1::1" }, /* 6to4 of 10.0.0.1 */
+    { "linklocal6.example.com", "fe80::1" },
+    { "mix.example.com", "10.0.0.1" }, /* public + private: deny-if-any */
+    { "mix6.example.com", "fd12:3456::1" },
   };
-  egress_checker_t *c = make_checker("{\"egressAllowlist\":[\"*.example.com:*\", \"0.0.0.0/0\", \"::/0\"]}", NULL);
+  egress_checker_t *c =
+      make_checker("{\"egressAllowlist\":[\"*.example.com:*\", \"0.0.0.0/0\", \"::/0\"]}", NULL);
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     egress_decision_t *d = check(c, cases[i].host, 443);
     expect_decision(d, cases[i].host, EGRESS_VERDICT_DENY, EGRESS_OUTCOME_DENIED,
@@ -763,7 +763,7 @@ static void test_forbidden_answers(void) {
 }
 
 static void test_mixed_filter(void) {
-  checker_cfg_t cfg = {.mixed = EGRESS_MIXED_FILTER};
+  checker_cfg_t cfg = { .mixed = EGRESS_MIXED_FILTER };
   egress_checker_t *c = make_checker("{\"egressAllowlist\":[\"*.example.com\"]}", &cfg);
   egress_decision_t *d = check(c, "mix.example.com", 443);
   expect_decision(d, "mix (filter)", EGRESS_VERDICT_ALLOW, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
@@ -771,7 +771,7 @@ static void test_mixed_filter(void) {
   CU_ASSERT_TRUE(has_address(d, "1.1.1.1", EGRESS_VERDICT_ALLOW));
   CU_ASSERT_TRUE(has_address(d, "2001:4860:4860::8888", EGRESS_VERDICT_ALLOW));
   CU_ASSERT_TRUE(has_address(d, "10.0.0.1", EGRESS_VERDICT_DENY));
-  static const char *const want[] = {"1.1.1.1", "[2001:4860:4860::8888]"};
+  static const char *const want[] = { "1.1.1.1", "[2001:4860:4860::8888]" };
   CU_ASSERT_TRUE(curl_resolve_is(egress_decision_curl_resolve(d), "mix.example.com:443:", want, 2));
   egress_decision_free(d);
   /* Nothing left after filtering: still denied. */
@@ -803,13 +803,15 @@ static void test_missing_names(void) {
   /* Outside every --local zone and with no upstream, dnsmasq answers
    * REFUSED ("config error is REFUSED" in its log).  REFUSED says nothing
    * about the name, so the check cannot be enforced: dns_unavailable. */
-  expect(c, "anything.example.net", 443, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_DNS_UNAVAILABLE);
+  expect(c, "anything.example.net", 443, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE,
+         EGRESS_REASON_DNS_UNAVAILABLE);
   egress_checker_free(c);
 }
 
 static void test_deny_list_on_resolved_address(void) {
   egress_checker_t *c = make_checker(
-      "{\"egressAllowlist\":[\"*.example.com\"],\"egressDenylist\":[\"8.8.4.4\",\"canary3.example.com\"]}", NULL);
+      "{\"egressAllowlist\":[\"*.example.com\"],\"egressDenylist\":[\"8.8.4.4\",\"canary3.example.com\"]}",
+      NULL);
   egress_decision_t *d = check(c, "denied-addr.example.com", 443);
   expect_decision(d, "denied-addr", EGRESS_VERDICT_DENY, EGRESS_OUTCOME_DENIED,
                   EGRESS_REASON_RESOLVED_ADDRESS_FORBIDDEN);
@@ -828,7 +830,8 @@ static void test_deny_list_on_resolved_address(void) {
 static void test_no_dns_leak(void) {
   egress_checker_t *c = make_checker(
       "{\"egressAllowlist\":[\"control.example.com\",\"canary2.example.com\",\"*.canary3.example.com\","
-      "\"canary3.example.com\",\"https://canary4.example.com/public\",\"re:^canary1[0-9]\\\\.example\\\\.org$\"],"
+      "\"canary3.example.com\",\"https://canary4.example.com/"
+      "public\",\"re:^canary1[0-9]\\\\.example\\\\.org$\"],"
       "\"egressDenylist\":[\"canary3.example.com\"]}",
       NULL);
   expect(c, "canary1.example.com", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NOT_IN_ALLOWLIST);
@@ -836,7 +839,8 @@ static void test_no_dns_leak(void) {
   expect(c, "a.b.canary3.example.com", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NOT_IN_ALLOWLIST);
   expect(c, "canary2.example.com", 8443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_PORT_NOT_ALLOWED);
   expect(c, "canary3.example.com", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_EXPLICIT_DENY);
-  expect_url(c, "https://canary4.example.com/private/x", EGRESS_OUTCOME_DENIED, EGRESS_REASON_NOT_IN_ALLOWLIST);
+  expect_url(c, "https://canary4.example.com/private/x", EGRESS_OUTCOME_DENIED,
+             EGRESS_REASON_NOT_IN_ALLOWLIST);
   expect(c, "canary5.example.com:443", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_INVALID_HOST);
   expect(c, "http://canary6.example.com", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_INVALID_HOST);
   expect(c, "canary7.example.com/x", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_INVALID_HOST);
@@ -863,7 +867,8 @@ static void test_registration_example(void) {
   egress_policy_t *p = NULL;
   char err[EGRESS_ERRBUF_SIZE] = "";
   egress_status_t st = egress_policy_from_file(
-      egress_test_path("../examples/policies/machine-registration.json", path, sizeof path), &p, err, sizeof err);
+      egress_test_path("../examples/policies/machine-registration.json", path, sizeof path), &p, err,
+      sizeof err);
   if (st != EGRESS_OK) fprintf(stderr, "%s: %s\n", path, err);
   CU_ASSERT_EQUAL_FATAL(st, EGRESS_OK);
   CU_ASSERT_EQUAL(egress_policy_rule_count(p, EGRESS_LIST_ALLOW), 4);
@@ -879,12 +884,13 @@ static void test_registration_example(void) {
   expect(c, "files.crm.example.com", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NOT_IN_ALLOWLIST);
   expect(c, "a.eu.files.crm.example.com", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NOT_IN_ALLOWLIST);
   expect(c, "crm.example.com", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NOT_IN_ALLOWLIST);
-  expect(c, "evil.files.crm.example.com", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_RESOLVED_ADDRESS_FORBIDDEN);
+  expect(c, "evil.files.crm.example.com", 443, EGRESS_OUTCOME_DENIED,
+         EGRESS_REASON_RESOLVED_ADDRESS_FORBIDDEN);
   expect(c, "gone.files.crm.example.com", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NO_SUCH_HOST);
   expect(c, "1.0.0.1", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NOT_IN_ALLOWLIST);
 
   egress_decision_t *d = check(c, "eu.files.crm.example.com", 443);
-  static const char *const want[] = {"1.0.0.3", "[2606:4700:4700::1111]"};
+  static const char *const want[] = { "1.0.0.3", "[2606:4700:4700::1111]" };
   CU_ASSERT_TRUE(curl_resolve_is(egress_decision_curl_resolve(d), "eu.files.crm.example.com:443:", want, 2));
   CU_ASSERT_STRING_EQUAL(egress_decision_rule_text(d), "*.files.crm.example.com");
   CU_ASSERT_EQUAL(egress_decision_rule_index(d), 2);
@@ -896,22 +902,26 @@ static void test_url_paths(void) {
   char path[1024];
   egress_policy_t *p = NULL;
   char err[EGRESS_ERRBUF_SIZE] = "";
-  CU_ASSERT_EQUAL_FATAL(egress_policy_from_file(egress_test_path("../examples/policies/machine-registration.json",
-                                                                 path, sizeof path),
-                                                &p, err, sizeof err),
-                        EGRESS_OK);
+  CU_ASSERT_EQUAL_FATAL(
+      egress_policy_from_file(
+          egress_test_path("../examples/policies/machine-registration.json", path, sizeof path), &p, err,
+          sizeof err),
+      EGRESS_OK);
   egress_checker_t *c = make_checker_from(p, NULL);
   egress_policy_unref(p);
 
   expect_url(c, "https://login.crm.example.com/oauth2", EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
   expect_url(c, "https://login.crm.example.com/oauth2/token?x=1", EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
   expect_url(c, "https://login.crm.example.com:443/oauth2/", EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
-  expect_url(c, "https://login.crm.example.com/x/../oauth2/token", EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
-  expect_url(c, "https://login.crm.example.com/oauth2x", EGRESS_OUTCOME_DENIED, EGRESS_REASON_NOT_IN_ALLOWLIST);
+  expect_url(c, "https://login.crm.example.com/x/../oauth2/token", EGRESS_OUTCOME_ALLOWED,
+             EGRESS_REASON_NONE);
+  expect_url(c, "https://login.crm.example.com/oauth2x", EGRESS_OUTCOME_DENIED,
+             EGRESS_REASON_NOT_IN_ALLOWLIST);
   expect_url(c, "https://login.crm.example.com/", EGRESS_OUTCOME_DENIED, EGRESS_REASON_NOT_IN_ALLOWLIST);
   expect_url(c, "https://login.crm.example.com/oauth2/../admin", EGRESS_OUTCOME_DENIED,
              EGRESS_REASON_NOT_IN_ALLOWLIST);
-  expect_url(c, "https://login.crm.example.com/OAUTH2", EGRESS_OUTCOME_DENIED, EGRESS_REASON_NOT_IN_ALLOWLIST);
+  expect_url(c, "https://login.crm.example.com/OAUTH2", EGRESS_OUTCOME_DENIED,
+             EGRESS_REASON_NOT_IN_ALLOWLIST);
   expect_url(c, "http://login.crm.example.com/oauth2", EGRESS_OUTCOME_DENIED, EGRESS_REASON_PORT_NOT_ALLOWED);
   expect_url(c, "https://api.crm.example.com/anything/at/all", EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
   expect_url(c, "https://erp.acme.example:8443/api", EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
@@ -955,7 +965,7 @@ static void test_private_cidr_opens_port(void) {
 }
 
 static void test_monitor_mode(void) {
-  checker_cfg_t cfg = {.mode = EGRESS_MODE_MONITOR};
+  checker_cfg_t cfg = { .mode = EGRESS_MODE_MONITOR };
   egress_checker_t *c = make_checker("{\"egressAllowlist\":[\"*.example.com\"]}", &cfg);
   egress_decision_t *d = check(c, "rfc1918.example.com", 443);
   expect_decision(d, "monitor rfc1918", EGRESS_VERDICT_ALLOW, EGRESS_OUTCOME_DENIED,
@@ -974,7 +984,8 @@ static void test_monitor_mode(void) {
                   EGRESS_REASON_NOT_IN_ALLOWLIST);
   egress_decision_free(d);
   d = check(c, "nosuch.example.com", 443);
-  expect_decision(d, "monitor nxdomain", EGRESS_VERDICT_ALLOW, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NO_SUCH_HOST);
+  expect_decision(d, "monitor nxdomain", EGRESS_VERDICT_ALLOW, EGRESS_OUTCOME_DENIED,
+                  EGRESS_REASON_NO_SUCH_HOST);
   egress_decision_free(d);
 
   d = check(c, "pub.example.com", 443);
@@ -984,7 +995,8 @@ static void test_monitor_mode(void) {
   CU_ASSERT_PTR_NOT_NULL(strstr(ev, "\"wouldDeny\":false"));
   egress_decision_free(d);
   CU_ASSERT_EQUAL(egress_check(c, "metadata.example.com", 80), EGRESS_VERDICT_ALLOW);
-  CU_ASSERT_EQUAL(egress_checker_checks_by(c, EGRESS_OUTCOME_DENIED, EGRESS_REASON_RESOLVED_ADDRESS_FORBIDDEN), 1);
+  CU_ASSERT_EQUAL(
+      egress_checker_checks_by(c, EGRESS_OUTCOME_DENIED, EGRESS_REASON_RESOLVED_ADDRESS_FORBIDDEN), 1);
   egress_checker_free(c);
 }
 
@@ -1000,7 +1012,7 @@ static size_t curl_items(const char *cr) {
 
 static void test_large_answers(void) {
   egress_checker_t *c = make_checker("{\"egressAllowlist\":[\"*.example.com\"]}", NULL);
-  checker_cfg_t filter_cfg = {.mixed = EGRESS_MIXED_FILTER};
+  checker_cfg_t filter_cfg = { .mixed = EGRESS_MIXED_FILTER };
   egress_checker_t *f = make_checker("{\"egressAllowlist\":[\"*.example.com\"]}", &filter_cfg);
   for (size_t b = 0; b < N_BIG_NAMES; b++) {
     const big_name_t *bn = &big_names[b];
@@ -1075,7 +1087,8 @@ static void test_cache_answers_within_ttl(void) {
   }
   size_t pos = count_in(log, "query[A] cached.example.com from");
   size_t neg = count_in(log, "query[A] nx-cached.example.com from");
-  if (pos != 1 || neg != 1) fprintf(stderr, "\n  queries: cached=%zu nx-cached=%zu (want 1 each)\n", pos, neg);
+  if (pos != 1 || neg != 1)
+    fprintf(stderr, "\n  queries: cached=%zu nx-cached=%zu (want 1 each)\n", pos, neg);
   CU_ASSERT_EQUAL(pos, 1);
   CU_ASSERT_EQUAL(neg, 1);
   free(log);
@@ -1093,30 +1106,30 @@ typedef struct thread_case {
 
 #define R_(x) EGRESS_REASON_##x
 static const thread_case_t thread_cases[] = {
-    {"pub.example.com", 443, R_(NONE)},
-    {"PUB.example.com.", 443, R_(NONE)},
-    {"pub.example.com", 80, R_(PORT_NOT_ALLOWED)},
-    {"loop4.example.com", 443, R_(RESOLVED_ADDRESS_FORBIDDEN)},
-    {"mix.example.com", 443, R_(RESOLVED_ADDRESS_FORBIDDEN)},
-    {"nosuch.example.com", 443, R_(NO_SUCH_HOST)},
-    {"other.example.org", 443, R_(NOT_IN_ALLOWLIST)},
-    {"a.b.example.com", 443, R_(NOT_IN_ALLOWLIST)},
-    {"10.0.0.1", 443, R_(SPECIAL_PURPOSE_ADDRESS)},
-    {"8.8.8.8", 443, R_(NONE)},
-    {"v4only.example.com", 443, R_(NONE)},
-    {"alias.example.com", 443, R_(RESOLVED_ADDRESS_FORBIDDEN)},
-    {"bad host", 443, R_(INVALID_HOST)},
-    {"www.example.com", 443, R_(NONE)},
-    {"mapped.example.com", 443, R_(RESOLVED_ADDRESS_FORBIDDEN)},
-    {"metadata.example.com", 443, R_(RESOLVED_ADDRESS_FORBIDDEN)},
-    {"db.example.com", 5432, R_(NONE)},
-    {"txtonly.example.com", 443, R_(NO_SUCH_HOST)},
-    {"count9.example.com", 443, R_(NONE)},
-    {"count9bad.example.com", 443, R_(RESOLVED_ADDRESS_FORBIDDEN)},
+  { "pub.example.com", 443, R_(NONE) },
+  { "PUB.example.com.", 443, R_(NONE) },
+  { "pub.example.com", 80, R_(PORT_NOT_ALLOWED) },
+  { "loop4.example.com", 443, R_(RESOLVED_ADDRESS_FORBIDDEN) },
+  { "mix.example.com", 443, R_(RESOLVED_ADDRESS_FORBIDDEN) },
+  { "nosuch.example.com", 443, R_(NO_SUCH_HOST) },
+  { "other.example.org", 443, R_(NOT_IN_ALLOWLIST) },
+  { "a.b.example.com", 443, R_(NOT_IN_ALLOWLIST) },
+  { "10.0.0.1", 443, R_(SPECIAL_PURPOSE_ADDRESS) },
+  { "8.8.8.8", 443, R_(NONE) },
+  { "v4only.example.com", 443, R_(NONE) },
+  { "alias.example.com", 443, R_(RESOLVED_ADDRESS_FORBIDDEN) },
+  { "bad host", 443, R_(INVALID_HOST) },
+  { "www.example.com", 443, R_(NONE) },
+  { "mapped.example.com", 443, R_(RESOLVED_ADDRESS_FORBIDDEN) },
+  { "metadata.example.com", 443, R_(RESOLVED_ADDRESS_FORBIDDEN) },
+  { "db.example.com", 5432, R_(NONE) },
+  { "txtonly.example.com", 443, R_(NO_SUCH_HOST) },
+  { "count9.example.com", 443, R_(NONE) },
+  { "count9bad.example.com", 443, R_(RESOLVED_ADDRESS_FORBIDDEN) },
 };
 #undef R_
-#define N_THREAD_CASES (sizeof thread_cases / sizeof thread_cases[0])
-#define N_THREADS 4
+#define N_THREAD_CASES    (sizeof thread_cases / sizeof thread_cases[0])
+#define N_THREADS         4
 #define CHECKS_PER_THREAD 200
 
 static int cmp_str(const void *a, const void *b) {
@@ -1139,7 +1152,8 @@ static void signature(const egress_decision_t *d, char *buf, size_t len) {
   int o = snprintf(buf, len, "%d|%d|%d|rule=%s|curl=%zu|", (int)egress_decision_verdict(d),
                    (int)egress_decision_outcome(d), (int)egress_decision_reason(d),
                    egress_decision_has_rule(d) ? egress_decision_rule_text(d) : "-", cr ? strlen(cr) : 0);
-  for (size_t i = 0; i < n && o > 0 && (size_t)o < len; i++) o += snprintf(buf + o, len - (size_t)o, "%s,", addrs[i]);
+  for (size_t i = 0; i < n && o > 0 && (size_t)o < len; i++)
+    o += snprintf(buf + o, len - (size_t)o, "%s,", addrs[i]);
 }
 
 typedef struct thread_arg {
@@ -1156,7 +1170,8 @@ static void *thread_run(void *p) {
   for (int i = 0; i < CHECKS_PER_THREAD; i++) {
     size_t k = ((size_t)i * 7 + (size_t)a->id * 3) % N_THREAD_CASES;
     egress_decision_t *d = NULL;
-    if (egress_check_ex(a->checker, thread_cases[k].host, thread_cases[k].port, NULL, &d) != EGRESS_OK || !d) {
+    if (egress_check_ex(a->checker, thread_cases[k].host, thread_cases[k].port, NULL, &d) != EGRESS_OK ||
+        !d) {
       a->errors++;
       egress_decision_free(d);
       continue;
@@ -1165,7 +1180,8 @@ static void *thread_run(void *p) {
     signature(d, sig, sizeof sig);
     if (strcmp(sig, a->expected[k])) {
       if (!a->mismatches)
-        snprintf(a->first_bad, sizeof a->first_bad, "%s: got %s want %s", thread_cases[k].host, sig, a->expected[k]);
+        snprintf(a->first_bad, sizeof a->first_bad, "%s: got %s want %s", thread_cases[k].host, sig,
+                 a->expected[k]);
       a->mismatches++;
     }
     /* egress_check() must agree with the full decision. */
@@ -1219,7 +1235,7 @@ static void test_threads_cold_and_uncached(void) {
   egress_checker_t *cold = make_checker(THREAD_POLICY, NULL);
   run_threads(cold, expected, "cold");
   egress_checker_free(cold);
-  checker_cfg_t cfg = {.no_cache = true};
+  checker_cfg_t cfg = { .no_cache = true };
   egress_checker_t *uncached = make_checker(THREAD_POLICY, &cfg);
   run_threads(uncached, expected, "uncached");
   CU_ASSERT_EQUAL(egress_checker_counter(uncached, EGRESS_COUNTER_CACHE_HITS), 0);
@@ -1233,7 +1249,8 @@ static void test_threads_agree(void) {
     egress_decision_t *d = check(c, thread_cases[k].host, thread_cases[k].port);
     /* The single-threaded baseline itself must be right. */
     egress_reason_t r = thread_cases[k].reason;
-    expect_decision(d, thread_cases[k].host, r == EGRESS_REASON_NONE ? EGRESS_VERDICT_ALLOW : EGRESS_VERDICT_DENY,
+    expect_decision(d, thread_cases[k].host,
+                    r == EGRESS_REASON_NONE ? EGRESS_VERDICT_ALLOW : EGRESS_VERDICT_DENY,
                     r == EGRESS_REASON_NONE ? EGRESS_OUTCOME_ALLOWED : EGRESS_OUTCOME_DENIED, r);
     signature(d, expected[k], sizeof expected[k]);
     egress_decision_free(d);
@@ -1251,12 +1268,12 @@ static void test_threads_agree(void) {
 static dnsmasq_t outage_dns;
 
 static const char *const outage_records[] = {
-    "--local=/example.com/",
-    "--host-record=up1.example.com,8.8.8.8",
-    "--host-record=frozen.example.com,8.8.8.8",
-    "--host-record=thawed.example.com,8.8.8.8",
-    "--host-record=gone.example.com,8.8.8.8",
-    NULL,
+  "--local=/example.com/",
+  "--host-record=up1.example.com,8.8.8.8",
+  "--host-record=frozen.example.com,8.8.8.8",
+  "--host-record=thawed.example.com,8.8.8.8",
+  "--host-record=gone.example.com,8.8.8.8",
+  NULL,
 };
 
 static int outage_init(void) {
@@ -1290,7 +1307,7 @@ static void expect_unavailable_fast(egress_checker_t *c, const char *host) {
 
 static void test_server_stops(void) {
   CU_ASSERT_FATAL(outage_dns.pid > 0);
-  checker_cfg_t cfg = {.timeout_ms = 300, .servers = outage_dns.servers};
+  checker_cfg_t cfg = { .timeout_ms = 300, .servers = outage_dns.servers };
   egress_checker_t *c = make_checker("{\"egressAllowlist\":[\"*.example.com\"]}", &cfg);
   expect(c, "up1.example.com", 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
 
@@ -1322,35 +1339,35 @@ static void test_server_stops(void) {
 /* ------------------------------------------------------------------------ */
 
 static CU_TestInfo main_tests[] = {
-    {"public_answer_allowed", test_public_answer_allowed},
-    {"single_family_answers", test_single_family_answers},
-    {"forbidden_answers", test_forbidden_answers},
-    {"large_answers", test_large_answers},
-    {"mixed_filter", test_mixed_filter},
-    {"cname_to_private", test_cname_to_private},
-    {"missing_names", test_missing_names},
-    {"deny_list_on_resolved_address", test_deny_list_on_resolved_address},
-    {"no_dns_leak", test_no_dns_leak},
-    {"registration_example", test_registration_example},
-    {"url_paths", test_url_paths},
-    {"private_cidr_opens_port", test_private_cidr_opens_port},
-    {"monitor_mode", test_monitor_mode},
-    {"threads_agree", test_threads_agree},
-    {"threads_cold_and_uncached", test_threads_cold_and_uncached},
-    {"cache_answers_within_ttl", test_cache_answers_within_ttl},
-    CU_TEST_INFO_NULL,
+  { "public_answer_allowed", test_public_answer_allowed },
+  { "single_family_answers", test_single_family_answers },
+  { "forbidden_answers", test_forbidden_answers },
+  { "large_answers", test_large_answers },
+  { "mixed_filter", test_mixed_filter },
+  { "cname_to_private", test_cname_to_private },
+  { "missing_names", test_missing_names },
+  { "deny_list_on_resolved_address", test_deny_list_on_resolved_address },
+  { "no_dns_leak", test_no_dns_leak },
+  { "registration_example", test_registration_example },
+  { "url_paths", test_url_paths },
+  { "private_cidr_opens_port", test_private_cidr_opens_port },
+  { "monitor_mode", test_monitor_mode },
+  { "threads_agree", test_threads_agree },
+  { "threads_cold_and_uncached", test_threads_cold_and_uncached },
+  { "cache_answers_within_ttl", test_cache_answers_within_ttl },
+  CU_TEST_INFO_NULL,
 };
 
 static CU_TestInfo outage_tests[] = {
-    {"server_stops", test_server_stops},
-    CU_TEST_INFO_NULL,
+  { "server_stops", test_server_stops },
+  CU_TEST_INFO_NULL,
 };
 
 int main(int argc, char **argv) {
   static const egress_test_suite_t suites[] = {
-      {"dnsmasq", main_init, main_cleanup, main_tests},
-      {"dnsmasq_outage", outage_init, outage_cleanup, outage_tests},
-      {NULL, NULL, NULL, NULL},
+    { "dnsmasq", main_init, main_cleanup, main_tests },
+    { "dnsmasq_outage", outage_init, outage_cleanup, outage_tests },
+    { NULL, NULL, NULL, NULL },
   };
   return egress_test_main(argc, argv, suites);
 }

@@ -11,8 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static egress_policy_t *must_policy(const char *const *allow, size_t na, const char *const *deny,
-                                    size_t nd) {
+static egress_policy_t *must_policy(const char *const *allow, size_t na, const char *const *deny, size_t nd) {
   egress_policy_t *p = NULL;
   char err[EGRESS_ERRBUF_SIZE] = "";
   egress_status_t st = egress_policy_from_entries(allow, na, deny, nd, &p, err, sizeof err);
@@ -44,7 +43,7 @@ static long ip_allowed_by(const egress_policy_t *p, const char *ip, uint16_t por
 }
 
 static void test_wildcard_semantics(void) {
-  const char *allow[] = {"*.example.com", "**.deep.example.org", "api.example.net"};
+  const char *allow[] = { "*.example.com", "**.deep.example.org", "api.example.net" };
   egress_policy_t *p = must_policy(allow, 3, NULL, 0);
   /* *.x: exactly one label in front, never the apex. */
   CU_ASSERT_EQUAL(allowed_by(p, "a.example.com", 443), 0);
@@ -65,7 +64,7 @@ static void test_wildcard_semantics(void) {
   CU_ASSERT_EQUAL(allowed_by(p, "x.api.example.net", 443), -1);
   egress_policy_unref(p);
   /* "*" matches any name, on its port only. */
-  const char *any[] = {"*.example.com", "*:8080"};
+  const char *any[] = { "*.example.com", "*:8080" };
   p = must_policy(any, 2, NULL, 0);
   CU_ASSERT_EQUAL(allowed_by(p, "anything.at.all", 8080), 1);
   CU_ASSERT_EQUAL(allowed_by(p, "anything.at.all", 443), -2);
@@ -76,9 +75,10 @@ static void test_wildcard_semantics(void) {
 }
 
 static void test_ports(void) {
-  const char *allow[] = {"a.example.com:8000-8999", "b.example.com:*", "c.example.com",
-                         "http://d.example.com", "https://e.example.com:8443/v1",
-                         "203.0.113.0/24", "198.51.100.0/24:443", "[2001:db8::]/32:443-444"};
+  const char *allow[] = {
+    "a.example.com:8000-8999",       "b.example.com:*", "c.example.com",       "http://d.example.com",
+    "https://e.example.com:8443/v1", "203.0.113.0/24",  "198.51.100.0/24:443", "[2001:db8::]/32:443-444"
+  };
   egress_policy_t *p = must_policy(allow, 8, NULL, 0);
   CU_ASSERT_EQUAL(allowed_by(p, "a.example.com", 8000), 0);
   CU_ASSERT_EQUAL(allowed_by(p, "a.example.com", 8999), 0);
@@ -106,7 +106,7 @@ static void test_ports(void) {
 }
 
 static void test_regex(void) {
-  const char *allow[] = {"re:^api-[0-9]+\\.example\\.com$", "re:svc\\.internal\\.example"};
+  const char *allow[] = { "re:^api-[0-9]+\\.example\\.com$", "re:svc\\.internal\\.example" };
   egress_policy_t *p = must_policy(allow, 2, NULL, 0);
   CU_ASSERT_EQUAL(allowed_by(p, "api-1.example.com", 443), 0);
   CU_ASSERT_EQUAL(allowed_by(p, "api-123.example.com", 443), 0);
@@ -122,7 +122,7 @@ static void test_regex(void) {
 }
 
 static void test_first_rule_wins(void) {
-  const char *allow[] = {"x.example.com:80", "*.example.com:*", "**.example.com", "x.example.com"};
+  const char *allow[] = { "x.example.com:80", "*.example.com:*", "**.example.com", "x.example.com" };
   egress_policy_t *p = must_policy(allow, 4, NULL, 0);
   CU_ASSERT_EQUAL(allowed_by(p, "x.example.com", 80), 0);
   CU_ASSERT_EQUAL(allowed_by(p, "x.example.com", 443), 1);
@@ -139,16 +139,21 @@ static void test_shapes(void) {
   CU_ASSERT_EQUAL(egress_policy_rule_count(p, EGRESS_LIST_ALLOW), 1);
   CU_ASSERT_EQUAL(egress_policy_rule_count(p, EGRESS_LIST_DENY), 0);
   egress_policy_unref(p);
-  CU_ASSERT_EQUAL(json_policy("{\"isolationMode\":\"PerTenantWorker\",\"egressAllowlist\":[\"a.example.com\"],"
-                              "\"workloadIdentity\":\"Required\",\"egressDenylist\":[\"b.example.com\"],\"x\":{\"y\":[1,2]}}",
-                              &p, err), EGRESS_OK);
+  CU_ASSERT_EQUAL(
+      json_policy(
+          "{\"isolationMode\":\"PerTenantWorker\",\"egressAllowlist\":[\"a.example.com\"],"
+          "\"workloadIdentity\":\"Required\",\"egressDenylist\":[\"b.example.com\"],\"x\":{\"y\":[1,2]}}",
+          &p, err),
+      EGRESS_OK);
   CU_ASSERT_EQUAL(egress_policy_rule_count(p, EGRESS_LIST_DENY), 1);
   CU_ASSERT_STRING_EQUAL(egress_policy_rule_text(p, EGRESS_LIST_DENY, 0), "b.example.com");
   CU_ASSERT_PTR_NULL(egress_policy_rule_text(p, EGRESS_LIST_DENY, 1));
   egress_policy_unref(p);
-  CU_ASSERT_EQUAL(json_policy("{\"schemaVersion\":1,\"machineId\":\"m\",\"executionPolicy\":{\"isolationMode\":\"x\","
-                              "\"egressAllowlist\":[\"https://api.crm.example.com\",\"*.files.example.com\"]}}", &p, err),
-                  EGRESS_OK);
+  CU_ASSERT_EQUAL(
+      json_policy("{\"schemaVersion\":1,\"machineId\":\"m\",\"executionPolicy\":{\"isolationMode\":\"x\","
+                  "\"egressAllowlist\":[\"https://api.crm.example.com\",\"*.files.example.com\"]}}",
+                  &p, err),
+      EGRESS_OK);
   CU_ASSERT_EQUAL(egress_policy_rule_count(p, EGRESS_LIST_ALLOW), 2);
   egress_policy_unref(p);
   /* The example registration record handed to us loads as it is. */
@@ -170,28 +175,28 @@ typedef struct bad_doc {
 
 static void test_bad_documents(void) {
   static const bad_doc_t bad[] = {
-      {"", "not valid JSON"},
-      {"[]", "must be a JSON object"},
-      {"\"x\"", "must be a JSON object"},
-      {"{}", "egressAllowlist: missing"},
-      {"{\"egressAllowlist\":{}}", "must be an array"},
-      {"{\"egressAllowlist\":\"a.com\"}", "must be an array"},
-      {"{\"egressAllowlist\":[1]}", "egressAllowlist[0]: entry must be a string"},
-      {"{\"egressAllowlist\":[\"a.com\",null]}", "egressAllowlist[1]: entry must be a string"},
-      {"{\"egressAllowlist\":[\"a.com\",[\"b.com\"]]}", "egressAllowlist[1]"},
-      {"{\"egressAllowlist\":[\"a.com\"],\"egressDenylist\":[true]}", "egressDenylist[0]"},
-      {"{\"egressAllowlist\":[\"a.com\"],\"egressDenylist\":\"x\"}", "egressDenylist: must be an array"},
-      {"{\"egressAllowlist\":[\"a.com\"],\"egressAllowlist\":[\"*\"]}", "appears 2 times"},
-      {"{\"egressAllowlist\":[\"a.com\\u0000.evil.com\"]}", "NUL"},
-      {"{\"egressAllowlist\":[\"a.com\"]} trailing", "trailing data"},
-      {"{\"egressAllowlist\":[\"a.com\"]}{}", "trailing data"},
-      {"{\"egressAllowlist\":[\"a.com\"", "not valid JSON"},
-      {"{\"executionPolicy\":[]}", "executionPolicy: must be an object"},
-      {"{\"executionPolicy\":{}}", "egressAllowlist: missing"},
-      {"{\"executionPolicy\":{\"egressAllowlist\":[]},\"egressAllowlist\":[\"*\"]}", "ambiguous"},
-      {"{\"egressAllowlist\":[\"good.example.com\",\" bad.example.com\"]}", "egressAllowlist[1]"},
-      {"{\"egressAllowlist\":[\"good.example.com\"],\"egressDenylist\":[\"a.com\",\"10.0.0.1/8\"]}",
-       "egressDenylist[1] \"10.0.0.1/8\""},
+    { "", "not valid JSON" },
+    { "[]", "must be a JSON object" },
+    { "\"x\"", "must be a JSON object" },
+    { "{}", "egressAllowlist: missing" },
+    { "{\"egressAllowlist\":{}}", "must be an array" },
+    { "{\"egressAllowlist\":\"a.com\"}", "must be an array" },
+    { "{\"egressAllowlist\":[1]}", "egressAllowlist[0]: entry must be a string" },
+    { "{\"egressAllowlist\":[\"a.com\",null]}", "egressAllowlist[1]: entry must be a string" },
+    { "{\"egressAllowlist\":[\"a.com\",[\"b.com\"]]}", "egressAllowlist[1]" },
+    { "{\"egressAllowlist\":[\"a.com\"],\"egressDenylist\":[true]}", "egressDenylist[0]" },
+    { "{\"egressAllowlist\":[\"a.com\"],\"egressDenylist\":\"x\"}", "egressDenylist: must be an array" },
+    { "{\"egressAllowlist\":[\"a.com\"],\"egressAllowlist\":[\"*\"]}", "appears 2 times" },
+    { "{\"egressAllowlist\":[\"a.com\\u0000.evil.com\"]}", "NUL" },
+    { "{\"egressAllowlist\":[\"a.com\"]} trailing", "trailing data" },
+    { "{\"egressAllowlist\":[\"a.com\"]}{}", "trailing data" },
+    { "{\"egressAllowlist\":[\"a.com\"", "not valid JSON" },
+    { "{\"executionPolicy\":[]}", "executionPolicy: must be an object" },
+    { "{\"executionPolicy\":{}}", "egressAllowlist: missing" },
+    { "{\"executionPolicy\":{\"egressAllowlist\":[]},\"egressAllowlist\":[\"*\"]}", "ambiguous" },
+    { "{\"egressAllowlist\":[\"good.example.com\",\" bad.example.com\"]}", "egressAllowlist[1]" },
+    { "{\"egressAllowlist\":[\"good.example.com\"],\"egressDenylist\":[\"a.com\",\"10.0.0.1/8\"]}",
+      "egressDenylist[1] \"10.0.0.1/8\"" },
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     egress_policy_t *p = (egress_policy_t *)0x1;
@@ -208,7 +213,8 @@ static void test_bad_documents(void) {
   egress_policy_t *p = NULL;
   char err[EGRESS_ERRBUF_SIZE] = "";
   static const char with_nul[] = "{\"egressAllowlist\":[\"a.com\0.evil\"]}";
-  CU_ASSERT_EQUAL(egress_policy_from_json(with_nul, sizeof with_nul - 1, &p, err, sizeof err), EGRESS_EPOLICY);
+  CU_ASSERT_EQUAL(egress_policy_from_json(with_nul, sizeof with_nul - 1, &p, err, sizeof err),
+                  EGRESS_EPOLICY);
   CU_ASSERT_PTR_NULL(p);
   /* Deep nesting is an error, not a stack overflow. */
   size_t depth = 200000;
@@ -223,7 +229,7 @@ static void test_bad_documents(void) {
   /* NULL arguments. */
   CU_ASSERT_EQUAL(egress_policy_from_json(NULL, 0, &p, err, sizeof err), EGRESS_EINVAL);
   CU_ASSERT_EQUAL(egress_policy_from_json("{}", 2, NULL, err, sizeof err), EGRESS_EINVAL);
-  const char *one[] = {NULL};
+  const char *one[] = { NULL };
   CU_ASSERT_EQUAL(egress_policy_from_entries(one, 1, NULL, 0, &p, err, sizeof err), EGRESS_EPOLICY);
   CU_ASSERT_EQUAL(egress_policy_from_entries(NULL, 1, NULL, 0, &p, err, sizeof err), EGRESS_EINVAL);
   CU_ASSERT_EQUAL(egress_policy_from_file("/nonexistent/policy.json", &p, err, sizeof err), EGRESS_EIO);
@@ -233,12 +239,12 @@ static void test_bad_documents(void) {
 static void test_error_names_entry(void) {
   egress_policy_t *p = NULL;
   char err[EGRESS_ERRBUF_SIZE] = "";
-  const char *allow[] = {"a.example.com", "b.example.com", "https://user@c.example.com"};
+  const char *allow[] = { "a.example.com", "b.example.com", "https://user@c.example.com" };
   CU_ASSERT_EQUAL(egress_policy_from_entries(allow, 3, NULL, 0, &p, err, sizeof err), EGRESS_EPOLICY);
   CU_ASSERT_PTR_NOT_NULL(strstr(err, "egressAllowlist[2]"));
   CU_ASSERT_PTR_NOT_NULL(strstr(err, "https://user@c.example.com"));
   /* Control characters in the entry are escaped in the message. */
-  const char *ctl[] = {"a.example.com\r\nX-Injected: 1"};
+  const char *ctl[] = { "a.example.com\r\nX-Injected: 1" };
   CU_ASSERT_EQUAL(egress_policy_from_entries(ctl, 1, NULL, 0, &p, err, sizeof err), EGRESS_EPOLICY);
   CU_ASSERT_PTR_NULL(strchr(err, '\n'));
   CU_ASSERT_PTR_NULL(strchr(err, '\r'));
@@ -247,18 +253,18 @@ static void test_error_names_entry(void) {
   char *huge = malloc(10000);
   memset(huge, 'a', 9999);
   huge[9999] = '\0';
-  const char *h[] = {huge};
+  const char *h[] = { huge };
   CU_ASSERT_EQUAL(egress_policy_from_entries(h, 1, NULL, 0, &p, err, sizeof err), EGRESS_EPOLICY);
   CU_ASSERT(strlen(err) < 400);
   free(huge);
 }
 
 static void test_digest(void) {
-  const char *a1[] = {"a.example.com", "b.example.com"};
-  const char *a2[] = {"a.example.com", "b.example.com"};
-  const char *a3[] = {"b.example.com", "a.example.com"};
-  const char *a4[] = {"a.example.com"};
-  const char *d4[] = {"b.example.com"};
+  const char *a1[] = { "a.example.com", "b.example.com" };
+  const char *a2[] = { "a.example.com", "b.example.com" };
+  const char *a3[] = { "b.example.com", "a.example.com" };
+  const char *a4[] = { "a.example.com" };
+  const char *d4[] = { "b.example.com" };
   egress_policy_t *p1 = must_policy(a1, 2, NULL, 0), *p2 = must_policy(a2, 2, NULL, 0);
   egress_policy_t *p3 = must_policy(a3, 2, NULL, 0), *p4 = must_policy(a4, 1, d4, 1);
   CU_ASSERT_EQUAL(strlen(egress_policy_digest(p1)), 64);
@@ -286,7 +292,7 @@ static void test_digest(void) {
 
 /* ---- differential test: compiled matcher vs. a naive reference ---- */
 
-static const char *const labels[] = {"a", "b", "api", "x-1", "svc_", "example", "com", "net"};
+static const char *const labels[] = { "a", "b", "api", "x-1", "svc_", "example", "com", "net" };
 
 static void random_name(unsigned *seed, char *out, size_t cap, int min_labels) {
   int n = min_labels + rand_r(seed) % 4;
@@ -306,8 +312,10 @@ static bool ref_rule_matches(const char *entry, const char *name, uint16_t port)
   host[hl] = '\0';
   long lo = 443, hi = 443;
   if (colon) {
-    if (colon[1] == '*') lo = 1, hi = 65535;
-    else lo = hi = strtol(colon + 1, NULL, 10);
+    if (colon[1] == '*')
+      lo = 1, hi = 65535;
+    else
+      lo = hi = strtol(colon + 1, NULL, 10);
   }
   if (port < lo || port > hi) return false;
   size_t nl = strlen(name);
@@ -334,12 +342,16 @@ static void test_differential(void) {
       char name[250];
       int kind = rand_r(&seed) % 5;
       random_name(&seed, name, sizeof name, 1);
-      const char *ports[] = {"", ":443", ":8443", ":*"};
+      const char *ports[] = { "", ":443", ":8443", ":*" };
       const char *port = ports[rand_r(&seed) % 4];
-      if (kind == 0) snprintf(buf[i], sizeof buf[i], "*.%s%s", name, port);
-      else if (kind == 1) snprintf(buf[i], sizeof buf[i], "**.%s%s", name, port);
-      else if (kind == 2 && rand_r(&seed) % 5 == 0) snprintf(buf[i], sizeof buf[i], "*%s", port);
-      else snprintf(buf[i], sizeof buf[i], "%s%s", name, port);
+      if (kind == 0)
+        snprintf(buf[i], sizeof buf[i], "*.%s%s", name, port);
+      else if (kind == 1)
+        snprintf(buf[i], sizeof buf[i], "**.%s%s", name, port);
+      else if (kind == 2 && rand_r(&seed) % 5 == 0)
+        snprintf(buf[i], sizeof buf[i], "*%s", port);
+      else
+        snprintf(buf[i], sizeof buf[i], "%s%s", name, port);
       entries[i] = buf[i];
     }
     egress_policy_t *p = must_policy(entries, (size_t)n, NULL, 0);
@@ -377,10 +389,14 @@ static void test_many_rules(void) {
   CU_ASSERT_PTR_NOT_NULL_FATAL(buf);
   for (size_t i = 0; i < n; i++) {
     buf[i] = malloc(64);
-    if (i % 4 == 0) snprintf(buf[i], 64, "host%zu.example.com", i);
-    else if (i % 4 == 1) snprintf(buf[i], 64, "*.zone%zu.example.net:*", i);
-    else if (i % 4 == 2) snprintf(buf[i], 64, "203.%zu.%zu.0/24", (i >> 8) & 255, i & 255);
-    else snprintf(buf[i], 64, "[2001:db8:%zx::]/48:443", i & 0xffff);
+    if (i % 4 == 0)
+      snprintf(buf[i], 64, "host%zu.example.com", i);
+    else if (i % 4 == 1)
+      snprintf(buf[i], 64, "*.zone%zu.example.net:*", i);
+    else if (i % 4 == 2)
+      snprintf(buf[i], 64, "203.%zu.%zu.0/24", (i >> 8) & 255, i & 255);
+    else
+      snprintf(buf[i], 64, "[2001:db8:%zx::]/48:443", i & 0xffff);
   }
   egress_policy_t *p = must_policy((const char *const *)buf, n, NULL, 0);
   CU_ASSERT_EQUAL(allowed_by(p, "host4000.example.com", 443), 4000);
@@ -395,10 +411,12 @@ static void test_many_rules(void) {
 /* The one-rule relations that render, lint and URL checks use agree with
  * the compiled matcher, rule by rule, and keep the apex out of wildcards. */
 static void test_rule_matches_name(void) {
-  static const char *const names[] = {"example.com", "a.example.com", "a.b.example.com", "aexample.com",
-                                      "example.com.evil", "x.api.example.com", "api.example.com", "com"};
-  static const char *const entries[] = {"example.com", "*.example.com", "**.example.com", "*",
-                                        "re:^a\\..*$", "api.example.com", "10.0.0.0/8"};
+  static const char *const names[] = { "example.com",      "a.example.com",
+                                       "a.b.example.com",  "aexample.com",
+                                       "example.com.evil", "x.api.example.com",
+                                       "api.example.com",  "com" };
+  static const char *const entries[] = { "example.com", "*.example.com",   "**.example.com", "*",
+                                         "re:^a\\..*$", "api.example.com", "10.0.0.0/8" };
   for (size_t e = 0; e < sizeof entries / sizeof *entries; e++) {
     egress_policy_t *p = must_policy(&entries[e], 1, NULL, 0);
     const egress__rule_t *r = &p->rules[EGRESS_LIST_ALLOW][0];
@@ -440,8 +458,8 @@ static void vet(const egress_policy_t *p, const egress__prefix_t *pref64, size_t
 /* Deny-list CIDRs, special-purpose addresses opened only by a rule inside
  * their range and on the port, and IPv4 carried inside IPv6. */
 static void test_vet_address(void) {
-  const char *allow[] = {"0.0.0.0/0:*", "10.1.0.0/16:443", "[2001:db8:64::]/96:*"};
-  const char *deny[] = {"8.8.4.0/24:*"};
+  const char *allow[] = { "0.0.0.0/0:*", "10.1.0.0/16:443", "[2001:db8:64::]/96:*" };
+  const char *deny[] = { "8.8.4.0/24:*" };
   egress_policy_t *p = must_policy(allow, 3, deny, 1);
   const egress__rule_t *A = p->rules[EGRESS_LIST_ALLOW], *D = p->rules[EGRESS_LIST_DENY];
   egress__vet_t v;
@@ -483,7 +501,7 @@ static void test_vet_address(void) {
   CU_ASSERT_EQUAL(v.reason, EGRESS_REASON_NONE);
 
   /* A network-specific prefix counts only when the caller names it. */
-  egress__prefix_t pref64 = {.len = 96};
+  egress__prefix_t pref64 = { .len = 96 };
   CU_ASSERT_FATAL(egress__ip6_parse("2001:db8:64::", 13, &pref64.addr));
   vet(p, NULL, 0, "2001:db8:64::808:404", 443, &v);
   CU_ASSERT_EQUAL(v.reason, EGRESS_REASON_NONE);
@@ -498,22 +516,23 @@ static void test_vet_address(void) {
 }
 
 static CU_TestInfo policy_tests[] = {
-    {"wildcards: *. one label, **. one or more, never the apex", test_wildcard_semantics},
-    {"ports: single, range, any, scheme defaults, CIDR default any", test_ports},
-    {"regex rules are anchored and caseless", test_regex},
-    {"first matching rule in policy order is reported", test_first_rule_wins},
-    {"document shapes", test_shapes},
-    {"bad documents are rejected whole with a named problem", test_bad_documents},
-    {"errors name list, index and entry, safely quoted", test_error_names_entry},
-    {"policy digest", test_digest},
-    {"compiled matcher agrees with a naive reference", test_differential},
-    {"100000 rules compile and match", test_many_rules},
-    {"one rule against one name agrees with the matcher", test_rule_matches_name},
-    {"address vetting: deny CIDRs, special-purpose, embedded IPv4", test_vet_address},
-    CU_TEST_INFO_NULL,
+  { "wildcards: *. one label, **. one or more, never the apex", test_wildcard_semantics },
+  { "ports: single, range, any, scheme defaults, CIDR default any", test_ports },
+  { "regex rules are anchored and caseless", test_regex },
+  { "first matching rule in policy order is reported", test_first_rule_wins },
+  { "document shapes", test_shapes },
+  { "bad documents are rejected whole with a named problem", test_bad_documents },
+  { "errors name list, index and entry, safely quoted", test_error_names_entry },
+  { "policy digest", test_digest },
+  { "compiled matcher agrees with a naive reference", test_differential },
+  { "100000 rules compile and match", test_many_rules },
+  { "one rule against one name agrees with the matcher", test_rule_matches_name },
+  { "address vetting: deny CIDRs, special-purpose, embedded IPv4", test_vet_address },
+  CU_TEST_INFO_NULL,
 };
 
 int main(int argc, char **argv) {
-  static const egress_test_suite_t suites[] = {{"policy", NULL, NULL, policy_tests}, {NULL, NULL, NULL, NULL}};
+  static const egress_test_suite_t suites[] = { { "policy", NULL, NULL, policy_tests },
+                                                { NULL, NULL, NULL, NULL } };
   return egress_test_main(argc, argv, suites);
 }

@@ -34,8 +34,7 @@ static char hosts_path[256];
 /* Helpers                                                                   */
 /* ------------------------------------------------------------------------ */
 
-static egress_policy_t *policy_of(const char *const *allow, size_t na, const char *const *deny,
-                                  size_t nd) {
+static egress_policy_t *policy_of(const char *const *allow, size_t na, const char *const *deny, size_t nd) {
   egress_policy_t *p = NULL;
   char err[EGRESS_ERRBUF_SIZE] = "";
   egress_status_t st = egress_policy_from_entries(allow, na, deny, nd, &p, err, sizeof err);
@@ -44,8 +43,8 @@ static egress_policy_t *policy_of(const char *const *allow, size_t na, const cha
   return p;
 }
 
-static char *render(const egress_policy_t *p, egress__render_format_t fmt,
-                    egress__render_component_t comp, bool skip, egress_status_t *st_out) {
+static char *render(const egress_policy_t *p, egress__render_format_t fmt, egress__render_component_t comp,
+                    bool skip, egress_status_t *st_out) {
   egress__render_opts_t o;
   char *out = NULL, err[EGRESS_ERRBUF_SIZE] = "";
   memset(&o, 0, sizeof o);
@@ -53,8 +52,10 @@ static char *render(const egress_policy_t *p, egress__render_format_t fmt,
   o.component = comp;
   o.skip_unrenderable = skip;
   egress_status_t st = egress__render(p, &o, NULL, NULL, &out, err, sizeof err);
-  if (st_out) *st_out = st;
-  else if (st != EGRESS_OK) fprintf(stderr, "render: %s\n", err);
+  if (st_out)
+    *st_out = st;
+  else if (st != EGRESS_OK)
+    fprintf(stderr, "render: %s\n", err);
   return out;
 }
 
@@ -85,10 +86,10 @@ static char *read_text(const char *path) {
 
 static char verr[256];
 
-#define VFAIL(...)                               \
-  do {                                           \
-    snprintf(verr, sizeof verr, __VA_ARGS__);    \
-    return false;                                \
+#define VFAIL(...)                            \
+  do {                                        \
+    snprintf(verr, sizeof verr, __VA_ARGS__); \
+    return false;                             \
   } while (0)
 
 static bool parse_cidr(const char *s, egress__prefix_t *out) {
@@ -131,8 +132,7 @@ static bool v_labels(const cJSON *sel) {
 static bool v_cidr_obj(const cJSON *o) {
   const char *c;
   egress__prefix_t cidr, ex;
-  if (!cJSON_IsObject(o) || !v_string(o, "cidr", &c) || !parse_cidr(c, &cidr))
-    VFAIL("bad cidr");
+  if (!cJSON_IsObject(o) || !v_string(o, "cidr", &c) || !parse_cidr(c, &cidr)) VFAIL("bad cidr");
   const cJSON *e = cJSON_GetObjectItemCaseSensitive(o, "except"), *it;
   if (!e) return true;
   if (!cJSON_IsArray(e) || cJSON_GetArraySize(e) == 0) VFAIL("except not a non-empty array");
@@ -145,8 +145,8 @@ static bool v_cidr_obj(const cJSON *o) {
 }
 
 static bool v_int_port(const cJSON *v) {
-  return cJSON_IsNumber(v) && v->valuedouble == (double)(int)v->valuedouble &&
-         v->valueint >= 1 && v->valueint <= 65535;
+  return cJSON_IsNumber(v) && v->valuedouble == (double)(int)v->valuedouble && v->valueint >= 1 &&
+         v->valueint <= 65535;
 }
 
 static bool v_np_ports(const cJSON *ports) {
@@ -173,8 +173,7 @@ static bool v_networkpolicy(const cJSON *spec) {
    * nothing. */
   bool all_pods = cJSON_IsObject(sel) && !sel->child;
   if (!(all_pods ? cJSON_IsArray(eg) && !eg->child : v_labels(sel))) VFAIL("bad podSelector");
-  if (!cJSON_IsArray(pt) || cJSON_GetArraySize(pt) != 1 ||
-      !cJSON_IsString(cJSON_GetArrayItem(pt, 0)) ||
+  if (!cJSON_IsArray(pt) || cJSON_GetArraySize(pt) != 1 || !cJSON_IsString(cJSON_GetArrayItem(pt, 0)) ||
       strcmp(cJSON_GetArrayItem(pt, 0)->valuestring, "Egress"))
     VFAIL("policyTypes must be [Egress]");
   if (!cJSON_IsArray(eg)) VFAIL("egress not an array");
@@ -235,7 +234,7 @@ static bool v_cil_ports(const cJSON *tp, bool deny) {
 }
 
 static bool v_cil_rule(const cJSON *r, bool deny) {
-  static const char *const l3[] = {"toEndpoints", "toCIDRSet", "toFQDNs", "toCIDR", "toEntities"};
+  static const char *const l3[] = { "toEndpoints", "toCIDRSet", "toFQDNs", "toCIDR", "toEntities" };
   int n = 0;
   const cJSON *it;
   for (size_t i = 0; i < NELEM(l3); i++) n += cJSON_GetObjectItemCaseSensitive(r, l3[i]) != NULL;
@@ -284,8 +283,7 @@ static bool v_cilium(const cJSON *spec) {
 
 static bool v_k8s_name(const char *s, size_t max) {
   size_t n = strlen(s);
-  if (n == 0 || n > max || !isalnum((unsigned char)s[0]) || !isalnum((unsigned char)s[n - 1]))
-    return false;
+  if (n == 0 || n > max || !isalnum((unsigned char)s[0]) || !isalnum((unsigned char)s[n - 1])) return false;
   for (size_t i = 0; i < n; i++)
     if (!(islower((unsigned char)s[i]) || isdigit((unsigned char)s[i]) || s[i] == '-' || s[i] == '.'))
       return false;
@@ -307,8 +305,7 @@ static bool validate_doc(const cJSON *doc, bool want_cilium) {
     const cJSON *md = cJSON_GetObjectItemCaseSensitive(it, "metadata");
     const cJSON *spec = cJSON_GetObjectItemCaseSensitive(it, "spec");
     if (!v_string(it, "apiVersion", &api) || !v_string(it, "kind", &kind)) VFAIL("apiVersion/kind");
-    if (!cJSON_IsObject(md) || !v_string(md, "name", &name) || !v_k8s_name(name, 253))
-      VFAIL("metadata.name");
+    if (!cJSON_IsObject(md) || !v_string(md, "name", &name) || !v_k8s_name(name, 253)) VFAIL("metadata.name");
     if (!v_string(md, "namespace", &ns) || !v_k8s_name(ns, 63) || strchr(ns, '.'))
       VFAIL("metadata.namespace");
     if (!cJSON_IsObject(spec)) VFAIL("spec");
@@ -344,8 +341,7 @@ static bool cidrset_has(const cJSON *set, const egress__ip_t *ip) {
     const cJSON *c = cJSON_GetObjectItemCaseSensitive(el, "cidr");
     const cJSON *ex = cJSON_GetObjectItemCaseSensitive(el, "except"), *e;
     egress__prefix_t p;
-    if (!cJSON_IsString(c) || !parse_cidr(c->valuestring, &p) || !egress__prefix_contains(&p, ip))
-      continue;
+    if (!cJSON_IsString(c) || !parse_cidr(c->valuestring, &p) || !egress__prefix_contains(&p, ip)) continue;
     bool out = false;
     cJSON_ArrayForEach(e, ex) {
       egress__prefix_t q;
@@ -374,8 +370,8 @@ static bool port_in(const cJSON *ports, unsigned port, bool tcp_only) {
 static bool toports_has(const cJSON *tp, unsigned port) {
   const cJSON *e;
   if (!tp) return true; /* no toPorts: every port */
-  cJSON_ArrayForEach(e, tp) if (port_in(cJSON_GetObjectItemCaseSensitive(e, "ports"), port, true))
-    return true;
+  cJSON_ArrayForEach(e,
+                     tp) if (port_in(cJSON_GetObjectItemCaseSensitive(e, "ports"), port, true)) return true;
   return false;
 }
 
@@ -420,8 +416,7 @@ static bool cilium_allows(const cJSON *doc, const char *name, const egress__ip_t
   const cJSON *items = cJSON_GetObjectItemCaseSensitive(doc, "items"), *it, *r;
   bool allow = false;
   cJSON_ArrayForEach(it, items) {
-    if (strcmp(cJSON_GetObjectItemCaseSensitive(it, "kind")->valuestring, "CiliumNetworkPolicy"))
-      continue;
+    if (strcmp(cJSON_GetObjectItemCaseSensitive(it, "kind")->valuestring, "CiliumNetworkPolicy")) continue;
     const cJSON *spec = cJSON_GetObjectItemCaseSensitive(it, "spec");
     cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(spec, "egressDeny")) {
       if (cidrset_has(cJSON_GetObjectItemCaseSensitive(r, "toCIDRSet"), ip) &&
@@ -448,7 +443,8 @@ static bool netpol_allows(const cJSON *doc, const egress__ip_t *ip, unsigned por
     const cJSON *lab = cJSON_GetObjectItemCaseSensitive(md, "labels");
     const cJSON *layer = cJSON_GetObjectItemCaseSensitive(lab, "portarium.io/egress-layer");
     if (!layer || strcmp(layer->valuestring, "system-of-record")) continue;
-    cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(it, "spec"), "egress")) {
+    cJSON_ArrayForEach(
+        r, cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(it, "spec"), "egress")) {
       if (!port_in(cJSON_GetObjectItemCaseSensitive(r, "ports"), port, true)) continue;
       cJSON_ArrayForEach(peer, cJSON_GetObjectItemCaseSensitive(r, "to")) {
         const cJSON *ib = cJSON_GetObjectItemCaseSensitive(peer, "ipBlock");
@@ -477,10 +473,13 @@ typedef struct dest {
  * ones it must refuse (rebinding to loopback, metadata, private, NAT64 and
  * 6to4 forms of them, a private database range opened only on 5432). */
 static const char *const name_addrs[] = {
-    "93.184.216.34", "151.101.1.69", "2606:4700::6810:84e5", "104.16.132.229",
-    "127.0.0.1", "169.254.169.254", "10.0.0.7", "10.20.3.15", "::1", "fd00::1",
-    "64:ff9b::a00:7", "64:ff9b::5db8:d822", "2002:7f00:1::1", "192.0.0.9", "192.0.0.170",
-    "100.64.0.1", "151.101.64.10", "10.1.2.3", "10.1.200.3", "2001:db8::5", "203.0.113.5",
+  "93.184.216.34",  "151.101.1.69",   "2606:4700::6810:84e5",
+  "104.16.132.229", "127.0.0.1",      "169.254.169.254",
+  "10.0.0.7",       "10.20.3.15",     "::1",
+  "fd00::1",        "64:ff9b::a00:7", "64:ff9b::5db8:d822",
+  "2002:7f00:1::1", "192.0.0.9",      "192.0.0.170",
+  "100.64.0.1",     "151.101.64.10",  "10.1.2.3",
+  "10.1.200.3",     "2001:db8::5",    "203.0.113.5",
 };
 
 static dest_t *dests;
@@ -514,8 +513,10 @@ static void add_host_line(const char *addr, const char *name) {
 /* A fresh name (each name has one address in the hosts file) under @p base. */
 static void add_name(const char *label, const char *base, const char *addr) {
   char host[300];
-  if (base[0]) snprintf(host, sizeof host, "%s%u.%s", label, name_seq++, base);
-  else snprintf(host, sizeof host, "%s", label);
+  if (base[0])
+    snprintf(host, sizeof host, "%s%u.%s", label, name_seq++, base);
+  else
+    snprintf(host, sizeof host, "%s", label);
   add_host_line(addr, host);
   add_dest(host, addr, true);
 }
@@ -531,8 +532,10 @@ static void names_for_policy(const egress_policy_t *p) {
         if (r->kind == EGRESS__RULE_EXACT) {
           /* One name, one address: the rule's name takes the first (public)
            * one; siblings take the rest. */
-          if (a == 0) add_name(r->name, "", name_addrs[0]);
-          else add_name("sib", r->name, name_addrs[a]);
+          if (a == 0)
+            add_name(r->name, "", name_addrs[0]);
+          else
+            add_name("sib", r->name, name_addrs[a]);
         } else if (r->kind == EGRESS__RULE_REGEX) {
           add_name("api-", "example.com", name_addrs[a]);
         } else {
@@ -593,7 +596,7 @@ static void literals_for_policy(const egress_policy_t *p, unsigned seed) {
   free(edges);
 }
 
-static const unsigned probe_ports[] = {22, 25, 80, 443, 5432, 7999, 8000, 8050, 8100, 8443, 9000, 65535};
+static const unsigned probe_ports[] = { 22, 25, 80, 443, 5432, 7999, 8000, 8050, 8100, 8443, 9000, 65535 };
 
 static egress_checker_t *checker_for(egress_policy_t *p) {
   egress_options_t *o = NULL;
@@ -652,10 +655,9 @@ static void compare(egress_policy_t *app_policy, const cJSON *cnp, const cJSON *
         if ((app || app_lit) != l3) {
           t->mismatches++;
           if (t->mismatches <= 10)
-            fprintf(stderr, "MISMATCH %s (%s) port %u: app %s (%s), literal %s, cilium %s\n",
-                    d->host, d->addr, port, app ? "allow" : "deny",
-                    egress_reason_name(egress_decision_reason(dec)), app_lit ? "allow" : "deny",
-                    l3 ? "allow" : "deny");
+            fprintf(stderr, "MISMATCH %s (%s) port %u: app %s (%s), literal %s, cilium %s\n", d->host,
+                    d->addr, port, app ? "allow" : "deny", egress_reason_name(egress_decision_reason(dec)),
+                    app_lit ? "allow" : "deny", l3 ? "allow" : "deny");
         }
       }
       if (np) {
@@ -665,15 +667,15 @@ static void compare(egress_policy_t *app_policy, const cJSON *cnp, const cJSON *
         bool name_port = false;
         for (size_t r = 0; r < app_policy->nrules[EGRESS_LIST_ALLOW]; r++) {
           const egress__rule_t *ru = &app_policy->rules[EGRESS_LIST_ALLOW][r];
-          name_port = name_port || (ru->kind != EGRESS__RULE_CIDR && port >= ru->port_lo &&
-                                    port <= ru->port_hi);
+          name_port =
+              name_port || (ru->kind != EGRESS__RULE_CIDR && port >= ru->port_lo && port <= ru->port_hi);
         }
         bool npa = netpol_allows(np, &h.ip, port);
         if ((app || app_lit) ? !npa : (npa && !name_port)) {
           t->mismatches++;
           if (t->mismatches <= 10)
-            fprintf(stderr, "NETPOL MISMATCH %s (%s) port %u: app %d netpol %d\n", d->host,
-                    d->addr, port, app, npa);
+            fprintf(stderr, "NETPOL MISMATCH %s (%s) port %u: app %d netpol %d\n", d->host, d->addr, port,
+                    app, npa);
         }
       }
       egress_decision_free(dec);
@@ -687,21 +689,25 @@ static void compare(egress_policy_t *app_policy, const cJSON *cnp, const cJSON *
 /* ------------------------------------------------------------------------ */
 
 static const char *const demo_allow[] = {
-    "https://api.crm.example.com", "https://login.crm.example.com/oauth2",
-    "*.files.crm.example.com", "https://erp.acme.example:8443/api", "**.cdn.example.net",
-    "151.101.0.0/16:443", "10.20.0.0/16:5432", "orders-db.acme.internal:5432"};
-static const char *const demo_deny[] = {"exports.files.crm.example.com"};
+  "https://api.crm.example.com", "https://login.crm.example.com/oauth2",
+  "*.files.crm.example.com",     "https://erp.acme.example:8443/api",
+  "**.cdn.example.net",          "151.101.0.0/16:443",
+  "10.20.0.0/16:5432",           "orders-db.acme.internal:5432"
+};
+static const char *const demo_deny[] = { "exports.files.crm.example.com" };
 
 /* Everything Cilium can express exactly, and then some. */
-static const char *const rich_allow[] = {
-    "api.example.com", "https://docs.example.com/v1", "*.svc.example.com:8443",
-    "**.cdn.example.net:443", "pub.example.org:*", "*:9000", "151.101.0.0/16:443",
-    "10.1.0.0/16:5432", "0.0.0.0/0:8443", "[2606:4700::]/32:443", "[2001:db8::]/32:443",
-    "[::]/0:8443", "[64:ff9b::]/96:443", "192.0.0.0/24:443", "100.64.0.0/10:8000-8100",
-    "[2002::]/16:80"};
-static const char *const rich_deny[] = {"151.101.64.0/18:443", "203.0.113.5", "pub.example.org:22",
-                                        "10.1.2.0/24:5432", "0.0.0.0/0:25", "api.example.com:80",
-                                        "*.svc.example.com:8443-8443"};
+static const char *const rich_allow[] = { "api.example.com",         "https://docs.example.com/v1",
+                                          "*.svc.example.com:8443",  "**.cdn.example.net:443",
+                                          "pub.example.org:*",       "*:9000",
+                                          "151.101.0.0/16:443",      "10.1.0.0/16:5432",
+                                          "0.0.0.0/0:8443",          "[2606:4700::]/32:443",
+                                          "[2001:db8::]/32:443",     "[::]/0:8443",
+                                          "[64:ff9b::]/96:443",      "192.0.0.0/24:443",
+                                          "100.64.0.0/10:8000-8100", "[2002::]/16:80" };
+static const char *const rich_deny[] = { "151.101.64.0/18:443",        "203.0.113.5",  "pub.example.org:22",
+                                         "10.1.2.0/24:5432",           "0.0.0.0/0:25", "api.example.com:80",
+                                         "*.svc.example.com:8443-8443" };
 
 /* ------------------------------------------------------------------------ */
 /* Tests                                                                     */
@@ -725,9 +731,9 @@ static int suite_cleanup(void) {
   return 0;
 }
 
-static const char *const golden_names[2][2] = {
-    {"networkpolicy-execution-plane.json", "networkpolicy-agent.json"},
-    {"cilium-execution-plane.json", "cilium-agent.json"}};
+static const char *const golden_names[2][2] = { { "networkpolicy-execution-plane.json",
+                                                  "networkpolicy-agent.json" },
+                                                { "cilium-execution-plane.json", "cilium-agent.json" } };
 
 static void test_golden_examples(void) {
   char ppath[512], gpath[512], rel[256];
@@ -751,8 +757,10 @@ static void test_golden_examples(void) {
       char *want = read_text(gpath);
       CU_ASSERT(want != NULL);
       if (want && strcmp(want, out)) {
-        fprintf(stderr, "%s differs from the rendering: run the test with EGRESS_UPDATE_GOLDEN=1 "
-                        "(or egressctl render) and review the diff\n", gpath);
+        fprintf(stderr,
+                "%s differs from the rendering: run the test with EGRESS_UPDATE_GOLDEN=1 "
+                "(or egressctl render) and review the diff\n",
+                gpath);
         CU_FAIL("golden manifest out of date");
       }
       /* Deterministic: a second run is byte-identical. */
@@ -766,15 +774,15 @@ static void test_golden_examples(void) {
 }
 
 static void test_structure_all_policies(void) {
-  const char *const empty[] = {NULL};
+  const char *const empty[] = { NULL };
   struct {
     const char *const *a;
     size_t na;
     const char *const *d;
     size_t nd;
-  } pols[] = {{demo_allow, NELEM(demo_allow), demo_deny, NELEM(demo_deny)},
-              {rich_allow, NELEM(rich_allow), rich_deny, NELEM(rich_deny)},
-              {empty, 0, empty, 0}};
+  } pols[] = { { demo_allow, NELEM(demo_allow), demo_deny, NELEM(demo_deny) },
+               { rich_allow, NELEM(rich_allow), rich_deny, NELEM(rich_deny) },
+               { empty, 0, empty, 0 } };
   for (size_t i = 0; i < NELEM(pols); i++) {
     egress_policy_t *p = policy_of(pols[i].a, pols[i].na, pols[i].d, pols[i].nd);
     for (int f = 0; f < 2; f++)
@@ -797,25 +805,25 @@ static void test_structure_all_policies(void) {
 }
 
 static void test_validator_rejects(void) {
-  const char *const allow[] = {"api.example.com", "151.101.0.0/16:8000-8100"};
+  const char *const allow[] = { "api.example.com", "151.101.0.0/16:8000-8100" };
   egress_policy_t *p = policy_of(allow, 2, NULL, 0);
   static const struct {
     const char *from, *to;
   } breaks[] = {
-      {"\"port\":8000", "\"port\":0"},
-      {"\"endPort\":8100", "\"endPort\":7000"},
-      {"\"cidr\":\"151.101.0.0/16\"", "\"cidr\":\"151.101.0.1/16\""},
-      {"\"cidr\":\"151.101.0.0/16\"", "\"cidr\":\"151.101.0.0/33\""},
-      {"\"cidr\":\"0.0.0.0/0\"", "\"cidr\":\"151.0.0.0/8\""}, /* excepts now outside */
-      {"\"Egress\"", "\"Ingress\""},
-      {"\"name\":\"egress-execution-plane\"", "\"name\":\"Egress_Plane\""},
-      {"\"protocol\":\"TCP\"", "\"protocol\":\"ICMP\""},
-      {"\"apiVersion\":\"networking.k8s.io/v1\"", "\"apiVersion\":\"v1\""},
-      {"\"port\":\"443\"", "\"port\":443"},
-      {"\"matchName\":\"api.example.com\"", "\"matchName\":\"api example.com\""},
-      {"\"toFQDNs\"", "\"toFQDNz\""},
-      {"\"podSelector\":{\"matchLabels\":{\"portarium.io/component\":\"execution-plane\"}}",
-       "\"podSelector\":{}"},
+    { "\"port\":8000", "\"port\":0" },
+    { "\"endPort\":8100", "\"endPort\":7000" },
+    { "\"cidr\":\"151.101.0.0/16\"", "\"cidr\":\"151.101.0.1/16\"" },
+    { "\"cidr\":\"151.101.0.0/16\"", "\"cidr\":\"151.101.0.0/33\"" },
+    { "\"cidr\":\"0.0.0.0/0\"", "\"cidr\":\"151.0.0.0/8\"" }, /* excepts now outside */
+    { "\"Egress\"", "\"Ingress\"" },
+    { "\"name\":\"egress-execution-plane\"", "\"name\":\"Egress_Plane\"" },
+    { "\"protocol\":\"TCP\"", "\"protocol\":\"ICMP\"" },
+    { "\"apiVersion\":\"networking.k8s.io/v1\"", "\"apiVersion\":\"v1\"" },
+    { "\"port\":\"443\"", "\"port\":443" },
+    { "\"matchName\":\"api.example.com\"", "\"matchName\":\"api example.com\"" },
+    { "\"toFQDNs\"", "\"toFQDNz\"" },
+    { "\"podSelector\":{\"matchLabels\":{\"portarium.io/component\":\"execution-plane\"}}",
+      "\"podSelector\":{}" },
   };
   for (int f = 0; f < 2; f++) {
     char *pretty = render(p, (egress__render_format_t)f, EGRESS__COMPONENT_EXECUTION_PLANE, false, NULL);
@@ -863,9 +871,10 @@ static void test_semantic_rich(void) {
   char *n = render(p, EGRESS__RENDER_NETWORKPOLICY, EGRESS__COMPONENT_EXECUTION_PLANE, false, NULL);
   CU_ASSERT_FATAL(st == EGRESS_OK && c && n); /* fully renderable */
   cJSON *cd = cJSON_Parse(c), *nd = cJSON_Parse(n);
-  tally_t t = {0, 0, 0, 0};
+  tally_t t = { 0, 0, 0, 0 };
   compare(p, cd, nd, &t);
-  fprintf(stderr, "rich: %zu destinations (%zu names), %zu checks, %zu allowed (%zu by name), %zu mismatches\n",
+  fprintf(stderr,
+          "rich: %zu destinations (%zu names), %zu checks, %zu allowed (%zu by name), %zu mismatches\n",
           ndests, nnames, t.checks, t.app_allow, t.name_allow, t.mismatches);
   CU_ASSERT(nnames >= 100);
   CU_ASSERT(t.checks >= 5000);
@@ -903,10 +912,11 @@ static void test_semantic_example(void) {
   CU_ASSERT_FATAL(c && n);
   CU_ASSERT(strstr(c, "files.crm.example.com") == NULL);
   cJSON *cd = cJSON_Parse(c), *nd = cJSON_Parse(n);
-  tally_t t = {0, 0, 0, 0}, t2 = {0, 0, 0, 0};
+  tally_t t = { 0, 0, 0, 0 }, t2 = { 0, 0, 0, 0 };
   compare(pr, cd, NULL, &t);
   compare(p, NULL, nd, &t2); /* NetworkPolicy against the full policy */
-  fprintf(stderr, "example: %zu destinations, %zu checks, %zu allowed, %zu mismatches; netpol %zu mismatches\n",
+  fprintf(stderr,
+          "example: %zu destinations, %zu checks, %zu allowed, %zu mismatches; netpol %zu mismatches\n",
           ndests, t.checks, t.app_allow, t.mismatches, t2.mismatches);
   CU_ASSERT(ndests >= 100);
   CU_ASSERT(t.app_allow >= 10);
@@ -922,7 +932,7 @@ static void test_semantic_example(void) {
 
 /* Every matchPattern form maps to our meaning exactly. */
 static void test_fqdn_forms(void) {
-  const char *const allow[] = {"api.example.com", "*.one.example", "**.many.example", "*:8443"};
+  const char *const allow[] = { "api.example.com", "*.one.example", "**.many.example", "*:8443" };
   egress_policy_t *p = policy_of(allow, NELEM(allow), NULL, 0);
   char *c = render(p, EGRESS__RENDER_CILIUM, EGRESS__COMPONENT_AGENT, false, NULL);
   CU_ASSERT_FATAL(c != NULL);
@@ -936,10 +946,10 @@ static void test_fqdn_forms(void) {
   static const struct {
     const char *name;
     unsigned port;
-  } names[] = {{"api.example.com", 443}, {"x.api.example.com", 443}, {"a.one.example", 443},
-               {"a.b.one.example", 443}, {"one.example", 443},      {"a.many.example", 443},
-               {"a.b.c.many.example", 443}, {"many.example", 443},  {"xmany.example", 443},
-               {"anything.test", 8443},  {"anything.test", 443},    {"a_b.one.example", 443}};
+  } names[] = { { "api.example.com", 443 },    { "x.api.example.com", 443 }, { "a.one.example", 443 },
+                { "a.b.one.example", 443 },    { "one.example", 443 },       { "a.many.example", 443 },
+                { "a.b.c.many.example", 443 }, { "many.example", 443 },      { "xmany.example", 443 },
+                { "anything.test", 8443 },     { "anything.test", 443 },     { "a_b.one.example", 443 } };
   for (size_t i = 0; i < NELEM(names); i++) {
     egress__host_t h;
     const char *why;
@@ -948,7 +958,8 @@ static void test_fqdn_forms(void) {
     egress__match_name(p->matcher[EGRESS_LIST_ALLOW], h.text, h.len, (uint16_t)names[i].port, &m);
     bool app = m.allowing != NULL;
     bool l3 = cilium_allows(d, names[i].name, &ip, names[i].port);
-    if (app != l3) fprintf(stderr, "form mismatch %s:%u app %d cilium %d\n", names[i].name, names[i].port, app, l3);
+    if (app != l3)
+      fprintf(stderr, "form mismatch %s:%u app %d cilium %d\n", names[i].name, names[i].port, app, l3);
     CU_ASSERT(app == l3);
   }
   cJSON_Delete(d);
@@ -970,16 +981,16 @@ static void collect(egress_list_t list, size_t index, const char *entry, const c
 }
 
 /* Lint findings as collect() keeps them, notes marked "note: ". */
-static void lint_collect(egress__lint_level_t level, egress_list_t list, size_t index,
-                         const char *entry, const char *what, void *ud) {
+static void lint_collect(egress__lint_level_t level, egress_list_t list, size_t index, const char *entry,
+                         const char *what, void *ud) {
   char buf[700];
   snprintf(buf, sizeof buf, "%s%s", level == EGRESS__LINT_NOTE ? "note: " : "", what);
   collect(list, index, entry, buf, ud);
 }
 
 static void test_unrenderable(void) {
-  const char *const allow[] = {"api.example.com", "re:^api-[0-9]+\\.example\\.com$", "*.x.example"};
-  const char *const deny[] = {"bad.x.example"};
+  const char *const allow[] = { "api.example.com", "re:^api-[0-9]+\\.example\\.com$", "*.x.example" };
+  const char *const deny[] = { "bad.x.example" };
   egress_policy_t *p = policy_of(allow, NELEM(allow), deny, NELEM(deny));
   egress__render_opts_t o;
   memset(&o, 0, sizeof o);
@@ -1011,8 +1022,8 @@ static void test_unrenderable(void) {
 
   /* A deny entry that takes a whole entry's names on some ports is exact:
    * the ports go, nothing is reported. */
-  const char *const a2[] = {"pub.example.org:*", "*.svc.example:8443"};
-  const char *const d2[] = {"pub.example.org:22", "**.example:8443"};
+  const char *const a2[] = { "pub.example.org:*", "*.svc.example:8443" };
+  const char *const d2[] = { "pub.example.org:22", "**.example:8443" };
   p = policy_of(a2, 2, d2, 2);
   o.format = EGRESS__RENDER_CILIUM;
   memset(&ns, 0, sizeof ns);
@@ -1025,7 +1036,7 @@ static void test_unrenderable(void) {
   egress_policy_unref(p);
 
   /* Opening Teredo space: its embedded client addresses cannot be CIDRs. */
-  const char *const a3[] = {"[2001::]/32:443"};
+  const char *const a3[] = { "[2001::]/32:443" };
   p = policy_of(a3, 1, NULL, 0);
   o.skip_unrenderable = false;
   memset(&ns, 0, sizeof ns);
@@ -1035,7 +1046,7 @@ static void test_unrenderable(void) {
 }
 
 static void test_options(void) {
-  const char *const allow[] = {"api.example.com"};
+  const char *const allow[] = { "api.example.com" };
   egress_policy_t *p = policy_of(allow, 1, NULL, 0);
   egress__render_opts_t o;
   char *out = NULL, err[EGRESS_ERRBUF_SIZE];
@@ -1045,11 +1056,14 @@ static void test_options(void) {
   o.component = EGRESS__COMPONENT_AGENT;
   CU_ASSERT_FATAL(egress__render(p, &o, NULL, NULL, &out, err, sizeof err) == EGRESS_OK);
   CU_ASSERT(strstr(out, "\"namespace\":\t\"tenant-a\"") && strstr(out, "\"sor-egress-baseline\"") &&
-            strstr(out, "\"name\":\t\"sor-egress\"") && strstr(out, "\"portarium.io/component\":\t\"agent\""));
+            strstr(out, "\"name\":\t\"sor-egress\"") &&
+            strstr(out, "\"portarium.io/component\":\t\"agent\""));
   CU_ASSERT(strstr(out, egress_policy_digest(p)) != NULL);
   egress__free(out);
-  static const char *const bad_ns[] = {"", "Portarium", "-x", "x-", "a.b", "a_b", "ns\n",
-                                       "0123456789012345678901234567890123456789012345678901234567890123"};
+  static const char *const bad_ns[] = {
+    "",    "Portarium", "-x",   "x-",
+    "a.b", "a_b",       "ns\n", "0123456789012345678901234567890123456789012345678901234567890123"
+  };
   for (size_t i = 0; i < NELEM(bad_ns); i++) {
     o.name_space = bad_ns[i];
     out = (char *)1;
@@ -1057,7 +1071,7 @@ static void test_options(void) {
     CU_ASSERT(out == NULL);
   }
   o.name_space = NULL;
-  static const char *const bad_name[] = {"", "Name", "a..b", ".a", "a b", "a/b", "x\"y"};
+  static const char *const bad_name[] = { "", "Name", "a..b", ".a", "a b", "a/b", "x\"y" };
   for (size_t i = 0; i < NELEM(bad_name); i++) {
     o.name = bad_name[i];
     CU_ASSERT(egress__render(p, &o, NULL, NULL, &out, err, sizeof err) == EGRESS_EINVAL);
@@ -1071,8 +1085,7 @@ static void test_options(void) {
   egress_policy_unref(p);
 }
 
-static size_t lint_of(const char *const *allow, size_t na, const char *const *deny, size_t nd,
-                      notes_t *ns) {
+static size_t lint_of(const char *const *allow, size_t na, const char *const *deny, size_t nd, notes_t *ns) {
   egress_policy_t *p = policy_of(allow, na, deny, nd);
   memset(ns, 0, sizeof *ns);
   long n = egress__render_lint(p, lint_collect, ns);
@@ -1089,18 +1102,20 @@ static bool has_note(const notes_t *ns, const char *a, const char *b) {
 
 static void test_lint(void) {
   notes_t ns;
-  const char *const clean[] = {"api.example.com", "https://docs.example.com/v1", "*.svc.example.com",
-                               "svc.example.com", "151.101.0.0/16:443"};
+  const char *const clean[] = { "api.example.com", "https://docs.example.com/v1", "*.svc.example.com",
+                                "svc.example.com", "151.101.0.0/16:443" };
   CU_ASSERT(lint_of(clean, NELEM(clean), NULL, 0, &ns) == 0);
 
-  const char *const dup[] = {"api.example.com", "API.example.com.", "https://api.example.com"};
+  const char *const dup[] = { "api.example.com", "API.example.com.", "https://api.example.com" };
   CU_ASSERT(lint_of(dup, 3, NULL, 0, &ns) == 2);
   CU_ASSERT(has_note(&ns, "allow[1]", "duplicate of egressAllowlist[0]"));
   CU_ASSERT(has_note(&ns, "allow[2]", "duplicate of egressAllowlist[0]"));
 
-  const char *const shadow[] = {"**.example.com", "a.b.example.com:443", "*.x.example.com",
-                                "151.101.0.0/16", "151.101.3.0/24:443", "0.0.0.0/0:5432",
-                                "10.1.0.0/16:5432", "https://docs.example.org", "https://docs.example.org/v1"};
+  const char *const shadow[] = {
+    "**.example.com",   "a.b.example.com:443",      "*.x.example.com",
+    "151.101.0.0/16",   "151.101.3.0/24:443",       "0.0.0.0/0:5432",
+    "10.1.0.0/16:5432", "https://docs.example.org", "https://docs.example.org/v1"
+  };
   lint_of(shadow, NELEM(shadow), NULL, 0, &ns);
   CU_ASSERT(has_note(&ns, "allow[1]", "shadowed by egressAllowlist[0]"));
   CU_ASSERT(has_note(&ns, "allow[2]", "shadowed by egressAllowlist[0]"));
@@ -1110,50 +1125,54 @@ static void test_lint(void) {
   CU_ASSERT(has_note(&ns, "allow[8]", "shadowed by egressAllowlist[7]"));
   CU_ASSERT(!has_note(&ns, "allow[7]", "shadowed"));
 
-  const char *const every[] = {"*", "0.0.0.0/0:443", "::/0"};
+  const char *const every[] = { "*", "0.0.0.0/0:443", "::/0" };
   lint_of(every, 3, NULL, 0, &ns);
   CU_ASSERT(has_note(&ns, "allow[0]", "every host name") && has_note(&ns, "allow[1]", "every IPv4") &&
             has_note(&ns, "allow[2]", "every IPv6"));
 
-  const char *const apex[] = {"*.files.example.com", "**.cdn.example.net", "cdn.example.net:8443"};
+  const char *const apex[] = { "*.files.example.com", "**.cdn.example.net", "cdn.example.net:8443" };
   lint_of(apex, 3, NULL, 0, &ns);
   CU_ASSERT(has_note(&ns, "allow[0]", "note: does not match \"files.example.com\" itself"));
   CU_ASSERT(!has_note(&ns, "allow[1]", "itself")); /* its apex is listed (on another port) */
 
   /* An explicit port is a choice; the scheme's other port is a slip. */
-  const char *const ports[] = {"https://a.example.com:8443", "http://b.example.com:8080/x",
-                               "https://c.example.com:443", "http://d.example.com", "e.example.com:8443",
-                               "https://f.example.com:80", "http://g.example.com:443/x"};
+  const char *const ports[] = { "https://a.example.com:8443", "http://b.example.com:8080/x",
+                                "https://c.example.com:443",  "http://d.example.com",
+                                "e.example.com:8443",         "https://f.example.com:80",
+                                "http://g.example.com:443/x" };
   CU_ASSERT(lint_of(ports, NELEM(ports), NULL, 0, &ns) == 2);
   CU_ASSERT(has_note(&ns, "allow[5]", ": https on port 80, the http port: scheme and port look swapped"));
   CU_ASSERT(has_note(&ns, "allow[6]", ": http on port 443, the https port"));
 
   /* URL paths that read like a prefix length or a glob. */
-  const char *const paths[] = {"http://10.0.0.0/8", "https://example.com/*", "http://[2001:db8::]/32",
-                               "https://example.org/api/v*/x", "http://10.1.2.3/8", "https://h.example/8",
-                               "http://10.0.0.0/33", "https://example.net/api"};
-  const char *const pathd[] = {"http://192.168.0.0/16", "https://other.example/*"};
+  const char *const paths[] = { "http://10.0.0.0/8",      "https://example.com/*",
+                                "http://[2001:db8::]/32", "https://example.org/api/v*/x",
+                                "http://10.1.2.3/8",      "https://h.example/8",
+                                "http://10.0.0.0/33",     "https://example.net/api" };
+  const char *const pathd[] = { "http://192.168.0.0/16", "https://other.example/*" };
   CU_ASSERT(lint_of(paths, NELEM(paths), pathd, NELEM(pathd), &ns) == 5);
-  CU_ASSERT(has_note(&ns, "allow[0]", ": means host 10.0.0.0, port 80, path \"/8\": a URL names one "
-                                      "address; for the range write \"10.0.0.0/8\" (every port) or "
-                                      "\"10.0.0.0/8:80\""));
+  CU_ASSERT(has_note(&ns, "allow[0]",
+                     ": means host 10.0.0.0, port 80, path \"/8\": a URL names one "
+                     "address; for the range write \"10.0.0.0/8\" (every port) or "
+                     "\"10.0.0.0/8:80\""));
   CU_ASSERT(has_note(&ns, "allow[1]", ": the path \"/*\" is literal"));
   CU_ASSERT(has_note(&ns, "allow[1]", "so \"https://example.com/\" was likely meant"));
   CU_ASSERT(has_note(&ns, "allow[2]", "write \"2001:db8::/32\" (every port) or \"[2001:db8::]/32:80\""));
   CU_ASSERT(has_note(&ns, "allow[3]", "so \"https://example.org/api/\" was likely meant"));
-  CU_ASSERT(has_note(&ns, "deny[0]", "means host 192.168.0.0 on every port, path \"/16\" (which a deny "
-                                     "entry ignores): a URL names one address; for the range write "
-                                     "\"192.168.0.0/16\""));
+  CU_ASSERT(has_note(&ns, "deny[0]",
+                     "means host 192.168.0.0 on every port, path \"/16\" (which a deny "
+                     "entry ignores): a URL names one address; for the range write "
+                     "\"192.168.0.0/16\""));
 
-  const char *const dead[] = {"api.example.com", "10.1.0.0/16:5432"};
-  const char *const dd[] = {"*.example.com", "api.example.com", "10.0.0.0/8", "10.0.0.0/8"};
+  const char *const dead[] = { "api.example.com", "10.1.0.0/16:5432" };
+  const char *const dd[] = { "*.example.com", "api.example.com", "10.0.0.0/8", "10.0.0.0/8" };
   lint_of(dead, 2, dd, 4, &ns);
   CU_ASSERT(has_note(&ns, "allow[0]", "never allows anything: egressDenylist[0]"));
   CU_ASSERT(has_note(&ns, "allow[1]", "never allows anything: egressDenylist[2]"));
   CU_ASSERT(has_note(&ns, "deny[3]", "duplicate of egressDenylist[2]"));
 
-  const char *const unr[] = {"re:^x[0-9]+\\.example\\.com$", "*.y.example", "y.example"};
-  const char *const unrd[] = {"z.y.example"};
+  const char *const unr[] = { "re:^x[0-9]+\\.example\\.com$", "*.y.example", "y.example" };
+  const char *const unrd[] = { "z.y.example" };
   CU_ASSERT(lint_of(unr, 3, unrd, 1, &ns) == 2);
   CU_ASSERT(has_note(&ns, "allow[0]", "render: a \"re:\" entry has no Cilium equivalent"));
   CU_ASSERT(has_note(&ns, "deny[0]", "render: Cilium cannot deny by name"));
@@ -1293,7 +1312,7 @@ static void tr_lint(egress__lint_level_t level, egress_list_t list, size_t index
 }
 
 static long oracle_lint(const egress_policy_t *p, transcript_t *t) {
-  static const char *const names[2] = {"egressAllowlist", "egressDenylist"};
+  static const char *const names[2] = { "egressAllowlist", "egressDenylist" };
   char what[600];
   for (int li = 0; li < 2; li++) {
     egress_list_t list = (egress_list_t)li;
@@ -1308,8 +1327,8 @@ static long oracle_lint(const egress_policy_t *p, transcript_t *t) {
           snprintf(what, sizeof what, "duplicate of %s[%zu] \"%.200s\"", names[list], ix, a->text);
         } else {
           snprintf(what, sizeof what,
-                   "shadowed by %s[%zu] \"%.200s\", which matches everything this entry does",
-                   names[list], ix, a->text);
+                   "shadowed by %s[%zu] \"%.200s\", which matches everything this entry does", names[list],
+                   ix, a->text);
         }
         tr_add(list, jx, b->text, what, t);
         said = true;
@@ -1317,8 +1336,8 @@ static long oracle_lint(const egress_policy_t *p, transcript_t *t) {
       for (size_t ix = 0; list == EGRESS_LIST_ALLOW && ix < p->nrules[EGRESS_LIST_DENY]; ix++) {
         const egress__rule_t *d = &p->rules[EGRESS_LIST_DENY][ix];
         if (!o_covers(d, b)) continue;
-        snprintf(what, sizeof what,
-                 "never allows anything: egressDenylist[%zu] \"%.200s\" denies all of it", ix, d->text);
+        snprintf(what, sizeof what, "never allows anything: egressDenylist[%zu] \"%.200s\" denies all of it",
+                 ix, d->text);
         tr_add(list, jx, b->text, what, t);
         break;
       }
@@ -1334,7 +1353,8 @@ static long oracle_lint(const egress_policy_t *p, transcript_t *t) {
         if (!apex) {
           snprintf(what, sizeof what,
                    "does not match \"%.200s\" itself, and no entry allows it (add it if the apex "
-                   "is meant too)", b->name);
+                   "is meant too)",
+                   b->name);
           tr_lint(EGRESS__LINT_NOTE, list, jx, b->text, what, t);
         }
       }
@@ -1381,20 +1401,21 @@ static unsigned rnd(unsigned n) {
 #define PICK(a) ((a)[rnd(NELEM(a))])
 
 static void random_entry(char *buf, size_t len) {
-  static const char *const labels[] = {"a", "b", "c", "api", "x", "svc"};
-  static const char *const sfx[] = {"example.com", "svc.example.com", "a.example.com", "example.org",
-                                    "b.a.example.com"};
-  static const char *const ports[] = {"", "", ":443", ":80", ":8443", ":1-1000", ":*", ":400-500", ":22"};
+  static const char *const labels[] = { "a", "b", "c", "api", "x", "svc" };
+  static const char *const sfx[] = { "example.com", "svc.example.com", "a.example.com", "example.org",
+                                     "b.a.example.com" };
+  static const char *const ports[] = { "", "", ":443", ":80", ":8443", ":1-1000", ":*", ":400-500", ":22" };
   static const char *const cidrs[] = {
-      "10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24", "10.1.2.3", "0.0.0.0/0", "192.168.0.0/16",
-      "192.168.1.0/24", "203.0.113.0/24", "203.0.113.7", "151.101.0.0/16", "151.101.3.0/24",
-      "151.101.3.4", "[2001::]/32", "[2001:0:1::]/48", "[2000::]/3", "[64:ff9b:1::]/48",
-      "[64:ff9b:1:2::]/64", "[2002::]/16", "[2001:db8::]/32", "[2001:db8::1]", "[::]/0",
-      "[2606:4700::]/32", "[2606:4700::1111]", "11.0.0.0/8", "11.1.0.0/16", "11.1.1.0/24",
-      "11.1.1.1", "[2a00::]/16", "[2a00:1450::]/32"};
-  static const char *const cidr_ports[] = {"", "", ":443", ":22", ":*", ":1-1000"};
-  static const char *const regexes[] = {"re:^api[0-9]*\\.example\\.com$", "re:^x\\..*$", "re:.*\\.org$"};
-  static const char *const bare6[] = {"2001:db8::1:443", "2606:4700::1111", "2001:db8::443"};
+    "10.0.0.0/8",       "10.1.0.0/16",        "10.1.2.0/24",       "10.1.2.3",        "0.0.0.0/0",
+    "192.168.0.0/16",   "192.168.1.0/24",     "203.0.113.0/24",    "203.0.113.7",     "151.101.0.0/16",
+    "151.101.3.0/24",   "151.101.3.4",        "[2001::]/32",       "[2001:0:1::]/48", "[2000::]/3",
+    "[64:ff9b:1::]/48", "[64:ff9b:1:2::]/64", "[2002::]/16",       "[2001:db8::]/32", "[2001:db8::1]",
+    "[::]/0",           "[2606:4700::]/32",   "[2606:4700::1111]", "11.0.0.0/8",      "11.1.0.0/16",
+    "11.1.1.0/24",      "11.1.1.1",           "[2a00::]/16",       "[2a00:1450::]/32"
+  };
+  static const char *const cidr_ports[] = { "", "", ":443", ":22", ":*", ":1-1000" };
+  static const char *const regexes[] = { "re:^api[0-9]*\\.example\\.com$", "re:^x\\..*$", "re:.*\\.org$" };
+  static const char *const bare6[] = { "2001:db8::1:443", "2606:4700::1111", "2001:db8::443" };
   char name[128] = "";
   unsigned depth = rnd(3);
   for (unsigned i = 0; i < depth; i++) {
@@ -1404,16 +1425,22 @@ static void random_entry(char *buf, size_t len) {
   strcat(name, PICK(sfx));
   if (rnd(4) == 0) snprintf(name, sizeof name, "w%u.example.net", rnd(40)); /* apex often missing */
   unsigned r = rnd(100);
-  if (r < 25) snprintf(buf, len, "%s%s", name, PICK(ports));
-  else if (r < 40) snprintf(buf, len, "*.%s%s", name, PICK(ports));
-  else if (r < 50) snprintf(buf, len, "**.%s%s", name, PICK(ports));
-  else if (r < 55) snprintf(buf, len, draw_any ? "*%s" : "api.%s", draw_any ? PICK(ports) : name);
-  else if (r < 62) snprintf(buf, len, "%s", PICK(regexes));
+  if (r < 25)
+    snprintf(buf, len, "%s%s", name, PICK(ports));
+  else if (r < 40)
+    snprintf(buf, len, "*.%s%s", name, PICK(ports));
+  else if (r < 50)
+    snprintf(buf, len, "**.%s%s", name, PICK(ports));
+  else if (r < 55)
+    snprintf(buf, len, draw_any ? "*%s" : "api.%s", draw_any ? PICK(ports) : name);
+  else if (r < 62)
+    snprintf(buf, len, "%s", PICK(regexes));
   else if (r < 72)
     snprintf(buf, len, "%s%s%s%s", rnd(2) ? "https://" : "http://", name,
-             (const char *[]){"", ":8443", ":443", ":80"}[rnd(4)],
-             (const char *[]){"", "/v1", "/v1/x", "/v2"}[rnd(4)]);
-  else if (r < 75) snprintf(buf, len, "%s", PICK(bare6));
+             (const char *[]){ "", ":8443", ":443", ":80" }[rnd(4)],
+             (const char *[]){ "", "/v1", "/v1/x", "/v2" }[rnd(4)]);
+  else if (r < 75)
+    snprintf(buf, len, "%s", PICK(bare6));
   else {
     const char *c = PICK(cidrs), *pp = PICK(cidr_ports);
     if (c[0] == '[' && !strchr(c, '/') && pp[0] == '\0') {
@@ -1464,7 +1491,7 @@ static void test_lint_matches_pairwise(void) {
     egress_status_t st = egress_policy_from_entries(allow, na, deny, nd, &p, err, sizeof err);
     if (st != EGRESS_OK) fprintf(stderr, "seed %u: %s\n", seed, err);
     CU_ASSERT_FATAL(st == EGRESS_OK);
-    transcript_t want = {NULL, 0, 0, 0, NULL}, got = {NULL, 0, 0, 0, NULL};
+    transcript_t want = { NULL, 0, 0, 0, NULL }, got = { NULL, 0, 0, 0, NULL };
     long nw = oracle_lint(p, &want), ng = egress__render_lint(p, tr_lint, &got);
     CU_ASSERT(nw >= 0 && ng >= 0 && (size_t)ng == got.n);
     tr_drop_new_kinds(&got);
@@ -1474,9 +1501,10 @@ static void test_lint_matches_pairwise(void) {
       size_t i = 0;
       while (want.text && got.text && want.text[i] && want.text[i] == got.text[i]) i++;
       while (i > 0 && want.text[i - 1] != '\n') i--;
-      fprintf(stderr, "seed %u: %zu notes from the pairwise scan, %zu now; first difference:\n"
-              "  was: %.300s\n  now: %.300s\n", seed, want.n, got.n, want.text ? want.text + i : "",
-              got.text ? got.text + i : "");
+      fprintf(stderr,
+              "seed %u: %zu notes from the pairwise scan, %zu now; first difference:\n"
+              "  was: %.300s\n  now: %.300s\n",
+              seed, want.n, got.n, want.text ? want.text + i : "", got.text ? got.text + i : "");
     }
     policies++;
     notes += want.n;
@@ -1494,11 +1522,18 @@ static void test_lint_matches_pairwise(void) {
 /* Each kind of finding must be drawn often enough for the comparison above
  * to mean something: count them on the same draws. */
 static void test_lint_draws_every_finding(void) {
-  static const char *const kinds[] = {"duplicate of", "shadowed by", "never allows anything",
-                                      "itself", "every host name", "every IPv", "look swapped",
-                                      "render: a \"re:\"", "render: Cilium cannot deny",
-                                      "render: opens Teredo", "reads like an address"};
-  size_t count[NELEM(kinds)] = {0};
+  static const char *const kinds[] = { "duplicate of",
+                                       "shadowed by",
+                                       "never allows anything",
+                                       "itself",
+                                       "every host name",
+                                       "every IPv",
+                                       "look swapped",
+                                       "render: a \"re:\"",
+                                       "render: Cilium cannot deny",
+                                       "render: opens Teredo",
+                                       "reads like an address" };
+  size_t count[NELEM(kinds)] = { 0 };
   for (unsigned seed = 1; seed <= 60; seed++) {
     rng_state = 0x9E3779B97F4A7C15ull * seed;
     draw_any = seed % 2;
@@ -1510,7 +1545,7 @@ static void test_lint_draws_every_finding(void) {
     for (size_t i = 0; i < na; i++) allow[i] = text[i];
     for (size_t i = 0; i < nd; i++) deny[i] = text[na + i];
     egress_policy_t *p = policy_of(allow, na, deny, nd);
-    transcript_t got = {NULL, 0, 0, 0, NULL};
+    transcript_t got = { NULL, 0, 0, 0, NULL };
     CU_ASSERT(egress__render_lint(p, tr_lint, &got) >= 0);
     for (const char *line = got.text; line && *line;) {
       const char *nl = strchr(line, '\n');
@@ -1539,26 +1574,26 @@ static void test_lint_ipv6_port_lookalike(void) {
     const char *entry;
     bool warned;
   } cases[] = {
-      {"2001:db8::1:443", true},
-      {"2001:db8::1:8443", true},
-      {"::1:22", true},
-      {"2001:db8::1:443:443", true},
-      {"2001:DB8::A:80", true},
-      {"[2001:db8::1]:443", false},      /* the port form */
-      {"2001:db8::1:443/128", false},    /* a prefix length: an address */
-      {"[2001:db8::1:443]/128", false},
-      {"2001:db8::443", false},          /* "2001:db8:" is no address */
-      {"2001:db8:0:0:0:0:1:443", false}, /* seven groups and no "::" either */
-      {"2001:db8::1:2", false},          /* single digit: a host number */
-      {"2001:db8::1:0443", false},       /* leading zero: not how ports are written */
-      {"2001:db8::1:abcd", false},
-      {"2001:db8::1:1bb", false},
-      {"::ffff:192.0.2.1", false},
-      {"2001:db8::", false},
+    { "2001:db8::1:443", true },
+    { "2001:db8::1:8443", true },
+    { "::1:22", true },
+    { "2001:db8::1:443:443", true },
+    { "2001:DB8::A:80", true },
+    { "[2001:db8::1]:443", false },   /* the port form */
+    { "2001:db8::1:443/128", false }, /* a prefix length: an address */
+    { "[2001:db8::1:443]/128", false },
+    { "2001:db8::443", false },          /* "2001:db8:" is no address */
+    { "2001:db8:0:0:0:0:1:443", false }, /* seven groups and no "::" either */
+    { "2001:db8::1:2", false },          /* single digit: a host number */
+    { "2001:db8::1:0443", false },       /* leading zero: not how ports are written */
+    { "2001:db8::1:abcd", false },
+    { "2001:db8::1:1bb", false },
+    { "::ffff:192.0.2.1", false },
+    { "2001:db8::", false },
   };
   for (size_t i = 0; i < NELEM(cases); i++) {
     notes_t ns;
-    const char *const allow[] = {cases[i].entry};
+    const char *const allow[] = { cases[i].entry };
     lint_of(allow, 1, NULL, 0, &ns);
     bool warned = has_note(&ns, "allow[0]", "reads like an address and a port");
     if (warned != cases[i].warned) fprintf(stderr, "%s: warned %d\n", cases[i].entry, warned);
@@ -1567,7 +1602,7 @@ static void test_lint_ipv6_port_lookalike(void) {
     CU_ASSERT(has_note(&ns, "deny[0]", "reads like an address and a port") == cases[i].warned);
   }
   notes_t ns;
-  const char *const one[] = {"2001:db8::1:443"};
+  const char *const one[] = { "2001:db8::1:443" };
   CU_ASSERT(lint_of(one, 1, NULL, 0, &ns) == 1);
   CU_ASSERT(strstr(ns.text[0], "\"[2001:db8::1]:443\" for port 443 of 2001:db8::1") != NULL);
   CU_ASSERT(strstr(ns.text[0], "\"2001:db8::1:443/128\" to keep this meaning") != NULL);
@@ -1608,10 +1643,17 @@ static void test_alloc_failures(void) {
 /* Lint under allocation failure: -1 or the full count, never a partial one
  * claimed as complete (the sanitizers and valgrind watch for leaks). */
 static void test_lint_alloc_failures(void) {
-  const char *const allow[] = {"api.example.com", "*.x.example", "**.y.example", "*",
-                               "re:^a[0-9]+\\.example$", "[2001::]/32:443", "10.1.0.0/16",
-                               "10.1.2.0/24", "https://api.example.com/v1", "2001:db8::1:443"};
-  const char *const deny[] = {"b.x.example", "c.d.y.example", "10.1.2.0/24", "api.example.com"};
+  const char *const allow[] = { "api.example.com",
+                                "*.x.example",
+                                "**.y.example",
+                                "*",
+                                "re:^a[0-9]+\\.example$",
+                                "[2001::]/32:443",
+                                "10.1.0.0/16",
+                                "10.1.2.0/24",
+                                "https://api.example.com/v1",
+                                "2001:db8::1:443" };
+  const char *const deny[] = { "b.x.example", "c.d.y.example", "10.1.2.0/24", "api.example.com" };
   egress_policy_t *p = policy_of(allow, NELEM(allow), deny, NELEM(deny));
   notes_t ns;
   memset(&ns, 0, sizeof ns);
@@ -1635,27 +1677,27 @@ static void test_lint_alloc_failures(void) {
 }
 
 static CU_TestInfo render_tests[] = {
-    {"golden manifests of the example policy", test_golden_examples},
-    {"structure of every rendering", test_structure_all_policies},
-    {"the validator rejects broken documents", test_validator_rejects},
-    {"toFQDNs forms mean what the entries mean", test_fqdn_forms},
-    {"semantics: rich policy, Cilium and NetworkPolicy", test_semantic_rich},
-    {"semantics: example policy, skipped entry fails closed", test_semantic_example},
-    {"unrenderable entries", test_unrenderable},
-    {"name, namespace, component, format", test_options},
-    {"lint findings", test_lint},
-    {"lint reports what the pairwise scan did", test_lint_matches_pairwise},
-    {"lint comparison draws every kind of finding", test_lint_draws_every_finding},
-    {"lint: bare IPv6 that reads like address:port", test_lint_ipv6_port_lookalike},
-    {"allocation failures", test_alloc_failures},
-    {"lint under allocation failures", test_lint_alloc_failures},
-    CU_TEST_INFO_NULL,
+  { "golden manifests of the example policy", test_golden_examples },
+  { "structure of every rendering", test_structure_all_policies },
+  { "the validator rejects broken documents", test_validator_rejects },
+  { "toFQDNs forms mean what the entries mean", test_fqdn_forms },
+  { "semantics: rich policy, Cilium and NetworkPolicy", test_semantic_rich },
+  { "semantics: example policy, skipped entry fails closed", test_semantic_example },
+  { "unrenderable entries", test_unrenderable },
+  { "name, namespace, component, format", test_options },
+  { "lint findings", test_lint },
+  { "lint reports what the pairwise scan did", test_lint_matches_pairwise },
+  { "lint comparison draws every kind of finding", test_lint_draws_every_finding },
+  { "lint: bare IPv6 that reads like address:port", test_lint_ipv6_port_lookalike },
+  { "allocation failures", test_alloc_failures },
+  { "lint under allocation failures", test_lint_alloc_failures },
+  CU_TEST_INFO_NULL,
 };
 
 int main(int argc, char **argv) {
   static const egress_test_suite_t suites[] = {
-      {"render", suite_init, suite_cleanup, render_tests},
-      {NULL, NULL, NULL, NULL},
+    { "render", suite_init, suite_cleanup, render_tests },
+    { NULL, NULL, NULL, NULL },
   };
   return egress_test_main(argc, argv, suites);
 }

@@ -36,10 +36,11 @@ typedef struct fixture {
   egress_checker_t *checker;
 } fixture_t;
 
-static void setup_opts(fixture_t *f, const char *const *allow, size_t na, const char *const *deny,
-                       size_t nd, egress_options_t *opts) {
+static void setup_opts(fixture_t *f, const char *const *allow, size_t na, const char *const *deny, size_t nd,
+                       egress_options_t *opts) {
   char err[EGRESS_ERRBUF_SIZE] = "";
-  CU_ASSERT_EQUAL_FATAL(egress_policy_from_entries(allow, na, deny, nd, &f->policy, err, sizeof err), EGRESS_OK);
+  CU_ASSERT_EQUAL_FATAL(egress_policy_from_entries(allow, na, deny, nd, &f->policy, err, sizeof err),
+                        EGRESS_OK);
   CU_ASSERT_EQUAL_FATAL(egress_options_set_dns_servers(opts, servers), EGRESS_OK);
   egress_status_t st = egress_checker_new(f->policy, opts, &f->checker, err, sizeof err);
   if (st != EGRESS_OK) fprintf(stderr, "checker: %s\n", err);
@@ -67,7 +68,8 @@ static egress_decision_t *check(fixture_t *f, const char *host, int port) {
   return d;
 }
 
-static void expect(fixture_t *f, const char *host, int port, egress_outcome_t outcome, egress_reason_t reason) {
+static void expect(fixture_t *f, const char *host, int port, egress_outcome_t outcome,
+                   egress_reason_t reason) {
   egress_decision_t *d = check(f, host, port);
   if (egress_decision_outcome(d) != outcome || egress_decision_reason(d) != reason)
     fprintf(stderr, "%s:%d -> %s/%s (%s), want %s/%s\n", host, port,
@@ -80,7 +82,7 @@ static void expect(fixture_t *f, const char *host, int port, egress_outcome_t ou
   egress_decision_free(d);
 }
 
-static const char *const allow_all_example[] = {"**.example.com", "*.example.com:*", "**.example.net:5432"};
+static const char *const allow_all_example[] = { "**.example.com", "*.example.com:*", "**.example.net:5432" };
 
 static void test_public_answer_allowed(void) {
   fixture_t f;
@@ -127,36 +129,36 @@ static void test_rebinding_denied(void) {
   static const struct {
     const char *name, *a, *aaaa;
   } cases[] = {
-      {"loop4.example.com", "127.0.0.1", NULL},
-      {"loop4b.example.com", "127.53.1.1", NULL},
-      {"meta.example.com", "169.254.169.254", NULL},
-      {"private10.example.com", "10.0.0.5", NULL},
-      {"private172.example.com", "172.16.3.4", NULL},
-      {"private192.example.com", "192.168.1.1", NULL},
-      {"cgnat.example.com", "100.64.0.1", NULL},
-      {"zero.example.com", "0.0.0.0", NULL},
-      {"bcast.example.com", "255.255.255.255", NULL},
-      {"mcast.example.com", "224.0.0.1", NULL},
-      {"doc.example.com", "192.0.2.10", NULL},
-      {"loop6.example.com", NULL, "::1"},
-      {"unspec6.example.com", NULL, "::"},
-      {"mapped.example.com", NULL, "::ffff:127.0.0.1"},
-      {"mapped10.example.com", NULL, "::ffff:10.1.2.3"},
-      {"ula.example.com", NULL, "fd00:ec2::254"},
-      {"linklocal.example.com", NULL, "fe80::1"},
-      {"sitelocal.example.com", NULL, "fec0::1"},
-      {"compat.example.com", NULL, "::127.0.0.1"},
-      {"nat64loop.example.com", NULL, "64:ff9b::7f00:1"},
-      {"nat64meta.example.com", NULL, "64:ff9b::a9fe:a9fe"},
-      {"sixtofour.example.com", NULL, "2002:7f00:1::1"},
-      {"teredo.example.com", NULL, "2001:0:4136:e378:8000:63bf:80ff:fffe"},
-      {"doc6.example.com", NULL, "2001:db8::1"},
-      {"orchid2.example.com", NULL, "2001:20::1"},
-      {"orchid2b.example.com", NULL, "2001:2f:ffff::1"},
-      {"det.example.com", NULL, "2001:30::1"},
-      {"orchid1.example.com", NULL, "2001:10::1"},
-      {"mix.example.com", "93.184.216.34", "::1"},
-      {"mix2.example.com", "10.0.0.1", "2606:4700::1111"},
+    { "loop4.example.com", "127.0.0.1", NULL },
+    { "loop4b.example.com", "127.53.1.1", NULL },
+    { "meta.example.com", "169.254.169.254", NULL },
+    { "private10.example.com", "10.0.0.5", NULL },
+    { "private172.example.com", "172.16.3.4", NULL },
+    { "private192.example.com", "192.168.1.1", NULL },
+    { "cgnat.example.com", "100.64.0.1", NULL },
+    { "zero.example.com", "0.0.0.0", NULL },
+    { "bcast.example.com", "255.255.255.255", NULL },
+    { "mcast.example.com", "224.0.0.1", NULL },
+    { "doc.example.com", "192.0.2.10", NULL },
+    { "loop6.example.com", NULL, "::1" },
+    { "unspec6.example.com", NULL, "::" },
+    { "mapped.example.com", NULL, "::ffff:127.0.0.1" },
+    { "mapped10.example.com", NULL, "::ffff:10.1.2.3" },
+    { "ula.example.com", NULL, "fd00:ec2::254" },
+    { "linklocal.example.com", NULL, "fe80::1" },
+    { "sitelocal.example.com", NULL, "fec0::1" },
+    { "compat.example.com", NULL, "::127.0.0.1" },
+    { "nat64loop.example.com", NULL, "64:ff9b::7f00:1" },
+    { "nat64meta.example.com", NULL, "64:ff9b::a9fe:a9fe" },
+    { "sixtofour.example.com", NULL, "2002:7f00:1::1" },
+    { "teredo.example.com", NULL, "2001:0:4136:e378:8000:63bf:80ff:fffe" },
+    { "doc6.example.com", NULL, "2001:db8::1" },
+    { "orchid2.example.com", NULL, "2001:20::1" },
+    { "orchid2b.example.com", NULL, "2001:2f:ffff::1" },
+    { "det.example.com", NULL, "2001:30::1" },
+    { "orchid1.example.com", NULL, "2001:10::1" },
+    { "mix.example.com", "93.184.216.34", "::1" },
+    { "mix2.example.com", "10.0.0.1", "2606:4700::1111" },
   };
   fixture_t f;
   setup(&f, allow_all_example, 3, NULL, 0);
@@ -263,7 +265,8 @@ static void test_unreachable_server(void) {
   CU_ASSERT_EQUAL_FATAL(egress_options_new(&opts), EGRESS_OK);
   egress_options_set_timeout_ms(opts, 300);
   egress_options_set_dns_servers(opts, dead);
-  CU_ASSERT_EQUAL_FATAL(egress_policy_from_entries(allow_all_example, 3, NULL, 0, &f.policy, err, sizeof err), EGRESS_OK);
+  CU_ASSERT_EQUAL_FATAL(egress_policy_from_entries(allow_all_example, 3, NULL, 0, &f.policy, err, sizeof err),
+                        EGRESS_OK);
   CU_ASSERT_EQUAL_FATAL(egress_checker_new(f.policy, opts, &f.checker, err, sizeof err), EGRESS_OK);
   egress_options_free(opts);
   expect(&f, "any.example.com", 443, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_DNS_UNAVAILABLE);
@@ -292,7 +295,8 @@ static void test_no_search_list(void) {
   char path[] = "/tmp/egress-resolv-XXXXXX";
   int fd = mkstemp(path);
   CU_ASSERT_FATAL(fd >= 0);
-  const char *conf = "nameserver 127.0.0.1\nsearch ns1.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n";
+  const char *conf =
+      "nameserver 127.0.0.1\nsearch ns1.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n";
   CU_ASSERT_EQUAL((size_t)write(fd, conf, strlen(conf)), strlen(conf));
   close(fd);
   fixture_t f;
@@ -317,7 +321,7 @@ static void test_no_search_list(void) {
 }
 
 static void test_private_range_opened_by_name(void) {
-  const char *allow[] = {"**.example.net:5432", "10.1.0.0/16:5432", "0.0.0.0/0", "::/0"};
+  const char *allow[] = { "**.example.net:5432", "10.1.0.0/16:5432", "0.0.0.0/0", "::/0" };
   fixture_t f;
   setup(&f, allow, 4, NULL, 0);
   egress_dns_add_a(dns, "db.example.net", "10.1.2.3", 30);
@@ -340,7 +344,7 @@ static void test_private_range_opened_by_name(void) {
 }
 
 static void test_localhost_is_loopback(void) {
-  const char *allow[] = {"*", "**.localhost"};
+  const char *allow[] = { "*", "**.localhost" };
   fixture_t f;
   setup(&f, allow, 2, NULL, 0);
   egress_dns_reset(dns);
@@ -368,8 +372,8 @@ static void test_servers_only(void) {
     }
   }
   if (f) fclose(f);
-  if (!name[0]) snprintf(name, sizeof name, "ip6-loopback");  /* Debian's default entry */
-  const char *allow[] = {"*"};
+  if (!name[0]) snprintf(name, sizeof name, "ip6-loopback"); /* Debian's default entry */
+  const char *allow[] = { "*" };
   fixture_t fx;
   setup(&fx, allow, 1, NULL, 0);
   egress_dns_reset(dns);
@@ -380,8 +384,8 @@ static void test_servers_only(void) {
 }
 
 static void test_deny_list_on_addresses(void) {
-  const char *allow[] = {"**.example.com", "0.0.0.0/0"};
-  const char *deny[] = {"93.184.216.0/24", "bad.example.com", "[2606:4700::]/32:443"};
+  const char *allow[] = { "**.example.com", "0.0.0.0/0" };
+  const char *deny[] = { "93.184.216.0/24", "bad.example.com", "[2606:4700::]/32:443" };
   fixture_t f;
   setup(&f, allow, 2, deny, 3);
   egress_dns_add_a(dns, "deny1.example.com", "93.184.216.34", 30);
@@ -432,9 +436,9 @@ static void test_cname_and_big_answers(void) {
  * when an allowed name is an alias of a denied one.  Such a check is denied
  * explicit_deny, naming the deny rule, before any address is considered.
  */
-static const char *const chain_allow[] = {"**.example.com:*", "**.example.org:*", "**.example.net:*"};
-static const char *const chain_deny[] = {"*.attacker.net", "evil.example.org",
-                                         "re:^.*\\.bad-cdn\\.io$", "**.porty.net:8443"};
+static const char *const chain_allow[] = { "**.example.com:*", "**.example.org:*", "**.example.net:*" };
+static const char *const chain_deny[] = { "*.attacker.net", "evil.example.org", "re:^.*\\.bad-cdn\\.io$",
+                                          "**.porty.net:8443" };
 
 static void chain_fixture(fixture_t *f, egress_options_t *opts, bool with_deny) {
   if (!opts) {
@@ -483,12 +487,12 @@ static void chain_records(void) {
 static const struct {
   const char *host;
   int port;
-  long rule;   /* deny rule expected, -1: allowed */
+  long rule; /* deny rule expected, -1: allowed */
 } chain_cases[] = {
-    {"c1.example.com", 443, 0}, {"c2.example.com", 443, 0}, {"c3.example.com", 443, 0},
-    {"c4.example.com", 443, 1}, {"c5.example.com", 443, 2}, {"c6.example.com", 443, 0},
-    {"c7.example.com", 8443, 3}, {"c7.example.com", 443, -1}, {"c8.example.com", 443, 0},
-    {"c9.example.com", 443, -1}, {"c10.example.com", 443, -1},
+  { "c1.example.com", 443, 0 },  { "c2.example.com", 443, 0 },   { "c3.example.com", 443, 0 },
+  { "c4.example.com", 443, 1 },  { "c5.example.com", 443, 2 },   { "c6.example.com", 443, 0 },
+  { "c7.example.com", 8443, 3 }, { "c7.example.com", 443, -1 },  { "c8.example.com", 443, 0 },
+  { "c9.example.com", 443, -1 }, { "c10.example.com", 443, -1 },
 };
 
 static void expect_chain(fixture_t *f, const char *host, int port, long rule, egress_mode_t mode) {
@@ -509,19 +513,21 @@ static void expect_chain(fixture_t *f, const char *host, int port, long rule, eg
     ok = ok && egress_decision_message(d) && strstr(egress_decision_message(d), "alias");
     /* The event names the deny rule too. */
     cJSON *ev = cJSON_Parse(egress_decision_event_json(d));
-    const cJSON *mr = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(ev, "data"), "matchedRule");
+    const cJSON *mr =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(ev, "data"), "matchedRule");
     const cJSON *list = cJSON_GetObjectItemCaseSensitive(mr, "list");
     ok = ok && cJSON_IsString(list) && !strcmp(list->valuestring, "deny");
     cJSON_Delete(ev);
   }
-  egress_verdict_t want = rule < 0 || mode == EGRESS_MODE_MONITOR ? EGRESS_VERDICT_ALLOW : EGRESS_VERDICT_DENY;
+  egress_verdict_t want =
+      rule < 0 || mode == EGRESS_MODE_MONITOR ? EGRESS_VERDICT_ALLOW : EGRESS_VERDICT_DENY;
   ok = ok && egress_decision_verdict(d) == want;
   if (!ok)
-    fprintf(stderr, "%s:%d -> %s/%s rule %s[%zu] (%s), want %s\n", host, port,
-            egress_outcome_name(egress_decision_outcome(d)), egress_reason_name(egress_decision_reason(d)),
-            egress_decision_has_rule(d) && egress_decision_rule_list(d) == EGRESS_LIST_DENY ? "deny" : "allow",
-            egress_decision_rule_index(d), egress_decision_message(d),
-            rule < 0 ? "allowed" : chain_deny[rule]);
+    fprintf(
+        stderr, "%s:%d -> %s/%s rule %s[%zu] (%s), want %s\n", host, port,
+        egress_outcome_name(egress_decision_outcome(d)), egress_reason_name(egress_decision_reason(d)),
+        egress_decision_has_rule(d) && egress_decision_rule_list(d) == EGRESS_LIST_DENY ? "deny" : "allow",
+        egress_decision_rule_index(d), egress_decision_message(d), rule < 0 ? "allowed" : chain_deny[rule]);
   CU_ASSERT(ok);
   egress_decision_free(d);
   /* The plain call agrees. */
@@ -578,7 +584,7 @@ static void test_cname_chain_cached(void) {
   egress_options_set_timeout_ms(opts, 400);
   egress_options_set_cache(opts, 4096, 60, 300, 5);
   chain_fixture(&f, opts, false);
-  const char *names[] = {"c1.example.com", "c2.example.com", "c3.example.com", "c8.example.com"};
+  const char *names[] = { "c1.example.com", "c2.example.com", "c3.example.com", "c8.example.com" };
   for (int round = 0; round < 2; round++)
     for (size_t i = 0; i < 4; i++) expect_chain(&f, names[i], 443, -1, EGRESS_MODE_ENFORCE);
   egress_policy_t *denying = NULL;
@@ -690,10 +696,10 @@ static void test_monitor_mode_dns_reasons(void) {
     egress_outcome_t outcome;
     egress_reason_t reason;
   } cases[] = {
-      {"mon-rebind.example.com", EGRESS_OUTCOME_DENIED, EGRESS_REASON_RESOLVED_ADDRESS_FORBIDDEN},
-      {"mon-nx.example.com", EGRESS_OUTCOME_DENIED, EGRESS_REASON_NO_SUCH_HOST},
-      {"mon-sf.example.com", EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_DNS_UNAVAILABLE},
-      {"mon-drop.example.com", EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_DNS_UNAVAILABLE},
+    { "mon-rebind.example.com", EGRESS_OUTCOME_DENIED, EGRESS_REASON_RESOLVED_ADDRESS_FORBIDDEN },
+    { "mon-nx.example.com", EGRESS_OUTCOME_DENIED, EGRESS_REASON_NO_SUCH_HOST },
+    { "mon-sf.example.com", EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_DNS_UNAVAILABLE },
+    { "mon-drop.example.com", EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_DNS_UNAVAILABLE },
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     egress_decision_t *d = check(&f, cases[i].host, 443);
@@ -706,31 +712,33 @@ static void test_monitor_mode_dns_reasons(void) {
     CU_ASSERT_PTR_NOT_NULL(strstr(ev, "\"wouldDeny\":true"));
     CU_ASSERT_PTR_NOT_NULL(strstr(ev, egress_reason_name(cases[i].reason)));
     /* Monitor mode still hands out no forbidden address. */
-    CU_ASSERT_PTR_NULL(egress_decision_curl_resolve(d) ? strstr(egress_decision_curl_resolve(d), "127.0.0.1") : NULL);
+    CU_ASSERT_PTR_NULL(egress_decision_curl_resolve(d) ? strstr(egress_decision_curl_resolve(d), "127.0.0.1")
+                                                       : NULL);
     egress_decision_free(d);
   }
   teardown(&f);
 }
 
 static CU_TestInfo resolve_tests[] = {
-    {"monitor mode: DNS deny reasons allow with wouldDeny", test_monitor_mode_dns_reasons},
-    {"public answers are allowed and handed back as sockaddrs and CURLOPT_RESOLVE", test_public_answer_allowed},
-    {"rebinding answers are denied (loopback, private, metadata, embedded IPv4, mixed)", test_rebinding_denied},
-    {"an answer that changes to loopback is denied on the next check", test_rebinding_over_time},
-    {"filter mode drops forbidden addresses", test_filter_mode},
-    {"NXDOMAIN, NODATA, SERVFAIL, REFUSED, timeout, slow server fail closed", test_failures_fail_closed},
-    {"unreachable DNS server fails closed", test_unreachable_server},
-    {"names outside the policy are never resolved", test_no_query_outside_policy},
-    {"no search-list expansion with a pod resolv.conf", test_no_search_list},
-    {"private ranges open only when named", test_private_range_opened_by_name},
-    {"deny-list CIDRs apply to resolved and embedded addresses", test_deny_list_on_addresses},
-    {"localhost and *.localhost are loopback without a query", test_localhost_is_loopback},
-    {"named DNS servers are the only source (no /etc/hosts)", test_servers_only},
-    {"CNAME chains and answers with 100+ addresses", test_cname_and_big_answers},
-    {"the deny list applies to every name of the CNAME chain", test_cname_chain_deny_list},
-    CU_TEST_INFO_NULL,
+  { "monitor mode: DNS deny reasons allow with wouldDeny", test_monitor_mode_dns_reasons },
+  { "public answers are allowed and handed back as sockaddrs and CURLOPT_RESOLVE",
+    test_public_answer_allowed },
+  { "rebinding answers are denied (loopback, private, metadata, embedded IPv4, mixed)",
+    test_rebinding_denied },
+  { "an answer that changes to loopback is denied on the next check", test_rebinding_over_time },
+  { "filter mode drops forbidden addresses", test_filter_mode },
+  { "NXDOMAIN, NODATA, SERVFAIL, REFUSED, timeout, slow server fail closed", test_failures_fail_closed },
+  { "unreachable DNS server fails closed", test_unreachable_server },
+  { "names outside the policy are never resolved", test_no_query_outside_policy },
+  { "no search-list expansion with a pod resolv.conf", test_no_search_list },
+  { "private ranges open only when named", test_private_range_opened_by_name },
+  { "deny-list CIDRs apply to resolved and embedded addresses", test_deny_list_on_addresses },
+  { "localhost and *.localhost are loopback without a query", test_localhost_is_loopback },
+  { "named DNS servers are the only source (no /etc/hosts)", test_servers_only },
+  { "CNAME chains and answers with 100+ addresses", test_cname_and_big_answers },
+  { "the deny list applies to every name of the CNAME chain", test_cname_chain_deny_list },
+  CU_TEST_INFO_NULL,
 };
-
 
 /* ---- DNS cache ---- */
 
@@ -800,7 +808,8 @@ static void test_cache_negative_and_failures(void) {
   expect(&f, "flaky.example.com", 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
   /* Timeouts are not cached either. */
   egress_dns_set_drop(dns, "slowpoke.example.com", true);
-  expect(&f, "slowpoke.example.com", 443, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_DNS_UNAVAILABLE);
+  expect(&f, "slowpoke.example.com", 443, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE,
+         EGRESS_REASON_DNS_UNAVAILABLE);
   egress_dns_set_drop(dns, "slowpoke.example.com", false);
   egress_dns_add_a(dns, "slowpoke.example.com", "93.184.216.34", 60);
   expect(&f, "slowpoke.example.com", 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
@@ -853,8 +862,8 @@ static void test_single_flight(void) {
 
 static void test_cache_revetted_after_swap(void) {
   fixture_t f;
-  const char *wide[] = {"**.example.com", "10.0.0.0/8"};
-  const char *narrow[] = {"**.example.com"};
+  const char *wide[] = { "**.example.com", "10.0.0.0/8" };
+  const char *narrow[] = { "**.example.com" };
   setup_cache(&f, wide, 2, 4096, 60, 300, 5);
   egress_dns_reset(dns);
   egress_dns_add_a(dns, "inside.example.com", "10.1.2.3", 300);
@@ -874,7 +883,7 @@ static void test_cache_lru_bound(void) {
   fixture_t f;
   setup_cache(&f, allow_all_example, 3, 3, 60, 300, 5);
   egress_dns_reset(dns);
-  const char *names[] = {"l1.example.com", "l2.example.com", "l3.example.com", "l4.example.com"};
+  const char *names[] = { "l1.example.com", "l2.example.com", "l3.example.com", "l4.example.com" };
   for (int i = 0; i < 4; i++) egress_dns_add_a(dns, names[i], "93.184.216.34", 300);
   for (int i = 0; i < 3; i++) expect(&f, names[i], 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
   expect(&f, names[0], 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE); /* l1 becomes most recent */
@@ -948,25 +957,26 @@ static void test_cache_front_ways(void) {
 }
 
 static CU_TestInfo cache_tests[] = {
-    {"the per-thread front copy keeps four names of one set", test_cache_front_ways},
-    {"answers are cached for their TTL and re-asked after it", test_cache_ttl},
-    {"TTLs are clamped to [min_ttl, max_ttl]", test_cache_clamp},
-    {"NXDOMAIN is cached for the negative TTL; SERVFAIL and timeouts never", test_cache_negative_and_failures},
-    {"concurrent misses share one upstream query", test_single_flight},
-    {"cached answers are vetted again after a policy swap", test_cache_revetted_after_swap},
-    {"the cache is bounded, least recently used out first", test_cache_lru_bound},
-    {"max_entries 0 disables the cache", test_cache_disabled},
-    {"cached answers keep their CNAME chain", test_cname_chain_cached},
-    {"a CNAME's TTL bounds the answer's", test_cname_chain_ttl},
-    {"single-flight waiters get the CNAME chain", test_cname_chain_single_flight},
-    CU_TEST_INFO_NULL,
+  { "the per-thread front copy keeps four names of one set", test_cache_front_ways },
+  { "answers are cached for their TTL and re-asked after it", test_cache_ttl },
+  { "TTLs are clamped to [min_ttl, max_ttl]", test_cache_clamp },
+  { "NXDOMAIN is cached for the negative TTL; SERVFAIL and timeouts never",
+    test_cache_negative_and_failures },
+  { "concurrent misses share one upstream query", test_single_flight },
+  { "cached answers are vetted again after a policy swap", test_cache_revetted_after_swap },
+  { "the cache is bounded, least recently used out first", test_cache_lru_bound },
+  { "max_entries 0 disables the cache", test_cache_disabled },
+  { "cached answers keep their CNAME chain", test_cname_chain_cached },
+  { "a CNAME's TTL bounds the answer's", test_cname_chain_ttl },
+  { "single-flight waiters get the CNAME chain", test_cname_chain_single_flight },
+  CU_TEST_INFO_NULL,
 };
 
 int main(int argc, char **argv) {
   static const egress_test_suite_t suites[] = {
-      {"resolve", suite_init, suite_cleanup, resolve_tests},
-      {"cache", suite_init, suite_cleanup, cache_tests},
-      {NULL, NULL, NULL, NULL},
+    { "resolve", suite_init, suite_cleanup, resolve_tests },
+    { "cache", suite_init, suite_cleanup, cache_tests },
+    { NULL, NULL, NULL, NULL },
   };
   return egress_test_main(argc, argv, suites);
 }

@@ -77,7 +77,7 @@ static void drive(ares_channel ch, const int *pending) {
     FD_ZERO(&rfds);
     FD_ZERO(&wfds);
     int nfds = ares_fds(ch, &rfds, &wfds);
-    struct timeval maxtv = {0, 100000}, tv;
+    struct timeval maxtv = { 0, 100000 }, tv;
     struct timeval *tvp = ares_timeout(ch, &maxtv, &tv);
     select(nfds, &rfds, &wfds, NULL, tvp);
     ares_process(ch, &rfds, &wfds);
@@ -182,7 +182,7 @@ static int raw_ares_query(egress_dns_responder_t *r, const char *name, int type,
   ares_channel ch = channel_for(r, timeout_ms, 1, 0);
   CU_ASSERT_PTR_NOT_NULL_FATAL(ch);
   int pending = 1;
-  qres_t q = {&pending, -1, 0};
+  qres_t q = { &pending, -1, 0 };
   ares_query(ch, name, 1 /* IN */, type, query_cb, &q);
   drive(ch, &pending);
   ares_destroy(ch);
@@ -446,7 +446,7 @@ static void test_sequence(void) {
   egress_dns_add_a(R, "rebind.test", "93.184.216.34", 1);
   CU_ASSERT_EQUAL(egress_dns_next_set(R, "rebind.test"), 1);
   egress_dns_add_a(R, "rebind.test", "127.0.0.1", 1);
-  const char *expect[] = {"93.184.216.34", "127.0.0.1", "93.184.216.34", "127.0.0.1"};
+  const char *expect[] = { "93.184.216.34", "127.0.0.1", "93.184.216.34", "127.0.0.1" };
   for (int i = 0; i < 4; i++) {
     struct ares_addrinfo *res = NULL;
     char ip[64];
@@ -459,7 +459,7 @@ static void test_sequence(void) {
   egress_dns_next_set(R, "sticky.test");
   egress_dns_add_a(R, "sticky.test", "127.0.0.1", 1);
   egress_dns_set_sticky(R, "sticky.test", true);
-  const char *expect2[] = {"93.184.216.34", "127.0.0.1", "127.0.0.1", "127.0.0.1"};
+  const char *expect2[] = { "93.184.216.34", "127.0.0.1", "127.0.0.1", "127.0.0.1" };
   for (int i = 0; i < 4; i++) {
     struct ares_addrinfo *res = NULL;
     char ip[64];
@@ -518,7 +518,7 @@ static void test_threads(void) {
   pthread_t th[NT];
   thread_arg_t args[NT];
   for (int t = 0; t < NT; t++) {
-    args[t] = (thread_arg_t){t, 0};
+    args[t] = (thread_arg_t){ t, 0 };
     CU_ASSERT_EQUAL_FATAL(pthread_create(&th[t], NULL, thread_main, &args[t]), 0);
   }
   /* Scripting while queries fly must be safe. */
@@ -591,8 +591,8 @@ static void test_fault_mapping(void) {
   egress_dns_reset(R);
   egress_dns_add_a(R, "ok.test", "192.0.2.90", 60);
   egress_dns_set_rcode(R, "nodata.test", 0);
-  const char *faults[] = {"truncated-rr", "short", "loop", "bad-rdlen", "bad-label"};
-  int want_gai[] = {ARES_EBADRESP, ARES_ETIMEOUT, ARES_EBADRESP, ARES_ENODATA, ARES_EBADRESP};
+  const char *faults[] = { "truncated-rr", "short", "loop", "bad-rdlen", "bad-label" };
+  int want_gai[] = { ARES_EBADRESP, ARES_ETIMEOUT, ARES_EBADRESP, ARES_ENODATA, ARES_EBADRESP };
   for (int k = 0; k < 5; k++) {
     char name[64];
     snprintf(name, sizeof(name), "mal-%s.test", faults[k]);
@@ -609,7 +609,8 @@ static void test_fault_mapping(void) {
   egress_dns_set_wrong_name(R, "wrongname.test", true);
   struct ares_addrinfo *res = NULL;
   int st = resolve_opts(R, "wrongname.test", AF_INET, 300, 1, 0, &res);
-  printf("\n    wrong owner name getaddrinfo -> %s with %zu addresses", ares_strerror(st), count_nodes(res, AF_UNSPEC));
+  printf("\n    wrong owner name getaddrinfo -> %s with %zu addresses", ares_strerror(st),
+         count_nodes(res, AF_UNSPEC));
   CU_ASSERT_EQUAL(st, ARES_ENODATA);
   CU_ASSERT_EQUAL(count_nodes(res, AF_UNSPEC), 0);
   if (res) ares_freeaddrinfo(res);
@@ -630,7 +631,9 @@ static void test_fault_mapping(void) {
   /* ares_query, and getaddrinfo with tries >= 2 or one family, report it as
    * ECONNREFUSED; getaddrinfo(AF_UNSPEC) with tries=1 has been seen to end in
    * ETIMEOUT instead (the A and AAAA queries share the socket). */
-  const struct { int family, tries; } cases[] = {{AF_INET, 1}, {AF_INET, 3}, {AF_UNSPEC, 2}, {AF_UNSPEC, 1}};
+  const struct {
+    int family, tries;
+  } cases[] = { { AF_INET, 1 }, { AF_INET, 3 }, { AF_UNSPEC, 2 }, { AF_UNSPEC, 1 } };
   for (size_t i = 0; i < 4; i++) {
     ares_channel ch = make_channel(csv, 300, cases[i].tries, 0);
     CU_ASSERT_PTR_NOT_NULL_FATAL(ch);
@@ -639,8 +642,8 @@ static void test_fault_mapping(void) {
     gai_start(ch, "ok.test", cases[i].family, &g, &pending);
     drive(ch, &pending);
     ares_destroy(ch);
-    printf("\n    closed port getaddrinfo(%s, tries=%d) -> %s", cases[i].family == AF_INET ? "AF_INET" : "AF_UNSPEC",
-           cases[i].tries, ares_strerror(g.status));
+    printf("\n    closed port getaddrinfo(%s, tries=%d) -> %s",
+           cases[i].family == AF_INET ? "AF_INET" : "AF_UNSPEC", cases[i].tries, ares_strerror(g.status));
     if (i < 3) {
       CU_ASSERT_EQUAL(g.status, ARES_ECONNREFUSED);
     } else {
@@ -651,7 +654,7 @@ static void test_fault_mapping(void) {
   ares_channel ch = make_channel(csv, 300, 1, 0);
   CU_ASSERT_PTR_NOT_NULL_FATAL(ch);
   int pending = 1;
-  qres_t q = {&pending, -1, 0};
+  qres_t q = { &pending, -1, 0 };
   ares_query(ch, "ok.test", 1, 1, query_cb, &q);
   drive(ch, &pending);
   ares_destroy(ch);
@@ -663,7 +666,7 @@ static void test_fault_mapping(void) {
 
 static int udp_to(egress_dns_responder_t *r) {
   int fd = socket(AF_INET, SOCK_DGRAM, 0);
-  struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(egress_dns_port(r))};
+  struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(egress_dns_port(r)) };
   inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
   if (fd >= 0 && connect(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0) {
     close(fd);
@@ -674,7 +677,7 @@ static int udp_to(egress_dns_responder_t *r) {
 
 static int tcp_to(egress_dns_responder_t *r) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(egress_dns_port(r))};
+  struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(egress_dns_port(r)) };
   inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
   if (fd >= 0 && connect(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0) {
     close(fd);
@@ -685,7 +688,7 @@ static int tcp_to(egress_dns_responder_t *r) {
 
 /* Receive one datagram within ms; returns its length or -1. */
 static int recv_wait(int fd, uint8_t *buf, size_t len, int ms) {
-  struct pollfd p = {.fd = fd, .events = POLLIN};
+  struct pollfd p = { .fd = fd, .events = POLLIN };
   if (poll(&p, 1, ms) <= 0) return -1;
   return (int)recv(fd, buf, len, 0);
 }
@@ -697,7 +700,7 @@ static int recv_all(int fd, uint8_t *buf, size_t len, int ms) {
   while (got < len) {
     uint64_t now = now_ms();
     if (now >= end) return -1;
-    struct pollfd p = {.fd = fd, .events = POLLIN};
+    struct pollfd p = { .fd = fd, .events = POLLIN };
     if (poll(&p, 1, (int)(end - now)) <= 0) return -1;
     ssize_t n = recv(fd, buf + got, len - got, 0);
     if (n <= 0) return -1;
@@ -713,7 +716,7 @@ static size_t make_query(uint8_t *buf, unsigned id, unsigned flags, const char *
   buf[n++] = (uint8_t)id;
   buf[n++] = (uint8_t)(flags >> 8);
   buf[n++] = (uint8_t)flags;
-  const uint8_t counts[8] = {0, 1, 0, 0, 0, 0, 0, (uint8_t)(edns ? 1 : 0)};
+  const uint8_t counts[8] = { 0, 1, 0, 0, 0, 0, 0, (uint8_t)(edns ? 1 : 0) };
   memcpy(buf + n, counts, 8);
   n += 8;
   const char *p = name;
@@ -731,7 +734,7 @@ static size_t make_query(uint8_t *buf, unsigned id, unsigned flags, const char *
   buf[n++] = 0;
   buf[n++] = 1;
   if (edns) {
-    const uint8_t opt[11] = {0, 0, 41, (uint8_t)(edns >> 8), (uint8_t)edns, 0, 0, 0, 0, 0, 0};
+    const uint8_t opt[11] = { 0, 0, 41, (uint8_t)(edns >> 8), (uint8_t)edns, 0, 0, 0, 0, 0, 0 };
     memcpy(buf + n, opt, 11);
     n += 11;
   }
@@ -763,7 +766,7 @@ static void test_wire_format(void) {
   CU_ASSERT_EQUAL(u16(a + 10), 0);
   CU_ASSERT_EQUAL_FATAL((size_t)n, ql + 16);
   CU_ASSERT_EQUAL(memcmp(a + 12, q + 12, ql - 12), 0); /* question echoed, case kept */
-  const uint8_t rr[] = {0xC0, 0x0C, 0, 1, 0, 1, 0, 0, 0x04, 0xD2, 0, 4, 192, 0, 2, 100};
+  const uint8_t rr[] = { 0xC0, 0x0C, 0, 1, 0, 1, 0, 0, 0x04, 0xD2, 0, 4, 192, 0, 2, 100 };
   CU_ASSERT_EQUAL(memcmp(a + ql, rr, sizeof(rr)), 0);
 
   /* RD=0 stays 0; EDNS is not echoed; ANY gets both records. */
@@ -807,7 +810,7 @@ static void test_wire_format(void) {
     snprintf(ip, sizeof(ip), "10.2.0.%d", i + 1);
     egress_dns_add_a(R, "big.test", ip, 60);
   }
-  const unsigned sizes[] = {0, 1232, 4096};
+  const unsigned sizes[] = { 0, 1232, 4096 };
   for (int k = 0; k < 3; k++) {
     ql = make_query(q, 11, 0x0100, "big.test", 1, sizes[k]);
     send(fd, q, ql, 0);
@@ -889,7 +892,7 @@ static void test_hostile_queries(void) {
   q[5] = 2;
   CU_ASSERT_EQUAL(udp_exchange(fd, q, good_len, 500), EGRESS_DNS_FORMERR);
   /* Label length 64 and the 0x40/0x80 label types. */
-  const uint8_t bad_first[] = {64, 0x40, 0x80};
+  const uint8_t bad_first[] = { 64, 0x40, 0x80 };
   for (size_t k = 0; k < sizeof(bad_first); k++) {
     memcpy(q, good, good_len);
     q[12] = bad_first[k];
@@ -900,7 +903,7 @@ static void test_hostile_queries(void) {
   q[12] = 60;
   CU_ASSERT_EQUAL(udp_exchange(fd, q, good_len, 500), EGRESS_DNS_FORMERR);
   /* Compression pointer to itself, forwards, and to the end. */
-  const uint16_t ptrs[] = {0xC00C, 0xC00E, 0xC0FF, 0xFFFF};
+  const uint16_t ptrs[] = { 0xC00C, 0xC00E, 0xC0FF, 0xFFFF };
   for (size_t k = 0; k < 4; k++) {
     memcpy(q, good, good_len);
     q[12] = (uint8_t)(ptrs[k] >> 8);
@@ -953,13 +956,11 @@ static void test_hostile_queries(void) {
     send(fd, q, l, 0);
     if (i % 100 == 0) { /* drain what came back */
       uint8_t a[2048];
-      while (recv_wait(fd, a, sizeof(a), 20) >= 0) {
-      }
+      while (recv_wait(fd, a, sizeof(a), 20) >= 0) {}
     }
   }
   uint8_t a[2048];
-  while (recv_wait(fd, a, sizeof(a), 50) >= 0) {
-  }
+  while (recv_wait(fd, a, sizeof(a), 50) >= 0) {}
   CU_ASSERT(egress_dns_bad_packets(R) > 1500);
   /* Still alive and right. */
   CU_ASSERT_EQUAL(udp_exchange(fd, good, good_len, 2000), EGRESS_DNS_NOERROR);
@@ -969,7 +970,7 @@ static void test_hostile_queries(void) {
    * and many connections at once. */
   fd = tcp_to(R);
   CU_ASSERT_FATAL(fd >= 0);
-  uint8_t junk[] = {0, 0, 0, 3, 1, 2, 3, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+  uint8_t junk[] = { 0, 0, 0, 3, 1, 2, 3, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 };
   send(fd, junk, sizeof(junk), 0);
   uint8_t framed[602];
   framed[0] = 0;
@@ -1015,19 +1016,20 @@ static void test_standalone(void) {
   char zone[] = "/tmp/egress-test-dns-zoneXXXXXX";
   int zfd = mkstemp(zone);
   CU_ASSERT_FATAL(zfd >= 0);
-  const char *text = "# test zone\n"
-                     "www.zone.test A 192.0.2.130 77   # trailing comment\n"
-                     "www.zone.test AAAA 2001:db8::130\n"
-                     "alias.zone.test CNAME www.zone.test 5\n"
-                     "sf.zone.test RCODE SERVFAIL\n"
-                     "nodata.zone.test RCODE NODATA\n"
-                     "drop.zone.test DROP\n"
-                     "tc.zone.test A 192.0.2.131\n"
-                     "tc.zone.test TRUNCATE\n"
-                     "rebind.zone.test SEQUENCE A 93.184.216.34 | A 127.0.0.1\n"
-                     "seq2.zone.test SEQUENCE RCODE SERVFAIL|A 192.0.2.132 9|DROP\n"
-                     "\n"
-                     "* DEFAULT REFUSED\n";
+  const char *text =
+      "# test zone\n"
+      "www.zone.test A 192.0.2.130 77   # trailing comment\n"
+      "www.zone.test AAAA 2001:db8::130\n"
+      "alias.zone.test CNAME www.zone.test 5\n"
+      "sf.zone.test RCODE SERVFAIL\n"
+      "nodata.zone.test RCODE NODATA\n"
+      "drop.zone.test DROP\n"
+      "tc.zone.test A 192.0.2.131\n"
+      "tc.zone.test TRUNCATE\n"
+      "rebind.zone.test SEQUENCE A 93.184.216.34 | A 127.0.0.1\n"
+      "seq2.zone.test SEQUENCE RCODE SERVFAIL|A 192.0.2.132 9|DROP\n"
+      "\n"
+      "* DEFAULT REFUSED\n";
   CU_ASSERT_EQUAL(write(zfd, text, strlen(text)), (ssize_t)strlen(text));
   close(zfd);
 
@@ -1048,10 +1050,10 @@ static void test_standalone(void) {
   close(in[0]);
   close(out[1]);
   close(err[1]);
-  char line[64] = {0};
+  char line[64] = { 0 };
   size_t got = 0;
   while (got < sizeof(line) - 1) {
-    struct pollfd p = {.fd = out[0], .events = POLLIN};
+    struct pollfd p = { .fd = out[0], .events = POLLIN };
     if (poll(&p, 1, 5000) <= 0) break;
     ssize_t k = read(out[0], line + got, 1);
     if (k <= 0 || line[got] == '\n') break;
@@ -1062,11 +1064,15 @@ static void test_standalone(void) {
   if (port) {
     char csv[64];
     snprintf(csv, sizeof(csv), "127.0.0.1:%u", port);
-    struct { const char *name; int family; int want; } cases[] = {
-      {"www.zone.test", AF_UNSPEC, ARES_SUCCESS}, {"alias.zone.test", AF_UNSPEC, ARES_SUCCESS},
-      {"sf.zone.test", AF_INET, ARES_ECONNREFUSED},  {"nodata.zone.test", AF_INET, ARES_ENODATA},
-      {"drop.zone.test", AF_INET, ARES_ETIMEOUT}, {"tc.zone.test", AF_INET, ARES_SUCCESS},
-      {"unknown.zone.test", AF_INET, ARES_ECONNREFUSED}, /* REFUSED: see test_rcodes */
+    struct {
+      const char *name;
+      int family;
+      int want;
+    } cases[] = {
+      { "www.zone.test", AF_UNSPEC, ARES_SUCCESS },        { "alias.zone.test", AF_UNSPEC, ARES_SUCCESS },
+      { "sf.zone.test", AF_INET, ARES_ECONNREFUSED },      { "nodata.zone.test", AF_INET, ARES_ENODATA },
+      { "drop.zone.test", AF_INET, ARES_ETIMEOUT },        { "tc.zone.test", AF_INET, ARES_SUCCESS },
+      { "unknown.zone.test", AF_INET, ARES_ECONNREFUSED }, /* REFUSED: see test_rcodes */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
       ares_channel ch = make_channel(csv, 300, 1, 0);
@@ -1084,7 +1090,7 @@ static void test_standalone(void) {
       if (g.res) ares_freeaddrinfo(g.res);
       ares_destroy(ch);
     }
-    const char *seq[] = {"93.184.216.34", "127.0.0.1", "93.184.216.34"};
+    const char *seq[] = { "93.184.216.34", "127.0.0.1", "93.184.216.34" };
     for (int i = 0; i < 3; i++) {
       ares_channel ch = make_channel(csv, 500, 1, 0);
       CU_ASSERT_PTR_NOT_NULL_FATAL(ch);
@@ -1098,7 +1104,7 @@ static void test_standalone(void) {
       ares_destroy(ch);
     }
     /* seq2: SERVFAIL, then an answer with TTL 9, then silence, then round again. */
-    const int want2[] = {ARES_ESERVFAIL, ARES_SUCCESS, ARES_ETIMEOUT, ARES_ESERVFAIL};
+    const int want2[] = { ARES_ESERVFAIL, ARES_SUCCESS, ARES_ETIMEOUT, ARES_ESERVFAIL };
     for (int i = 0; i < 4; i++) {
       ares_channel ch = make_channel(csv, 200, 1, CH_NOCHECKRESP);
       CU_ASSERT_PTR_NOT_NULL_FATAL(ch);
@@ -1121,7 +1127,7 @@ static void test_standalone(void) {
     waitpid(pid, &status, 0);
   }
   CU_ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-  char errbuf[4096] = {0};
+  char errbuf[4096] = { 0 };
   ssize_t el = read(err[0], errbuf, sizeof(errbuf) - 1);
   CU_ASSERT(el > 0 && strstr(errbuf, "www.zone.test 2 A 1 AAAA 1") != NULL);
   close(out[0]);
@@ -1165,8 +1171,8 @@ static void test_standalone_sigterm(void) {
     _exit(127);
   }
   close(out[1]);
-  char line[64] = {0};
-  struct pollfd p = {.fd = out[0], .events = POLLIN};
+  char line[64] = { 0 };
+  struct pollfd p = { .fd = out[0], .events = POLLIN };
   CU_ASSERT(poll(&p, 1, 5000) == 1);
   CU_ASSERT(read(out[0], line, sizeof(line) - 1) > 0);
   CU_ASSERT_EQUAL(strncmp(line, "PORT ", 5), 0);
@@ -1178,43 +1184,43 @@ static void test_standalone_sigterm(void) {
 }
 
 static CU_TestInfo cares_tests[] = {
-  {"a_aaaa_ttl", test_a_aaaa_ttl},
-  {"case_and_trailing_dot", test_case_and_trailing_dot},
-  {"rcodes", test_rcodes},
-  {"drop_timeout", test_drop_timeout},
-  {"delay_does_not_block", test_delay_does_not_block},
-  {"truncate_tcp_fallback", test_truncate_tcp_fallback},
-  {"truncate_tcp_broken", test_truncate_tcp_broken},
-  {"cname_chain", test_cname_chain},
-  {"many_addresses", test_many_addresses},
-  {"sequence", test_sequence},
-  {"threads", test_threads},
-  {"ipv6_bind", test_ipv6_bind},
-  {"start_stop_many", test_start_stop_many},
-  {"fault_mapping", test_fault_mapping},
-  {"reset", test_reset},
+  { "a_aaaa_ttl", test_a_aaaa_ttl },
+  { "case_and_trailing_dot", test_case_and_trailing_dot },
+  { "rcodes", test_rcodes },
+  { "drop_timeout", test_drop_timeout },
+  { "delay_does_not_block", test_delay_does_not_block },
+  { "truncate_tcp_fallback", test_truncate_tcp_fallback },
+  { "truncate_tcp_broken", test_truncate_tcp_broken },
+  { "cname_chain", test_cname_chain },
+  { "many_addresses", test_many_addresses },
+  { "sequence", test_sequence },
+  { "threads", test_threads },
+  { "ipv6_bind", test_ipv6_bind },
+  { "start_stop_many", test_start_stop_many },
+  { "fault_mapping", test_fault_mapping },
+  { "reset", test_reset },
   CU_TEST_INFO_NULL,
 };
 
 static CU_TestInfo wire_tests[] = {
-  {"wire_format", test_wire_format},
-  {"hostile_queries", test_hostile_queries},
+  { "wire_format", test_wire_format },
+  { "hostile_queries", test_hostile_queries },
   CU_TEST_INFO_NULL,
 };
 
 static CU_TestInfo program_tests[] = {
-  {"standalone", test_standalone},
-  {"standalone_sigterm", test_standalone_sigterm},
+  { "standalone", test_standalone },
+  { "standalone_sigterm", test_standalone_sigterm },
   CU_TEST_INFO_NULL,
 };
 
 int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   const egress_test_suite_t suites[] = {
-    {"responder_cares", suite_init, suite_cleanup, cares_tests},
-    {"responder_wire", suite_init, suite_cleanup, wire_tests},
-    {"responder_program", suite_init, suite_cleanup, program_tests},
-    {NULL, NULL, NULL, NULL},
+    { "responder_cares", suite_init, suite_cleanup, cares_tests },
+    { "responder_wire", suite_init, suite_cleanup, wire_tests },
+    { "responder_program", suite_init, suite_cleanup, program_tests },
+    { NULL, NULL, NULL, NULL },
   };
   return egress_test_main(argc, argv, suites);
 }

@@ -39,8 +39,8 @@ int egress_test_main(int argc, char **argv, const egress_test_suite_t *suites) {
     return 77;
   }
   /* One machine-readable line per executable; the test command sums them. */
-  printf("EGRESS-TESTS: %s passed=%u failed=%u\n", argv[0],
-         tests_run - tests_failed, tests_failed + suites_failed);
+  printf("EGRESS-TESTS: %s passed=%u failed=%u\n", argv[0], tests_run - tests_failed,
+         tests_failed + suites_failed);
   if (asserts_failed || tests_failed || suites_failed || skip_reason) return 1;
   return 0;
 

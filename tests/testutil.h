@@ -13,9 +13,9 @@
 
 typedef struct egress_test_suite {
   const char *name;
-  CU_InitializeFunc init;   /* may be NULL */
-  CU_CleanupFunc cleanup;   /* may be NULL */
-  CU_TestInfo *tests;       /* CU_TEST_INFO_NULL-terminated */
+  CU_InitializeFunc init; /* may be NULL */
+  CU_CleanupFunc cleanup; /* may be NULL */
+  CU_TestInfo *tests;     /* CU_TEST_INFO_NULL-terminated */
 } egress_test_suite_t;
 
 /* Run the suites (array terminated by a {NULL} entry); returns the process

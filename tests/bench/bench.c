@@ -44,11 +44,11 @@
 #include <unistd.h>
 
 #define NTARGETS 64
-#define MAXREPS 15
-#define PORT 443
+#define MAXREPS  15
+#define PORT     443
 
 static int reps = 7;
-static double rep_secs = 0.2;    /* one throughput rep */
+static double rep_secs = 0.2;      /* one throughput rep */
 static size_t lat_samples = 40000; /* per latency rep */
 static size_t cold_samples = 300;  /* per cold block */
 
@@ -116,10 +116,10 @@ typedef enum { U_RATE, U_US, U_MS, U_BYTES, U_CPUS } unit_t;
 typedef enum { T_NONE, T_VALUE_GE, T_VALUE_LE, T_RATIO_GE, T_RATIO_LE } tkind_t;
 
 typedef struct row {
-  const char *key;       /* JSON key */
-  const char *figure;    /* table label */
+  const char *key;    /* JSON key */
+  const char *figure; /* table label */
   unit_t unit;
-  series_t value, base;  /* raw reps */
+  series_t value, base; /* raw reps */
   const char *base_label;
   tkind_t tkind;
   double target;
@@ -151,9 +151,12 @@ static void row_target(row_t *r, tkind_t k, double t, const char *text) {
 static void fmt_value(char *buf, size_t len, unit_t u, double v) {
   switch (u) {
     case U_RATE:
-      if (v >= 1e6) snprintf(buf, len, "%.2fM/s", v / 1e6);
-      else if (v >= 1e3) snprintf(buf, len, "%.1fk/s", v / 1e3);
-      else snprintf(buf, len, "%.0f/s", v);
+      if (v >= 1e6)
+        snprintf(buf, len, "%.2fM/s", v / 1e6);
+      else if (v >= 1e3)
+        snprintf(buf, len, "%.1fk/s", v / 1e3);
+      else
+        snprintf(buf, len, "%.0f/s", v);
       break;
     case U_US: snprintf(buf, len, "%.2f us", v); break;
     case U_MS: snprintf(buf, len, "%.1f ms", v); break;
@@ -184,8 +187,8 @@ static double spread_pct(const series_t *s) {
 }
 
 static void print_table(void) {
-  printf("\n%-48s | %-11s %-6s | %-34s %-6s | %-7s | %-16s | %s\n", "figure", "value", "spread",
-         "baseline", "spread", "ratio", "target", "");
+  printf("\n%-48s | %-11s %-6s | %-34s %-6s | %-7s | %-16s | %s\n", "figure", "value", "spread", "baseline",
+         "spread", "ratio", "target", "");
   for (int i = 0; i < 154; i++) putchar('-');
   putchar('\n');
   for (int i = 0; i < nrows; i++) {
@@ -206,8 +209,9 @@ static void print_table(void) {
     printf("%-48s | %-11s %-6s | %-34.34s %-6s | %-7s | %-16s | %s\n", r->figure, v, sv, bl, sb, q,
            r->target_text, row_status(r));
   }
-  printf("(value and baseline: median of the reps; spread: half the min-max range of the reps;\n"
-         " ratio = value / baseline, both from this run)\n");
+  printf(
+      "(value and baseline: median of the reps; spread: half the min-max range of the reps;\n"
+      " ratio = value / baseline, both from this run)\n");
 }
 
 static void json_series(FILE *f, const series_t *s) {
@@ -281,13 +285,13 @@ static int write_json(const char *path, double total_s) {
  * of 11.0.0.0/8 and 12.0.0.0/8 (globally reachable, so the special-purpose
  * check lets them through), one distinct block per rule.
  */
-static const char kind_pattern[8] = {'e', 'c', '1', 'e', 'n', 'c', 'e', '1'};
+static const char kind_pattern[8] = { 'e', 'c', '1', 'e', 'n', 'c', 'e', '1' };
 
 typedef struct ruleset {
   size_t n;
   char **entries;
-  size_t raw_bytes;              /* sum of strlen + 1 */
-  char *names[NTARGETS];         /* hosts that rules allow, spread over the list */
+  size_t raw_bytes;      /* sum of strlen + 1 */
+  char *names[NTARGETS]; /* hosts that rules allow, spread over the list */
   char *ips[NTARGETS];
 } ruleset_t;
 
@@ -328,8 +332,10 @@ static void ruleset_gen(ruleset_t *rs, size_t n) {
     }
     rs->entries[i] = xstrdup(buf);
     rs->raw_bytes += strlen(buf) + 1;
-    if (kind_pattern[i % 8] == 'c') cidr_idx[nc++] = i;
-    else name_idx[nn++] = i;
+    if (kind_pattern[i % 8] == 'c')
+      cidr_idx[nc++] = i;
+    else
+      name_idx[nn++] = i;
   }
   for (size_t k = 0; k < NTARGETS; k++) {
     size_t i = name_idx[((2 * k + 1) * nn) / (2 * NTARGETS)];
@@ -342,7 +348,7 @@ static void ruleset_gen(ruleset_t *rs, size_t n) {
     i = cidr_idx[((2 * k + 1) * nc) / (2 * NTARGETS)];
     unsigned a, b, c;
     cidr_parts(i, &a, &b, &c);
-    static const unsigned host_octet[3] = {77, 17, 20};
+    static const unsigned host_octet[3] = { 77, 17, 20 };
     snprintf(buf, sizeof buf, "%u.%u.%u.%u", a, b, c, host_octet[(i / 8) % 3]);
     rs->ips[k] = xstrdup(buf);
   }
@@ -362,7 +368,8 @@ static void ruleset_free(ruleset_t *rs) {
 static egress_policy_t *compile(char *const *entries, size_t n) {
   egress_policy_t *p = NULL;
   char err[EGRESS_ERRBUF_SIZE];
-  if (egress_policy_from_entries((const char *const *)entries, n, NULL, 0, &p, err, sizeof err) != EGRESS_OK) {
+  if (egress_policy_from_entries((const char *const *)entries, n, NULL, 0, &p, err, sizeof err) !=
+      EGRESS_OK) {
     fprintf(stderr, "egress-bench: policy: %s\n", err);
     exit(1);
   }
@@ -389,8 +396,10 @@ static const egress__rule_t *naive_match(const egress_policy_t *p, const char *h
   size_t n = p->nrules[EGRESS_LIST_ALLOW];
   uint8_t bytes[16];
   int fam = 0;
-  if (inet_pton(AF_INET, host, bytes) == 1) fam = 4;
-  else if (inet_pton(AF_INET6, host, bytes) == 1) fam = 6;
+  if (inet_pton(AF_INET, host, bytes) == 1)
+    fam = 4;
+  else if (inet_pton(AF_INET6, host, bytes) == 1)
+    fam = 6;
   size_t hlen = strlen(host);
   const char *dot = strchr(host, '.');
   for (size_t i = 0; i < n; i++) {
@@ -427,9 +436,9 @@ static const egress__rule_t *naive_match(const egress_policy_t *p, const char *h
 /* ------------------------------------------------------------------------ */
 
 typedef struct workload {
-  egress_checker_t *checker;   /* library */
-  egress_policy_t *policy;     /* naive */
-  char **hosts;                /* NTARGETS */
+  egress_checker_t *checker; /* library */
+  egress_policy_t *policy;   /* naive */
+  char **hosts;              /* NTARGETS */
   bool naive;
 } workload_t;
 
@@ -468,7 +477,7 @@ typedef struct thread_arg {
   double secs;
   double rate;
   double elapsed;
-  double cpu;      /* CPU seconds the thread got */
+  double cpu; /* CPU seconds the thread got */
   uint64_t count;
 } thread_arg_t;
 
@@ -497,7 +506,7 @@ static double run_rate_threads(const workload_t *w, int nthreads, double secs, d
   pthread_barrier_t barrier;
   pthread_barrier_init(&barrier, NULL, (unsigned)nthreads);
   for (int i = 0; i < nthreads; i++) {
-    args[i] = (thread_arg_t){.w = w, .barrier = &barrier, .secs = secs};
+    args[i] = (thread_arg_t){ .w = w, .barrier = &barrier, .secs = secs };
     if (pthread_create(&th[i], NULL, rate_thread, &args[i])) die("pthread_create");
   }
   uint64_t total = 0;
@@ -581,7 +590,7 @@ static void bare_cb(void *arg, int status, int timeouts, struct ares_addrinfo *r
 
 /* One lookup, driven with ares_fds/select/ares_process until it ends. */
 static int bare_lookup(ares_channel ch, const char *name) {
-  bare_state_t s = {.status = -1};
+  bare_state_t s = { .status = -1 };
   struct ares_addrinfo_hints hints;
   memset(&hints, 0, sizeof hints);
   hints.ai_family = AF_UNSPEC;
@@ -606,7 +615,7 @@ static int bare_lookup(ares_channel ch, const char *name) {
 /* ------------------------------------------------------------------------ */
 
 static egress_dns_responder_t *dns;
-static const size_t sizes[4] = {10, 1000, 10000, 100000};
+static const size_t sizes[4] = { 10, 1000, 10000, 100000 };
 static ruleset_t sets[4];
 static egress_policy_t *policies[4];
 static egress_checker_t *checkers[4];
@@ -622,10 +631,10 @@ static void add_names(char **names) {
 static void fig_scaling(void) {
   static char key[4][2][32], label[4][2][64];
   for (int s = 0; s < 4; s++) {
-    workload_t ln = {.checker = checkers[s], .hosts = sets[s].names};
-    workload_t nn = {.policy = policies[s], .hosts = sets[s].names, .naive = true};
-    workload_t li = {.checker = checkers[s], .hosts = sets[s].ips};
-    workload_t ni = {.policy = policies[s], .hosts = sets[s].ips, .naive = true};
+    workload_t ln = { .checker = checkers[s], .hosts = sets[s].names };
+    workload_t nn = { .policy = policies[s], .hosts = sets[s].names, .naive = true };
+    workload_t li = { .checker = checkers[s], .hosts = sets[s].ips };
+    workload_t ni = { .policy = policies[s], .hosts = sets[s].ips, .naive = true };
     snprintf(key[s][0], sizeof key[s][0], "literal_checks_%zu", sizes[s]);
     snprintf(label[s][0], sizeof label[s][0], "IP literal checks/s, %zu rules, 1 thread", sizes[s]);
     snprintf(key[s][1], sizeof key[s][1], "cached_checks_%zu", sizes[s]);
@@ -699,8 +708,8 @@ static void fig_sink(void) {
   row_target(rate, T_VALUE_GE, 3e5, ">= 300k/s");
   row_t *wr = row_new("sink_vs_bare_write", "cached name checks/s, JSONL sink, 1 thread", U_RATE,
                       "bare writev of a 700-byte line");
-  row_t *ev = row_new("event_print_rate", "events stamped, filled and printed/s (no check, no write)",
-                      U_RATE, "cached checks/s, no sink");
+  row_t *ev = row_new("event_print_rate", "events stamped, filled and printed/s (no check, no write)", U_RATE,
+                      "cached checks/s, no sink");
   row_t *ceil_row = row_new("sink_vs_ceiling", "cached name checks/s, JSONL sink, 1 thread", U_RATE,
                             "sum of its parts: check + event + bare write");
   row_t *sc = row_new("bare_syscall", "bare system calls/s (getppid), 1 thread", U_RATE,
@@ -708,8 +717,8 @@ static void fig_sink(void) {
   egress_decision_t *sample = NULL;
   if (egress_check_ex(without, sets[s].names[0], PORT, NULL, &sample) != EGRESS_OK || !sample)
     die("sample decision");
-  workload_t ww = {.checker = with, .hosts = sets[s].names};
-  workload_t wo = {.checker = without, .hosts = sets[s].names};
+  workload_t ww = { .checker = with, .hosts = sets[s].names };
+  workload_t wo = { .checker = without, .hosts = sets[s].names };
   for (int r = 0; r < reps; r++) {
     if (truncate(path, 0) != 0) die("truncate event file");
     latency_rep(without, sets[s].names, &p50->value, &p99->value, buf);
@@ -726,7 +735,7 @@ static void fig_sink(void) {
     if (fd < 0) die("open event file");
     static char line[700];
     memset(line, 'x', sizeof line);
-    struct iovec iov[2] = {{line, sizeof line}, {(void *)"\n", 1}};
+    struct iovec iov[2] = { { line, sizeof line }, { (void *)"\n", 1 } };
     double t0 = now_s(), t1;
     unsigned long nwrites = 0;
     do {
@@ -784,9 +793,9 @@ static void fig_sink(void) {
 
 static void fig_threads(void) {
   const int s = 2; /* 10 000 rules */
-  workload_t ln = {.checker = checkers[s], .hosts = sets[s].names};
-  workload_t li = {.checker = checkers[s], .hosts = sets[s].ips};
-  workload_t ni = {.policy = policies[1], .hosts = sets[1].ips, .naive = true};
+  workload_t ln = { .checker = checkers[s], .hosts = sets[s].names };
+  workload_t li = { .checker = checkers[s], .hosts = sets[s].ips };
+  workload_t ni = { .policy = policies[1], .hosts = sets[1].ips, .naive = true };
   row_t *rn = row_new("cached_2t_vs_1t", "cached name checks/s, 2 threads, 10000 rules", U_RATE, "1 thread");
   row_t *ri = row_new("literal_2t_vs_1t", "IP literal checks/s, 2 threads, 10000 rules", U_RATE, "1 thread");
   row_t *rm = row_new("machine_2t_vs_1t", "machine ceiling: naive scan, 2 threads", U_RATE, "1 thread");
@@ -820,7 +829,7 @@ static void fig_threads(void) {
 static void fig_cold(void) {
   char *names[NTARGETS];
   char buf[64];
-  const char *entries[1] = {"**.cold.bench.test"};
+  const char *entries[1] = { "**.cold.bench.test" };
   egress_policy_t *p = compile((char *const *)entries, 1);
   for (size_t k = 0; k < NTARGETS; k++) {
     snprintf(buf, sizeof buf, "n%zu.cold.bench.test", k);
@@ -876,8 +885,8 @@ static void fig_cold(void) {
 /* Channel strategy: the library's pool against one channel behind a mutex. */
 typedef struct chan_arg {
   pthread_barrier_t *barrier;
-  egress_checker_t *checker;        /* pool */
-  ares_channel *shared;             /* mutex baseline */
+  egress_checker_t *checker; /* pool */
+  ares_channel *shared;      /* mutex baseline */
   pthread_mutex_t *lock;
   char **names;
   double secs;
@@ -906,14 +915,16 @@ static void *chan_thread(void *p) {
   return NULL;
 }
 
-static double chan_rate(egress_checker_t *c, ares_channel *shared, pthread_mutex_t *lock, char **names, double secs) {
+static double chan_rate(egress_checker_t *c, ares_channel *shared, pthread_mutex_t *lock, char **names,
+                        double secs) {
   pthread_t th[2];
   chan_arg_t args[2];
   pthread_barrier_t barrier;
   pthread_barrier_init(&barrier, NULL, 2);
   for (int i = 0; i < 2; i++) {
-    args[i] = (chan_arg_t){.barrier = &barrier, .checker = c, .shared = shared, .lock = lock,
-                           .names = names + 8 * i, .secs = secs};
+    args[i] = (chan_arg_t){
+      .barrier = &barrier, .checker = c, .shared = shared, .lock = lock, .names = names + 8 * i, .secs = secs
+    };
     if (pthread_create(&th[i], NULL, chan_thread, &args[i])) die("pthread_create");
   }
   uint64_t total = 0;
@@ -930,7 +941,7 @@ static double chan_rate(egress_checker_t *c, ares_channel *shared, pthread_mutex
 static void fig_channels(void) {
   char *names[16];
   char buf[64];
-  const char *entries[1] = {"**.slow.bench.test"};
+  const char *entries[1] = { "**.slow.bench.test" };
   egress_policy_t *p = compile((char *const *)entries, 1);
   for (size_t k = 0; k < 16; k++) {
     snprintf(buf, sizeof buf, "s%zu.slow.bench.test", k);
@@ -941,7 +952,8 @@ static void fig_channels(void) {
   egress_checker_t *c = checker_new(p, false, NULL);
   ares_channel ch = bare_channel();
   pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-  row_t *r = row_new("channel_pool_2t", "cold lookups/s, 2 threads, 2 ms DNS: pool", U_RATE, "1 channel + mutex");
+  row_t *r =
+      row_new("channel_pool_2t", "cold lookups/s, 2 threads, 2 ms DNS: pool", U_RATE, "1 channel + mutex");
   double secs = rep_secs * 2;
   for (int i = 0; i < reps; i++) {
     series_add(&r->value, chan_rate(c, NULL, NULL, names, secs));
@@ -1015,8 +1027,8 @@ static void fig_regex(void) {
   egress_policy_t *p = compile(entries, 100);
   egress_checker_t *c = checker_new(p, true, NULL);
   warm(c, hosts);
-  workload_t lw = {.checker = c, .hosts = hosts};
-  workload_t nw = {.policy = p, .hosts = hosts, .naive = true};
+  workload_t lw = { .checker = c, .hosts = hosts };
+  workload_t nw = { .policy = p, .hosts = hosts, .naive = true };
   row_t *r = row_new("regex_checks_100", "cached name checks/s, 100 regex rules", U_RATE, "naive scan");
   for (int i = 0; i < reps; i++) {
     series_add(&r->value, run_rate(&lw, rep_secs, NULL));
@@ -1051,8 +1063,10 @@ static void lint_policy_write(const char *path, size_t n) {
     size_t k = i % 50 == 49 ? i - 8 * (1 + i % 5) : i; /* same kind, earlier */
     switch (kind_pattern[k % 8]) {
       case 'e':
-        if (k == i) snprintf(buf, sizeof buf, "api%zu.svc%zu.example.com", k, k % 113);
-        else snprintf(buf, sizeof buf, "https://API%zu.svc%zu.example.com", k, k % 113);
+        if (k == i)
+          snprintf(buf, sizeof buf, "api%zu.svc%zu.example.com", k, k % 113);
+        else
+          snprintf(buf, sizeof buf, "https://API%zu.svc%zu.example.com", k, k % 113);
         break;
       case '1': snprintf(buf, sizeof buf, "*.w%zu.example.net", k); break;
       case 'n': snprintf(buf, sizeof buf, "**.d%zu.example.org", k); break;
@@ -1069,8 +1083,8 @@ static void lint_policy_write(const char *path, size_t n) {
     unsigned a, b, c;
     switch (i % 4) {
       case 0: snprintf(buf, sizeof buf, "api%zu.svc%zu.example.com", k, k % 113); break; /* whole */
-      case 1: snprintf(buf, sizeof buf, "x.w%zu.example.net", k + 2); break;              /* part */
-      case 2: snprintf(buf, sizeof buf, "bad%zu.example.com", i); break;                  /* apart */
+      case 1: snprintf(buf, sizeof buf, "x.w%zu.example.net", k + 2); break;             /* part */
+      case 2: snprintf(buf, sizeof buf, "bad%zu.example.com", i); break;                 /* apart */
       default:
         cidr_parts(k + 1, &a, &b, &c);
         snprintf(buf, sizeof buf, "%u.%u.%u.128/25", a, b, c);
@@ -1114,7 +1128,7 @@ static void lint_count(egress__lint_level_t level, egress_list_t list, size_t in
  * analysis alone against the same compile.
  */
 static void fig_lint(void) {
-  static const size_t lint_sizes[2] = {100000, 300000};
+  static const size_t lint_sizes[2] = { 100000, 300000 };
   static char key[2][2][40], label[2][2][72];
   char path[64];
   snprintf(path, sizeof path, "/tmp/egress-bench-lint-%ld.json", (long)getpid());
@@ -1134,7 +1148,7 @@ static void fig_lint(void) {
       egress_policy_t *p = policy_file(path);
       double t1 = now_s();
       egress_policy_unref(p);
-      lint_sink_t sink = {0, 0, ""};
+      lint_sink_t sink = { 0, 0, "" };
       double t2 = now_s();
       p = policy_file(path);
       double t3 = now_s();
@@ -1201,13 +1215,15 @@ int main(int argc, char **argv) {
     warm(checkers[s], sets[s].names);
     /* The naive matcher must agree on every target. */
     for (size_t k = 0; k < NTARGETS; k++)
-      if (!naive_match(policies[s], sets[s].names[k], PORT) || !naive_match(policies[s], sets[s].ips[k], PORT) ||
+      if (!naive_match(policies[s], sets[s].names[k], PORT) ||
+          !naive_match(policies[s], sets[s].ips[k], PORT) ||
           egress_check(checkers[s], sets[s].ips[k], PORT) != EGRESS_VERDICT_ALLOW)
         die("a target is not allowed by its rule set");
   }
 
   if (only && !strncmp(only, "profile-", 8)) {
-    workload_t w = {.checker = checkers[2], .hosts = strncmp(only, "profile-literal", 15) ? sets[2].names : sets[2].ips};
+    workload_t w = { .checker = checkers[2],
+                     .hosts = strncmp(only, "profile-literal", 15) ? sets[2].names : sets[2].ips };
     int nthreads = strstr(only, "-2t") ? 2 : 1;
     char path[64];
     snprintf(path, sizeof path, "/tmp/egress-bench-%ld.jsonl", (long)getpid());

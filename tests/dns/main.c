@@ -43,7 +43,7 @@ static volatile sig_atomic_t got_signal;
 static void on_signal(int sig) { got_signal = sig; }
 
 static int parse_rcode(const char *s) {
-  static const char *const names[] = {"NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED"};
+  static const char *const names[] = { "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED" };
   for (int i = 0; i < 6; i++)
     if (!strcasecmp(s, names[i])) return i;
   if (!strcasecmp(s, "NODATA")) return 0;
@@ -82,7 +82,7 @@ static int apply(egress_dns_responder_t *r, const char *name, char **f, int n) {
     return egress_dns_set_delay_ms(r, name, (unsigned)v);
   }
   if (!strcasecmp(kw, "MALFORMED")) {
-    static const char *const kinds[] = {"", "truncated-rr", "short", "loop", "bad-rdlen", "bad-label"};
+    static const char *const kinds[] = { "", "truncated-rr", "short", "loop", "bad-rdlen", "bad-label" };
     if (n == 1) return egress_dns_set_malformed(r, name, EGRESS_DNS_MALFORMED_TRUNCATED_RR);
     for (int i = 1; n == 2 && i < 6; i++)
       if (!strcasecmp(f[1], kinds[i])) return egress_dns_set_malformed(r, name, i);
@@ -113,7 +113,8 @@ static int apply_line(egress_dns_responder_t *r, const char *raw) {
   line[o] = '\0';
   char *f[MAX_FIELDS];
   int n = 0;
-  for (char *save = NULL, *tok = strtok_r(line, " \t\r\n", &save); tok; tok = strtok_r(NULL, " \t\r\n", &save)) {
+  for (char *save = NULL, *tok = strtok_r(line, " \t\r\n", &save); tok;
+       tok = strtok_r(NULL, " \t\r\n", &save)) {
     if (n == MAX_FIELDS) return -1;
     f[n++] = tok;
   }
@@ -160,9 +161,10 @@ static int load_zone(egress_dns_responder_t *r, const char *path) {
 }
 
 static void usage(FILE *f) {
-  fputs("usage: egress-test-dns [--bind IP] [--port N] [--zone FILE] [--stdin-lifeline]\n"
-        "                       [--default-rcode RCODE] [--tcp serve|refuse|close|silent]\n",
-        f);
+  fputs(
+      "usage: egress-test-dns [--bind IP] [--port N] [--zone FILE] [--stdin-lifeline]\n"
+      "                       [--default-rcode RCODE] [--tcp serve|refuse|close|silent]\n",
+      f);
 }
 
 int main(int argc, char **argv) {
@@ -222,10 +224,14 @@ int main(int argc, char **argv) {
   if (default_rcode >= 0) egress_dns_set_default_rcode(r, default_rcode);
   if (tcp) {
     egress_dns_tcp_mode_t m;
-    if (!strcmp(tcp, "serve")) m = EGRESS_DNS_TCP_SERVE;
-    else if (!strcmp(tcp, "refuse")) m = EGRESS_DNS_TCP_REFUSE;
-    else if (!strcmp(tcp, "close")) m = EGRESS_DNS_TCP_CLOSE;
-    else if (!strcmp(tcp, "silent")) m = EGRESS_DNS_TCP_SILENT;
+    if (!strcmp(tcp, "serve"))
+      m = EGRESS_DNS_TCP_SERVE;
+    else if (!strcmp(tcp, "refuse"))
+      m = EGRESS_DNS_TCP_REFUSE;
+    else if (!strcmp(tcp, "close"))
+      m = EGRESS_DNS_TCP_CLOSE;
+    else if (!strcmp(tcp, "silent"))
+      m = EGRESS_DNS_TCP_SILENT;
     else {
       fprintf(stderr, "egress-test-dns: bad --tcp mode %s\n", tcp);
       status = 2;
@@ -238,7 +244,7 @@ int main(int argc, char **argv) {
   fflush(stdout);
 
   while (!got_signal) {
-    struct pollfd pfd = {.fd = lifeline ? 0 : -1, .events = POLLIN};
+    struct pollfd pfd = { .fd = lifeline ? 0 : -1, .events = POLLIN };
     int n = ppoll(&pfd, 1, NULL, &orig);
     if (n < 0 && errno != EINTR) break;
     if (n > 0 && lifeline) {

@@ -8,7 +8,7 @@
  * explicit lengths and compression pointers may only point backwards.
  */
 #ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* accept4, pipe2 when built outside meson */
+#  define _GNU_SOURCE /* accept4, pipe2 when built outside meson */
 #endif
 #include "responder.h"
 
@@ -25,17 +25,17 @@
 #include <time.h>
 #include <unistd.h>
 
-#define NBUCKETS 1024
+#define NBUCKETS    1024
 #define MAX_ENTRIES 65536
-#define MAX_CONNS 64
-#define MAX_CHAIN 16
-#define MAX_TEXT 1024 /* presentation form of a 255-byte wire name, escaped */
-#define TCP_MAX 65535
-#define T_A 1
-#define T_CNAME 5
-#define T_AAAA 28
-#define T_OPT 41
-#define T_ANY 255
+#define MAX_CONNS   64
+#define MAX_CHAIN   16
+#define MAX_TEXT    1024 /* presentation form of a 255-byte wire name, escaped */
+#define TCP_MAX     65535
+#define T_A         1
+#define T_CNAME     5
+#define T_AAAA      28
+#define T_OPT       41
+#define T_ANY       255
 #define WRONG_OWNER "wrong-owner.invalid"
 
 typedef struct rec {
@@ -154,12 +154,12 @@ static void wb_u8(wbuf_t *b, unsigned v) {
 }
 
 static void wb_u16(wbuf_t *b, unsigned v) {
-  uint8_t x[2] = {(uint8_t)(v >> 8), (uint8_t)v};
+  uint8_t x[2] = { (uint8_t)(v >> 8), (uint8_t)v };
   wb_put(b, x, 2);
 }
 
 static void wb_u32(wbuf_t *b, uint32_t v) {
-  uint8_t x[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
+  uint8_t x[4] = { (uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v };
   wb_put(b, x, 4);
 }
 
@@ -280,8 +280,8 @@ static aset_t *script_begin(egress_dns_responder_t *r, const char *name) {
   return &e->sets[e->nsets - 1];
 }
 
-static int add_rec(egress_dns_responder_t *r, const char *name, uint16_t type, const void *addr,
-                   size_t alen, const char *target, uint32_t ttl) {
+static int add_rec(egress_dns_responder_t *r, const char *name, uint16_t type, const void *addr, size_t alen,
+                   const char *target, uint32_t ttl) {
   char tnorm[256];
   if (target && normalize(target, tnorm, sizeof(tnorm)) != 0) return -1;
   aset_t *s = script_begin(r, name);
@@ -324,13 +324,13 @@ int egress_dns_add_cname(egress_dns_responder_t *r, const char *name, const char
   return add_rec(r, name, T_CNAME, NULL, 0, target, ttl);
 }
 
-#define SETTER(fn, type, field, expr)                                     \
-  int fn(egress_dns_responder_t *r, const char *name, type v) {           \
-    aset_t *s = script_begin(r, name);                                    \
-    if (!s) return -1;                                                    \
-    s->field = (expr);                                                    \
-    pthread_mutex_unlock(&r->mu);                                         \
-    return 0;                                                             \
+#define SETTER(fn, type, field, expr)                           \
+  int fn(egress_dns_responder_t *r, const char *name, type v) { \
+    aset_t *s = script_begin(r, name);                          \
+    if (!s) return -1;                                          \
+    s->field = (expr);                                          \
+    pthread_mutex_unlock(&r->mu);                               \
+    return 0;                                                   \
   }
 
 SETTER(egress_dns_set_delay_ms, unsigned, delay_ms, v)
@@ -434,13 +434,13 @@ unsigned egress_dns_query_count_type(egress_dns_responder_t *r, const char *name
   return n;
 }
 
-#define GLOBAL_COUNTER(fn, field)                 \
-  unsigned fn(egress_dns_responder_t *r) {        \
-    if (!r) return 0;                             \
-    pthread_mutex_lock(&r->mu);                   \
-    unsigned n = r->field;                        \
-    pthread_mutex_unlock(&r->mu);                 \
-    return n;                                     \
+#define GLOBAL_COUNTER(fn, field)          \
+  unsigned fn(egress_dns_responder_t *r) { \
+    if (!r) return 0;                      \
+    pthread_mutex_lock(&r->mu);            \
+    unsigned n = r->field;                 \
+    pthread_mutex_unlock(&r->mu);          \
+    return n;                              \
   }
 
 GLOBAL_COUNTER(egress_dns_total_queries, total)
@@ -476,8 +476,7 @@ void egress_dns_dump_counts(egress_dns_responder_t *r, void *stream) {
   for (size_t b = 0; b < NBUCKETS; b++)
     for (entry_t *e = r->buckets[b]; e; e = e->next)
       if (e->count)
-        fprintf(f, "%s %u A %u AAAA %u\n", e->name[0] ? e->name : ".", e->count, e->count_a,
-                e->count_aaaa);
+        fprintf(f, "%s %u A %u AAAA %u\n", e->name[0] ? e->name : ".", e->count, e->count_a, e->count_aaaa);
   pthread_mutex_unlock(&r->mu);
 }
 
@@ -495,8 +494,8 @@ typedef struct query {
 /* Read a possibly compressed name at *off.  Pointers must point strictly
  * before the label that holds them, so a chain of them always ends; wire and
  * text may be NULL when only skipping.  Returns 0, or -1 on any malformation. */
-static int read_name(const uint8_t *msg, size_t len, size_t *off, uint8_t *wire, size_t *wire_len,
-                     char *text, size_t textlen) {
+static int read_name(const uint8_t *msg, size_t len, size_t *off, uint8_t *wire, size_t *wire_len, char *text,
+                     size_t textlen) {
   size_t pos = *off, wl = 0, tl = 0;
   bool jumped = false;
   for (int hops = 0;; hops++) {
@@ -616,33 +615,36 @@ static void put_malformed(wbuf_t *b, const query_t *q, unsigned flags, int kind)
   wb_u16(b, q->qtype);
   wb_u16(b, q->qclass);
   switch (kind) {
-  case EGRESS_DNS_MALFORMED_LOOP: {
-    size_t here = b->len;
-    wb_u16(b, 0xC000u | (unsigned)here);
-    wb_u16(b, t);
-    wb_u16(b, 1);
-    wb_u32(b, 60);
-    wb_u16(b, 4);
-    wb_u32(b, 0x7f000001u);
-    break;
-  }
-  case EGRESS_DNS_MALFORMED_BAD_RDLEN:
-    wb_u16(b, 0xC00C);
-    wb_u16(b, t);
-    wb_u16(b, 1);
-    wb_u32(b, 60);
-    wb_u16(b, 3);
-    wb_put(b, "\x7f\x00\x00", 3);
-    break;
-  case EGRESS_DNS_MALFORMED_BAD_LABEL:
-    wb_put(b, "\x3f" "abcde", 6);
-    break;
-  default: /* TRUNCATED_RR: stop in the middle of the fixed part */
-    wb_u16(b, 0xC00C);
-    wb_u16(b, t);
-    wb_u16(b, 1);
-    wb_u16(b, 0);
-    break;
+    case EGRESS_DNS_MALFORMED_LOOP: {
+      size_t here = b->len;
+      wb_u16(b, 0xC000u | (unsigned)here);
+      wb_u16(b, t);
+      wb_u16(b, 1);
+      wb_u32(b, 60);
+      wb_u16(b, 4);
+      wb_u32(b, 0x7f000001u);
+      break;
+    }
+    case EGRESS_DNS_MALFORMED_BAD_RDLEN:
+      wb_u16(b, 0xC00C);
+      wb_u16(b, t);
+      wb_u16(b, 1);
+      wb_u32(b, 60);
+      wb_u16(b, 3);
+      wb_put(b, "\x7f\x00\x00", 3);
+      break;
+    case EGRESS_DNS_MALFORMED_BAD_LABEL:
+      wb_put(b,
+             "\x3f"
+             "abcde",
+             6);
+      break;
+    default: /* TRUNCATED_RR: stop in the middle of the fixed part */
+      wb_u16(b, 0xC00C);
+      wb_u16(b, t);
+      wb_u16(b, 1);
+      wb_u16(b, 0);
+      break;
   }
 }
 
@@ -700,7 +702,7 @@ static bool build_reply(egress_dns_responder_t *r, const query_t *q, bool tcp, w
         if (cur->recs[i].type == T_CNAME) cname = &cur->recs[i];
       if (cname && q->qtype != T_CNAME) {
         if (hop >= MAX_CHAIN) break; /* a loop: give what there is */
-        if (nans < sizeof(ans) / sizeof(ans[0])) ans[nans++] = (answer_t){owner, cname};
+        if (nans < sizeof(ans) / sizeof(ans[0])) ans[nans++] = (answer_t){ owner, cname };
         entry_t *t = lookup(r, cname->target);
         if (!t || !t->configured) {
           rcode = r->default_rcode;
@@ -716,7 +718,7 @@ static bool build_reply(egress_dns_responder_t *r, const query_t *q, bool tcp, w
       }
       for (size_t i = 0; i < cur->nrecs; i++)
         if (type_matches(cur->recs[i].type, q->qtype) && nans < sizeof(ans) / sizeof(ans[0]))
-          ans[nans++] = (answer_t){owner, &cur->recs[i]};
+          ans[nans++] = (answer_t){ owner, &cur->recs[i] };
       break;
     }
   }
@@ -780,8 +782,8 @@ static void conn_flush(conn_t *c) {
 static void send_reply(egress_dns_responder_t *r, uint64_t conn_id, const struct sockaddr_storage *peer,
                        socklen_t peerlen, const uint8_t *buf, size_t len) {
   if (conn_id == 0) {
-    ssize_t n = sendto(r->udp_fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL, (const struct sockaddr *)peer,
-                       peerlen);
+    ssize_t n =
+        sendto(r->udp_fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL, (const struct sockaddr *)peer, peerlen);
     (void)n; /* UDP: a lost reply is just a lost reply */
     return;
   }
@@ -805,7 +807,7 @@ static void send_reply(egress_dns_responder_t *r, uint64_t conn_id, const struct
 static void handle_message(egress_dns_responder_t *r, const uint8_t *msg, size_t len, uint64_t conn_id,
                            const struct sockaddr_storage *peer, socklen_t peerlen, bool silent) {
   query_t q;
-  wbuf_t b = {0};
+  wbuf_t b = { 0 };
   unsigned delay = 0;
   int pr = parse_query(msg, len, &q);
   pthread_mutex_lock(&r->mu);
@@ -939,13 +941,13 @@ static void *serve(void *arg) {
     pthread_mutex_unlock(&r->mu);
 
     nfds_t n = 0;
-    pfd[n++] = (struct pollfd){.fd = r->wake[0], .events = POLLIN};
-    pfd[n++] = (struct pollfd){.fd = r->udp_fd, .events = POLLIN};
-    pfd[n++] = (struct pollfd){.fd = r->tcp_fd, .events = POLLIN}; /* -1 is ignored by poll */
+    pfd[n++] = (struct pollfd){ .fd = r->wake[0], .events = POLLIN };
+    pfd[n++] = (struct pollfd){ .fd = r->udp_fd, .events = POLLIN };
+    pfd[n++] = (struct pollfd){ .fd = r->tcp_fd, .events = POLLIN }; /* -1 is ignored by poll */
     size_t nc = r->nconns;
     for (size_t i = 0; i < nc; i++)
-      pfd[n++] = (struct pollfd){.fd = r->conns[i]->fd,
-                                 .events = (short)(POLLIN | (r->conns[i]->outlen ? POLLOUT : 0))};
+      pfd[n++] = (struct pollfd){ .fd = r->conns[i]->fd,
+                                  .events = (short)(POLLIN | (r->conns[i]->outlen ? POLLOUT : 0)) };
     int timeout = -1;
     uint64_t now = now_ms();
     for (size_t i = 0; i < r->npend; i++) {
@@ -956,8 +958,7 @@ static void *serve(void *arg) {
 
     if (pfd[0].revents) {
       char drain[64];
-      while (read(r->wake[0], drain, sizeof(drain)) > 0) {
-      }
+      while (read(r->wake[0], drain, sizeof(drain)) > 0) {}
     }
     if (pfd[1].revents & POLLIN) {
       for (int k = 0; k < 64; k++) {
@@ -973,8 +974,10 @@ static void *serve(void *arg) {
       short ev = pfd[3 + i].revents;
       conn_t *c = r->conns[i];
       bool keep = true;
-      if (ev & POLLIN) keep = conn_read(r, c, mode == EGRESS_DNS_TCP_SILENT);
-      else if (ev & (POLLHUP | POLLERR | POLLNVAL)) keep = false;
+      if (ev & POLLIN)
+        keep = conn_read(r, c, mode == EGRESS_DNS_TCP_SILENT);
+      else if (ev & (POLLHUP | POLLERR | POLLNVAL))
+        keep = false;
       if (keep && (ev & POLLOUT)) conn_flush(c);
       if (!keep) close_conn(r, i);
     }
@@ -1072,7 +1075,7 @@ egress_dns_responder_t *egress_dns_start_port(const char *bind_ip, uint16_t port
 
 fail_inval:
   errno = EINVAL;
-fail: {
+fail : {
   int saved = errno;
   destroy(r);
   errno = saved;

@@ -11,9 +11,7 @@
 
 #include "fuzz_common.h"
 
-static bool is_hex_digit(char c) {
-  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-}
+static bool is_hex_digit(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
 
 static void check_name(const egress__host_t *h) {
   FUZZ_REQUIRE(h->len > 0 && h->len <= EGRESS__NAME_MAX, "name length %zu", h->len);

@@ -26,13 +26,34 @@
 /* Label vocabulary: [0] is how an entry may spell it, [1] its canonical
  * form (what destinations use). */
 static const char *const labels[][2] = {
-    {"a", "a"}, {"b", "b"}, {"api", "api"}, {"example", "example"}, {"com", "com"},
-    {"x-y", "x-y"}, {"_srv", "_srv"}, {"b\xc3\xbc" "cher", "xn--bcher-kva"},
-    {"xn--bcher-kva", "xn--bcher-kva"}, {"c0", "c0"}, {"org", "org"}, {"z", "z"},
+  { "a", "a" },
+  { "b", "b" },
+  { "api", "api" },
+  { "example", "example" },
+  { "com", "com" },
+  { "x-y", "x-y" },
+  { "_srv", "_srv" },
+  { "b\xc3\xbc"
+    "cher",
+    "xn--bcher-kva" },
+  { "xn--bcher-kva", "xn--bcher-kva" },
+  { "c0", "c0" },
+  { "org", "org" },
+  { "z", "z" },
 };
 #define NLABELS (sizeof labels / sizeof *labels)
 
-typedef enum { R_EXACT, R_WILD1, R_WILDN, R_ANY, R_CIDR4, R_CIDR6, R_RE_EXACT, R_RE_WILD1, R_RE_WILDN } rkind_t;
+typedef enum {
+  R_EXACT,
+  R_WILD1,
+  R_WILDN,
+  R_ANY,
+  R_CIDR4,
+  R_CIDR6,
+  R_RE_EXACT,
+  R_RE_WILD1,
+  R_RE_WILDN
+} rkind_t;
 
 typedef struct ref_rule {
   rkind_t kind;
@@ -73,15 +94,33 @@ static void gen_name(reader_t *r, char *spell, size_t sl, char *canon, size_t cl
 
 static void gen_ports(reader_t *r, ref_rule_t *rule, bool *has, char *out, size_t outlen) {
   unsigned k = next(r) % 6;
-  static const uint16_t single[] = {80, 443, 8443};
+  static const uint16_t single[] = { 80, 443, 8443 };
   *has = true;
   switch (k) {
-    case 0: *has = false; out[0] = '\0'; return;
+    case 0:
+      *has = false;
+      out[0] = '\0';
+      return;
     case 1:
-    case 2: rule->lo = rule->hi = single[next(r) % 3]; snprintf(out, outlen, ":%u", rule->lo); return;
-    case 3: rule->lo = 400; rule->hi = 500; snprintf(out, outlen, ":400-500"); return;
-    case 4: rule->lo = 8000; rule->hi = 8999; snprintf(out, outlen, ":8000-8999"); return;
-    default: rule->lo = 1; rule->hi = 65535; snprintf(out, outlen, ":*"); return;
+    case 2:
+      rule->lo = rule->hi = single[next(r) % 3];
+      snprintf(out, outlen, ":%u", rule->lo);
+      return;
+    case 3:
+      rule->lo = 400;
+      rule->hi = 500;
+      snprintf(out, outlen, ":400-500");
+      return;
+    case 4:
+      rule->lo = 8000;
+      rule->hi = 8999;
+      snprintf(out, outlen, ":8000-8999");
+      return;
+    default:
+      rule->lo = 1;
+      rule->hi = 65535;
+      snprintf(out, outlen, ":*");
+      return;
   }
 }
 
@@ -106,14 +145,14 @@ static void gen_prefix(reader_t *r, ref_rule_t *rule, char *out, size_t outlen) 
   unsigned style = next(r);
   for (unsigned i = 0; i < sizeof ip.bytes && i < bits / 8; i++) ip.bytes[i] = (uint8_t)next(r);
   if (!v6) {
-    static const uint8_t firsts[] = {93, 203, 10, 1};
+    static const uint8_t firsts[] = { 93, 203, 10, 1 };
     ip.bytes[0] = firsts[style % 4];
   } else {
     ip.bytes[0] = 0x20;
     ip.bytes[1] = (style & 1) ? 0x01 : 0x06;
   }
   unsigned len = next(r) % (bits + 1);
-  for (unsigned i = len; i < bits; i++) ip.bytes[i / 8] &= (uint8_t)~(0x80u >> (i % 8));
+  for (unsigned i = len; i < bits; i++) ip.bytes[i / 8] &= (uint8_t) ~(0x80u >> (i % 8));
   rule->prefix.addr = ip;
   rule->prefix.len = (uint8_t)len;
   char text[EGRESS__IPSTR_MAX];
@@ -157,7 +196,7 @@ static bool ref_match_ip(const ref_rule_t *r, const egress__ip_t *ip, unsigned m
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  reader_t rd = {data, size};
+  reader_t rd = { data, size };
   ref_rule_t rules[MAX_ENTRIES];
   char texts[MAX_ENTRIES][420];
   const char *entries[MAX_ENTRIES];
@@ -175,9 +214,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     gen_ports(&rd, r, &has_port, ports, sizeof ports);
     if (!has_port) r->lo = r->hi = 443;
     switch (r->kind) {
-      case R_EXACT:
-        snprintf(base, sizeof base, "%s%s", spell, (next(&rd) & 1) ? "." : "");
-        break;
+      case R_EXACT: snprintf(base, sizeof base, "%s%s", spell, (next(&rd) & 1) ? "." : ""); break;
       case R_WILD1: snprintf(base, sizeof base, "*.%s", spell); break;
       case R_WILDN: snprintf(base, sizeof base, "**.%s", spell); break;
       case R_ANY: snprintf(base, sizeof base, "*"); break;
@@ -194,7 +231,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       case R_RE_WILDN: {
         char esc[260];
         re_escape(canon, esc, sizeof esc);
-        static const char *const front[] = {"", "[^.]+\\.", ".+\\."};
+        static const char *const front[] = { "", "[^.]+\\.", ".+\\." };
         snprintf(base, sizeof base, "re:^%s%s$", front[r->kind - R_RE_EXACT], esc);
         any_regex = true;
         break;
@@ -214,7 +251,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
   /* The destination. */
   unsigned dk = next(&rd) % 4;
-  static const uint16_t dports[] = {443, 80, 8443, 450, 8080, 1, 65535, 22};
+  static const uint16_t dports[] = { 443, 80, 8443, 450, 8080, 1, 65535, 22 };
   uint16_t port = dports[next(&rd) % 8];
   egress__match_t got;
   int ref_allow = -1, ref_any = -1;
@@ -227,7 +264,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (dk == 0 && n > 0) {
       /* Built around a rule's own name: that is where the edges are. */
       const ref_rule_t *r = &rules[next(&rd) % n];
-      static const char *const pre[] = {"", "a.", "a.b.", "xn--bcher-kva.", "ab"};
+      static const char *const pre[] = { "", "a.", "a.b.", "xn--bcher-kva.", "ab" };
       snprintf(host, sizeof host, "%s%s", pre[next(&rd) % 5], r->name);
     } else {
       gen_name(&rd, spell, sizeof spell, host, sizeof host);
@@ -243,7 +280,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     unsigned style = next(&rd);
     for (unsigned i = 0; i < (ip.family == 4 ? 4u : 16u); i++) ip.bytes[i] = (uint8_t)next(&rd);
     if (ip.family == 4) {
-      static const uint8_t firsts[] = {93, 203, 10, 1};
+      static const uint8_t firsts[] = { 93, 203, 10, 1 };
       ip.bytes[0] = firsts[style % 4];
     } else {
       ip.bytes[0] = 0x20;
@@ -275,8 +312,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const ref_rule_t *r = &rules[got_allow];
     bool matches = dk < 2 ? ref_match_name(r, host) : ref_match_ip(r, &ip, min_len);
     FUZZ_REQUIRE(matches && port >= r->lo && port <= r->hi,
-                 "%s:%u allowed by rule %d \"%s\" which does not hold it", host, (unsigned)port,
-                 got_allow, entries[got_allow]);
+                 "%s:%u allowed by rule %d \"%s\" which does not hold it", host, (unsigned)port, got_allow,
+                 entries[got_allow]);
   }
   if (got_any >= 0) {
     const ref_rule_t *r = &rules[got_any];
@@ -285,14 +322,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   FUZZ_REQUIRE((got_allow >= 0) == (ref_allow >= 0), "%s:%u: matcher allow %d, reference %d (%s)", host,
                (unsigned)port, got_allow, ref_allow, ref_allow >= 0 ? entries[ref_allow] : "-");
-  FUZZ_REQUIRE((got_any >= 0) == (ref_any >= 0), "%s:%u: matcher any %d, reference %d", host,
-               (unsigned)port, got_any, ref_any);
+  FUZZ_REQUIRE((got_any >= 0) == (ref_any >= 0), "%s:%u: matcher any %d, reference %d", host, (unsigned)port,
+               got_any, ref_any);
   if (!any_regex || ref_allow < 0) {
-    FUZZ_REQUIRE(got_allow == ref_allow, "%s:%u: matcher allows by %d, reference by %d", host,
-                 (unsigned)port, got_allow, ref_allow);
+    FUZZ_REQUIRE(got_allow == ref_allow, "%s:%u: matcher allows by %d, reference by %d", host, (unsigned)port,
+                 got_allow, ref_allow);
     if (!any_regex)
-      FUZZ_REQUIRE(got_any == ref_any, "%s:%u: matcher any %d, reference %d", host, (unsigned)port,
-                   got_any, ref_any);
+      FUZZ_REQUIRE(got_any == ref_any, "%s:%u: matcher any %d, reference %d", host, (unsigned)port, got_any,
+                   ref_any);
   }
   egress_policy_unref(p);
   return 0;

@@ -36,8 +36,8 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
-#define MAX_SOCKS 64
-#define MAX_SEGS 4
+#define MAX_SOCKS  64
+#define MAX_SEGS   4
 #define QUERY_NAME "fuzz.example.com"
 
 typedef struct fake_sock {
@@ -122,7 +122,7 @@ static void answer(fake_sock_t *s, const uint8_t *q, size_t qlen) {
   uint8_t *body = reply + 2;
   size_t room = sizeof reply - 2;
   if (flags & 1) {
-    uint8_t head[12] = {0};
+    uint8_t head[12] = { 0 };
     memcpy(head, seg, sl < 12 ? sl : 12);
     head[4] = 0;
     head[5] = 1; /* QDCOUNT: the one question spliced in below */
@@ -189,8 +189,8 @@ static ares_ssize_t fake_sendv(ares_socket_t fd, const struct iovec *iov, int io
   return (ares_ssize_t)total;
 }
 
-static ares_ssize_t fake_recvfrom(ares_socket_t fd, void *buf, size_t len, int fl,
-                                  struct sockaddr *from, ares_socklen_t *fromlen, void *user) {
+static ares_ssize_t fake_recvfrom(ares_socket_t fd, void *buf, size_t len, int fl, struct sockaddr *from,
+                                  ares_socklen_t *fromlen, void *user) {
   (void)user;
   fake_sock_t *s = sock_find(fd);
   ssize_t n = recv(fd, buf, len, fl | MSG_DONTWAIT);
@@ -204,8 +204,8 @@ static ares_ssize_t fake_recvfrom(ares_socket_t fd, void *buf, size_t len, int f
   return n;
 }
 
-static const struct ares_socket_functions fake_funcs = {
-    fake_socket, fake_close, fake_connect, fake_recvfrom, fake_sendv};
+static const struct ares_socket_functions fake_funcs = { fake_socket, fake_close, fake_connect, fake_recvfrom,
+                                                         fake_sendv };
 
 int __real_ares_init_options(ares_channel *channel, struct ares_options *options, int optmask);
 int __wrap_ares_init_options(ares_channel *channel, struct ares_options *options, int optmask);
@@ -220,8 +220,8 @@ static egress_checker_t *checkers[2];
 
 static void setup(void) {
   for (size_t i = 0; i < MAX_SOCKS; i++) socks[i].fd = socks[i].peer = -1;
-  static const char *const allow[] = {QUERY_NAME, "*.example.com:8443"};
-  static const char *const deny[] = {"93.184.216.0/24", "2606:2800:220::/48", "*.attacker.net"};
+  static const char *const allow[] = { QUERY_NAME, "*.example.com:8443" };
+  static const char *const deny[] = { "93.184.216.0/24", "2606:2800:220::/48", "*.attacker.net" };
   char err[EGRESS_ERRBUF_SIZE];
   egress_policy_t *p = NULL;
   if (egress_policy_from_entries(allow, 2, deny, 3, &p, err, sizeof err) != EGRESS_OK) abort();
@@ -250,8 +250,7 @@ static void drain(void) {
   uint8_t buf[4096];
   for (size_t i = 0; i < MAX_SOCKS; i++) {
     if (socks[i].peer < 0) continue;
-    while (recv(socks[i].fd, buf, sizeof buf, MSG_DONTWAIT) > 0) {
-    }
+    while (recv(socks[i].fd, buf, sizeof buf, MSG_DONTWAIT) > 0) {}
     socks[i].tcp_len = 0;
   }
 }
@@ -267,11 +266,11 @@ static void check_address(const egress_decision_t *d, size_t i) {
   egress__special_classify(&ip, &info);
   FUZZ_REQUIRE(info.global, "special-purpose address %s vetted", a);
   if (ip.family == 4)
-    FUZZ_REQUIRE(!(ip.bytes[0] == 93 && ip.bytes[1] == 184 && ip.bytes[2] == 216),
-                 "denied address %s vetted", a);
+    FUZZ_REQUIRE(!(ip.bytes[0] == 93 && ip.bytes[1] == 184 && ip.bytes[2] == 216), "denied address %s vetted",
+                 a);
   else
-    FUZZ_REQUIRE(!(ip.bytes[0] == 0x26 && ip.bytes[1] == 0x06 && ip.bytes[2] == 0x28 &&
-                   ip.bytes[3] == 0x00 && ip.bytes[4] == 0x02 && ip.bytes[5] == 0x20),
+    FUZZ_REQUIRE(!(ip.bytes[0] == 0x26 && ip.bytes[1] == 0x06 && ip.bytes[2] == 0x28 && ip.bytes[3] == 0x00 &&
+                   ip.bytes[4] == 0x02 && ip.bytes[5] == 0x20),
                  "denied address %s vetted", a);
   size_t salen = 0;
   FUZZ_REQUIRE(egress_decision_address_sockaddr(d, i, &salen) && salen > 0, "no sockaddr for %s", a);
@@ -321,16 +320,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   } else {
     egress_reason_t r = egress_decision_reason(d);
     FUZZ_REQUIRE(r == EGRESS_REASON_NO_SUCH_HOST || r == EGRESS_REASON_DNS_UNAVAILABLE ||
-                     r == EGRESS_REASON_RESOLVED_ADDRESS_FORBIDDEN ||
-                     r == EGRESS_REASON_EXPLICIT_DENY || r == EGRESS_REASON_INTERNAL_ERROR,
+                     r == EGRESS_REASON_RESOLVED_ADDRESS_FORBIDDEN || r == EGRESS_REASON_EXPLICIT_DENY ||
+                     r == EGRESS_REASON_INTERNAL_ERROR,
                  "deny with reason %s", egress_reason_name(r));
     FUZZ_REQUIRE(!egress_decision_curl_resolve(d), "curl_resolve on a deny");
     /* A deny-list denial names a deny rule (a CNAME through *.attacker.net
      * or a denied address); every address it lists is refused. */
     if (r == EGRESS_REASON_EXPLICIT_DENY || r == EGRESS_REASON_RESOLVED_ADDRESS_FORBIDDEN)
       for (size_t i = 0; i < n; i++)
-        FUZZ_REQUIRE(egress_decision_address_verdict(d, i) == EGRESS_VERDICT_DENY, "address %s allowed in a deny",
-                     egress_decision_address(d, i));
+        FUZZ_REQUIRE(egress_decision_address_verdict(d, i) == EGRESS_VERDICT_DENY,
+                     "address %s allowed in a deny", egress_decision_address(d, i));
     if (r == EGRESS_REASON_EXPLICIT_DENY)
       FUZZ_REQUIRE(egress_decision_has_rule(d) && egress_decision_rule_list(d) == EGRESS_LIST_DENY,
                    "explicit_deny without a deny rule");

@@ -15,8 +15,7 @@
 static bool name_chars_ok(const char *s, size_t len) {
   for (size_t i = 0; i < len; i++) {
     char c = s[i];
-    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.'))
-      return false;
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.')) return false;
   }
   return true;
 }
@@ -73,8 +72,8 @@ static void check_matcher(const egress__rule_t *r) {
       FUZZ_REQUIRE(res.allowing == r, "wildcard misses one label in front");
       snprintf(buf, sizeof buf, "x.y.%s", r->name);
       egress__match_name(m, buf, strlen(buf), port, &res);
-      FUZZ_REQUIRE((res.allowing == r) == (r->kind == EGRESS__RULE_WILDN),
-                   "two labels in front: kind %d", (int)r->kind);
+      FUZZ_REQUIRE((res.allowing == r) == (r->kind == EGRESS__RULE_WILDN), "two labels in front: kind %d",
+                   (int)r->kind);
       snprintf(buf, sizeof buf, "x%s", r->name);
       egress__match_name(m, buf, strlen(buf), port, &res);
       FUZZ_REQUIRE(!res.any, "wildcard matches a name that only ends with the suffix");
@@ -87,8 +86,9 @@ static void check_matcher(const egress__rule_t *r) {
       /* Hostile subjects for catastrophic patterns: must return, whatever
        * the answer. */
       static const char *const subjects[] = {
-          "api.example.com", "a", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!",
-          "a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.x", ""};
+        "api.example.com", "a", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!",
+        "a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.x", ""
+      };
       for (size_t i = 0; i < sizeof subjects / sizeof *subjects; i++) {
         (void)egress__regex_match(r, subjects[i], strlen(subjects[i]));
         egress__match_name(m, subjects[i], strlen(subjects[i]), port, &res);
@@ -126,17 +126,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (size_t i = 0; i < size; i++)
       FUZZ_REQUIRE((unsigned char)text[i] >= 0x20 && text[i] != 0x7f, "control byte accepted");
     FUZZ_REQUIRE(rule.list == (egress_list_t)l, "list");
-    FUZZ_REQUIRE(rule.port_lo >= 1 && rule.port_lo <= rule.port_hi, "ports %u-%u",
-                 (unsigned)rule.port_lo, (unsigned)rule.port_hi);
+    FUZZ_REQUIRE(rule.port_lo >= 1 && rule.port_lo <= rule.port_hi, "ports %u-%u", (unsigned)rule.port_lo,
+                 (unsigned)rule.port_hi);
     if (l == EGRESS_LIST_DENY && !memchr(text, ':', size))
       FUZZ_REQUIRE(rule.port_lo == 1 && rule.port_hi == 65535, "deny entry without a port");
     switch (rule.kind) {
       case EGRESS__RULE_EXACT:
       case EGRESS__RULE_WILD1:
       case EGRESS__RULE_WILDN: check_name_rule(&rule); break;
-      case EGRESS__RULE_ANY:
-        FUZZ_REQUIRE(!rule.name && !rule.regex, "'*' with name or regex");
-        break;
+      case EGRESS__RULE_ANY: FUZZ_REQUIRE(!rule.name && !rule.regex, "'*' with name or regex"); break;
       case EGRESS__RULE_REGEX:
         FUZZ_REQUIRE(rule.regex && size > 3 && !memcmp(text, "re:", 3), "regex rule");
         break;

@@ -54,12 +54,12 @@ static bool port_in(const egress__rule_t *r, uint16_t port) {
 }
 
 /* The reference: which CIDR rules of @p list hold ip:port. */
-static const egress__rule_t *cidr_rule(const egress_policy_t *p, egress_list_t list,
-                                       const egress__ip_t *ip, uint16_t port, unsigned min_len) {
+static const egress__rule_t *cidr_rule(const egress_policy_t *p, egress_list_t list, const egress__ip_t *ip,
+                                       uint16_t port, unsigned min_len) {
   for (size_t i = 0; i < p->nrules[list]; i++) {
     const egress__rule_t *r = &p->rules[list][i];
-    if (r->kind == EGRESS__RULE_CIDR && r->cidr.addr.family == ip->family &&
-        r->cidr.len >= min_len && port_in(r, port) && egress__prefix_contains(&r->cidr, ip))
+    if (r->kind == EGRESS__RULE_CIDR && r->cidr.addr.family == ip->family && r->cidr.len >= min_len &&
+        port_in(r, port) && egress__prefix_contains(&r->cidr, ip))
       return r;
   }
   return NULL;
@@ -73,8 +73,7 @@ static void check_literal(const egress_policy_t *p, const char *host, uint16_t p
     egress__host_t h;
     const char *why = NULL;
     FUZZ_REQUIRE(st == EGRESS_OK, "allow with status %d", (int)st);
-    FUZZ_REQUIRE(egress__canon_host(host, strlen(host), &h, &why) == EGRESS_OK &&
-                     h.kind != EGRESS__HOST_NAME,
+    FUZZ_REQUIRE(egress__canon_host(host, strlen(host), &h, &why) == EGRESS_OK && h.kind != EGRESS__HOST_NAME,
                  "literal %s", host);
     egress__ip_t ip = h.ip;
     egress__ip_unmap(&ip);
@@ -83,8 +82,8 @@ static void check_literal(const egress_policy_t *p, const char *host, uint16_t p
     FUZZ_REQUIRE(cidr_rule(p, EGRESS_LIST_ALLOW, &ip, port, info.global ? 0 : info.open_len),
                  "%s:%u allowed by no CIDR rule (rule %s)", host, (unsigned)port,
                  egress_decision_rule_text(d) ? egress_decision_rule_text(d) : "none");
-    FUZZ_REQUIRE(!cidr_rule(p, EGRESS_LIST_DENY, &ip, port, 0), "%s:%u allowed but denied by a rule",
-                 host, (unsigned)port);
+    FUZZ_REQUIRE(!cidr_rule(p, EGRESS_LIST_DENY, &ip, port, 0), "%s:%u allowed but denied by a rule", host,
+                 (unsigned)port);
     FUZZ_REQUIRE(egress_decision_has_rule(d) && egress_decision_rule_list(d) == EGRESS_LIST_ALLOW,
                  "allow names no allow rule");
   }
@@ -105,16 +104,29 @@ static void check_name(const char *host, uint16_t port, bool must_be_invalid) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  static const char *const literals[] = {
-      "93.184.216.34", "127.0.0.1", "10.1.2.3", "169.254.169.254", "100.64.0.1",
-      "203.0.113.7", "0.0.0.0", "255.255.255.255", "192.0.0.9", "::1", "[2001:db8::1]",
-      "::ffff:127.0.0.1", "::ffff:93.184.216.34", "64:ff9b::7f00:1", "2002:7f00:1::1",
-      "2606:4700::1111", "fd00:ec2::254", "[fe80::1]"};
-  static const char *const numeric[] = {"2130706433", "0x7f.1", "0177.0.0.1", "127.1",
-                                        "foo.2.3.4", "203.0.113.08", "1.2.3.4.5"};
-  static const char *const names[] = {"api.example.com", "localhost", "a.b.c.example.org",
-                                      "xn--bcher-kva.example", "metadata.google.internal"};
-  static const uint16_t ports[] = {443, 80, 5432};
+  static const char *const literals[] = { "93.184.216.34",
+                                          "127.0.0.1",
+                                          "10.1.2.3",
+                                          "169.254.169.254",
+                                          "100.64.0.1",
+                                          "203.0.113.7",
+                                          "0.0.0.0",
+                                          "255.255.255.255",
+                                          "192.0.0.9",
+                                          "::1",
+                                          "[2001:db8::1]",
+                                          "::ffff:127.0.0.1",
+                                          "::ffff:93.184.216.34",
+                                          "64:ff9b::7f00:1",
+                                          "2002:7f00:1::1",
+                                          "2606:4700::1111",
+                                          "fd00:ec2::254",
+                                          "[fe80::1]" };
+  static const char *const numeric[] = { "2130706433", "0x7f.1",       "0177.0.0.1", "127.1",
+                                         "foo.2.3.4",  "203.0.113.08", "1.2.3.4.5" };
+  static const char *const names[] = { "api.example.com", "localhost", "a.b.c.example.org",
+                                       "xn--bcher-kva.example", "metadata.google.internal" };
+  static const uint16_t ports[] = { 443, 80, 5432 };
   char err[EGRESS_ERRBUF_SIZE];
   egress_policy_t *p = NULL;
 
@@ -132,8 +144,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   FUZZ_REQUIRE(p != NULL, "OK without a policy");
 
   const char *digest = egress_policy_digest(p);
-  FUZZ_REQUIRE(digest && strlen(digest) == 64 && strspn(digest, "0123456789abcdef") == 64,
-               "digest \"%s\"", digest ? digest : "(null)");
+  FUZZ_REQUIRE(digest && strlen(digest) == 64 && strspn(digest, "0123456789abcdef") == 64, "digest \"%s\"",
+               digest ? digest : "(null)");
   for (int l = 0; l < 2; l++) {
     size_t n = egress_policy_rule_count(p, (egress_list_t)l);
     for (size_t i = 0; i < n; i++)
@@ -148,8 +160,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
   FUZZ_REQUIRE(egress_checker_set_policy(checker, p) == EGRESS_OK, "set_policy");
   for (size_t k = 0; k < sizeof ports / sizeof *ports; k++) {
-    for (size_t i = 0; i < sizeof literals / sizeof *literals; i++)
-      check_literal(p, literals[i], ports[k]);
+    for (size_t i = 0; i < sizeof literals / sizeof *literals; i++) check_literal(p, literals[i], ports[k]);
     for (size_t i = 0; i < sizeof numeric / sizeof *numeric; i++) check_name(numeric[i], ports[k], true);
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) check_name(names[i], ports[k], false);
   }

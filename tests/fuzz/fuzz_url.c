@@ -18,14 +18,14 @@
 static egress_checker_t *checker;
 
 static const char *const allow_entries[] = {
-    "api.example.com",                     /* 443 */
-    "https://files.example.com/v1/upload", /* 443, path prefix */
-    "*.svc.example.com:8443",
-    "http://plain.example.com:8080",
-    "203.0.113.0/24",                      /* documentation range, opened by naming it */
-    "[2001:db8::]/32:443",
+  "api.example.com",                     /* 443 */
+  "https://files.example.com/v1/upload", /* 443, path prefix */
+  "*.svc.example.com:8443",
+  "http://plain.example.com:8080",
+  "203.0.113.0/24", /* documentation range, opened by naming it */
+  "[2001:db8::]/32:443",
 };
-static const char *const deny_entries[] = {"bad.svc.example.com", "203.0.113.99"};
+static const char *const deny_entries[] = { "bad.svc.example.com", "203.0.113.99" };
 
 static const char hosts_text[] =
     "93.184.216.34 api.example.com\n"
@@ -46,8 +46,8 @@ static void setup(void) {
       egress_options_set_cache(o, 0, 5, 300, 5) != EGRESS_OK ||
       egress_options_set_mixed(o, EGRESS_MIXED_FILTER) != EGRESS_OK)
     abort();
-  if (egress_policy_from_entries(allow_entries, sizeof allow_entries / sizeof *allow_entries,
-                                 deny_entries, sizeof deny_entries / sizeof *deny_entries, &p, err,
+  if (egress_policy_from_entries(allow_entries, sizeof allow_entries / sizeof *allow_entries, deny_entries,
+                                 sizeof deny_entries / sizeof *deny_entries, &p, err,
                                  sizeof err) != EGRESS_OK ||
       egress_checker_new(p, o, &checker, err, sizeof err) != EGRESS_OK) {
     fprintf(stderr, "setup: %s\n", err);
@@ -187,13 +187,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       const char *why = NULL;
       /* Compare canonical forms: the plain host may be an IPv4 literal in
        * a form canonicalization rejects, in which case no allow is right. */
-      FUZZ_REQUIRE(egress__canon_host(plain, strlen(plain), &h, &why) == EGRESS_OK &&
-                       !strcmp(h.text, host),
+      FUZZ_REQUIRE(egress__canon_host(plain, strlen(plain), &h, &why) == EGRESS_OK && !strcmp(h.text, host),
                    "URL \"%s\": library checked %s, authority says %s", url, host, plain);
     }
     if (!strcmp(host, "files.example.com")) {
-      FUZZ_REQUIRE(path_under(url, "/v1/upload"), "files.example.com allowed outside /v1/upload: %s",
-                   url);
+      FUZZ_REQUIRE(path_under(url, "/v1/upload"), "files.example.com allowed outside /v1/upload: %s", url);
       FUZZ_REQUIRE(!strncasecmp(url, "https:", 6), "files.example.com allowed over plain http: %s", url);
     }
     if (!strcmp(host, "plain.example.com"))

@@ -74,8 +74,10 @@ int main(int argc, char **argv) {
       continue;
     }
     if (!S_ISDIR(st.st_mode)) {
-      if (replay_file(argv[i]) == 0) passed++;
-      else failed++;
+      if (replay_file(argv[i]) == 0)
+        passed++;
+      else
+        failed++;
       continue;
     }
     struct dirent **names = NULL;
@@ -90,8 +92,10 @@ int main(int argc, char **argv) {
       if (names[k]->d_name[0] != '.') {
         snprintf(path, sizeof path, "%s/%s", argv[i], names[k]->d_name);
         if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
-          if (replay_file(path) == 0) passed++;
-          else failed++;
+          if (replay_file(path) == 0)
+            passed++;
+          else
+            failed++;
         }
       }
       free(names[k]);

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const good_allow[] = {"93.184.216.0/24", "api.example.com"};
+static const char *const good_allow[] = { "93.184.216.0/24", "api.example.com" };
 
 static egress_checker_t *new_checker(void) {
   egress_policy_t *p = NULL;
@@ -79,11 +79,12 @@ static void test_bad_reload_keeps_policy(void) {
 }
 
 static CU_TestInfo tests[] = {
-    {"bad policy on reload keeps the old one", test_bad_reload_keeps_policy},
-    CU_TEST_INFO_NULL,
+  { "bad policy on reload keeps the old one", test_bad_reload_keeps_policy },
+  CU_TEST_INFO_NULL,
 };
 
 int main(int argc, char **argv) {
-  static const egress_test_suite_t suites[] = {{"bad-reload", NULL, NULL, tests}, {NULL, NULL, NULL, NULL}};
+  static const egress_test_suite_t suites[] = { { "bad-reload", NULL, NULL, tests },
+                                                { NULL, NULL, NULL, NULL } };
   return egress_test_main(argc, argv, suites);
 }

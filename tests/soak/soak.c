@@ -29,7 +29,7 @@
  * Exit status 0 only when every verification passed.
  */
 #ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* mkdtemp, getline */
+#  define _GNU_SOURCE /* mkdtemp, getline */
 #endif
 #include "egress.h"
 #include "responder.h"
@@ -56,12 +56,12 @@
 #  define SOAK_ASAN 0
 #endif
 
-#define NPHASES 2
-#define NPOLICIES 4
+#define NPHASES    2
+#define NPOLICIES  4
 #define MAXTHREADS 16
-#define NSAMPLES 5
-#define MAXPROBES 4096
-#define TTL 60
+#define NSAMPLES   5
+#define MAXPROBES  4096
+#define TTL        60
 
 static void die(const char *what) {
   fprintf(stderr, "egress-soak: %s\n", what);
@@ -136,21 +136,21 @@ static void must(int rc, const char *what) {
 static const struct {
   const char *a1, *a2, *aaaa;
 } rebind[] = {
-    {"127.0.0.1", NULL, NULL},
-    {"10.0.0.5", NULL, NULL},
-    {"169.254.169.254", NULL, NULL},
-    {NULL, NULL, "::1"},
-    {"93.184.216.34", "127.0.0.1", NULL},
-    {"93.184.216.34", NULL, "fd00::1"},
-    {NULL, NULL, "::ffff:127.0.0.1"},
-    {NULL, NULL, "64:ff9b::a9fe:a9fe"},
-    {NULL, NULL, "2002:7f00:1::1"},
-    {"0.0.0.0", NULL, NULL},
-    {"100.64.0.1", NULL, NULL},
-    {NULL, NULL, "fe80::1"},
-    {"192.168.1.1", "8.8.8.8", NULL},
-    {NULL, NULL, "2001:0:4136:e378:8000:63bf:3fff:fdd2"},
-    {"10.1.2.3", NULL, "2606:2800:220:1::9"},
+  { "127.0.0.1", NULL, NULL },
+  { "10.0.0.5", NULL, NULL },
+  { "169.254.169.254", NULL, NULL },
+  { NULL, NULL, "::1" },
+  { "93.184.216.34", "127.0.0.1", NULL },
+  { "93.184.216.34", NULL, "fd00::1" },
+  { NULL, NULL, "::ffff:127.0.0.1" },
+  { NULL, NULL, "64:ff9b::a9fe:a9fe" },
+  { NULL, NULL, "2002:7f00:1::1" },
+  { "0.0.0.0", NULL, NULL },
+  { "100.64.0.1", NULL, NULL },
+  { NULL, NULL, "fe80::1" },
+  { "192.168.1.1", "8.8.8.8", NULL },
+  { NULL, NULL, "2001:0:4136:e378:8000:63bf:3fff:fdd2" },
+  { "10.1.2.3", NULL, "2606:2800:220:1::9" },
 };
 
 static void build_zone(egress_dns_responder_t *r) {
@@ -219,8 +219,8 @@ static void build_zone(egress_dns_responder_t *r) {
     add_host(n, W_FAULT);
   }
   /* Malformed replies that fail at once (not the ones that time out). */
-  static const int malformed[] = {EGRESS_DNS_MALFORMED_TRUNCATED_RR, EGRESS_DNS_MALFORMED_LOOP,
-                                  EGRESS_DNS_MALFORMED_BAD_RDLEN, EGRESS_DNS_MALFORMED_BAD_LABEL};
+  static const int malformed[] = { EGRESS_DNS_MALFORMED_TRUNCATED_RR, EGRESS_DNS_MALFORMED_LOOP,
+                                   EGRESS_DNS_MALFORMED_BAD_RDLEN, EGRESS_DNS_MALFORMED_BAD_LABEL };
   for (int i = 0; i < 4; i++) {
     snprintf(n, sizeof n, "mal-%d.pub.test", i);
     must(egress_dns_add_a(r, n, "93.184.216.200", TTL), n);
@@ -246,8 +246,8 @@ static void build_zone(egress_dns_responder_t *r) {
   must(egress_dns_add_aaaa(r, "lo6.int.test", "::1", TTL), "lo6");
   must(egress_dns_add_cname(r, "loop-a.int.test", "loop-b.int.test", TTL), "loop");
   must(egress_dns_add_cname(r, "loop-b.int.test", "loop-a.int.test", TTL), "loop");
-  static const char *cname_targets[] = {"pub-7.pub.test", "meta.int.test", "lo.int.test",
-                                        "lo6.int.test", "gone.int.test", "loop-a.int.test"};
+  static const char *cname_targets[] = { "pub-7.pub.test", "meta.int.test", "lo.int.test",
+                                         "lo6.int.test",   "gone.int.test", "loop-a.int.test" };
   for (int i = 0; i < 12; i++) {
     snprintf(n, sizeof n, "cn-%d.pub.test", i);
     must(egress_dns_add_cname(r, n, cname_targets[i % 6], TTL), n);
@@ -269,34 +269,103 @@ static void build_zone(egress_dns_responder_t *r) {
   must(egress_dns_add_a(r, "blocked.pub.test", "93.184.219.3", TTL), "blocked");
   must(egress_dns_add_a(r, "a.evil.test", "93.184.219.4", TTL), "evil");
   must(egress_dns_add_a(r, "xn--bcher-kva.pub.test", "93.184.219.5", TTL), "idn");
-  static const char *named[] = {"url.test", "api.svc.test", "blocked.pub.test", "a.evil.test",
-                                "b.a.evil.test", "xn--bcher-kva.pub.test", "b\xc3\xbc" "cher.pub.test",
-                                "B\xc3\x9c" "CHER.PUB.TEST", "PUB-3.Pub.Test.", "pub-4.pub.test.",
-                                "API.SVC.TEST", "localhost", "db.localhost", "pub.test",
-                                "x.deep.test", "not-listed.example", "_srv.pub.test",
-                                "node-x.re.test", "NODE-5.RE.TEST"};
+  static const char *named[] = { "url.test",
+                                 "api.svc.test",
+                                 "blocked.pub.test",
+                                 "a.evil.test",
+                                 "b.a.evil.test",
+                                 "xn--bcher-kva.pub.test",
+                                 "b\xc3\xbc"
+                                 "cher.pub.test",
+                                 "B\xc3\x9c"
+                                 "CHER.PUB.TEST",
+                                 "PUB-3.Pub.Test.",
+                                 "pub-4.pub.test.",
+                                 "API.SVC.TEST",
+                                 "localhost",
+                                 "db.localhost",
+                                 "pub.test",
+                                 "x.deep.test",
+                                 "not-listed.example",
+                                 "_srv.pub.test",
+                                 "node-x.re.test",
+                                 "NODE-5.RE.TEST" };
   for (size_t i = 0; i < sizeof named / sizeof named[0]; i++) add_host(named[i], W_COMMON);
 
   /* IP literals: public, private, special, embedded IPv4 forms. */
-  static const char *literals[] = {
-      "8.8.8.8", "8.8.4.4", "1.1.1.1", "127.0.0.1", "127.0.0.1.", "10.1.2.3", "10.9.1.1",
-      "169.254.169.254", "0.0.0.0", "255.255.255.255", "100.64.0.1", "192.0.0.9",
-      "192.168.1.10", "203.0.113.5", "198.51.100.7", "93.184.216.34", "[::1]", "::1",
-      "::ffff:127.0.0.1", "[::ffff:8.8.8.8]", "::ffff:10.1.2.3", "64:ff9b::a00:1",
-      "64:ff9b::808:808", "2002:a00:1::1", "2002:808:808::1", "2001:4860:4860::8888",
-      "[2001:4860:4860::8844]", "2001:db8::1", "fd00::1", "fd00:ec2::254", "fe80::1", "::",
-      "2001:0:4136:e378:8000:63bf:3fff:fdd2", "[2606:2800:220:1::1]", "::127.0.0.1", "ff02::1"};
+  static const char *literals[] = { "8.8.8.8",
+                                    "8.8.4.4",
+                                    "1.1.1.1",
+                                    "127.0.0.1",
+                                    "127.0.0.1.",
+                                    "10.1.2.3",
+                                    "10.9.1.1",
+                                    "169.254.169.254",
+                                    "0.0.0.0",
+                                    "255.255.255.255",
+                                    "100.64.0.1",
+                                    "192.0.0.9",
+                                    "192.168.1.10",
+                                    "203.0.113.5",
+                                    "198.51.100.7",
+                                    "93.184.216.34",
+                                    "[::1]",
+                                    "::1",
+                                    "::ffff:127.0.0.1",
+                                    "[::ffff:8.8.8.8]",
+                                    "::ffff:10.1.2.3",
+                                    "64:ff9b::a00:1",
+                                    "64:ff9b::808:808",
+                                    "2002:a00:1::1",
+                                    "2002:808:808::1",
+                                    "2001:4860:4860::8888",
+                                    "[2001:4860:4860::8844]",
+                                    "2001:db8::1",
+                                    "fd00::1",
+                                    "fd00:ec2::254",
+                                    "fe80::1",
+                                    "::",
+                                    "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+                                    "[2606:2800:220:1::1]",
+                                    "::127.0.0.1",
+                                    "ff02::1" };
   for (size_t i = 0; i < sizeof literals / sizeof literals[0]; i++) add_host(literals[i], W_COMMON);
 
   /* Hosts that must be refused before any policy or DNS. */
-  static const char *invalid[] = {
-      "2130706433", "0x7f.1", "0177.0.0.1", "127.1", "0x7f000001", "foo.2.3.4", "203.0.113.08",
-      "http://pub-1.pub.test", "pub-1.pub.test/x", "user@pub-1.pub.test", "pub-1.pub.test:443",
-      "a b.pub.test", "", " ", "%70ub-1.pub.test", "pub-1\\.pub.test", "[127.0.0.1]",
-      "fe80::1%eth0", "[fe80::1%25eth0]", "-bad.pub.test", "bad-.pub.test", "a..pub.test",
-      "pub-1.pub.test..", ".pub-1.pub.test", "\xe2\x91\xa0\xe2\x91\xa1\xe2\x91\xa6.0.0.1",
-      "pub-1.pub.test\x01", "\xff\xfe.pub.test", "xn--zz.pub.test", "[::1", "::1]", "1.2.3.4.5",
-      "256.1.1.1", "1.1.1.01", "*.pub.test"};
+  static const char *invalid[] = { "2130706433",
+                                   "0x7f.1",
+                                   "0177.0.0.1",
+                                   "127.1",
+                                   "0x7f000001",
+                                   "foo.2.3.4",
+                                   "203.0.113.08",
+                                   "http://pub-1.pub.test",
+                                   "pub-1.pub.test/x",
+                                   "user@pub-1.pub.test",
+                                   "pub-1.pub.test:443",
+                                   "a b.pub.test",
+                                   "",
+                                   " ",
+                                   "%70ub-1.pub.test",
+                                   "pub-1\\.pub.test",
+                                   "[127.0.0.1]",
+                                   "fe80::1%eth0",
+                                   "[fe80::1%25eth0]",
+                                   "-bad.pub.test",
+                                   "bad-.pub.test",
+                                   "a..pub.test",
+                                   "pub-1.pub.test..",
+                                   ".pub-1.pub.test",
+                                   "\xe2\x91\xa0\xe2\x91\xa1\xe2\x91\xa6.0.0.1",
+                                   "pub-1.pub.test\x01",
+                                   "\xff\xfe.pub.test",
+                                   "xn--zz.pub.test",
+                                   "[::1",
+                                   "::1]",
+                                   "1.2.3.4.5",
+                                   "256.1.1.1",
+                                   "1.1.1.01",
+                                   "*.pub.test" };
   for (size_t i = 0; i < sizeof invalid / sizeof invalid[0]; i++) add_host(invalid[i], W_FAULT);
   char longlabel[80], longname[300];
   memset(longlabel, 'a', 64);
@@ -336,26 +405,52 @@ static void add_probe(const char *host, int32_t port, bool url, int weight) {
 }
 
 static void build_probes(uint64_t seed) {
-  static const int32_t fixed[] = {443, 80, 5432};
-  static const int32_t extra[] = {8443, 22, 53, 0, 65535, 65536, -1, 1};
+  static const int32_t fixed[] = { 443, 80, 5432 };
+  static const int32_t extra[] = { 8443, 22, 53, 0, 65535, 65536, -1, 1 };
   uint64_t s = seed | 1;
   for (size_t i = 0; i < nhosts; i++) {
     for (size_t k = 0; k < 3; k++) add_probe(hosts[i].host, fixed[k], false, hosts[i].weight);
     int32_t port = (rng_next(&s) % 4 == 0) ? extra[rng_next(&s) % 8] : (int32_t)(1 + rng_next(&s) % 65535);
     add_probe(hosts[i].host, port, false, hosts[i].weight);
   }
-  static const char *urls[] = {
-      "https://url.test/v1", "https://url.test/v1/", "https://url.test/v1/x/y", "https://url.test/v10",
-      "https://url.test/v1/../admin", "https://url.test/v1/%2e%2e/admin", "https://url.test/v1//x",
-      "https://url.test/v1/a%2Fb", "http://url.test/v2/a", "http://url.test:80/v2", "http://url.test/v1",
-      "https://url.test:8443/v1/x/z", "https://url.test:8443/v1/y", "https://URL.TEST/v1/ok",
-      "https://user@url.test/v1", "ftp://url.test/v1", "https://url.test/v1?q=1", "https://url.test/v1#f",
-      "https://pub-2.pub.test/", "https://pub-2.pub.test:80/", "http://pub-2.pub.test/",
-      "https://rb-0.pub.test/", "https://cn-1.pub.test/a", "https://db-1.db.test:5432/",
-      "https://[::1]/", "https://127.0.0.1/", "https://8.8.8.8/", "https://[2001:4860:4860::8888]/",
-      "https://10.1.2.3:5432/", "https://2130706433/", "https://api.svc.test", "https://api.svc.test:444",
-      "https://url.test:0/v1", "https://url.test:99999/v1", "https:///v1", "https://sf-1.pub.test/",
-      "https://nx-1.pub.test/", "https://l1.svc-1.deep.test:9000/x"};
+  static const char *urls[] = { "https://url.test/v1",
+                                "https://url.test/v1/",
+                                "https://url.test/v1/x/y",
+                                "https://url.test/v10",
+                                "https://url.test/v1/../admin",
+                                "https://url.test/v1/%2e%2e/admin",
+                                "https://url.test/v1//x",
+                                "https://url.test/v1/a%2Fb",
+                                "http://url.test/v2/a",
+                                "http://url.test:80/v2",
+                                "http://url.test/v1",
+                                "https://url.test:8443/v1/x/z",
+                                "https://url.test:8443/v1/y",
+                                "https://URL.TEST/v1/ok",
+                                "https://user@url.test/v1",
+                                "ftp://url.test/v1",
+                                "https://url.test/v1?q=1",
+                                "https://url.test/v1#f",
+                                "https://pub-2.pub.test/",
+                                "https://pub-2.pub.test:80/",
+                                "http://pub-2.pub.test/",
+                                "https://rb-0.pub.test/",
+                                "https://cn-1.pub.test/a",
+                                "https://db-1.db.test:5432/",
+                                "https://[::1]/",
+                                "https://127.0.0.1/",
+                                "https://8.8.8.8/",
+                                "https://[2001:4860:4860::8888]/",
+                                "https://10.1.2.3:5432/",
+                                "https://2130706433/",
+                                "https://api.svc.test",
+                                "https://api.svc.test:444",
+                                "https://url.test:0/v1",
+                                "https://url.test:99999/v1",
+                                "https:///v1",
+                                "https://sf-1.pub.test/",
+                                "https://nx-1.pub.test/",
+                                "https://l1.svc-1.deep.test:9000/x" };
   for (size_t i = 0; i < sizeof urls / sizeof urls[0] && i < 64; i++) {
     snprintf(url_store[i], sizeof url_store[i], "%s", urls[i]);
     add_probe(url_store[i], 0, true, W_COMMON);
@@ -380,19 +475,19 @@ static size_t draw_probe(uint64_t *s) {
 /* ------------------------------------------------------------------------ */
 
 static const char *pol_allow[NPOLICIES][16] = {
-    {"*.pub.test", "*.pub.test:80", "**.deep.test:*", "re:^node-[0-9]+\\.re\\.test$", "*.db.test:5432",
-     "10.0.0.0/8:5432", "https://url.test/v1", "http://url.test/v2", "api.svc.test:443", "8.8.8.0/24",
-     "[2001:4860::]/32:443", "198.51.100.0/24:443", "100.64.0.0/10:443", NULL},
-    {"*", "[fd00::]/8:*", "192.168.0.0/16:443", "0.0.0.0/0", "[2000::]/3:443", NULL},
-    {"api.svc.test:443", "https://url.test:8443/v1/x", "pub-1.pub.test:1-65535",
-     "re:^(rb|cn|tc|nx|sf)-[0-9]+\\.pub\\.test$", "2001:4860:4860::8888", "*.int.test", NULL},
-    {NULL},
+  { "*.pub.test", "*.pub.test:80", "**.deep.test:*", "re:^node-[0-9]+\\.re\\.test$", "*.db.test:5432",
+    "10.0.0.0/8:5432", "https://url.test/v1", "http://url.test/v2", "api.svc.test:443", "8.8.8.0/24",
+    "[2001:4860::]/32:443", "198.51.100.0/24:443", "100.64.0.0/10:443", NULL },
+  { "*", "[fd00::]/8:*", "192.168.0.0/16:443", "0.0.0.0/0", "[2000::]/3:443", NULL },
+  { "api.svc.test:443", "https://url.test:8443/v1/x", "pub-1.pub.test:1-65535",
+    "re:^(rb|cn|tc|nx|sf)-[0-9]+\\.pub\\.test$", "2001:4860:4860::8888", "*.int.test", NULL },
+  { NULL },
 };
 static const char *pol_deny[NPOLICIES][8] = {
-    {"blocked.pub.test", "1.1.1.1", "10.9.0.0/16", "**.evil.test", NULL},
-    {"**.deep.test", "8.8.4.4", "sf-0.pub.test:443", "rb-1.pub.test", NULL},
-    {NULL},
-    {"127.0.0.0/8", NULL},
+  { "blocked.pub.test", "1.1.1.1", "10.9.0.0/16", "**.evil.test", NULL },
+  { "**.deep.test", "8.8.4.4", "sf-0.pub.test:443", "rb-1.pub.test", NULL },
+  { NULL },
+  { "127.0.0.0/8", NULL },
 };
 
 static egress_policy_t *policies[NPOLICIES];
@@ -485,11 +580,11 @@ static uint64_t decision_sig(const egress_decision_t *d, char *text, size_t text
 typedef struct run {
   egress_checker_t *checker;
   record_t *rec;
-  size_t begin, end;       /* global check indexes of this phase */
+  size_t begin, end; /* global check indexes of this phase */
   atomic_size_t next;
   atomic_bool stop;
   size_t milestone[NSAMPLES];
-  long rss[NSAMPLES];      /* shared across phases */
+  long rss[NSAMPLES]; /* shared across phases */
   atomic_ulong swaps;
   atomic_ulong bad_status;
   int phase;
@@ -543,7 +638,7 @@ static void *swapper_main(void *arg) {
   uint64_t s = g.seed ^ 0x5bd1e995ULL;
   /* The rich policies A and B come up twice as often as C and the empty D,
    * whose checks end early and would otherwise take most of the run. */
-  static const unsigned order[] = {0, 0, 1, 1, 2, 3};
+  static const unsigned order[] = { 0, 0, 1, 1, 2, 3 };
   unsigned k = 0;
   while (!atomic_load(&g.stop)) {
     unsigned next;
@@ -552,7 +647,7 @@ static void *swapper_main(void *arg) {
     k = next;
     if (egress_checker_set_policy(g.checker, policies[k]) != EGRESS_OK) die("egress_checker_set_policy");
     atomic_fetch_add(&g.swaps, 1);
-    struct timespec ts = {0, (long)(100000 + rng_next(&s) % 900000)}; /* 0.1-1 ms */
+    struct timespec ts = { 0, (long)(100000 + rng_next(&s) % 900000) }; /* 0.1-1 ms */
     nanosleep(&ts, NULL);
   }
   return NULL;
@@ -565,8 +660,8 @@ typedef struct phase_cfg {
 } phase_cfg_t;
 
 static const phase_cfg_t phases[NPHASES] = {
-    {"cache 4096, deny-if-any", 4096, EGRESS_MIXED_DENY},
-    {"cache 16, filter", 16, EGRESS_MIXED_FILTER},
+  { "cache 4096, deny-if-any", 4096, EGRESS_MIXED_DENY },
+  { "cache 16, filter", 16, EGRESS_MIXED_FILTER },
 };
 
 static egress_options_t *make_options(const phase_cfg_t *pc, const char *servers, uint32_t timeout_ms,
@@ -602,8 +697,8 @@ static ref_t *reference(int phase, int pol, size_t pi, const char *servers, uint
     char err[EGRESS_ERRBUF_SIZE];
     /* --skew-reference gives the reference the other phase's mixed-answer
      * mode: a way to watch the comparison fail. */
-    egress_options_t *o = make_options(&phases[skew_reference ? NPHASES - 1 - phase : phase], servers,
-                                       timeout_ms, false, NULL);
+    egress_options_t *o =
+        make_options(&phases[skew_reference ? NPHASES - 1 - phase : phase], servers, timeout_ms, false, NULL);
     if (egress_checker_new(policies[pol], o, &ref_checker[pol], err, sizeof err) != EGRESS_OK) die(err);
     egress_options_free(o);
   }
@@ -741,8 +836,8 @@ static void verify_events(const char *path, int phase, size_t begin, size_t end,
     if (!ok) {
       char why[512];
       snprintf(why, sizeof why, "fields differ from check %llu (outcome %s reason %s): %.300s", ci,
-               egress_outcome_name((egress_outcome_t)r->outcome), egress_reason_name((egress_reason_t)r->reason),
-               line);
+               egress_outcome_name((egress_outcome_t)r->outcome),
+               egress_reason_name((egress_reason_t)r->reason), line);
       ev_fail(&es->bad_fields, ln, why);
     }
     cJSON_Delete(ev);
@@ -772,15 +867,24 @@ int main(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (!strcmp(a, "--checks") && v) total = strtoull(v, NULL, 10), i++;
-    else if (!strcmp(a, "--seed") && v) seed = strtoull(v, NULL, 0), i++;
-    else if (!strcmp(a, "--threads") && v) nthreads = atoi(v), i++;
-    else if (!strcmp(a, "--events-dir") && v) events_dir = v, i++;
-    else if (!strcmp(a, "--keep-events")) keep = true;
-    else if (!strcmp(a, "--skew-reference")) skew_reference = true;
-    else if (!strcmp(a, "--rss-bound-mb") && v) rss_bound_mb = atof(v), i++;
-    else if (!strcmp(a, "--timeout-ms") && v) timeout_ms = (uint32_t)strtoul(v, NULL, 10), i++;
-    else usage();
+    if (!strcmp(a, "--checks") && v)
+      total = strtoull(v, NULL, 10), i++;
+    else if (!strcmp(a, "--seed") && v)
+      seed = strtoull(v, NULL, 0), i++;
+    else if (!strcmp(a, "--threads") && v)
+      nthreads = atoi(v), i++;
+    else if (!strcmp(a, "--events-dir") && v)
+      events_dir = v, i++;
+    else if (!strcmp(a, "--keep-events"))
+      keep = true;
+    else if (!strcmp(a, "--skew-reference"))
+      skew_reference = true;
+    else if (!strcmp(a, "--rss-bound-mb") && v)
+      rss_bound_mb = atof(v), i++;
+    else if (!strcmp(a, "--timeout-ms") && v)
+      timeout_ms = (uint32_t)strtoul(v, NULL, 10), i++;
+    else
+      usage();
   }
   if (total < 100 || nthreads < 1 || nthreads > MAXTHREADS || timeout_ms < 100) usage();
 
@@ -806,16 +910,17 @@ int main(int argc, char **argv) {
   /* Make every page of the records resident before the RSS samples (a
    * memset to zero after calloc may be folded away by the compiler). */
   for (size_t i = 0; i < total; i++) g.rec[i].policy = -1;
-  static const int pct[NSAMPLES] = {10, 25, 50, 75, 100};
+  static const int pct[NSAMPLES] = { 10, 25, 50, 75, 100 };
   for (int k = 0; k < NSAMPLES; k++) {
     g.milestone[k] = pct[k] == 100 ? total - 1 : total * (size_t)pct[k] / 100;
     g.rss[k] = -1;
   }
 
-  printf("egress-soak: libegress %s, %zu checks, %d worker threads, seed %#" PRIx64 ", DNS %s, timeout %u ms\n",
+  printf("egress-soak: libegress %s, %zu checks, %d worker threads, seed %#" PRIx64
+         ", DNS %s, timeout %u ms\n",
          egress_version(), total, nthreads, seed, servers, timeout_ms);
-  printf("zone: %zu hosts, %zu probes (host:port or URL), %d policies swapped every 0.1-1 ms\n", nhosts, nprobes,
-         NPOLICIES);
+  printf("zone: %zu hosts, %zu probes (host:port or URL), %d policies swapped every 0.1-1 ms\n", nhosts,
+         nprobes, NPOLICIES);
   printf("events: %s\n", events_dir);
 
   char evpath[NPHASES][512];
@@ -902,7 +1007,7 @@ int main(int argc, char **argv) {
     for (int p = 0; p < NPOLICIES; p++)
       if (!(refs[ph][p] = calloc(nprobes, sizeof(ref_t)))) die("out of memory");
   for (int ph = 0; ph < NPHASES; ph++) {
-    egress_checker_t *ref_checker[NPOLICIES] = {0};
+    egress_checker_t *ref_checker[NPOLICIES] = { 0 };
     for (size_t i = phase_begin[ph]; i < phase_begin[ph + 1]; i++) {
       record_t *r = &g.rec[i];
       if (r->outcome < 3) per_outcome[ph][r->outcome]++;
@@ -913,15 +1018,16 @@ int main(int argc, char **argv) {
       }
       per_policy[ph][r->policy]++;
       const ref_t *rf = reference(ph, r->policy, r->probe, servers, timeout_ms, ref_checker);
-      if (rf->verdict != r->verdict || rf->outcome != r->outcome || rf->reason != r->reason || rf->sig != r->sig) {
+      if (rf->verdict != r->verdict || rf->outcome != r->outcome || rf->reason != r->reason ||
+          rf->sig != r->sig) {
         if (mismatches++ < 20) {
           printf("MISMATCH check %zu phase %d policy %d input \"", i, ph, r->policy);
           print_escaped(stdout, probes[r->probe].host);
           printf("\" port %d%s: got %s/%s sig %016" PRIx64 ", reference %s/%s %s\n", probes[r->probe].port,
                  probes[r->probe].url ? " (url)" : "", egress_outcome_name((egress_outcome_t)r->outcome),
                  egress_reason_name((egress_reason_t)r->reason), r->sig,
-                 egress_outcome_name((egress_outcome_t)rf->outcome), egress_reason_name((egress_reason_t)rf->reason),
-                 rf->text);
+                 egress_outcome_name((egress_outcome_t)rf->outcome),
+                 egress_reason_name((egress_reason_t)rf->reason), rf->text);
         }
       }
     }
@@ -930,7 +1036,7 @@ int main(int argc, char **argv) {
   double ref_s = now_s() - t_ref;
 
   /* Events. */
-  evstats_t es = {0};
+  evstats_t es = { 0 };
   size_t missing_events = 0;
   uuid128_t *ids = malloc(total * sizeof *ids);
   size_t nids = 0;
@@ -962,15 +1068,15 @@ int main(int argc, char **argv) {
 
   /* ---------------- summary ---------------- */
   printf("\n== summary ==\n");
-  printf("checks            %zu in %.2f s: %.0f checks/s (%d threads)\n", total, elapsed, (double)total / elapsed,
-         nthreads);
+  printf("checks            %zu in %.2f s: %.0f checks/s (%d threads)\n", total, elapsed,
+         (double)total / elapsed, nthreads);
   printf("policy swaps      %lu (phase 0 %lu, phase 1 %lu)\n", swaps_total, phase_swaps[0], phase_swaps[1]);
   for (int ph = 0; ph < NPHASES; ph++) {
     printf("phase %d counters  checks %" PRIu64 " dns_queries %" PRIu64 " dns_failures %" PRIu64
            " cache_hits %" PRIu64 " cache_misses %" PRIu64 " events %" PRIu64 " events_failed %" PRIu64
            " swaps %" PRIu64 "\n",
-           ph, counters[ph][0], counters[ph][1], counters[ph][2], counters[ph][3], counters[ph][4], counters[ph][5],
-           counters[ph][6], counters[ph][7]);
+           ph, counters[ph][0], counters[ph][1], counters[ph][2], counters[ph][3], counters[ph][4],
+           counters[ph][5], counters[ph][6], counters[ph][7]);
     printf("phase %d policies  A %zu  B %zu  C %zu  D(empty) %zu\n", ph, per_policy[ph][0], per_policy[ph][1],
            per_policy[ph][2], per_policy[ph][3]);
     printf("phase %d outcomes  allowed %zu  denied %zu  enforcement_unavailable %zu\n", ph,
@@ -982,16 +1088,16 @@ int main(int argc, char **argv) {
     printf("\n");
   }
   printf("reference         %.2f s, cache off, single thread\n", ref_s);
-  printf("RSS (kB)          warm-up(10%%) %ld  25%% %ld  50%% %ld  75%% %ld  end %ld  (after run %ld)\n", g.rss[0],
-         g.rss[1], g.rss[2], g.rss[3], g.rss[4], rss_end);
+  printf("RSS (kB)          warm-up(10%%) %ld  25%% %ld  50%% %ld  75%% %ld  end %ld  (after run %ld)\n",
+         g.rss[0], g.rss[1], g.rss[2], g.rss[3], g.rss[4], rss_end);
   printf("RSS growth        %.2f MB after warm-up, bound %.2f MB%s\n", growth_mb, bound_mb,
          SOAK_ASAN ? " (not judged under AddressSanitizer: its quarantine holds freed memory)" : "");
 
-#define VERIFY(cond, fmt, ...)                                                                        \
-  do {                                                                                                \
-    bool ok_ = (cond);                                                                                \
-    printf("%-4s " fmt "\n", ok_ ? "ok" : "FAIL", __VA_ARGS__);                                        \
-    if (!ok_) failures++;                                                                             \
+#define VERIFY(cond, fmt, ...)                                  \
+  do {                                                          \
+    bool ok_ = (cond);                                          \
+    printf("%-4s " fmt "\n", ok_ ? "ok" : "FAIL", __VA_ARGS__); \
+    if (!ok_) failures++;                                       \
   } while (0)
 
   printf("\n== verifications ==\n");
@@ -1004,11 +1110,13 @@ int main(int argc, char **argv) {
          "each check has exactly one event: %zu missing, %zu duplicated, %zu unknown", missing_events,
          es.dup_corr, es.unknown_corr);
   VERIFY(es.bad_json == 0, "every event line parses as JSON (%zu do not)", es.bad_json);
-  VERIFY(es.bad_ids == 0 && es.dup_ids == 0, "event ids are UUIDs and unique: %zu bad, %zu duplicated", es.bad_ids,
-         es.dup_ids);
-  VERIFY(es.bad_fields == 0, "event outcome/denyReason/policyDigest/host/port/runId equal the decision's (%zu differ)",
+  VERIFY(es.bad_ids == 0 && es.dup_ids == 0, "event ids are UUIDs and unique: %zu bad, %zu duplicated",
+         es.bad_ids, es.dup_ids);
+  VERIFY(es.bad_fields == 0,
+         "event outcome/denyReason/policyDigest/host/port/runId equal the decision's (%zu differ)",
          es.bad_fields);
-  VERIFY(counter_errors == 0, "library counters (checks, events, swaps, by outcome and reason) agree (%zu differ)",
+  VERIFY(counter_errors == 0,
+         "library counters (checks, events, swaps, by outcome and reason) agree (%zu differ)",
          counter_errors);
   VERIFY(swaps_total >= 100, "policies were swapped during the run (%lu swaps)", swaps_total);
   bool all_policies = true;
@@ -1039,6 +1147,7 @@ int main(int argc, char **argv) {
     for (int ph = 0; ph < NPHASES; ph++) unlink(evpath[ph]);
     if (made_dir) rmdir(events_dir);
   }
-  printf("\nresult: %s (%d failed verification%s)\n", failures ? "FAIL" : "PASS", failures, failures == 1 ? "" : "s");
+  printf("\nresult: %s (%d failed verification%s)\n", failures ? "FAIL" : "PASS", failures,
+         failures == 1 ? "" : "s");
   return failures ? 1 : 0;
 }

@@ -61,11 +61,9 @@ static int make_options(const cli_opts_t *a, bool events, egress_options_t **out
       rc = usage_error("--mode must be 'enforce' or 'monitor'");
       goto fail;
     }
-    if (egress_options_set_mode(opts, m) != EGRESS_OK)
-      goto fail;
+    if (egress_options_set_mode(opts, m) != EGRESS_OK) goto fail;
   }
-  if (a->filter && egress_options_set_mixed(opts, EGRESS_MIXED_FILTER) != EGRESS_OK)
-    goto fail;
+  if (a->filter && egress_options_set_mixed(opts, EGRESS_MIXED_FILTER) != EGRESS_OK) goto fail;
   if (a->timeout_ms != NULL) {
     unsigned long long v;
     if (!parse_decimal(a->timeout_ms, 600000ull, &v) || v == 0 ||
@@ -76,27 +74,21 @@ static int make_options(const cli_opts_t *a, bool events, egress_options_t **out
   }
   if (a->dns_servers != NULL) {
     st = egress_options_set_dns_servers(opts, a->dns_servers);
-    if (st == EGRESS_EINVAL)
-      rc = usage_error("invalid --dns-server list '%s'", a->dns_servers);
-    if (st != EGRESS_OK)
-      goto fail;
+    if (st == EGRESS_EINVAL) rc = usage_error("invalid --dns-server list '%s'", a->dns_servers);
+    if (st != EGRESS_OK) goto fail;
   }
-  if (a->hosts != NULL && egress_options_set_hosts_file(opts, a->hosts) != EGRESS_OK)
-    goto fail;
+  if (a->hosts != NULL && egress_options_set_hosts_file(opts, a->hosts) != EGRESS_OK) goto fail;
   for (i = 0; i < a->n_pref64; i++) {
     st = egress_options_add_pref64(opts, a->pref64[i]);
-    if (st == EGRESS_EINVAL)
-      rc = usage_error("invalid --pref64 prefix '%s'", a->pref64[i]);
-    if (st != EGRESS_OK)
-      goto fail;
+    if (st == EGRESS_EINVAL) rc = usage_error("invalid --pref64 prefix '%s'", a->pref64[i]);
+    if (st != EGRESS_OK) goto fail;
   }
   if (events && a->events != NULL) {
     if (strcmp(a->events, "-") == 0)
       st = egress_options_set_event_fd(opts, STDOUT_FILENO);
     else
       st = egress_options_set_event_path(opts, a->events);
-    if (st != EGRESS_OK)
-      goto fail;
+    if (st != EGRESS_OK) goto fail;
   }
   *out = opts;
   return 0;
@@ -112,35 +104,31 @@ static int new_checker(const run_t *run, bool events, egress_checker_t **out) {
   egress_status_t st;
   int rc = make_options(a, events, &opts);
 
-  if (rc != 0)
-    return rc;
+  if (rc != 0) return rc;
   errbuf[0] = '\0';
   st = egress_checker_new(run->policy, opts, out, errbuf, sizeof errbuf);
   egress_options_free(opts);
   switch (st) {
-  case EGRESS_OK:
-    return 0;
-  case EGRESS_EIO:
-    errmsg("cannot open events file '%s': %s", a->events ? a->events : "",
-           errbuf[0] ? errbuf : egress_strerror(st));
-    return CLI_CANTCREAT;
-  case EGRESS_ERESOLVER:
-  case EGRESS_EINVAL:
-    if (a->dns_servers != NULL)
-      return usage_error("invalid --dns-server list '%s': %s", a->dns_servers,
-                         errbuf[0] ? errbuf : egress_strerror(st));
-    /* fall through */
-  default:
-    errmsg("cannot create checker: %s", errbuf[0] ? errbuf : egress_strerror(st));
-    return CLI_SOFTWARE;
+    case EGRESS_OK: return 0;
+    case EGRESS_EIO:
+      errmsg("cannot open events file '%s': %s", a->events ? a->events : "",
+             errbuf[0] ? errbuf : egress_strerror(st));
+      return CLI_CANTCREAT;
+    case EGRESS_ERESOLVER:
+    case EGRESS_EINVAL:
+      if (a->dns_servers != NULL)
+        return usage_error("invalid --dns-server list '%s': %s", a->dns_servers,
+                           errbuf[0] ? errbuf : egress_strerror(st));
+      /* fall through */
+    default:
+      errmsg("cannot create checker: %s", errbuf[0] ? errbuf : egress_strerror(st));
+      return CLI_SOFTWARE;
   }
 }
 
 static int exit_for_decision(const egress_decision_t *d) {
-  if (egress_decision_verdict(d) == EGRESS_VERDICT_ALLOW)
-    return CLI_ALLOWED;
-  if (egress_decision_outcome(d) == EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE)
-    return CLI_UNAVAILABLE;
+  if (egress_decision_verdict(d) == EGRESS_VERDICT_ALLOW) return CLI_ALLOWED;
+  if (egress_decision_outcome(d) == EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE) return CLI_UNAVAILABLE;
   return CLI_DENIED;
 }
 
@@ -148,8 +136,7 @@ static int exit_for_decision(const egress_decision_t *d) {
  * (|v| <= 2^53, where doubles still hold every integer). */
 static bool port_is_whole(const cJSON *port) {
   return port != NULL && cJSON_IsNumber(port) && isfinite(port->valuedouble) &&
-         floor(port->valuedouble) == port->valuedouble &&
-         fabs(port->valuedouble) <= 9007199254740992.0;
+         floor(port->valuedouble) == port->valuedouble && fabs(port->valuedouble) <= 9007199254740992.0;
 }
 
 /*
@@ -196,8 +183,7 @@ static int print_decision(const egress_decision_t *d, bool port_as_given, const 
 /* Single check and --url.                                                   */
 /* ------------------------------------------------------------------------ */
 
-static int run_single(const run_t *run, const char *host_arg, const char *port_arg,
-                      const char *url) {
+static int run_single(const run_t *run, const char *host_arg, const char *port_arg, const char *url) {
   egress_request_t *req = NULL;
   egress_decision_t *d = NULL;
   egress_status_t st;
@@ -208,8 +194,8 @@ static int run_single(const run_t *run, const char *host_arg, const char *port_a
      * URL that is not text is refused, as --batch refuses it. */
     if (!utf8_valid(url, strlen(url)) &&
         (egress_request_new(&req) != EGRESS_OK ||
-         egress_request_refuse(req, EGRESS_REASON_INVALID_HOST,
-                               "invalid URL: URL is not valid UTF-8") != EGRESS_OK)) {
+         egress_request_refuse(req, EGRESS_REASON_INVALID_HOST, "invalid URL: URL is not valid UTF-8") !=
+             EGRESS_OK)) {
       egress_request_free(req);
       errmsg("out of memory");
       return CLI_SOFTWARE;
@@ -219,8 +205,10 @@ static int run_single(const run_t *run, const char *host_arg, const char *port_a
   } else {
     unsigned long long port;
     if (!parse_decimal(port_arg, INT32_MAX, &port))
-      return usage_error("PORT must be a decimal number without sign or "
-                         "leading zeros: '%s'", port_arg);
+      return usage_error(
+          "PORT must be a decimal number without sign or "
+          "leading zeros: '%s'",
+          port_arg);
     /* Invalid UTF-8 goes to the library as given: it says so itself, and
      * its output replaces such bytes with U+FFFD. */
     st = egress_check_ex(run->ck, host_arg, (int32_t)port, NULL, &d);
@@ -230,10 +218,8 @@ static int run_single(const run_t *run, const char *host_arg, const char *port_a
     return CLI_SOFTWARE;
   }
   rc = print_decision(d, false, NULL);
-  if (rc == 0)
-    rc = st == EGRESS_OK ? exit_for_decision(d) : CLI_SOFTWARE;
-  if (st != EGRESS_OK)
-    errmsg("check failed: %s (denied)", egress_strerror(st));
+  if (rc == 0) rc = st == EGRESS_OK ? exit_for_decision(d) : CLI_SOFTWARE;
+  if (st != EGRESS_OK) errmsg("check failed: %s (denied)", egress_strerror(st));
   egress_decision_free(d);
   return rc;
 }
@@ -249,9 +235,9 @@ enum { LINE_OK = 0, LINE_INTERNAL = 1, LINE_IOERR = 2 };
 typedef struct line {
   unsigned long long lineno;
   cJSON *root;
-  char *fixed;          /* the line with NUL escapes replaced (owned) */
+  char *fixed;           /* the line with NUL escapes replaced (owned) */
   unsigned char standin; /* the byte standing for a NUL, 0 if none */
-  const cJSON *port;    /* as given, may be NULL */
+  const cJSON *port;     /* as given, may be NULL */
   const cJSON *url;
   const char *dest;     /* host or URL text for the check; NULL: none */
   char *dest_text;      /* owned storage behind dest when it held NULs */
@@ -259,7 +245,7 @@ typedef struct line {
   const char *port_why; /* why the port cannot be given to the library */
   char *why;            /* why the line is refused (owned); NULL: checked */
   egress_reason_t why_reason;
-  bool why_host_nul;    /* why is a host's NUL, which a bad context field
+  bool why_host_nul; /* why is a host's NUL, which a bad context field
                            overrides (the context is read first) */
   egress_request_t *req;
 } line_t;
@@ -299,10 +285,10 @@ static bool refuse(line_t *l, egress_reason_t reason, const char *fmt, ...) {
  * nothing to replace (*standin 0) or on error (*oom, or *standin 0 with
  * *found: every stand-in byte occurs raw in the line).
  */
-static char *neutralize_nul_escapes(const char *line, size_t len, size_t *newlen,
-                                    bool *found, unsigned char *standin, bool *oom) {
-  static const unsigned char candidates[] = {0xFF, 0xFE, 0xFD, 0xFC, 0xFB, 0xFA, 0xF9,
-                                             0xF8, 0xF7, 0xF6, 0xF5, 0xC1, 0xC0};
+static char *neutralize_nul_escapes(const char *line, size_t len, size_t *newlen, bool *found,
+                                    unsigned char *standin, bool *oom) {
+  static const unsigned char candidates[] = { 0xFF, 0xFE, 0xFD, 0xFC, 0xFB, 0xFA, 0xF9,
+                                              0xF8, 0xF7, 0xF6, 0xF5, 0xC1, 0xC0 };
   bool present[256];
   char *out = NULL;
   size_t i, o = 0;
@@ -311,24 +297,19 @@ static char *neutralize_nul_escapes(const char *line, size_t len, size_t *newlen
   *oom = false;
   *standin = 0;
   for (i = 0; i + 1 < len; i++) {
-    if (line[i] != '\\')
-      continue;
+    if (line[i] != '\\') continue;
     if (line[i + 1] == 'u' && i + 6 <= len && memcmp(line + i + 2, "0000", 4) == 0) {
       *found = true;
       break;
     }
     i++; /* skip the escaped character, whatever it is */
   }
-  if (!*found)
-    return NULL;
+  if (!*found) return NULL;
   memset(present, 0, sizeof present);
-  for (i = 0; i < len; i++)
-    present[(unsigned char)line[i]] = true;
+  for (i = 0; i < len; i++) present[(unsigned char)line[i]] = true;
   for (i = 0; i < sizeof candidates && *standin == 0; i++)
-    if (!present[candidates[i]])
-      *standin = candidates[i];
-  if (*standin == 0)
-    return NULL;
+    if (!present[candidates[i]]) *standin = candidates[i];
+  if (*standin == 0) return NULL;
   out = malloc(len + 1);
   if (out == NULL) {
     *oom = true;
@@ -357,10 +338,8 @@ static char *neutralize_nul_escapes(const char *line, size_t len, size_t *newlen
 static char *nul_as_text(const char *s, size_t len, unsigned char standin) {
   size_t i, n = 0;
   char *out, *p;
-  for (i = 0; i < len; i++)
-    n += (unsigned char)s[i] == standin ? 6 : 1;
-  if ((out = malloc(n + 1)) == NULL)
-    return NULL;
+  for (i = 0; i < len; i++) n += (unsigned char)s[i] == standin ? 6 : 1;
+  if ((out = malloc(n + 1)) == NULL) return NULL;
   for (p = out, i = 0; i < len; i++) {
     if ((unsigned char)s[i] == standin) {
       memcpy(p, "\\u0000", 6);
@@ -386,8 +365,7 @@ static bool refuse_nul_host(line_t *l, const char *s, size_t len) {
 
   if (keep > 253) {
     keep = 253;
-    while (keep > 0 && ((unsigned char)s[keep] & 0xC0u) == 0x80u)
-      keep--;
+    while (keep > 0 && ((unsigned char)s[keep] & 0xC0u) == 0x80u) keep--;
   }
   for (i = 0; i < keep; i++) {
     unsigned char ch = (unsigned char)s[i] == l->standin ? 0 : (unsigned char)s[i];
@@ -403,32 +381,26 @@ static bool refuse_nul_host(line_t *l, const char *s, size_t len) {
   *p = '\0';
   if (keep < len)
     return refuse(l, EGRESS_REASON_INVALID_HOST,
-                  "invalid host \"%s\xe2\x80\xa6(truncated, %zu bytes)\": host contains a NUL byte",
-                  quoted, len);
-  return refuse(l, EGRESS_REASON_INVALID_HOST, "invalid host \"%s\": host contains a NUL byte",
-                quoted);
+                  "invalid host \"%s\xe2\x80\xa6(truncated, %zu bytes)\": host contains a NUL byte", quoted,
+                  len);
+  return refuse(l, EGRESS_REASON_INVALID_HOST, "invalid host \"%s\": host contains a NUL byte", quoted);
 }
 
 static const struct {
   const char *key;
   egress_field_t field;
 } ctx_fields[] = {
-    {"method", EGRESS_FIELD_METHOD},
-    {"workspaceId", EGRESS_FIELD_WORKSPACE_ID},
-    {"agentId", EGRESS_FIELD_AGENT_ID},
-    {"machineId", EGRESS_FIELD_MACHINE_ID},
-    {"runId", EGRESS_FIELD_RUN_ID},
-    {"correlationId", EGRESS_FIELD_CORRELATION_ID},
+  { "method", EGRESS_FIELD_METHOD },    { "workspaceId", EGRESS_FIELD_WORKSPACE_ID },
+  { "agentId", EGRESS_FIELD_AGENT_ID }, { "machineId", EGRESS_FIELD_MACHINE_ID },
+  { "runId", EGRESS_FIELD_RUN_ID },     { "correlationId", EGRESS_FIELD_CORRELATION_ID },
 };
 #define N_CTX_FIELDS (sizeof ctx_fields / sizeof ctx_fields[0])
 
 static bool is_our_key(const char *k, bool context) {
   size_t i;
-  if (!context)
-    return strcmp(k, "host") == 0 || strcmp(k, "port") == 0 || strcmp(k, "url") == 0;
+  if (!context) return strcmp(k, "host") == 0 || strcmp(k, "port") == 0 || strcmp(k, "url") == 0;
   for (i = 0; i < N_CTX_FIELDS; i++)
-    if (strcmp(k, ctx_fields[i].key) == 0)
-      return true;
+    if (strcmp(k, ctx_fields[i].key) == 0) return true;
   return false;
 }
 
@@ -437,11 +409,9 @@ static bool is_our_key(const char *k, bool context) {
 static const char *duplicate_key(const cJSON *root, bool context) {
   const cJSON *child, *other;
   for (child = root->child; child != NULL; child = child->next) {
-    if (child->string == NULL || !is_our_key(child->string, context))
-      continue;
+    if (child->string == NULL || !is_our_key(child->string, context)) continue;
     for (other = child->next; other != NULL; other = other->next)
-      if (other->string != NULL && strcmp(other->string, child->string) == 0)
-        return child->string;
+      if (other->string != NULL && strcmp(other->string, child->string) == 0) return child->string;
   }
   return NULL;
 }
@@ -460,26 +430,21 @@ static bool read_destination(line_t *l, const char *raw, size_t rawlen) {
   /* A raw NUL byte is not JSON, and cJSON would copy it into a string where
    * it truncates: refuse the line before parsing. */
   if (memchr(raw, '\0', rawlen) != NULL)
-    return refuse(l, EGRESS_REASON_INVALID_HOST,
-                  "line holds a raw NUL byte: not a JSON request");
+    return refuse(l, EGRESS_REASON_INVALID_HOST, "line holds a raw NUL byte: not a JSON request");
   l->fixed = neutralize_nul_escapes(raw, rawlen, &len, &had_nul, &l->standin, &oom);
-  if (oom)
-    return false;
+  if (oom) return false;
   if (had_nul && l->fixed == NULL)
     return refuse(l, EGRESS_REASON_INVALID_HOST,
                   "line holds \"\\u0000\" and every byte that could stand for it: not a "
                   "request that can be read safely");
-  if (l->fixed != NULL)
-    buf = l->fixed;
+  if (l->fixed != NULL) buf = l->fixed;
 
   l->root = cJSON_ParseWithLengthOpts(buf, len, &end, 0);
-  if (l->root == NULL)
-    return refuse(l, EGRESS_REASON_INVALID_HOST, "not valid JSON");
+  if (l->root == NULL) return refuse(l, EGRESS_REASON_INVALID_HOST, "not valid JSON");
   for (; end != NULL && end < buf + len; end++)
     if (*end != ' ' && *end != '\t' && *end != '\r' && *end != '\n')
       return refuse(l, EGRESS_REASON_INVALID_HOST, "trailing data after the JSON object");
-  if (!cJSON_IsObject(l->root))
-    return refuse(l, EGRESS_REASON_INVALID_HOST, "not a JSON object");
+  if (!cJSON_IsObject(l->root)) return refuse(l, EGRESS_REASON_INVALID_HOST, "not a JSON object");
   /* cJSON answers a lookup with the first of duplicate keys, other parsers
    * with the last: a request that means different things to different
    * readers is refused. */
@@ -492,8 +457,7 @@ static bool read_destination(line_t *l, const char *raw, size_t rawlen) {
 
   if (l->url != NULL) {
     if (host != NULL || l->port != NULL)
-      return refuse(l, EGRESS_REASON_INVALID_HOST,
-                    "give either \"url\" or \"host\" and \"port\", not both");
+      return refuse(l, EGRESS_REASON_INVALID_HOST, "give either \"url\" or \"host\" and \"port\", not both");
     if (!cJSON_IsString(l->url)) {
       l->port = NULL;
       return refuse(l, EGRESS_REASON_INVALID_HOST, "\"url\" is not a string");
@@ -501,29 +465,24 @@ static bool read_destination(line_t *l, const char *raw, size_t rawlen) {
     l->dest = l->url->valuestring;
     l->port_val = 0;
   } else {
-    if (host == NULL)
-      return refuse(l, EGRESS_REASON_INVALID_HOST, "\"host\" is missing");
-    if (!cJSON_IsString(host))
-      return refuse(l, EGRESS_REASON_INVALID_HOST, "\"host\" is not a string");
+    if (host == NULL) return refuse(l, EGRESS_REASON_INVALID_HOST, "\"host\" is missing");
+    if (!cJSON_IsString(host)) return refuse(l, EGRESS_REASON_INVALID_HOST, "\"host\" is not a string");
     l->dest = host->valuestring;
     l->port_val = -1;
     if (l->port == NULL)
       l->port_why = "\"port\" is missing";
     else if (!cJSON_IsNumber(l->port))
       l->port_why = "\"port\" is not a number";
-    else if (!isfinite(l->port->valuedouble) ||
-             floor(l->port->valuedouble) != l->port->valuedouble)
+    else if (!isfinite(l->port->valuedouble) || floor(l->port->valuedouble) != l->port->valuedouble)
       l->port_why = "\"port\" is not an integer";
-    else if (l->port->valuedouble < (double)INT32_MIN ||
-             l->port->valuedouble > (double)INT32_MAX)
+    else if (l->port->valuedouble < (double)INT32_MIN || l->port->valuedouble > (double)INT32_MAX)
       l->port_why = "\"port\" is out of range";
     else
       l->port_val = (int32_t)l->port->valuedouble;
   }
   if (l->standin != 0 && strchr(l->dest, l->standin) != NULL) {
     const char *given = l->dest;
-    if ((l->dest_text = nul_as_text(given, strlen(given), l->standin)) == NULL)
-      return false;
+    if ((l->dest_text = nul_as_text(given, strlen(given), l->standin)) == NULL) return false;
     l->dest = l->dest_text;
     /* The library would check the host and pass the path's bytes on, and
      * no host holds a NUL: refused here, recorded as given. */
@@ -553,8 +512,7 @@ static bool read_context(line_t *l) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(l->root, ctx_fields[i].key);
     const char *why = NULL;
     egress_status_t st;
-    if (v == NULL || cJSON_IsNull(v))
-      continue;
+    if (v == NULL || cJSON_IsNull(v)) continue;
     if (!cJSON_IsString(v))
       why = "is not a string";
     else if (l->standin != 0 && strchr(v->valuestring, l->standin) != NULL)
@@ -597,11 +555,9 @@ static int batch_line(run_t *run, const char *raw, size_t rawlen, unsigned long 
   /* A context refusal comes first (it was found first before); then the
    * port the library cannot be given. */
   if (l.why == NULL && l.port_why != NULL &&
-      !refuse(&l, EGRESS_REASON_INVALID_PORT, "%s (must be an integer from 1 to 65535)",
-              l.port_why))
+      !refuse(&l, EGRESS_REASON_INVALID_PORT, "%s (must be an integer from 1 to 65535)", l.port_why))
     goto oom;
-  if (l.why != NULL && egress_request_refuse(l.req, l.why_reason, l.why) != EGRESS_OK)
-    goto oom;
+  if (l.why != NULL && egress_request_refuse(l.req, l.why_reason, l.why) != EGRESS_OK) goto oom;
   if (l.dest == NULL) {
     /* Nothing to record: decided without events. */
     if (run->quiet == NULL && new_checker(run, false, &run->quiet) != 0) {
@@ -619,9 +575,8 @@ static int batch_line(run_t *run, const char *raw, size_t rawlen, unsigned long 
     line_free(&l);
     return LINE_INTERNAL;
   }
-  rc = print_decision(d, l.dest == NULL || (l.url == NULL && l.port_why != NULL), l.port) == 0
-           ? LINE_OK
-           : LINE_IOERR;
+  rc = print_decision(d, l.dest == NULL || (l.url == NULL && l.port_why != NULL), l.port) == 0 ? LINE_OK
+                                                                                               : LINE_IOERR;
   if (rc == LINE_OK && st != EGRESS_OK) {
     errmsg("line %llu: check failed: %s (denied)", lineno, egress_strerror(st));
     rc = LINE_INTERNAL;
@@ -638,8 +593,7 @@ oom:
 static bool is_blank(const char *s, size_t len) {
   size_t i;
   for (i = 0; i < len; i++)
-    if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\n')
-      return false;
+    if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\n') return false;
   return true;
 }
 
@@ -654,18 +608,15 @@ static int run_batch(run_t *run, FILE *in) {
     int r;
     errno = 0;
     n = getline(&line, &cap, in);
-    if (n < 0)
-      break;
+    if (n < 0) break;
     lineno++;
-    if (is_blank(line, (size_t)n))
-      continue;
+    if (is_blank(line, (size_t)n)) continue;
     r = batch_line(run, line, (size_t)n, lineno);
     if (r == LINE_IOERR) {
       rc = CLI_IOERR;
       goto done;
     }
-    if (r == LINE_INTERNAL)
-      rc = CLI_SOFTWARE;
+    if (r == LINE_INTERNAL) rc = CLI_SOFTWARE;
   }
   if (errno == ENOMEM) {
     errmsg("line %llu: out of memory reading input", lineno + 1);
@@ -686,8 +637,7 @@ int egressctl_check(int argc, char **argv) {
 
   memset(&run, 0, sizeof run);
   rc = cli_parse(CMD_CHECK, argc, argv, &a);
-  if (rc != 0)
-    goto done;
+  if (rc != 0) goto done;
   run.args = &a;
   npos = argc - a.first_arg;
   if (a.policy == NULL) {
@@ -699,8 +649,7 @@ int egressctl_check(int argc, char **argv) {
     goto done;
   }
   if ((a.batch || a.url_given) && npos != 0) {
-    rc = usage_error("unexpected argument '%s' with %s", argv[a.first_arg],
-                     a.batch ? "--batch" : "--url");
+    rc = usage_error("unexpected argument '%s' with %s", argv[a.first_arg], a.batch ? "--batch" : "--url");
     goto done;
   }
   if (!a.batch && !a.url_given && npos != 2) {
@@ -708,8 +657,7 @@ int egressctl_check(int argc, char **argv) {
                   : usage_error("unexpected argument '%s'", argv[a.first_arg + 2]);
     goto done;
   }
-  if ((rc = load_policy(a.policy, &run.policy)) != 0)
-    goto done;
+  if ((rc = load_policy(a.policy, &run.policy)) != 0) goto done;
   if (a.hosts != NULL) {
     /* c-ares would silently resolve nothing from an unreadable file; say so
      * up front instead of reporting every name as no_such_host. */
@@ -721,21 +669,19 @@ int egressctl_check(int argc, char **argv) {
     }
     close(fd);
   }
-  if ((rc = new_checker(&run, true, &run.ck)) != 0)
-    goto done;
+  if ((rc = new_checker(&run, true, &run.ck)) != 0) goto done;
 
   if (a.batch)
     rc = run_batch(&run, stdin);
   else
-    rc = run_single(&run, a.url_given ? NULL : argv[a.first_arg],
-                    a.url_given ? NULL : argv[a.first_arg + 1], a.url);
+    rc = run_single(&run, a.url_given ? NULL : argv[a.first_arg], a.url_given ? NULL : argv[a.first_arg + 1],
+                    a.url);
 
   if (a.metrics) {
     char *m = egress_checker_metrics(run.ck);
     if (m == NULL) {
       errmsg("out of memory while formatting metrics");
-      if (rc == 0)
-        rc = CLI_SOFTWARE;
+      if (rc == 0) rc = CLI_SOFTWARE;
     } else {
       fputs(m, stderr);
       egress_free(m);

@@ -110,15 +110,12 @@ bool parse_decimal(const char *s, unsigned long long max, unsigned long long *ou
   unsigned long long v = 0;
   size_t i, len = strlen(s);
 
-  if (len == 0 || (len > 1 && s[0] == '0'))
-    return false;
+  if (len == 0 || (len > 1 && s[0] == '0')) return false;
   for (i = 0; i < len; i++) {
     unsigned d;
-    if (s[i] < '0' || s[i] > '9')
-      return false;
+    if (s[i] < '0' || s[i] > '9') return false;
     d = (unsigned)(s[i] - '0');
-    if (v > (max - d) / 10)
-      return false;
+    if (v > (max - d) / 10) return false;
     v = v * 10 + d;
   }
   *out = v;
@@ -132,10 +129,8 @@ static size_t utf8_seq_len(const unsigned char *s, size_t len) {
   size_t n, i;
   uint32_t cp;
 
-  if (c == 0)
-    return 0;
-  if (c < 0x80)
-    return 1;
+  if (c == 0) return 0;
+  if (c < 0x80) return 1;
   if (c >= 0xC2 && c <= 0xDF) {
     n = 2;
     cp = c & 0x1Fu;
@@ -148,15 +143,12 @@ static size_t utf8_seq_len(const unsigned char *s, size_t len) {
   } else {
     return 0;
   }
-  if (len < n)
-    return 0;
+  if (len < n) return 0;
   for (i = 1; i < n; i++) {
-    if ((s[i] & 0xC0u) != 0x80u)
-      return 0;
+    if ((s[i] & 0xC0u) != 0x80u) return 0;
     cp = (cp << 6) | (s[i] & 0x3Fu);
   }
-  if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10FFFF ||
-      (cp >= 0xD800 && cp <= 0xDFFF))
+  if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
     return 0;
   return n;
 }
@@ -166,8 +158,7 @@ bool utf8_valid(const char *s, size_t len) {
   size_t i = 0;
   while (i < len) {
     size_t n = utf8_seq_len(u + i, len - i);
-    if (n == 0)
-      return false;
+    if (n == 0) return false;
     i += n;
   }
   return true;
@@ -180,15 +171,13 @@ int sanitize_text(const char *s, size_t len, char **out) {
   char *p;
 
   *out = NULL;
-  if (utf8_valid(s, len))
-    return 0;
+  if (utf8_valid(s, len)) return 0;
   for (i = 0; i < len;) {
     size_t n = utf8_seq_len(u + i, len - i);
     need += n ? n : 4;
     i += n ? n : 1;
   }
-  if ((p = *out = malloc(need + 1)) == NULL)
-    return -1;
+  if ((p = *out = malloc(need + 1)) == NULL) return -1;
   for (i = 0; i < len;) {
     size_t n = utf8_seq_len(u + i, len - i);
     if (n == 0) {
@@ -211,23 +200,13 @@ int policy_error(const char *path, egress_status_t st, const char *errbuf) {
   const char *why = errbuf[0] ? errbuf : egress_strerror(st);
   size_t plen = strlen(path);
   /* The loader names the file too: name it once. */
-  if (strncmp(why, path, plen) == 0 && why[plen] == ':' && why[plen + 1] == ' ')
-    why += plen + 2;
+  if (strncmp(why, path, plen) == 0 && why[plen] == ':' && why[plen + 1] == ' ') why += plen + 2;
   switch (st) {
-  case EGRESS_OK:
-    return 0;
-  case EGRESS_EPOLICY:
-    errmsg("%s: invalid policy: %s", path, why);
-    return CLI_DATAERR;
-  case EGRESS_EIO:
-    errmsg("%s: cannot read policy: %s", path, why);
-    return CLI_NOINPUT;
-  case EGRESS_EINVAL:
-    errmsg("%s: %s", path, why);
-    return CLI_USAGE;
-  default:
-    errmsg("%s: %s", path, why);
-    return CLI_SOFTWARE;
+    case EGRESS_OK: return 0;
+    case EGRESS_EPOLICY: errmsg("%s: invalid policy: %s", path, why); return CLI_DATAERR;
+    case EGRESS_EIO: errmsg("%s: cannot read policy: %s", path, why); return CLI_NOINPUT;
+    case EGRESS_EINVAL: errmsg("%s: %s", path, why); return CLI_USAGE;
+    default: errmsg("%s: %s", path, why); return CLI_SOFTWARE;
   }
 }
 
@@ -260,47 +239,47 @@ typedef struct cli_option {
 #define SLOT(field) offsetof(cli_opts_t, field)
 
 static const cli_option_t options[] = {
-    {"policy", CMD_CHECK | CMD_LINT | CMD_RENDER, SET_ONCE, SLOT(policy)},
-    {"dns-server", CMD_CHECK, SET_DNS, 0},
-    {"hosts", CMD_CHECK, SET_ONCE, SLOT(hosts)},
-    {"mode", CMD_CHECK, SET_ONCE, SLOT(mode)},
-    {"events", CMD_CHECK, SET_ONCE, SLOT(events)},
-    {"timeout-ms", CMD_CHECK, SET_ONCE, SLOT(timeout_ms)},
-    {"filter", CMD_CHECK, SET_FLAG, SLOT(filter)},
-    {"pref64", CMD_CHECK, SET_PREF64, 0},
-    {"metrics", CMD_CHECK, SET_FLAG, SLOT(metrics)},
-    {"batch", CMD_CHECK, SET_FLAG, SLOT(batch)},
-    {"url", CMD_CHECK, SET_URL, SLOT(url)},
-    {"strict", CMD_LINT, SET_FLAG, SLOT(strict)},
-    {"format", CMD_RENDER, SET_ONCE, SLOT(format)},
-    {"namespace", CMD_RENDER, SET_ONCE, SLOT(name_space)},
-    {"name", CMD_RENDER, SET_ONCE, SLOT(name)},
-    {"component", CMD_RENDER, SET_ONCE, SLOT(component)},
-    {"baseline", CMD_RENDER, SET_ONCE, SLOT(baseline)},
-    {"skip-unrenderable", CMD_RENDER, SET_FLAG, SLOT(skip_unrenderable)},
-    {"output", CMD_RENDER, SET_ONCE, SLOT(output)},
+  { "policy", CMD_CHECK | CMD_LINT | CMD_RENDER, SET_ONCE, SLOT(policy) },
+  { "dns-server", CMD_CHECK, SET_DNS, 0 },
+  { "hosts", CMD_CHECK, SET_ONCE, SLOT(hosts) },
+  { "mode", CMD_CHECK, SET_ONCE, SLOT(mode) },
+  { "events", CMD_CHECK, SET_ONCE, SLOT(events) },
+  { "timeout-ms", CMD_CHECK, SET_ONCE, SLOT(timeout_ms) },
+  { "filter", CMD_CHECK, SET_FLAG, SLOT(filter) },
+  { "pref64", CMD_CHECK, SET_PREF64, 0 },
+  { "metrics", CMD_CHECK, SET_FLAG, SLOT(metrics) },
+  { "batch", CMD_CHECK, SET_FLAG, SLOT(batch) },
+  { "url", CMD_CHECK, SET_URL, SLOT(url) },
+  { "strict", CMD_LINT, SET_FLAG, SLOT(strict) },
+  { "format", CMD_RENDER, SET_ONCE, SLOT(format) },
+  { "namespace", CMD_RENDER, SET_ONCE, SLOT(name_space) },
+  { "name", CMD_RENDER, SET_ONCE, SLOT(name) },
+  { "component", CMD_RENDER, SET_ONCE, SLOT(component) },
+  { "baseline", CMD_RENDER, SET_ONCE, SLOT(baseline) },
+  { "skip-unrenderable", CMD_RENDER, SET_FLAG, SLOT(skip_unrenderable) },
+  { "output", CMD_RENDER, SET_ONCE, SLOT(output) },
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
-#define OPT_HELP ((int)N_OPTIONS)
+#define OPT_HELP  ((int)N_OPTIONS)
 
 static int append_dns_server(cli_opts_t *o, const char *server) {
   size_t have = o->dns_servers ? strlen(o->dns_servers) : 0;
   size_t add = strlen(server);
   char *p;
 
-  if (add == 0)
-    return usage_error("--dns-server needs an address");
+  if (add == 0) return usage_error("--dns-server needs an address");
   /* One server per option: a comma here would smuggle a list past the
    * per-option syntax the usage promises. */
   if (strchr(server, ',') != NULL)
-    return usage_error("--dns-server takes one IP[:PORT]; repeat the option "
-                       "for several servers: '%s'", server);
+    return usage_error(
+        "--dns-server takes one IP[:PORT]; repeat the option "
+        "for several servers: '%s'",
+        server);
   if (add > SIZE_MAX - have - 2 || (p = realloc(o->dns_servers, have + add + 2)) == NULL) {
     errmsg("out of memory");
     return CLI_SOFTWARE;
   }
-  if (have > 0)
-    p[have++] = ',';
+  if (have > 0) p[have++] = ',';
   memcpy(p + have, server, add + 1);
   o->dns_servers = p;
   return 0;
@@ -323,26 +302,19 @@ static int take(const cli_option_t *opt, const char *arg, cli_opts_t *o) {
   const char **str = (const char **)(void *)slot;
 
   switch (opt->kind) {
-  case SET_FLAG:
-    *(bool *)(void *)slot = true;
-    return 0;
-  case SET_DNS:
-    return append_dns_server(o, arg);
-  case SET_PREF64:
-    return append_pref64(o, arg);
-  case SET_URL:
-    if (o->url_given)
-      return usage_error("--%s given more than once", opt->name);
-    o->url_given = true;
-    *str = arg;
-    return 0;
-  case SET_ONCE:
-    if (*str != NULL)
-      return usage_error("--%s given more than once", opt->name);
-    if (arg[0] == '\0')
-      return usage_error("--%s needs a non-empty argument", opt->name);
-    *str = arg;
-    return 0;
+    case SET_FLAG: *(bool *)(void *)slot = true; return 0;
+    case SET_DNS: return append_dns_server(o, arg);
+    case SET_PREF64: return append_pref64(o, arg);
+    case SET_URL:
+      if (o->url_given) return usage_error("--%s given more than once", opt->name);
+      o->url_given = true;
+      *str = arg;
+      return 0;
+    case SET_ONCE:
+      if (*str != NULL) return usage_error("--%s given more than once", opt->name);
+      if (arg[0] == '\0') return usage_error("--%s needs a non-empty argument", opt->name);
+      *str = arg;
+      return 0;
   }
   return CLI_SOFTWARE;
 }
@@ -354,32 +326,31 @@ int cli_parse(unsigned cmd, int argc, char **argv, cli_opts_t *o) {
 
   memset(o, 0, sizeof *o);
   for (i = 0; i < N_OPTIONS; i++) {
-    if (!(options[i].cmds & cmd))
-      continue;
+    if (!(options[i].cmds & cmd)) continue;
     longopts[n].name = options[i].name;
     longopts[n].has_arg = options[i].kind == SET_FLAG ? no_argument : required_argument;
     longopts[n].flag = NULL;
     longopts[n].val = (int)i;
     n++;
   }
-  longopts[n++] = (struct option){"help", no_argument, NULL, OPT_HELP};
-  longopts[n] = (struct option){NULL, 0, NULL, 0};
+  longopts[n++] = (struct option){ "help", no_argument, NULL, OPT_HELP };
+  longopts[n] = (struct option){ NULL, 0, NULL, 0 };
 
   opterr = 0;
   optind = 1;
   while (rc == 0 && (c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
     const char *arg = optind > 0 ? argv[optind - 1] : "";
     if (c == OPT_HELP || c == 'h') {
-      if (fputs(egressctl_usage, stdout) == EOF || fflush(stdout) == EOF)
-        return CLI_IOERR;
+      if (fputs(egressctl_usage, stdout) == EOF || fflush(stdout) == EOF) return CLI_IOERR;
       return -1;
     }
     if (c == ':')
       rc = usage_error("option '%s' needs an argument", arg);
-    else if ((c < 0 || c >= OPT_HELP) && (cmd & CMD_CHECK) && arg[0] == '-' &&
-             arg[1] >= '0' && arg[1] <= '9')
-      rc = usage_error("unknown option '%s' (PORT is a number from 1 to 65535; a HOST or "
-                       "PORT that starts with '-' goes after '--')", arg);
+    else if ((c < 0 || c >= OPT_HELP) && (cmd & CMD_CHECK) && arg[0] == '-' && arg[1] >= '0' && arg[1] <= '9')
+      rc = usage_error(
+          "unknown option '%s' (PORT is a number from 1 to 65535; a HOST or "
+          "PORT that starts with '-' goes after '--')",
+          arg);
     else if (c < 0 || c >= OPT_HELP)
       rc = usage_error("unknown option '%s' for %s", arg, argv[0]);
     else

@@ -34,14 +34,14 @@ enum { CMD_CHECK = 1, CMD_LINT = 2, CMD_RENDER = 4 };
 typedef struct cli_opts {
   const char *policy;
   /* check */
-  char *dns_servers;          /* joined with ',' (owned) */
+  char *dns_servers; /* joined with ',' (owned) */
   const char *hosts;
   const char *mode;
   const char *events;
   const char *timeout_ms;
   const char *url;
-  bool url_given;             /* an empty --url is a check input */
-  const char **pref64;        /* argv pointers (array owned) */
+  bool url_given;      /* an empty --url is a check input */
+  const char **pref64; /* argv pointers (array owned) */
   size_t n_pref64;
   bool filter, metrics, batch;
   /* lint */

@@ -26,8 +26,8 @@ static const char *list_name(egress_list_t list) {
   return list == EGRESS_LIST_ALLOW ? "egressAllowlist" : "egressDenylist";
 }
 
-static void lint_warn(egress__lint_level_t level, egress_list_t list, size_t index,
-                      const char *entry, const char *what, void *user_data) {
+static void lint_warn(egress__lint_level_t level, egress_list_t list, size_t index, const char *entry,
+                      const char *what, void *user_data) {
   lint_ctx_t *ctx = user_data;
   char *clean = NULL;
   if (level == EGRESS__LINT_NOTE)
@@ -35,11 +35,9 @@ static void lint_warn(egress__lint_level_t level, egress_list_t list, size_t ind
   else
     ctx->warnings++;
   /* Entries are validated, so this is belt and braces for the terminal. */
-  if (sanitize_text(entry, strlen(entry), &clean) != 0)
-    clean = NULL;
-  fprintf(stderr, "%s: %s: %s[%zu] \"%s\": %s\n", ctx->path,
-          level == EGRESS__LINT_NOTE ? "note" : "warning", list_name(list), index,
-          clean ? clean : entry, what);
+  if (sanitize_text(entry, strlen(entry), &clean) != 0) clean = NULL;
+  fprintf(stderr, "%s: %s: %s[%zu] \"%s\": %s\n", ctx->path, level == EGRESS__LINT_NOTE ? "note" : "warning",
+          list_name(list), index, clean ? clean : entry, what);
   free(clean);
 }
 
@@ -61,8 +59,7 @@ int egressctl_lint(int argc, char **argv) {
   int rc;
 
   rc = cli_parse(CMD_LINT, argc, argv, &a);
-  if (rc != 0)
-    goto done;
+  if (rc != 0) goto done;
   if (a.first_arg < argc) {
     rc = usage_error("unexpected argument '%s'", argv[a.first_arg]);
     goto done;
@@ -83,8 +80,7 @@ int egressctl_lint(int argc, char **argv) {
   errbuf[0] = '\0';
   st = egress__policy_from_file_all(a.policy, &errs, &policy, errbuf, sizeof errbuf);
   if (st == EGRESS_EPOLICY && errs.count > 0) {
-    if (errs.count > 1)
-      errmsg("%s: %zu invalid entries", a.policy, errs.count);
+    if (errs.count > 1) errmsg("%s: %zu invalid entries", a.policy, errs.count);
     rc = CLI_DATAERR;
     goto done;
   }
@@ -102,9 +98,8 @@ int egressctl_lint(int argc, char **argv) {
   }
   warnings = ctx.warnings;
   if (warnings > 0 && ctx.notes > 0)
-    fprintf(stderr, "%s: %ld warning%s, %ld note%s%s\n", a.policy, warnings,
-            warnings == 1 ? "" : "s", ctx.notes, ctx.notes == 1 ? "" : "s",
-            a.strict ? " (--strict: failing)" : "");
+    fprintf(stderr, "%s: %ld warning%s, %ld note%s%s\n", a.policy, warnings, warnings == 1 ? "" : "s",
+            ctx.notes, ctx.notes == 1 ? "" : "s", a.strict ? " (--strict: failing)" : "");
   else if (warnings > 0)
     fprintf(stderr, "%s: %ld warning%s%s\n", a.policy, warnings, warnings == 1 ? "" : "s",
             a.strict ? " (--strict: failing)" : "");
@@ -116,9 +111,8 @@ int egressctl_lint(int argc, char **argv) {
   }
   n_allow = egress_policy_rule_count(policy, EGRESS_LIST_ALLOW);
   n_deny = egress_policy_rule_count(policy, EGRESS_LIST_DENY);
-  printf("ok: %zu allow entr%s, %zu deny entr%s, digest %s\n", n_allow,
-         n_allow == 1 ? "y" : "ies", n_deny, n_deny == 1 ? "y" : "ies",
-         egress_policy_digest(policy));
+  printf("ok: %zu allow entr%s, %zu deny entr%s, digest %s\n", n_allow, n_allow == 1 ? "y" : "ies", n_deny,
+         n_deny == 1 ? "y" : "ies", egress_policy_digest(policy));
   if (fflush(stdout) == EOF || ferror(stdout)) {
     errmsg("cannot write output: %s", strerror(errno));
     rc = CLI_IOERR;

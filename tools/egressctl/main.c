@@ -42,27 +42,21 @@
 int main(int argc, char **argv) {
   const char *cmd;
 
-  if (argc < 2 || argv[1] == NULL)
-    return usage_error("missing command");
+  if (argc < 2 || argv[1] == NULL) return usage_error("missing command");
   cmd = argv[1];
   if (strcmp(cmd, "help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0) {
-    if (argc > 2)
-      return usage_error("unexpected argument '%s'", argv[2]);
+    if (argc > 2) return usage_error("unexpected argument '%s'", argv[2]);
     fputs(egressctl_usage, stdout);
     return fflush(stdout) == EOF ? CLI_IOERR : 0;
   }
   if (strcmp(cmd, "--version") == 0) {
-    if (argc > 2)
-      return usage_error("unexpected argument '%s'", argv[2]);
-    printf("egressctl %s (libegress %s, special ranges %s)\n", EGRESS_VERSION_STRING,
-           egress_version(), egress_special_ranges_version());
+    if (argc > 2) return usage_error("unexpected argument '%s'", argv[2]);
+    printf("egressctl %s (libegress %s, special ranges %s)\n", EGRESS_VERSION_STRING, egress_version(),
+           egress_special_ranges_version());
     return fflush(stdout) == EOF ? CLI_IOERR : 0;
   }
-  if (strcmp(cmd, "check") == 0)
-    return egressctl_check(argc - 1, argv + 1);
-  if (strcmp(cmd, "lint") == 0)
-    return egressctl_lint(argc - 1, argv + 1);
-  if (strcmp(cmd, "render") == 0)
-    return egressctl_render(argc - 1, argv + 1);
+  if (strcmp(cmd, "check") == 0) return egressctl_check(argc - 1, argv + 1);
+  if (strcmp(cmd, "lint") == 0) return egressctl_lint(argc - 1, argv + 1);
+  if (strcmp(cmd, "render") == 0) return egressctl_render(argc - 1, argv + 1);
   return usage_error("unknown command '%s'", cmd);
 }

@@ -19,8 +19,7 @@ static void render_note(egress_list_t list, size_t index, const char *entry, con
                         void *user_data) {
   render_note_ctx_t *ctx = user_data;
   ctx->notes++;
-  fprintf(stderr, "%s: %s: %s[%zu] \"%s\": %s\n", ctx->path,
-          ctx->skip ? "left out" : "cannot render",
+  fprintf(stderr, "%s: %s: %s[%zu] \"%s\": %s\n", ctx->path, ctx->skip ? "left out" : "cannot render",
           list == EGRESS_LIST_ALLOW ? "egressAllowlist" : "egressDenylist", index, entry, what);
 }
 
@@ -37,8 +36,7 @@ int egressctl_render(int argc, char **argv) {
 
   memset(&o, 0, sizeof o);
   rc = cli_parse(CMD_RENDER, argc, argv, &a);
-  if (rc != 0)
-    goto done;
+  if (rc != 0) goto done;
   if (a.first_arg < argc) {
     rc = usage_error("unexpected argument '%s'", argv[a.first_arg]);
     goto done;
@@ -78,29 +76,26 @@ int egressctl_render(int argc, char **argv) {
   }
 
   o.baseline = baseline;
-  if ((rc = load_policy(a.policy, &policy)) != 0)
-    goto done;
+  if ((rc = load_policy(a.policy, &policy)) != 0) goto done;
   nctx.path = a.policy;
   nctx.skip = o.skip_unrenderable;
   nctx.notes = 0;
   errbuf[0] = '\0';
   st = egress__render(policy, &o, render_note, &nctx, &out, errbuf, sizeof errbuf);
   switch (st) {
-  case EGRESS_OK:
-    break;
-  case EGRESS_EPOLICY:
-    errmsg("%s: %zu entr%s cannot be rendered as %s; --skip-unrenderable leaves "
-           "them out (the network layer then denies that traffic)", a.policy, nctx.notes,
-           nctx.notes == 1 ? "y" : "ies", a.format);
-    rc = CLI_DATAERR;
-    goto done;
-  case EGRESS_EINVAL:
-    rc = usage_error("%s", errbuf[0] ? errbuf : egress_strerror(st));
-    goto done;
-  default:
-    errmsg("%s", errbuf[0] ? errbuf : egress_strerror(st));
-    rc = CLI_SOFTWARE;
-    goto done;
+    case EGRESS_OK: break;
+    case EGRESS_EPOLICY:
+      errmsg(
+          "%s: %zu entr%s cannot be rendered as %s; --skip-unrenderable leaves "
+          "them out (the network layer then denies that traffic)",
+          a.policy, nctx.notes, nctx.notes == 1 ? "y" : "ies", a.format);
+      rc = CLI_DATAERR;
+      goto done;
+    case EGRESS_EINVAL: rc = usage_error("%s", errbuf[0] ? errbuf : egress_strerror(st)); goto done;
+    default:
+      errmsg("%s", errbuf[0] ? errbuf : egress_strerror(st));
+      rc = CLI_SOFTWARE;
+      goto done;
   }
   if (fputs(out, stdout) == EOF || fflush(stdout) == EOF || ferror(stdout)) {
     errmsg("cannot write output: %s", strerror(errno));

@@ -36,7 +36,7 @@
 #include <string.h>
 #include <strings.h>
 
-static const char *const list_names[2] = {"egressAllowlist", "egressDenylist"};
+static const char *const list_names[2] = { "egressAllowlist", "egressDenylist" };
 
 /* ------------------------------------------------------------------------ */
 /* Growable arrays: port ranges and prefixes.                                */
@@ -85,7 +85,7 @@ static bool pset_push(pset_t *s, uint32_t lo, uint32_t hi) {
 
 /* s := s minus [lo, hi]. */
 static bool pset_sub(pset_t *s, uint32_t lo, uint32_t hi) {
-  pset_t t = {NULL, 0, 0};
+  pset_t t = { NULL, 0, 0 };
   for (size_t i = 0; i < s->n; i++) {
     prange_t r = s->r[i];
     if (hi < r.lo || lo > r.hi) {
@@ -105,7 +105,7 @@ fail:
 
 /* Union, keeping ascending order. */
 static bool pset_add(pset_t *s, uint32_t lo, uint32_t hi) {
-  pset_t t = {NULL, 0, 0};
+  pset_t t = { NULL, 0, 0 };
   bool placed = false;
   for (size_t i = 0; i < s->n; i++) {
     if (!placed && lo <= s->r[i].lo) {
@@ -133,9 +133,7 @@ static bool plist_push(plist_t *l, const egress__prefix_t *p) {
 /* Prefix helpers.                                                           */
 /* ------------------------------------------------------------------------ */
 
-static unsigned get_bit(const egress__ip_t *ip, unsigned i) {
-  return (ip->bytes[i / 8] >> (7 - i % 8)) & 1u;
-}
+static unsigned get_bit(const egress__ip_t *ip, unsigned i) { return (ip->bytes[i / 8] >> (7 - i % 8)) & 1u; }
 
 static void set_bit(egress__ip_t *ip, unsigned i) {
   ip->bytes[i / 8] = (uint8_t)(ip->bytes[i / 8] | (1u << (7 - i % 8)));
@@ -175,10 +173,10 @@ static egress__prefix_t pfx_make(uint8_t family, const uint8_t *bytes, size_t nb
 }
 
 /* IPv6 ranges whose addresses carry IPv4 addresses, which the checker vets too. */
-static const uint8_t teredo_b[] = {0x20, 0x01, 0x00, 0x00};             /* 2001::/32 */
-static const uint8_t sixtofour_b[] = {0x20, 0x02};                      /* 2002::/16 */
-static const uint8_t nat64_b[] = {0x00, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0}; /* 64:ff9b::/96 */
-static const uint8_t nat64l_b[] = {0x00, 0x64, 0xff, 0x9b, 0x00, 0x01}; /* 64:ff9b:1::/48 */
+static const uint8_t teredo_b[] = { 0x20, 0x01, 0x00, 0x00 };                        /* 2001::/32 */
+static const uint8_t sixtofour_b[] = { 0x20, 0x02 };                                 /* 2002::/16 */
+static const uint8_t nat64_b[] = { 0x00, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0 }; /* 64:ff9b::/96 */
+static const uint8_t nat64l_b[] = { 0x00, 0x64, 0xff, 0x9b, 0x00, 0x01 };            /* 64:ff9b:1::/48 */
 
 /* ------------------------------------------------------------------------ */
 /* Host-name relations (shared by render and lint).                          */
@@ -225,8 +223,7 @@ static int name_rel(const egress__rule_t *d, const egress__rule_t *a) {
           return egress__name_in_wildn(s, sl, t, tl) ? REL_PARTIAL : REL_NONE;
         default: return REL_PARTIAL;
       }
-    default: /* ANY or REGEX allow rule */
-      return REL_PARTIAL;
+    default: /* ANY or REGEX allow rule */ return REL_PARTIAL;
   }
 }
 
@@ -254,14 +251,13 @@ typedef struct rctx {
   size_t nsegs;
   plist_t *fset[2]; /* per segment: forbidden IPv4 [0], IPv6 [1] */
   plist_t bounds[2];
-  bool *closed;     /* per allow rule: embedded IPv4 of it left closed */
+  bool *closed; /* per allow rule: embedded IPv4 of it left closed */
 } rctx_t;
 
 static void note_unrenderable(rctx_t *c, egress_list_t list, size_t index, const char *what) {
   const egress__rule_t *r = &c->p->rules[list][index];
   if (c->unrenderable++ == 0)
-    snprintf(c->first, sizeof c->first, "%s[%zu] \"%.200s\": %s", list_names[list], index,
-             r->text, what);
+    snprintf(c->first, sizeof c->first, "%s[%zu] \"%.200s\": %s", list_names[list], index, r->text, what);
   if (c->note) c->note(list, index, r->text, what, c->ud);
 }
 
@@ -294,8 +290,8 @@ static bool forbidden(rctx_t *c, const egress__ip_t *ip, uint32_t lo) {
 
 /* Forbidden part of @p P as maximal prefixes appended to @p out; @p b holds
  * the boundaries strictly inside P, sorted.  *full: all of P is forbidden. */
-static void split(rctx_t *c, const egress__prefix_t *P, const egress__prefix_t *b, size_t nb,
-                  uint32_t lo, plist_t *out, bool *full) {
+static void split(rctx_t *c, const egress__prefix_t *P, const egress__prefix_t *b, size_t nb, uint32_t lo,
+                  plist_t *out, bool *full) {
   *full = false;
   if (c->oom) return;
   if (nb == 0) {
@@ -363,9 +359,8 @@ static bool rep_block(rep_t *r, const egress__prefix_t *cidr, const egress__pref
  * blocks.  Without this an allowed /96 inside a forbidden /3 would take a
  * hundred prefixes.  *full_t / *full_c: all of P is target / complement.
  */
-static void rep_split(rctx_t *c, const egress__prefix_t *P, const egress__prefix_t *b, size_t nb,
-                      uint32_t lo, bool want_forbidden, rep_t *r, bool *full_t,
-                      bool *full_c) {
+static void rep_split(rctx_t *c, const egress__prefix_t *P, const egress__prefix_t *b, size_t nb, uint32_t lo,
+                      bool want_forbidden, rep_t *r, bool *full_t, bool *full_c) {
   *full_t = *full_c = false;
   if (c->oom) return;
   if (nb == 0) {
@@ -417,8 +412,7 @@ static bool rep_of(rctx_t *c, size_t s, const egress__prefix_t *R, bool want_for
       last = i + 1;
     }
   if (first == bl->n) first = last = 0;
-  rep_split(c, R, bl->v + first, last - first, c->segs[s].lo, want_forbidden, r,
-            &ft, &fc);
+  rep_split(c, R, bl->v + first, last - first, c->segs[s].lo, want_forbidden, r, &ft, &fc);
   return !c->oom;
 }
 
@@ -438,14 +432,12 @@ static bool build_bounds(rctx_t *c) {
   for (int l = 0; l < 2; l++)
     for (size_t i = 0; i < p->nrules[l]; i++) {
       const egress__rule_t *r = &p->rules[l][i];
-      if (r->kind == EGRESS__RULE_CIDR &&
-          !plist_push(r->cidr.addr.family == 4 ? b4 : b6, &r->cidr))
+      if (r->kind == EGRESS__RULE_CIDR && !plist_push(r->cidr.addr.family == 4 ? b4 : b6, &r->cidr))
         return false;
     }
   if (!bound_add(b6, 6, teredo_b, sizeof teredo_b, 32) ||
       !bound_add(b6, 6, sixtofour_b, sizeof sixtofour_b, 16) ||
-      !bound_add(b6, 6, nat64_b, sizeof nat64_b, 96) ||
-      !bound_add(b6, 6, nat64l_b, sizeof nat64l_b, 48))
+      !bound_add(b6, 6, nat64_b, sizeof nat64_b, 96) || !bound_add(b6, 6, nat64l_b, sizeof nat64l_b, 48))
     return false;
   /* IPv4 edges carried into the ranges that embed IPv4 as a prefix. */
   size_t n4 = b4->n;
@@ -555,7 +547,7 @@ static bool peer_at(const rctx_t *c, size_t s, const egress__prefix_t *R, plist_
 }
 
 static bool same_peer(const rctx_t *c, size_t s1, size_t s2, const egress__prefix_t *R, bool *oom) {
-  plist_t a = {NULL, 0, 0}, b = {NULL, 0, 0};
+  plist_t a = { NULL, 0, 0 }, b = { NULL, 0, 0 };
   bool la = peer_at(c, s1, R, &a, oom), lb = peer_at(c, s2, R, &b, oom);
   bool same = la == lb && a.n == b.n && (a.n == 0 || !memcmp(a.v, b.v, a.n * sizeof *a.v));
   egress__free(a.v);
@@ -568,7 +560,7 @@ static bool same_peer(const rctx_t *c, size_t s1, size_t s2, const egress__prefi
 /* ------------------------------------------------------------------------ */
 
 typedef struct group {
-  size_t seg;   /* representative segment */
+  size_t seg; /* representative segment */
   pset_t ports;
 } group_t;
 
@@ -585,8 +577,8 @@ static void groups_free(groups_t *gs) {
 
 /* Cut @p ports by segments; pieces whose peers (for every prefix of
  * @p roots) are equal share a group.  Groups come in order of first port. */
-static bool group_ports(const rctx_t *c, const pset_t *ports, const egress__prefix_t *roots,
-                        size_t nroots, groups_t *gs) {
+static bool group_ports(const rctx_t *c, const pset_t *ports, const egress__prefix_t *roots, size_t nroots,
+                        groups_t *gs) {
   bool oom = false;
   for (size_t i = 0; i < ports->n; i++)
     for (size_t s = 0; s < c->nsegs; s++) {
@@ -596,8 +588,7 @@ static bool group_ports(const rctx_t *c, const pset_t *ports, const egress__pref
       size_t g;
       for (g = 0; g < gs->n; g++) {
         bool same = true;
-        for (size_t k = 0; k < nroots && same; k++)
-          same = same_peer(c, gs->g[g].seg, s, &roots[k], &oom);
+        for (size_t k = 0; k < nroots && same; k++) same = same_peer(c, gs->g[g].seg, s, &roots[k], &oom);
         if (oom) return false;
         if (same) break;
       }
@@ -613,13 +604,14 @@ static bool group_ports(const rctx_t *c, const pset_t *ports, const egress__pref
 
 /* What is said about deny entry @p d, which takes only some of the names of
  * allow entry @p a on the ports they share (render and lint say the same). */
-static void partial_deny_what(char *what, size_t len, const egress__rule_t *d,
-                              const egress__rule_t *a) {
+static void partial_deny_what(char *what, size_t len, const egress__rule_t *d, const egress__rule_t *a) {
   char ports[16];
   uint32_t plo = d->port_lo > a->port_lo ? d->port_lo : a->port_lo;
   uint32_t phi = d->port_hi < a->port_hi ? d->port_hi : a->port_hi;
-  if (plo == phi) snprintf(ports, sizeof ports, "%u", (unsigned)plo);
-  else snprintf(ports, sizeof ports, "%u-%u", (unsigned)plo, (unsigned)phi);
+  if (plo == phi)
+    snprintf(ports, sizeof ports, "%u", (unsigned)plo);
+  else
+    snprintf(ports, sizeof ports, "%u-%u", (unsigned)plo, (unsigned)phi);
   snprintf(what, len,
            "Cilium cannot deny by name (egressDeny has no toFQDNs), and this entry takes "
            "only some of the names of egressAllowlist[%zu] \"%.200s\"; skipping it leaves "
@@ -678,8 +670,7 @@ static cJSON *jobj(jb_t *j, cJSON *parent, const char *key) {
     return NULL;
   }
   if (!parent) return o;
-  if (cJSON_IsArray(parent) ? !cJSON_AddItemToArray(parent, o)
-                            : !cJSON_AddItemToObject(parent, key, o)) {
+  if (cJSON_IsArray(parent) ? !cJSON_AddItemToArray(parent, o) : !cJSON_AddItemToObject(parent, key, o)) {
     cJSON_Delete(o);
     j->fail = true;
     return NULL;
@@ -726,8 +717,7 @@ static cJSON *jlabels(jb_t *j, cJSON *parent, const char *key, const char *const
   return o;
 }
 
-static void jports(jb_t *j, cJSON *arr, const pset_t *ports, egress__render_format_t fmt,
-                   const char *proto) {
+static void jports(jb_t *j, cJSON *arr, const pset_t *ports, egress__render_format_t fmt, const char *proto) {
   for (size_t i = 0; arr && i < ports->n; i++) {
     cJSON *o = jobj(j, arr, NULL);
     if (fmt == EGRESS__RENDER_CILIUM) {
@@ -759,8 +749,8 @@ static void jcidr_fill(jb_t *j, cJSON *o, const egress__prefix_t *R, const plist
 
 /* The peers of one group: the allowed part of each root as ipBlock
  * elements (NetworkPolicy) or toCIDRSet elements.  Returns how many. */
-static size_t jpeers(jb_t *j, rctx_t *c, cJSON *to, size_t seg, const egress__prefix_t *roots,
-                     size_t nroots, bool netpol, bool want_forbidden) {
+static size_t jpeers(jb_t *j, rctx_t *c, cJSON *to, size_t seg, const egress__prefix_t *roots, size_t nroots,
+                     bool netpol, bool want_forbidden) {
   size_t written = 0;
   for (size_t k = 0; k < nroots; k++) {
     rep_t r;
@@ -771,7 +761,7 @@ static size_t jpeers(jb_t *j, rctx_t *c, cJSON *to, size_t seg, const egress__pr
       return written;
     }
     for (size_t i = 0; i < r.nb; i++) {
-      plist_t ex = {r.ex.v + r.b[i].off, r.b[i].n, 0};
+      plist_t ex = { r.ex.v + r.b[i].off, r.b[i].n, 0 };
       if (netpol)
         jcidr_fill(j, jobj(j, jobj(j, to, NULL), "ipBlock"), &r.b[i].cidr, &ex);
       else
@@ -792,12 +782,16 @@ static cJSON *jmeta(jb_t *j, cJSON *item, const rctx_t *c, const char *name, con
   cJSON *m = jobj(j, item, "metadata");
   jstr(j, m, "name", name);
   jstr(j, m, "namespace", ns);
-  const char *labels[] = {"app.kubernetes.io/managed-by", "egressctl",
-                          "portarium.io/component", component_label(c->o->component),
-                          "portarium.io/egress-layer", layer, NULL};
+  const char *labels[] = { "app.kubernetes.io/managed-by",
+                           "egressctl",
+                           "portarium.io/component",
+                           component_label(c->o->component),
+                           "portarium.io/egress-layer",
+                           layer,
+                           NULL };
   jlabels(j, m, "labels", labels);
-  const char *ann[] = {"portarium.io/egress-policy-digest", c->p->digest,
-                       "portarium.io/special-ranges-version", egress__special_version, NULL};
+  const char *ann[] = { "portarium.io/egress-policy-digest", c->p->digest,
+                        "portarium.io/special-ranges-version", egress__special_version, NULL };
   jlabels(j, m, "annotations", ann);
   return m;
 }
@@ -809,7 +803,7 @@ static cJSON *jnetpol(jb_t *j, cJSON *items, const rctx_t *c, const char *name, 
   jstr(j, np, "kind", "NetworkPolicy");
   jmeta(j, np, c, name, ns, layer);
   cJSON *spec = jobj(j, np, "spec");
-  const char *sel[] = {"portarium.io/component", component_label(c->o->component), NULL};
+  const char *sel[] = { "portarium.io/component", component_label(c->o->component), NULL };
   jlabels(j, jobj(j, spec, "podSelector"), "matchLabels", sel);
   cJSON *pt = jarr(j, spec, "policyTypes");
   jstr(j, pt, NULL, "Egress");
@@ -851,8 +845,8 @@ static bool k8s_label(const char *s, size_t n);
 
 /* Checks a parsed baseline; errbuf names the first problem. */
 static egress_status_t baseline_check(const cJSON *doc, char *errbuf, size_t errlen) {
-  static const char *const top[] = {"services", NULL};
-  static const char *const keys[] = {"namespace", "podLabels", "ports", "protocols", "components", NULL};
+  static const char *const top[] = { "services", NULL };
+  static const char *const keys[] = { "namespace", "podLabels", "ports", "protocols", "components", NULL };
   const cJSON *svc = cJSON_GetObjectItemCaseSensitive(doc, "services");
   if (!cJSON_IsObject(doc) || !only_keys(doc, top) || !cJSON_IsArray(svc))
     return egress__errf(errbuf, errlen, EGRESS_EPOLICY, "must be an object {\"services\": [...]}");
@@ -885,8 +879,7 @@ static egress_status_t baseline_check(const cJSON *doc, char *errbuf, size_t err
           it->valuedouble != (double)(int)it->valuedouble)
         why = "ports must be integers from 1 to 65535";
     for (const cJSON *it = protos ? protos->child : NULL; !why && it; it = it->next)
-      if (strcmp(it->valuestring, "TCP") && strcmp(it->valuestring, "UDP") &&
-          strcmp(it->valuestring, "SCTP"))
+      if (strcmp(it->valuestring, "TCP") && strcmp(it->valuestring, "UDP") && strcmp(it->valuestring, "SCTP"))
         why = "protocols must be TCP, UDP or SCTP";
     egress__render_component_t c;
     for (const cJSON *it = comps ? comps->child : NULL; !why && it; it = it->next)
@@ -897,8 +890,8 @@ static egress_status_t baseline_check(const cJSON *doc, char *errbuf, size_t err
   return EGRESS_OK;
 }
 
-egress_status_t egress__render_baseline_load(const char *path, egress__render_baseline_t **out,
-                                             char *errbuf, size_t errlen) {
+egress_status_t egress__render_baseline_load(const char *path, egress__render_baseline_t **out, char *errbuf,
+                                             size_t errlen) {
   *out = NULL;
   FILE *f = fopen(path, "rb");
   if (!f) return egress__errf(errbuf, errlen, EGRESS_EIO, "cannot read: %s", strerror(errno));
@@ -953,7 +946,7 @@ static void jbaseline(jb_t *j, cJSON *items, const rctx_t *c, const cJSON *doc, 
     cJSON *rule = jobj(j, eg, NULL);
     cJSON *peer = jobj(j, jarr(j, rule, "to"), NULL);
     if (sns) {
-      const char *nsl[] = {"kubernetes.io/metadata.name", sns->valuestring, NULL};
+      const char *nsl[] = { "kubernetes.io/metadata.name", sns->valuestring, NULL };
       jlabels(j, jobj(j, peer, "namespaceSelector"), "matchLabels", nsl);
     }
     if (pl) {
@@ -986,8 +979,8 @@ static void jdefault_deny(jb_t *j, cJSON *items, const char *ns) {
   cJSON *m = jobj(j, np, "metadata");
   jstr(j, m, "name", "default-deny-egress");
   jstr(j, m, "namespace", ns);
-  const char *labels[] = {"app.kubernetes.io/managed-by", "egressctl", "portarium.io/egress-layer",
-                          "default-deny", NULL};
+  const char *labels[] = { "app.kubernetes.io/managed-by", "egressctl", "portarium.io/egress-layer",
+                           "default-deny", NULL };
   jlabels(j, m, "labels", labels);
   cJSON *spec = jobj(j, np, "spec");
   jobj(j, spec, "podSelector");
@@ -996,8 +989,8 @@ static void jdefault_deny(jb_t *j, cJSON *items, const char *ns) {
 }
 
 static const egress__prefix_t *all_roots(void) {
-  static const egress__prefix_t roots[2] = {{.addr = {.family = 4}, .len = 0},
-                                            {.addr = {.family = 6}, .len = 0}};
+  static const egress__prefix_t roots[2] = { { .addr = { .family = 4 }, .len = 0 },
+                                             { .addr = { .family = 6 }, .len = 0 } };
   return roots;
 }
 
@@ -1005,14 +998,14 @@ static const egress__prefix_t *all_roots(void) {
 static bool render_netpol(rctx_t *c, jb_t *j, cJSON *items, const char *name, const char *ns) {
   const egress_policy_t *p = c->p;
   cJSON *eg = jnetpol(j, items, c, name, ns, "system-of-record");
-  pset_t np = {NULL, 0, 0};
-  groups_t gs = {NULL, 0, 0};
+  pset_t np = { NULL, 0, 0 };
+  groups_t gs = { NULL, 0, 0 };
   bool ok = false;
 
   /* Names: their ports, to every address that passes vetting. */
   for (size_t i = 0; i < p->nrules[EGRESS_LIST_ALLOW]; i++) {
     const egress__rule_t *a = &p->rules[EGRESS_LIST_ALLOW][i];
-    pset_t one = {NULL, 0, 0};
+    pset_t one = { NULL, 0, 0 };
     if (!is_name_rule(a)) continue;
     bool fine = name_ports(c, a, false, &one);
     for (size_t k = 0; fine && k < one.n; k++) fine = pset_add(&np, one.r[k].lo, one.r[k].hi);
@@ -1038,7 +1031,7 @@ static bool render_netpol(rctx_t *c, jb_t *j, cJSON *items, const char *name, co
   /* CIDR entries: their range on their ports, less what fails vetting. */
   for (size_t i = 0; i < p->nrules[EGRESS_LIST_ALLOW]; i++) {
     const egress__rule_t *a = &p->rules[EGRESS_LIST_ALLOW][i];
-    pset_t one = {NULL, 0, 0};
+    pset_t one = { NULL, 0, 0 };
     if (a->kind != EGRESS__RULE_CIDR) continue;
     bool fine = pset_push(&one, a->port_lo, a->port_hi) && group_ports(c, &one, &a->cidr, 1, &gs);
     egress__free(one.r);
@@ -1084,8 +1077,8 @@ static void jfqdn(jb_t *j, cJSON *arr, const egress__rule_t *a) {
 
 static bool render_cilium(rctx_t *c, jb_t *j, cJSON *items, const char *name, const char *ns) {
   const egress_policy_t *p = c->p;
-  groups_t gs = {NULL, 0, 0};
-  pset_t all = {NULL, 0, 0};
+  groups_t gs = { NULL, 0, 0 };
+  pset_t all = { NULL, 0, 0 };
   bool ok = false;
 
   cJSON *cnp = jobj(j, items, NULL);
@@ -1093,15 +1086,15 @@ static bool render_cilium(rctx_t *c, jb_t *j, cJSON *items, const char *name, co
   jstr(j, cnp, "kind", "CiliumNetworkPolicy");
   jmeta(j, cnp, c, name, ns, "system-of-record");
   cJSON *spec = jobj(j, cnp, "spec");
-  const char *sel[] = {"portarium.io/component", component_label(c->o->component), NULL};
+  const char *sel[] = { "portarium.io/component", component_label(c->o->component), NULL };
   jlabels(j, jobj(j, spec, "endpointSelector"), "matchLabels", sel);
   cJSON *eg = jarr(j, spec, "egress");
 
   /* DNS through the proxy, so that Cilium learns what names resolve to. */
   {
     cJSON *rule = jobj(j, eg, NULL);
-    const char *dnsl[] = {"k8s:io.kubernetes.pod.namespace", "kube-system", "k8s:k8s-app",
-                          "kube-dns", NULL};
+    const char *dnsl[] = { "k8s:io.kubernetes.pod.namespace", "kube-system", "k8s:k8s-app", "kube-dns",
+                           NULL };
     jlabels(j, jobj(j, jarr(j, rule, "toEndpoints"), NULL), "matchLabels", dnsl);
     cJSON *tp = jobj(j, jarr(j, rule, "toPorts"), NULL);
     cJSON *po = jobj(j, jarr(j, tp, "ports"), NULL);
@@ -1117,7 +1110,7 @@ static bool render_cilium(rctx_t *c, jb_t *j, cJSON *items, const char *name, co
       continue;
     }
     if (a->kind == EGRESS__RULE_CIDR) {
-      pset_t one = {NULL, 0, 0};
+      pset_t one = { NULL, 0, 0 };
       bool fine = pset_push(&one, a->port_lo, a->port_hi) && group_ports(c, &one, &a->cidr, 1, &gs);
       egress__free(one.r);
       if (!fine) goto done;
@@ -1138,7 +1131,7 @@ static bool render_cilium(rctx_t *c, jb_t *j, cJSON *items, const char *name, co
       groups_free(&gs);
       continue;
     }
-    pset_t ports = {NULL, 0, 0};
+    pset_t ports = { NULL, 0, 0 };
     if (!name_ports(c, a, true, &ports)) {
       egress__free(ports.r);
       goto done;
@@ -1146,8 +1139,8 @@ static bool render_cilium(rctx_t *c, jb_t *j, cJSON *items, const char *name, co
     if (ports.n > 0) {
       cJSON *rule = jobj(j, eg, NULL);
       jfqdn(j, jarr(j, rule, "toFQDNs"), a);
-      jports(j, jarr(j, jobj(j, jarr(j, rule, "toPorts"), NULL), "ports"), &ports,
-             EGRESS__RENDER_CILIUM, "TCP");
+      jports(j, jarr(j, jobj(j, jarr(j, rule, "toPorts"), NULL), "ports"), &ports, EGRESS__RENDER_CILIUM,
+             "TCP");
     }
     egress__free(ports.r);
   }
@@ -1182,23 +1175,27 @@ done:
 
 bool egress__render_component_parse(const char *s, egress__render_component_t *out) {
   if (!s || !out) return false;
-  if (!strcmp(s, "execution-plane")) *out = EGRESS__COMPONENT_EXECUTION_PLANE;
-  else if (!strcmp(s, "agent")) *out = EGRESS__COMPONENT_AGENT;
-  else return false;
+  if (!strcmp(s, "execution-plane"))
+    *out = EGRESS__COMPONENT_EXECUTION_PLANE;
+  else if (!strcmp(s, "agent"))
+    *out = EGRESS__COMPONENT_AGENT;
+  else
+    return false;
   return true;
 }
 
 bool egress__render_format_parse(const char *s, egress__render_format_t *out) {
   if (!s || !out) return false;
-  if (!strcmp(s, "networkpolicy")) *out = EGRESS__RENDER_NETWORKPOLICY;
-  else if (!strcmp(s, "cilium")) *out = EGRESS__RENDER_CILIUM;
-  else return false;
+  if (!strcmp(s, "networkpolicy"))
+    *out = EGRESS__RENDER_NETWORKPOLICY;
+  else if (!strcmp(s, "cilium"))
+    *out = EGRESS__RENDER_CILIUM;
+  else
+    return false;
   return true;
 }
 
-const char *egress__render_component_name(egress__render_component_t c) {
-  return component_label(c);
-}
+const char *egress__render_component_name(egress__render_component_t c) { return component_label(c); }
 
 /* RFC 1123 label as Kubernetes checks it: [a-z0-9]([-a-z0-9]*[a-z0-9])?. */
 static bool k8s_label(const char *s, size_t n) {
@@ -1224,10 +1221,10 @@ static bool k8s_name(const char *s) {
 }
 
 egress_status_t egress__render(const egress_policy_t *policy, const egress__render_opts_t *opts,
-                               egress__render_note_cb note, void *user_data, char **out,
-                               char *errbuf, size_t errlen) {
+                               egress__render_note_cb note, void *user_data, char **out, char *errbuf,
+                               size_t errlen) {
   rctx_t c;
-  jb_t j = {false};
+  jb_t j = { false };
   cJSON *root = NULL;
   char *text = NULL, defname[64];
   egress_status_t st;
@@ -1240,11 +1237,13 @@ egress_status_t egress__render(const egress_policy_t *policy, const egress__rend
   if (!k8s_label(ns, strlen(ns)))
     return egress__errf(errbuf, errlen, EGRESS_EINVAL,
                         "namespace \"%.80s\" is not a Kubernetes name (RFC 1123 label: "
-                        "lower-case letters, digits and '-', at most 63)", ns);
+                        "lower-case letters, digits and '-', at most 63)",
+                        ns);
   if (!k8s_name(name))
     return egress__errf(errbuf, errlen, EGRESS_EINVAL,
                         "name \"%.80s\" is not a Kubernetes object name (RFC 1123 subdomain, "
-                        "at most 244 so that \"-baseline\" fits)", name);
+                        "at most 244 so that \"-baseline\" fits)",
+                        name);
 
   st = rctx_init(&c, policy);
   if (st != EGRESS_OK) goto done;
@@ -1273,13 +1272,11 @@ egress_status_t egress__render(const egress_policy_t *policy, const egress__rend
     goto done;
   }
   for (size_t i = 0; i < policy->nrules[EGRESS_LIST_ALLOW]; i++)
-    if (c.closed[i])
-      note_unrenderable(&c, EGRESS_LIST_ALLOW, i, closed_what);
+    if (c.closed[i]) note_unrenderable(&c, EGRESS_LIST_ALLOW, i, closed_what);
   if (c.unrenderable > 0 && !opts->skip_unrenderable) {
     st = egress__errf(errbuf, errlen, EGRESS_EPOLICY, "cannot render %s%s: %s",
                       c.unrenderable > 1 ? "entries, first " : "",
-                      opts->format == EGRESS__RENDER_CILIUM ? "for Cilium" : "as NetworkPolicy",
-                      c.first);
+                      opts->format == EGRESS__RENDER_CILIUM ? "for Cilium" : "as NetworkPolicy", c.first);
     goto done;
   }
   if (opts->yaml) {
@@ -1342,8 +1339,7 @@ static bool rule_covers(const egress__rule_t *a, const egress__rule_t *b) {
   /* Paths only narrow allow entries; a deny entry is host:port wide. */
   if (a->list == EGRESS_LIST_ALLOW && b->list == EGRESS_LIST_ALLOW && a->path) {
     size_t n = strlen(a->path);
-    if (!b->path || strncmp(a->path, b->path, n) || (b->path[n] && b->path[n] != '/'))
-      return false;
+    if (!b->path || strncmp(a->path, b->path, n) || (b->path[n] && b->path[n] != '/')) return false;
   }
   return true;
 }
@@ -1355,8 +1351,8 @@ typedef struct lint_ctx {
   const char *prefix;
 } lint_ctx_t;
 
-static void lint_note(egress__lint_level_t level, egress_list_t list, size_t index,
-                      const char *entry, const char *what, lint_ctx_t *l) {
+static void lint_note(egress__lint_level_t level, egress_list_t list, size_t index, const char *entry,
+                      const char *what, lint_ctx_t *l) {
   char buf[600];
   l->count++;
   if (!l->warn) return;
@@ -1502,8 +1498,8 @@ typedef struct lgroup {
 
 /* A bucket: the groups of one key. */
 typedef struct lbucket {
-  size_t rep;     /* a member: its key is the bucket's */
-  size_t g0, ng;  /* groups g[g0 .. g0 + ng) */
+  size_t rep;    /* a member: its key is the bucket's */
+  size_t g0, ng; /* groups g[g0 .. g0 + ng) */
 } lbucket_t;
 
 /* A table slot keeps the key's hash, so that a probe past other keys
@@ -1521,15 +1517,15 @@ typedef struct lindex {
                         makes of its own key, without hashing */
   lbucket_t *b;
   size_t nb;
-  lslot_t *slot;     /* open addressing */
+  lslot_t *slot; /* open addressing */
   size_t mask;
-  uint64_t *bloom;   /* two bits per key hash: most lookups are of suffixes
+  uint64_t *bloom; /* two bits per key hash: most lookups are of suffixes
                         that no entry has, and the table is too big for the
                         cache at 100 000 entries; this filter is not */
   size_t bloom_mask;
   bool kinds[EGRESS__RULE_CIDR + 1]; /* kinds present */
-  size_t any;        /* the "*" bucket, SIZE_MAX when none */
-  size_t *regex;     /* the "re:" buckets */
+  size_t any;                        /* the "*" bucket, SIZE_MAX when none */
+  size_t *regex;                     /* the "re:" buckets */
   size_t nregex;
   bool lens[2][129]; /* CIDR prefix lengths present, IPv4 [0] and IPv6 [1] */
 } lindex_t;
@@ -1686,7 +1682,7 @@ done:
 typedef struct lquery {
   const egress__rule_t *b;
   bool same_list;
-  size_t best;   /* SIZE_MAX while none */
+  size_t best; /* SIZE_MAX while none */
 } lquery_t;
 
 static void query_group(const lindex_t *ix, const lgroup_t *g, lquery_t *q) {
@@ -1703,8 +1699,7 @@ static void query_group(const lindex_t *ix, const lgroup_t *g, lquery_t *q) {
 /* The groups of a bucket with path @p p (NULL: none) that can cover b:
  * every port range, and the single port that is b's own when b has one (a
  * single port covers no other). */
-static void query_run(const lindex_t *ix, const lbucket_t *bk, const char *p, size_t plen,
-                      lquery_t *q) {
+static void query_run(const lindex_t *ix, const lbucket_t *bk, const char *p, size_t plen, lquery_t *q) {
   const lgroup_t *g = ix->g + bk->g0;
   size_t lo = 0, hi = bk->ng, end;
   if (bk->ng == 1) { /* most buckets */
@@ -1713,15 +1708,19 @@ static void query_run(const lindex_t *ix, const lbucket_t *bk, const char *p, si
   }
   while (lo < hi) { /* first group with this path */
     size_t m = lo + (hi - lo) / 2;
-    if (path_cmp(g[m].path, g[m].plen, p, plen) < 0) lo = m + 1;
-    else hi = m;
+    if (path_cmp(g[m].path, g[m].plen, p, plen) < 0)
+      lo = m + 1;
+    else
+      hi = m;
   }
   end = lo;
   hi = bk->ng;
   while (end < hi) { /* first group past this path */
     size_t m = end + (hi - end) / 2;
-    if (path_cmp(g[m].path, g[m].plen, p, plen) <= 0) end = m + 1;
-    else hi = m;
+    if (path_cmp(g[m].path, g[m].plen, p, plen) <= 0)
+      end = m + 1;
+    else
+      hi = m;
   }
   size_t k = lo;
   for (; k < end && g[k].lo != g[k].hi; k++) query_group(ix, &g[k], q);
@@ -1730,8 +1729,10 @@ static void query_run(const lindex_t *ix, const lbucket_t *bk, const char *p, si
   hi = end;
   while (lo < hi) { /* the single port equal to b's */
     size_t m = lo + (hi - lo) / 2;
-    if (g[m].lo < q->b->port_lo) lo = m + 1;
-    else hi = m;
+    if (g[m].lo < q->b->port_lo)
+      lo = m + 1;
+    else
+      hi = m;
   }
   if (lo < end && g[lo].lo == q->b->port_lo) query_group(ix, &g[lo], q);
 }
@@ -1750,8 +1751,7 @@ static void query_bucket(const lindex_t *ix, size_t bucket, lquery_t *q) {
     if (i == n || bp[i] == '/') query_run(ix, bk, bp, i, q);
 }
 
-static void query_name(const lindex_t *ix, egress__rule_kind_t kind, const char *s, size_t len,
-                       lquery_t *q) {
+static void query_name(const lindex_t *ix, egress__rule_kind_t kind, const char *s, size_t len, lquery_t *q) {
   lkey_t k;
   key_name(&k, kind, s, len);
   query_bucket(ix, bucket_find(ix, &k), q);
@@ -1764,8 +1764,8 @@ static void query_wildn_above(const lindex_t *ix, const char *s, size_t len, lqu
 }
 
 /* b's own key, in b's own list: its bucket is known. */
-static size_t own_bucket(const lindex_t *ix, const lquery_t *q, egress__rule_kind_t kind,
-                         const char *s, size_t len) {
+static size_t own_bucket(const lindex_t *ix, const lquery_t *q, egress__rule_kind_t kind, const char *s,
+                         size_t len) {
   lkey_t k;
   if (q->same_list) return ix->bucket_of[q->b->index];
   key_name(&k, kind, s, len);
@@ -1882,8 +1882,7 @@ typedef struct dindex {
   size_t nregex;
 } dindex_t;
 
-static bool dindex_push(dsfx_t *v, size_t *n, size_t cap, int tag, const char *s, size_t len,
-                        size_t index) {
+static bool dindex_push(dsfx_t *v, size_t *n, size_t cap, int tag, const char *s, size_t len, size_t index) {
   if (*n >= cap) return false;
   v[*n].s = s;
   v[*n].len = len;
@@ -1938,14 +1937,15 @@ static void dindex_free(dindex_t *dx) {
 }
 
 /* The run of entries filed under (@p tag, @p s): [*lo, *hi). */
-static void dindex_range(const dindex_t *dx, int tag, const char *s, size_t len, size_t *lo,
-                         size_t *hi) {
-  dsfx_t key = {s, len, 0, tag};
+static void dindex_range(const dindex_t *dx, int tag, const char *s, size_t len, size_t *lo, size_t *hi) {
+  dsfx_t key = { s, len, 0, tag };
   size_t a = 0, b = dx->n;
   while (a < b) {
     size_t m = a + (b - a) / 2;
-    if (dsfx_cmp(&dx->v[m], &key) < 0) a = m + 1;
-    else b = m;
+    if (dsfx_cmp(&dx->v[m], &key) < 0)
+      a = m + 1;
+    else
+      b = m;
   }
   *lo = a;
   while (a < dx->n && dx->v[a].tag == tag && dx->v[a].len == len && !memcmp(dx->v[a].s, s, len)) a++;
@@ -1966,10 +1966,11 @@ static void note_partial(const egress_policy_t *p, const egress__rule_t *a, size
  * there), marks them in @p closed (one flag per allow entry). */
 static bool lint_closed(const egress_policy_t *p, bool *closed) {
   static const egress__prefix_t regions[2] = {
-      {.addr = {.family = 6, .bytes = {0x20, 0x01, 0x00, 0x00}}, .len = 32},
-      {.addr = {.family = 6, .bytes = {0x00, 0x64, 0xff, 0x9b, 0x00, 0x01}}, .len = 48}};
+    { .addr = { .family = 6, .bytes = { 0x20, 0x01, 0x00, 0x00 } }, .len = 32 },
+    { .addr = { .family = 6, .bytes = { 0x00, 0x64, 0xff, 0x9b, 0x00, 0x01 } }, .len = 48 }
+  };
   struct egress_policy view;
-  egress__rule_t *sub[2] = {NULL, NULL};
+  egress__rule_t *sub[2] = { NULL, NULL };
   bool ok = false;
   rctx_t c;
 
@@ -2020,7 +2021,9 @@ static bool lint_render_notes(const egress_policy_t *p, lint_ctx_t *l) {
     const egress__rule_t *a = &p->rules[EGRESS_LIST_ALLOW][i];
     size_t lo = 0, hi = 0, r = 0;
     switch (a->kind) {
-      case EGRESS__RULE_REGEX: lint_note(EGRESS__LINT_NOTE, EGRESS_LIST_ALLOW, i, a->text, regex_what, l); continue;
+      case EGRESS__RULE_REGEX:
+        lint_note(EGRESS__LINT_NOTE, EGRESS_LIST_ALLOW, i, a->text, regex_what, l);
+        continue;
       case EGRESS__RULE_ANY:
         for (size_t di = 0; di < nd; di++) note_partial(p, a, di, l);
         continue;
@@ -2088,8 +2091,7 @@ static bool url_swapped_port(const egress__rule_t *b, char *what, size_t len) {
 }
 
 /* The host of a URL entry as written, and where its path starts. */
-static bool url_parts(const egress__rule_t *b, const char **host, size_t *host_len,
-                      const char **path) {
+static bool url_parts(const egress__rule_t *b, const char **host, size_t *host_len, const char **path) {
   const char *t = b->text, *sep = strstr(t, "://");
   if (!b->path || !sep) return false;
   *host = sep + 3;
@@ -2120,14 +2122,18 @@ static bool url_cidr_path(const egress__rule_t *b, char *what, size_t len) {
   char ip[EGRESS__IPSTR_MAX], ports[16], means[48], other[EGRESS__IPSTR_MAX + 48];
   bool every = b->port_lo == 1 && b->port_hi == 65535;
   egress__ip_format(&b->cidr.addr, ip, sizeof ip);
-  if (b->port_lo == b->port_hi) snprintf(ports, sizeof ports, "%u", b->port_lo);
-  else snprintf(ports, sizeof ports, "%u-%u", b->port_lo, b->port_hi);
-  if (every) snprintf(means, sizeof means, "on every port");
-  else snprintf(means, sizeof means, ", port%s %s", b->port_lo == b->port_hi ? "" : "s", ports);
+  if (b->port_lo == b->port_hi)
+    snprintf(ports, sizeof ports, "%u", b->port_lo);
+  else
+    snprintf(ports, sizeof ports, "%u-%u", b->port_lo, b->port_hi);
+  if (every)
+    snprintf(means, sizeof means, "on every port");
+  else
+    snprintf(means, sizeof means, ", port%s %s", b->port_lo == b->port_hi ? "" : "s", ports);
   other[0] = '\0';
   if (!every)
-    snprintf(other, sizeof other, b->cidr.addr.family == 4 ? " or \"%s/%u:%s\"" : " or \"[%s]/%u:%s\"",
-             ip, n, ports);
+    snprintf(other, sizeof other, b->cidr.addr.family == 4 ? " or \"%s/%u:%s\"" : " or \"[%s]/%u:%s\"", ip, n,
+             ports);
   snprintf(what, len,
            "means host %.*s%s%s, path \"%s\"%s: a URL names one address; for the range write "
            "\"%s/%u\"%s%s",
@@ -2159,7 +2165,7 @@ static bool url_glob_path(const egress__rule_t *b, char *what, size_t len) {
 }
 
 long egress__render_lint(const egress_policy_t *p, egress__lint_cb warn, void *user_data) {
-  lint_ctx_t l = {warn, user_data, 0, NULL};
+  lint_ctx_t l = { warn, user_data, 0, NULL };
   lindex_t ix[2];
   char what[600];
   long ret = -1;
@@ -2174,13 +2180,12 @@ long egress__render_lint(const egress_policy_t *p, egress__lint_cb warn, void *u
     for (size_t jx = 0; jx < p->nrules[list]; jx++) {
       const egress__rule_t *b = &p->rules[list][jx];
       /* Duplicates and shadowing within the list. */
-      lquery_t q = {b, true, SIZE_MAX};
+      lquery_t q = { b, true, SIZE_MAX };
       query_covering(&ix[list], &q);
       if (q.best != SIZE_MAX) {
         const egress__rule_t *a = &p->rules[list][q.best];
         if (rule_covers(b, a))
-          snprintf(what, sizeof what, "duplicate of %s[%zu] \"%.200s\"", list_names[list], q.best,
-                   a->text);
+          snprintf(what, sizeof what, "duplicate of %s[%zu] \"%.200s\"", list_names[list], q.best, a->text);
         else
           snprintf(what, sizeof what,
                    "shadowed by %s[%zu] \"%.200s\", which matches everything this entry does",
@@ -2189,7 +2194,7 @@ long egress__render_lint(const egress_policy_t *p, egress__lint_cb warn, void *u
       }
       /* An allow entry that the deny list takes away whole. */
       if (list == EGRESS_LIST_ALLOW) {
-        lquery_t dq = {b, false, SIZE_MAX};
+        lquery_t dq = { b, false, SIZE_MAX };
         query_covering(&ix[EGRESS_LIST_DENY], &dq);
         if (dq.best != SIZE_MAX) {
           snprintf(what, sizeof what,
@@ -2202,14 +2207,13 @@ long egress__render_lint(const egress_policy_t *p, egress__lint_cb warn, void *u
         lint_note(EGRESS__LINT_WARNING, list, jx, b->text, "matches every host name", &l);
       if (b->kind == EGRESS__RULE_CIDR && b->cidr.len == 0)
         lint_note(EGRESS__LINT_WARNING, list, jx, b->text,
-                  b->cidr.addr.family == 4 ? "matches every IPv4 address" : "matches every IPv6 address",
-                  &l);
-      if (list == EGRESS_LIST_ALLOW &&
-          (b->kind == EGRESS__RULE_WILD1 || b->kind == EGRESS__RULE_WILDN) &&
+                  b->cidr.addr.family == 4 ? "matches every IPv4 address" : "matches every IPv6 address", &l);
+      if (list == EGRESS_LIST_ALLOW && (b->kind == EGRESS__RULE_WILD1 || b->kind == EGRESS__RULE_WILDN) &&
           !name_listed(&ix[EGRESS_LIST_ALLOW], b->name, b->name_len)) {
         snprintf(what, sizeof what,
                  "does not match \"%.200s\" itself, and no entry allows it (add it if the apex "
-                 "is meant too)", b->name);
+                 "is meant too)",
+                 b->name);
         lint_note(EGRESS__LINT_NOTE, list, jx, b->text, what, &l);
       }
       if (url_swapped_port(b, what, sizeof what) || url_cidr_path(b, what, sizeof what) ||

@@ -26,19 +26,18 @@ typedef struct egress__render_baseline egress__render_baseline_t;
 typedef struct egress__render_opts {
   egress__render_format_t format;
   egress__render_component_t component;
-  const char *name_space;   /* NULL: "portarium" */
-  const char *name;         /* NULL: "egress-<component>" */
-  bool skip_unrenderable;   /* leave out what cannot be expressed (fail
+  const char *name_space;                    /* NULL: "portarium" */
+  const char *name;                          /* NULL: "egress-<component>" */
+  bool skip_unrenderable;                    /* leave out what cannot be expressed (fail
                                closed) instead of failing */
   const egress__render_baseline_t *baseline; /* NULL: the default */
-  bool yaml;                /* YAML instead of JSON: the same document */
+  bool yaml;                                 /* YAML instead of JSON: the same document */
 } egress__render_opts_t;
 
 /* One finding about one entry: @p list / @p index / @p entry name it, @p what
  * says what (a full sentence fragment, no trailing period).  All Borrowed
  * for the duration of the call. */
-typedef void (*egress__render_note_cb)(egress_list_t list, size_t index,
-                                       const char *entry, const char *what,
+typedef void (*egress__render_note_cb)(egress_list_t list, size_t index, const char *entry, const char *what,
                                        void *user_data);
 
 /* Parse "execution-plane" / "agent" and "networkpolicy" / "cilium". */
@@ -60,8 +59,8 @@ const char *egress__render_component_name(egress__render_component_t c);
  * @return EGRESS_OK, EGRESS_EIO (unreadable), EGRESS_EPOLICY (errbuf says
  *         what is wrong), EGRESS_ENOMEM.
  */
-egress_status_t egress__render_baseline_load(const char *path, egress__render_baseline_t **out,
-                                             char *errbuf, size_t errlen);
+egress_status_t egress__render_baseline_load(const char *path, egress__render_baseline_t **out, char *errbuf,
+                                             size_t errlen);
 void egress__render_baseline_free(egress__render_baseline_t *b);
 
 /*
@@ -77,10 +76,9 @@ void egress__render_baseline_free(egress__render_baseline_t *b);
  * @return EGRESS_OK, EGRESS_EPOLICY, EGRESS_EINVAL (bad name or namespace:
  *         errbuf says which), EGRESS_ENOMEM.
  */
-egress_status_t egress__render(const egress_policy_t *policy,
-                               const egress__render_opts_t *opts,
-                               egress__render_note_cb note, void *user_data,
-                               char **out, char *errbuf, size_t errlen);
+egress_status_t egress__render(const egress_policy_t *policy, const egress__render_opts_t *opts,
+                               egress__render_note_cb note, void *user_data, char **out, char *errbuf,
+                               size_t errlen);
 
 /* For render.c: @p doc as YAML text (yaml.c says how), ending with a
  * newline; caller frees with egress__free().  NULL when out of memory. */
@@ -90,10 +88,7 @@ char *egress__render_yaml(const struct cJSON *doc);
 /* A lint finding is a warning (most likely a mistake: lint --strict fails
  * on it) or a note (well-defined behaviour that may surprise: worth
  * knowing, never a failure). */
-typedef enum egress__lint_level {
-  EGRESS__LINT_WARNING = 0,
-  EGRESS__LINT_NOTE = 1
-} egress__lint_level_t;
+typedef enum egress__lint_level { EGRESS__LINT_WARNING = 0, EGRESS__LINT_NOTE = 1 } egress__lint_level_t;
 
 typedef void (*egress__lint_cb)(egress__lint_level_t level, egress_list_t list, size_t index,
                                 const char *entry, const char *what, void *user_data);

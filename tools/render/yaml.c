@@ -64,11 +64,11 @@ static void indent(ybuf_t *b, unsigned n) {
 static bool plain_safe(const char *s) {
   /* YAML 1.1 booleans and null, in every case (quoting a harmless mixed
    * case costs nothing). */
-  static const char *const words[] = {"y", "n", "yes", "no", "on", "off", "true", "false", "null"};
+  static const char *const words[] = { "y", "n", "yes", "no", "on", "off", "true", "false", "null" };
   if (!((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= 'A' && s[0] <= 'Z'))) return false;
   for (const char *c = s; *c; c++)
-    if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
-          *c == '.' || *c == '_' || *c == '/' || *c == '-'))
+    if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '.' ||
+          *c == '_' || *c == '/' || *c == '-'))
       return false;
   for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
     if (!strcasecmp(s, words[i])) return false;
@@ -84,7 +84,11 @@ static void quoted(ybuf_t *b, const char *s) {
   put(b, "\"", 1);
   for (size_t i = 0; u[i];) {
     unsigned char ch = u[i];
-    size_t n = ch < 0x80 ? 1 : (ch & 0xE0) == 0xC0 ? 2 : (ch & 0xF0) == 0xE0 ? 3 : (ch & 0xF8) == 0xF0 ? 4 : 0;
+    size_t n = ch < 0x80             ? 1
+               : (ch & 0xE0) == 0xC0 ? 2
+               : (ch & 0xF0) == 0xE0 ? 3
+               : (ch & 0xF8) == 0xF0 ? 4
+                                     : 0;
     for (size_t k = 1; k < n; k++)
       if ((u[i + k] & 0xC0) != 0x80) n = 0;
     if (n == 0 || (n == 2 && ch < 0xC2) || (n == 4 && ch > 0xF4)) {
@@ -113,8 +117,10 @@ static void quoted(ybuf_t *b, const char *s) {
 }
 
 static void scalar_text(ybuf_t *b, const char *s) {
-  if (plain_safe(s)) puts_(b, s);
-  else quoted(b, s);
+  if (plain_safe(s))
+    puts_(b, s);
+  else
+    quoted(b, s);
 }
 
 static bool is_empty_collection(const cJSON *v) {
@@ -130,8 +136,10 @@ static void inline_value(ybuf_t *b, const cJSON *v) {
     scalar_text(b, v->valuestring);
   } else if (cJSON_IsNumber(v)) {
     double d = v->valuedouble;
-    if (d == (double)(long long)d && d > -1e15 && d < 1e15) snprintf(num, sizeof num, "%lld", (long long)d);
-    else snprintf(num, sizeof num, "%.17g", d);
+    if (d == (double)(long long)d && d > -1e15 && d < 1e15)
+      snprintf(num, sizeof num, "%lld", (long long)d);
+    else
+      snprintf(num, sizeof num, "%.17g", d);
     puts_(b, num);
   } else if (cJSON_IsTrue(v)) {
     puts_(b, "true");
@@ -172,8 +180,10 @@ static void node(ybuf_t *b, const cJSON *v, unsigned ind) {
     put(b, "-", 1);
     if (cJSON_IsObject(it) && it->child) {
       for (const cJSON *kv = it->child; kv; kv = kv->next) {
-        if (kv != it->child) indent(b, ind + 2);
-        else put(b, " ", 1);
+        if (kv != it->child)
+          indent(b, ind + 2);
+        else
+          put(b, " ", 1);
         scalar_text(b, kv->string);
         put(b, ":", 1);
         value_after(b, kv, ind + 2);
@@ -185,7 +195,7 @@ static void node(ybuf_t *b, const cJSON *v, unsigned ind) {
 }
 
 char *egress__render_yaml(const cJSON *doc) {
-  ybuf_t b = {NULL, 0, 0, false};
+  ybuf_t b = { NULL, 0, 0, false };
   if (is_empty_collection(doc) || !(cJSON_IsObject(doc) || cJSON_IsArray(doc))) {
     inline_value(&b, doc);
     put(&b, "\n", 1);

@@ -30,12 +30,12 @@
 
 /* Returns NULL from the calling function, with an exception pending, when a
  * Node-API call fails. */
-#define NAPI_CHECK(env, call)                                                  \
-  do {                                                                         \
-    if ((call) != napi_ok) {                                                   \
-      throw_napi_error(env);                                                   \
-      return NULL;                                                             \
-    }                                                                          \
+#define NAPI_CHECK(env, call) \
+  do {                        \
+    if ((call) != napi_ok) {  \
+      throw_napi_error(env);  \
+      return NULL;            \
+    }                         \
   } while (0)
 
 /* ------------------------------------------------------------------------ */
@@ -48,40 +48,39 @@
  * (N_VERDICT, S_HOST, ...); the addon's layout() hands it these tables and
  * index.js refuses an addon whose layout differs from its own.
  */
-#define PACKED_NUMBERS(X)                                                      \
-  X(VERDICT)                                                                   \
-  X(OUTCOME)                                                                   \
-  X(REASON)                                                                    \
-  X(PORT)                                                                      \
-  X(HAS_RULE)                                                                  \
-  X(RULE_LIST)                                                                 \
-  X(RULE_INDEX)                                                                \
-  X(NADDRS)                                                                    \
-  X(DNS_MS)                                                                    \
-  X(LATENCY_MS)                                                                \
-  X(MODE)                                                                      \
-  X(ADDR_OVERFLOW) /* 1: per-address numbers follow the strings instead */     \
-  X(NULLS)         /* bit i set: string field i is null */                     \
-  X(MEMO_SLOT)     /* string memo slot of this decision, -1: none */           \
+#define PACKED_NUMBERS(X)                                                  \
+  X(VERDICT)                                                               \
+  X(OUTCOME)                                                               \
+  X(REASON)                                                                \
+  X(PORT)                                                                  \
+  X(HAS_RULE)                                                              \
+  X(RULE_LIST)                                                             \
+  X(RULE_INDEX)                                                            \
+  X(NADDRS)                                                                \
+  X(DNS_MS)                                                                \
+  X(LATENCY_MS)                                                            \
+  X(MODE)                                                                  \
+  X(ADDR_OVERFLOW) /* 1: per-address numbers follow the strings instead */ \
+  X(NULLS)         /* bit i set: string field i is null */                 \
+  X(MEMO_SLOT)     /* string memo slot of this decision, -1: none */       \
   X(MEMO_TAG)      /* the slot's tag (see packed.c) */
 
 /* The string fields, in the order they are packed into one string separated
  * by NUL characters (no field can hold a NUL: they come from C strings). */
-#define PACKED_STRINGS(X)                                                      \
-  X(MESSAGE)                                                                   \
-  X(HOST)                                                                      \
-  X(RULE_TEXT)                                                                 \
-  X(ADDRESSES)    /* comma-separated address texts */                          \
-  X(CURL_RESOLVE)                                                              \
-  X(DIGEST)       /* "" when it is the digest of the previous decision */      \
-  X(EVENT)                                                                     \
+#define PACKED_STRINGS(X)                                           \
+  X(MESSAGE)                                                        \
+  X(HOST)                                                           \
+  X(RULE_TEXT)                                                      \
+  X(ADDRESSES) /* comma-separated address texts */                  \
+  X(CURL_RESOLVE)                                                   \
+  X(DIGEST) /* "" when it is the digest of the previous decision */ \
+  X(EVENT)                                                          \
   X(URL)
 
 #define PACKED_ENUM_N_(name) N_##name,
 #define PACKED_ENUM_S_(name) S_##name,
 enum {
-  PACKED_NUMBERS(PACKED_ENUM_N_)
-  N_HEADER = 16 /* then 3 numbers per address: verdict, reason, ttl */
+  PACKED_NUMBERS(PACKED_ENUM_N_) N_HEADER = 16 /* then 3 numbers per address: verdict, reason, ttl */
 };
 enum { PACKED_STRINGS(PACKED_ENUM_S_) S_COUNT };
 #undef PACKED_ENUM_N_
@@ -99,16 +98,16 @@ typedef struct memo memo_t;
 
 /* Per Node environment (main thread or worker): set up once by setup(). */
 typedef struct instance {
-  napi_ref builder;     /* function (packed) -> decision object */
-  napi_ref numbers;     /* the Float64Array */
-  double *nums;         /* data of the Float64Array */
+  napi_ref builder; /* function (packed) -> decision object */
+  napi_ref numbers; /* the Float64Array */
+  double *nums;     /* data of the Float64Array */
   size_t nums_len;
   char last_digest[65]; /* the builder remembers the digest last sent */
   char *buf;            /* packing buffer, reused */
   size_t buf_cap;
-  size_t buf_len;       /* bytes of the last decision packed */
+  size_t buf_len; /* bytes of the last decision packed */
   uint64_t next_tag;
-  memo_t *memo;         /* MEMO_SLOTS, allocated with the instance */
+  memo_t *memo;                     /* MEMO_SLOTS, allocated with the instance */
   egress_decision_t *sync_decision; /* reused by every checkSync: no
                                        allocation per check.  Safe: no JS
                                        runs during a check (events reach JS
@@ -126,7 +125,7 @@ typedef struct nchecker {
   napi_threadsafe_function tsfn; /* onEvent, or NULL once finalized */
   napi_ref on_event;             /* onEvent for async checks' events */
   bool tsfn_reffed;
-  atomic_uint pending;           /* events queued and not yet delivered */
+  atomic_uint pending; /* events queued and not yet delivered */
 } nchecker_t;
 
 /* An async check: filled on the JS thread, run on the thread pool. */
@@ -140,7 +139,7 @@ typedef struct work {
   egress_request_t *req;
   egress_decision_t *d;
   egress_status_t st;
-  char *event;   /* the check's event JSON, delivered before the promise settles */
+  char *event; /* the check's event JSON, delivered before the promise settles */
   size_t event_len;
   bool event_seen;
 } work_t;
@@ -164,22 +163,19 @@ bool is_nullish(napi_env env, napi_value v);
  * a malloc'ed C string; @p decided: a destination, which is decided even
  * when it cannot be copied as it is (see convert.c).  NULL with an
  * exception pending. */
-char *js_string(napi_env env, napi_value v, const char *what, bool decided, size_t max,
-                size_t *len_out);
+char *js_string(napi_env env, napi_value v, const char *what, bool decided, size_t max, size_t *len_out);
 /* js_string(..., MAX_STRING, NULL). */
 char *get_string(napi_env env, napi_value v, const char *what, bool decided);
 
 /* js_string for the hot path: the result is @p small or must be freed. */
 #define SMALL_UNITS 128
 #define SMALL_BYTES (3 * (SMALL_UNITS - 1) + 1)
-char *js_string_small(napi_env env, napi_value v, const char *what, bool decided,
-                      char small[SMALL_BYTES]);
+char *js_string_small(napi_env env, napi_value v, const char *what, bool decided, char small[SMALL_BYTES]);
 
 /* Optional properties of an options object: absent, undefined or null is
  * no value.  false with an exception pending when present but unusable. */
 char *get_opt_string(napi_env env, napi_value obj, const char *key, bool *ok);
-bool get_opt_number(napi_env env, napi_value obj, const char *key, bool *present,
-                    double *out);
+bool get_opt_number(napi_env env, napi_value obj, const char *key, bool *present, double *out);
 bool get_opt_bool(napi_env env, napi_value obj, const char *key, bool *out);
 
 bool get_port(napi_env env, napi_value v, int32_t *port);

@@ -16,9 +16,8 @@
 /* Generated from the status list: a status added to egress.h has its code. */
 const char *status_code(egress_status_t st) {
   switch (st) {
-#define STATUS_CODE_(name, value, token, message)                              \
-  case EGRESS_##name:                                                          \
-    return "EGRESS_" #name;
+#define STATUS_CODE_(name, value, token, message) \
+  case EGRESS_##name: return "EGRESS_" #name;
     EGRESS_STATUS_MAP(STATUS_CODE_)
 #undef STATUS_CODE_
   }
@@ -98,8 +97,8 @@ static bool is_trail(uint32_t u) { return u >= 0xDC00 && u <= 0xDFFF; }
 /* @p n UTF-16 code units to UTF-8 in @p out (@p cap bytes, room for the NUL
  * included), with NULs and lone surrogates marked or refused as above.
  * Returns false with an exception pending. */
-static bool utf16_to_utf8(napi_env env, const char16_t *u, size_t n, char *out, size_t cap,
-                          size_t *len, const char *what, bool decided) {
+static bool utf16_to_utf8(napi_env env, const char16_t *u, size_t n, char *out, size_t cap, size_t *len,
+                          const char *what, bool decided) {
   size_t o = 0;
   for (size_t i = 0; i < n; i++) {
     uint32_t c = u[i];
@@ -149,8 +148,7 @@ static bool utf16_to_utf8(napi_env env, const char16_t *u, size_t n, char *out, 
 /* Read @p v again as UTF-16 and re-encode it into @p s (the Node-API copy
  * of @p len bytes).  Never longer than that copy: a mark takes one byte
  * where Node-API wrote one (NUL) or three (U+FFFD). */
-static bool recode_exact(napi_env env, napi_value v, const char *what, bool decided, char *s,
-                         size_t *len) {
+static bool recode_exact(napi_env env, napi_value v, const char *what, bool decided, char *s, size_t *len) {
   size_t n = 0, got = 0;
   if (napi_get_value_string_utf16(env, v, NULL, 0, &n) != napi_ok) {
     throw_arg(env, ERR_PLAIN, "EGRESS_ENAPI", "%s could not be read", what);
@@ -175,8 +173,7 @@ static bool recode_exact(napi_env env, napi_value v, const char *what, bool deci
 static bool needs_recode(const char *s, size_t len) {
   if (memchr(s, '\0', len)) return true;
   for (const char *p = s; (p = memchr(p, 0xEF, len - (size_t)(p - s))) != NULL; p++)
-    if ((size_t)(s + len - p) >= 3 && (unsigned char)p[1] == 0xBF && (unsigned char)p[2] == 0xBD)
-      return true;
+    if ((size_t)(s + len - p) >= 3 && (unsigned char)p[1] == 0xBF && (unsigned char)p[2] == 0xBD) return true;
   return false;
 }
 
@@ -185,8 +182,7 @@ static bool needs_recode(const char *s, size_t len) {
  * malloc'ed C string; @p len_out (optional) receives its length.  Returns
  * NULL with an exception pending.
  */
-char *js_string(napi_env env, napi_value v, const char *what, bool decided, size_t max,
-                size_t *len_out) {
+char *js_string(napi_env env, napi_value v, const char *what, bool decided, size_t max, size_t *len_out) {
   size_t len = 0, got = 0;
   napi_status st = napi_get_value_string_utf8(env, v, NULL, 0, &len);
   if (st == napi_string_expected) {
@@ -238,8 +234,7 @@ fail:
  * character), and when they fit they are the whole string, encoded here.
  * Longer strings take js_string.  The result is @p small or must be freed.
  */
-char *js_string_small(napi_env env, napi_value v, const char *what, bool decided,
-                      char small[SMALL_BYTES]) {
+char *js_string_small(napi_env env, napi_value v, const char *what, bool decided, char small[SMALL_BYTES]) {
   char16_t u[SMALL_UNITS];
   size_t n = 0, len = 0;
   napi_status st = napi_get_value_string_utf16(env, v, u, SMALL_UNITS, &n);
@@ -272,8 +267,7 @@ char *get_opt_string(napi_env env, napi_value obj, const char *key, bool *ok) {
   return s;
 }
 
-bool get_opt_number(napi_env env, napi_value obj, const char *key, bool *present,
-                    double *out) {
+bool get_opt_number(napi_env env, napi_value obj, const char *key, bool *present, double *out) {
   napi_value v;
   napi_valuetype t;
   *present = false;
@@ -326,7 +320,7 @@ bool get_port(napi_env env, napi_value v, int32_t *port) {
  * does not compile, and one given twice is an override warning (-Wextra). */
 const char *const context_keys[CTX_FIELDS] = {
 #define CONTEXT_KEY_(name, value, key) [EGRESS_FIELD_##name] = key,
-    EGRESS_FIELD_MAP(CONTEXT_KEY_)
+  EGRESS_FIELD_MAP(CONTEXT_KEY_)
 #undef CONTEXT_KEY_
 };
 

@@ -27,8 +27,7 @@ static _Thread_local work_t *tl_work;
 nchecker_t *get_checker(napi_env env, napi_value v) {
   void *p = NULL;
   /* napi_get_value_external refuses anything but an external. */
-  if (napi_get_value_external(env, v, &p) != napi_ok || !p ||
-      ((nchecker_t *)p)->magic != HANDLE_MAGIC) {
+  if (napi_get_value_external(env, v, &p) != napi_ok || !p || ((nchecker_t *)p)->magic != HANDLE_MAGIC) {
     throw_type(env, "not a checker handle");
     return NULL;
   }
@@ -154,9 +153,8 @@ napi_value checker_handle_new(napi_env env, egress_policy_t *policy, egress_opti
   atomic_init(&nc->pending, 0);
   if (listener) {
     if (napi_create_string_utf8(env, "egress.onEvent", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-        napi_create_threadsafe_function(env, listener, NULL, name, queue_size, 1, nc,
-                                        event_tsfn_finalize, nc, event_call_js,
-                                        &nc->tsfn) != napi_ok) {
+        napi_create_threadsafe_function(env, listener, NULL, name, queue_size, 1, nc, event_tsfn_finalize, nc,
+                                        event_call_js, &nc->tsfn) != napi_ok) {
       napi_throw_error(env, "EGRESS_ENAPI", "could not create the event queue");
       goto done;
     }
@@ -194,8 +192,7 @@ done:
 /* close(handle): idempotent; checks in flight finish on the live checker. */
 void checker_close(napi_env env, napi_value v) {
   void *p = NULL;
-  if (napi_get_value_external(env, v, &p) != napi_ok || !p ||
-      ((nchecker_t *)p)->magic != HANDLE_MAGIC)
+  if (napi_get_value_external(env, v, &p) != napi_ok || !p || ((nchecker_t *)p)->magic != HANDLE_MAGIC)
     return;
   nchecker_t *nc = p;
   nc->closed = true;

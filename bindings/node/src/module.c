@@ -35,27 +35,27 @@ static napi_value js_layout(napi_env env, napi_callback_info info) {
   return packed_layout(env);
 }
 
-static egress_status_t apply_options(napi_env env, napi_value o, egress_options_t *opts,
-                                     char *err, size_t errlen, bool *js_error) {
+static egress_status_t apply_options(napi_env env, napi_value o, egress_options_t *opts, char *err,
+                                     size_t errlen, bool *js_error) {
   bool ok, present, b;
   double num;
   char *s = NULL;
   egress_status_t st = EGRESS_OK;
   *js_error = true;
-#define STR_OPT(key, setter)                                                   \
-  do {                                                                         \
-    s = get_opt_string(env, o, key, &ok);                                      \
-    if (!ok) return EGRESS_EINVAL;                                             \
-    if (s) {                                                                   \
-      st = setter(opts, s);                                                    \
-      free(s);                                                                 \
-      s = NULL;                                                                \
-      if (st != EGRESS_OK) {                                                   \
-        snprintf(err, errlen, "invalid %s", key);                              \
-        *js_error = false;                                                     \
-        return st;                                                             \
-      }                                                                        \
-    }                                                                          \
+#define STR_OPT(key, setter)                      \
+  do {                                            \
+    s = get_opt_string(env, o, key, &ok);         \
+    if (!ok) return EGRESS_EINVAL;                \
+    if (s) {                                      \
+      st = setter(opts, s);                       \
+      free(s);                                    \
+      s = NULL;                                   \
+      if (st != EGRESS_OK) {                      \
+        snprintf(err, errlen, "invalid %s", key); \
+        *js_error = false;                        \
+        return st;                                \
+      }                                           \
+    }                                             \
   } while (0)
   STR_OPT("dnsServers", egress_options_set_dns_servers);
   STR_OPT("hostsFile", egress_options_set_hosts_file);
@@ -85,8 +85,7 @@ static egress_status_t apply_options(napi_env env, napi_value o, egress_options_
     uint32_t c[4];
     for (uint32_t i = 0; i < 4; i++) {
       napi_value v;
-      if (napi_get_element(env, cache, i, &v) != napi_ok ||
-          napi_get_value_uint32(env, v, &c[i]) != napi_ok)
+      if (napi_get_element(env, cache, i, &v) != napi_ok || napi_get_value_uint32(env, v, &c[i]) != napi_ok)
         return EGRESS_EINVAL;
     }
     if ((st = egress_options_set_cache(opts, c[0], c[1], c[2], c[3])) != EGRESS_OK) {
@@ -139,9 +138,7 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
 
   napi_value pj;
   if (napi_get_named_property(env, argv[0], "policyJson", &pj) != napi_ok) goto done;
-  if (!is_nullish(env, pj) &&
-      !(json = js_string(env, pj, "policy", false, MAX_POLICY, &json_len)))
-    goto done;
+  if (!is_nullish(env, pj) && !(json = js_string(env, pj, "policy", false, MAX_POLICY, &json_len))) goto done;
   file = get_opt_string(env, argv[0], "policyFile", &ok);
   if (!ok) goto done;
   if (json)
@@ -196,8 +193,7 @@ static napi_value js_check_sync(napi_env env, napi_callback_info info) {
   instance_t *inst = instance(env);
   nchecker_t *nc = argc >= 3 ? get_checker(env, argv[0]) : NULL;
   if (!nc || !inst) goto done;
-  if (!(host = js_string_small(env, argv[1], "host", true, small)) ||
-      !get_port(env, argv[2], &port))
+  if (!(host = js_string_small(env, argv[1], "host", true, small)) || !get_port(env, argv[2], &port))
     goto done;
   if (argc >= 4 && !make_request(env, argv[3], &req)) goto done;
   egress_status_t st = egress_check_into(nc->checker, host, port, req, inst->sync_decision);
@@ -260,8 +256,7 @@ static napi_value js_check_async(napi_env env, napi_callback_info info) {
   if (!is_nullish(env, argv[4])) {
     if (!(w->url = get_string(env, argv[4], "url", true))) goto fail;
   } else {
-    if (!(w->host = get_string(env, argv[1], "host", true)) || !get_port(env, argv[2], &w->port))
-      goto fail;
+    if (!(w->host = get_string(env, argv[1], "host", true)) || !get_port(env, argv[2], &w->port)) goto fail;
   }
   if (!make_request(env, argv[3], &w->req)) goto fail;
   return work_queue(env, w);
@@ -348,7 +343,8 @@ static napi_value js_counters(napi_env env, napi_callback_info info) {
   uint32_t k = 0;
   NAPI_CHECK(env, napi_create_array(env, &result));
   for (int c = 0; c <= EGRESS_COUNTER_POLICY_RELOAD_FAILURES; c++) {
-    NAPI_CHECK(env, napi_create_double(env, (double)egress_checker_counter(nc->checker, (egress_counter_t)c), &v));
+    NAPI_CHECK(env,
+               napi_create_double(env, (double)egress_checker_counter(nc->checker, (egress_counter_t)c), &v));
     NAPI_CHECK(env, napi_set_element(env, result, k++, v));
   }
   for (int o = 0; o <= EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE; o++)
@@ -404,7 +400,7 @@ static napi_value js_tables(napi_env env, napi_callback_info info) {
   NAPI_CHECK(env, napi_create_array(env, &statuses));
   static const egress_status_t all[] = {
 #define STATUS_VALUE_(name, value, token, message) EGRESS_##name,
-      EGRESS_STATUS_MAP(STATUS_VALUE_)
+    EGRESS_STATUS_MAP(STATUS_VALUE_)
 #undef STATUS_VALUE_
   };
   for (uint32_t i = 0; i < sizeof all / sizeof all[0]; i++) {
@@ -423,13 +419,20 @@ static napi_value init(napi_env env, napi_value exports) {
     const char *name;
     napi_callback cb;
   } fns[] = {
-      {"setup", js_setup},           {"create", js_create},
-      {"checkSync", js_check_sync},  {"checkUrlSync", js_check_url_sync},
-      {"checkAsync", js_check_async}, {"setPolicy", js_set_policy},
-      {"reloadFile", js_reload_file}, {"policyInfo", js_policy_info},
-      {"counters", js_counters},     {"metrics", js_metrics},
-      {"close", js_close},           {"tables", js_tables},
-      {"lastPacked", js_last_packed}, {"layout", js_layout},
+    { "setup", js_setup },
+    { "create", js_create },
+    { "checkSync", js_check_sync },
+    { "checkUrlSync", js_check_url_sync },
+    { "checkAsync", js_check_async },
+    { "setPolicy", js_set_policy },
+    { "reloadFile", js_reload_file },
+    { "policyInfo", js_policy_info },
+    { "counters", js_counters },
+    { "metrics", js_metrics },
+    { "close", js_close },
+    { "tables", js_tables },
+    { "lastPacked", js_last_packed },
+    { "layout", js_layout },
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value fn;

@@ -29,11 +29,11 @@
  * a new tag; the builder compares tags, so a slot it never saw filled can
  * only cost a fresh copy (lastPacked), never a wrong field.
  */
-#define MEMO_SLOTS 64
+#define MEMO_SLOTS     64
 #define MEMO_MAX_BYTES 1024
 
 typedef struct memo {
-  uint64_t tag;                  /* 0: empty */
+  uint64_t tag; /* 0: empty */
   uint64_t hash;
   size_t len;
   char bytes[MEMO_MAX_BYTES];
@@ -94,10 +94,10 @@ napi_value packed_layout(napi_env env) {
   NAPI_CHECK(env, napi_create_object(env, &layout));
   NAPI_CHECK(env, napi_create_object(env, &numbers));
   NAPI_CHECK(env, napi_create_object(env, &strings));
-#define LAYOUT_SET_(obj, name, index)                                          \
-  do {                                                                         \
-    NAPI_CHECK(env, napi_create_uint32(env, (index), &v));                     \
-    NAPI_CHECK(env, napi_set_named_property(env, (obj), (name), v));           \
+#define LAYOUT_SET_(obj, name, index)                                \
+  do {                                                               \
+    NAPI_CHECK(env, napi_create_uint32(env, (index), &v));           \
+    NAPI_CHECK(env, napi_set_named_property(env, (obj), (name), v)); \
   } while (0);
 #define LAYOUT_N_(name) LAYOUT_SET_(numbers, "N_" #name, N_##name)
 #define LAYOUT_S_(name) LAYOUT_SET_(strings, "S_" #name, S_##name)
@@ -142,7 +142,7 @@ static uint64_t memo_hash(const char *p, size_t n) {
     memcpy(&w, p, n);
     return (h ^ w) * 0xff51afd7ed558ccdull;
   }
-  const size_t at[4] = {n / 4, n / 2, n / 4 * 3, n - 8};
+  const size_t at[4] = { n / 4, n / 2, n / 4 * 3, n - 8 };
   for (int i = 0; i < 4; i++) {
     memcpy(&w, p + (at[i] + 8 <= n ? at[i] : n - 8), 8);
     h = (h ^ w) * 0xff51afd7ed558ccdull;
@@ -253,8 +253,7 @@ napi_value emit_packed(napi_env env, instance_t *inst, const egress_decision_t *
     for (size_t k = 0; k < naddrs; k++) {
       char num[48];
       int w = snprintf(num, sizeof num, "%c%d,%d,%ld", '\0', (int)egress_decision_address_verdict(d, k),
-                       (int)egress_decision_address_reason(d, k),
-                       (long)egress_decision_address_ttl(d, k));
+                       (int)egress_decision_address_reason(d, k), (long)egress_decision_address_ttl(d, k));
       size_t used = (size_t)(o - inst->buf);
       if (w < 0 || !reserve(inst, used + (size_t)w + 1)) return throw_status(env, EGRESS_ENOMEM, NULL);
       o = inst->buf + used;
