@@ -63,7 +63,8 @@ extern "C" {
   X(EIO, 4, "io_error", "could not read or write a file")               \
   X(ERESOLVER, 5, "resolver_error", "DNS resolver could not be set up") \
   X(ERANGE, 6, "out_of_range", "index or value out of range")           \
-  X(EINTERNAL, 7, "internal_error", "internal error")
+  X(EINTERNAL, 7, "internal_error", "internal error")                   \
+  X(ECANCELLED, 8, "cancelled", "the check was cancelled before it was decided")
 
 typedef enum egress_status {
 #define EGRESS_STATUS_ENUM_(name, value, token, message) EGRESS_##name = value,
@@ -513,6 +514,122 @@ EGRESS_API EGRESS_WUR egress_status_t egress_decision_new(egress_decision_t **ou
 EGRESS_API EGRESS_WUR egress_status_t egress_check_into(egress_checker_t *checker, const char *host,
                                                         int32_t port, const egress_request_t *req,
                                                         egress_decision_t *d);
+
+/* ------------------------------------------------------------------------ */
+/* Checks on an event loop (docs/async.md).                                  */
+/* ------------------------------------------------------------------------ */
+/*
+ * The same check as egress_check_ex() / egress_check_url(), without blocking
+ * the thread while DNS answers, in the style of c-ares: the library tells the
+ * caller's loop which file descriptors to watch (egress_watch_cb), the loop
+ * reports readiness (egress_loop_process()) and wakes the library when
+ * egress_loop_timeout() says.  Decisions and events are those of the
+ * blocking calls for the same input; the checker's cache, single flight
+ * (an asynchronous and a blocking miss on one name share one query), policy
+ * in force, counters, mode and audit rule are shared with them.
+ *
+ * A check that needs no DNS (an IP literal, a cached name, any policy
+ * denial) completes inside egress_check_start(): its callback runs before
+ * the call returns.
+ *
+ * An egress_loop_t belongs to one thread: every function below taking it,
+ * and every callback it makes, runs on that thread.  Any number of loops
+ * (on any threads) and blocking callers may share one checker.
+ */
+typedef struct egress_loop egress_loop_t;
+typedef struct egress_pending egress_pending_t;
+
+/**
+ * Watch @p fd: for readability when @p readable, writability when
+ * @p writable; neither: stop watching it (the library is about to close it,
+ * or no longer needs it).  Called from egress_loop_new(), the start calls,
+ * egress_loop_process() and egress_loop_free().
+ */
+typedef void (*egress_watch_cb)(int fd, bool readable, bool writable, void *user);
+
+/**
+ * A check is decided (EGRESS_OK), cancelled (EGRESS_ECANCELLED: the
+ * decision says deny, reason internal_error, and its event was emitted as
+ * for any check), or could not run to a decision (EGRESS_ENOMEM /
+ * EGRESS_EINTERNAL, decision says deny).  Runs exactly once per started
+ * check.  @p decision is never NULL; Caller (the callback) owns it:
+ * egress_decision_free().  The callback may start, cancel, or free the loop.
+ */
+typedef void (*egress_check_done_cb)(egress_status_t status, egress_decision_t *decision, void *user);
+
+/**
+ * Create a loop driver for @p checker.  @p watch is called at once for the
+ * driver's wake-up descriptor (which lets blocking threads hand answers to
+ * this loop) and later for each DNS socket.
+ * @param checker Borrowed: must outlive the loop driver.
+ * @param out     Caller owns: egress_loop_free().
+ * @return EGRESS_OK, EGRESS_EINVAL (NULL argument), EGRESS_ERESOLVER,
+ *         EGRESS_ENOMEM.  Thread-safety: the new loop is the calling
+ *         thread's.  @since 0.2
+ */
+EGRESS_API EGRESS_WUR egress_status_t egress_loop_new(egress_checker_t *checker, egress_watch_cb watch,
+                                                      void *user, egress_loop_t **out);
+
+/**
+ * Free a loop driver.  Every check still in flight is cancelled first: its
+ * callback runs, inside this call, with EGRESS_ECANCELLED; no callback
+ * runs after it returns, and every watched descriptor has been reported
+ * unwatched.  Called from a callback of this loop, the driver is freed
+ * when the outermost call into it returns.  NULL is accepted.
+ */
+EGRESS_API void egress_loop_free(egress_loop_t *loop);
+
+/**
+ * Tell the driver that @p fd is readable and/or writable (as the loop saw
+ * it; errors and hang-ups count as both), or, with @p fd -1, that the time
+ * egress_loop_timeout() gave has passed.  Runs the callbacks of every check
+ * this decides.  An @p fd the driver does not watch is ignored.
+ * @return EGRESS_OK, EGRESS_EINVAL (NULL loop).
+ */
+EGRESS_API egress_status_t egress_loop_process(egress_loop_t *loop, int fd, bool readable, bool writable);
+
+/**
+ * Milliseconds until egress_loop_process(loop, -1, false, false) is due
+ * (0: now), or -1 when no check waits.  Call it after every call into the
+ * driver.
+ */
+EGRESS_API int egress_loop_timeout(egress_loop_t *loop);
+
+/** Checks started on @p loop whose callbacks have not run yet. */
+EGRESS_API size_t egress_loop_pending(const egress_loop_t *loop);
+
+/**
+ * Start egress_check_ex(@p host, @p port, @p req) on @p loop.
+ *
+ * @param host, req  Copied (the caller may free them when this returns).
+ * @param cb         runs exactly once when EGRESS_OK is returned: inside
+ *                   this call when no DNS is needed, else from
+ *                   egress_loop_process(), egress_check_cancel() or
+ *                   egress_loop_free().
+ * @param pending    optional; receives a handle for egress_check_cancel(),
+ *                   valid until the callback starts, or NULL when the
+ *                   callback already ran.  Borrowed: never free it.
+ * @return EGRESS_OK (the callback runs or ran); EGRESS_EINVAL (NULL loop or
+ *         cb) or EGRESS_ENOMEM (no decision could be made at all): the
+ *         callback never runs.
+ * @since 0.2
+ */
+EGRESS_API EGRESS_WUR egress_status_t egress_check_start(egress_loop_t *loop, const char *host, int32_t port,
+                                                         const egress_request_t *req, egress_check_done_cb cb,
+                                                         void *user, egress_pending_t **pending);
+
+/** egress_check_url() on @p loop; as egress_check_start(). @since 0.2 */
+EGRESS_API EGRESS_WUR egress_status_t egress_check_url_start(egress_loop_t *loop, const char *url,
+                                                             const egress_request_t *req,
+                                                             egress_check_done_cb cb, void *user,
+                                                             egress_pending_t **pending);
+
+/**
+ * Cancel a check in flight: its callback runs inside this call with
+ * EGRESS_ECANCELLED and a deny.  A query other checks share goes on for
+ * them.  @return EGRESS_OK, EGRESS_EINVAL (NULL).  @since 0.2
+ */
+EGRESS_API egress_status_t egress_check_cancel(egress_pending_t *pending);
 
 /* ------------------------------------------------------------------------ */
 /* Decisions.                                                                */
