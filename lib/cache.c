@@ -38,17 +38,22 @@ typedef struct centry {
   double expires_ms;
 } centry_t;
 
-typedef struct flight {
+/* One lookup in progress and everyone who waits for its answer: blocking
+ * threads on the condition variable, loops' checks in the waiter list. */
+struct egress__flight {
   char *name;
   size_t len;
   uint64_t hash;
-  struct flight *next;
+  struct egress__flight *next;
+  struct shard *shard; /* NULL: a flight of one loop's own, in no table */
   pthread_cond_t done_cond;
   bool done;
-  unsigned refs;           /* leader + waiters */
-  egress__answer_t answer; /* the leader's answer, for the waiters */
+  unsigned refs;           /* the lookup + every waiter */
+  egress__answer_t answer; /* the lookup's answer, for the waiters */
   egress_status_t status;
-} flight_t;
+  egress__waiter_t *waiters; /* loops' checks, until the answer is in */
+};
+typedef struct egress__flight flight_t;
 
 typedef struct shard {
   pthread_mutex_t lock;
@@ -285,14 +290,57 @@ static void insert_answer(egress__cache_t *c, shard_t *s, const char *name, size
   while (s->count > s->max && s->tail) remove_entry(s, s->tail);
 }
 
-static void flight_release(shard_t *s, flight_t *f) {
-  /* Called with the shard lock held. */
+static void flight_release(flight_t *f) {
+  /* Called with the shard lock held (if the flight is in one). */
   if (--f->refs) return;
   egress__answer_clear(&f->answer);
   pthread_cond_destroy(&f->done_cond);
   egress__free(f->name);
   egress__free(f);
-  (void)s;
+}
+
+static void flight_lock(flight_t *f) {
+  if (f->shard) pthread_mutex_lock(&f->shard->lock);
+}
+
+static void flight_unlock(flight_t *f) {
+  if (f->shard) pthread_mutex_unlock(&f->shard->lock);
+}
+
+/* Drop a reference and the lock flight_lock() took: the flight may be gone
+ * after the release, so its shard is read first. */
+static void flight_release_unlock(flight_t *f) {
+  shard_t *s = f->shard;
+  flight_release(f);
+  if (s) pthread_mutex_unlock(&s->lock);
+}
+
+/* A new flight for @p name with one reference (its lookup's), in @p s's
+ * list when @p s is given (its lock held).  NULL when out of memory. */
+static flight_t *flight_new(shard_t *s, const char *name, size_t len, uint64_t hash) {
+  flight_t *f = egress__calloc(1, sizeof(*f));
+  char *fname = f ? egress__strndup(name, len) : NULL;
+  if (!f || !fname) {
+    egress__free(f);
+    return NULL;
+  }
+  f->name = fname;
+  f->len = len;
+  f->hash = hash;
+  f->refs = 1;
+  f->shard = s;
+  pthread_cond_init(&f->done_cond, NULL);
+  if (s) {
+    f->next = s->flights;
+    s->flights = f;
+  }
+  return f;
+}
+
+static flight_t *find_flight(shard_t *s, const char *name, size_t len, uint64_t hash) {
+  for (flight_t *f = s->flights; f; f = f->next)
+    if (f->hash == hash && f->len == len && !memcmp(f->name, name, len)) return f;
+  return NULL;
 }
 
 /*
@@ -405,91 +453,58 @@ static void front_put(const egress__cache_t *c, const shard_t *s, const centry_t
   memcpy(f->name, e->name, e->len);
 }
 
-egress_status_t egress__cache_resolve(egress__cache_t *c, egress__resolver_t *r, const char *name, size_t len,
-                                      uint64_t hash, egress__answer_t *ans, egress__cache_stats_t *stats) {
-  egress__answer_reset(ans);
-  if (!c) {
-    stats->misses++;
-    stats->queries++;
-    return egress__resolve(r, name, ans);
-  }
+static shard_t *shard_of(egress__cache_t *c, uint64_t hash) { return &c->shards[(hash >> 40) % c->nshards]; }
+
+bool egress__cache_peek(egress__cache_t *c, const char *name, size_t len, uint64_t hash, egress__answer_t *ans,
+                        egress__cache_stats_t *stats, egress_status_t *st) {
+  if (!c) return false;
   if (!hash) hash = egress__name_hash(name, len);
-  shard_t *s = &c->shards[(hash >> 40) % c->nshards];
+  shard_t *s = shard_of(c, hash);
   double now = now_ms();
-  egress_status_t st;
-
   const front_entry_t *fe = front_get(c, s, name, len, hash, now);
-  if (fe) {
-    front_hits++;
-    answer_src_t src = { fe->result, fe->detail, fe->ips, fe->ttls, fe->n, fe->chain, fe->chain_len };
-    st = copy_answer(ans, &src);
-    if (st == EGRESS_OK) age_ttls(ans, fe->expires_ms, now);
-    ans->cached = true;
-    stats->hits++;
-    return st;
-  }
+  if (!fe) return false;
+  front_hits++;
+  egress__answer_reset(ans);
+  answer_src_t src = { fe->result, fe->detail, fe->ips, fe->ttls, fe->n, fe->chain, fe->chain_len };
+  *st = copy_answer(ans, &src);
+  if (*st == EGRESS_OK) age_ttls(ans, fe->expires_ms, now);
+  ans->cached = true;
+  stats->hits++;
+  return true;
+}
 
-  pthread_mutex_lock(&s->lock);
+/* The shared table's fresh answer for @p name into @p ans (a hit), or false
+ * (a miss: a stale entry is dropped).  Shard lock held. */
+static bool shard_hit(egress__cache_t *c, shard_t *s, const char *name, size_t len, uint64_t hash,
+                      egress__answer_t *ans, egress__cache_stats_t *stats, egress_status_t *st) {
+  double now = now_ms();
   centry_t *e = find_entry(s, name, len, hash);
   if (e && e->expires_ms > now) {
     lru_unlink(s, e);
     lru_push_front(s, e);
     front_put(c, s, e);
     answer_src_t src = src_of_entry(e);
-    st = copy_answer(ans, &src);
-    if (st == EGRESS_OK) age_ttls(ans, e->expires_ms, now);
-    pthread_mutex_unlock(&s->lock);
+    *st = copy_answer(ans, &src);
+    if (*st == EGRESS_OK) age_ttls(ans, e->expires_ms, now);
     ans->cached = true;
     stats->hits++;
-    return st;
+    return true;
   }
   if (e) remove_entry(s, e);
   stats->misses++;
+  return false;
+}
 
-  for (flight_t *f = s->flights; f; f = f->next) {
-    if (f->hash == hash && f->len == len && !memcmp(f->name, name, len)) {
-      /* Someone is already asking: wait for their answer. */
-      f->refs++;
-      while (!f->done) pthread_cond_wait(&f->done_cond, &s->lock);
-      st = f->status;
-      if (st == EGRESS_OK) {
-        answer_src_t src = src_of_answer(&f->answer);
-        st = copy_answer(ans, &src);
-        ans->ms = f->answer.ms;
+void egress__cache_publish(egress__cache_t *c, egress__flight_t *f, egress_status_t st,
+                           const egress__answer_t *ans) {
+  shard_t *s = f->shard;
+  flight_lock(f);
+  if (s) {
+    for (flight_t **pp = &s->flights; *pp; pp = &(*pp)->next) {
+      if (*pp == f) {
+        *pp = f->next;
+        break;
       }
-      flight_release(s, f);
-      pthread_mutex_unlock(&s->lock);
-      ans->cached = true; /* shared, not our own query */
-      return st;
-    }
-  }
-
-  flight_t *f = egress__calloc(1, sizeof(*f));
-  char *fname = f ? egress__strndup(name, len) : NULL;
-  if (!f || !fname) {
-    /* No single flight without memory: resolve alone, which is still correct. */
-    egress__free(f);
-    pthread_mutex_unlock(&s->lock);
-    stats->queries++;
-    return egress__resolve(r, name, ans);
-  }
-  f->name = fname;
-  f->len = len;
-  f->hash = hash;
-  f->refs = 1;
-  pthread_cond_init(&f->done_cond, NULL);
-  f->next = s->flights;
-  s->flights = f;
-  pthread_mutex_unlock(&s->lock);
-
-  stats->queries++;
-  st = egress__resolve(r, name, ans);
-
-  pthread_mutex_lock(&s->lock);
-  for (flight_t **pp = &s->flights; *pp; pp = &(*pp)->next) {
-    if (*pp == f) {
-      *pp = f->next;
-      break;
     }
   }
   f->status = st;
@@ -497,12 +512,146 @@ egress_status_t egress__cache_resolve(egress__cache_t *c, egress__resolver_t *r,
     answer_src_t src = src_of_answer(ans);
     if (copy_answer(&f->answer, &src) != EGRESS_OK) f->status = EGRESS_ENOMEM;
     f->answer.ms = ans->ms;
-    if (ans->result == EGRESS__DNS_OK || ans->result == EGRESS__DNS_NO_SUCH_HOST)
-      insert_answer(c, s, name, len, hash, ans, now_ms());
+    if (s && (ans->result == EGRESS__DNS_OK || ans->result == EGRESS__DNS_NO_SUCH_HOST))
+      insert_answer(c, s, f->name, f->len, f->hash, ans, now_ms());
   }
   f->done = true;
   pthread_cond_broadcast(&f->done_cond);
-  flight_release(s, f);
+  egress__waiter_t *w = f->waiters;
+  f->waiters = NULL;
+  while (w) {
+    egress__waiter_t *next = w->next;
+    w->next = NULL;
+    w->ready(w);
+    w = next;
+  }
+  flight_release_unlock(f);
+}
+
+egress_status_t egress__cache_fetch(egress__cache_t *c, egress__resolver_t *r, const char *name, size_t len,
+                                    uint64_t hash, egress__answer_t *ans, egress__cache_stats_t *stats) {
+  egress__answer_reset(ans);
+  if (!c) {
+    stats->misses++;
+    stats->queries++;
+    return egress__resolve(r, name, ans);
+  }
+  if (!hash) hash = egress__name_hash(name, len);
+  shard_t *s = shard_of(c, hash);
+  egress_status_t st;
+
+  pthread_mutex_lock(&s->lock);
+  if (shard_hit(c, s, name, len, hash, ans, stats, &st)) {
+    pthread_mutex_unlock(&s->lock);
+    return st;
+  }
+  flight_t *f = find_flight(s, name, len, hash);
+  if (f) {
+    /* Someone is already asking: wait for their answer. */
+    f->refs++;
+    while (!f->done) pthread_cond_wait(&f->done_cond, &s->lock);
+    st = f->status;
+    if (st == EGRESS_OK) {
+      answer_src_t src = src_of_answer(&f->answer);
+      st = copy_answer(ans, &src);
+      ans->ms = f->answer.ms;
+    }
+    flight_release(f);
+    pthread_mutex_unlock(&s->lock);
+    ans->cached = true; /* shared, not our own query */
+    return st;
+  }
+  f = flight_new(s, name, len, hash);
   pthread_mutex_unlock(&s->lock);
+  stats->queries++;
+  if (!f) /* No single flight without memory: resolve alone, which is still correct. */
+    return egress__resolve(r, name, ans);
+  st = egress__resolve(r, name, ans);
+  egress__cache_publish(c, f, st, ans);
   return st;
+}
+
+egress_status_t egress__cache_join(egress__cache_t *c, const char *name, size_t len, uint64_t hash,
+                                   egress__waiter_t *w, egress__answer_t *ans, egress__cache_stats_t *stats,
+                                   egress__flight_t **lead) {
+  egress_status_t st = EGRESS_OK;
+  shard_t *s = NULL;
+  *lead = NULL;
+  w->next = NULL;
+  w->flight = NULL;
+  w->leader = false;
+  if (c) {
+    if (!hash) hash = egress__name_hash(name, len);
+    s = shard_of(c, hash);
+    pthread_mutex_lock(&s->lock);
+    if (shard_hit(c, s, name, len, hash, ans, stats, &st)) {
+      pthread_mutex_unlock(&s->lock);
+      return st; /* answered: w waits for nothing */
+    }
+    flight_t *f = find_flight(s, name, len, hash);
+    if (f) {
+      f->refs++;
+      w->flight = f;
+      w->next = f->waiters;
+      f->waiters = w;
+      pthread_mutex_unlock(&s->lock);
+      return EGRESS_OK;
+    }
+  } else {
+    stats->misses++;
+  }
+  flight_t *f = flight_new(s, name, len, hash);
+  if (!f && s) f = flight_new(NULL, name, len, hash); /* alone, as the blocking path */
+  if (f) {
+    f->refs++; /* the waiter's, beside the lookup's */
+    w->flight = f;
+    w->leader = true;
+    f->waiters = w;
+    stats->queries++;
+  }
+  if (s) pthread_mutex_unlock(&s->lock);
+  if (!f) return EGRESS_ENOMEM;
+  *lead = f;
+  return EGRESS_OK;
+}
+
+egress_status_t egress__cache_take(egress__waiter_t *w, egress__answer_t *ans) {
+  flight_t *f = w->flight;
+  egress__answer_reset(ans);
+  flight_lock(f);
+  egress_status_t st = f->status;
+  if (st == EGRESS_OK) {
+    answer_src_t src = src_of_answer(&f->answer);
+    st = copy_answer(ans, &src);
+    ans->ms = f->answer.ms;
+  }
+  ans->cached = !w->leader;
+  flight_release_unlock(f);
+  w->flight = NULL;
+  return st;
+}
+
+bool egress__cache_leave(egress__waiter_t *w) {
+  flight_t *f = w->flight;
+  flight_lock(f);
+  if (f->done) {
+    flight_unlock(f);
+    return false;
+  }
+  for (egress__waiter_t **pp = &f->waiters; *pp; pp = &(*pp)->next) {
+    if (*pp == w) {
+      *pp = w->next;
+      break;
+    }
+  }
+  flight_release_unlock(f);
+  w->flight = NULL;
+  return true;
+}
+
+void egress__cache_drop(egress__waiter_t *w) {
+  flight_t *f = w->flight;
+  flight_lock(f);
+  flight_release_unlock(f);
+  w->flight = NULL;
 }

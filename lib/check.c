@@ -145,32 +145,39 @@ static void check_literal(const egress_policy_t *p, const egress_options_t *o, e
   decide(d, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE, by_url, EGRESS__MSG_ALLOWED);
 }
 
-static void check_name(egress_checker_t *c, const egress_policy_t *p, egress_decision_t *d, uint16_t port,
-                       const egress__url_ctx_t *url) {
+/* The name's allow rule; false when the policy already decided. */
+static bool name_rule(const egress_policy_t *p, egress_decision_t *d, uint16_t port,
+                      const egress__url_ctx_t *url, const egress__rule_t **rule, uint64_t *name_hash) {
   egress__match_t m;
   egress__match_name(p->matcher[EGRESS_LIST_ALLOW], d->host.text, d->host.len, port, &m);
   if (!m.any) {
     decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NOT_IN_ALLOWLIST, NULL, EGRESS__MSG_NO_ALLOW_ENTRY);
-    return;
+    return false;
   }
   if (!m.allowing) {
     decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_PORT_NOT_ALLOWED, m.any, EGRESS__MSG_OTHER_PORTS);
-    return;
+    return false;
   }
   bool scheme_only;
-  const egress__rule_t *rule = rule_for(p, &d->host, port, 0, m.allowing, url, &scheme_only);
-  if (!rule) {
+  *rule = rule_for(p, &d->host, port, 0, m.allowing, url, &scheme_only);
+  if (!*rule) {
     deny_url(d, m.allowing, scheme_only);
-    return;
+    return false;
   }
+  *name_hash = m.name_hash;
+  return true;
+}
 
-  egress__answer_t ans;
-  egress__cache_stats_t cs = { 0, 0, 0 };
-  egress_status_t st =
-      egress__cache_resolve(c->cache, c->resolver, d->host.text, d->host.len, m.name_hash, &ans, &cs);
-  egress__count_add(c, EGRESS_COUNTER_CACHE_HITS, cs.hits);
-  egress__count_add(c, EGRESS_COUNTER_CACHE_MISSES, cs.misses);
-  egress__count_add(c, EGRESS_COUNTER_DNS_QUERIES, cs.queries);
+static void count_cache(egress_checker_t *c, const egress__cache_stats_t *cs) {
+  egress__count_add(c, EGRESS_COUNTER_CACHE_HITS, cs->hits);
+  egress__count_add(c, EGRESS_COUNTER_CACHE_MISSES, cs->misses);
+  egress__count_add(c, EGRESS_COUNTER_DNS_QUERIES, cs->queries);
+}
+
+/* The name's answer (@p st from the cache or the lookup), vetted. */
+static void vet_answer(egress_checker_t *c, const egress_policy_t *p, egress_decision_t *d, uint16_t port,
+                       const egress__rule_t *rule, egress_status_t st, const egress__answer_t *ans_in) {
+  const egress__answer_t ans = *ans_in;
   d->v.dns_ms = ans.cached ? 0 : ans.ms;
   /* The resolver's details are static strings: they outlive the answer. */
   d->v.detail_static = ans.detail;
@@ -178,17 +185,17 @@ static void check_name(egress_checker_t *c, const egress_policy_t *p, egress_dec
     egress__count(c, EGRESS_COUNTER_DNS_FAILURES);
     decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, rule,
            EGRESS__MSG_DNS_NOMEM);
-    goto done;
+    return;
   }
   if (ans.result == EGRESS__DNS_NO_SUCH_HOST) {
     decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_NO_SUCH_HOST, rule, EGRESS__MSG_NO_SUCH_HOST);
-    goto done;
+    return;
   }
   if (ans.result != EGRESS__DNS_OK) {
     egress__count(c, EGRESS_COUNTER_DNS_FAILURES);
     decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_DNS_UNAVAILABLE, rule,
            EGRESS__MSG_DNS_FAILED);
-    goto done;
+    return;
   }
 
   /* Deny list first, also for the names the answer came through: an
@@ -209,13 +216,13 @@ static void check_name(egress_checker_t *c, const egress_policy_t *p, egress_dec
         if (!add_address(d, &ip, ans.ttls[i], ans.n)) {
           decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, rule,
                  EGRESS__MSG_NONE);
-          goto done;
+          return;
         }
         d->v.addrs[d->v.naddrs - 1].reason = EGRESS_REASON_EXPLICIT_DENY;
       }
       keep_detail(d, alias);
       decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_EXPLICIT_DENY, dm.allowing, EGRESS__MSG_ALIAS_DENIED);
-      goto done;
+      return;
     }
     off += alen + 1;
   }
@@ -228,7 +235,7 @@ static void check_name(egress_checker_t *c, const egress_policy_t *p, egress_dec
     egress__ip_unmap(&ip);
     if (!add_address(d, &ip, ans.ttls[i], ans.n)) {
       decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, rule, EGRESS__MSG_NONE);
-      goto done;
+      return;
     }
     egress__addr_verdict_t *a = &d->v.addrs[d->v.naddrs - 1];
     egress__vet_t v;
@@ -251,44 +258,47 @@ static void check_name(egress_checker_t *c, const egress_policy_t *p, egress_dec
       if (d->v.addrs[i].verdict == EGRESS_VERDICT_ALLOW) d->v.addrs[i].verdict = EGRESS_VERDICT_DENY;
     decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_RESOLVED_ADDRESS_FORBIDDEN, bad_rule,
            EGRESS__MSG_RESOLVED_FORBIDDEN);
-    goto done;
+    return;
   }
   decide(d, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE, rule,
          filtered ? EGRESS__MSG_ALLOWED_FILTERED : EGRESS__MSG_ALLOWED);
-done:
-  egress__answer_clear(&ans);
 }
 
-/* Everything up to the verdict; never allocates the decision itself. */
-static void check_into(egress_checker_t *c, const egress_policy_t *p, egress_decision_t *d, const char *host,
-                       int32_t port, const egress__url_ctx_t *url) {
+/* Everything up to the verdict; never allocates the decision itself.  False
+ * when the decision waits for the answer for d->host (a cache miss: k says
+ * which rule and name). */
+static bool check_into(egress__check_t *k, const char *host, int32_t port) {
+  egress_checker_t *c = k->c;
+  const egress_policy_t *p = k->p;
+  egress_decision_t *d = k->d;
+  const egress__url_ctx_t *url = k->url;
   const char *why = NULL;
   egress__match_t m;
   if (url && url->nomem) {
     decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL, EGRESS__MSG_NONE);
-    return;
+    return true;
   }
   if (url && url->invalid) {
     decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_INVALID_HOST, NULL, EGRESS__MSG_INVALID_URL);
-    return;
+    return true;
   }
   if (port < 1 || port > 65535) {
     decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_INVALID_PORT, NULL, EGRESS__MSG_INVALID_PORT);
-    return;
+    return true;
   }
   if (!host) {
     decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_INVALID_HOST, NULL, EGRESS__MSG_HOST_NULL);
-    return;
+    return true;
   }
   egress_status_t st = egress__canon_host(host, strlen(host), &d->host, &why);
   if (st == EGRESS_ENOMEM) {
     decide(d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL, EGRESS__MSG_NONE);
-    return;
+    return true;
   }
   if (st != EGRESS_OK) {
     d->v.detail_static = why; /* canonicalization's reasons are static */
     decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_INVALID_HOST, NULL, EGRESS__MSG_INVALID_HOST);
-    return;
+    return true;
   }
   d->v.has_host = true;
   uint16_t p16 = (uint16_t)port;
@@ -296,7 +306,7 @@ static void check_into(egress_checker_t *c, const egress_policy_t *p, egress_dec
     egress__match_name(p->matcher[EGRESS_LIST_DENY], d->host.text, d->host.len, p16, &m);
     if (m.allowing) {
       decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_EXPLICIT_DENY, m.allowing, EGRESS__MSG_DENY_ENTRY);
-      return;
+      return true;
     }
   }
   /* IP literals meet the deny list inside check_literal's vetting. */
@@ -306,16 +316,26 @@ static void check_into(egress_checker_t *c, const egress_policy_t *p, egress_dec
       egress__match_ip(p->matcher[EGRESS_LIST_DENY], &d->host.ip, p16, 0, &m);
       if (m.allowing) {
         decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_EXPLICIT_DENY, m.allowing, EGRESS__MSG_DENY_ENTRY);
-        return;
+        return true;
       }
     }
     decide(d, EGRESS_OUTCOME_DENIED, EGRESS_REASON_EMPTY_ALLOWLIST, NULL, EGRESS__MSG_EMPTY_ALLOWLIST);
-    return;
+    return true;
   }
-  if (d->host.kind == EGRESS__HOST_NAME)
-    check_name(c, p, d, p16, url);
-  else
+  if (d->host.kind != EGRESS__HOST_NAME) {
     check_literal(p, &c->opts, d, p16, url);
+    return true;
+  }
+  if (!name_rule(p, d, p16, url, &k->rule, &k->name_hash)) return true;
+  k->port = p16;
+  egress__answer_t ans;
+  egress__cache_stats_t cs = { 0, 0, 0 };
+  egress_status_t got;
+  if (!egress__cache_peek(c->cache, d->host.text, d->host.len, k->name_hash, &ans, &cs, &got)) return false;
+  count_cache(c, &cs);
+  vet_answer(c, p, d, p16, k->rule, got, &ans);
+  egress__answer_clear(&ans);
+  return true;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -390,6 +410,7 @@ static const char *write_message(const egress_decision_t *d, const char *host, c
   switch (d->v.msg) {
     case EGRESS__MSG_NONE: return NULL;
     case EGRESS__MSG_HOST_NULL: return "host is NULL";
+    case EGRESS__MSG_CANCELLED: return "the check was cancelled before DNS answered";
     case EGRESS__MSG_EMPTY_ALLOWLIST: return "the allowlist is empty: every destination is denied";
     case EGRESS__MSG_REFUSED: n = print_message(buf, "%s", req->refusal); break;
     case EGRESS__MSG_INVALID_URL: n = print_message(buf, "invalid URL: %s", url->invalid); break;
@@ -603,32 +624,67 @@ static void finish(egress_checker_t *c, egress_decision_t *d, const egress_polic
   egress__count_check(c, d->v.outcome, d->v.reason);
 }
 
-/* One check into a reset (or fresh) decision.  @p keep: the caller keeps
- * the decision and reads its text; @p want_json: and its event text.
- * egress_check keeps nothing: with no sink it makes no text at all (the
- * hot path), with one only what the event needs. */
-static egress_status_t run_check(egress_checker_t *c, const char *host, int32_t port,
-                                 const egress__url_ctx_t *url, const egress_request_t *req,
-                                 egress_decision_t *d, bool keep, bool want_json) {
-  bool text = keep || egress__sink_active(c->sink);
-  double start = text ? mono_ms() : 0;
+/* One check into a reset (or fresh) decision, up to the DNS answer it may
+ * need (README "The check").  @p keep: the caller keeps the decision and
+ * reads its text; @p want_json: and its event text.  egress_check keeps
+ * nothing: with no sink it makes no text at all (the hot path), with one
+ * only what the event needs.  True when decided: egress__check_end next;
+ * false when it waits for d->host's answer: egress__check_answer, then
+ * egress__check_end. */
+bool egress__check_begin(egress__check_t *k, egress_checker_t *c, const char *host, int32_t port,
+                         const egress__url_ctx_t *url, const egress_request_t *req, egress_decision_t *d,
+                         bool keep, bool want_json) {
+  k->c = c;
+  k->d = d;
+  k->host = host;
+  k->url = url;
+  k->req = req;
+  k->keep = keep;
+  k->want_json = want_json;
+  k->rule = NULL;
+  k->name_hash = 0;
+  k->port = 0;
+  k->text = keep || egress__sink_active(c->sink);
+  k->start = k->text ? mono_ms() : 0;
   d->v.port = port;
   d->v.verdict = EGRESS_VERDICT_DENY;
   /* A callback sink runs user code, which may check again on this thread
    * and replace the thread's slot: hold a reference of our own then.  The
    * thread's slot keeps the policy (and its rule text, which an
    * egress_check's event reads in place) alive past the check otherwise. */
-  bool own = c->opts.event_cb != NULL;
-  egress_policy_t *p = own ? egress__policy_acquire(c) : egress__policy_borrow(c);
-  egress_status_t st = EGRESS_OK;
-  if (req && req->refusal) {
+  k->own = c->opts.event_cb != NULL;
+  k->p = k->own ? egress__policy_acquire(c) : egress__policy_borrow(c);
+  k->refused = req && req->refusal;
+  if (k->refused) {
     /* Refused by the caller: recorded, never resolved or matched. */
     decide(d, EGRESS_OUTCOME_DENIED, req->refusal_reason, NULL, EGRESS__MSG_REFUSED);
-  } else {
-    check_into(c, p, d, host, port, url);
-    if (d->v.reason == EGRESS_REASON_INTERNAL_ERROR) st = EGRESS_ENOMEM;
+    return true;
   }
-  if (text && !add_text(d, host, req, url, keep)) {
+  return check_into(k, host, port);
+}
+
+void egress__check_hold(egress__check_t *k) {
+  if (!k->own) egress_policy_ref(k->p);
+  k->own = true;
+}
+
+void egress__check_answer(egress__check_t *k, egress_status_t st, const egress__answer_t *ans,
+                          const egress__cache_stats_t *cs) {
+  count_cache(k->c, cs);
+  vet_answer(k->c, k->p, k->d, k->port, k->rule, st, ans);
+}
+
+void egress__check_cancelled(egress__check_t *k) {
+  decide(k->d, EGRESS_OUTCOME_ENFORCEMENT_UNAVAILABLE, EGRESS_REASON_INTERNAL_ERROR, NULL,
+         EGRESS__MSG_CANCELLED);
+}
+
+egress_status_t egress__check_end(egress__check_t *k) {
+  egress_checker_t *c = k->c;
+  egress_decision_t *d = k->d;
+  egress_status_t st = EGRESS_OK;
+  if (!k->refused && d->v.reason == EGRESS_REASON_INTERNAL_ERROR) st = EGRESS_ENOMEM;
+  if (k->text && !add_text(d, k->host, k->req, k->url, k->keep)) {
     /* No text, no decision to stand behind: nothing found is reported. */
     d->v.has_rule = false;
     d->v.naddrs = 0;
@@ -636,11 +692,28 @@ static egress_status_t run_check(egress_checker_t *c, const char *host, int32_t 
     st = EGRESS_ENOMEM;
   }
   d->v.rule = NULL; /* the policy may go with the check */
-  if (text) d->v.latency_ms = mono_ms() - start;
-  finish(c, d, p, want_json, keep);
-  if (own) egress_policy_unref(p);
+  if (k->text) d->v.latency_ms = mono_ms() - k->start;
+  finish(c, d, k->p, k->want_json, k->keep);
+  if (k->own) egress_policy_unref(k->p);
+  k->p = NULL;
   if (st != EGRESS_OK) d->v.verdict = EGRESS_VERDICT_DENY;
   return st;
+}
+
+/* The blocking check: the same steps, the wait in this thread. */
+static egress_status_t run_check(egress_checker_t *c, const char *host, int32_t port,
+                                 const egress__url_ctx_t *url, const egress_request_t *req,
+                                 egress_decision_t *d, bool keep, bool want_json) {
+  egress__check_t k;
+  if (!egress__check_begin(&k, c, host, port, url, req, d, keep, want_json)) {
+    egress__answer_t ans;
+    egress__cache_stats_t cs = { 0, 0, 0 };
+    egress_status_t st =
+        egress__cache_fetch(c->cache, c->resolver, d->host.text, d->host.len, k.name_hash, &ans, &cs);
+    egress__check_answer(&k, st, &ans, &cs);
+    egress__answer_clear(&ans);
+  }
+  return egress__check_end(&k);
 }
 
 /* A check with no checker: a deny that says why, at the port given. */

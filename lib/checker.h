@@ -113,4 +113,32 @@ egress_status_t egress__check_url_parts(egress_checker_t *c, const char *host, i
                                         const egress__url_ctx_t *url, const egress_request_t *req,
                                         egress_decision_t *d);
 
+/* check.c: one check in steps, shared by the blocking calls and the loop
+ * driver (loop.c), which differ only in how they wait for DNS. */
+typedef struct egress__check {
+  egress_checker_t *c;
+  egress_policy_t *p;
+  bool own; /* p is a reference of the check's own */
+  egress_decision_t *d;
+  const char *host; /* as given: the event's destination */
+  const egress__url_ctx_t *url;
+  const egress_request_t *req;
+  bool keep, want_json, text, refused;
+  double start;
+  /* A name waiting for its answer: */
+  const egress__rule_t *rule;
+  uint64_t name_hash;
+  uint16_t port;
+} egress__check_t;
+
+bool egress__check_begin(egress__check_t *k, egress_checker_t *c, const char *host, int32_t port,
+                         const egress__url_ctx_t *url, const egress_request_t *req, egress_decision_t *d,
+                         bool keep, bool want_json);
+/* The check outlives the caller's call: hold the policy (a reference). */
+void egress__check_hold(egress__check_t *k);
+void egress__check_answer(egress__check_t *k, egress_status_t st, const egress__answer_t *ans,
+                          const egress__cache_stats_t *cs);
+void egress__check_cancelled(egress__check_t *k);
+egress_status_t egress__check_end(egress__check_t *k);
+
 #endif /* EGRESS_CHECKER_H */

@@ -435,7 +435,8 @@ typedef enum egress__msg {
   EGRESS__MSG_LITERAL_OUTSIDE,
   EGRESS__MSG_ALLOWED,
   EGRESS__MSG_ALLOWED_FILTERED,
-  EGRESS__MSG_AUDIT
+  EGRESS__MSG_AUDIT,
+  EGRESS__MSG_CANCELLED
 } egress__msg_t;
 
 /* What a check decides.  Zeroed whole before every check; no text. */

@@ -40,10 +40,18 @@ static void library_init(void) { library_status = ares_library_init(ARES_LIB_INI
 
 static double now_ms(void) { return egress__mono_ms(false); }
 
-static int channel_new(const egress__resolver_t *r, ares_channel *out) {
+/* A channel as the resolver's configuration says; @p sock_cb (may be NULL)
+ * hears of every socket the channel opens and closes (a caller's loop). */
+static int channel_new_cb(const egress__resolver_t *r, ares_sock_state_cb sock_cb, void *sock_arg,
+                          ares_channel *out) {
   struct ares_options o;
   int mask = ARES_OPT_FLAGS | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_NDOTS | ARES_OPT_DOMAINS;
   memset(&o, 0, sizeof o);
+  if (sock_cb) {
+    mask |= ARES_OPT_SOCK_STATE_CB;
+    o.sock_state_cb = sock_cb;
+    o.sock_state_cb_data = sock_arg;
+  }
   o.flags = ARES_FLAG_NOSEARCH | ARES_FLAG_NOALIASES;
   /* Two tries inside the budget; the caller's deadline cancels the rest. */
   uint32_t per_try = r->timeout_ms / 2;
@@ -71,6 +79,8 @@ static int channel_new(const egress__resolver_t *r, ares_channel *out) {
   }
   return st;
 }
+
+static int channel_new(const egress__resolver_t *r, ares_channel *out) { return channel_new_cb(r, NULL, NULL, out); }
 
 bool egress__dns_servers_valid(const char *csv, const char **why, size_t *bad, size_t *bad_len) {
   const char *p = csv;
@@ -452,6 +462,44 @@ static egress_status_t answer_localhost(egress__answer_t *ans) {
   return EGRESS_OK;
 }
 
+/* What a finished lookup says, as every caller reads it: the answer's
+ * result, detail and time.  EGRESS_ENOMEM (answer cleared) when the reply
+ * could not be kept. */
+static egress_status_t lookup_finish(const egress__resolver_t *r, lookup_state_t *s, double start) {
+  egress__answer_t *ans = s->ans;
+  ans->ms = now_ms() - start;
+  if (s->status == ARES_ECANCELLED || s->status == ARES_EDESTRUCTION) s->status = ARES_ETIMEOUT;
+  ans->ares_status = s->status;
+  ans->detail = ares_strerror(s->status);
+  if (s->nomem) {
+    ans->result = EGRESS__DNS_NOMEM;
+  } else {
+    ans->result = dns_result_of(s->status);
+    /* With only a hosts file to consult, c-ares 1.18 ends a lookup that
+     * found nothing with ARES_ECONNREFUSED: there is no server to fail, so
+     * the name simply does not exist. */
+    if (s->status == ARES_ECONNREFUSED && !strcmp(r->lookups, "f")) {
+      ans->result = EGRESS__DNS_NO_SUCH_HOST;
+      ans->detail = "not in the hosts file";
+    }
+    if (ans->result == EGRESS__DNS_OK && ans->n == 0) ans->result = EGRESS__DNS_NO_SUCH_HOST;
+  }
+  if (ans->result == EGRESS__DNS_NOMEM) {
+    egress__answer_clear(ans);
+    ans->result = EGRESS__DNS_NOMEM;
+    return EGRESS_ENOMEM;
+  }
+  return EGRESS_OK;
+}
+
+static void lookup_hints(const egress__resolver_t *r, struct ares_addrinfo_hints *hints) {
+  memset(hints, 0, sizeof *hints);
+  hints->ai_family = AF_UNSPEC;
+  hints->ai_flags = ARES_AI_NOSORT | (r->env_hosts ? ARES_AI_ENVHOSTS : 0);
+}
+
+bool egress__name_is_localhost(const char *name) { return is_localhost(name); }
+
 egress_status_t egress__resolve(egress__resolver_t *r, const char *name, egress__answer_t *ans) {
   ares_channel ch = NULL;
   egress__answer_reset(ans);
@@ -465,41 +513,89 @@ egress_status_t egress__resolve(egress__resolver_t *r, const char *name, egress_
     return ast == ARES_ENOMEM ? EGRESS_ENOMEM : EGRESS_OK;
   }
   struct ares_addrinfo_hints hints;
-  memset(&hints, 0, sizeof hints);
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_flags = ARES_AI_NOSORT | (r->env_hosts ? ARES_AI_ENVHOSTS : 0);
+  lookup_hints(r, &hints);
   lookup_state_t s = { .ans = ans, .name = name };
   ares_getaddrinfo(ch, name, NULL, &hints, on_addrinfo, &s);
   run_until_done(ch, &s, start + (double)r->timeout_ms);
-  ans->ms = now_ms() - start;
-  if (s.status == ARES_ECANCELLED) s.status = ARES_ETIMEOUT;
-  ans->ares_status = s.status;
-  ans->detail = ares_strerror(s.status);
-  if (s.nomem) {
-    ans->result = EGRESS__DNS_NOMEM;
-  } else {
-    ans->result = dns_result_of(s.status);
-    /* With only a hosts file to consult, c-ares 1.18 ends a lookup that
-     * found nothing with ARES_ECONNREFUSED: there is no server to fail, so
-     * the name simply does not exist. */
-    if (s.status == ARES_ECONNREFUSED && !strcmp(r->lookups, "f")) {
-      ans->result = EGRESS__DNS_NO_SUCH_HOST;
-      ans->detail = "not in the hosts file";
-    }
-    if (ans->result == EGRESS__DNS_OK && ans->n == 0) ans->result = EGRESS__DNS_NO_SUCH_HOST;
-  }
+  egress_status_t st = lookup_finish(r, &s, start);
   /* A channel whose lookup was cancelled or failed oddly may hold half-open
    * state; only reuse channels that finished cleanly. */
   if (s.status == ARES_SUCCESS || ans->result == EGRESS__DNS_NO_SUCH_HOST)
     channel_put(r, ch);
   else
     ares_destroy(ch);
-  if (ans->result == EGRESS__DNS_NOMEM) {
-    egress__answer_clear(ans);
-    ans->result = EGRESS__DNS_NOMEM;
-    return EGRESS_ENOMEM;
+  return st;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Lookups on a channel a caller's loop drives (loop.c).                     */
+/* ------------------------------------------------------------------------ */
+
+egress_status_t egress__resolver_channel(const egress__resolver_t *r, egress__sock_cb sock_cb, void *sock_arg,
+                                         void **channel) {
+  ares_channel ch = NULL;
+  int ast = channel_new_cb(r, sock_cb, sock_arg, &ch);
+  *channel = ch;
+  if (ast == ARES_SUCCESS) return EGRESS_OK;
+  return ast == ARES_ENOMEM ? EGRESS_ENOMEM : EGRESS_ERESOLVER;
+}
+
+void egress__channel_free(void *channel) {
+  if (channel) ares_destroy(channel);
+}
+
+typedef struct async_lookup {
+  lookup_state_t s;
+  egress__answer_t ans;
+  const egress__resolver_t *r;
+  double start;
+  egress__lookup_cb cb;
+  void *arg;
+  char name[];
+} async_lookup_t;
+
+static void on_async_addrinfo(void *arg, int status, int timeouts, struct ares_addrinfo *res) {
+  async_lookup_t *l = arg;
+  on_addrinfo(&l->s, status, timeouts, res);
+  egress_status_t st = lookup_finish(l->r, &l->s, l->start);
+  l->cb(l->arg, st, &l->ans);
+  egress__answer_clear(&l->ans);
+  egress__free(l);
+}
+
+void egress__resolve_start(const egress__resolver_t *r, void *channel, const char *name, egress__lookup_cb cb,
+                           void *arg) {
+  size_t n = strlen(name) + 1;
+  async_lookup_t *l = egress__malloc(sizeof *l + n);
+  if (!l) {
+    egress__answer_t ans;
+    egress__answer_reset(&ans);
+    ans.result = EGRESS__DNS_NOMEM;
+    cb(arg, EGRESS_ENOMEM, &ans);
+    return;
   }
-  return EGRESS_OK;
+  memcpy(l->name, name, n);
+  egress__answer_reset(&l->ans);
+  l->s = (lookup_state_t){ .ans = &l->ans, .name = l->name };
+  l->r = r;
+  l->start = now_ms();
+  l->cb = cb;
+  l->arg = arg;
+  struct ares_addrinfo_hints hints;
+  lookup_hints(r, &hints);
+  ares_getaddrinfo(channel, l->name, NULL, &hints, on_async_addrinfo, l);
+}
+
+int egress__channel_timeout_ms(void *channel, int max_ms) {
+  struct timeval maxtv = { .tv_sec = max_ms / 1000, .tv_usec = (suseconds_t)(max_ms % 1000) * 1000 };
+  struct timeval tv, *tvp = ares_timeout(channel, max_ms >= 0 ? &maxtv : NULL, &tv);
+  if (!tvp) return -1;
+  long ms = (long)tvp->tv_sec * 1000 + (tvp->tv_usec + 999) / 1000;
+  return ms > INT32_MAX ? INT32_MAX : (int)ms;
+}
+
+void egress__channel_process(void *channel, int fd, bool readable, bool writable) {
+  ares_process_fd(channel, readable ? fd : ARES_SOCKET_BAD, writable ? fd : ARES_SOCKET_BAD);
 }
 
 void egress__answer_clear(egress__answer_t *ans) {
@@ -512,4 +608,14 @@ void egress__answer_clear(egress__answer_t *ans) {
   ans->n = 0;
   ans->chain = NULL;
   ans->chain_len = 0;
+}
+
+uint32_t egress__resolver_timeout_ms(const egress__resolver_t *r) { return r->timeout_ms; }
+
+void egress__answer_timed_out(egress__answer_t *ans, double ms) {
+  egress__answer_reset(ans);
+  ans->result = EGRESS__DNS_UNAVAILABLE;
+  ans->ares_status = ARES_ETIMEOUT;
+  ans->detail = ares_strerror(ARES_ETIMEOUT);
+  ans->ms = ms;
 }

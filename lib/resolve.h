@@ -47,6 +47,32 @@ void egress__resolver_free(egress__resolver_t *r);
  * EGRESS_ENOMEM.  Thread-safe. */
 egress_status_t egress__resolve(egress__resolver_t *r, const char *name, egress__answer_t *ans);
 void egress__answer_clear(egress__answer_t *ans);
+/* "localhost" and names under it: answered by egress__resolve without DNS. */
+bool egress__name_is_localhost(const char *name);
+
+/* A c-ares channel configured as the resolver's blocking ones, whose
+ * sockets a caller's loop watches: @p sock_cb hears of each socket opened
+ * (and which readiness it needs) and closed (neither).  The channel is the
+ * caller's (egress__channel_free); one thread uses it. */
+typedef void (*egress__sock_cb)(void *arg, int fd, int readable, int writable);
+egress_status_t egress__resolver_channel(const egress__resolver_t *r, egress__sock_cb sock_cb, void *sock_arg,
+                                         void **channel);
+/* Destroying a channel ends its lookups: their callbacks run inside. */
+void egress__channel_free(void *channel);
+/* Resolve @p name on @p channel; @p cb runs once (perhaps inside this call)
+ * with the answer egress__resolve would give (ms: time from this call), and
+ * may move it (the answer is cleared after).  The lookup's own deadline is
+ * the caller's. */
+typedef void (*egress__lookup_cb)(void *arg, egress_status_t st, egress__answer_t *ans);
+void egress__resolve_start(const egress__resolver_t *r, void *channel, const char *name, egress__lookup_cb cb,
+                           void *arg);
+/* ms until the channel needs egress__channel_process(channel, -1, ...),
+ * at most @p max_ms (-1: no bound); -1 when it waits for nothing. */
+int egress__channel_timeout_ms(void *channel, int max_ms);
+void egress__channel_process(void *channel, int fd, bool readable, bool writable);
+uint32_t egress__resolver_timeout_ms(const egress__resolver_t *r);
+/* The answer of a lookup whose deadline passed, as egress__resolve gives it. */
+void egress__answer_timed_out(egress__answer_t *ans, double ms);
 /* Reset an answer's header; the inline arrays are written before they are
  * read, so they are left alone (this runs on every cached check). */
 static inline void egress__answer_reset(egress__answer_t *ans) {
@@ -71,12 +97,48 @@ typedef struct egress__cache_stats {
 /* NULL cache (*out) when caching is disabled (cache_max == 0). */
 egress_status_t egress__cache_new(const egress_options_t *o, egress__cache_t **out);
 void egress__cache_free(egress__cache_t *c);
-/* Resolve through the cache (c may be NULL): a fresh cached answer, the
- * answer of a lookup another thread has in flight for the same name, or a
- * lookup of our own.  @p hash is egress__name_hash(name) or 0 (computed
- * here).  The answer is the caller's copy.  Thread-safe. */
-egress_status_t egress__cache_resolve(egress__cache_t *c, egress__resolver_t *r, const char *name, size_t len,
-                                      uint64_t hash, egress__answer_t *ans, egress__cache_stats_t *stats);
+/* The thread's own copy of a fresh answer for @p name (no lock taken), or
+ * false: then egress__cache_fetch or egress__cache_join, which look in the
+ * shared table.  @p hash is egress__name_hash(name) or 0.  Thread-safe. */
+bool egress__cache_peek(egress__cache_t *c, const char *name, size_t len, uint64_t hash, egress__answer_t *ans,
+                        egress__cache_stats_t *stats, egress_status_t *st);
+/* The blocking way (c may be NULL): a fresh cached answer, the answer of a
+ * lookup already in flight for the same name (waited for), or a lookup of
+ * our own.  The answer is the caller's copy.  Thread-safe. */
+egress_status_t egress__cache_fetch(egress__cache_t *c, egress__resolver_t *r, const char *name, size_t len,
+                                    uint64_t hash, egress__answer_t *ans, egress__cache_stats_t *stats);
+
+/* The asynchronous way.  A loop's check waits for a flight (one lookup in
+ * progress, shared by every blocking and asynchronous miss on its name)
+ * as a waiter. */
+typedef struct egress__flight egress__flight_t;
+typedef struct egress__waiter egress__waiter_t;
+struct egress__waiter {
+  egress__waiter_t *next;
+  egress__flight_t *flight; /* a reference, until take, leave or drop */
+  bool leader;              /* the flight is its own query */
+  /* The answer is in.  Runs once, with the flight's lock held, on the
+   * thread that published (any thread): it must only hand the waiter to
+   * its loop. */
+  void (*ready)(egress__waiter_t *w);
+};
+/* A fresh cached answer into @p ans (w->flight stays NULL), or @p w joins
+ * the flight for @p name, or a new one: then *lead is that flight, whose
+ * lookup the caller starts and ends with egress__cache_publish.  c may be
+ * NULL (a flight in no table).  EGRESS_ENOMEM: neither. */
+egress_status_t egress__cache_join(egress__cache_t *c, const char *name, size_t len, uint64_t hash,
+                                   egress__waiter_t *w, egress__answer_t *ans, egress__cache_stats_t *stats,
+                                   egress__flight_t **lead);
+/* A flight's lookup ended: cache the answer, wake every waiter, drop the
+ * lookup's reference.  Any thread. */
+void egress__cache_publish(egress__cache_t *c, egress__flight_t *f, egress_status_t st,
+                           const egress__answer_t *ans);
+/* After ready: the caller's copy of the answer; the reference is dropped. */
+egress_status_t egress__cache_take(egress__waiter_t *w, egress__answer_t *ans);
+/* Before the answer: stop waiting (true), or false when ready has run
+ * (then the waiter's loop holds it: egress__cache_drop once it is out). */
+bool egress__cache_leave(egress__waiter_t *w);
+void egress__cache_drop(egress__waiter_t *w);
 
 /* Answers this thread took from its own front copy (tests only). */
 unsigned long egress__cache_front_hits(void);
