@@ -455,8 +455,8 @@ static void front_put(const egress__cache_t *c, const shard_t *s, const centry_t
 
 static shard_t *shard_of(egress__cache_t *c, uint64_t hash) { return &c->shards[(hash >> 40) % c->nshards]; }
 
-bool egress__cache_peek(egress__cache_t *c, const char *name, size_t len, uint64_t hash, egress__answer_t *ans,
-                        egress__cache_stats_t *stats, egress_status_t *st) {
+bool egress__cache_peek(egress__cache_t *c, const char *name, size_t len, uint64_t hash,
+                        egress__answer_t *ans, egress__cache_stats_t *stats, egress_status_t *st) {
   if (!c) return false;
   if (!hash) hash = egress__name_hash(name, len);
   shard_t *s = shard_of(c, hash);

@@ -668,9 +668,9 @@ void egress__check_hold(egress__check_t *k) {
   k->own = true;
 }
 
-void egress__check_answer(egress__check_t *k, egress_status_t st, const egress__answer_t *ans,
-                          const egress__cache_stats_t *cs) {
-  count_cache(k->c, cs);
+void egress__check_count_cache(egress__check_t *k, const egress__cache_stats_t *cs) { count_cache(k->c, cs); }
+
+void egress__check_answer(egress__check_t *k, egress_status_t st, const egress__answer_t *ans) {
   vet_answer(k->c, k->p, k->d, k->port, k->rule, st, ans);
 }
 
@@ -710,7 +710,8 @@ static egress_status_t run_check(egress_checker_t *c, const char *host, int32_t 
     egress__cache_stats_t cs = { 0, 0, 0 };
     egress_status_t st =
         egress__cache_fetch(c->cache, c->resolver, d->host.text, d->host.len, k.name_hash, &ans, &cs);
-    egress__check_answer(&k, st, &ans, &cs);
+    egress__check_count_cache(&k, &cs);
+    egress__check_answer(&k, st, &ans);
     egress__answer_clear(&ans);
   }
   return egress__check_end(&k);

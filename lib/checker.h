@@ -106,6 +106,18 @@ const egress__rule_t *egress__url_rule(const egress_policy_t *p, const egress__h
                                        uint8_t min_len, const egress__rule_t *found,
                                        const egress__url_ctx_t *u, bool *scheme_only);
 
+/* url.c: a URL taken apart for its check into @p d (which records the URL
+ * as given): the host and port to check, and what the URL adds. */
+typedef struct egress__url_check {
+  char *host_owned, *path_owned;
+  egress__url_ctx_t ctx;
+  const char *host; /* host_owned, or the URL itself when it is refused */
+  int32_t port;
+} egress__url_check_t;
+void egress__url_prepare(const char *url, const egress_request_t *req, egress_decision_t *d,
+                         egress__url_check_t *uc);
+void egress__url_release(egress__url_check_t *uc);
+
 /* check.c: the whole check of @p host:@p port for a URL into @p d, event
  * text built (as egress_check_ex); @p url says what the URL adds, or why it
  * was refused.  @p c NULL: decided as internal_error, EGRESS_EINVAL. */
@@ -136,8 +148,8 @@ bool egress__check_begin(egress__check_t *k, egress_checker_t *c, const char *ho
                          bool keep, bool want_json);
 /* The check outlives the caller's call: hold the policy (a reference). */
 void egress__check_hold(egress__check_t *k);
-void egress__check_answer(egress__check_t *k, egress_status_t st, const egress__answer_t *ans,
-                          const egress__cache_stats_t *cs);
+void egress__check_count_cache(egress__check_t *k, const egress__cache_stats_t *cs);
+void egress__check_answer(egress__check_t *k, egress_status_t st, const egress__answer_t *ans);
 void egress__check_cancelled(egress__check_t *k);
 egress_status_t egress__check_end(egress__check_t *k);
 

@@ -47,6 +47,24 @@ egress_status_t egress_request_set(egress_request_t *req, egress_field_t field, 
   return EGRESS_OK;
 }
 
+egress_status_t egress__request_copy(const egress_request_t *req, egress_request_t **out) {
+  *out = NULL;
+  if (!req) return EGRESS_OK;
+  egress_request_t *copy = egress__calloc(1, sizeof(*copy));
+  if (!copy) return EGRESS_ENOMEM;
+  bool ok = true;
+  for (int i = 0; i < EGRESS__FIELD_COUNT; i++)
+    if (req->field[i] && !(copy->field[i] = egress__strdup(req->field[i]))) ok = false;
+  if (req->refusal && !(copy->refusal = egress__strdup(req->refusal))) ok = false;
+  copy->refusal_reason = req->refusal_reason;
+  if (!ok) {
+    egress_request_free(copy);
+    return EGRESS_ENOMEM;
+  }
+  *out = copy;
+  return EGRESS_OK;
+}
+
 void egress__decision_release(egress_decision_t *d) {
   egress__free(d->t.owned);
   egress__free(d->t.url);

@@ -498,6 +498,9 @@ static inline void egress__decision_reset(egress_decision_t *d) {
 
 /* Free what a decision owns, leaving the struct itself as garbage. */
 void egress__decision_release(egress_decision_t *d);
+/* A copy of @p req (NULL for NULL) for a check that outlives its caller's
+ * call. */
+egress_status_t egress__request_copy(const egress_request_t *req, egress_request_t **out);
 
 /* ------------------------------------------------------------------------ */
 /* event.c: CloudEvents JSON for a decision (built with cJSON).             */

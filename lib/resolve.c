@@ -80,7 +80,9 @@ static int channel_new_cb(const egress__resolver_t *r, ares_sock_state_cb sock_c
   return st;
 }
 
-static int channel_new(const egress__resolver_t *r, ares_channel *out) { return channel_new_cb(r, NULL, NULL, out); }
+static int channel_new(const egress__resolver_t *r, ares_channel *out) {
+  return channel_new_cb(r, NULL, NULL, out);
+}
 
 bool egress__dns_servers_valid(const char *csv, const char **why, size_t *bad, size_t *bad_len) {
   const char *p = csv;

@@ -100,8 +100,8 @@ void egress__cache_free(egress__cache_t *c);
 /* The thread's own copy of a fresh answer for @p name (no lock taken), or
  * false: then egress__cache_fetch or egress__cache_join, which look in the
  * shared table.  @p hash is egress__name_hash(name) or 0.  Thread-safe. */
-bool egress__cache_peek(egress__cache_t *c, const char *name, size_t len, uint64_t hash, egress__answer_t *ans,
-                        egress__cache_stats_t *stats, egress_status_t *st);
+bool egress__cache_peek(egress__cache_t *c, const char *name, size_t len, uint64_t hash,
+                        egress__answer_t *ans, egress__cache_stats_t *stats, egress_status_t *st);
 /* The blocking way (c may be NULL): a fresh cached answer, the answer of a
  * lookup already in flight for the same name (waited for), or a lookup of
  * our own.  The answer is the caller's copy.  Thread-safe. */

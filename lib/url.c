@@ -214,35 +214,48 @@ static const char *parse_url(const char *url, url_parts_t *u, bool *nomem) {
   return NULL;
 }
 
+void egress__url_prepare(const char *url, const egress_request_t *req, egress_decision_t *d,
+                         egress__url_check_t *uc) {
+  url_parts_t u;
+  memset(&u, 0, sizeof u);
+  uc->ctx = (egress__url_ctx_t){ .invalid = NULL, .nomem = false };
+  /* A refused request is not parsed (its URL need not even be text): it is
+   * recorded as given, at port 0, and refused in the check. */
+  bool refused = req && req->refusal;
+  if (!refused) uc->ctx.invalid = url ? parse_url(url, &u, &uc->ctx.nomem) : "URL is NULL";
+  if (url && !(d->t.url = egress__strdup(url))) uc->ctx.nomem = true;
+  uc->host_owned = u.host;
+  uc->path_owned = u.path;
+  if (refused || uc->ctx.invalid || uc->ctx.nomem) {
+    /* Refused as given: the decision names the URL, at port 0. */
+    uc->host = url;
+    uc->port = 0;
+  } else {
+    /* The checked host is the URL's host without IPv6 brackets. */
+    uc->ctx.path = u.path;
+    uc->ctx.scheme = u.scheme;
+    uc->host = u.host;
+    uc->port = u.port;
+  }
+}
+
+void egress__url_release(egress__url_check_t *uc) {
+  egress__free(uc->host_owned);
+  egress__free(uc->path_owned);
+  uc->host_owned = uc->path_owned = NULL;
+}
+
 egress_status_t egress_check_url(egress_checker_t *checker, const char *url, const egress_request_t *req,
                                  egress_decision_t **out) {
-  url_parts_t u;
   if (!out) return EGRESS_EINVAL;
   *out = NULL;
   egress_decision_t *d = egress__calloc(1, sizeof(*d));
   if (!d) return EGRESS_ENOMEM;
   *out = d;
   if (!checker) return egress__check_url_parts(NULL, NULL, 0, NULL, req, d);
-  egress__url_ctx_t ctx = { .invalid = NULL, .nomem = false };
-  /* A refused request is not parsed (its URL need not even be text): it is
-   * recorded as given, at port 0, and refused in the check. */
-  bool refused = req && req->refusal;
-  memset(&u, 0, sizeof u);
-  if (!refused) ctx.invalid = url ? parse_url(url, &u, &ctx.nomem) : "URL is NULL";
-  if (url && !(d->t.url = egress__strdup(url))) ctx.nomem = true;
-  egress_status_t st;
-  if (refused || ctx.invalid || ctx.nomem) {
-    /* Refused as given: the decision names the URL, at port 0. */
-    st = egress__check_url_parts(checker, url, 0, &ctx, req, d);
-  } else {
-    /* The checked host is the URL's host without IPv6 brackets. */
-    ctx.path = u.path;
-    ctx.scheme = u.scheme;
-    st = egress__check_url_parts(checker, u.host, u.port, &ctx, req, d);
-  }
-  if (url) {
-    egress__free(u.host);
-    egress__free(u.path);
-  }
+  egress__url_check_t uc;
+  egress__url_prepare(url, req, d, &uc);
+  egress_status_t st = egress__check_url_parts(checker, uc.host, uc.port, &uc.ctx, req, d);
+  egress__url_release(&uc);
   return st;
 }
