@@ -43,10 +43,10 @@ struct egress_uv {
   watch_t **watches; /* polls started, in no order */
   size_t nwatches, capwatches;
 
-  int wake_fd;     /* reported while egress_loop_new ran; polled after */
-  bool built;      /* egress_loop_new returned */
-  bool held;       /* the handles hold the loop (a check is in flight) */
-  bool rearm;      /* a call into the driver since the timer was armed */
+  int wake_fd; /* reported while egress_loop_new ran; polled after */
+  bool built;  /* egress_loop_new returned */
+  bool held;   /* the handles hold the loop (a check is in flight) */
+  bool rearm;  /* a call into the driver since the timer was armed */
   size_t last_pending;
 
   unsigned handles; /* initialised and not yet through their close callback */
@@ -108,7 +108,8 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   /* An error is for the driver to find when it reads or writes.  The poll
    * may be closed inside the call: w is not touched after it. */
   bool failed = status < 0;
-  (void)egress_loop_process(uv->drv, w->fd, failed || (events & UV_READABLE), failed || (events & UV_WRITABLE));
+  (void)egress_loop_process(uv->drv, w->fd, failed || (events & UV_READABLE),
+                            failed || (events & UV_WRITABLE));
   touched(uv);
 }
 
