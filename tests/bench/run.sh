@@ -2,6 +2,7 @@
 # Run the libegress benchmarks.
 #
 #   tests/bench/run.sh [BUILD_DIR] [--reps N] [--quick] [--only FIGURE]
+#   (FIGURE uv: checks on a libuv loop, tests/bench/bench_uv.c)
 #
 # Configures a release build in BUILD_DIR (default: build/bench under the
 # source tree) unless one is there already, builds the benchmark, runs it,
@@ -26,6 +27,22 @@ for o in json.load(open(sys.argv[1])):
     echo "warning: $build is a '$buildtype' build; the figures are meant for --buildtype=release" >&2
   fi
 fi
+
+# --only uv: checks on a libuv loop (tests/bench/bench_uv.c), its own program.
+case " $* " in
+  *" --only uv "*)
+    ninja -C "$build" tests/bench/egress-bench-uv
+    args=""
+    while [ $# -gt 0 ]; do
+      case "$1" in
+        --only) shift ;;
+        --json) shift ;;
+        *) args="$args $1" ;;
+      esac
+      shift
+    done
+    exec "$build/tests/bench/egress-bench-uv" $args ;;
+esac
 
 ninja -C "$build" tests/bench/egress-bench
 exec "$build/tests/bench/egress-bench" --json "$build/bench.json" "$@"
