@@ -12,13 +12,17 @@
   'targets': [
     {
       'target_name': 'egress_node',
-      # The same sources as bindings/node/meson.build.
+      # The same sources as bindings/node/meson.build; uv/ holds the libuv
+      # adapter (lib/uv/egress_uv.c and its header, copied by npm's prepack:
+      # tools/vendor-uv.js), compiled against the uv.h of node's headers.
       'sources': [
         'src/convert.c',
         'src/lifetime.c',
         'src/module.c',
         'src/packed.c',
+        'uv/egress_uv.c',
       ],
+      'include_dirs': ['uv'],
       'defines': ['NAPI_VERSION=8'],
       'cflags': [
         '-std=c11',
@@ -26,7 +30,10 @@
         '<!@(pkg-config --cflags libegress)',
       ],
       'libraries': ['<!@(pkg-config --libs libegress)'],
-      'ldflags': ['-Wl,-rpath,<!(pkg-config --variable=libdir libegress)'],
+      'ldflags': [
+        '-Wl,-rpath,<!(pkg-config --variable=libdir libegress)',
+        '-Wl,--version-script,<(module_root_dir)/src/egress_node.map',
+      ],
     },
   ],
 }

@@ -7,10 +7,11 @@
  *   packed.c    decisions to JS: the number array and packed string fields
  *               that index.js builds a decision from, the string memo
  *   lifetime.c  a checker's native state: its handle, finalizers, the
- *               thread-safe function for events, async checks
+ *               thread-safe function for events, async checks on Node's
+ *               own event loop (lib/uv/egress_uv.c, compiled in)
  *   module.c    the exported functions and the module's registration
  *
- * Only the public egress.h is used.  Every function here runs on the JS
+ * Only the public egress.h and egress_uv.h are used.  Every function here runs on the JS
  * thread unless its comment says otherwise.
  */
 #ifndef EGRESS_NODE_ADDON_H
@@ -24,6 +25,7 @@
 #include <stdint.h>
 
 #include "egress.h"
+#include "egress_uv.h" /* against Node's own uv.h: never a second libuv */
 
 #define MAX_STRING (64 * 1024)          /* hosts, URLs, paths, options */
 #define MAX_POLICY (256u * 1024 * 1024) /* policy documents */
@@ -114,35 +116,44 @@ typedef struct instance {
                                        through the thread-safe function) */
 } instance_t;
 
+typedef struct work work_t;
+
 /* A checker as the JS handle holds it.  All fields but pending are touched
  * on the JS thread only. */
 typedef struct nchecker {
   uint64_t magic;
+  napi_env env;
   egress_checker_t *checker;     /* freed once closed with no work in flight */
-  unsigned works;                /* async checks in flight */
+  unsigned works;                /* async checks whose callback has not run */
   bool closed;                   /* close() called or handle collected */
   bool handle_alive;             /* the JS external still points here */
   napi_threadsafe_function tsfn; /* onEvent, or NULL once finalized */
   napi_ref on_event;             /* onEvent for async checks' events */
   bool tsfn_reffed;
   atomic_uint pending; /* events queued and not yet delivered */
+  /* Async checks run on the environment's own libuv loop: */
+  egress_uv_t *uv;                        /* attached at the first check() */
+  bool uv_closing;                        /* egress_uv_close()'d, not yet closed */
+  bool tearing_down;                      /* the environment is going: no JS */
+  napi_async_context actx;                /* completions' async context */
+  napi_async_cleanup_hook_handle cleanup; /* until the adapter is closed */
+  unsigned direct;                        /* inside a library call made from JS */
+  work_t *held, **held_tail;              /* completions that ran meanwhile */
 } nchecker_t;
 
-/* An async check: filled on the JS thread, run on the thread pool. */
-typedef struct work {
-  napi_async_work aw;
+/* An async check: from check() to its promise settled. */
+struct work {
   napi_deferred deferred;
   nchecker_t *nc;
-  char *host;
-  char *url;
-  int32_t port;
-  egress_request_t *req;
-  egress_decision_t *d;
   egress_status_t st;
-  char *event; /* the check's event JSON, delivered before the promise settles */
-  size_t event_len;
-  bool event_seen;
-} work_t;
+  egress_decision_t *d;
+  work_t *next; /* in nc->held */
+};
+
+/* Set on the JS thread while checkSync / checkUrlSync run: their events go
+ * through the thread-safe function; an async check's event is the one its
+ * decision carries, delivered before its promise settles. */
+extern _Thread_local bool sync_checking;
 
 /* ------------------------------------------------------------------------ */
 /* convert.c                                                                 */
@@ -226,11 +237,10 @@ void checker_close(napi_env env, napi_value v);
 /* After a check on the JS thread: keep the loop alive for queued events. */
 void sync_event_ref(napi_env env, nchecker_t *nc);
 
-/* A new async check on @p nc; NULL (no exception) when out of memory. */
-work_t *work_new(nchecker_t *nc);
-void work_free(napi_env env, work_t *w);
-/* Queue @p w with its destination and context filled: the promise of its
- * decision.  On failure @p w is freed and NULL returned. */
-napi_value work_queue(napi_env env, work_t *w);
+/* check(): start egress_check_ex (@p url NULL) or egress_check_url on the
+ * environment's loop; the strings and @p req are the caller's and copied.
+ * The promise of its decision, or NULL with an exception pending. */
+napi_value check_start(napi_env env, nchecker_t *nc, const char *host, int32_t port, const char *url,
+                       const egress_request_t *req);
 
 #endif

@@ -196,7 +196,9 @@ static napi_value js_check_sync(napi_env env, napi_callback_info info) {
   if (!(host = js_string_small(env, argv[1], "host", true, small)) || !get_port(env, argv[2], &port))
     goto done;
   if (argc >= 4 && !make_request(env, argv[3], &req)) goto done;
+  sync_checking = true;
   egress_status_t st = egress_check_into(nc->checker, host, port, req, inst->sync_decision);
+  sync_checking = false;
   sync_event_ref(env, nc);
   /* A check that failed still left a deny in the decision, which says why. */
   if (st != EGRESS_OK && egress_decision_verdict(inst->sync_decision) != EGRESS_VERDICT_DENY)
@@ -229,7 +231,9 @@ static napi_value js_check_url_sync(napi_env env, napi_callback_info info) {
   if (!nc || !inst) goto done;
   if (!(url = get_string(env, argv[1], "url", true))) goto done;
   if (argc >= 3 && !make_request(env, argv[2], &req)) goto done;
+  sync_checking = true;
   egress_status_t st = egress_check_url(nc->checker, url, req, &d);
+  sync_checking = false;
   sync_event_ref(env, nc);
   if (!d) {
     throw_status(env, st, "could not allocate the decision: denied");
@@ -243,26 +247,32 @@ done:
   return result;
 }
 
-/* checkAsync(handle, host|null, port, ctx, url|undefined) -> Promise */
+/* checkAsync(handle, host|null, port, ctx, url|undefined) -> Promise, on
+ * this environment's event loop (lifetime.c) */
 static napi_value js_check_async(napi_env env, napi_callback_info info) {
   size_t argc = 5;
-  napi_value argv[5];
+  napi_value argv[5], promise = NULL;
+  egress_request_t *req = NULL;
+  char small[SMALL_BYTES];
+  char *host = NULL, *url = NULL;
+  int32_t port = 0;
   NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 5) return throw_type(env, "checkAsync(handle, host, port, ctx, url)");
   nchecker_t *nc = get_checker(env, argv[0]);
   if (!nc) return NULL;
-  work_t *w = work_new(nc);
-  if (!w) return throw_status(env, EGRESS_ENOMEM, NULL);
   if (!is_nullish(env, argv[4])) {
-    if (!(w->url = get_string(env, argv[4], "url", true))) goto fail;
+    if (!(url = get_string(env, argv[4], "url", true))) goto done;
   } else {
-    if (!(w->host = get_string(env, argv[1], "host", true)) || !get_port(env, argv[2], &w->port)) goto fail;
+    if (!(host = js_string_small(env, argv[1], "host", true, small)) || !get_port(env, argv[2], &port))
+      goto done;
   }
-  if (!make_request(env, argv[3], &w->req)) goto fail;
-  return work_queue(env, w);
-fail:
-  work_free(env, w);
-  return NULL;
+  if (!make_request(env, argv[3], &req)) goto done;
+  promise = check_start(env, nc, host, port, url, req);
+done:
+  egress_request_free(req);
+  if (host != small) free(host);
+  free(url);
+  return promise;
 }
 
 /* setPolicy(handle, json) */
@@ -370,7 +380,7 @@ static napi_value js_metrics(napi_env env, napi_callback_info info) {
   return result;
 }
 
-/* close(handle): idempotent; checks in flight finish on the live checker. */
+/* close(handle): idempotent; checks in flight are cancelled and rejected. */
 static napi_value js_close(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];

@@ -21,17 +21,21 @@ function writeFile(dir, name, text) {
 
 /**
  * Start the loopback DNS responder (tests/dns, EGRESS_TEST_DNS) with a zone.
- * Resolves to { port, server: '127.0.0.1:PORT', stop() } or null when the
- * responder was not built (the caller skips).
+ * Resolves to { port, server: '127.0.0.1:PORT', stop(), counts() } or null
+ * when the responder was not built (the caller skips).  With
+ * { counts: true }, counts() stops the responder and resolves to the queries
+ * it answered by name: { 'api.test': { total, A, AAAA }, ... }.
  */
-function startDns(zone) {
+function startDns(zone, { counts = false } = {}) {
   const exe = process.env.EGRESS_TEST_DNS;
   if (!exe || !fs.existsSync(exe)) return Promise.resolve(null);
   const dir = tmpdir();
   const zoneFile = writeFile(dir, 'zone', zone);
   const child = spawn(exe, ['--zone', zoneFile, '--stdin-lifeline'], {
-    stdio: ['pipe', 'pipe', 'inherit'],
+    stdio: ['pipe', 'pipe', counts ? 'pipe' : 'inherit'],
   });
+  let errText = '';
+  if (counts) child.stderr.on('data', (b) => (errText += b));
   return new Promise((resolve, reject) => {
     const rl = readline.createInterface({ input: child.stdout });
     const timer = setTimeout(() => reject(new Error('DNS responder did not start')), 10000);
@@ -49,6 +53,22 @@ function startDns(zone) {
           child.removeAllListeners('exit');
           child.stdin.end();
           child.kill('SIGTERM');
+        },
+        counts() {
+          return new Promise((done) => {
+            child.removeAllListeners('exit');
+            child.once('close', () => {
+              const byName = {};
+              // "NAME TOTAL A N AAAA N", after "total N tcp N bad N"
+              for (const line of errText.split('\n')) {
+                const f = line.split(' ');
+                if (f.length !== 6 || f[0] === 'total' || f[2] !== 'A') continue;
+                byName[f[0]] = { total: Number(f[1]), A: Number(f[3]), AAAA: Number(f[5]) };
+              }
+              done(byName);
+            });
+            child.stdin.end();
+          });
         },
       });
     });
