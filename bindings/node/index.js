@@ -388,6 +388,12 @@ function rethrowLibrary(e) {
   throw libraryError(e);
 }
 
+/* checkAsync's result: the promise of a check waiting for DNS, or a check
+ * decided at once (a literal, a cached name, a policy denial), packed. */
+function settleCheck(r) {
+  return typeof r === 'object' && r !== null ? r.then(undefined, rethrowLibrary) : Promise.resolve(buildDecision(r));
+}
+
 function closedError() {
   return new EgressError('the checker is closed', 'EGRESS_CLOSED');
 }
@@ -801,13 +807,14 @@ class Checker {
     return Object.assign({}, this._defaults);
   }
 
-  /** Check HOST:PORT off the event loop (libuv thread pool). */
+  /** Check HOST:PORT without blocking: on this thread's event loop, DNS
+   *  answered through it; no thread pool. */
   check(host, port, ctx) {
     try {
       this._live();
       checkHostPort(host, port);
       const a = ctxArray(this._defaults, alsFields(this), ctxOf(ctx), undefined);
-      return native.checkAsync(this._h, host, port, a, undefined).then(undefined, rethrowLibrary);
+      return settleCheck(native.checkAsync(this._h, host, port, a, undefined));
     } catch (e) {
       return Promise.reject(libraryError(e));
     }
@@ -822,13 +829,13 @@ class Checker {
     return sealMethod(buildDecision(native.checkSync(this._h, host, port, a)), a);
   }
 
-  /** Check an http(s) URL off the event loop. */
+  /** Check an http(s) URL without blocking (see check). */
   checkUrl(url, ctx) {
     try {
       this._live();
       if (typeof url !== 'string') throw new TypeError('url must be a string');
       const a = ctxArray(this._defaults, alsFields(this), ctxOf(ctx), undefined);
-      return native.checkAsync(this._h, null, 0, a, url).then(undefined, rethrowLibrary);
+      return settleCheck(native.checkAsync(this._h, null, 0, a, url));
     } catch (e) {
       return Promise.reject(libraryError(e));
     }
@@ -848,8 +855,9 @@ class Checker {
     try {
       this._live();
       const a = ctxArray(this._defaults, ambient, own, method);
-      const p = url !== null ? native.checkAsync(this._h, null, 0, a, url) : native.checkAsync(this._h, host, port, a, undefined);
-      return p.then(undefined, rethrowLibrary);
+      return settleCheck(
+        url !== null ? native.checkAsync(this._h, null, 0, a, url) : native.checkAsync(this._h, host, port, a, undefined),
+      );
     } catch (e) {
       return Promise.reject(libraryError(e));
     }

@@ -138,6 +138,7 @@ typedef struct nchecker {
   napi_async_context actx;                /* completions' async context */
   napi_async_cleanup_hook_handle cleanup; /* until the adapter is closed */
   unsigned direct;                        /* inside a library call made from JS */
+  work_t *starting;                       /* the check check_start() is starting */
   work_t *held, **held_tail;              /* completions that ran meanwhile */
 } nchecker_t;
 
@@ -147,6 +148,8 @@ struct work {
   nchecker_t *nc;
   egress_status_t st;
   egress_decision_t *d;
+  bool decided; /* inside the start call: check_start() hands it over */
+  bool orphan;  /* no promise could be made: dropped when decided */
   work_t *next; /* in nc->held */
 };
 
@@ -239,7 +242,9 @@ void sync_event_ref(napi_env env, nchecker_t *nc);
 
 /* check(): start egress_check_ex (@p url NULL) or egress_check_url on the
  * environment's loop; the strings and @p req are the caller's and copied.
- * The promise of its decision, or NULL with an exception pending. */
+ * The promise of its decision when it waits for DNS; decided at once, its
+ * packed string fields (numbers filled) as checkSync returns them; NULL with
+ * an exception pending. */
 napi_value check_start(napi_env env, nchecker_t *nc, const char *host, int32_t port, const char *url,
                        const egress_request_t *req);
 

@@ -311,7 +311,11 @@ static void check_done(egress_status_t st, egress_decision_t *d, void *user) {
   w->st = st;
   w->d = d;
   nc->works--;
-  if (nc->tearing_down) {
+  if (nc->direct && w == nc->starting) {
+    w->decided = true; /* inside check_start, which hands it over */
+    return;
+  }
+  if (nc->tearing_down || w->orphan) {
     drop(w);
     return;
   }
@@ -396,27 +400,43 @@ static bool attach_loop(napi_env env, nchecker_t *nc) {
 
 napi_value check_start(napi_env env, nchecker_t *nc, const char *host, int32_t port, const char *url,
                        const egress_request_t *req) {
-  napi_value promise = NULL;
+  napi_value result = NULL;
   if (!nc->uv && !attach_loop(env, nc)) return NULL;
   work_t *w = calloc(1, sizeof *w);
   if (!w) return throw_status(env, EGRESS_ENOMEM, NULL);
   w->nc = nc;
-  if (napi_create_promise(env, &w->deferred, &promise) != napi_ok) {
-    free(w);
-    throw_napi_error(env);
-    return NULL;
-  }
+  work_t *outer = nc->starting;
+  nc->starting = w;
   nc->works++;
   nc->direct++;
   egress_status_t st = url ? egress_uv_check_url(nc->uv, url, req, check_done, w, NULL)
                            : egress_uv_check(nc->uv, host, port, req, check_done, w, NULL);
   nc->direct--;
+  nc->starting = outer;
   if (st != EGRESS_OK) {
     /* The callback never runs: no decision at all. */
     nc->works--;
-    reject(env, w->deferred, status_code(st), "the check could not start: denied");
     free(w);
+    settle_held(env, nc);
+    return throw_status(env, st, "the check could not start: denied");
+  }
+  if (w->decided) {
+    /* No DNS needed: the decision as checkSync hands it over, no promise
+     * made here (index.js resolves one).  Event and held completions first:
+     * the JS they run may check, and the numbers must be this decision's. */
+    deliver_event(env, nc, egress_decision_event_json(w->d));
+    settle_held(env, nc);
+    instance_t *inst = instance(env);
+    result = inst ? emit_packed(env, inst, w->d) : throw_type(env, "setup() was not called");
+    egress_decision_free(w->d);
+    free(w);
+    return result;
+  }
+  if (napi_create_promise(env, &w->deferred, &result) != napi_ok) {
+    w->orphan = true; /* decided later, settled never */
+    throw_napi_error(env);
+    result = NULL;
   }
   settle_held(env, nc);
-  return promise;
+  return result;
 }
