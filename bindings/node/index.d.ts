@@ -302,8 +302,9 @@ export class Checker {
   /** machineId and workspaceId of a MachineRegistrationV1 policy document:
    *  the context every check gets unless it gives its own. */
   readonly defaultContext: { machineId?: string; workspaceId?: string };
-  /** Check off the event loop (libuv thread pool).  onEvent has run for the
-   *  decision when the promise resolves. */
+  /** Check without blocking, on this thread's event loop (no thread pool).
+   *  onEvent has run for the decision when the promise resolves; close()
+   *  rejects the checks in flight with EGRESS_CLOSED. */
   check(host: string, port: number, ctx?: CheckContext): Promise<Decision>;
   /** Check on the calling thread: for IP literals and cached names. */
   checkSync(host: string, port: number, ctx?: CheckContext): Decision;
