@@ -23,7 +23,8 @@
         'uv/egress_uv.c',
       ],
       'include_dirs': ['uv'],
-      'defines': ['NAPI_VERSION=8'],
+      # _GNU_SOURCE as meson's build: uv.h needs POSIX types under -std=c11.
+      'defines': ['NAPI_VERSION=8', '_GNU_SOURCE'],
       'cflags': [
         '-std=c11',
         '-fvisibility=hidden',
