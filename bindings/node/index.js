@@ -855,9 +855,13 @@ class Checker {
     try {
       this._live();
       const a = ctxArray(this._defaults, ambient, own, method);
-      return settleCheck(
-        url !== null ? native.checkAsync(this._h, null, 0, a, url) : native.checkAsync(this._h, host, port, a, undefined),
-      );
+      const r = url !== null ? native.checkAsync(this._h, null, 0, a, url) : native.checkAsync(this._h, host, port, a, undefined);
+      if (typeof r === 'object' && r !== null) return r.then(undefined, rethrowLibrary);
+      // Decided at once: settle on the next turn of the loop, as a check on
+      // the thread pool did, so that a connection the previous request is
+      // handing back to its pool is there to be reused.
+      const d = buildDecision(r);
+      return new Promise((resolve) => setImmediate(resolve, d));
     } catch (e) {
       return Promise.reject(libraryError(e));
     }
