@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 /* A flight this loop resolves. */
@@ -25,8 +26,19 @@ typedef struct lookup {
   egress_loop_t *loop;
   egress__flight_t *flight; /* NULL once its deadline passed (abandoned) */
   double deadline;
+  bool sent; /* on the channel; an unsent lookup waits for room */
   struct lookup *prev, *next;
+  char name[]; /* the flight's; an unsent lookup may outlive its checks */
 } lookup_t;
+
+/* Queries on the channel at once are bounded by its socket's receive buffer:
+ * answers that arrive together past it are dropped by the kernel and would
+ * end, after the time-out, as dns_unavailable.  About 4 KiB of buffer per
+ * lookup (an A and an AAAA answer, each a few hundred bytes of kernel
+ * overhead), never fewer than LOOKUPS_MIN nor more than LOOKUPS_MAX. */
+#define LOOKUP_BUFFER_BYTES 4096
+#define LOOKUPS_MIN 64
+#define LOOKUPS_MAX 4096
 
 struct egress_pending {
   egress__waiter_t w; /* first: the cache hands back the waiter */
@@ -59,7 +71,10 @@ struct egress_loop {
 
   egress_pending_t *pending;
   size_t npending;
-  lookup_t *lhead, *ltail;
+  lookup_t *lhead, *ltail; /* by deadline; the unsent ones are a suffix */
+  lookup_t *lunsent;        /* first lookup not on the channel yet */
+  size_t nsent, maxsent;    /* lookups on the channel; the bound on them */
+  bool pumping;
   int *fds; /* DNS sockets watched now */
   size_t nfds, capfds;
 
@@ -86,6 +101,13 @@ static void sock_state(void *arg, int fd, int readable, int writable) {
         }
       }
       if (l->nfds < l->capfds) l->fds[l->nfds++] = fd;
+      int type = 0, rcvbuf = 0;
+      socklen_t tlen = sizeof type, rlen = sizeof rcvbuf;
+      if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) == 0 && type == SOCK_DGRAM &&
+          getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, &rlen) == 0 && rcvbuf > 0) {
+        size_t room = (size_t)rcvbuf / LOOKUP_BUFFER_BYTES;
+        l->maxsent = room < LOOKUPS_MIN ? LOOKUPS_MIN : room > LOOKUPS_MAX ? LOOKUPS_MAX : room;
+      }
     }
   } else if (i < l->nfds) {
     l->fds[i] = l->fds[--l->nfds];
@@ -177,6 +199,7 @@ static void drain(egress_loop_t *l) {
 }
 
 static void lookup_unlink(egress_loop_t *l, lookup_t *lk) {
+  if (l->lunsent == lk) l->lunsent = lk->next;
   if (lk->prev)
     lk->prev->next = lk->next;
   else
@@ -188,13 +211,46 @@ static void lookup_unlink(egress_loop_t *l, lookup_t *lk) {
   lk->prev = lk->next = NULL;
 }
 
+static void pump(egress_loop_t *l);
+
 static void on_lookup(void *arg, egress_status_t st, egress__answer_t *ans) {
   lookup_t *lk = arg;
+  egress_loop_t *l = lk->loop;
+  l->nsent--;
   if (lk->flight) {
-    lookup_unlink(lk->loop, lk);
-    egress__cache_publish(lk->loop->checker->cache, lk->flight, st, ans);
+    lookup_unlink(l, lk);
+    egress__cache_publish(l->checker->cache, lk->flight, st, ans);
   }
   egress__free(lk);
+  pump(l);
+}
+
+/* Puts waiting lookups on the channel while there is room.  A lookup c-ares
+ * ends inside ares_getaddrinfo calls on_lookup, which calls back here: the
+ * flag keeps that to this one loop. */
+static void pump(egress_loop_t *l) {
+  if (l->pumping) return;
+  l->pumping = true;
+  while (l->lunsent && l->nsent < l->maxsent) {
+    lookup_t *lk = l->lunsent;
+    l->lunsent = lk->next;
+    lk->sent = true;
+    l->nsent++;
+    egress__resolve_start(l->checker->resolver, l->channel, lk->name, on_lookup, lk);
+  }
+  l->pumping = false;
+}
+
+/* Ends @p lk's flight as timed out; a lookup on the channel stays for
+ * c-ares to end (on_lookup frees it), an unsent one goes now. */
+static void abandon(egress_loop_t *l, lookup_t *lk) {
+  lookup_unlink(l, lk);
+  egress__flight_t *f = lk->flight;
+  lk->flight = NULL;
+  if (!lk->sent) egress__free(lk);
+  egress__answer_t ans;
+  egress__answer_timed_out(&ans, (double)egress__resolver_timeout_ms(l->checker->resolver));
+  egress__cache_publish(l->checker->cache, f, EGRESS_OK, &ans);
 }
 
 /* Lookups past their deadline end as the blocking call's would: timed out.
@@ -202,22 +258,16 @@ static void on_lookup(void *arg, egress_status_t st, egress__answer_t *ans) {
  * answer, when it comes, is dropped. */
 static void expire(egress_loop_t *l) {
   double now = now_ms();
-  while (l->lhead && l->lhead->deadline <= now) {
-    lookup_t *lk = l->lhead;
-    lookup_unlink(l, lk);
-    egress__flight_t *f = lk->flight;
-    lk->flight = NULL;
-    egress__answer_t ans;
-    egress__answer_timed_out(&ans, (double)egress__resolver_timeout_ms(l->checker->resolver));
-    egress__cache_publish(l->checker->cache, f, EGRESS_OK, &ans);
-  }
+  while (l->lhead && l->lhead->deadline <= now) abandon(l, l->lhead);
 }
 
 static void destroy(egress_loop_t *l) {
   /* Ends every lookup still on the channel (their callbacks run inside):
    * checks of other loops and blocking threads waiting on a flight this
    * loop led get a DNS failure, never a hang. */
+  l->pumping = true;
   egress__channel_free(l->channel);
+  while (l->lunsent) abandon(l, l->lunsent);
   while (l->nfds) sock_state(l, l->fds[l->nfds - 1], 0, 0);
   l->watch(l->wake_fd, false, false, l->user);
   close(l->wake_fd);
@@ -243,6 +293,7 @@ egress_status_t egress_loop_new(egress_checker_t *checker, egress_watch_cb watch
   l->watch = watch;
   l->user = user;
   l->thread = pthread_self();
+  l->maxsent = LOOKUPS_MIN;
   l->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (l->wake_fd < 0) {
     egress_status_t st = errno == ENOMEM ? EGRESS_ENOMEM : EGRESS_EINTERNAL;
@@ -410,7 +461,7 @@ static egress_status_t start(egress_loop_t *l, const char *host, int32_t port, e
   bool finished = false;
   p->finished = &finished;
   if (lead) {
-    lookup_t *lk = egress__calloc(1, sizeof(*lk));
+    lookup_t *lk = egress__calloc(1, sizeof(*lk) + d->host.len + 1);
     if (!lk) {
       egress__answer_reset(&ans);
       ans.result = EGRESS__DNS_NOMEM;
@@ -418,6 +469,7 @@ static egress_status_t start(egress_loop_t *l, const char *host, int32_t port, e
     } else {
       lk->loop = l;
       lk->flight = lead;
+      memcpy(lk->name, name, d->host.len);
       lk->deadline = now_ms() + (double)egress__resolver_timeout_ms(c->resolver);
       lk->prev = l->ltail;
       if (l->ltail)
@@ -425,7 +477,8 @@ static egress_status_t start(egress_loop_t *l, const char *host, int32_t port, e
       else
         l->lhead = lk;
       l->ltail = lk;
-      egress__resolve_start(c->resolver, l->channel, name, on_lookup, lk);
+      if (!l->lunsent) l->lunsent = lk;
+      pump(l);
     }
   }
   /* c-ares may answer inside the call (a hosts file, a failure): finish

@@ -51,6 +51,12 @@ static int channel_new_cb(const egress__resolver_t *r, ares_sock_state_cb sock_c
     mask |= ARES_OPT_SOCK_STATE_CB;
     o.sock_state_cb = sock_cb;
     o.sock_state_cb_data = sock_arg;
+    /* A loop keeps thousands of queries on one UDP socket, and their answers
+     * arrive together: the default buffer (about 200 small datagrams) drops
+     * the rest, which would end as dns_unavailable after the time-out.  The
+     * kernel caps the request at net.core.rmem_max. */
+    mask |= ARES_OPT_SOCK_RCVBUF;
+    o.socket_receive_buffer_size = 8 << 20;
   }
   o.flags = ARES_FLAG_NOSEARCH | ARES_FLAG_NOALIASES;
   /* Two tries inside the budget; the caller's deadline cancels the rest. */
