@@ -37,8 +37,8 @@ typedef struct lookup {
  * lookup (an A and an AAAA answer, each a few hundred bytes of kernel
  * overhead), never fewer than LOOKUPS_MIN nor more than LOOKUPS_MAX. */
 #define LOOKUP_BUFFER_BYTES 4096
-#define LOOKUPS_MIN 64
-#define LOOKUPS_MAX 4096
+#define LOOKUPS_MIN         64
+#define LOOKUPS_MAX         4096
 
 struct egress_pending {
   egress__waiter_t w; /* first: the cache hands back the waiter */
@@ -72,8 +72,8 @@ struct egress_loop {
   egress_pending_t *pending;
   size_t npending;
   lookup_t *lhead, *ltail; /* by deadline; the unsent ones are a suffix */
-  lookup_t *lunsent;        /* first lookup not on the channel yet */
-  size_t nsent, maxsent;    /* lookups on the channel; the bound on them */
+  lookup_t *lunsent;       /* first lookup not on the channel yet */
+  size_t nsent, maxsent;   /* lookups on the channel; the bound on them */
   bool pumping;
   int *fds; /* DNS sockets watched now */
   size_t nfds, capfds;
