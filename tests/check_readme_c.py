@@ -5,7 +5,9 @@ A reader copies the worker gate from README into a project built with
 -Wall -Wextra -Werror; a snippet that ignores a warn_unused_result status or
 calls a function under an old name would teach the wrong thing. Each ```c
 block is compiled as the body of a function (its #include lines lifted to
-the top), with a die() helper the snippets use.
+the top), with a die() helper the snippets use; a block that defines
+functions of its own (a line opening with "static ") is compiled as a whole
+file, with the same helper.
 
 usage: check_readme_c.py CC README.md INCLUDE_DIR...
 """
@@ -28,10 +30,15 @@ def main():
         lines = block.splitlines()
         includes = [l for l in lines if l.startswith("#include")]
         body = [l for l in lines if not l.startswith("#include")]
-        src = "\n".join(
-            ["#include <stdio.h>", "#include <stdlib.h>", *includes,
-             "static void die(const char *m) { fprintf(stderr, \"%s\\n\", m); exit(1); }",
-             "int readme_snippet(void);", "int readme_snippet(void) {", *body, "return 0;", "}"]) + "\n"
+        # libuv's uv.h needs POSIX types that -std=c11 hides (README says so).
+        head = ["#define _GNU_SOURCE", "#include <stdio.h>", "#include <stdlib.h>", *includes,
+                "static void die(const char *m) { fprintf(stderr, \"%s\\n\", m); exit(1); }"]
+        if any(l.startswith("static ") for l in body):
+            src = "\n".join(head + ["void readme_die(const char *m);",
+                                     "void readme_die(const char *m) { die(m); }", *body]) + "\n"
+        else:
+            src = "\n".join(head + ["int readme_snippet(void);", "int readme_snippet(void) {", *body,
+                                     "return 0;", "}"]) + "\n"
         with tempfile.NamedTemporaryFile("w", suffix=".c", delete=False) as f:
             f.write(src)
             path = f.name
