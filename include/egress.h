@@ -295,8 +295,9 @@ EGRESS_API egress_status_t egress_options_set_mode(egress_options_t *opts, egres
 EGRESS_API egress_status_t egress_options_set_mixed(egress_options_t *opts, egress_mixed_t mixed);
 /** DNS servers as a comma-separated list of IP[:PORT] ("127.0.0.1:5353",
  *  "[::1]:53"). Copied. NULL or "" restores the system servers.
- *  @return EGRESS_OK, EGRESS_EINVAL naming no entry (see errbuf of
- *  egress_checker_new for detail), EGRESS_ENOMEM. */
+ *  @return EGRESS_OK, EGRESS_EINVAL (a malformed list: the options keep
+ *  their previous servers; egress_checker_new given such a list names the
+ *  bad entry in its errbuf), EGRESS_ENOMEM. */
 EGRESS_API egress_status_t egress_options_set_dns_servers(egress_options_t *opts, const char *servers);
 /** Resolve from this hosts file instead of DNS (demo, tests, sidecars).
  *  Copied. c-ares 1.18 reads it through the process-wide CARES_HOSTS

@@ -4,6 +4,7 @@
  * validates in one place (README "C API").
  */
 #include "egress_private.h"
+#include "resolve.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -67,7 +68,11 @@ egress_status_t egress_options_set_mixed(egress_options_t *opts, egress_mixed_t 
 
 egress_status_t egress_options_set_dns_servers(egress_options_t *opts, const char *servers) {
   if (!opts) return EGRESS_EINVAL;
-  /* Validated by egress_checker_new, whose errbuf can name the entry. */
+  /* Refused here, the options unchanged; egress_checker_new checks again
+   * and its errbuf names the bad entry. */
+  const char *why;
+  size_t bad, bad_len;
+  if (servers && *servers && !egress__dns_servers_valid(servers, &why, &bad, &bad_len)) return EGRESS_EINVAL;
   return replace_string(&opts->dns_servers, servers && *servers ? servers : NULL);
 }
 

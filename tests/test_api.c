@@ -683,15 +683,16 @@ static void test_dns_servers_validated(void) {
   for (size_t i = 0; i < sizeof hostile / sizeof *hostile; i++) {
     egress_options_t *o = NULL;
     CU_ASSERT_FATAL(egress_options_new(&o) == EGRESS_OK);
+    /* Refused by the setter itself, and nothing of it kept: the list set
+     * before stays, and a checker made from the options works. */
+    CU_ASSERT_EQUAL_FATAL(egress_options_set_dns_servers(o, "127.0.0.1:5353"), EGRESS_OK);
     egress_status_t st = egress_options_set_dns_servers(o, hostile[i]);
-    egress_checker_t *c = NULL;
-    if (st == EGRESS_OK) {
-      err[0] = '\0';
-      st = egress_checker_new(p, o, &c, err, sizeof err);
-      CU_ASSERT_PTR_NOT_NULL(strstr(err, "DNS server \""));
-    }
     if (st != EGRESS_EINVAL) printf("\naccepted DNS servers \"%s\"\n", hostile[i]);
     CU_ASSERT_EQUAL(st, EGRESS_EINVAL);
+    egress_checker_t *c = NULL;
+    err[0] = '\0';
+    CU_ASSERT_EQUAL(egress_checker_new(p, o, &c, err, sizeof err), EGRESS_OK);
+    CU_ASSERT_PTR_NOT_NULL(c);
     egress_checker_free(c);
     egress_options_free(o);
   }

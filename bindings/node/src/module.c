@@ -42,20 +42,20 @@ static egress_status_t apply_options(napi_env env, napi_value o, egress_options_
   char *s = NULL;
   egress_status_t st = EGRESS_OK;
   *js_error = true;
-#define STR_OPT(key, setter)                      \
-  do {                                            \
-    s = get_opt_string(env, o, key, &ok);         \
-    if (!ok) return EGRESS_EINVAL;                \
-    if (s) {                                      \
-      st = setter(opts, s);                       \
-      free(s);                                    \
-      s = NULL;                                   \
-      if (st != EGRESS_OK) {                      \
-        snprintf(err, errlen, "invalid %s", key); \
-        *js_error = false;                        \
-        return st;                                \
-      }                                           \
-    }                                             \
+#define STR_OPT(key, setter)                                                      \
+  do {                                                                            \
+    s = get_opt_string(env, o, key, &ok);                                         \
+    if (!ok) return EGRESS_EINVAL;                                                \
+    if (s) {                                                                      \
+      st = setter(opts, s);                                                       \
+      if (st != EGRESS_OK) snprintf(err, errlen, "invalid %s: '%.200s'", key, s); \
+      free(s);                                                                    \
+      s = NULL;                                                                   \
+      if (st != EGRESS_OK) {                                                      \
+        *js_error = false;                                                        \
+        return st;                                                                \
+      }                                                                           \
+    }                                                                             \
   } while (0)
   STR_OPT("dnsServers", egress_options_set_dns_servers);
   STR_OPT("hostsFile", egress_options_set_hosts_file);
