@@ -41,6 +41,12 @@ static double now_ms(void) {
 
 /* ---------- the zone ---------- */
 
+/* A name the responder answers with a public address after @p delay_ms. */
+static void slow_name(const char *name, unsigned delay_ms) {
+  egress_dns_add_a(dns, name, "93.184.216.34", 60);
+  if (delay_ms) egress_dns_set_delay_ms(dns, name, delay_ms);
+}
+
 static void zone(void) {
   egress_dns_add_a(dns, "pub.ok.test", "93.184.216.34", 60);
   egress_dns_add_aaaa(dns, "pub.ok.test", "2606:2800:220:1:248:1893:25c8:1946", 300);
@@ -66,8 +72,7 @@ static void zone(void) {
   egress_dns_set_wrong_id(dns, "wrongid.ok.test", true);
   egress_dns_add_a(dns, "wrongname.ok.test", "93.184.216.34", 60);
   egress_dns_set_wrong_name(dns, "wrongname.ok.test", true);
-  egress_dns_add_a(dns, "slowfail.ok.test", "93.184.216.34", 60);
-  egress_dns_set_delay_ms(dns, "slowfail.ok.test", 5000);
+  slow_name("slowfail.ok.test", 5000);
 }
 
 static int init_suite(void) {
@@ -152,6 +157,19 @@ static void driver_free(driver_t *d) {
   egress_loop_free(d->loop);
   d->loop = NULL;
   CU_ASSERT_EQUAL(d->nfds, 0); /* everything it watched, unwatched */
+}
+
+/* A checker (3 s DNS time-out) and a driver on it; fixture_close frees both. */
+static egress_checker_t *fixture_open(driver_t *drv) {
+  egress_checker_t *c = checker_new(3000, 64, EGRESS_MODE_ENFORCE);
+  CU_ASSERT_FATAL(c != NULL);
+  driver_open(drv, c);
+  return c;
+}
+
+static void fixture_close(driver_t *drv, egress_checker_t *c) {
+  if (drv->loop) driver_free(drv);
+  egress_checker_free(c);
 }
 
 /* One turn: wait for what the driver asked, report it.  Returns false when
@@ -475,8 +493,7 @@ static void test_dns_faults(void) {
   CU_ASSERT_EQUAL(s.calls, 1);
   CU_ASSERT_PTR_NULL(pending);
   CU_ASSERT_EQUAL(s.reason, EGRESS_REASON_NO_SUCH_HOST);
-  driver_free(&drv);
-  egress_checker_free(c);
+  fixture_close(&drv, c);
 }
 
 /* ---------- the fast path ---------- */
@@ -528,8 +545,7 @@ static void test_inline_completion(void) {
   CU_ASSERT_EQUAL(egress_loop_process(NULL, -1, false, false), EGRESS_EINVAL);
   CU_ASSERT_EQUAL(egress_loop_timeout(NULL), -1);
   CU_ASSERT_EQUAL(s.calls, 0);
-  driver_free(&drv);
-  egress_checker_free(c);
+  fixture_close(&drv, c);
 }
 
 /* ---------- single flight ---------- */
@@ -556,12 +572,9 @@ static void wait_for_query(const char *name, unsigned n) {
 /* The asynchronous miss leads; a blocking miss on the same name joins it. */
 static void test_single_flight_async_leads(void) {
   const char *name = "sf1.ok.test";
-  egress_dns_add_a(dns, name, "93.184.216.34", 60);
-  egress_dns_set_delay_ms(dns, name, 300);
-  egress_checker_t *c = checker_new(3000, 64, EGRESS_MODE_ENFORCE);
-  CU_ASSERT_FATAL(c != NULL);
+  slow_name(name, 300);
   driver_t drv;
-  driver_open(&drv, c);
+  egress_checker_t *c = fixture_open(&drv);
   slot_t s = { 0 };
   CU_ASSERT_EQUAL(egress_check_start(drv.loop, name, 443, NULL, on_done, &s, NULL), EGRESS_OK);
   CU_ASSERT_EQUAL(s.calls, 0);
@@ -577,20 +590,16 @@ static void test_single_flight_async_leads(void) {
   CU_ASSERT_EQUAL(s.verdict, EGRESS_VERDICT_ALLOW);
   CU_ASSERT_EQUAL(b.verdict, EGRESS_VERDICT_ALLOW);
   CU_ASSERT_EQUAL(egress_dns_query_count_type(dns, name, 1), 1); /* one A query for both */
-  driver_free(&drv);
-  egress_checker_free(c);
+  fixture_close(&drv, c);
 }
 
 /* A blocking miss leads; the asynchronous check joins it, and its answer
  * reaches the loop through the wake-up descriptor. */
 static void test_single_flight_blocking_leads(void) {
   const char *name = "sf2.ok.test";
-  egress_dns_add_a(dns, name, "93.184.216.34", 60);
-  egress_dns_set_delay_ms(dns, name, 300);
-  egress_checker_t *c = checker_new(3000, 64, EGRESS_MODE_ENFORCE);
-  CU_ASSERT_FATAL(c != NULL);
+  slow_name(name, 300);
   driver_t drv;
-  driver_open(&drv, c);
+  egress_checker_t *c = fixture_open(&drv);
   blocking_call_t b = { .c = c, .host = name, .verdict = EGRESS_VERDICT_DENY };
   pthread_t t;
   CU_ASSERT_FATAL(pthread_create(&t, NULL, blocking_thread, &b) == 0);
@@ -606,8 +615,7 @@ static void test_single_flight_blocking_leads(void) {
   }
   CU_ASSERT_EQUAL(b.verdict, EGRESS_VERDICT_ALLOW);
   CU_ASSERT_EQUAL(egress_dns_query_count_type(dns, name, 1), 1);
-  driver_free(&drv);
-  egress_checker_free(c);
+  fixture_close(&drv, c);
 }
 
 /* ---------- cancellation ---------- */
@@ -623,12 +631,9 @@ static void assert_cancelled(const slot_t *s) {
  * gets its answer from the one query). */
 static void test_cancel_in_flight(void) {
   const char *name = "cx1.ok.test";
-  egress_dns_add_a(dns, name, "93.184.216.34", 60);
-  egress_dns_set_delay_ms(dns, name, 200);
-  egress_checker_t *c = checker_new(3000, 64, EGRESS_MODE_ENFORCE);
-  CU_ASSERT_FATAL(c != NULL);
+  slow_name(name, 200);
   driver_t drv;
-  driver_open(&drv, c);
+  egress_checker_t *c = fixture_open(&drv);
   int ev0 = atomic_load(&events);
   slot_t a = { 0 }, b = { 0 }, lone = { 0 };
   egress_pending_t *pa = NULL, *pl = NULL;
@@ -651,20 +656,16 @@ static void test_cancel_in_flight(void) {
   CU_ASSERT_EQUAL(b.verdict, EGRESS_VERDICT_ALLOW);
   CU_ASSERT_EQUAL(egress_dns_query_count_type(dns, name, 1), 1);
   CU_ASSERT_EQUAL(atomic_load(&events) - ev0, 3); /* cancelled checks emit their event too */
-  driver_free(&drv);
-  egress_checker_free(c);
+  fixture_close(&drv, c);
 }
 
 /* After the answer came (a blocking leader published it to the loop's ready
  * queue) and before the loop ran: the cancel wins, exactly once. */
 static void test_cancel_after_answer_queued(void) {
   const char *name = "cx2.ok.test";
-  egress_dns_add_a(dns, name, "93.184.216.34", 60);
-  egress_dns_set_delay_ms(dns, name, 150);
-  egress_checker_t *c = checker_new(3000, 64, EGRESS_MODE_ENFORCE);
-  CU_ASSERT_FATAL(c != NULL);
+  slow_name(name, 150);
   driver_t drv;
-  driver_open(&drv, c);
+  egress_checker_t *c = fixture_open(&drv);
   blocking_call_t b = { .c = c, .host = name, .verdict = EGRESS_VERDICT_DENY };
   pthread_t t;
   CU_ASSERT_FATAL(pthread_create(&t, NULL, blocking_thread, &b) == 0);
@@ -682,8 +683,7 @@ static void test_cancel_after_answer_queued(void) {
   assert_cancelled(&s);
   for (int i = 0; i < 5; i++) driver_turn(&drv, 10);
   CU_ASSERT_EQUAL(s.calls, 1);
-  driver_free(&drv);
-  egress_checker_free(c);
+  fixture_close(&drv, c);
 }
 
 typedef struct chain {
@@ -715,15 +715,11 @@ static void free_loop(slot_t *s) {
  * that waits), free the loop with checks still in flight. */
 static void test_callbacks_reenter(void) {
   egress_dns_add_a(dns, "re1.ok.test", "93.184.216.34", 60);
-  egress_dns_add_a(dns, "re2.ok.test", "93.184.216.34", 60);
-  egress_dns_set_delay_ms(dns, "re2.ok.test", 400);
+  slow_name("re2.ok.test", 400);
   egress_dns_add_a(dns, "re3.ok.test", "93.184.216.34", 60);
-  egress_dns_add_a(dns, "re4.ok.test", "93.184.216.34", 60);
-  egress_dns_set_delay_ms(dns, "re4.ok.test", 1000);
-  egress_checker_t *c = checker_new(3000, 64, EGRESS_MODE_ENFORCE);
-  CU_ASSERT_FATAL(c != NULL);
+  slow_name("re4.ok.test", 1000);
   driver_t drv;
-  driver_open(&drv, c);
+  egress_checker_t *c = fixture_open(&drv);
 
   /* re1 answers first; its callback cancels re2 and starts re3. */
   slot_t s1 = { 0 }, s2 = { 0 }, s3 = { 0 };
