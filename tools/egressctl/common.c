@@ -23,10 +23,11 @@ const char egressctl_usage[] =
     "  egressctl check --policy FILE [OPTIONS] --batch   < requests.jsonl\n"
     "  egressctl check --policy FILE [OPTIONS] --url URL\n"
     "  egressctl lint  --policy FILE [--strict]\n"
-    "  egressctl render --policy FILE --format networkpolicy|cilium\n"
+    "  egressctl render --policy FILE --format networkpolicy|cilium|gateway\n"
     "                  [--namespace NS] [--name NAME]\n"
     "                  [--component execution-plane|agent] [--skip-unrenderable]\n"
     "                  [--baseline FILE] [--output json|yaml]\n"
+    "                  [--gateway-image IMAGE] [--replicas N]   (gateway)\n"
     "  egressctl --version | help | -h | --help\n"
     "\n"
     "check options:\n"
@@ -73,7 +74,18 @@ const char egressctl_usage[] =
     "vault :8200, temporal :7233, otel-collector :4317/:4318, kube-dns :53.\n"
     "An entry the format cannot express exits 65 naming it;\n"
     "--skip-unrenderable leaves it out (the network layer then denies that\n"
-    "traffic) and says so on stderr.\n";
+    "traffic) and says so on stderr.\n"
+    "\n"
+    "render --format gateway prints the egress gateway instead (README,\n"
+    "Pattern B): a ConfigMap NAME-policy holding the policy file as it is,\n"
+    "a Deployment and a ClusterIP Service NAME of egressd on port 3128\n"
+    "(--gateway-image, default ghcr.io/portarium/egressd:<version>;\n"
+    "--replicas 1..100, default 2), and NetworkPolicies: the --component pods\n"
+    "(default agent) reach only the gateway and kube-dns (NAME-clients), the\n"
+    "gateway reaches what the allowlist can reach, as --format networkpolicy\n"
+    "renders it, and kube-dns (NAME-egress), only those pods reach the\n"
+    "gateway (NAME-ingress); and default-deny-egress.  --name defaults to\n"
+    "egress-gateway; --baseline does not apply.\n";
 
 void errmsg(const char *fmt, ...) {
   va_list ap;
@@ -258,6 +270,8 @@ static const cli_option_t options[] = {
   { "baseline", CMD_RENDER, SET_ONCE, SLOT(baseline) },
   { "skip-unrenderable", CMD_RENDER, SET_FLAG, SLOT(skip_unrenderable) },
   { "output", CMD_RENDER, SET_ONCE, SLOT(output) },
+  { "gateway-image", CMD_RENDER, SET_ONCE, SLOT(gateway_image) },
+  { "replicas", CMD_RENDER, SET_ONCE, SLOT(replicas) },
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
 #define OPT_HELP  ((int)N_OPTIONS)

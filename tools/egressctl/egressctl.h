@@ -47,7 +47,7 @@ typedef struct cli_opts {
   /* lint */
   bool strict;
   /* render */
-  const char *format, *name_space, *name, *component, *baseline, *output;
+  const char *format, *name_space, *name, *component, *baseline, *output, *gateway_image, *replicas;
   bool skip_unrenderable;
   /* positional arguments: argv[first_arg .. argc) */
   int first_arg;

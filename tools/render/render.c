@@ -710,6 +710,14 @@ static void jnum(jb_t *j, cJSON *parent, const char *key, double v) {
   jchk(j, cJSON_AddNumberToObject(parent, key, v));
 }
 
+static void jbool(jb_t *j, cJSON *parent, const char *key, bool v) {
+  if (!parent) {
+    j->fail = true;
+    return;
+  }
+  jchk(j, cJSON_AddBoolToObject(parent, key, v));
+}
+
 /* {"k": "v", ...} under @p key of @p parent; pairs NULL-terminated. */
 static cJSON *jlabels(jb_t *j, cJSON *parent, const char *key, const char *const *kv) {
   cJSON *o = jobj(j, parent, key);
@@ -777,15 +785,16 @@ static const char *component_label(egress__render_component_t comp) {
   return comp == EGRESS__COMPONENT_AGENT ? "agent" : "execution-plane";
 }
 
+/* metadata of an object about @p comp's pods (its portarium.io/component). */
 static cJSON *jmeta(jb_t *j, cJSON *item, const rctx_t *c, const char *name, const char *ns,
-                    const char *layer) {
+                    const char *layer, const char *comp) {
   cJSON *m = jobj(j, item, "metadata");
   jstr(j, m, "name", name);
   jstr(j, m, "namespace", ns);
   const char *labels[] = { "app.kubernetes.io/managed-by",
                            "egressctl",
                            "portarium.io/component",
-                           component_label(c->o->component),
+                           comp,
                            "portarium.io/egress-layer",
                            layer,
                            NULL };
@@ -796,18 +805,28 @@ static cJSON *jmeta(jb_t *j, cJSON *item, const rctx_t *c, const char *name, con
   return m;
 }
 
-static cJSON *jnetpol(jb_t *j, cJSON *items, const rctx_t *c, const char *name, const char *ns,
-                      const char *layer) {
+/* A NetworkPolicy of one @p type ("Egress" or "Ingress") for the pods
+ * matching @p sel (label pairs, NULL-terminated), about @p comp's pods;
+ * returns its (empty) rule array. */
+static cJSON *jnetpol_for(jb_t *j, cJSON *items, const rctx_t *c, const char *name, const char *ns,
+                          const char *layer, const char *comp, const char *const *sel, bool ingress) {
   cJSON *np = jobj(j, items, NULL);
   jstr(j, np, "apiVersion", "networking.k8s.io/v1");
   jstr(j, np, "kind", "NetworkPolicy");
-  jmeta(j, np, c, name, ns, layer);
+  jmeta(j, np, c, name, ns, layer, comp);
   cJSON *spec = jobj(j, np, "spec");
-  const char *sel[] = { "portarium.io/component", component_label(c->o->component), NULL };
   jlabels(j, jobj(j, spec, "podSelector"), "matchLabels", sel);
   cJSON *pt = jarr(j, spec, "policyTypes");
-  jstr(j, pt, NULL, "Egress");
-  return jarr(j, spec, "egress");
+  jstr(j, pt, NULL, ingress ? "Ingress" : "Egress");
+  return jarr(j, spec, ingress ? "ingress" : "egress");
+}
+
+/* An egress NetworkPolicy for the pods of the component rendered. */
+static cJSON *jnetpol(jb_t *j, cJSON *items, const rctx_t *c, const char *name, const char *ns,
+                      const char *layer) {
+  const char *comp = component_label(c->o->component);
+  const char *sel[] = { "portarium.io/component", comp, NULL };
+  return jnetpol_for(j, items, c, name, ns, layer, comp, sel, false);
 }
 
 struct egress__render_baseline {
@@ -994,10 +1013,12 @@ static const egress__prefix_t *all_roots(void) {
   return roots;
 }
 
-/* Standard NetworkPolicy for the systems of record. */
-static bool render_netpol(rctx_t *c, jb_t *j, cJSON *items, const char *name, const char *ns) {
+/* The egress rules of standard NetworkPolicy for the systems of record,
+ * appended to @p eg: the pods it applies to (a component, or the gateway)
+ * may reach what the allowlist can reach, as far as addresses and ports
+ * can say it. */
+static bool netpol_allow_rules(rctx_t *c, jb_t *j, cJSON *eg) {
   const egress_policy_t *p = c->p;
-  cJSON *eg = jnetpol(j, items, c, name, ns, "system-of-record");
   pset_t np = { NULL, 0, 0 };
   groups_t gs = { NULL, 0, 0 };
   bool ok = false;
@@ -1058,6 +1079,175 @@ done:
   return ok;
 }
 
+/* ------------------------------------------------------------------------ */
+/* The egress gateway (--format gateway): README's "Pattern B", where the    */
+/* agents reach the network only through egressd in pods of its own.       */
+/* ------------------------------------------------------------------------ */
+
+#define GATEWAY_PORT       3128
+#define GATEWAY_COMPONENT  "egress-gateway"
+#define GATEWAY_POLICY_DIR "/etc/egressd"
+
+/* egressd's image when --gateway-image is not given. */
+const char egress__render_default_gateway_image[] = "ghcr.io/portarium/egressd:" EGRESS_VERSION_STRING;
+
+/* cluster DNS, as the default baseline names it: UDP and TCP 53. */
+static void jdns_rule(jb_t *j, cJSON *eg) {
+  cJSON *rule = jobj(j, eg, NULL);
+  cJSON *peer = jobj(j, jarr(j, rule, "to"), NULL);
+  const char *nsl[] = { "kubernetes.io/metadata.name", "kube-system", NULL };
+  const char *pl[] = { "k8s-app", "kube-dns", NULL };
+  jlabels(j, jobj(j, peer, "namespaceSelector"), "matchLabels", nsl);
+  jlabels(j, jobj(j, peer, "podSelector"), "matchLabels", pl);
+  cJSON *pa = jarr(j, rule, "ports");
+  static const char *const protos[] = { "UDP", "TCP" };
+  for (size_t i = 0; i < 2; i++) {
+    cJSON *o = jobj(j, pa, NULL);
+    jstr(j, o, "protocol", protos[i]);
+    jnum(j, o, "port", 53);
+  }
+}
+
+/* {"to"|"from": [{"podSelector": sel}], "ports": [TCP 3128]}: one peer. */
+static void jpod_rule(jb_t *j, cJSON *arr, const char *dir, const char *const *sel) {
+  cJSON *rule = jobj(j, arr, NULL);
+  jlabels(j, jobj(j, jobj(j, jarr(j, rule, dir), NULL), "podSelector"), "matchLabels", sel);
+  cJSON *port = jobj(j, jarr(j, rule, "ports"), NULL);
+  jstr(j, port, "protocol", "TCP");
+  jnum(j, port, "port", GATEWAY_PORT);
+}
+
+static void jgw_configmap(jb_t *j, cJSON *items, const rctx_t *c, const char *name, const char *ns) {
+  char cname[320];
+  snprintf(cname, sizeof cname, "%s-policy", name);
+  cJSON *cm = jobj(j, items, NULL);
+  jstr(j, cm, "apiVersion", "v1");
+  jstr(j, cm, "kind", "ConfigMap");
+  jmeta(j, cm, c, cname, ns, "gateway", GATEWAY_COMPONENT);
+  cJSON *data = jobj(j, cm, "data");
+  /* The file's own bytes, not a re-serialisation: egressd compiles exactly
+   * what was rendered, and its digest is the one in the annotations. */
+  jstr(j, data, "policy.json", c->o->policy_text);
+}
+
+static void jprobe(jb_t *j, cJSON *ctr, const char *key, double delay, double period) {
+  cJSON *pr = jobj(j, ctr, key);
+  jnum(j, jobj(j, pr, "tcpSocket"), "port", GATEWAY_PORT);
+  jnum(j, pr, "initialDelaySeconds", delay);
+  jnum(j, pr, "periodSeconds", period);
+}
+
+static void jgw_deployment(jb_t *j, cJSON *items, const rctx_t *c, const char *name, const char *ns,
+                           const char *const *sel) {
+  char cname[320], listen[32];
+  snprintf(cname, sizeof cname, "%s-policy", name);
+  snprintf(listen, sizeof listen, "0.0.0.0:%d", GATEWAY_PORT);
+  cJSON *d = jobj(j, items, NULL);
+  jstr(j, d, "apiVersion", "apps/v1");
+  jstr(j, d, "kind", "Deployment");
+  jmeta(j, d, c, name, ns, "gateway", GATEWAY_COMPONENT);
+  cJSON *spec = jobj(j, d, "spec");
+  jnum(j, spec, "replicas", c->o->replicas ? c->o->replicas : 2);
+  jlabels(j, jobj(j, spec, "selector"), "matchLabels", sel);
+  cJSON *tmpl = jobj(j, spec, "template");
+  cJSON *tm = jobj(j, tmpl, "metadata");
+  jlabels(j, tm, "labels", sel);
+  /* A new policy changes the pod template, so applying it rolls the pods
+   * over even where the kubelet is slow to refresh the mounted file. */
+  const char *ann[] = { "portarium.io/egress-policy-digest", c->p->digest, NULL };
+  jlabels(j, tm, "annotations", ann);
+  cJSON *ps = jobj(j, tmpl, "spec");
+  jbool(j, ps, "automountServiceAccountToken", false);
+  cJSON *psc = jobj(j, ps, "securityContext");
+  jbool(j, psc, "runAsNonRoot", true);
+  jnum(j, psc, "runAsUser", 65532);
+  jnum(j, psc, "runAsGroup", 65532);
+  jstr(j, jobj(j, psc, "seccompProfile"), "type", "RuntimeDefault");
+  cJSON *ctr = jobj(j, jarr(j, ps, "containers"), NULL);
+  jstr(j, ctr, "name", "egressd");
+  jstr(j, ctr, "image", c->o->gateway_image ? c->o->gateway_image : egress__render_default_gateway_image);
+  cJSON *cmd = jarr(j, ctr, "command");
+  const char *argv[] = { "egressd", "--listen", listen, "--policy", GATEWAY_POLICY_DIR "/policy.json", NULL };
+  for (size_t i = 0; argv[i]; i++) jstr(j, cmd, NULL, argv[i]);
+  cJSON *port = jobj(j, jarr(j, ctr, "ports"), NULL);
+  jstr(j, port, "name", "proxy");
+  jnum(j, port, "containerPort", GATEWAY_PORT);
+  jstr(j, port, "protocol", "TCP");
+  jprobe(j, ctr, "readinessProbe", 1, 5);
+  jprobe(j, ctr, "livenessProbe", 10, 10);
+  cJSON *res = jobj(j, ctr, "resources");
+  const char *req[] = { "cpu", "100m", "memory", "64Mi", NULL };
+  const char *lim[] = { "cpu", "1", "memory", "256Mi", NULL };
+  jlabels(j, res, "requests", req);
+  jlabels(j, res, "limits", lim);
+  cJSON *sc = jobj(j, ctr, "securityContext");
+  jbool(j, sc, "allowPrivilegeEscalation", false);
+  jbool(j, sc, "readOnlyRootFilesystem", true);
+  jbool(j, sc, "runAsNonRoot", true);
+  jstr(j, jarr(j, jobj(j, sc, "capabilities"), "drop"), NULL, "ALL");
+  cJSON *vm = jobj(j, jarr(j, ctr, "volumeMounts"), NULL);
+  jstr(j, vm, "name", "policy");
+  jstr(j, vm, "mountPath", GATEWAY_POLICY_DIR);
+  jbool(j, vm, "readOnly", true);
+  cJSON *vol = jobj(j, jarr(j, ps, "volumes"), NULL);
+  jstr(j, vol, "name", "policy");
+  jstr(j, jobj(j, vol, "configMap"), "name", cname);
+}
+
+static void jgw_service(jb_t *j, cJSON *items, const rctx_t *c, const char *name, const char *ns,
+                        const char *const *sel) {
+  cJSON *svc = jobj(j, items, NULL);
+  jstr(j, svc, "apiVersion", "v1");
+  jstr(j, svc, "kind", "Service");
+  jmeta(j, svc, c, name, ns, "gateway", GATEWAY_COMPONENT);
+  cJSON *spec = jobj(j, svc, "spec");
+  jstr(j, spec, "type", "ClusterIP");
+  jlabels(j, spec, "selector", sel);
+  cJSON *port = jobj(j, jarr(j, spec, "ports"), NULL);
+  jstr(j, port, "name", "proxy");
+  jstr(j, port, "protocol", "TCP");
+  jnum(j, port, "port", GATEWAY_PORT);
+  jnum(j, port, "targetPort", GATEWAY_PORT);
+}
+
+/*
+ * The gateway and the fence around it.  The agents' own policy allows the
+ * gateway and DNS and nothing else; the gateway's allows what the
+ * allowlist can reach, rendered by the same rules as --format
+ * networkpolicy (so a host name opens its ports to every address that
+ * passes vetting), plus DNS; only the agents may connect to it.
+ */
+static bool render_gateway(rctx_t *c, jb_t *j, cJSON *items, const char *name, const char *ns) {
+  char pname[320];
+  const char *agent = component_label(c->o->component);
+  const char *gw[] = { "portarium.io/component", GATEWAY_COMPONENT, "app.kubernetes.io/instance", name,
+                       NULL };
+  const char *agents[] = { "portarium.io/component", agent, NULL };
+
+  jgw_configmap(j, items, c, name, ns);
+  jgw_deployment(j, items, c, name, ns, gw);
+  jgw_service(j, items, c, name, ns, gw);
+
+  snprintf(pname, sizeof pname, "%s-clients", name);
+  cJSON *eg = jnetpol_for(j, items, c, pname, ns, "gateway", agent, agents, false);
+  jpod_rule(j, eg, "to", gw);
+  jdns_rule(j, eg);
+
+  snprintf(pname, sizeof pname, "%s-ingress", name);
+  jpod_rule(j, jnetpol_for(j, items, c, pname, ns, "gateway", GATEWAY_COMPONENT, gw, true), "from", agents);
+
+  snprintf(pname, sizeof pname, "%s-egress", name);
+  eg = jnetpol_for(j, items, c, pname, ns, "system-of-record", GATEWAY_COMPONENT, gw, false);
+  if (!netpol_allow_rules(c, j, eg)) return false;
+  jdns_rule(j, eg);
+  return true;
+}
+
+/* Standard NetworkPolicy for the systems of record. */
+static bool render_netpol(rctx_t *c, jb_t *j, cJSON *items, const char *name, const char *ns) {
+  return netpol_allow_rules(c, j, jnetpol(j, items, c, name, ns, "system-of-record"));
+}
+
 static void jfqdn(jb_t *j, cJSON *arr, const egress__rule_t *a) {
   char buf[EGRESS__NAME_MAX + 8];
   cJSON *o = jobj(j, arr, NULL);
@@ -1084,7 +1274,7 @@ static bool render_cilium(rctx_t *c, jb_t *j, cJSON *items, const char *name, co
   cJSON *cnp = jobj(j, items, NULL);
   jstr(j, cnp, "apiVersion", "cilium.io/v2");
   jstr(j, cnp, "kind", "CiliumNetworkPolicy");
-  jmeta(j, cnp, c, name, ns, "system-of-record");
+  jmeta(j, cnp, c, name, ns, "system-of-record", component_label(c->o->component));
   cJSON *spec = jobj(j, cnp, "spec");
   const char *sel[] = { "portarium.io/component", component_label(c->o->component), NULL };
   jlabels(j, jobj(j, spec, "endpointSelector"), "matchLabels", sel);
@@ -1190,6 +1380,8 @@ bool egress__render_format_parse(const char *s, egress__render_format_t *out) {
     *out = EGRESS__RENDER_NETWORKPOLICY;
   else if (!strcmp(s, "cilium"))
     *out = EGRESS__RENDER_CILIUM;
+  else if (!strcmp(s, "gateway"))
+    *out = EGRESS__RENDER_GATEWAY;
   else
     return false;
   return true;
@@ -1220,6 +1412,82 @@ static bool k8s_name(const char *s) {
   return true;
 }
 
+/* @p s for a message: at most 80 bytes of it, each byte that is not
+ * printable ASCII (or is a quote or backslash) written as an escape, so
+ * that a hostile value cannot forge lines of its own. */
+static void quoted(char *buf, size_t len, const char *s) {
+  size_t o = 0;
+  for (size_t i = 0; s[i] && i < 80 && o + 5 < len; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    if (ch == '"' || ch == '\\') {
+      buf[o++] = '\\';
+      buf[o++] = (char)ch;
+    } else if (ch < 0x20 || ch >= 0x7f) {
+      o += (size_t)snprintf(buf + o, len - o, "\\x%02x", ch);
+    } else {
+      buf[o++] = (char)ch;
+    }
+  }
+  buf[o] = '\0';
+}
+
+/* An image reference as the container runtime reads it,
+ * [registry[:port]/]path[:tag][@algorithm:digest], checked for the
+ * characters it may hold: the value goes into the manifest as it is. */
+static bool image_ref(const char *s) {
+  size_t n = strlen(s);
+  if (n == 0 || n > 255 ||
+      !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= 'A' && s[0] <= 'Z') || (s[0] >= '0' && s[0] <= '9')))
+    return false;
+  for (size_t i = 0; i < n; i++)
+    if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/:@", s[i])) return false;
+  return s[n - 1] != '/' && s[n - 1] != ':' && s[n - 1] != '@';
+}
+
+/* What Kubernetes stores as ConfigMap "data": UTF-8 text (else it would
+ * need binaryData), without NUL, at most 1 MiB for the whole object. */
+static const char *configmap_text_problem(const char *s, size_t n) {
+  if (n > 1000000) return "is larger than a ConfigMap holds (1 MB)";
+  for (size_t i = 0; i < n;) {
+    unsigned char b = (unsigned char)s[i];
+    size_t k = b < 0x80 ? 0 : (b & 0xe0) == 0xc0 ? 1 : (b & 0xf0) == 0xe0 ? 2 : (b & 0xf8) == 0xf0 ? 3 : 4;
+    if (b == 0) return "holds a NUL byte";
+    if (k == 4 || (k == 1 && b < 0xc2) || (k == 3 && b > 0xf4) || k >= n - i) return "is not UTF-8";
+    uint32_t cp = k == 0 ? b : b & (0x3f >> k);
+    for (size_t m = 1; m <= k; m++) {
+      unsigned char cb = (unsigned char)s[i + m];
+      if ((cb & 0xc0) != 0x80) return "is not UTF-8";
+      cp = cp << 6 | (cb & 0x3f);
+    }
+    if ((k == 2 && cp < 0x800) || (k == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+      return "is not UTF-8";
+    i += k + 1;
+  }
+  return NULL;
+}
+
+/* The options only --format gateway reads, checked before anything is
+ * built.  The policy text is what the caller compiled @p policy from. */
+static egress_status_t gateway_opts_check(const egress__render_opts_t *o, char *errbuf, size_t errlen) {
+  char q[400];
+  if (o->gateway_image && !image_ref(o->gateway_image)) {
+    quoted(q, sizeof q, o->gateway_image);
+    return egress__errf(errbuf, errlen, EGRESS_EINVAL,
+                        "gateway image \"%s\" is not an image reference (letters, digits and ._-/:@, "
+                        "at most 255)",
+                        q);
+  }
+  if (o->replicas > EGRESS__RENDER_MAX_REPLICAS)
+    return egress__errf(errbuf, errlen, EGRESS_EINVAL, "replicas %u is more than %u", o->replicas,
+                        EGRESS__RENDER_MAX_REPLICAS);
+  if (!o->policy_text)
+    return egress__errf(errbuf, errlen, EGRESS_EINVAL, "the gateway needs the policy text");
+  const char *why = configmap_text_problem(o->policy_text, o->policy_len);
+  if (why) return egress__errf(errbuf, errlen, EGRESS_EPOLICY, "the policy file %s", why);
+  return EGRESS_OK;
+}
+
 egress_status_t egress__render(const egress_policy_t *policy, const egress__render_opts_t *opts,
                                egress__render_note_cb note, void *user_data, char **out, char *errbuf,
                                size_t errlen) {
@@ -1232,7 +1500,11 @@ egress_status_t egress__render(const egress_policy_t *policy, const egress__rend
   if (out) *out = NULL;
   if (!policy || !opts || !out) return egress__errf(errbuf, errlen, EGRESS_EINVAL, "missing argument");
   const char *ns = opts->name_space ? opts->name_space : "portarium";
-  snprintf(defname, sizeof defname, "egress-%s", component_label(opts->component));
+  bool gateway = opts->format == EGRESS__RENDER_GATEWAY;
+  if (gateway)
+    snprintf(defname, sizeof defname, "egress-gateway");
+  else
+    snprintf(defname, sizeof defname, "egress-%s", component_label(opts->component));
   const char *name = opts->name ? opts->name : defname;
   if (!k8s_label(ns, strlen(ns)))
     return egress__errf(errbuf, errlen, EGRESS_EINVAL,
@@ -1244,6 +1516,13 @@ egress_status_t egress__render(const egress_policy_t *policy, const egress__rend
                         "name \"%.80s\" is not a Kubernetes object name (RFC 1123 subdomain, "
                         "at most 244 so that \"-baseline\" fits)",
                         name);
+  /* The gateway's name is its Service's, an RFC 1035 label. */
+  if (gateway && (!k8s_label(name, strlen(name)) || name[0] < 'a' || name[0] > 'z'))
+    return egress__errf(errbuf, errlen, EGRESS_EINVAL,
+                        "name \"%.80s\" cannot name the gateway's Service (RFC 1035 label: lower-case "
+                        "letters, digits and '-', starting with a letter, at most 63)",
+                        name);
+  if (gateway && (st = gateway_opts_check(opts, errbuf, errlen)) != EGRESS_OK) return st;
 
   st = rctx_init(&c, policy);
   if (st != EGRESS_OK) goto done;
@@ -1262,10 +1541,11 @@ egress_status_t egress__render(const egress_policy_t *policy, const egress__rend
     st = EGRESS_ENOMEM;
     goto done;
   }
-  jbaseline(&j, items, &c, base, name, ns);
+  if (!gateway) jbaseline(&j, items, &c, base, name, ns);
   cJSON_Delete(def);
-  bool built = opts->format == EGRESS__RENDER_CILIUM ? render_cilium(&c, &j, items, name, ns)
-                                                     : render_netpol(&c, &j, items, name, ns);
+  bool built = gateway                                 ? render_gateway(&c, &j, items, name, ns)
+               : opts->format == EGRESS__RENDER_CILIUM ? render_cilium(&c, &j, items, name, ns)
+                                                       : render_netpol(&c, &j, items, name, ns);
   jdefault_deny(&j, items, ns);
   if (!built || j.fail || c.oom) {
     st = EGRESS_ENOMEM;

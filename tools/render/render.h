@@ -11,8 +11,15 @@
 
 typedef enum egress__render_format {
   EGRESS__RENDER_NETWORKPOLICY = 0, /* networking.k8s.io/v1 NetworkPolicy */
-  EGRESS__RENDER_CILIUM = 1         /* cilium.io/v2 CiliumNetworkPolicy */
+  EGRESS__RENDER_CILIUM = 1,        /* cilium.io/v2 CiliumNetworkPolicy */
+  EGRESS__RENDER_GATEWAY = 2        /* egressd and the NetworkPolicy around it */
 } egress__render_format_t;
+
+/* --replicas: at most this many gateway pods. */
+#define EGRESS__RENDER_MAX_REPLICAS 100u
+
+/* egressd's image when egress__render_opts_t.gateway_image is NULL. */
+extern const char egress__render_default_gateway_image[];
 
 typedef enum egress__render_component {
   EGRESS__COMPONENT_EXECUTION_PLANE = 0,
@@ -32,6 +39,13 @@ typedef struct egress__render_opts {
                                closed) instead of failing */
   const egress__render_baseline_t *baseline; /* NULL: the default */
   bool yaml;                                 /* YAML instead of JSON: the same document */
+  /* EGRESS__RENDER_GATEWAY only.  component names the gateway's clients
+   * (the agents); name (default "egress-gateway") must be an RFC 1035
+   * label, as it names the Service. */
+  const char *gateway_image; /* NULL: egress__render_default_gateway_image */
+  unsigned replicas;         /* 0: 2; at most EGRESS__RENDER_MAX_REPLICAS */
+  const char *policy_text;   /* the policy file's bytes, which the ConfigMap */
+  size_t policy_len;         /* holds as they are (UTF-8, at most 1 MB) */
 } egress__render_opts_t;
 
 /* One finding about one entry: @p list / @p index / @p entry name it, @p what
@@ -40,7 +54,7 @@ typedef struct egress__render_opts {
 typedef void (*egress__render_note_cb)(egress_list_t list, size_t index, const char *entry, const char *what,
                                        void *user_data);
 
-/* Parse "execution-plane" / "agent" and "networkpolicy" / "cilium". */
+/* Parse "execution-plane" / "agent" and "networkpolicy" / "cilium" / "gateway". */
 bool egress__render_component_parse(const char *s, egress__render_component_t *out);
 bool egress__render_format_parse(const char *s, egress__render_format_t *out);
 const char *egress__render_component_name(egress__render_component_t c);
@@ -66,15 +80,22 @@ void egress__render_baseline_free(egress__render_baseline_t *b);
 /*
  * Render @p policy as a Kubernetes "List" (JSON text, indented, ending with a
  * newline; YAML with opts->yaml).  The List holds a namespace-wide default
- * deny of egress (a NetworkPolicy selecting every pod, in both formats),
- * the baseline NetworkPolicy, and the policy itself.  Every entry the format cannot express is reported through
+ * deny of egress (a NetworkPolicy selecting every pod, in every format),
+ * the baseline NetworkPolicy, and the policy itself.  For
+ * EGRESS__RENDER_GATEWAY it holds instead the gateway (ConfigMap with the
+ * policy text, Deployment of egressd, Service) and the NetworkPolicies
+ * that make it the agents' only way out: agents to the gateway and DNS
+ * only, the gateway to what the allowlist can reach (as NetworkPolicy
+ * renders it) and DNS, the gateway from the agents only; then the default
+ * deny.  Every entry the format cannot express is reported through
  * @p note (may be NULL).  Without skip_unrenderable such an entry makes the
  * call fail with EGRESS_EPOLICY and errbuf naming the first one; with it the
  * entry (or the part of it that cannot be expressed) is left out, so the
  * network layer denies that traffic.
  * @param out Caller owns: egress__free().
- * @return EGRESS_OK, EGRESS_EPOLICY, EGRESS_EINVAL (bad name or namespace:
- *         errbuf says which), EGRESS_ENOMEM.
+ * @return EGRESS_OK, EGRESS_EPOLICY (also: policy text a ConfigMap cannot
+ *         hold), EGRESS_EINVAL (bad name, namespace, image, replicas:
+ *         errbuf says which, quoting the value), EGRESS_ENOMEM.
  */
 egress_status_t egress__render(const egress_policy_t *policy, const egress__render_opts_t *opts,
                                egress__render_note_cb note, void *user_data, char **out, char *errbuf,
