@@ -584,6 +584,218 @@ class OperatorItems(unittest.TestCase):
         self.assertEqual(p.returncode, 66)
 
 
+GATEWAY = os.path.join(ROOT, "examples", "gateway")
+DNS_RULE = {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
+
+
+class Gateway(unittest.TestCase):
+    """render --format gateway: egressd and the NetworkPolicy fence of
+    Pattern B (the agents reach the network only through the gateway)."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="egress-gateway-")
+
+    def write(self, name, data):
+        path = os.path.join(self.tmp, name)
+        with open(path, "wb") as f:
+            f.write(data if isinstance(data, bytes) else json.dumps(data).encode())
+        return path
+
+    def render(self, policy, *extra):
+        p = run("render", "--policy", policy, "--format", "gateway", *extra)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return json.loads(p.stdout)
+
+    def check_structure(self, doc, policy, ns="portarium", name="egress-gateway", agent="agent",
+                        replicas=2, image=None):
+        """Everything Pattern B rests on, for one rendering of @policy."""
+        self.assertEqual((doc["apiVersion"], doc["kind"]), ("v1", "List"))
+        items = doc["items"]
+        self.assertEqual([(i["kind"], i["metadata"]["name"]) for i in items], [
+            ("ConfigMap", name + "-policy"), ("Deployment", name), ("Service", name),
+            ("NetworkPolicy", name + "-clients"), ("NetworkPolicy", name + "-ingress"),
+            ("NetworkPolicy", name + "-egress"), ("NetworkPolicy", "default-deny-egress")])
+        self.assertTrue(all(i["metadata"]["namespace"] == ns for i in items))
+        cm, dep, svc, clients, ingress, egress, deny = items
+        # The ConfigMap holds the file's bytes, exactly.
+        with open(policy, "rb") as f:
+            self.assertEqual(cm["data"], {"policy.json": f.read().decode("utf-8")})
+        # The Deployment runs egressd on that file, hardened.
+        gw = dep["spec"]["selector"]["matchLabels"]
+        self.assertEqual(gw, {"portarium.io/component": "egress-gateway", "app.kubernetes.io/instance": name})
+        tmpl = dep["spec"]["template"]
+        self.assertEqual(tmpl["metadata"]["labels"], gw)
+        self.assertEqual(dep["spec"]["replicas"], replicas)
+        pod = tmpl["spec"]
+        self.assertEqual(len(pod["containers"]), 1)
+        ctr = pod["containers"][0]
+        if image is not None:
+            self.assertEqual(ctr["image"], image)
+        self.assertRegex(ctr["image"], r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
+        self.assertEqual(ctr["command"], ["egressd", "--listen", "0.0.0.0:3128",
+                                          "--policy", "/etc/egressd/policy.json"])
+        self.assertEqual(ctr["ports"], [{"name": "proxy", "containerPort": 3128, "protocol": "TCP"}])
+        for probe in ("readinessProbe", "livenessProbe"):
+            self.assertEqual(ctr[probe]["tcpSocket"], {"port": 3128})
+        sc = ctr["securityContext"]
+        self.assertEqual((sc["allowPrivilegeEscalation"], sc["readOnlyRootFilesystem"], sc["runAsNonRoot"]),
+                         (False, True, True))
+        self.assertEqual(sc["capabilities"], {"drop": ["ALL"]})
+        self.assertTrue(pod["securityContext"]["runAsNonRoot"])
+        self.assertGreater(pod["securityContext"]["runAsUser"], 0)
+        self.assertEqual(set(ctr["resources"]), {"requests", "limits"})
+        for part in ("requests", "limits"):
+            self.assertEqual(set(ctr["resources"][part]), {"cpu", "memory"})
+        mount, = ctr["volumeMounts"]
+        vol, = pod["volumes"]
+        self.assertEqual((mount["name"], mount["mountPath"], mount["readOnly"]), (vol["name"], "/etc/egressd", True))
+        self.assertEqual(vol["configMap"], {"name": cm["metadata"]["name"]})
+        self.assertEqual(tmpl["metadata"]["annotations"]["portarium.io/egress-policy-digest"],
+                         cm["metadata"]["annotations"]["portarium.io/egress-policy-digest"])
+        # The Service reaches those pods on 3128.
+        self.assertEqual(svc["spec"]["type"], "ClusterIP")
+        self.assertEqual(svc["spec"]["selector"], gw)
+        self.assertEqual(svc["spec"]["ports"], [{"name": "proxy", "protocol": "TCP", "port": 3128,
+                                                 "targetPort": 3128}])
+        # The agents: the gateway pods on TCP 3128 and cluster DNS, nothing else.
+        agents = {"portarium.io/component": agent}
+        self.assertEqual(clients["spec"], {
+            "podSelector": {"matchLabels": agents}, "policyTypes": ["Egress"],
+            "egress": [{"to": [{"podSelector": {"matchLabels": gw}}],
+                        "ports": [{"protocol": "TCP", "port": 3128}]}, DNS_RULE]})
+        # Only the agents reach the gateway, on 3128.
+        self.assertEqual(ingress["spec"], {
+            "podSelector": {"matchLabels": gw}, "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": {"matchLabels": agents}}],
+                         "ports": [{"protocol": "TCP", "port": 3128}]}]})
+        # The gateway: exactly what --format networkpolicy opens for the
+        # allowlist (the same renderer), plus DNS.
+        self.assertEqual(egress["spec"]["podSelector"], {"matchLabels": gw})
+        self.assertEqual(egress["spec"]["policyTypes"], ["Egress"])
+        p = run("render", "--policy", policy, "--format", "networkpolicy", "--namespace", ns)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        sor = json.loads(p.stdout)["items"][1]
+        self.assertEqual(sor["metadata"]["labels"]["portarium.io/egress-layer"], "system-of-record")
+        self.assertEqual(egress["spec"]["egress"], sor["spec"]["egress"] + [DNS_RULE])
+        for rule in egress["spec"]["egress"][:-1]:
+            self.assertTrue(all(set(peer) == {"ipBlock"} for peer in rule["to"]), rule)
+        # Every pod of the namespace: egress denied unless allowed.
+        self.assertEqual(deny, dict(DEFAULT_DENY, metadata=dict(DEFAULT_DENY["metadata"], namespace=ns)))
+        # No policy of the List opens anything more for the agents.
+        for np in (clients, ingress, egress):
+            sel = np["spec"]["podSelector"]["matchLabels"]
+            self.assertIn(sel, (agents, gw))
+            if sel == agents:
+                self.assertIs(np, clients)
+
+    def test_committed_manifests_are_current(self):
+        args = ["render", "--policy", EXAMPLE, "--format", "gateway"]
+        update = os.environ.get("EGRESS_UPDATE_GOLDEN") == "1"
+        outputs = {}
+        for ext, extra in (("json", []), ("yaml", ["--output", "yaml"])):
+            p = run(*args, *extra)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertEqual(p.stderr, b"")
+            golden = os.path.join(GATEWAY, "gateway." + ext)
+            if update:
+                with open(golden, "wb") as f:
+                    f.write(p.stdout)
+            with open(golden, "rb") as f:
+                self.assertEqual(p.stdout, f.read(), f"examples/gateway/gateway.{ext} is stale: regenerate it "
+                                 "(examples/gateway/README.md)")
+            outputs[ext] = p.stdout
+        doc = json.loads(outputs["json"])
+        self.assertEqual(read_yaml(outputs["yaml"].decode("utf-8")), doc)
+        self.check_structure(doc, EXAMPLE)
+        # The README gives the commands that made the files.
+        with open(os.path.join(GATEWAY, "README.md")) as f:
+            readme = f.read()
+        self.assertIn("egressctl render --policy examples/policies/demo-policy.json --format gateway"
+                      " > examples/gateway/gateway.json", readme)
+        self.assertIn("--output yaml > examples/gateway/gateway.yaml", readme)
+
+    def test_options_and_other_policies(self):
+        text = ('{"egressAllowlist": ["api.example.com", "10.9.0.0/16:5432", "\u00e9t\u00e9.example:8443",\n'
+                '\t"[2001:db8::]/32:443"],\r\n "note": "quote \\" back\\\\slash \\u2028 </script>"}\n')
+        odd = self.write("odd.json", text.encode("utf-8"))
+        for path in (EXAMPLE, odd):
+            with self.subTest(policy=path):
+                self.check_structure(self.render(path), path)
+        extra = ["--namespace", "tenant-a", "--name", "gw2", "--component", "execution-plane",
+                 "--replicas", "5", "--gateway-image", "registry.local:5000/egressd@sha256:" + "ab" * 32]
+        doc = self.render(odd, *extra)
+        self.check_structure(doc, odd, ns="tenant-a", name="gw2", agent="execution-plane", replicas=5,
+                             image="registry.local:5000/egressd@sha256:" + "ab" * 32)
+        y = run("render", "--policy", odd, "--format", "gateway", *extra, "--output", "yaml")
+        self.assertEqual(y.returncode, 0, y.stderr)
+        self.assertEqual(read_yaml(y.stdout.decode("utf-8")), doc)
+        # An empty allowlist: the gateway reaches DNS only, the agents the gateway only.
+        empty = self.write("empty.json", {"egressAllowlist": []})
+        doc = self.render(empty)
+        self.check_structure(doc, empty)
+        self.assertEqual(doc["items"][5]["spec"]["egress"], [DNS_RULE])
+
+    def test_hostile_inputs(self):
+        cases = [
+            (["--replicas", "0"], "'0'"), (["--replicas", "101"], "'101'"), (["--replicas", "2x"], "'2x'"),
+            (["--replicas", "-1"], "'-1'"), (["--replicas", " 2"], "' 2'"), (["--replicas", "1e1"], "'1e1'"),
+            (["--replicas", "99999999999999999999"], "'99999999999999999999'"),
+            (["--replicas", "2\n"], "'2\\x0a'"),
+            (["--gateway-image", "egressd:1\nkind: Secret"], '"egressd:1\\x0akind: Secret"'),
+            (["--gateway-image", 'egressd"x'], '"egressd\\"x"'),
+            (["--gateway-image", "egressd 1"], '"egressd 1"'),
+            (["--gateway-image", "-egressd"], '"-egressd"'),
+            (["--gateway-image", "egressd:"], '"egressd:"'),
+            (["--gateway-image", "x" * 256], "x" * 80),
+            (["--name", "1gw"], '"1gw"'), (["--name", "Gw"], '"Gw"'), (["--name", "g" * 64], "g" * 64),
+            (["--namespace", "Bad_NS"], '"Bad_NS"'),
+            (["--baseline", EXAMPLE], "--baseline"),
+            (["--component", "gateway"], "--component"),
+        ]
+        for extra, named in cases:
+            with self.subTest(extra=extra):
+                p = run("render", "--policy", EXAMPLE, "--format", "gateway", *extra)
+                self.assertEqual(p.returncode, 64, p.stderr)
+                self.assertEqual(p.stdout, b"")
+                lines = p.stderr.decode().splitlines()
+                self.assertEqual(len(lines), 2, lines)  # the value cannot forge lines
+                self.assertIn(named, lines[0])
+        for extra in (["--replicas", "3"], ["--gateway-image", "egressd:1"]):
+            p = run("render", "--policy", EXAMPLE, "--format", "networkpolicy", *extra)
+            self.assertEqual(p.returncode, 64, p.stderr)
+            self.assertIn(b"--format gateway only", p.stderr)
+        # Policies: no allowlist, not a policy, not UTF-8, too big for a ConfigMap, missing.
+        bad = {
+            "no-allowlist.json": (b'{"egressDenylist": ["x.example"]}', 65, b"egressAllowlist"),
+            "not-json.json": (b'{"egressAllowlist": [', 65, b"invalid policy"),
+            "latin1.json": (b'{"egressAllowlist": ["a.example"], "n": "\xe9t\xe9"}', 65, b"not UTF-8"),
+            "surrogate.json": (b'{"egressAllowlist": ["a.example"], "n": "\xed\xa0\x80"}', 65, b"not UTF-8"),
+            "overlong.json": (b'{"egressAllowlist": ["a.example"], "n": "\xc0\xaf"}', 65, b"not UTF-8"),
+            "cut.json": (b'{"egressAllowlist": ["a.example"], "n": "\xe2\x82', 65, b""),
+            "big.json": (b'{"egressAllowlist": ["a.example"], "pad": "' + b"x" * 1000000 + b'"}', 65,
+                         b"larger than a ConfigMap"),
+        }
+        for name, (data, rc, said) in bad.items():
+            with self.subTest(policy=name):
+                p = run("render", "--policy", self.write(name, data), "--format", "gateway")
+                self.assertEqual(p.returncode, rc, p.stderr)
+                self.assertEqual(p.stdout, b"")
+                self.assertIn(said, p.stderr)
+                self.assertIn(name.encode(), p.stderr)
+        p = run("render", "--policy", os.path.join(self.tmp, "missing.json"), "--format", "gateway")
+        self.assertEqual(p.returncode, 66)
+
+    def test_usage_mentions_gateway(self):
+        p = run("--help")
+        self.assertEqual(p.returncode, 0)
+        out = p.stdout.decode()
+        self.assertIn("networkpolicy|cilium|gateway", out)
+        for word in ("--gateway-image", "--replicas", "NAME-clients", "NAME-ingress", "NAME-egress"):
+            self.assertIn(word, out)
+
+
 if __name__ == "__main__":
     if not EGRESSCTL or not os.access(EGRESSCTL, os.X_OK):
         print("EGRESSCTL is not set to an executable", file=sys.stderr)

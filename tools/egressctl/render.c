@@ -45,7 +45,7 @@ static const char *printable(const char *s, char *buf, size_t len) {
  * The policy file's bytes (the gateway's ConfigMap holds them as they are)
  * and the policy compiled from those same bytes, so that the two cannot
  * differ even when the file changes while egressctl runs.  Reads one byte
- * more than a ConfigMap can hold, so that render can say it is too big.
+ * more than a ConfigMap can hold, to tell a file that is too big.
  */
 static int load_policy_text(const char *path, char **text, size_t *len, egress_policy_t **out) {
   enum { MAX = 1000000 + 1 };
@@ -68,6 +68,11 @@ static int load_policy_text(const char *path, char **text, size_t *len, egress_p
     free(buf);
     errmsg("%s: cannot read policy", path);
     return CLI_NOINPUT;
+  }
+  if (n == MAX) {
+    free(buf);
+    errmsg("%s: the policy file is larger than a ConfigMap holds (1 MB)", path);
+    return CLI_DATAERR;
   }
   buf[n] = '\0';
   errbuf[0] = '\0';
