@@ -1085,6 +1085,97 @@ static void test_options(void) {
   egress_policy_unref(p);
 }
 
+/* --format gateway: what the options may hold, and what a ConfigMap may
+ * hold of the policy text (UTF-8 as Kubernetes decodes it). */
+static void test_gateway_inputs(void) {
+  const char *const allow[] = { "api.example.com" };
+  egress_policy_t *p = policy_of(allow, 1, NULL, 0);
+  egress__render_opts_t o;
+  char *out = NULL, err[EGRESS_ERRBUF_SIZE];
+  static const char text[] =
+      "{\"egressAllowlist\": [\"api.example.com\"], \"n\": \"\xc3\xa9 \xe2\x80\xa8 "
+      "\xef\xbf\xbf \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf\"}\n";
+  memset(&o, 0, sizeof o);
+  o.format = EGRESS__RENDER_GATEWAY;
+  o.component = EGRESS__COMPONENT_AGENT;
+  o.policy_text = text;
+  o.policy_len = sizeof text - 1;
+  CU_ASSERT_FATAL(egress__render(p, &o, NULL, NULL, &out, err, sizeof err) == EGRESS_OK);
+  cJSON *doc = cJSON_Parse(out);
+  CU_ASSERT_FATAL(doc != NULL);
+  const cJSON *cm = cJSON_GetArrayItem(cJSON_GetObjectItem(doc, "items"), 0);
+  const cJSON *data = cJSON_GetObjectItem(cJSON_GetObjectItem(cm, "data"), "policy.json");
+  CU_ASSERT(cJSON_IsString(data) && strcmp(data->valuestring, text) == 0);
+  CU_ASSERT(strstr(out, egress__render_default_gateway_image) != NULL);
+  CU_ASSERT(strstr(out, "\"replicas\":\t2") != NULL);
+  cJSON_Delete(doc);
+  egress__free(out);
+  o.replicas = EGRESS__RENDER_MAX_REPLICAS;
+  o.gateway_image = "registry.local:5000/team/egressd@sha256:0123abcd";
+  CU_ASSERT_FATAL(egress__render(p, &o, NULL, NULL, &out, err, sizeof err) == EGRESS_OK);
+  CU_ASSERT(strstr(out, "\"replicas\":\t100") &&
+            strstr(out, "\"registry.local:5000/team/egressd@sha256:0123abcd\""));
+  egress__free(out);
+
+  o.replicas = EGRESS__RENDER_MAX_REPLICAS + 1;
+  out = (char *)1;
+  CU_ASSERT(egress__render(p, &o, NULL, NULL, &out, err, sizeof err) == EGRESS_EINVAL && out == NULL);
+  CU_ASSERT(strstr(err, "101") != NULL);
+  o.replicas = 0;
+  static const char *const bad_image[] = { "",         "egressd\n", "a\"b",     "egressd 1",
+                                           "-x",       "egressd:",  "egressd/", "x@",
+                                           "\xc3\xa9", "a\\b",      "a{{b}}",   "egressd:1\r\nx: y" };
+  for (size_t i = 0; i < NELEM(bad_image); i++) {
+    o.gateway_image = bad_image[i];
+    CU_ASSERT(egress__render(p, &o, NULL, NULL, &out, err, sizeof err) == EGRESS_EINVAL);
+    CU_ASSERT(strstr(err, "image") != NULL && strchr(err, '\n') == NULL && strchr(err, '\r') == NULL);
+  }
+  o.gateway_image = "egressd:1\nkind: Secret";
+  CU_ASSERT(egress__render(p, &o, NULL, NULL, &out, err, sizeof err) == EGRESS_EINVAL);
+  CU_ASSERT(strstr(err, "\"egressd:1\\x0akind: Secret\"") != NULL);
+  o.gateway_image = NULL;
+  o.name = "Gateway";
+  CU_ASSERT(egress__render(p, &o, NULL, NULL, &out, err, sizeof err) == EGRESS_EINVAL);
+  o.name = "9gateway";
+  CU_ASSERT(egress__render(p, &o, NULL, NULL, &out, err, sizeof err) == EGRESS_EINVAL);
+  o.name = NULL;
+
+  static const char *const not_text[] = {
+    "\xe9t\xe9",        /* Latin-1 */
+    "\xc0\xaf",         /* overlong '/' */
+    "\xe0\x80\xaf",     /* overlong, three bytes */
+    "\xed\xa0\x80",     /* a surrogate */
+    "\xf4\x90\x80\x80", /* above U+10FFFF */
+    "\xf8\x88\x80\x80\x80",
+    "\xe2\x82", /* cut short */
+    "\x80",     /* a lone continuation byte */
+  };
+  for (size_t i = 0; i < NELEM(not_text); i++) {
+    o.policy_text = not_text[i];
+    o.policy_len = strlen(not_text[i]);
+    out = (char *)1;
+    CU_ASSERT(egress__render(p, &o, NULL, NULL, &out, err, sizeof err) == EGRESS_EPOLICY && out == NULL);
+    CU_ASSERT(strstr(err, "not UTF-8") != NULL);
+  }
+  o.policy_text = "{}\0{}";
+  o.policy_len = 5;
+  CU_ASSERT(egress__render(p, &o, NULL, NULL, &out, err, sizeof err) == EGRESS_EPOLICY);
+  CU_ASSERT(strstr(err, "NUL") != NULL);
+  char *big = malloc(1000001);
+  CU_ASSERT_FATAL(big != NULL);
+  memset(big, ' ', 1000001);
+  o.policy_text = big;
+  o.policy_len = 1000001;
+  CU_ASSERT(egress__render(p, &o, NULL, NULL, &out, err, sizeof err) == EGRESS_EPOLICY);
+  o.policy_len = 1000000;
+  CU_ASSERT(egress__render(p, &o, NULL, NULL, &out, err, sizeof err) == EGRESS_OK);
+  egress__free(out);
+  free(big);
+  o.policy_text = NULL;
+  CU_ASSERT(egress__render(p, &o, NULL, NULL, &out, err, sizeof err) == EGRESS_EINVAL);
+  egress_policy_unref(p);
+}
+
 static size_t lint_of(const char *const *allow, size_t na, const char *const *deny, size_t nd, notes_t *ns) {
   egress_policy_t *p = policy_of(allow, na, deny, nd);
   memset(ns, 0, sizeof *ns);
@@ -1614,7 +1705,9 @@ static void test_alloc_failures(void) {
   egress__render_opts_t o;
   memset(&o, 0, sizeof o);
   o.skip_unrenderable = true;
-  for (int f = 0; f < 2; f++) {
+  o.policy_text = "{}";
+  o.policy_len = 2;
+  for (int f = 0; f < 3; f++) {
     o.format = (egress__render_format_t)f;
     long ok_at = 0;
     for (long nth = 1; nth < 100000; nth++) {
@@ -1685,6 +1778,7 @@ static CU_TestInfo render_tests[] = {
   { "semantics: example policy, skipped entry fails closed", test_semantic_example },
   { "unrenderable entries", test_unrenderable },
   { "name, namespace, component, format", test_options },
+  { "gateway: image, replicas, name, policy text", test_gateway_inputs },
   { "lint findings", test_lint },
   { "lint reports what the pairwise scan did", test_lint_matches_pairwise },
   { "lint comparison draws every kind of finding", test_lint_draws_every_finding },
