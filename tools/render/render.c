@@ -1127,7 +1127,15 @@ static void jgw_configmap(jb_t *j, cJSON *items, const rctx_t *c, const char *na
   cJSON *data = jobj(j, cm, "data");
   /* The file's own bytes, not a re-serialisation: egressd compiles exactly
    * what was rendered, and its digest is the one in the annotations. */
-  jstr(j, data, "policy.json", c->o->policy_text);
+  char *text = egress__malloc(c->o->policy_len + 1); /* policy_text need not end in NUL */
+  if (!text) {
+    j->fail = true;
+    return;
+  }
+  memcpy(text, c->o->policy_text, c->o->policy_len);
+  text[c->o->policy_len] = '\0';
+  jstr(j, data, "policy.json", text);
+  egress__free(text);
 }
 
 static void jprobe(jb_t *j, cJSON *ctr, const char *key, double delay, double period) {

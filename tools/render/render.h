@@ -44,8 +44,9 @@ typedef struct egress__render_opts {
    * label, as it names the Service. */
   const char *gateway_image; /* NULL: egress__render_default_gateway_image */
   unsigned replicas;         /* 0: 2; at most EGRESS__RENDER_MAX_REPLICAS */
-  const char *policy_text;   /* the policy file's bytes, which the ConfigMap */
-  size_t policy_len;         /* holds as they are (UTF-8, at most 1 MB) */
+  const char *policy_text;   /* the policy file's bytes (Borrowed, need not */
+  size_t policy_len;         /* end in NUL): the ConfigMap holds them as they
+                                are (UTF-8 without NUL, at most 1 MB) */
 } egress__render_opts_t;
 
 /* One finding about one entry: @p list / @p index / @p entry name it, @p what
