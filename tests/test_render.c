@@ -804,6 +804,83 @@ static void test_structure_all_policies(void) {
   }
 }
 
+static const cJSON *jpath(const cJSON *o, const char *const *keys) {
+  for (size_t i = 0; o && keys[i]; i++) o = cJSON_GetObjectItemCaseSensitive(o, keys[i]);
+  return o;
+}
+
+/* --format gateway over every test policy: each egress NetworkPolicy passes
+ * the validator; every selector names the Deployment's pods or the agents;
+ * the agents reach the gateway pods and kube-dns only; the gateway's
+ * egress is the networkpolicy rendering's plus DNS. */
+static void test_gateway_structure(void) {
+  const char *const empty[] = { NULL };
+  static const char *const sel_keys[] = { "spec", "selector", "matchLabels", NULL };
+  static const char *const pod_keys[] = { "spec", "podSelector", "matchLabels", NULL };
+  static const char *const eg_keys[] = { "spec", "egress", NULL };
+  struct {
+    const char *const *a;
+    size_t na;
+    const char *const *d;
+    size_t nd;
+  } pols[] = { { demo_allow, NELEM(demo_allow), demo_deny, NELEM(demo_deny) },
+               { rich_allow, NELEM(rich_allow), rich_deny, NELEM(rich_deny) },
+               { empty, 0, empty, 0 } };
+  for (size_t i = 0; i < NELEM(pols); i++) {
+    egress_policy_t *p = policy_of(pols[i].a, pols[i].na, pols[i].d, pols[i].nd);
+    egress__render_opts_t o;
+    char *out = NULL, *np = NULL, err[EGRESS_ERRBUF_SIZE];
+    memset(&o, 0, sizeof o);
+    o.format = EGRESS__RENDER_GATEWAY;
+    o.component = EGRESS__COMPONENT_AGENT;
+    o.skip_unrenderable = true;
+    o.policy_text = "{}";
+    o.policy_len = 2;
+    CU_ASSERT_FATAL(egress__render(p, &o, NULL, NULL, &out, err, sizeof err) == EGRESS_OK);
+    np = render(p, EGRESS__RENDER_NETWORKPOLICY, EGRESS__COMPONENT_AGENT, true, NULL);
+    CU_ASSERT_FATAL(np != NULL);
+    cJSON *doc = cJSON_Parse(out), *npdoc = cJSON_Parse(np);
+    const cJSON *items = cJSON_GetObjectItem(doc, "items");
+    CU_ASSERT_FATAL(cJSON_GetArraySize(items) == 7);
+    const cJSON *dep = cJSON_GetArrayItem(items, 1), *svc = cJSON_GetArrayItem(items, 2);
+    const cJSON *gw = jpath(dep, sel_keys);
+    CU_ASSERT_FATAL(cJSON_IsObject(gw) && gw->child != NULL);
+    static const char *const tmpl_keys[] = { "spec", "template", "metadata", "labels", NULL };
+    static const char *const svc_keys[] = { "spec", "selector", NULL };
+    CU_ASSERT(cJSON_Compare(gw, jpath(dep, tmpl_keys), true));
+    CU_ASSERT(cJSON_Compare(gw, jpath(svc, svc_keys), true));
+    cJSON *agents = cJSON_Parse("{\"portarium.io/component\": \"agent\"}");
+    for (int k = 3; k < 6; k++) {
+      const cJSON *pol = cJSON_GetArrayItem(items, k);
+      const cJSON *sel = jpath(pol, pod_keys);
+      bool is_gw = cJSON_Compare(sel, gw, true);
+      CU_ASSERT(is_gw == (k != 3));
+      CU_ASSERT(is_gw || cJSON_Compare(sel, agents, true));
+      if (k != 4) CU_ASSERT(v_networkpolicy(cJSON_GetObjectItem(pol, "spec")));
+    }
+    /* The agents: the gateway's pods (same namespace) on 3128, then DNS. */
+    const cJSON *ceg = jpath(cJSON_GetArrayItem(items, 3), eg_keys);
+    CU_ASSERT_FATAL(cJSON_GetArraySize(ceg) == 2);
+    const cJSON *peer = cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetArrayItem(ceg, 0), "to"), 0);
+    static const char *const peer_keys[] = { "podSelector", "matchLabels", NULL };
+    CU_ASSERT(cJSON_GetArraySize(peer) == 1 && cJSON_Compare(jpath(peer, peer_keys), gw, true));
+    /* The gateway: the networkpolicy rendering's rules, then DNS. */
+    const cJSON *geg = jpath(cJSON_GetArrayItem(items, 5), eg_keys);
+    const cJSON *sor = jpath(cJSON_GetArrayItem(cJSON_GetObjectItem(npdoc, "items"), 1), eg_keys);
+    CU_ASSERT_FATAL(cJSON_GetArraySize(geg) == cJSON_GetArraySize(sor) + 1);
+    CU_ASSERT(
+        cJSON_Compare(cJSON_GetArrayItem(ceg, 1), cJSON_GetArrayItem(geg, cJSON_GetArraySize(sor)), true));
+    for (int k = 0; k < cJSON_GetArraySize(sor); k++)
+      CU_ASSERT(cJSON_Compare(cJSON_GetArrayItem(geg, k), cJSON_GetArrayItem(sor, k), true));
+    cJSON_Delete(agents);
+    cJSON_Delete(doc);
+    cJSON_Delete(npdoc);
+    egress__free(np);
+    egress__free(out);
+    egress_policy_unref(p);
+  }
+}
+
 static void test_validator_rejects(void) {
   const char *const allow[] = { "api.example.com", "151.101.0.0/16:8000-8100" };
   egress_policy_t *p = policy_of(allow, 2, NULL, 0);
@@ -1778,6 +1855,7 @@ static CU_TestInfo render_tests[] = {
   { "semantics: example policy, skipped entry fails closed", test_semantic_example },
   { "unrenderable entries", test_unrenderable },
   { "name, namespace, component, format", test_options },
+  { "gateway: selectors, agents fenced, egress as networkpolicy", test_gateway_structure },
   { "gateway: image, replicas, name, policy text", test_gateway_inputs },
   { "lint findings", test_lint },
   { "lint reports what the pairwise scan did", test_lint_matches_pairwise },
