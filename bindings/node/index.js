@@ -196,9 +196,11 @@ function buildDecision(packed) {
     if (s[S_DIGEST] === '') digest = lastDigest;
     else digest = lastDigest = s[S_DIGEST];
   }
-  const event = (nulls & (1 << S_EVENT)) === 0 ? JSON.parse(s[S_EVENT]) : null;
+  // The event stays text until read (see Decision#event): most callers
+  // never read it, and parsing it cost more than the check.
+  const eventText = (nulls & (1 << S_EVENT)) === 0 ? s[S_EVENT] : null;
   const allowRule = n[N_HAS_RULE] === 1 && n[N_RULE_LIST] === 0 ? s[S_RULE_TEXT] : null;
-  const seal = new Seal(texts, allowed, many, allowRule, event !== null ? event.data.method : null);
+  const seal = new Seal(texts, allowed, many, allowRule, eventText !== null ? eventMethod(eventText) : null);
   const host = (nulls & (1 << S_HOST)) === 0 ? s[S_HOST] : null;
   const url = (nulls & (1 << S_URL)) === 0 ? s[S_URL] : null;
   const verdict = VERDICTS[n[N_VERDICT]];
@@ -224,8 +226,23 @@ function buildDecision(packed) {
     n[N_LATENCY_MS],
     digest,
     url,
-    event,
+    eventText,
     seal);
+}
+
+/* The request method the event records (data.method), read without
+ * parsing the event: the library's writer puts `,"method":` once, as a key
+ * of data (lib/event.c); every text a caller supplies is a JSON string
+ * there, whose quotes are escaped, so it cannot hold that run. */
+const METHOD_KEY = ',"method":';
+function eventMethod(text) {
+  const at = text.indexOf(METHOD_KEY);
+  if (at === -1) return null;
+  const v = at + METHOD_KEY.length;
+  if (text.charCodeAt(v) !== 34) return null; // "method":null
+  let end = v + 1;
+  while (end < text.length && text.charCodeAt(end) !== 34) end += text.charCodeAt(end) === 92 ? 2 : 1;
+  return JSON.parse(text.slice(v, end + 1));
 }
 
 /*
@@ -240,8 +257,10 @@ function buildDecision(packed) {
  */
 class Decision {
   #seal;
+  #eventText;
+  #event = undefined;
   constructor(verdict, outcome, reason, message, host, port, mode, wouldDeny, matchedRule, addresses,
-    curlResolve, dnsMs, latencyMs, policyDigest, url, event, seal) {
+    curlResolve, dnsMs, latencyMs, policyDigest, url, eventText, seal) {
     this.verdict = verdict;
     this.outcome = outcome;
     this.reason = reason;
@@ -257,8 +276,23 @@ class Decision {
     this.latencyMs = latencyMs;
     this.policyDigest = policyDigest;
     this.url = url;
-    this.event = event;
+    this.#eventText = eventText;
     this.#seal = seal;
+  }
+
+  /** The decision event, parsed from its text on first read. */
+  get event() {
+    if (this.#event === undefined) this.#event = this.#eventText === null ? null : JSON.parse(this.#eventText);
+    return this.#event;
+  }
+
+  set event(v) {
+    this.#event = v;
+  }
+
+  /* JSON.stringify sees the event as it saw the data property it replaces. */
+  toJSON() {
+    return { ...this, event: this.event };
   }
 
   static sealOf(d) {

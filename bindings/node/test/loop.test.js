@@ -180,3 +180,31 @@ test('a process exits cleanly with checks in flight', (t) => {
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stdout.trim(), 'ok');
 });
+
+test('check(): the event is parsed on first read, equal to the one onEvent got, kept by JSON.stringify', async () => {
+  const seen = [];
+  const c = new Checker({ policy: POLICY, onEvent: (e) => seen.push(e) });
+  try {
+    // A context id holding the very text the method is found by.
+    const ctx = { method: 'GET', runId: ',"method":"POST"', correlationId: 'q"\\"x' };
+    const d = await c.checkUrl('http://203.0.113.7:8081/x', ctx);
+    assert.equal(seen.length, 1);
+    assert.deepEqual(d.event, seen[0]);
+    assert.equal(d.event, d.event, 'parsed once');
+    assert.equal(d.event.data.method, 'GET');
+    assert.equal(d.event.data.runId, ctx.runId);
+    assert.deepEqual(JSON.parse(JSON.stringify(d)).event, seen[0]);
+    // The held decision is for a GET: a POST with it is refused before
+    // anything is sent, however the context ids were spelled.
+    await assert.rejects(c.fetch('http://203.0.113.7:8081/x', { method: 'POST', egress: { decision: d }, signal: AbortSignal.timeout(3000) }),
+      (e) => {
+        const why = e.cause || e; // fetch wraps what its dispatcher threw
+        return why.code === 'ERR_INVALID_ARG_VALUE' && /GET/.test(why.message);
+      });
+    const lit = await c.check('203.0.113.8', 443);
+    assert.equal(lit.event.data.method, null);
+    assert.equal(lit.event.subject, '203.0.113.8:443');
+  } finally {
+    c.close();
+  }
+});
