@@ -26,11 +26,33 @@ class Upstream:
     def __init__(self, ip="127.0.0.1", port=0):
         outer = self
         self.accepted = 0
+        self.requests = 0
+        self.last_headers = {}
 
         class H(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def do_POST(self):
+                outer.requests += 1
+                if self.headers.get("Transfer-Encoding") == "chunked":
+                    data = b""
+                    while True:
+                        n = int(self.rfile.readline().strip(), 16)
+                        if n == 0:
+                            self.rfile.readline()
+                            break
+                        data += self.rfile.read(n)
+                        self.rfile.readline()
+                else:
+                    data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             def do_GET(self):
+                outer.requests += 1
+                outer.last_headers = {k.lower(): v for k, v in self.headers.items()}
                 body = f"hello from {ip} {self.path}".encode()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
@@ -227,7 +249,59 @@ with tempfile.TemporaryDirectory() as tmp:
                 "header block over 32 KiB")
         refused(b"CONNECT up.test:%d HTTP/1.1\r\nBad Header\r\n\r\n" % up.port, 400, None, None, "malformed header")
         refused(b"CONNECT up.test HTTP/1.1\r\n\r\n", 400, None, None, "CONNECT without a port")
-        refused(b"GET /x HTTP/1.1\r\nHost: up.test\r\n\r\n", 501, None, None, "origin-form request")
+        refused(b"GET /x HTTP/1.1\r\nHost: up.test\r\n\r\n", 400, None, None, "origin-form request")
+        u = b"http://up.test:%d" % up.port
+        for req, what in [
+            (b"GET http://user:pw@up.test:%d/ HTTP/1.1\r\n\r\n" % up.port, "absolute-form with userinfo"),
+            (b"GET %s/ HTTP/1.1\r\nHost: evil.test\r\n\r\n" % u, "Host disagreeing with the URI"),
+            (b"GET %s/ HTTP/1.1\r\nHost: up.test:%d\r\nHost: up.test:%d\r\n\r\n" % (u, up.port, up.port), "two Host fields"),
+            (b"POST %s/ HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n" % u, "Content-Length with Transfer-Encoding"),
+            (b"POST %s/ HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc" % u, "duplicate Content-Length"),
+            (b"POST %s/ HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd" % u, "conflicting Content-Length"),
+            (b"GET %s/ HTTP/1.1\r\nX-Egress-Secret: 1\r\n\r\n" % u, "unknown X-Egress-* field"),
+            (b"GET https://up.test:%d/ HTTP/1.1\r\n\r\n" % up.port, "https:// in absolute-form"),
+            (b"GET %s/ HTTP/1.0\r\n\r\n" % u, "HTTP/1.0"),
+        ]:
+            refused(req, 400, None, None, what)
+
+        # Absolute-form forwarding: curl, urllib, http.client.
+        r = subprocess.run(["curl", "-sS", "--max-time", "5", "--noproxy", "", "-x", f"http://127.0.0.1:{pport}",
+                            "-H", "X-Egress-Run-Id: run-fwd", "-H", "Connection: X-Secret", "-H", "X-Secret: s",
+                            "-H", "Proxy-Authorization: Basic eA==", f"http://up.test:{up.port}/fwd?q=1"],
+                           capture_output=True, text=True)
+        checks += 1
+        check(r.returncode == 0 and r.stdout.startswith("hello from 127.0.0.1 /fwd?q=1"), f"curl -x absolute-form: {r.stdout!r} {r.stderr!r}")
+        check(not any(k in up.last_headers for k in ("x-egress-run-id", "x-secret", "proxy-authorization", "proxy-connection")),
+              f"hop-by-hop and X-Egress-* fields not forwarded: {sorted(up.last_headers)}")
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": f"http://127.0.0.1:{pport}"}))
+        body = opener.open(f"http://up.test:{up.port}/urllib", timeout=5).read()
+        checks += 1
+        check(body == b"hello from 127.0.0.1 /urllib", f"urllib through the proxy: {body!r}")
+        c = http.client.HTTPConnection("127.0.0.1", pport, timeout=5)
+        c.request("POST", f"http://up.test:{up.port}/post", body=b"x" * 100000)
+        r1 = c.getresponse()
+        got = r1.read()
+        c.close()
+        checks += 1
+        check(r1.status == 200 and got == b"x" * 100000, f"POST with Content-Length relayed ({len(got)} bytes)")
+        c = http.client.HTTPConnection("127.0.0.1", pport, timeout=5)
+        c.request("POST", f"http://up.test:{up.port}/post", body=iter([b"abc", b"defg"]), encode_chunked=True)
+        got = c.getresponse().read()
+        c.close()
+        checks += 1
+        check(got == b"abcdefg", f"chunked body relayed by the parser's framing: {got!r}")
+        refused(b"GET http://evil.test:%d/ HTTP/1.1\r\nHost: evil.test:%d\r\n\r\n" % (up.port, up.port),
+                403, "http_request_denied", "not_in_allowlist", "absolute-form to a denied name")
+        checks += 1
+        refused(b"GET http://169.254.169.254/latest/meta-data/ HTTP/1.1\r\n\r\n", 403, "destination_ip_prohibited",
+                "special_purpose_address", "absolute-form to 169.254.169.254")
+        checks += 1
+        # Pipelining: the first request is answered, the second never sent.
+        before = up.requests
+        resp = raw(pport, b"GET %s/p1 HTTP/1.1\r\nHost: up.test:%d\r\n\r\nGET %s/p2 HTTP/1.1\r\nHost: up.test:%d\r\n\r\n"
+                   % (u, up.port, u, up.port))
+        checks += 1
+        check(b"/p1" in resp and b"/p2" not in resp and up.requests == before + 1, f"pipelined second request not forwarded ({up.requests - before})")
         refused(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400, None, None, "TLS bytes instead of HTTP")
 
         # Connection failures.
@@ -322,7 +396,10 @@ with tempfile.TemporaryDirectory() as tmp:
     main_attempts = len(attempts) - 2  # the limit and timeout instances checked nothing... see below
     check(len(attempts) == checks, f"one attempt event per check: {len(attempts)} events, {checks} checks")
     check(len(closes) == checks, f"one close event per checked tunnel: {len(closes)} vs {checks}")
-    check(all("run-7" in json.dumps(e) for e in attempts), "context on every attempt event")
+    check(all("run-7" in json.dumps(e) or "run-fwd" in json.dumps(e) for e in attempts), "context on every attempt event")
+    check(any(e["data"].get("runId") == "run-fwd" and e["data"].get("method") == "GET" for e in attempts),
+          "X-Egress-Run-Id and the method as the check's context")
+    check(any(e["kind"] == "forward" and e["status"] == 200 and e["bytesDown"] > 0 for e in closes), "close event of a forwarded exchange")
     tun = [e for e in closes if e["status"] == 200]
     check(tun and all(e["address"] == "127.0.0.1" for e in tun) and any(e["bytesDown"] > 0 and e["bytesUp"] > 0 for e in tun),
           "close events carry the address and the bytes")

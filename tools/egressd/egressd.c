@@ -17,9 +17,11 @@
 #include <fcntl.h>
 #include <http_parser.h>
 #include <signal.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -27,7 +29,7 @@
 #include "egress_uv.h"
 
 enum { EXIT_USAGE = 64, EXIT_DATAERR = 65, EXIT_SOFTWARE = 70 };
-enum { MAX_ADDRS = 32, RELAY_BUF = 64 * 1024 };
+enum { MAX_ADDRS = 32, RELAY_BUF = 64 * 1024, MAX_FIELDS = 128, UPSTREAM_QUEUE_MAX = 1 << 20 };
 
 typedef struct config {
   const char *listen, *policy_path, *dns_server, *events_path, *port_file;
@@ -85,6 +87,14 @@ typedef struct conn {
   int handles;
   char reply[512];
   uv_write_t reply_req;
+  /* Absolute-form forwarding: the head's fields as offsets into head. */
+  int forward, chunked, message_done, too_many_fields, last_cb;
+  struct field {
+    size_t no, nl, vo, vl;
+  } fields[MAX_FIELDS];
+  size_t n_fields;
+  egress_request_t *req;
+  http_parser resp; /* upstream's response, for its status code alone */
 } conn_t;
 
 static void conn_close(conn_t *c, const char *ended);
@@ -103,7 +113,17 @@ static const char *usage_text =
     "    replies 200 and relays bytes both ways.  On deny it replies 403 with\n"
     "    Proxy-Status (RFC 9209) and X-Egress-Reason; a failed lookup is 502\n"
     "    dns_error, a refused connection 502 connection_refused, a timed-out one\n"
-    "    504 connection_timeout.  Other methods are answered 501.\n"
+    "    504 connection_timeout.\n"
+    "\n"
+    "    Absolute-form HTTP/1.1 requests (GET http://host:port/path HTTP/1.1) are\n"
+    "    checked as URLs (the method as context) and forwarded in origin-form to\n"
+    "    a vetted address, one request a connection (Connection: close both\n"
+    "    ways; pipelined requests after the first are not read).  Hop-by-hop\n"
+    "    fields (RFC 9110 7.6.1) are removed; X-Egress-Run-Id and the other\n"
+    "    X-Egress-* fields become the check's context and are not forwarded.\n"
+    "    Refused with 400: origin-form, https:// or userinfo in the URI, a Host\n"
+    "    field naming another authority, Content-Length with Transfer-Encoding,\n"
+    "    repeated Content-Length, an unknown X-Egress-* field.\n"
     "\n"
     "OPTIONS\n"
     "    --listen ADDR:PORT        where to listen (default 127.0.0.1:3128; port 0\n"
@@ -159,7 +179,7 @@ static void emit_close_event(conn_t *c) {
   if (!c->host[0]) return; /* no check was made: nothing to close */
   cJSON *o = cJSON_CreateObject();
   cJSON_AddStringToObject(o, "event", "egressd.close");
-  cJSON_AddStringToObject(o, "kind", "tunnel");
+  cJSON_AddStringToObject(o, "kind", c->forward ? "forward" : "tunnel");
   cJSON_AddStringToObject(o, "host", c->host);
   cJSON_AddNumberToObject(o, "port", c->port);
   cJSON_AddNumberToObject(o, "status", c->status);
@@ -183,6 +203,7 @@ static void on_handle_closed(uv_handle_t *h) {
   conn_t *c = h->data;
   if (--c->handles > 0) return;
   egress_decision_free(c->decision);
+  egress_request_free(c->req);
   free(c->head);
   free(c);
   active--;
@@ -302,12 +323,26 @@ static void on_relay_written(uv_write_t *w, int status) {
   uv_read_start((uv_stream_t *)&from->tcp, alloc_side, relay_read);
 }
 
+static int on_resp_head(http_parser *p) {
+  conn_t *c = p->data;
+  c->status = (int)p->status_code;
+  return 1;
+}
+
 static void relay_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   (void)buf;
   conn_t *c = stream->data;
   side_t *from = (uv_tcp_t *)stream == &c->client.tcp ? &c->client : &c->upstream;
   side_t *to = peer_of(c, from);
   if (nread == 0) return;
+  if (nread == UV_EOF && c->forward) {
+    /* Upstream was asked to close after its response: that is the end. */
+    if (from == &c->upstream)
+      conn_close(c, "completed");
+    else
+      conn_close(c, c->message_done ? "completed" : "client_closed");
+    return;
+  }
   if (nread == UV_EOF) {
     from->eof = 1;
     uv_read_stop(stream);
@@ -321,6 +356,11 @@ static void relay_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) 
     return;
   }
   arm_idle(c);
+  if (c->forward && !c->status) {
+    static http_parser_settings resp_settings;
+    resp_settings.on_headers_complete = on_resp_head;
+    http_parser_execute(&c->resp, &resp_settings, from->buf, (size_t)nread);
+  }
   if (from == &c->client)
     c->up_bytes += (uint64_t)nread;
   else
@@ -383,6 +423,178 @@ static void start_relay(conn_t *c) {
     conn_close(c, "client_error");
 }
 
+/* ---- absolute-form forwarding --------------------------------------------- */
+
+typedef struct out_write {
+  uv_write_t w;
+  char data[];
+} out_write_t;
+
+static void forward_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+static void on_out_written(uv_write_t *w, int status) {
+  conn_t *c = w->handle->data;
+  free(w);
+  if (c->phase != PH_RELAY) return;
+  if (status != 0) {
+    conn_close(c, "upstream_error");
+    return;
+  }
+  if (!c->message_done && c->upstream.tcp.write_queue_size < UPSTREAM_QUEUE_MAX)
+    uv_read_start((uv_stream_t *)&c->client.tcp, alloc_side, forward_read);
+}
+
+/* Copies and queues bytes to upstream; the client is read again only when
+ * the queue has drained below its bound. */
+static int send_upstream(conn_t *c, const char *data, size_t len) {
+  out_write_t *o = malloc(sizeof *o + len);
+  if (!o) return -1;
+  memcpy(o->data, data, len);
+  uv_buf_t b = uv_buf_init(o->data, (unsigned)len);
+  if (uv_write(&o->w, (uv_stream_t *)&c->upstream.tcp, &b, 1, on_out_written) != 0) {
+    free(o);
+    return -1;
+  }
+  c->up_bytes += len;
+  if (c->upstream.tcp.write_queue_size >= UPSTREAM_QUEUE_MAX) uv_read_stop((uv_stream_t *)&c->client.tcp);
+  return 0;
+}
+
+static int ieq(const char *a, size_t an, const char *b) { return an == strlen(b) && !strncasecmp(a, b, an); }
+
+/* Whether the Connection field lists NAME (RFC 9110 7.6.1). */
+static int connection_lists(conn_t *c, const char *name, size_t nl) {
+  for (size_t i = 0; i < c->n_fields; i++) {
+    if (!ieq(c->head + c->fields[i].no, c->fields[i].nl, "connection")) continue;
+    const char *v = c->head + c->fields[i].vo, *end = v + c->fields[i].vl;
+    while (v < end) {
+      while (v < end && (*v == ' ' || *v == '\t' || *v == ',')) v++;
+      const char *t = v;
+      while (v < end && *v != ',' && *v != ' ' && *v != '\t') v++;
+      if ((size_t)(v - t) == nl && !strncasecmp(t, name, nl)) return 1;
+    }
+  }
+  return 0;
+}
+
+static int hop_by_hop(conn_t *c, const char *n, size_t nl) {
+  static const char *const hop[] = {
+    "connection", "proxy-connection",    "keep-alive",        "te",   "trailer",
+    "upgrade",    "proxy-authorization", "transfer-encoding", "host", "content-length"
+  };
+  for (size_t i = 0; i < sizeof hop / sizeof hop[0]; i++)
+    if (ieq(n, nl, hop[i])) return 1;
+  return (nl > 9 && !strncasecmp(n, "x-egress-", 9)) || connection_lists(c, n, nl);
+}
+
+static int on_fwd_body(http_parser *p, const char *at, size_t len) {
+  conn_t *c = p->data;
+  if (c->phase != PH_RELAY) return 0;
+  char size[32];
+  if (c->chunked) {
+    int n = snprintf(size, sizeof size, "%zx\r\n", len);
+    if (send_upstream(c, size, (size_t)n) || send_upstream(c, at, len) || send_upstream(c, "\r\n", 2))
+      return -1;
+    return 0;
+  }
+  return send_upstream(c, at, len) ? -1 : 0;
+}
+
+static int on_fwd_message_complete(http_parser *p) {
+  conn_t *c = p->data;
+  if (c->phase != PH_RELAY) return 0;
+  if (c->chunked && send_upstream(c, "0\r\n\r\n", 5)) return -1;
+  c->message_done = 1;
+  /* One request a connection: what follows (pipelined) is not read. */
+  uv_read_stop((uv_stream_t *)&c->client.tcp);
+  http_parser_pause(p, 1);
+  return 0;
+}
+
+static void forward_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  conn_t *c = s->data;
+  if (nread == 0) return;
+  if (nread < 0) {
+    conn_close(c, "client_closed");
+    return;
+  }
+  arm_idle(c);
+  size_t used = http_parser_execute(&c->parser, &c->settings, buf->base, (size_t)nread);
+  (void)used;
+  enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+  if (e != HPE_OK && e != HPE_PAUSED) conn_close(c, "bad_body");
+}
+
+/* Sends the request head in origin-form, then the body as framed by the
+ * parser. */
+static void start_forward(conn_t *c) {
+  struct http_parser_url u;
+  http_parser_url_init(&u);
+  (void)http_parser_parse_url(c->url, c->url_len, 0, &u);
+  size_t cap = c->head_used + 512;
+  char *h = malloc(cap), *w = h;
+  if (!h) {
+    conn_close(c, "internal_error");
+    return;
+  }
+  const char *path = "/";
+  size_t pl = 1;
+  if (u.field_set & (1 << UF_PATH)) {
+    path = c->url + u.field_data[UF_PATH].off;
+    pl = c->url_len - u.field_data[UF_PATH].off;
+    if (u.field_set & (1 << UF_FRAGMENT)) pl = u.field_data[UF_FRAGMENT].off - 1 - u.field_data[UF_PATH].off;
+  }
+  w += snprintf(w, cap, "%s %.*s HTTP/1.1\r\nHost: %s", http_method_str((enum http_method)c->parser.method),
+                (int)pl, path, c->host);
+  if (u.field_set & (1 << UF_PORT)) w += sprintf(w, ":%d", c->port);
+  w += sprintf(w, "\r\n");
+  for (size_t i = 0; i < c->n_fields; i++) {
+    const struct field *f = &c->fields[i];
+    if (hop_by_hop(c, c->head + f->no, f->nl)) continue;
+    memcpy(w, c->head + f->no, f->nl);
+    w += f->nl;
+    *w++ = ':';
+    *w++ = ' ';
+    memcpy(w, c->head + f->vo, f->vl);
+    w += f->vl;
+    *w++ = '\r';
+    *w++ = '\n';
+  }
+  if (c->chunked)
+    w += sprintf(w, "Transfer-Encoding: chunked\r\n");
+  else if (c->parser.content_length != ULLONG_MAX && c->parser.content_length > 0)
+    w += sprintf(w, "Content-Length: %llu\r\n", (unsigned long long)c->parser.content_length);
+  w += sprintf(w, "Connection: close\r\n\r\n");
+  c->phase = PH_RELAY;
+  c->status = 0;
+  http_parser_init(&c->resp, HTTP_RESPONSE);
+  c->resp.data = c;
+  uv_timer_stop(&c->timer);
+  uv_timer_start(&c->timer, on_idle, cfg.idle_timeout_ms, cfg.idle_timeout_ms);
+  int bad = send_upstream(c, h, (size_t)(w - h));
+  free(h);
+  if (bad) {
+    conn_close(c, "upstream_error");
+    return;
+  }
+  /* The body bytes that came with the head, then the rest as it comes. */
+  http_parser_pause(&c->parser, 0);
+  c->settings.on_body = on_fwd_body;
+  c->settings.on_message_complete = on_fwd_message_complete;
+  if (c->parser.content_length == 0 || (!c->chunked && c->parser.content_length == ULLONG_MAX)) {
+    c->message_done = 1;
+  } else {
+    http_parser_execute(&c->parser, &c->settings, c->head + c->head_used, c->head_len - c->head_used);
+    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+    if (e != HPE_OK && e != HPE_PAUSED) {
+      conn_close(c, "bad_body");
+      return;
+    }
+    if (!c->message_done) uv_read_start((uv_stream_t *)&c->client.tcp, alloc_side, forward_read);
+  }
+  uv_read_start((uv_stream_t *)&c->upstream.tcp, alloc_side, relay_read);
+}
+
 /* ---- upstream connect ----------------------------------------------------- */
 
 static void try_next_address(conn_t *c);
@@ -411,7 +623,10 @@ static void on_connected(uv_connect_t *r, int status) {
     return;
   }
   uv_timer_stop(&c->timer);
-  start_relay(c);
+  if (c->forward)
+    start_forward(c);
+  else
+    start_relay(c);
 }
 
 static void try_next_address(conn_t *c) {
@@ -541,6 +756,91 @@ static void start_check(conn_t *c) {
   c->pending = p; /* NULL when the callback already ran */
 }
 
+/* Absolute-form request: refused (400) unless it is http://host[:port]/...
+ * without userinfo, with a Host field (if any) naming the same authority,
+ * and x-egress-* fields that name known context keys. */
+static void start_forward_check(conn_t *c) {
+  struct http_parser_url u;
+  http_parser_url_init(&u);
+  int ok = http_parser_parse_url(c->url, c->url_len, 0, &u) == 0 && (u.field_set & (1 << UF_SCHEMA)) &&
+           (u.field_set & (1 << UF_HOST)) && !(u.field_set & (1 << UF_USERINFO)) &&
+           ieq(c->url + u.field_data[UF_SCHEMA].off, u.field_data[UF_SCHEMA].len, "http") &&
+           u.field_data[UF_HOST].len < sizeof c->host && c->parser.http_major == 1 &&
+           c->parser.http_minor == 1;
+  if (ok) {
+    memcpy(c->host, c->url + u.field_data[UF_HOST].off, u.field_data[UF_HOST].len);
+    c->host[u.field_data[UF_HOST].len] = '\0';
+    c->port = (u.field_set & (1 << UF_PORT)) ? u.port : 80;
+  }
+  c->chunked = (c->parser.flags & F_CHUNKED) != 0;
+  if (ok && egress_request_new(&c->req) != EGRESS_OK) ok = 0;
+  if (ok)
+    (void)egress_request_set(c->req, EGRESS_FIELD_METHOD,
+                             http_method_str((enum http_method)c->parser.method));
+  for (int i = 0; ok && i < cfg.n_context; i++) {
+#define SET_FIELD2(name, value, key)   \
+  if (!strcmp(cfg.context[i][0], key)) \
+    (void)egress_request_set(c->req, EGRESS_FIELD_##name, cfg.context[i][1]);
+    EGRESS_FIELD_MAP(SET_FIELD2)
+#undef SET_FIELD2
+  }
+  int hosts = 0;
+  for (size_t i = 0; ok && i < c->n_fields; i++) {
+    const char *n = c->head + c->fields[i].no, *v = c->head + c->fields[i].vo;
+    size_t nl = c->fields[i].nl, vl = c->fields[i].vl;
+    if (ieq(n, nl, "host")) {
+      /* The authority of the URI, as written there. */
+      size_t ao = u.field_data[UF_HOST].off, ae = ao + u.field_data[UF_HOST].len;
+      if (ao > 0 && c->url[ao - 1] == '[') ao--, ae++;
+      if (u.field_set & (1 << UF_PORT)) ae = u.field_data[UF_PORT].off + u.field_data[UF_PORT].len;
+      ok = ++hosts == 1 && vl == ae - ao && !strncasecmp(v, c->url + ao, vl);
+    } else if (nl > 9 && !strncasecmp(n, "x-egress-", 9)) {
+      /* x-egress-run-id -> runId, as the bindings map them. */
+      char key[64], val[1025];
+      size_t k = 0;
+      int up = 0;
+      for (size_t j = 9; j < nl && k + 1 < sizeof key; j++) {
+        if (n[j] == '-') {
+          up = 1;
+          continue;
+        }
+        key[k++] = up ? (char)(n[j] >= 'a' && n[j] <= 'z' ? n[j] - 32 : n[j])
+                      : (char)(n[j] >= 'A' && n[j] <= 'Z' ? n[j] + 32 : n[j]);
+        up = 0;
+      }
+      key[k] = '\0';
+      if (vl >= sizeof val) {
+        ok = 0;
+        break;
+      }
+      memcpy(val, v, vl);
+      val[vl] = '\0';
+      int known = 0;
+#define SET_HDR(name, value, jkey)                                                \
+  if (!known && !strcmp(key, jkey) && EGRESS_FIELD_##name != EGRESS_FIELD_METHOD) \
+    known = egress_request_set(c->req, EGRESS_FIELD_##name, val) == EGRESS_OK;
+      EGRESS_FIELD_MAP(SET_HDR)
+#undef SET_HDR
+      ok = known;
+    }
+  }
+  if (!ok) {
+    c->host[0] = '\0';
+    reply_and_close(c, 400, "Bad Request", "http_request_error", NULL, "bad_request");
+    return;
+  }
+  c->forward = 1;
+  c->phase = PH_CHECK;
+  uv_timer_stop(&c->timer);
+  uv_read_stop((uv_stream_t *)&c->client.tcp);
+  egress_pending_t *p = NULL;
+  if (egress_uv_check_url(checker_uv, c->url, c->req, on_checked, c, &p) != EGRESS_OK) {
+    reply_and_close(c, 500, "Internal Server Error", "proxy_internal_error", NULL, "internal_error");
+    return;
+  }
+  c->pending = p;
+}
+
 /* ---- request head ---------------------------------------------------------- */
 
 static int on_url(http_parser *p, const char *at, size_t len) {
@@ -555,8 +855,37 @@ static int on_url(http_parser *p, const char *at, size_t len) {
   return 0;
 }
 
+static int on_header_field(http_parser *p, const char *at, size_t len) {
+  conn_t *c = p->data;
+  /* A field split across reads is contiguous in head: extend it. */
+  if (c->last_cb == 1) {
+    c->fields[c->n_fields - 1].nl += len;
+  } else if (c->n_fields == MAX_FIELDS) {
+    c->too_many_fields = 1;
+    return 1;
+  } else {
+    c->fields[c->n_fields++] = (struct field){ (size_t)(at - c->head), len, 0, 0 };
+  }
+  c->last_cb = 1;
+  return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len) {
+  conn_t *c = p->data;
+  struct field *f = &c->fields[c->n_fields - 1];
+  if (c->last_cb == 2)
+    f->vl += len;
+  else
+    f->vo = (size_t)(at - c->head), f->vl = len;
+  c->last_cb = 2;
+  return 0;
+}
+
 static int on_headers_complete(http_parser *p) {
-  ((conn_t *)p->data)->headers_done = 1;
+  conn_t *c = p->data;
+  c->headers_done = 1;
+  /* A forwarded request's body waits until upstream is connected. */
+  if (p->method != HTTP_CONNECT) http_parser_pause(p, 1);
   return 0;
 }
 
@@ -586,9 +915,17 @@ static void head_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   c->head_used = start + used;
   if (c->url_too_long) {
     reply_and_close(c, 414, "URI Too Long", "http_request_error", NULL, "bad_request");
+  } else if (c->too_many_fields) {
+    reply_and_close(c, 431, "Request Header Fields Too Large", "http_request_error", NULL,
+                    "header_too_large");
   } else if (c->headers_done) {
+    if (c->head_used > cfg.header_bytes) {
+      reply_and_close(c, 431, "Request Header Fields Too Large", "http_request_error", NULL,
+                      "header_too_large");
+      return;
+    }
     if (c->parser.method != HTTP_CONNECT) {
-      reply_and_close(c, 501, "Not Implemented", "http_request_error", NULL, "unsupported");
+      start_forward_check(c);
       return;
     }
     if (c->head_used > cfg.header_bytes) {
@@ -659,6 +996,8 @@ static void on_accept(uv_stream_t *server, int status) {
   http_parser_settings_init(&c->settings);
   c->settings.on_url = on_url;
   c->settings.on_headers_complete = on_headers_complete;
+  c->settings.on_header_field = on_header_field;
+  c->settings.on_header_value = on_header_value;
   uv_timer_start(&c->timer, on_header_timeout, cfg.header_timeout_ms, 0);
   uv_read_start((uv_stream_t *)&c->client.tcp, alloc_head, head_read);
 }
