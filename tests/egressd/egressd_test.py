@@ -354,6 +354,28 @@ with tempfile.TemporaryDirectory() as tmp:
         proxy3.terminate()
         proxy3.wait(timeout=10)
 
+        # SIGTERM drains: an open tunnel goes on, new clients are refused,
+        # and at the deadline what is left is closed and the process exits 0.
+        proxy4, p4 = start_proxy("--drain-timeout-ms", "1500", portfile=portfile + "4")
+        c = http.client.HTTPConnection("127.0.0.1", p4, timeout=5)
+        c.set_tunnel("up.test", up.port)
+        c.request("GET", "/d1")
+        c.getresponse().read()
+        checks += 1
+        proxy4.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        c.request("GET", "/d2")
+        check(c.getresponse().read() == b"hello from 127.0.0.1 /d2", "SIGTERM: an open tunnel goes on")
+        try:
+            socket.create_connection(("127.0.0.1", p4), timeout=2).close()
+            check(False, "SIGTERM: new clients refused")
+        except OSError:
+            check(True, "SIGTERM: new clients refused")
+        t0 = time.monotonic()
+        rc4 = proxy4.wait(timeout=10)
+        check(rc4 == 0 and 0.8 < time.monotonic() - t0 < 3, f"SIGTERM: exit {rc4} at the drain deadline ({time.monotonic() - t0:.2f}s)")
+        c.close()
+
         # SIGHUP: a bad file keeps the old policy; a good one replaces it.
         good = open(policy).read()
         with open(policy, "w") as f:
@@ -404,6 +426,7 @@ with tempfile.TemporaryDirectory() as tmp:
     check(tun and all(e["address"] == "127.0.0.1" for e in tun) and any(e["bytesDown"] > 0 and e["bytesUp"] > 0 for e in tun),
           "close events carry the address and the bytes")
     check(any(e["status"] == 504 and e["ended"] == "connect_timeout" for e in closes), "close event of the 504")
+    check(any(e["ended"] == "drain_deadline" and e["bytesDown"] > 0 for e in closes), "close event of a tunnel cut at the drain deadline")
 
 if failures:
     sys.exit(f"{len(failures)} failures")

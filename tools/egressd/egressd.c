@@ -94,8 +94,11 @@ typedef struct conn {
   } fields[MAX_FIELDS];
   size_t n_fields;
   egress_request_t *req;
-  http_parser resp; /* upstream's response, for its status code alone */
+  http_parser resp;         /* upstream's response, for its status code alone */
+  struct conn *prev, *next; /* every open connection, for the drain deadline */
 } conn_t;
+
+static conn_t *conns;
 
 static void conn_close(conn_t *c, const char *ended);
 
@@ -204,6 +207,11 @@ static void on_handle_closed(uv_handle_t *h) {
   if (--c->handles > 0) return;
   egress_decision_free(c->decision);
   egress_request_free(c->req);
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    conns = c->next;
+  if (c->next) c->next->prev = c->prev;
   free(c->head);
   free(c);
   active--;
@@ -980,6 +988,9 @@ static void on_accept(uv_stream_t *server, int status) {
     return;
   }
   active++;
+  c->next = conns;
+  if (conns) conns->prev = c;
+  conns = c;
   c->t0 = now_ms();
   uv_tcp_init(loop, &c->client.tcp);
   uv_timer_init(loop, &c->timer);
@@ -1021,9 +1032,11 @@ static void on_hup(uv_signal_t *s, int signum) {
   egress_policy_unref(p);
 }
 
+/* What is still open at the deadline is closed (each with its close
+ * event); the loop stops when the last of them is gone. */
 static void on_drain_deadline(uv_timer_t *t) {
   (void)t;
-  uv_stop(loop);
+  for (conn_t *c = conns; c; c = c->next) conn_close(c, "drain_deadline");
 }
 
 static void on_term(uv_signal_t *s, int signum) {
