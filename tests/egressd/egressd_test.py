@@ -144,9 +144,11 @@ with tempfile.TemporaryDirectory() as tmp:
         f.write("rebind.test SEQUENCE A 127.0.0.1 0 | A 127.0.0.2 0 | A 127.0.0.1 0\n")
         f.write("rebind.test STICKY\n")
         f.write("nx.test RCODE NXDOMAIN\n")
+        f.write("dual.test AAAA ::1 0\n")
+        f.write("dual.test A 127.0.0.1 0\n")
     policy = os.path.join(tmp, "policy.json")
     allow = [f"up.test:{up.port}", f"rebind.test:{up.port}", f"black.test:{black_port}",
-             f"refused.test:{refused_port}", f"nx.test:{up.port}",
+             f"refused.test:{refused_port}", f"nx.test:{up.port}", f"dual.test:{up.port}", f"[::1]/128:{up.port}",
              f"127.0.0.1/32:{up.port}", f"127.0.0.1/32:{black_port}", f"127.0.0.1/32:{refused_port}"]
     with open(policy, "w") as f:
         json.dump({"egressAllowlist": allow, "egressDenylist": []}, f)
@@ -243,6 +245,15 @@ with tempfile.TemporaryDirectory() as tmp:
                 "resolved_address_forbidden", "rebinding name, second answer denied")
         checks += 1
         check(trap.accepted == 0, f"the rebinding trap saw no connection ({trap.accepted})")
+
+        # Vetted addresses in turn: ::1 first (nothing listens there), then
+        # 127.0.0.1, within one connect timeout.
+        c = http.client.HTTPConnection("127.0.0.1", pport, timeout=5)
+        c.set_tunnel("dual.test", up.port)
+        c.request("GET", "/dual")
+        check(c.getresponse().read() == b"hello from 127.0.0.1 /dual", "IPv6 refused, IPv4 next")
+        c.close()
+        checks += 1
 
         # Hostile heads: nothing checked, nothing connected.
         refused(b"CONNECT up.test:%d HTTP/1.1\r\nX-Big: %s\r\n\r\n" % (up.port, b"a" * 40000), 431, None, None,
@@ -426,6 +437,11 @@ with tempfile.TemporaryDirectory() as tmp:
     check(tun and all(e["address"] == "127.0.0.1" for e in tun) and any(e["bytesDown"] > 0 and e["bytesUp"] > 0 for e in tun),
           "close events carry the address and the bytes")
     check(any(e["status"] == 504 and e["ended"] == "connect_timeout" for e in closes), "close event of the 504")
+    dual = [e for e in attempts if e["data"].get("host") == "dual.test"]
+    check(dual and sorted(x["address"] for x in dual[0]["data"]["addresses"] if x["verdict"] == "allow") == ["127.0.0.1", "::1"],
+          "dual.test vetted both addresses (::1 tried first)")
+    check(any(e["host"] == "dual.test" and e["address"] == "127.0.0.1" and e["status"] == 200 for e in closes),
+          "close event names the address connected to")
     check(any(e["ended"] == "drain_deadline" and e["bytesDown"] > 0 for e in closes), "close event of a tunnel cut at the drain deadline")
 
 if failures:
