@@ -1,0 +1,333 @@
+/* egressd: options, signals, events and main; see egressd.h. */
+#include "egressd.h"
+
+config_t cfg = { "127.0.0.1:3128", NULL,  NULL,   NULL,  NULL,  { { 0 } }, 0, 1024,
+                 32 * 1024,        10000, 300000, 10000, 10000, -1 };
+uv_loop_t *loop;
+egress_uv_t *checker_uv;
+egress_checker_t *checker;
+uv_tcp_t listener;
+uv_signal_t sig_hup, sig_term, sig_int;
+uv_timer_t drain_timer;
+unsigned active;
+int draining;
+int events_fd = 1;
+conn_t *conns;
+
+static const char *usage_text =
+    "NAME\n"
+    "    egressd - egress gateway: an HTTP proxy that applies libegress policy\n"
+    "\n"
+    "SYNOPSIS\n"
+    "    egressd --policy FILE [options]\n"
+    "\n"
+    "DESCRIPTION\n"
+    "    Answers CONNECT host:port requests.  Each is checked against the policy\n"
+    "    with libegress; on allow, egressd connects only to the addresses that the\n"
+    "    check vetted (IPv6 and IPv4 interleaved, each within the connect timeout),\n"
+    "    replies 200 and relays bytes both ways.  On deny it replies 403 with\n"
+    "    Proxy-Status (RFC 9209) and X-Egress-Reason; a failed lookup is 502\n"
+    "    dns_error, a refused connection 502 connection_refused, a timed-out one\n"
+    "    504 connection_timeout.\n"
+    "\n"
+    "    Absolute-form HTTP/1.1 requests (GET http://host:port/path HTTP/1.1) are\n"
+    "    checked as URLs (the method as context) and forwarded in origin-form to\n"
+    "    a vetted address, one request a connection (Connection: close both\n"
+    "    ways; pipelined requests after the first are not read).  Hop-by-hop\n"
+    "    fields (RFC 9110 7.6.1) are removed; X-Egress-Run-Id and the other\n"
+    "    X-Egress-* fields become the check's context and are not forwarded.\n"
+    "    Refused with 400: origin-form, https:// or userinfo in the URI, a Host\n"
+    "    field naming another authority, Content-Length with Transfer-Encoding,\n"
+    "    repeated Content-Length, an unknown X-Egress-* field.\n"
+    "\n"
+    "OPTIONS\n"
+    "    --listen ADDR:PORT        where to listen (default 127.0.0.1:3128; port 0\n"
+    "                              picks a free one).  Prints \"PORT <n>\" on stderr.\n"
+    "    --port-file FILE          also write the bound port to FILE.\n"
+    "    --policy FILE             policy file (required); SIGHUP reloads it.\n"
+    "    --dns-server IP:PORT      resolver to use instead of the system's (testing).\n"
+    "    --dns-cache N             names the checker caches (0: none; each check asks).\n"
+    "    --context KEY=VALUE       context of every check (workspaceId, agentId,\n"
+    "                              machineId, runId, correlationId); repeatable.\n"
+    "    --events-path FILE        append events (JSON Lines) to FILE (default stdout).\n"
+    "    --max-connections N       client connections at once (default 1024); past\n"
+    "                              it a client is answered 503.\n"
+    "    --header-bytes N          request header block limit (default 32768); 431.\n"
+    "    --header-timeout-ms N     time to send the request head (default 10000); 408.\n"
+    "    --idle-timeout-ms N       tunnel idle limit (default 300000).\n"
+    "    --connect-timeout-ms N    upstream connect limit over all addresses\n"
+    "                              (default 10000); 504.\n"
+    "    --drain-timeout-ms N      SIGTERM: time given to open tunnels (default 10000).\n"
+    "    --help                    this text.\n"
+    "\n"
+    "EXIT STATUS\n"
+    "    0 after SIGTERM/SIGINT, 64 usage error, 65 bad policy, 70 setup failed.\n";
+
+/* ---- events -------------------------------------------------------------- */
+
+static void write_line(int fd, const char *s) {
+  size_t n = strlen(s);
+  char *line = malloc(n + 2);
+  if (!line) return;
+  memcpy(line, s, n);
+  line[n] = '\n';
+  /* One write per line so lines of concurrent writers never interleave. */
+  ssize_t w = write(fd, line, n + 1);
+  (void)w;
+  free(line);
+}
+
+static void log_json(const char *level, const char *msg, const char *detail) {
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddStringToObject(o, "level", level);
+  cJSON_AddStringToObject(o, "msg", msg);
+  if (detail) cJSON_AddStringToObject(o, "detail", detail);
+  char *s = cJSON_PrintUnformatted(o);
+  if (s) write_line(2, s);
+  cJSON_free(s);
+  cJSON_Delete(o);
+}
+
+void emit_close_event(conn_t *c) {
+  if (!c->host[0]) return; /* no check was made: nothing to close */
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddStringToObject(o, "event", "egressd.close");
+  cJSON_AddStringToObject(o, "kind", c->forward ? "forward" : "tunnel");
+  cJSON_AddStringToObject(o, "host", c->host);
+  cJSON_AddNumberToObject(o, "port", c->port);
+  cJSON_AddNumberToObject(o, "status", c->status);
+  if (c->connected_to[0])
+    cJSON_AddStringToObject(o, "address", c->connected_to);
+  else
+    cJSON_AddNullToObject(o, "address");
+  cJSON_AddNumberToObject(o, "bytesUp", (double)c->up_bytes);
+  cJSON_AddNumberToObject(o, "bytesDown", (double)c->down_bytes);
+  cJSON_AddNumberToObject(o, "durationMs", (double)(now_ms() - c->t0));
+  cJSON_AddStringToObject(o, "ended", c->ended ? c->ended : "closed");
+  char *s = cJSON_PrintUnformatted(o);
+  if (s) write_line(events_fd, s);
+  cJSON_free(s);
+  cJSON_Delete(o);
+}
+
+/* ---- signals and setup -------------------------------------------------------- */
+
+static void on_hup(uv_signal_t *s, int signum) {
+  (void)s;
+  (void)signum;
+  char err[512];
+  egress_policy_t *p = NULL;
+  if (egress_policy_from_file(cfg.policy_path, &p, err, sizeof err) != EGRESS_OK) {
+    log_json("error", "policy reload failed; the previous policy stays", err);
+    return;
+  }
+  egress_status_t st = egress_checker_set_policy(checker, p);
+  if (st != EGRESS_OK)
+    log_json("error", "policy reload failed; the previous policy stays", egress_status_name(st));
+  else
+    log_json("info", "policy reloaded", egress_policy_digest(p));
+  egress_policy_unref(p);
+}
+
+/* What is still open at the deadline is closed (each with its close
+ * event); the loop stops when the last of them is gone. */
+static void on_drain_deadline(uv_timer_t *t) {
+  (void)t;
+  for (conn_t *c = conns; c; c = c->next) conn_close(c, "drain_deadline");
+}
+
+static void on_term(uv_signal_t *s, int signum) {
+  (void)s;
+  (void)signum;
+  if (draining) return;
+  draining = 1;
+  log_json("info", "draining", NULL);
+  uv_close((uv_handle_t *)&listener, NULL);
+  if (active == 0) {
+    uv_stop(loop);
+    return;
+  }
+  uv_timer_init(loop, &drain_timer);
+  uv_timer_start(&drain_timer, on_drain_deadline, cfg.drain_timeout_ms, 0);
+  uv_unref((uv_handle_t *)&drain_timer);
+}
+
+static void close_any(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+static int parse_uint(const char *s, unsigned *out) {
+  char *end;
+  errno = 0;
+  unsigned long v = strtoul(s, &end, 10);
+  if (!*s || *end || errno || v > 0x7fffffffUL) return -1;
+  *out = (unsigned)v;
+  return 0;
+}
+
+static int parse_listen(const char *s, struct sockaddr_storage *ss) {
+  char host[128];
+  const char *colon = strrchr(s, ':');
+  unsigned port;
+  if (!colon || (size_t)(colon - s) >= sizeof host || parse_uint(colon + 1, &port) || port > 65535) return -1;
+  memcpy(host, s, (size_t)(colon - s));
+  host[colon - s] = '\0';
+  if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+    host[strlen(host) - 1] = '\0';
+    return uv_ip6_addr(host + 1, (int)port, (struct sockaddr_in6 *)ss);
+  }
+  return uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss);
+}
+
+int main(int argc, char **argv) {
+  signal(SIGPIPE, SIG_IGN);
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    unsigned *num = NULL;
+    if (!strcmp(a, "--help")) {
+      fputs(usage_text, stdout);
+      return 0;
+    }
+    if (!v) {
+      fprintf(stderr, "egressd: %s: unknown option or missing value (see --help)\n", a);
+      return EXIT_USAGE;
+    }
+    i++;
+    if (!strcmp(a, "--listen"))
+      cfg.listen = v;
+    else if (!strcmp(a, "--policy"))
+      cfg.policy_path = v;
+    else if (!strcmp(a, "--dns-server"))
+      cfg.dns_server = v;
+    else if (!strcmp(a, "--events-path"))
+      cfg.events_path = v;
+    else if (!strcmp(a, "--port-file"))
+      cfg.port_file = v;
+    else if (!strcmp(a, "--context")) {
+      const char *eq = strchr(v, '=');
+      int known = 0;
+#define KNOWN(name, value, key) \
+  known |= eq && (size_t)(eq - v) == strlen(key) && !strncmp(v, key, strlen(key));
+      EGRESS_FIELD_MAP(KNOWN)
+#undef KNOWN
+      if (!known || cfg.n_context == 8) {
+        fprintf(stderr, "egressd: --context %s: want KEY=VALUE with a known key\n", v);
+        return EXIT_USAGE;
+      }
+      static char keys[8][32];
+      snprintf(keys[cfg.n_context], sizeof keys[0], "%.*s", (int)(eq - v), v);
+      cfg.context[cfg.n_context][0] = keys[cfg.n_context];
+      cfg.context[cfg.n_context++][1] = eq + 1;
+    } else if (!strcmp(a, "--max-connections"))
+      num = &cfg.max_connections;
+    else if (!strcmp(a, "--header-bytes"))
+      num = &cfg.header_bytes;
+    else if (!strcmp(a, "--header-timeout-ms"))
+      num = &cfg.header_timeout_ms;
+    else if (!strcmp(a, "--idle-timeout-ms"))
+      num = &cfg.idle_timeout_ms;
+    else if (!strcmp(a, "--connect-timeout-ms"))
+      num = &cfg.connect_timeout_ms;
+    else if (!strcmp(a, "--dns-cache")) {
+      unsigned n;
+      if (parse_uint(v, &n)) {
+        fprintf(stderr, "egressd: --dns-cache %s: want a number of names\n", v);
+        return EXIT_USAGE;
+      }
+      cfg.dns_cache = n;
+    } else if (!strcmp(a, "--drain-timeout-ms"))
+      num = &cfg.drain_timeout_ms;
+    else {
+      fprintf(stderr, "egressd: %s: unknown option (see --help)\n", a);
+      return EXIT_USAGE;
+    }
+    if (num && (parse_uint(v, num) || *num == 0)) {
+      fprintf(stderr, "egressd: %s %s: want a positive number\n", a, v);
+      return EXIT_USAGE;
+    }
+  }
+  if (!cfg.policy_path) {
+    fputs("egressd: --policy FILE is required (see --help)\n", stderr);
+    return EXIT_USAGE;
+  }
+  struct sockaddr_storage bind_addr;
+  memset(&bind_addr, 0, sizeof bind_addr);
+  if (parse_listen(cfg.listen, &bind_addr) != 0) {
+    fprintf(stderr, "egressd: --listen %s: want IP:PORT\n", cfg.listen);
+    return EXIT_USAGE;
+  }
+
+  char err[512];
+  egress_policy_t *policy = NULL;
+  if (egress_policy_from_file(cfg.policy_path, &policy, err, sizeof err) != EGRESS_OK) {
+    fprintf(stderr, "egressd: %s\n", err);
+    return EXIT_DATAERR;
+  }
+  if (cfg.events_path) {
+    events_fd = open(cfg.events_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (events_fd < 0) {
+      fprintf(stderr, "egressd: %s: %s\n", cfg.events_path, strerror(errno));
+      egress_policy_unref(policy);
+      return EXIT_SOFTWARE;
+    }
+  }
+  egress_options_t *opts = NULL;
+  egress_status_t st = egress_options_new(&opts);
+  if (st == EGRESS_OK && cfg.dns_server) st = egress_options_set_dns_servers(opts, cfg.dns_server);
+  if (st == EGRESS_OK && cfg.dns_cache >= 0)
+    st = egress_options_set_cache(opts, (uint32_t)cfg.dns_cache, 0, 86400, 60);
+  if (st == EGRESS_OK) st = egress_options_set_event_source(opts, "egressd");
+  if (st == EGRESS_OK) st = egress_options_set_event_fd(opts, events_fd);
+  if (st == EGRESS_OK) st = egress_checker_new(policy, opts, &checker, err, sizeof err);
+  egress_options_free(opts);
+  egress_policy_unref(policy);
+  if (st != EGRESS_OK) {
+    fprintf(stderr, "egressd: checker: %s (%s)\n", egress_status_name(st), err);
+    return EXIT_SOFTWARE;
+  }
+
+  loop = uv_default_loop();
+  if (egress_uv_new(loop, checker, &checker_uv) != EGRESS_OK) {
+    fputs("egressd: cannot attach the checker to the loop\n", stderr);
+    return EXIT_SOFTWARE;
+  }
+  int rc = uv_tcp_init(loop, &listener);
+  if (rc == 0) rc = uv_tcp_bind(&listener, (const struct sockaddr *)&bind_addr, 0);
+  if (rc == 0) rc = uv_listen((uv_stream_t *)&listener, 511, on_accept);
+  if (rc != 0) {
+    fprintf(stderr, "egressd: listen on %s: %s\n", cfg.listen, uv_strerror(rc));
+    return EXIT_SOFTWARE;
+  }
+  struct sockaddr_storage bound;
+  int blen = sizeof bound;
+  uv_tcp_getsockname(&listener, (struct sockaddr *)&bound, &blen);
+  int port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                               : ((struct sockaddr_in *)&bound)->sin_port);
+  if (cfg.port_file) {
+    FILE *pf = fopen(cfg.port_file, "w");
+    if (!pf || fprintf(pf, "%d\n", port) < 0 || fclose(pf) != 0) {
+      fprintf(stderr, "egressd: %s: cannot write the port\n", cfg.port_file);
+      return EXIT_SOFTWARE;
+    }
+  }
+  fprintf(stderr, "PORT %d\n", port);
+  fflush(stderr);
+
+  uv_signal_init(loop, &sig_hup);
+  uv_signal_init(loop, &sig_term);
+  uv_signal_init(loop, &sig_int);
+  uv_signal_start(&sig_hup, on_hup, SIGHUP);
+  uv_signal_start(&sig_term, on_term, SIGTERM);
+  uv_signal_start(&sig_int, on_term, SIGINT);
+
+  uv_run(loop, UV_RUN_DEFAULT);
+
+  egress_uv_close(checker_uv, NULL, NULL);
+  uv_walk(loop, close_any, NULL);
+  uv_run(loop, UV_RUN_DEFAULT);
+  (void)uv_loop_close(loop);
+  egress_checker_free(checker);
+  if (events_fd != 1) close(events_fd);
+  return 0;
+}
