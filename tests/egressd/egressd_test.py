@@ -345,12 +345,22 @@ with tempfile.TemporaryDirectory() as tmp:
         # Header timeout.
         s = socket.create_connection(("127.0.0.1", pport), timeout=5)
         s.sendall(b"CONNECT up.test:%d HTTP/1.1\r\n" % up.port)
-        proxy2, p2 = start_proxy("--header-timeout-ms", "300", portfile=portfile + "2")
+        proxy2, p2 = start_proxy("--header-timeout-ms", "300", "--idle-timeout-ms", "600", portfile=portfile + "2")
         s.close()
         s = socket.create_connection(("127.0.0.1", p2), timeout=5)
         s.sendall(b"CONNECT up.test:%d HTTP/1.1\r\n" % up.port)
         got = s.recv(200)
         check(got.startswith(b"HTTP/1.1 408"), f"header timeout: {got[:20]!r}")
+        s.close()
+        # Idle timeout: a tunnel with no bytes either way is closed.
+        s = socket.create_connection(("127.0.0.1", p2), timeout=5)
+        s.sendall(b"CONNECT up.test:%d HTTP/1.1\r\n\r\n" % up.port)
+        got = s.recv(200)
+        t0 = time.monotonic()
+        rest = s.recv(200)
+        checks += 1
+        check(got.startswith(b"HTTP/1.1 200") and rest == b"" and 0.3 < time.monotonic() - t0 < 3,
+              f"idle tunnel closed after --idle-timeout-ms ({time.monotonic() - t0:.2f}s)")
         s.close()
         proxy2.terminate()
         proxy2.wait(timeout=10)
@@ -442,6 +452,7 @@ with tempfile.TemporaryDirectory() as tmp:
           "dual.test vetted both addresses (::1 tried first)")
     check(any(e["host"] == "dual.test" and e["address"] == "127.0.0.1" and e["status"] == 200 for e in closes),
           "close event names the address connected to")
+    check(any(e["ended"] == "idle_timeout" for e in closes), "close event of the idle tunnel")
     check(any(e["ended"] == "drain_deadline" and e["bytesDown"] > 0 for e in closes), "close event of a tunnel cut at the drain deadline")
 
 if failures:
