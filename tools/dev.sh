@@ -17,7 +17,7 @@ cd "$here"
 DEBIAN_PACKAGES=(
   build-essential pkg-config meson ninja-build python3 valgrind
   libc-ares-dev libpcre2-dev libcjson-dev libcunit1-dev libidn2-dev nettle-dev
-  dnsmasq-base libcurl4-openssl-dev clang libclang-rt-14-dev clang-format libuv1-dev libhttp-parser-dev
+  dnsmasq-base libcurl4-openssl-dev clang libclang-rt-14-dev clang-format libuv1-dev libhttp-parser-dev curl
 )
 
 as_root() {
@@ -38,6 +38,9 @@ install_deps() {
 
 configure() {  # configure DIR [meson options...]
   local dir=$1; shift
+  # The packages above are installed: a part they make possible must be
+  # built, never silently left out (its tests with it).
+  set -- -Duv=enabled -Degressd=enabled "$@"
   if [ -f "$dir/build.ninja" ]; then
     meson setup --reconfigure "$dir" "$@" >/dev/null
   else
