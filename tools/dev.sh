@@ -17,7 +17,7 @@ cd "$here"
 DEBIAN_PACKAGES=(
   build-essential pkg-config meson ninja-build python3 valgrind
   libc-ares-dev libpcre2-dev libcjson-dev libcunit1-dev libidn2-dev nettle-dev
-  dnsmasq-base libcurl4-openssl-dev clang libclang-rt-14-dev clang-format libuv1-dev libhttp-parser-dev curl
+  dnsmasq-base libcurl4-openssl-dev clang libclang-rt-14-dev clang-format libuv1-dev libhttp-parser-dev curl openssl
 )
 
 as_root() {

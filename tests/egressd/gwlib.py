@@ -1,0 +1,184 @@
+"""What the egressd test programs share: checks that print one line each,
+counting upstreams, starting egressd and judging how it ended.
+
+Every check prints "ok   WHAT" or "FAIL WHAT"; finish() prints the
+"EGRESS-TESTS: NAME passed=N failed=M" line that tests/summarize.py counts,
+so each check is one test in the totals, and exits non-zero on a failure."""
+import http.server, json, os, resource, signal, socket, subprocess, sys, threading, time
+
+passed = 0
+failures = []
+
+
+def check(cond, what):
+    global passed
+    print(("ok   " if cond else "FAIL ") + what, flush=True)
+    if cond:
+        passed += 1
+    else:
+        failures.append(what)
+    return cond
+
+
+def finish(name):
+    print(f"EGRESS-TESTS: {name} passed={passed} failed={len(failures)}", flush=True)
+    if failures:
+        sys.exit(f"{len(failures)} failures")
+    print("all ok")
+
+
+class Upstream:
+    """HTTP/1.1 server in a thread that counts the connections it accepted."""
+
+    def __init__(self, ip="127.0.0.1", port=0):
+        outer = self
+        self.accepted = 0
+        self.requests = 0
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                outer.requests += 1
+                body = f"hello from {ip} {self.path}".encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        class S(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 128
+
+            def get_request(self):
+                r = super().get_request()
+                outer.accepted += 1
+                return r
+
+        self.srv = S((ip, port), H)
+        self.port = self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+
+def raw(port, data, timeout=5):
+    """Sends DATA to the proxy; returns what came back until it closed."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.sendall(data)
+    out = b""
+    try:
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            out += b
+    except (socket.timeout, ConnectionResetError):
+        pass
+    s.close()
+    return out
+
+
+def head_of(resp):
+    lines = resp.split(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1]) if lines and len(lines[0].split()) > 1 else 0
+    hdrs = {}
+    for l in lines[1:]:
+        k, _, v = l.partition(":")
+        hdrs[k.strip().lower()] = v.strip()
+    return status, hdrs
+
+
+def tunnel_get(pport, host, port, path, timeout=5):
+    """CONNECT host:port, then GET path inside the tunnel with
+    Connection: close.  Returns (CONNECT status, headers, response bytes)."""
+    s = socket.create_connection(("127.0.0.1", pport), timeout=timeout)
+    try:
+        s.sendall(b"CONNECT %s:%d HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (host.encode(), port, host.encode(), port))
+        head = b""
+        while b"\r\n\r\n" not in head:
+            b = s.recv(4096)
+            if not b:
+                break
+            head += b
+        st, h = head_of(head)
+        if st != 200:
+            return st, h, b""
+        rest = head.split(b"\r\n\r\n", 1)[1]
+        s.sendall(b"GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % (path.encode(), host.encode()))
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            rest += b
+        return st, h, rest
+    finally:
+        s.close()
+
+
+def body_of(resp):
+    return resp.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in resp else b""
+
+
+def start_egressd(egressd, policy, tmp, *extra, nofile=None, name="egressd"):
+    """egressd on a free loopback port, events to TMP/NAME.events, stderr
+    to TMP/NAME.err.  NOFILE sets its RLIMIT_NOFILE (soft and hard)."""
+    portfile = os.path.join(tmp, name + ".port")
+    errpath = os.path.join(tmp, name + ".err")
+    events = os.path.join(tmp, name + ".events")
+
+    def limits():
+        if nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    err = open(errpath, "w")
+    p = subprocess.Popen([egressd, "--listen", "127.0.0.1:0", "--port-file", portfile, "--policy", policy,
+                          "--events-path", events] + list(extra),
+                         stdout=subprocess.DEVNULL, stderr=err, preexec_fn=limits)
+    err.close()
+    p.errpath, p.events = errpath, events
+    for _ in range(200):
+        if os.path.exists(portfile) and open(portfile).read().strip():
+            p.port = int(open(portfile).read())
+            return p
+        if p.poll() is not None:
+            break
+        time.sleep(0.05)
+    p.kill()
+    sys.exit(f"{name} did not start: " + open(errpath).read())
+
+
+def stop_egressd(p, what="egressd"):
+    """SIGTERM; checks that egressd exits 0 and that its stderr holds no
+    sanitizer report (ASan, LeakSanitizer, UBSan).  Returns its stderr."""
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+    try:
+        rc = p.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        rc = p.wait()
+    err = open(p.errpath, errors="replace").read()
+    bad = [l for l in err.splitlines() if "Sanitizer" in l or "runtime error:" in l]
+    check(rc == 0 and not bad, f"{what}: exit {rc} after SIGTERM, no sanitizer report {bad[:3]}")
+    return err
+
+
+def events_of(p):
+    try:
+        return [json.loads(l) for l in open(p.events) if l.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for l in f:
+            if l.startswith("VmRSS:"):
+                return int(l.split()[1])
+    return -1
+
+
+def fd_count(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
