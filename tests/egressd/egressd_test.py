@@ -59,6 +59,13 @@ class Upstream:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def do_HEAD(self):
+                outer.requests += 1
+                # Content-Length of a body that a HEAD answer never carries.
+                self.send_response(200)
+                self.send_header("Content-Length", "50")
+                self.end_headers()
+
             def log_message(self, *args):
                 pass
 
@@ -143,11 +150,13 @@ with tempfile.TemporaryDirectory() as tmp:
         f.write("refused.test A 127.0.0.1 0\n")
         f.write("rebind.test SEQUENCE A 127.0.0.1 0 | A 127.0.0.2 0 | A 127.0.0.1 0\n")
         f.write("rebind.test STICKY\n")
+        f.write("rebind2.test SEQUENCE A 127.0.0.1 0 | A 127.0.0.2 0\n")
+        f.write("rebind2.test STICKY\n")
         f.write("nx.test RCODE NXDOMAIN\n")
         f.write("dual.test AAAA ::1 0\n")
         f.write("dual.test A 127.0.0.1 0\n")
     policy = os.path.join(tmp, "policy.json")
-    allow = [f"up.test:{up.port}", f"rebind.test:{up.port}", f"black.test:{black_port}",
+    allow = [f"up.test:{up.port}", f"rebind.test:{up.port}", f"rebind2.test:{up.port}", f"black.test:{black_port}",
              f"refused.test:{refused_port}", f"nx.test:{up.port}", f"dual.test:{up.port}", f"[::1]/128:{up.port}",
              f"127.0.0.1/32:{up.port}", f"127.0.0.1/32:{black_port}", f"127.0.0.1/32:{refused_port}"]
     with open(policy, "w") as f:
@@ -272,12 +281,16 @@ with tempfile.TemporaryDirectory() as tmp:
             (b"GET %s/ HTTP/1.1\r\nX-Egress-Secret: 1\r\n\r\n" % u, "unknown X-Egress-* field"),
             (b"GET https://up.test:%d/ HTTP/1.1\r\n\r\n" % up.port, "https:// in absolute-form"),
             (b"GET %s/ HTTP/1.0\r\n\r\n" % u, "HTTP/1.0"),
+            (b"GET %s/ HTTP/1.1\r\nX-A: one\r\n two\r\n\r\n" % u, "a folded field line (obs-fold)"),
+            (b"POST %s/ HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n" % u, "a coding besides chunked"),
+            (b"CONNECT up.test:%d HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc" % up.port, "CONNECT with a body"),
         ]:
             refused(req, 400, None, None, what)
 
         # Absolute-form forwarding: curl, urllib, http.client.
         r = subprocess.run(["curl", "-sS", "--max-time", "5", "--noproxy", "", "-x", f"http://127.0.0.1:{pport}",
-                            "-H", "X-Egress-Run-Id: run-fwd", "-H", "Connection: X-Secret", "-H", "X-Secret: s",
+                            "-H", "X-Egress-Run-Id: run-fwd", "-H", "X-Egress-Correlation-Id: corr-fwd",
+                            "-H", "Connection: X-Secret", "-H", "X-Secret: s",
                             "-H", "Proxy-Authorization: Basic eA==", f"http://up.test:{up.port}/fwd?q=1"],
                            capture_output=True, text=True)
         checks += 1
@@ -307,12 +320,65 @@ with tempfile.TemporaryDirectory() as tmp:
         refused(b"GET http://169.254.169.254/latest/meta-data/ HTTP/1.1\r\n\r\n", 403, "destination_ip_prohibited",
                 "special_purpose_address", "absolute-form to 169.254.169.254")
         checks += 1
-        # Pipelining: the first request is answered, the second never sent.
-        before = up.requests
-        resp = raw(pport, b"GET %s/p1 HTTP/1.1\r\nHost: up.test:%d\r\n\r\nGET %s/p2 HTTP/1.1\r\nHost: up.test:%d\r\n\r\n"
-                   % (u, up.port, u, up.port))
+        # Pipelining: each request checked and answered in order, one
+        # upstream connection for all three.
+        before, acc = up.requests, up.accepted
+        resp = raw(pport, b"GET %s/p1 HTTP/1.1\r\nHost: up.test:%d\r\n\r\nGET %s/p2 HTTP/1.1\r\n\r\n"
+                   b"GET %s/p3 HTTP/1.1\r\nConnection: close\r\n\r\n" % (u, up.port, u, u))
+        checks += 3
+        i1, i2, i3 = resp.find(b"/p1"), resp.find(b"/p2"), resp.find(b"/p3")
+        check(0 < i1 < i2 < i3 and up.requests == before + 3 and up.accepted == acc + 1,
+              f"pipelined requests answered in order on one upstream connection ({up.requests - before}, {up.accepted - acc})")
+
+        # Keep-alive: each request on the client connection is its own
+        # check; the upstream connection is kept only for addresses the
+        # next check vetted.
+        acc = up.accepted
+        c = http.client.HTTPConnection("127.0.0.1", pport, timeout=5)
+        bodies = []
+        for path in ("/k1", "/k2"):
+            c.request("GET", f"http://up.test:{up.port}{path}")
+            bodies.append(c.getresponse().read())
+        c.request("HEAD", f"http://up.test:{up.port}/h")
+        hr = c.getresponse()
+        hb = hr.read()
+        c.request("GET", f"http://127.0.0.1:{up.port}/k3")
+        bodies.append(c.getresponse().read())
+        checks += 4
+        check(bodies == [b"hello from 127.0.0.1 /k1", b"hello from 127.0.0.1 /k2", b"hello from 127.0.0.1 /k3"]
+              and hr.status == 200 and hb == b"" and up.accepted == acc + 1,
+              f"keep-alive: four requests, one upstream connection, HEAD without a body ({bodies}, {up.accepted - acc})")
+        check(up.last_headers.get("via") == "1.1 egressd", f"Via added: {up.last_headers.get('via')!r}")
+        c.request("GET", f"http://evil.test:{up.port}/k4")
+        r4 = c.getresponse()
+        r4.read()
         checks += 1
-        check(b"/p1" in resp and b"/p2" not in resp and up.requests == before + 1, f"pipelined second request not forwarded ({up.requests - before})")
+        check(r4.status == 403 and r4.getheader("X-Egress-Reason") == "not_in_allowlist",
+              f"a denied request on a kept-alive connection: {r4.status}")
+        c.close()
+
+        # A name that rebinds between two requests on one kept-alive
+        # connection: the open upstream connection is not used for the
+        # second, which is denied; nothing reaches the trap.
+        tacc, treq = trap.accepted, up.requests
+        c = http.client.HTTPConnection("127.0.0.1", pport, timeout=5)
+        c.request("GET", f"http://rebind2.test:{up.port}/rb1")
+        g1 = c.getresponse().read()
+        c.request("GET", f"http://rebind2.test:{up.port}/rb2")
+        r2 = c.getresponse()
+        r2.read()
+        c.close()
+        checks += 2
+        check(g1 == b"hello from 127.0.0.1 /rb1" and r2.status == 403 and trap.accepted == tacc
+              and up.requests == treq + 1, f"rebinding on a kept-alive connection denied ({r2.status})")
+
+        # Expect: 100-continue: the upstream's interim answer is relayed and
+        # the final one follows.
+        r = subprocess.run(["curl", "-sS", "--max-time", "5", "--noproxy", "", "-x", f"http://127.0.0.1:{pport}",
+                            "-H", "Expect: 100-continue", "--data-binary", "expect-body", f"http://up.test:{up.port}/post"],
+                           capture_output=True, text=True)
+        checks += 1
+        check(r.returncode == 0 and r.stdout == "expect-body", f"Expect: 100-continue: {r.stdout!r} {r.stderr!r}")
         refused(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400, None, None, "TLS bytes instead of HTTP")
 
         # Connection failures.
@@ -438,9 +504,9 @@ with tempfile.TemporaryDirectory() as tmp:
     closes = [e for e in evs if e.get("event") == "egressd.close"]
     check(len(attempts) == checks, f"one attempt event per check: {len(attempts)} events, {checks} checks")
     check(len(closes) == checks, f"one close event per checked tunnel: {len(closes)} vs {checks}")
-    check(all("run-7" in json.dumps(e) or "run-fwd" in json.dumps(e) for e in attempts), "context on every attempt event")
-    check(any(e["data"].get("runId") == "run-fwd" and e["data"].get("method") == "GET" for e in attempts),
-          "X-Egress-Run-Id and the method as the check's context")
+    check(all(e["data"].get("runId") == "run-7" for e in attempts), "--context on every attempt event, never replaced by a header")
+    check(any(e["data"].get("correlationId") == "corr-fwd" and e["data"].get("method") == "GET" for e in attempts),
+          "X-Egress-Correlation-Id and the method as the check's context")
     check(any(e["kind"] == "forward" and e["status"] == 200 and e["bytesDown"] > 0 for e in closes), "close event of a forwarded exchange")
     tun = [e for e in closes if e["status"] == 200]
     check(tun and all(e["address"] == "127.0.0.1" for e in tun) and any(e["bytesDown"] > 0 and e["bytesUp"] > 0 for e in tun),

@@ -2,8 +2,9 @@
 #define EGRESSD_H
 /*
  * egressd.h: what the parts of egressd share (main.c: options, signals,
- * events; conn.c: accepting, limits, the check, connecting; tunnel.c:
- * CONNECT tunnels; forward.c: absolute-form forwarding).
+ * events; conn.c: accepting, limits, the check, connecting; request.c: the
+ * request head, without I/O; tunnel.c: CONNECT tunnels and relay buffers;
+ * forward.c: absolute-form forwarding on kept-alive connections).
  *
  * egressd: the egress gateway for workloads that cannot link libegress.
  *
@@ -33,9 +34,10 @@
 #include <cjson/cJSON.h>
 
 #include "egress_uv.h"
+#include "request.h"
 
 enum { EXIT_USAGE = 64, EXIT_DATAERR = 65, EXIT_SOFTWARE = 70 };
-enum { MAX_ADDRS = 32, RELAY_BUF = 64 * 1024, MAX_FIELDS = 128, UPSTREAM_QUEUE_MAX = 1 << 20 };
+enum { MAX_ADDRS = 32, RELAY_BUF = 64 * 1024, UPSTREAM_QUEUE_MAX = 1 << 20 };
 
 typedef struct config {
   const char *listen, *policy_path, *dns_server, *events_path, *port_file;
@@ -58,14 +60,22 @@ extern unsigned active;
 extern int draining;
 extern int events_fd;
 
-typedef enum phase { PH_HEADER, PH_CHECK, PH_CONNECT, PH_RELAY, PH_REPLYING, PH_CLOSING } phase_t;
+typedef enum phase {
+  PH_HEADER,   /* reading a request head (the first, or the next on a kept-alive connection) */
+  PH_CHECK,    /* the library's check is running */
+  PH_CONNECT,  /* connecting to the vetted addresses in turn */
+  PH_RELAY,    /* tunnel bytes, or a forwarded exchange, under way */
+  PH_REPLYING, /* an error answer is being written; the connection ends after it */
+  PH_CLOSING
+} phase_t;
 
+/* One direction's socket.  A relay buffer is held only while bytes are in
+ * flight (read and not yet written on): an idle tunnel holds none. */
 typedef struct side {
   uv_tcp_t tcp;
-  int open, eof, shut;
+  int open, eof, writing;
   uv_write_t wreq;
-  int writing;
-  char buf[RELAY_BUF];
+  char *buf;
 } side_t;
 
 typedef struct conn {
@@ -73,33 +83,25 @@ typedef struct conn {
   uv_timer_t timer;
   uv_connect_t creq;
   uv_shutdown_t sreq_c, sreq_u;
-  http_parser parser;
-  http_parser_settings settings;
   phase_t phase;
-  char *head;
-  size_t head_len, head_used;
-  char url[2048];
-  size_t url_len;
-  int headers_done, url_too_long;
+  head_t *head;       /* while a request head is read, checked and sent */
+  char *pipelined;    /* bytes the client sent after the current request */
+  size_t pipelined_len;
+  http_parser parser; /* a forwarded request, from its body on */
+  http_parser resp;   /* upstream's response: its status and where it ends */
   egress_pending_t *pending;
   egress_decision_t *decision;
-  struct sockaddr_storage addrs[MAX_ADDRS];
+  struct sockaddr_storage *addrs; /* the vetted addresses, while connecting */
   size_t n_addrs, next_addr;
-  char connected_to[64], host[300];
-  int port, status;
+  char connected_to[64], host[HEAD_HOST_MAX];
+  int port, status, connected_port;
+  /* forwarding */
+  int forward, chunked, head_request, keep_alive, message_done, response_done, response_sent,
+      upstream_idle, upstream_spoiled;
+  unsigned exchanges;
   const char *ended;
   uint64_t up_bytes, down_bytes, t0;
   int handles;
-  char reply[512];
-  uv_write_t reply_req;
-  /* Absolute-form forwarding: the head's fields as offsets into head. */
-  int forward, chunked, message_done, too_many_fields, last_cb;
-  struct field {
-    size_t no, nl, vo, vl;
-  } fields[MAX_FIELDS];
-  size_t n_fields;
-  egress_request_t *req;
-  http_parser resp;         /* upstream's response, for its status code alone */
   struct conn *prev, *next; /* every open connection, for the drain deadline */
 } conn_t;
 
@@ -107,16 +109,28 @@ extern conn_t *conns;
 
 static inline uint64_t now_ms(void) { return uv_now(loop); }
 
+/* main.c */
 void emit_close_event(conn_t *c);
-void conn_close(conn_t *c, const char *ended);
-int on_headers_complete(http_parser *p);
+
+/* conn.c */
 void on_accept(uv_stream_t *server, int status);
-void relay_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+void conn_close(conn_t *c, const char *ended);
+void reply_and_close(conn_t *c, int status, const char *text, const char *proxy_error, const char *reason,
+                     const char *ended);
+void read_next_head(conn_t *c);
+void drop_upstream(conn_t *c);
+void close_idle_connections(void);
+
+/* tunnel.c: relaying and the relay buffers */
+char *relay_buffer_get(void);
+void relay_buffer_put(char *buf);
 void alloc_side(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+void release_side_buffer(side_t *s);
 void arm_idle(conn_t *c);
 void on_idle(uv_timer_t *t);
 void start_relay(conn_t *c);
-int ieq(const char *a, size_t an, const char *b);
+
+/* forward.c */
 void start_forward(conn_t *c);
 
 #endif /* EGRESSD_H */

@@ -1,14 +1,23 @@
-/* egressd: absolute-form HTTP/1.1 forwarding; see egressd.h. */
+/* egressd: absolute-form HTTP/1.1 forwarding; see egressd.h.
+ *
+ * One exchange at a time on a client connection: the request head is sent
+ * upstream in origin-form, the body follows as http_parser frames it, and
+ * the response is relayed as it comes, parsed only to find its status and
+ * its end.  When both ends asked to keep the connection, the next request
+ * is read (it may already be here: pipelined bytes wait in order) and gets
+ * its own check and its own events; the upstream connection serves it only
+ * if that check vetted the address it is connected to. */
 #include "egressd.h"
-
-/* ---- absolute-form forwarding --------------------------------------------- */
 
 typedef struct out_write {
   uv_write_t w;
   char data[];
 } out_write_t;
 
-static void forward_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void body_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void response_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+/* ---- the request, to upstream ---------------------------------------------- */
 
 static void on_out_written(uv_write_t *w, int status) {
   conn_t *c = w->handle->data;
@@ -19,7 +28,7 @@ static void on_out_written(uv_write_t *w, int status) {
     return;
   }
   if (!c->message_done && c->upstream.tcp.write_queue_size < UPSTREAM_QUEUE_MAX)
-    uv_read_start((uv_stream_t *)&c->client.tcp, alloc_side, forward_read);
+    uv_read_start((uv_stream_t *)&c->client.tcp, alloc_side, body_read);
 }
 
 /* Copies and queues bytes to upstream; the client is read again only when
@@ -38,38 +47,11 @@ static int send_upstream(conn_t *c, const char *data, size_t len) {
   return 0;
 }
 
-int ieq(const char *a, size_t an, const char *b) { return an == strlen(b) && !strncasecmp(a, b, an); }
-
-/* Whether the Connection field lists NAME (RFC 9110 7.6.1). */
-static int connection_lists(conn_t *c, const char *name, size_t nl) {
-  for (size_t i = 0; i < c->n_fields; i++) {
-    if (!ieq(c->head + c->fields[i].no, c->fields[i].nl, "connection")) continue;
-    const char *v = c->head + c->fields[i].vo, *end = v + c->fields[i].vl;
-    while (v < end) {
-      while (v < end && (*v == ' ' || *v == '\t' || *v == ',')) v++;
-      const char *t = v;
-      while (v < end && *v != ',' && *v != ' ' && *v != '\t') v++;
-      if ((size_t)(v - t) == nl && !strncasecmp(t, name, nl)) return 1;
-    }
-  }
-  return 0;
-}
-
-static int hop_by_hop(conn_t *c, const char *n, size_t nl) {
-  static const char *const hop[] = {
-    "connection", "proxy-connection",    "keep-alive",        "te",   "trailer",
-    "upgrade",    "proxy-authorization", "transfer-encoding", "host", "content-length"
-  };
-  for (size_t i = 0; i < sizeof hop / sizeof hop[0]; i++)
-    if (ieq(n, nl, hop[i])) return 1;
-  return (nl > 9 && !strncasecmp(n, "x-egress-", 9)) || connection_lists(c, n, nl);
-}
-
-static int on_fwd_body(http_parser *p, const char *at, size_t len) {
+static int on_body(http_parser *p, const char *at, size_t len) {
   conn_t *c = p->data;
   if (c->phase != PH_RELAY) return 0;
-  char size[32];
   if (c->chunked) {
+    char size[32];
     int n = snprintf(size, sizeof size, "%zx\r\n", len);
     if (send_upstream(c, size, (size_t)n) || send_upstream(c, at, len) || send_upstream(c, "\r\n", 2))
       return -1;
@@ -78,97 +60,229 @@ static int on_fwd_body(http_parser *p, const char *at, size_t len) {
   return send_upstream(c, at, len) ? -1 : 0;
 }
 
-static int on_fwd_message_complete(http_parser *p) {
+static int on_message_complete(http_parser *p) {
   conn_t *c = p->data;
   if (c->phase != PH_RELAY) return 0;
   if (c->chunked && send_upstream(c, "0\r\n\r\n", 5)) return -1;
   c->message_done = 1;
-  /* One request a connection: what follows (pipelined) is not read. */
+  /* The next request, if any, is read after this exchange. */
   uv_read_stop((uv_stream_t *)&c->client.tcp);
   http_parser_pause(p, 1);
   return 0;
 }
 
-static void forward_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+static const http_parser_settings body_settings = {
+  .on_body = on_body,
+  .on_message_complete = on_message_complete,
+};
+
+/* Bytes after the end of the request: the next request, kept for later. */
+static int keep_pipelined(conn_t *c, const char *data, size_t len) {
+  if (!len) return 0;
+  char *p = realloc(c->pipelined, c->pipelined_len + len);
+  if (!p) return -1;
+  memcpy(p + c->pipelined_len, data, len);
+  c->pipelined = p;
+  c->pipelined_len += len;
+  return 0;
+}
+
+/* Parses body bytes; what follows the request's end is kept. */
+static int take_body(conn_t *c, const char *data, size_t len) {
+  size_t took = http_parser_execute(&c->parser, &body_settings, data, len);
+  enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+  if (e != HPE_OK && e != HPE_PAUSED) return -1;
+  if (c->phase != PH_RELAY) return -1;
+  if (c->message_done) return keep_pipelined(c, data + took, len - took);
+  return 0;
+}
+
+static void body_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   conn_t *c = s->data;
-  if (nread == 0) return;
+  if (nread == 0) {
+    release_side_buffer(&c->client);
+    return;
+  }
   if (nread < 0) {
     conn_close(c, "client_closed");
     return;
   }
   arm_idle(c);
-  size_t used = http_parser_execute(&c->parser, &c->settings, buf->base, (size_t)nread);
-  (void)used;
-  enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
-  if (e != HPE_OK && e != HPE_PAUSED) conn_close(c, "bad_body");
+  int bad = take_body(c, buf->base, (size_t)nread);
+  release_side_buffer(&c->client);
+  if (bad && c->phase == PH_RELAY) conn_close(c, "bad_body");
 }
 
-/* Sends the request head in origin-form, then the body as framed by the
- * parser. */
-void start_forward(conn_t *c) {
-  struct http_parser_url u;
-  http_parser_url_init(&u);
-  (void)http_parser_parse_url(c->url, c->url_len, 0, &u);
-  size_t cap = c->head_used + 512;
-  char *h = malloc(cap), *w = h;
-  if (!h) {
-    conn_close(c, "internal_error");
+/* ---- the response, to the client ------------------------------------------ */
+
+static int on_response_head(http_parser *p) {
+  conn_t *c = p->data;
+  c->status = (int)p->status_code;
+  /* A response to HEAD has no body whatever its fields say. */
+  return c->head_request ? 1 : 0;
+}
+
+static int on_response_complete(http_parser *p) {
+  conn_t *c = p->data;
+  /* 1xx (100 Continue) is interim: the final response follows. */
+  if (p->status_code >= 100 && p->status_code < 200 && p->status_code != 101) return 0;
+  c->response_done = 1;
+  if (!http_should_keep_alive(p)) c->upstream_spoiled = 1;
+  http_parser_pause(p, 1);
+  return 0;
+}
+
+static const http_parser_settings response_settings = {
+  .on_headers_complete = on_response_head,
+  .on_message_complete = on_response_complete,
+};
+
+static void idle_upstream_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  (void)buf;
+  conn_t *c = s->data;
+  release_side_buffer(&c->upstream);
+  /* Anything from an idle upstream (its close, or bytes nobody asked
+   * for) ends it; the client connection goes on. */
+  if (nread != 0) drop_upstream(c);
+}
+
+/* The exchange is over (request sent, response relayed): the close event,
+ * then the next request on the same connection, or the end. */
+static void exchange_done(conn_t *c) {
+  c->exchanges++;
+  int again = c->keep_alive && c->message_done && !c->upstream_spoiled && !draining;
+  if (!again) {
+    conn_close(c, "completed");
     return;
   }
-  const char *path = "/";
-  size_t pl = 1;
-  if (u.field_set & (1 << UF_PATH)) {
-    path = c->url + u.field_data[UF_PATH].off;
-    pl = c->url_len - u.field_data[UF_PATH].off;
-    if (u.field_set & (1 << UF_FRAGMENT)) pl = u.field_data[UF_FRAGMENT].off - 1 - u.field_data[UF_PATH].off;
+  c->ended = "completed";
+  emit_close_event(c);
+  egress_decision_free(c->decision);
+  c->decision = NULL;
+  if (c->upstream.open && !c->upstream.eof && !c->upstream_spoiled) {
+    c->upstream_idle = 1;
+    uv_read_start((uv_stream_t *)&c->upstream.tcp, alloc_side, idle_upstream_read);
+  } else {
+    drop_upstream(c);
   }
-  w += snprintf(w, cap, "%s %.*s HTTP/1.1\r\nHost: %s", http_method_str((enum http_method)c->parser.method),
-                (int)pl, path, c->host);
-  if (u.field_set & (1 << UF_PORT)) w += sprintf(w, ":%d", c->port);
-  w += sprintf(w, "\r\n");
-  for (size_t i = 0; i < c->n_fields; i++) {
-    const struct field *f = &c->fields[i];
-    if (hop_by_hop(c, c->head + f->no, f->nl)) continue;
-    memcpy(w, c->head + f->no, f->nl);
-    w += f->nl;
-    *w++ = ':';
-    *w++ = ' ';
-    memcpy(w, c->head + f->vo, f->vl);
-    w += f->vl;
-    *w++ = '\r';
-    *w++ = '\n';
+  read_next_head(c);
+}
+
+static void upstream_failed(conn_t *c, const char *ended) {
+  if (!c->response_sent)
+    reply_and_close(c, 502, "Bad Gateway", "connection_terminated", NULL, ended);
+  else
+    conn_close(c, ended);
+}
+
+static void on_response_written(uv_write_t *w, int status) {
+  conn_t *c = w->data;
+  c->upstream.writing = 0;
+  release_side_buffer(&c->upstream);
+  if (c->phase != PH_RELAY) return;
+  if (status != 0) {
+    conn_close(c, "client_error");
+    return;
   }
-  if (c->chunked)
-    w += sprintf(w, "Transfer-Encoding: chunked\r\n");
-  else if (c->parser.content_length != ULLONG_MAX && c->parser.content_length > 0)
-    w += sprintf(w, "Content-Length: %llu\r\n", (unsigned long long)c->parser.content_length);
-  w += sprintf(w, "Connection: close\r\n\r\n");
+  if (c->response_done)
+    exchange_done(c);
+  else if (c->upstream.eof)
+    conn_close(c, "upstream_closed");
+  else
+    uv_read_start((uv_stream_t *)&c->upstream.tcp, alloc_side, response_read);
+}
+
+static void response_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  conn_t *c = s->data;
+  if (nread == 0) {
+    release_side_buffer(&c->upstream);
+    return;
+  }
+  size_t took = 0;
+  if (nread < 0) {
+    release_side_buffer(&c->upstream);
+    c->upstream.eof = 1;
+    c->upstream_spoiled = 1;
+    /* A body that runs to the connection's end ends here. */
+    if (nread == UV_EOF) http_parser_execute(&c->resp, &response_settings, NULL, 0);
+    if (c->response_done)
+      exchange_done(c);
+    else
+      upstream_failed(c, nread == UV_EOF ? "upstream_closed" : "upstream_error");
+    return;
+  }
+  arm_idle(c);
+  took = http_parser_execute(&c->resp, &response_settings, buf->base, (size_t)nread);
+  enum http_errno e = HTTP_PARSER_ERRNO(&c->resp);
+  if (e != HPE_OK && e != HPE_PAUSED) {
+    release_side_buffer(&c->upstream);
+    upstream_failed(c, "bad_response");
+    return;
+  }
+  /* Bytes past the response's end were not asked for: dropped, and the
+   * connection is not used again. */
+  if ((size_t)nread > took) c->upstream_spoiled = 1;
+  uv_read_stop(s);
+  c->down_bytes += took;
+  c->response_sent = 1;
+  c->upstream.writing = 1;
+  c->upstream.wreq.data = c;
+  uv_buf_t b = uv_buf_init(buf->base, (unsigned)took);
+  if (uv_write(&c->upstream.wreq, (uv_stream_t *)&c->client.tcp, &b, 1, on_response_written) != 0) {
+    c->upstream.writing = 0;
+    conn_close(c, "client_error");
+  }
+}
+
+/* ---- one exchange ----------------------------------------------------------- */
+
+/* Sends the request head in origin-form, then the body as framed by the
+ * parser, and relays the response. */
+void start_forward(conn_t *c) {
+  head_t *h = c->head;
+  target_t t;
+  egress_request_t *scratch = NULL;
+  size_t cap = head_render_size(h);
+  char *out = malloc(cap);
+  size_t n = 0;
+  /* The head was judged before the check; judged again only to render it. */
+  if (out && egress_request_new(&scratch) == EGRESS_OK && head_target(h, &t, scratch) == 0)
+    n = head_render(h, &t, out, cap);
+  egress_request_free(scratch);
   c->phase = PH_RELAY;
   c->status = 0;
+  c->message_done = c->response_done = c->response_sent = 0;
   http_parser_init(&c->resp, HTTP_RESPONSE);
   c->resp.data = c;
   uv_timer_stop(&c->timer);
   uv_timer_start(&c->timer, on_idle, cfg.idle_timeout_ms, cfg.idle_timeout_ms);
-  int bad = send_upstream(c, h, (size_t)(w - h));
-  free(h);
-  if (bad) {
-    conn_close(c, "upstream_error");
+  if (!n || send_upstream(c, out, n) != 0) {
+    free(out);
+    conn_close(c, "internal_error");
     return;
   }
+  free(out);
   /* The body bytes that came with the head, then the rest as it comes. */
+  c->parser = h->parser;
+  c->parser.data = c;
   http_parser_pause(&c->parser, 0);
-  c->settings.on_body = on_fwd_body;
-  c->settings.on_message_complete = on_fwd_message_complete;
-  if (c->parser.content_length == 0 || (!c->chunked && c->parser.content_length == ULLONG_MAX)) {
+  const char *rest = h->buf + h->used;
+  size_t rest_len = h->len - h->used;
+  int no_body = !c->chunked && (t.content_length == 0 || t.content_length == ULLONG_MAX);
+  int bad;
+  if (no_body) {
     c->message_done = 1;
+    bad = keep_pipelined(c, rest, rest_len);
   } else {
-    http_parser_execute(&c->parser, &c->settings, c->head + c->head_used, c->head_len - c->head_used);
-    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
-    if (e != HPE_OK && e != HPE_PAUSED) {
-      conn_close(c, "bad_body");
-      return;
-    }
-    if (!c->message_done) uv_read_start((uv_stream_t *)&c->client.tcp, alloc_side, forward_read);
+    /* The paused parser has yet to take the head's last byte. */
+    bad = take_body(c, rest - 1, rest_len + 1);
   }
-  uv_read_start((uv_stream_t *)&c->upstream.tcp, alloc_side, relay_read);
+  c->head = NULL;
+  free(h);
+  if (bad) {
+    if (c->phase == PH_RELAY) conn_close(c, "bad_body");
+    return;
+  }
+  if (!c->message_done) uv_read_start((uv_stream_t *)&c->client.tcp, alloc_side, body_read);
+  uv_read_start((uv_stream_t *)&c->upstream.tcp, alloc_side, response_read);
 }

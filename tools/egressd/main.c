@@ -143,6 +143,7 @@ static void on_term(uv_signal_t *s, int signum) {
   draining = 1;
   log_json("info", "draining", NULL);
   uv_close((uv_handle_t *)&listener, NULL);
+  close_idle_connections();
   if (active == 0) {
     uv_stop(loop);
     return;

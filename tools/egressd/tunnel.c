@@ -1,16 +1,44 @@
 /* egressd: CONNECT tunnels, bytes relayed both ways; see egressd.h. */
 #include "egressd.h"
 
+/* ---- relay buffers -------------------------------------------------------- */
+
+/* A side holds a buffer from the moment libuv has bytes for it until they
+ * are written on; the buffers are kept for reuse, a few, so that a busy
+ * gateway does not go to malloc for every read and an idle one holds
+ * nothing per connection. */
+enum { POOL_MAX = 64 };
+static char *pool[POOL_MAX];
+static int pooled;
+
+char *relay_buffer_get(void) { return pooled ? pool[--pooled] : malloc(RELAY_BUF); }
+
+void relay_buffer_put(char *buf) {
+  if (pooled < POOL_MAX)
+    pool[pooled++] = buf;
+  else
+    free(buf);
+}
+
+void release_side_buffer(side_t *s) {
+  if (!s->buf || s->writing) return;
+  relay_buffer_put(s->buf);
+  s->buf = NULL;
+}
+
 /* ---- relay --------------------------------------------------------------- */
 
+static void relay_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+
 static side_t *peer_of(conn_t *c, side_t *s) { return s == &c->client ? &c->upstream : &c->client; }
-static conn_t *conn_of(side_t *s) { return s->tcp.data; }
 
 void alloc_side(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   (void)suggested;
   conn_t *c = h->data;
   side_t *s = (uv_tcp_t *)h == &c->client.tcp ? &c->client : &c->upstream;
-  *buf = uv_buf_init(s->buf, sizeof s->buf);
+  if (!s->buf) s->buf = relay_buffer_get();
+  /* No buffer: libuv reports UV_ENOBUFS, which ends the connection. */
+  *buf = uv_buf_init(s->buf, s->buf ? RELAY_BUF : 0);
 }
 
 static void maybe_finish(conn_t *c) {
@@ -31,8 +59,9 @@ static void on_shutdown(uv_shutdown_t *r, int status) {
  * write is done, which is the whole of the backpressure. */
 static void on_relay_written(uv_write_t *w, int status) {
   side_t *from = w->data;
-  conn_t *c = conn_of(from);
+  conn_t *c = from->tcp.data;
   from->writing = 0;
+  release_side_buffer(from);
   if (c->phase == PH_CLOSING) return;
   if (status != 0) {
     conn_close(c, from == &c->client ? "upstream_error" : "client_error");
@@ -41,28 +70,18 @@ static void on_relay_written(uv_write_t *w, int status) {
   uv_read_start((uv_stream_t *)&from->tcp, alloc_side, relay_read);
 }
 
-static int on_resp_head(http_parser *p) {
-  conn_t *c = p->data;
-  c->status = (int)p->status_code;
-  return 1;
-}
-
-void relay_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
+static void relay_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   (void)buf;
   conn_t *c = stream->data;
   side_t *from = (uv_tcp_t *)stream == &c->client.tcp ? &c->client : &c->upstream;
   side_t *to = peer_of(c, from);
-  if (nread == 0) return;
-  if (nread == UV_EOF && c->forward) {
-    /* Upstream was asked to close after its response: that is the end. */
-    if (from == &c->upstream)
-      conn_close(c, "completed");
-    else
-      conn_close(c, c->message_done ? "completed" : "client_closed");
+  if (nread == 0) {
+    release_side_buffer(from);
     return;
   }
   if (nread == UV_EOF) {
     from->eof = 1;
+    release_side_buffer(from);
     uv_read_stop(stream);
     uv_shutdown_t *sr = to == &c->client ? &c->sreq_c : &c->sreq_u;
     sr->data = c;
@@ -74,11 +93,6 @@ void relay_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   arm_idle(c);
-  if (c->forward && !c->status) {
-    static http_parser_settings resp_settings;
-    resp_settings.on_headers_complete = on_resp_head;
-    http_parser_execute(&c->resp, &resp_settings, from->buf, (size_t)nread);
-  }
   if (from == &c->client)
     c->up_bytes += (uint64_t)nread;
   else
@@ -108,8 +122,16 @@ static void on_established_written(uv_write_t *w, int status) {
   uv_read_start((uv_stream_t *)&c->upstream.tcp, alloc_side, relay_read);
 }
 
+typedef struct leftover {
+  uv_write_t w;
+  conn_t *c;
+  char data[];
+} leftover_t;
+
 static void on_leftover_written(uv_write_t *w, int status) {
-  conn_t *c = w->data;
+  leftover_t *l = (leftover_t *)w;
+  conn_t *c = l->c;
+  free(l);
   c->client.writing = 0;
   if (c->phase == PH_CLOSING) return;
   if (status != 0)
@@ -120,23 +142,35 @@ static void on_leftover_written(uv_write_t *w, int status) {
 
 void start_relay(conn_t *c) {
   c->status = 200;
-  /* Bytes the client sent after the request head go first, in order. */
-  if (c->head_used < c->head_len) {
-    size_t n = c->head_len - c->head_used;
-    if (n > sizeof c->client.buf) n = sizeof c->client.buf;
-    memcpy(c->client.buf, c->head + c->head_used, n);
+  head_t *h = c->head;
+  c->head = NULL;
+  /* Bytes the client sent after the request head go first, in order; the
+   * client is read again once they are written. */
+  if (h->used < h->len) {
+    size_t n = h->len - h->used;
+    leftover_t *l = malloc(sizeof *l + n);
+    if (!l) {
+      free(h);
+      conn_close(c, "internal_error");
+      return;
+    }
+    l->c = c;
+    memcpy(l->data, h->buf + h->used, n);
     c->up_bytes += n;
     c->client.writing = 1;
-    c->client.wreq.data = c;
-    uv_buf_t lb = uv_buf_init(c->client.buf, (unsigned)n);
-    if (uv_write(&c->client.wreq, (uv_stream_t *)&c->upstream.tcp, &lb, 1, on_leftover_written) != 0) {
+    uv_buf_t lb = uv_buf_init(l->data, (unsigned)n);
+    if (uv_write(&l->w, (uv_stream_t *)&c->upstream.tcp, &lb, 1, on_leftover_written) != 0) {
+      free(l);
+      free(h);
+      c->client.writing = 0;
       conn_close(c, "upstream_error");
       return;
     }
   }
+  free(h);
   static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
   uv_buf_t b = uv_buf_init((char *)ok, sizeof ok - 1);
-  c->reply_req.data = c;
-  if (uv_write(&c->reply_req, (uv_stream_t *)&c->client.tcp, &b, 1, on_established_written) != 0)
+  c->upstream.wreq.data = c;
+  if (uv_write(&c->upstream.wreq, (uv_stream_t *)&c->client.tcp, &b, 1, on_established_written) != 0)
     conn_close(c, "client_error");
 }

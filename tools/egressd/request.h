@@ -1,0 +1,86 @@
+#ifndef EGRESSD_REQUEST_H
+#define EGRESSD_REQUEST_H
+/*
+ * request.h: a client's request head, read and judged without any I/O, so
+ * that the same code runs in egressd and under the fuzzer
+ * (tests/fuzz/fuzz_request.c).
+ *
+ * http_parser frames the head; this file only records where the URL and
+ * the fields are, decides whether the request is one egressd serves
+ * (CONNECT host:port, or absolute-form http:// HTTP/1.1), turns X-Egress-*
+ * fields into the check's context and writes the origin-form head sent
+ * upstream without the hop-by-hop fields (RFC 9110 7.6.1).
+ */
+#include <stddef.h>
+#include <stdint.h>
+
+#include <http_parser.h>
+
+#include "egress.h"
+
+enum { HEAD_URL_MAX = 2048, HEAD_FIELDS_MAX = 128, HEAD_HOST_MAX = 300 };
+
+typedef struct head_field {
+  uint32_t name_off, name_len, value_off, value_len;
+} head_field_t;
+
+/* One request head in one buffer: the bytes read so far (the head and
+ * whatever followed it) and, once complete, the parser state to go on
+ * with the body. */
+typedef struct head {
+  http_parser parser;
+  size_t len;  /* bytes in buf */
+  size_t used; /* bytes of buf the parser took (the whole head, once done) */
+  size_t limit; /* the most bytes a head may take */
+  size_t cap;   /* size of buf: at least limit + 1 */
+  int done, url_too_long, too_many_fields, last_cb;
+  size_t url_len;
+  size_t n_fields;
+  char url[HEAD_URL_MAX];
+  head_field_t fields[HEAD_FIELDS_MAX];
+  char buf[];
+} head_t;
+
+typedef enum head_status {
+  HEAD_MORE,      /* incomplete: read more (room: cap - len) */
+  HEAD_DONE,      /* the head is complete; body bytes may follow at used */
+  HEAD_BAD,       /* 400 */
+  HEAD_URI_LONG,  /* 414 */
+  HEAD_TOO_LARGE, /* 431 */
+} head_status_t;
+
+/* What the request asks for, once judged. */
+typedef struct target {
+  int connect; /* CONNECT host:port; else absolute-form forwarding */
+  char host[HEAD_HOST_MAX];
+  int port;
+  int has_port;          /* the URI named the port */
+  int chunked;           /* request body in chunked coding */
+  uint64_t content_length; /* ULLONG_MAX: none */
+  int keep_alive;        /* the client will send another request after this */
+  const char *method;
+  size_t path_off, path_len; /* in url: origin-form target */
+} target_t;
+
+/* A head of at most HEADER_LIMIT bytes, its buffer large enough for one
+ * byte more (what shows a head too large) or for PENDING bytes the client
+ * already sent; NULL when out of memory.  free() it. */
+head_t *head_new(size_t header_limit, size_t pending);
+
+/* Takes N more bytes that the caller put at buf + len. */
+head_status_t head_feed(head_t *h, size_t n);
+
+/* Judges a complete head: 0 and T filled, the context (method, X-Egress-*
+ * fields) set in REQ; or -1 (answer 400), with T->host empty. */
+int head_target(const head_t *h, target_t *t, egress_request_t *req);
+
+/* The head sent upstream (origin-form, hop-by-hop and X-Egress-* fields
+ * removed, Via added).  Returns its length, or 0 when CAP is too small;
+ * head_render_size() is always enough. */
+size_t head_render(const head_t *h, const target_t *t, char *out, size_t cap);
+size_t head_render_size(const head_t *h);
+
+/* Case-insensitive equality of the N bytes at A and the string B. */
+int head_ieq(const char *a, size_t an, const char *b);
+
+#endif /* EGRESSD_REQUEST_H */
