@@ -83,7 +83,7 @@ run_tests() {
   meson test -C build/release --setup valgrind --print-errorlogs --num-processes 2 \
     canon special entry policy api checker resolve faults events integration bad-policy-reload \
     fuzz-replay-entry fuzz-replay-policy fuzz-replay-canon fuzz-replay-url fuzz-replay-dns \
-    fuzz-replay-diff || status=1
+    fuzz-replay-diff fuzz-replay-request || status=1
   # Kept apart so the summary counts these runs on their own.
   cp build/release/meson-logs/testlog-valgrind.json build/release/meson-logs/valgrind.json 2>/dev/null || true
   logs+=(build/release/meson-logs/valgrind.json)

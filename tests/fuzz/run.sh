@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the libFuzzer targets and run each for SECONDS (default 60).
 #
-#   tests/fuzz/run.sh [SECONDS] [TARGET...]      targets: entry policy canon url dns diff
+#   tests/fuzz/run.sh [SECONDS] [TARGET...]      targets: entry policy canon url dns diff request
 #
 # Environment:
 #   FUZZ_BUILD_DIR  build directory (default build/fuzz; configured here with
@@ -20,7 +20,7 @@ root=$PWD
 secs=${1:-60}
 [ $# -gt 0 ] && shift
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(entry policy canon url dns diff)
+[ ${#targets[@]} -eq 0 ] && targets=(entry policy canon url dns diff request)
 build=${FUZZ_BUILD_DIR:-build/fuzz}
 cap=${FUZZ_CORPUS_CAP:-200}
 jobs=${FUZZ_JOBS:-$(nproc)}

@@ -272,10 +272,9 @@ size_t head_render(const head_t *h, const target_t *t, char *out, size_t cap) {
     w += (size_t)n_;                                                  \
   } while (0)
   int v6 = strchr(t->host, ':') != NULL;
-  if (t->path_len)
-    PUT("%s %.*s HTTP/1.1\r\n", t->method, (int)t->path_len, h->url + t->path_off);
-  else
-    PUT("%s / HTTP/1.1\r\n", t->method);
+  /* origin-form begins with '/': http://h?q is GET /?q */
+  const char *path = h->url + t->path_off;
+  PUT("%s %s%.*s HTTP/1.1\r\n", t->method, t->path_len && path[0] == '/' ? "" : "/", (int)t->path_len, path);
   PUT("Host: %s%s%s", v6 ? "[" : "", t->host, v6 ? "]" : "");
   if (t->has_port) PUT(":%d", t->port);
   PUT("\r\n");
