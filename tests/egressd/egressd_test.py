@@ -9,6 +9,7 @@ import tempfile, threading, time, urllib.request
 ap = argparse.ArgumentParser()
 ap.add_argument("--egressd", required=True)
 ap.add_argument("--dns", required=True)
+ap.add_argument("--relay", default="splice")
 a = ap.parse_args()
 
 failures = []
@@ -176,7 +177,7 @@ with tempfile.TemporaryDirectory() as tmp:
             os.unlink(portfile)
         p = subprocess.Popen([a.egressd, "--listen", "127.0.0.1:0", "--port-file", portfile,
                               "--policy", policy, "--dns-server", dns_server, "--events-path", events,
-                              "--connect-timeout-ms", "700", "--dns-cache", "0", "--context", "runId=run-7"] + list(extra),
+                              "--connect-timeout-ms", "700", "--dns-cache", "0", "--context", "runId=run-7", "--relay", a.relay] + list(extra),
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         for _ in range(100):
             if os.path.exists(portfile) and open(portfile).read().strip():
@@ -282,6 +283,7 @@ with tempfile.TemporaryDirectory() as tmp:
             (b"GET https://up.test:%d/ HTTP/1.1\r\n\r\n" % up.port, "https:// in absolute-form"),
             (b"GET %s/ HTTP/1.0\r\n\r\n" % u, "HTTP/1.0"),
             (b"GET %s/ HTTP/1.1\r\nX-A: one\r\n two\r\n\r\n" % u, "a folded field line (obs-fold)"),
+            (b"GET %s/ HTTP/1.1\r\n ho:\tx\r\n\r\n" % u, "a field name that is not a token"),
             (b"POST %s/ HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n" % u, "a coding besides chunked"),
             (b"CONNECT up.test:%d HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc" % up.port, "CONNECT with a body"),
         ]:

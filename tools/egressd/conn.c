@@ -18,6 +18,7 @@ static void on_handle_closed(uv_handle_t *h) {
   free(c->head);
   free(c->pipelined);
   free(c->addrs);
+  free(c->splice);
   free(c);
   active--;
   if (draining && active == 0) uv_stop(loop);
@@ -34,6 +35,7 @@ void conn_close(conn_t *c, const char *ended) {
     c->pending = NULL;
     (void)egress_check_cancel(p);
   }
+  splice_stop(c, on_handle_closed);
   uv_close((uv_handle_t *)&c->timer, on_handle_closed);
   uv_close((uv_handle_t *)&c->client.tcp, on_handle_closed);
   if (c->upstream.open) {
@@ -108,8 +110,8 @@ void reply_and_close(conn_t *c, int status, const char *text, const char *proxy_
                  reason ? "\"" : "", reason ? "X-Egress-Reason: " : "", reason ? reason : "",
                  reason ? "\r\n" : "");
   else
-    n = snprintf(r->text, sizeof r->text,
-                 "HTTP/1.1 %d %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", status, text);
+    n = snprintf(r->text, sizeof r->text, "HTTP/1.1 %d %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                 status, text);
   uv_buf_t b = uv_buf_init(r->text, (unsigned)n);
   if (uv_write(&r->w, (uv_stream_t *)&c->client.tcp, &b, 1, on_reply_written) != 0) {
     free(r);
@@ -269,7 +271,12 @@ static void on_checked(egress_status_t status, egress_decision_t *d, void *user)
     }
     return;
   }
-  if (collect_addresses(c) != 0) {
+  int collected = collect_addresses(c);
+  /* The addresses are all a connection needs of the decision; an open
+   * tunnel keeps nothing else of it. */
+  egress_decision_free(c->decision);
+  c->decision = NULL;
+  if (collected != 0) {
     reply_and_close(c, 500, "Internal Server Error", "proxy_internal_error", NULL, "internal_error");
     return;
   }
@@ -363,9 +370,12 @@ static void on_head_bytes(conn_t *c, size_t n) {
     case HEAD_MORE: return;
     case HEAD_DONE: start_check(c); return;
     case HEAD_BAD: reply_and_close(c, 400, "Bad Request", "http_request_error", NULL, "bad_request"); return;
-    case HEAD_URI_LONG: reply_and_close(c, 414, "URI Too Long", "http_request_error", NULL, "bad_request"); return;
+    case HEAD_URI_LONG:
+      reply_and_close(c, 414, "URI Too Long", "http_request_error", NULL, "bad_request");
+      return;
     case HEAD_TOO_LARGE:
-      reply_and_close(c, 431, "Request Header Fields Too Large", "http_request_error", NULL, "header_too_large");
+      reply_and_close(c, 431, "Request Header Fields Too Large", "http_request_error", NULL,
+                      "header_too_large");
       return;
   }
 }
@@ -465,6 +475,5 @@ void on_accept(uv_stream_t *server, int status) {
  * nothing in flight and is closed at once. */
 void close_idle_connections(void) {
   for (conn_t *c = conns; c; c = c->next)
-    if (c->phase == PH_HEADER && c->exchanges > 0 && c->head && c->head->len == 0)
-      conn_close(c, "completed");
+    if (c->phase == PH_HEADER && c->exchanges > 0 && c->head && c->head->len == 0) conn_close(c, "completed");
 }

@@ -4,6 +4,7 @@
  * egressd.h: what the parts of egressd share (main.c: options, signals,
  * events; conn.c: accepting, limits, the check, connecting; request.c: the
  * request head, without I/O; tunnel.c: CONNECT tunnels and relay buffers;
+ * splice.c: established tunnels relayed by splice(2);
  * forward.c: absolute-form forwarding on kept-alive connections).
  *
  * egressd: the egress gateway for workloads that cannot link libegress.
@@ -46,6 +47,7 @@ typedef struct config {
   unsigned max_connections, header_bytes, header_timeout_ms, idle_timeout_ms, connect_timeout_ms,
       drain_timeout_ms;
   long dns_cache; /* -1: the library's default */
+  int relay_copy; /* --relay copy: tunnels copy through buffers, no splice */
 } config_t;
 
 extern config_t cfg;
@@ -78,14 +80,17 @@ typedef struct side {
   char *buf;
 } side_t;
 
+typedef struct splicer splicer_t;
+
 typedef struct conn {
   side_t client, upstream;
+  splicer_t *splice; /* an established tunnel's kernel-side relay (splice.c) */
   uv_timer_t timer;
   uv_connect_t creq;
-  uv_shutdown_t sreq_c, sreq_u;
+  uv_shutdown_t sreq_c;
   phase_t phase;
-  head_t *head;       /* while a request head is read, checked and sent */
-  char *pipelined;    /* bytes the client sent after the current request */
+  head_t *head;    /* while a request head is read, checked and sent */
+  char *pipelined; /* bytes the client sent after the current request */
   size_t pipelined_len;
   http_parser parser; /* a forwarded request, from its body on */
   http_parser resp;   /* upstream's response: its status and where it ends */
@@ -96,8 +101,8 @@ typedef struct conn {
   char connected_to[64], host[HEAD_HOST_MAX];
   int port, status, connected_port;
   /* forwarding */
-  int forward, chunked, head_request, keep_alive, message_done, response_done, response_sent,
-      upstream_idle, upstream_spoiled;
+  int forward, chunked, head_request, keep_alive, message_done, response_done, response_sent, upstream_idle,
+      upstream_spoiled;
   unsigned exchanges;
   const char *ended;
   uint64_t up_bytes, down_bytes, t0;
@@ -129,6 +134,13 @@ void release_side_buffer(side_t *s);
 void arm_idle(conn_t *c);
 void on_idle(uv_timer_t *t);
 void start_relay(conn_t *c);
+
+/* splice.c: an established tunnel's bytes moved inside the kernel.
+ * splice_start before the 200 (it needs two descriptors), splice_watch
+ * once nothing more goes through the stream handles. */
+int splice_start(conn_t *c);
+void splice_watch(conn_t *c);
+void splice_stop(conn_t *c, uv_close_cb closed);
 
 /* forward.c */
 void start_forward(conn_t *c);

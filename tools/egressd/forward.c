@@ -157,8 +157,6 @@ static void exchange_done(conn_t *c) {
   }
   c->ended = "completed";
   emit_close_event(c);
-  egress_decision_free(c->decision);
-  c->decision = NULL;
   if (c->upstream.open && !c->upstream.eof && !c->upstream_spoiled) {
     c->upstream_idle = 1;
     uv_read_start((uv_stream_t *)&c->upstream.tcp, alloc_side, idle_upstream_read);

@@ -2,7 +2,7 @@
 #include "egressd.h"
 
 config_t cfg = { "127.0.0.1:3128", NULL,  NULL,   NULL,  NULL,  { { 0 } }, 0, 1024,
-                 32 * 1024,        10000, 300000, 10000, 10000, -1 };
+                 32 * 1024,        10000, 300000, 10000, 10000, -1,        0 };
 uv_loop_t *loop;
 egress_uv_t *checker_uv;
 egress_checker_t *checker;
@@ -58,6 +58,10 @@ static const char *usage_text =
     "    --connect-timeout-ms N    upstream connect limit over all addresses\n"
     "                              (default 10000); 504.\n"
     "    --drain-timeout-ms N      SIGTERM: time given to open tunnels (default 10000).\n"
+    "    --relay splice|copy       how tunnel bytes move: splice(2) through a pipe,\n"
+    "                              never copied into egressd (default), or read and\n"
+    "                              written through a buffer (what a tunnel falls back\n"
+    "                              to when no pipe can be had).\n"
     "    --help                    this text.\n"
     "\n"
     "EXIT STATUS\n"
@@ -205,7 +209,13 @@ int main(int argc, char **argv) {
       cfg.events_path = v;
     else if (!strcmp(a, "--port-file"))
       cfg.port_file = v;
-    else if (!strcmp(a, "--context")) {
+    else if (!strcmp(a, "--relay")) {
+      if (strcmp(v, "splice") && strcmp(v, "copy")) {
+        fprintf(stderr, "egressd: --relay %s: want splice or copy\n", v);
+        return EXIT_USAGE;
+      }
+      cfg.relay_copy = !strcmp(v, "copy");
+    } else if (!strcmp(a, "--context")) {
       const char *eq = strchr(v, '=');
       int known = 0;
 #define KNOWN(name, value, key) \

@@ -133,7 +133,7 @@ static int set_context_field(egress_request_t *req, const char *n, size_t nl, co
   if (vl >= sizeof val) return -1;
   memcpy(val, v, vl);
   val[vl] = '\0';
-#define SET_CONTEXT(name, value, jkey)                                      \
+#define SET_CONTEXT(name, value, jkey)                                  \
   if (!strcmp(key, jkey) && EGRESS_FIELD_##name != EGRESS_FIELD_METHOD) \
     return egress_request_set(req, EGRESS_FIELD_##name, val) == EGRESS_OK ? 0 : -1;
   EGRESS_FIELD_MAP(SET_CONTEXT)
@@ -148,6 +148,21 @@ static void authority(const head_t *h, const struct http_parser_url *u, size_t *
   if (u->field_set & (1 << UF_PORT)) ae = u->field_data[UF_PORT].off + u->field_data[UF_PORT].len;
   *off = ao;
   *end = ae;
+}
+
+/* RFC 9110 5.6.2: a field name is a token.  http_parser lets some other
+ * bytes through (a name that begins with a space), and such a name would
+ * mean something else to the next parser. */
+static int is_token(const char *s, size_t n) {
+  static const char tchar[] = "!#$%&'*+-.^_`|~";
+  if (n == 0) return 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+          (ch && strchr(tchar, ch))))
+      return 0;
+  }
+  return 1;
 }
 
 static int judge(const head_t *h, target_t *t, egress_request_t *req) {
@@ -193,6 +208,7 @@ static int judge(const head_t *h, target_t *t, egress_request_t *req) {
     const char *n, *v;
     const head_field_t *f = field_at(h, i, &n, &v);
     size_t nl = f->name_len, vl = f->value_len;
+    if (!is_token(n, nl)) return -1;
     if (head_ieq(n, nl, "host")) {
       /* The tunnel goes where the request line says; clients spell Host
        * of a CONNECT differently (with or without a default port), and
@@ -252,10 +268,10 @@ static int connection_lists(const head_t *h, const char *name, size_t nl) {
 /* Fields egressd does not pass on: hop-by-hop ones, those egressd writes
  * itself (Host, framing), and the context it consumed. */
 static int not_forwarded(const head_t *h, const char *n, size_t nl) {
-  static const char *const fields[] = { "connection", "proxy-connection", "keep-alive",
-                                        "te",         "trailer",          "upgrade",
-                                        "proxy-authorization", "transfer-encoding", "host",
-                                        "content-length" };
+  static const char *const fields[] = {
+    "connection", "proxy-connection",    "keep-alive",        "te",   "trailer",
+    "upgrade",    "proxy-authorization", "transfer-encoding", "host", "content-length"
+  };
   for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
     if (head_ieq(n, nl, fields[i])) return 1;
   return (nl > 9 && !strncasecmp(n, "x-egress-", 9)) || connection_lists(h, n, nl);
@@ -265,11 +281,11 @@ size_t head_render_size(const head_t *h) { return h->used + h->url_len + HEAD_HO
 
 size_t head_render(const head_t *h, const target_t *t, char *out, size_t cap) {
   size_t w = 0;
-#define PUT(...)                                                      \
-  do {                                                                \
-    int n_ = snprintf(out + w, cap - w, __VA_ARGS__);                 \
-    if (n_ < 0 || (size_t)n_ >= cap - w) return 0;                    \
-    w += (size_t)n_;                                                  \
+#define PUT(...)                                      \
+  do {                                                \
+    int n_ = snprintf(out + w, cap - w, __VA_ARGS__); \
+    if (n_ < 0 || (size_t)n_ >= cap - w) return 0;    \
+    w += (size_t)n_;                                  \
   } while (0)
   int v6 = strchr(t->host, ':') != NULL;
   /* origin-form begins with '/': http://h?q is GET /?q */

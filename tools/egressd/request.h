@@ -29,8 +29,8 @@ typedef struct head_field {
  * with the body. */
 typedef struct head {
   http_parser parser;
-  size_t len;  /* bytes in buf */
-  size_t used; /* bytes of buf the parser took (the whole head, once done) */
+  size_t len;   /* bytes in buf */
+  size_t used;  /* bytes of buf the parser took (the whole head, once done) */
   size_t limit; /* the most bytes a head may take */
   size_t cap;   /* size of buf: at least limit + 1 */
   int done, url_too_long, too_many_fields, last_cb;
@@ -54,10 +54,10 @@ typedef struct target {
   int connect; /* CONNECT host:port; else absolute-form forwarding */
   char host[HEAD_HOST_MAX];
   int port;
-  int has_port;          /* the URI named the port */
-  int chunked;           /* request body in chunked coding */
+  int has_port;            /* the URI named the port */
+  int chunked;             /* request body in chunked coding */
   uint64_t content_length; /* ULLONG_MAX: none */
-  int keep_alive;        /* the client will send another request after this */
+  int keep_alive;          /* the client will send another request after this */
   const char *method;
   size_t path_off, path_len; /* in url: origin-form target */
 } target_t;

@@ -26,11 +26,7 @@ void release_side_buffer(side_t *s) {
   s->buf = NULL;
 }
 
-/* ---- relay --------------------------------------------------------------- */
-
-static void relay_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
-
-static side_t *peer_of(conn_t *c, side_t *s) { return s == &c->client ? &c->upstream : &c->client; }
+/* ---- tunnels ------------------------------------------------------------ */
 
 void alloc_side(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   (void)suggested;
@@ -41,71 +37,9 @@ void alloc_side(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   *buf = uv_buf_init(s->buf, s->buf ? RELAY_BUF : 0);
 }
 
-static void maybe_finish(conn_t *c) {
-  if (c->client.eof && c->upstream.eof && !c->client.writing && !c->upstream.writing)
-    conn_close(c, "completed");
-}
-
 void arm_idle(conn_t *c) { uv_timer_again(&c->timer); }
 
 void on_idle(uv_timer_t *t) { conn_close(t->data, "idle_timeout"); }
-
-static void on_shutdown(uv_shutdown_t *r, int status) {
-  (void)status;
-  maybe_finish(r->data);
-}
-
-/* The buffer written is the reader's own: reading resumes only when the
- * write is done, which is the whole of the backpressure. */
-static void on_relay_written(uv_write_t *w, int status) {
-  side_t *from = w->data;
-  conn_t *c = from->tcp.data;
-  from->writing = 0;
-  release_side_buffer(from);
-  if (c->phase == PH_CLOSING) return;
-  if (status != 0) {
-    conn_close(c, from == &c->client ? "upstream_error" : "client_error");
-    return;
-  }
-  uv_read_start((uv_stream_t *)&from->tcp, alloc_side, relay_read);
-}
-
-static void relay_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
-  (void)buf;
-  conn_t *c = stream->data;
-  side_t *from = (uv_tcp_t *)stream == &c->client.tcp ? &c->client : &c->upstream;
-  side_t *to = peer_of(c, from);
-  if (nread == 0) {
-    release_side_buffer(from);
-    return;
-  }
-  if (nread == UV_EOF) {
-    from->eof = 1;
-    release_side_buffer(from);
-    uv_read_stop(stream);
-    uv_shutdown_t *sr = to == &c->client ? &c->sreq_c : &c->sreq_u;
-    sr->data = c;
-    if (uv_shutdown(sr, (uv_stream_t *)&to->tcp, on_shutdown) != 0) conn_close(c, "completed");
-    return;
-  }
-  if (nread < 0) {
-    conn_close(c, from == &c->client ? "client_error" : "upstream_error");
-    return;
-  }
-  arm_idle(c);
-  if (from == &c->client)
-    c->up_bytes += (uint64_t)nread;
-  else
-    c->down_bytes += (uint64_t)nread;
-  uv_read_stop(stream);
-  from->writing = 1;
-  from->wreq.data = from;
-  uv_buf_t b = uv_buf_init(from->buf, (unsigned)nread);
-  if (uv_write(&from->wreq, (uv_stream_t *)&to->tcp, &b, 1, on_relay_written) != 0) {
-    from->writing = 0;
-    conn_close(c, "upstream_error");
-  }
-}
 
 static void on_established_written(uv_write_t *w, int status) {
   conn_t *c = w->data;
@@ -117,9 +51,9 @@ static void on_established_written(uv_write_t *w, int status) {
   c->phase = PH_RELAY;
   uv_timer_stop(&c->timer);
   uv_timer_start(&c->timer, on_idle, cfg.idle_timeout_ms, cfg.idle_timeout_ms);
-  /* The client's buffer may still carry the bytes that followed its head. */
-  if (!c->client.writing) uv_read_start((uv_stream_t *)&c->client.tcp, alloc_side, relay_read);
-  uv_read_start((uv_stream_t *)&c->upstream.tcp, alloc_side, relay_read);
+  /* The bytes that followed the client's head may still be on their way;
+   * once they are written nothing goes through the stream handles. */
+  if (!c->client.writing) splice_watch(c);
 }
 
 typedef struct leftover {
@@ -137,13 +71,19 @@ static void on_leftover_written(uv_write_t *w, int status) {
   if (status != 0)
     conn_close(c, "upstream_error");
   else if (c->phase == PH_RELAY)
-    uv_read_start((uv_stream_t *)&c->client.tcp, alloc_side, relay_read);
+    splice_watch(c);
 }
 
 void start_relay(conn_t *c) {
-  c->status = 200;
   head_t *h = c->head;
   c->head = NULL;
+  if (splice_start(c) != 0) {
+    free(h);
+    reply_and_close(c, 503, "Service Unavailable", "proxy_internal_error", "descriptors exhausted",
+                    "no_descriptors");
+    return;
+  }
+  c->status = 200;
   /* Bytes the client sent after the request head go first, in order; the
    * client is read again once they are written. */
   if (h->used < h->len) {
