@@ -142,6 +142,7 @@ static void on_connected(uv_connect_t *r, int status) {
   conn_t *c = r->data;
   if (c->phase != PH_CONNECT) return;
   if (status != 0) {
+    c->connect_error = status;
     c->upstream.open = 0;
     uv_close((uv_handle_t *)&c->upstream.tcp, on_upstream_closed_retry);
     return;
@@ -159,7 +160,11 @@ static void on_connected(uv_connect_t *r, int status) {
 static void try_next_address(conn_t *c) {
   if (c->next_addr >= c->n_addrs) {
     uv_timer_stop(&c->timer);
-    reply_and_close(c, 502, "Bad Gateway", "connection_refused", NULL, "connect_failed");
+    if (c->connect_error == UV_EMFILE || c->connect_error == UV_ENFILE)
+      reply_and_close(c, 503, "Service Unavailable", "proxy_internal_error", "descriptors exhausted",
+                      "no_descriptors");
+    else
+      reply_and_close(c, 502, "Bad Gateway", "connection_refused", NULL, "connect_failed");
     return;
   }
   const struct sockaddr *sa = (const struct sockaddr *)&c->addrs[c->next_addr++];
@@ -173,7 +178,8 @@ static void try_next_address(conn_t *c) {
   c->upstream.eof = 0;
   c->handles++;
   c->creq.data = c;
-  if (uv_tcp_connect(&c->creq, &c->upstream.tcp, sa, on_connected) != 0) {
+  c->connect_error = uv_tcp_connect(&c->creq, &c->upstream.tcp, sa, on_connected);
+  if (c->connect_error != 0) {
     c->upstream.open = 0;
     uv_close((uv_handle_t *)&c->upstream.tcp, on_upstream_closed_retry);
   }
@@ -196,6 +202,7 @@ static int collect_addresses(conn_t *c) {
   if (!c->addrs) return -1;
   c->n_addrs = 0;
   c->next_addr = 0;
+  c->connect_error = 0;
   for (size_t k = 0; k < n6 || k < n4; k++) {
     size_t pick[2] = { k < n6 ? v6[k] : SIZE_MAX, k < n4 ? v4[k] : SIZE_MAX };
     for (int j = 0; j < 2; j++) {

@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -100,6 +101,7 @@ typedef struct conn {
   size_t n_addrs, next_addr;
   char connected_to[64], host[HEAD_HOST_MAX];
   int port, status, connected_port;
+  int connect_error; /* the last connect's libuv error */
   /* forwarding */
   int forward, chunked, head_request, keep_alive, message_done, response_done, response_sent, upstream_idle,
       upstream_spoiled;

@@ -187,6 +187,14 @@ static int parse_listen(const char *s, struct sockaddr_storage *ss) {
 
 int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
+  /* Each tunnel takes four descriptors (two sockets, two watched
+   * duplicates) and a pipe per direction while bytes wait: the soft limit
+   * (often 1024) is raised to the hard one, as other proxies do. */
+  struct rlimit nofile;
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    (void)setrlimit(RLIMIT_NOFILE, &nofile);
+  }
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     unsigned *num = NULL;

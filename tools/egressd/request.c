@@ -226,7 +226,7 @@ static int judge(const head_t *h, target_t *t, egress_request_t *req) {
       codings++;
       while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t')) vl--;
       if (!head_ieq(v, vl, "chunked")) return -1;
-    } else if (nl > 9 && !strncasecmp(n, "x-egress-", 9)) {
+    } else if (nl >= 9 && !strncasecmp(n, "x-egress-", 9)) {
       if (set_context_field(req, n, nl, v, vl) != 0) return -1;
     }
   }
@@ -274,7 +274,7 @@ static int not_forwarded(const head_t *h, const char *n, size_t nl) {
   };
   for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
     if (head_ieq(n, nl, fields[i])) return 1;
-  return (nl > 9 && !strncasecmp(n, "x-egress-", 9)) || connection_lists(h, n, nl);
+  return (nl >= 9 && !strncasecmp(n, "x-egress-", 9)) || connection_lists(h, n, nl);
 }
 
 size_t head_render_size(const head_t *h) { return h->used + h->url_len + HEAD_HOST_MAX + 160; }
