@@ -10,6 +10,7 @@ static void on_handle_closed(uv_handle_t *h) {
   egress_decision_free(c->decision);
   release_side_buffer(&c->client);
   release_side_buffer(&c->upstream);
+  limits_release(c);
   if (c->prev)
     c->prev->next = c->next;
   else
@@ -449,6 +450,7 @@ void on_accept(uv_stream_t *server, int status) {
       uv_close((uv_handle_t *)t, (uv_close_cb)free);
       return;
     }
+    limits_refused(LIMIT_CONNECTIONS, t);
     static const char busy[] =
         "HTTP/1.1 503 Service Unavailable\r\nProxy-Status: egressd; error=proxy_internal_error; "
         "details=\"connection limit\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
@@ -475,6 +477,7 @@ void on_accept(uv_stream_t *server, int status) {
     conn_close(c, "accept_failed");
     return;
   }
+  if (limits_admit(c) != 0) return;
   read_next_head(c);
 }
 

@@ -110,6 +110,7 @@ typedef struct conn {
   uint64_t up_bytes, down_bytes, t0;
   int handles;
   struct conn *prev, *next; /* every open connection, for the drain deadline */
+  struct client *client_slot; /* its client's count (limits.c), NULL when not counted */
 } conn_t;
 
 extern conn_t *conns;
@@ -146,5 +147,7 @@ void splice_stop(conn_t *c, uv_close_cb closed);
 
 /* forward.c */
 void start_forward(conn_t *c);
+
+#include "admin.h" /* admin listener, metrics, per-client limit, reloads */
 
 #endif /* EGRESSD_H */

@@ -1,6 +1,8 @@
 /* egressd: options, signals, events and main; see egressd.h. */
 #include "egressd.h"
 
+#include <time.h>
+
 config_t cfg = { "127.0.0.1:3128", NULL,  NULL,   NULL,  NULL,  { { 0 } }, 0, 1024,
                  32 * 1024,        10000, 300000, 10000, 10000, -1,        0 };
 uv_loop_t *loop;
@@ -13,8 +15,10 @@ unsigned active;
 int draining;
 int events_fd = 1;
 conn_t *conns;
+ops_config_t ops_cfg;
 
-static const char *usage_text =
+/* In parts: ISO C bounds a string literal's length. */
+static const char *const usage_text[] = {
     "NAME\n"
     "    egressd - egress gateway: an HTTP proxy that applies libegress policy\n"
     "\n"
@@ -44,7 +48,8 @@ static const char *usage_text =
     "    --listen ADDR:PORT        where to listen (default 127.0.0.1:3128; port 0\n"
     "                              picks a free one).  Prints \"PORT <n>\" on stderr.\n"
     "    --port-file FILE          also write the bound port to FILE.\n"
-    "    --policy FILE             policy file (required); SIGHUP reloads it.\n"
+    "    --policy FILE             policy file (required); reloaded on SIGHUP and\n"
+    "                              when it changes (see RELOAD).\n"
     "    --dns-server IP:PORT      resolver to use instead of the system's (testing).\n"
     "    --dns-cache N             names the checker caches (0: none; each check asks).\n"
     "    --context KEY=VALUE       context of every check (workspaceId, agentId,\n"
@@ -52,6 +57,14 @@ static const char *usage_text =
     "    --events-path FILE        append events (JSON Lines) to FILE (default stdout).\n"
     "    --max-connections N       client connections at once (default 1024); past\n"
     "                              it a client is answered 503.\n"
+    "    --max-client-connections N\n"
+    "                              connections (hence tunnels) at once from one\n"
+    "                              client IP address, taken at accept (default 0:\n"
+    "                              no such limit); past it 503 with Proxy-Status\n"
+    "                              details=\"client connection limit\".\n"
+    "    --admin ADDR:PORT         serve the admin endpoints there (default: none;\n"
+    "                              port 0 picks a free one).  Prints\n"
+    "                              \"ADMIN_PORT <n>\" on stderr.\n"
     "    --header-bytes N          request header block limit (default 32768); 431.\n"
     "    --header-timeout-ms N     time to send the request head (default 10000); 408.\n"
     "    --idle-timeout-ms N       tunnel idle limit (default 300000).\n"
@@ -63,9 +76,41 @@ static const char *usage_text =
     "                              written through a buffer (what a tunnel falls back\n"
     "                              to when no pipe can be had).\n"
     "    --help                    this text.\n"
+    "\n",
+    "ADMIN ENDPOINTS\n"
+    "    A listener apart from the proxy's, with its own limit (64 connections\n"
+    "    at once, 503 past it); a request must arrive within --header-timeout-ms\n"
+    "    and within 8 KiB (431).  One GET a connection, answered and closed:\n"
+    "    GET /healthz   200 while the event loop runs.\n"
+    "    GET /readyz    200 with a policy in force; 503 once draining (SIGTERM).\n"
+    "    GET /metrics   Prometheus text format 0.0.4: the checker's counters\n"
+    "                   (egress_*) and egressd's own (egressd_*): connections\n"
+    "                   accepted, open, refused by limit; bytes each way; the\n"
+    "                   duration histogram of tunnels and exchanges; upstream\n"
+    "                   connect failures; requests by kind, status and ending;\n"
+    "                   policy reloads and failures by trigger; the policy\n"
+    "                   digest; whether draining.\n"
+    "    Another path is 404, another method 405, a malformed request 400.\n"
+    "\n",
+    "RELOAD\n"
+    "    SIGHUP, or a change in the policy file's directory that concerns the\n"
+    "    file (the file itself, or the symlink it points through, as a\n"
+    "    Kubernetes ConfigMap volume swaps \"..data\"; renaming a new file into\n"
+    "    place), reads the file again once changes have settled for 100 ms.  A\n"
+    "    file that does not load keeps the previous policy; a policy with the\n"
+    "    digest of the one in force changes nothing (not counted; SIGHUP logs\n"
+    "    \"policy unchanged\").  A reload that replaces the policy or fails is a\n"
+    "    JSON line on stderr and counted in /metrics.  Write the file whole and\n"
+    "    rename it into place: a file seen half written is refused.\n"
+    "\n"
+    "LOGS\n"
+    "    JSON lines on stderr ({\"ts\",\"level\",\"msg\",...}): startup (addresses,\n"
+    "    policy digest), reloads, drain, and connections refused by a limit, at\n"
+    "    most one line a second per limit with the count since the last.\n"
     "\n"
     "EXIT STATUS\n"
-    "    0 after SIGTERM/SIGINT, 64 usage error, 65 bad policy, 70 setup failed.\n";
+    "    0 after SIGTERM/SIGINT, 64 usage error, 65 bad policy, 70 setup failed.\n",
+};
 
 /* ---- events -------------------------------------------------------------- */
 
@@ -81,18 +126,30 @@ static void write_line(int fd, const char *s) {
   free(line);
 }
 
-static void log_json(const char *level, const char *msg, const char *detail) {
+void log_json_fields(const char *level, const char *msg, cJSON *fields) {
   cJSON *o = cJSON_CreateObject();
+  struct timespec now;
+  char ts[40] = "";
+  if (clock_gettime(CLOCK_REALTIME, &now) == 0) {
+    struct tm tm;
+    gmtime_r(&now.tv_sec, &tm);
+    size_t n = strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(ts + n, sizeof ts - n, ".%03dZ", (int)(now.tv_nsec / 1000000));
+  }
+  cJSON_AddStringToObject(o, "ts", ts);
   cJSON_AddStringToObject(o, "level", level);
   cJSON_AddStringToObject(o, "msg", msg);
-  if (detail) cJSON_AddStringToObject(o, "detail", detail);
+  for (cJSON *f = fields ? fields->child : NULL; f; f = f->next)
+    cJSON_AddItemReferenceToObject(o, f->string, f);
   char *s = cJSON_PrintUnformatted(o);
   if (s) write_line(2, s);
   cJSON_free(s);
   cJSON_Delete(o);
+  cJSON_Delete(fields);
 }
 
 void emit_close_event(conn_t *c) {
+  stats_closed(c);
   if (!c->host[0]) return; /* no check was made: nothing to close */
   cJSON *o = cJSON_CreateObject();
   cJSON_AddStringToObject(o, "event", "egressd.close");
@@ -116,36 +173,25 @@ void emit_close_event(conn_t *c) {
 
 /* ---- signals and setup -------------------------------------------------------- */
 
-static void on_hup(uv_signal_t *s, int signum) {
-  (void)s;
-  (void)signum;
-  char err[512];
-  egress_policy_t *p = NULL;
-  if (egress_policy_from_file(cfg.policy_path, &p, err, sizeof err) != EGRESS_OK) {
-    log_json("error", "policy reload failed; the previous policy stays", err);
-    return;
-  }
-  egress_status_t st = egress_checker_set_policy(checker, p);
-  if (st != EGRESS_OK)
-    log_json("error", "policy reload failed; the previous policy stays", egress_status_name(st));
-  else
-    log_json("info", "policy reloaded", egress_policy_digest(p));
-  egress_policy_unref(p);
-}
-
 /* What is still open at the deadline is closed (each with its close
  * event); the loop stops when the last of them is gone. */
 static void on_drain_deadline(uv_timer_t *t) {
   (void)t;
+  cJSON *f = cJSON_CreateObject();
+  cJSON_AddNumberToObject(f, "open", active);
+  log_json_fields("warn", "drain deadline: closing what is still open", f);
   for (conn_t *c = conns; c; c = c->next) conn_close(c, "drain_deadline");
 }
 
 static void on_term(uv_signal_t *s, int signum) {
   (void)s;
-  (void)signum;
   if (draining) return;
   draining = 1;
-  log_json("info", "draining", NULL);
+  cJSON *f = cJSON_CreateObject();
+  cJSON_AddStringToObject(f, "signal", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+  cJSON_AddNumberToObject(f, "open", active);
+  cJSON_AddNumberToObject(f, "deadlineMs", cfg.drain_timeout_ms);
+  log_json_fields("info", "draining", f);
   uv_close((uv_handle_t *)&listener, NULL);
   close_idle_connections();
   if (active == 0) {
@@ -199,7 +245,7 @@ int main(int argc, char **argv) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     unsigned *num = NULL;
     if (!strcmp(a, "--help")) {
-      fputs(usage_text, stdout);
+      for (size_t k = 0; k < sizeof usage_text / sizeof usage_text[0]; k++) fputs(usage_text[k], stdout);
       return 0;
     }
     if (!v) {
@@ -223,7 +269,11 @@ int main(int argc, char **argv) {
         return EXIT_USAGE;
       }
       cfg.relay_copy = !strcmp(v, "copy");
-    } else if (!strcmp(a, "--context")) {
+    } else if (!strcmp(a, "--admin"))
+      ops_cfg.admin = v;
+    else if (!strcmp(a, "--max-client-connections"))
+      num = &ops_cfg.max_client_connections;
+    else if (!strcmp(a, "--context")) {
       const char *eq = strchr(v, '=');
       int known = 0;
 #define KNOWN(name, value, key) \
@@ -274,6 +324,12 @@ int main(int argc, char **argv) {
   memset(&bind_addr, 0, sizeof bind_addr);
   if (parse_listen(cfg.listen, &bind_addr) != 0) {
     fprintf(stderr, "egressd: --listen %s: want IP:PORT\n", cfg.listen);
+    return EXIT_USAGE;
+  }
+  struct sockaddr_storage admin_addr;
+  memset(&admin_addr, 0, sizeof admin_addr);
+  if (ops_cfg.admin && parse_listen(ops_cfg.admin, &admin_addr) != 0) {
+    fprintf(stderr, "egressd: --admin %s: want IP:PORT\n", ops_cfg.admin);
     return EXIT_USAGE;
   }
 
@@ -331,17 +387,46 @@ int main(int argc, char **argv) {
     }
   }
   fprintf(stderr, "PORT %d\n", port);
+  if (ops_cfg.admin) {
+    if ((rc = admin_start(loop, (const struct sockaddr *)&admin_addr)) != 0) {
+      fprintf(stderr, "egressd: admin listen on %s: %s\n", ops_cfg.admin, uv_strerror(rc));
+      return EXIT_SOFTWARE;
+    }
+    fprintf(stderr, "ADMIN_PORT %d\n", admin_port());
+  }
   fflush(stderr);
 
-  uv_signal_init(loop, &sig_hup);
+  if ((rc = reload_start(loop)) != 0) {
+    cJSON *f = cJSON_CreateObject();
+    cJSON_AddStringToObject(f, "policy", cfg.policy_path);
+    cJSON_AddStringToObject(f, "detail", uv_strerror(rc));
+    log_json_fields("warn", "the policy file is not watched; SIGHUP reloads it", f);
+  }
   uv_signal_init(loop, &sig_term);
   uv_signal_init(loop, &sig_int);
-  uv_signal_start(&sig_hup, on_hup, SIGHUP);
   uv_signal_start(&sig_term, on_term, SIGTERM);
   uv_signal_start(&sig_int, on_term, SIGINT);
 
+  cJSON *f = cJSON_CreateObject();
+  char where[160];
+  snprintf(where, sizeof where, "%.*s:%d", (int)(strrchr(cfg.listen, ':') - cfg.listen), cfg.listen, port);
+  cJSON_AddStringToObject(f, "listen", where);
+  if (ops_cfg.admin) {
+    snprintf(where, sizeof where, "%.*s:%d", (int)(strrchr(ops_cfg.admin, ':') - ops_cfg.admin), ops_cfg.admin,
+             admin_port());
+    cJSON_AddStringToObject(f, "admin", where);
+  }
+  cJSON_AddStringToObject(f, "policy", cfg.policy_path);
+  egress_policy_t *in_force = egress_checker_policy(checker);
+  cJSON_AddStringToObject(f, "digest", in_force ? egress_policy_digest(in_force) : "");
+  egress_policy_unref(in_force);
+  cJSON_AddNumberToObject(f, "maxConnections", cfg.max_connections);
+  cJSON_AddNumberToObject(f, "maxClientConnections", ops_cfg.max_client_connections);
+  log_json_fields("info", "listening", f);
+
   uv_run(loop, UV_RUN_DEFAULT);
 
+  admin_stop();
   egress_uv_close(checker_uv, NULL, NULL);
   uv_walk(loop, close_any, NULL);
   uv_run(loop, UV_RUN_DEFAULT);
