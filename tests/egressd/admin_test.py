@@ -319,7 +319,7 @@ with tempfile.TemporaryDirectory() as tmp:
         check(st == 502, f"nothing listening: {st}")
         st, hd, s = open_tunnel(pport, black_port)
         check(st == 504, f"upstream never answers: {st}")
-        st, hd, body = raw(pport, b"GET http://127.0.0.1:%d/f HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % (up.port, up.port))
+        st, hd, body = raw(pport, b"GET http://127.0.0.1:%d/f HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n\r\n" % (up.port, up.port))
         check(st == 200 and body == b"hello from up /f", f"a forwarded exchange: {st} {body!r}")
         st, hd, body = raw(pport, b"NOT HTTP\r\n\r\n")
         check(st == 400, f"a bad request to the proxy: {st}")
