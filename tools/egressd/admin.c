@@ -155,7 +155,8 @@ static char *render_metrics(void) {
   put(&t, "egressd_connections_accepted_total %llu\n", (unsigned long long)st.accepted);
   family(&t, "egressd_connections_open", "gauge", "Client connections open now.");
   put(&t, "egressd_connections_open %u\n", active);
-  family(&t, "egressd_connections_refused_total", "counter", "Client connections refused with 503, by limit.");
+  family(&t, "egressd_connections_refused_total", "counter",
+         "Client connections refused with 503, by limit.");
   for (int i = 0; i < N_LIMITS; i++)
     put(&t, "egressd_connections_refused_total{limit=\"%s\"} %llu\n", limit_names[i],
         (unsigned long long)st.refused[i]);
