@@ -110,7 +110,8 @@ typedef struct conn {
   uint64_t up_bytes, down_bytes, t0;
   int handles;
   struct conn *prev, *next; /* every open connection, for the drain deadline */
-  struct client *client_slot; /* its client's count (limits.c), NULL when not counted */
+  /* Its client's count of connections (limits.c); NULL when not counted. */
+  struct client *client_slot;
 } conn_t;
 
 extern conn_t *conns;
