@@ -4,7 +4,8 @@
  *
  * The first input byte picks how the rest is cut into reads; the head is
  * also read whole, and both readings must agree (a request must not mean
- * one thing in one packet and another in three).  For a head egressd
+ * one thing in one packet and another in three; which error answers a
+ * refused one may differ).  For a head egressd
  * accepts:
  *  - the host it checks is the host of the request target;
  *  - the head it sends upstream parses cleanly as one HTTP/1.1 request
@@ -133,8 +134,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   head_t *h = NULL;
   read_head(data, size, SIZE_MAX, &whole, NULL);
   read_head(data, size, cut, &pieces, &h);
-  FUZZ_REQUIRE(whole.status == pieces.status, "read whole: %d, in pieces of %zu: %d", (int)whole.status, cut,
-               (int)pieces.status);
+  /* Which refusal may differ: http_parser hands over a field name at the
+   * end of each read, so a 129th field can be seen (431) before a bad byte
+   * further on (400).  Whether the head is refused, complete or unfinished
+   * may not. */
+#define KIND(st) ((st) == HEAD_MORE ? 0 : (st) == HEAD_DONE ? 1 : 2)
+  FUZZ_REQUIRE(KIND(whole.status) == KIND(pieces.status), "read whole: %d, in pieces of %zu: %d",
+               (int)whole.status, cut, (int)pieces.status);
+#undef KIND
   FUZZ_REQUIRE(whole.judged == pieces.judged && whole.used == pieces.used, "judged differently in pieces");
   if (pieces.judged) {
     const target_t *a = &whole.target, *b = &pieces.target;
