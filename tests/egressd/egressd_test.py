@@ -83,6 +83,38 @@ class Upstream:
         threading.Thread(target=self.srv.serve_forever, daemon=True).start()
 
 
+class RawUpstream:
+    """Answers each request head it reads with the next canned response,
+    as raw bytes; closes after the last.  Counts connections."""
+
+    def __init__(self, responses):
+        self.responses = list(responses)
+        self.accepted = 0
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(8)
+        self.port = self.srv.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            s, _ = self.srv.accept()
+            self.accepted += 1
+            buf = b""
+            try:
+                while self.responses:
+                    while b"\r\n\r\n" not in buf:
+                        d = s.recv(4096)
+                        if not d:
+                            raise ConnectionError
+                        buf += d
+                    buf = buf.split(b"\r\n\r\n", 1)[1]
+                    s.sendall(self.responses.pop(0))
+            except OSError:
+                pass
+            s.close()
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -156,10 +188,17 @@ with tempfile.TemporaryDirectory() as tmp:
         f.write("nx.test RCODE NXDOMAIN\n")
         f.write("dual.test AAAA ::1 0\n")
         f.write("dual.test A 127.0.0.1 0\n")
+    raw_up = RawUpstream([
+        b"HTTP/1.1 200 OK\r\nConnection: X-Hop\r\nX-Hop: secret\r\nKeep-Alive: timeout=5\r\n"
+        b"Content-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nX-Kind: eof\r\n\r\nuntil-close",
+    ])
+    bad_up = RawUpstream([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"])
     policy = os.path.join(tmp, "policy.json")
     allow = [f"up.test:{up.port}", f"rebind.test:{up.port}", f"rebind2.test:{up.port}", f"black.test:{black_port}",
              f"refused.test:{refused_port}", f"nx.test:{up.port}", f"dual.test:{up.port}", f"[::1]/128:{up.port}",
-             f"127.0.0.1/32:{up.port}", f"127.0.0.1/32:{black_port}", f"127.0.0.1/32:{refused_port}"]
+             f"127.0.0.1/32:{up.port}", f"127.0.0.1/32:{black_port}", f"127.0.0.1/32:{refused_port}",
+             f"127.0.0.1/32:{raw_up.port}", f"127.0.0.1/32:{bad_up.port}"]
     with open(policy, "w") as f:
         json.dump({"egressAllowlist": allow, "egressDenylist": []}, f)
     events = os.path.join(tmp, "events.jsonl")
@@ -373,6 +412,23 @@ with tempfile.TemporaryDirectory() as tmp:
         checks += 2
         check(g1 == b"hello from 127.0.0.1 /rb1" and r2.status == 403 and trap.accepted == tacc
               and up.requests == treq + 1, f"rebinding on a kept-alive connection denied ({r2.status})")
+
+        # Response heads are written anew: hop-by-hop fields (and those the
+        # upstream's Connection names) removed, Via added; a body that ends
+        # with the connection ends the client's too (Connection: close).
+        r = raw(pport, b"GET http://127.0.0.1:%d/a HTTP/1.1\r\n\r\nGET http://127.0.0.1:%d/b HTTP/1.1\r\n\r\n"
+                % (raw_up.port, raw_up.port))
+        first, _, second = r.partition(b"okHTTP/1.1")
+        checks += 2
+        check(b"x-hop" not in first.lower() and b"keep-alive" not in first.lower() and b"Via: 1.1 egressd" in first
+              and b"Connection: close" not in first,
+              f"response hop-by-hop fields removed, Via added: {first!r}")
+        check(b"X-Kind: eof" in second and b"Connection: close" in second and second.endswith(b"until-close"),
+              f"a close-delimited response ends the client connection: {second!r}")
+        st, h = head_of(raw(pport, b"GET http://127.0.0.1:%d/ HTTP/1.1\r\n\r\n" % bad_up.port))
+        checks += 1
+        check(st == 502 and h.get("proxy-status", "").startswith("egressd; error=connection_terminated"),
+              f"a response framed twice (Content-Length and chunked) is not relayed: {st}")
 
         # Expect: 100-continue: the upstream's interim answer is relayed and
         # the final one follows.

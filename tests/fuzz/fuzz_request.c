@@ -13,6 +13,9 @@
  *    framing fields that egressd wrote itself (one of Content-Length or
  *    chunked, never both), no hop-by-hop field, no X-Egress-* field, and
  *    nothing after its end (no second request smuggled inside).
+ * The same bytes are also read as a response from upstream: one accepted
+ * is written for the client with its status and framing unchanged, no
+ * hop-by-hop field, and "Connection: close" exactly when asked for.
  */
 #include "fuzz_common.h"
 
@@ -123,6 +126,46 @@ static void check_rendered(const head_t *h, const target_t *t) {
   free(out);
 }
 
+/* The same bytes as a response head from upstream: once accepted, what
+ * the client is sent parses back with the same status and framing, and
+ * without hop-by-hop fields. */
+static void check_response(const uint8_t *data, size_t size, int to_head, int close) {
+  head_t *h = head_new_response(LIMIT, 0, to_head);
+  FUZZ_REQUIRE(h, "out of memory");
+  size_t n = size < h->cap ? size : h->cap;
+  memcpy(h->buf, data, n);
+  if (head_feed(h, n) == HEAD_DONE && head_response_ok(h)) {
+    size_t cap = head_render_size(h);
+    char *out = malloc(cap);
+    FUZZ_REQUIRE(out, "out of memory");
+    size_t w = head_render_response(h, close, out, cap);
+    FUZZ_REQUIRE(w > 0 && w < cap, "head_render_size too small for a response");
+    head_t *back = head_new_response(cap, 0, to_head);
+    FUZZ_REQUIRE(back, "out of memory");
+    memcpy(back->buf, out, w);
+    head_status_t st = head_feed(back, w);
+    FUZZ_REQUIRE(st == HEAD_DONE && back->used == w, "rendered response does not parse (%d): %.*s", (int)st,
+                 (int)w, out);
+    FUZZ_REQUIRE(back->parser.status_code == h->parser.status_code, "status changed");
+    FUZZ_REQUIRE(head_response_ok(back), "rendered response framed twice");
+    FUZZ_REQUIRE(head_response_self_delimited(back) == head_response_self_delimited(h), "framing changed");
+    FUZZ_REQUIRE(back->parser.content_length == h->parser.content_length, "Content-Length changed");
+    int closes = 0;
+    for (size_t i = 0; i < back->n_fields; i++) {
+      const head_field_t *f = &back->fields[i];
+      const char *name = back->buf + f->name_off;
+      static const char *const hop[] = { "proxy-connection", "keep-alive", "te", "trailer", "upgrade" };
+      for (size_t k = 0; k < sizeof hop / sizeof hop[0]; k++)
+        FUZZ_REQUIRE(!head_ieq(name, f->name_len, hop[k]), "hop-by-hop field relayed: %s", hop[k]);
+      if (head_ieq(name, f->name_len, "connection")) closes++;
+    }
+    FUZZ_REQUIRE(closes == close, "Connection fields: %d, want %d", closes, close);
+    free(back);
+    free(out);
+  }
+  free(h);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size < 1) return 0;
   size_t cut = (size_t)(data[0] % 17) + 1;
@@ -159,5 +202,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!b->connect) check_rendered(h, b);
   }
   free(h);
+  check_response(data, size, cut & 1, (cut >> 1) & 1);
   return 0;
 }

@@ -17,6 +17,7 @@ static void on_handle_closed(uv_handle_t *h) {
     conns = c->next;
   if (c->next) c->next->prev = c->prev;
   free(c->head);
+  free(c->rhead);
   free(c->pipelined);
   free(c->addrs);
   free(c->splice);

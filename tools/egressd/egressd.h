@@ -94,7 +94,8 @@ typedef struct conn {
   char *pipelined; /* bytes the client sent after the current request */
   size_t pipelined_len;
   http_parser parser; /* a forwarded request, from its body on */
-  http_parser resp;   /* upstream's response: its status and where it ends */
+  head_t *rhead;      /* upstream's response head, while it is read */
+  http_parser resp;   /* upstream's response body: where it ends */
   egress_pending_t *pending;
   egress_decision_t *decision;
   struct sockaddr_storage *addrs; /* the vetted addresses, while connecting */
@@ -104,7 +105,7 @@ typedef struct conn {
   int connect_error; /* the last connect's libuv error */
   /* forwarding */
   int forward, chunked, head_request, keep_alive, message_done, response_done, response_sent, upstream_idle,
-      upstream_spoiled;
+      upstream_spoiled, client_close, client_writes, interims;
   unsigned exchanges;
   const char *ended;
   uint64_t up_bytes, down_bytes, t0;

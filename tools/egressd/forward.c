@@ -1,9 +1,9 @@
 /* egressd: absolute-form HTTP/1.1 forwarding; see egressd.h.
  *
  * One exchange at a time on a client connection: the request head is sent
- * upstream in origin-form, the body follows as http_parser frames it, and
- * the response is relayed as it comes, parsed only to find its status and
- * its end.  When both ends asked to keep the connection, the next request
+ * upstream in origin-form, the body follows as http_parser frames it; the
+ * response head is written anew for the client and its body relayed as it
+ * comes, parsed only to find its end.  When both ends asked to keep the connection, the next request
  * is read (it may already be here: pipelined bytes wait in order) and gets
  * its own check and its own events; the upstream connection serves it only
  * if that check vetted the address it is connected to. */
@@ -115,17 +115,12 @@ static void body_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 
 /* ---- the response, to the client ------------------------------------------ */
 
-static int on_response_head(http_parser *p) {
-  conn_t *c = p->data;
-  c->status = (int)p->status_code;
-  /* A response to HEAD has no body whatever its fields say. */
-  return c->head_request ? 1 : 0;
-}
+/* The response's head is read whole and written anew (hop-by-hop fields
+ * removed, Via added, Connection: close when this is the connection's last
+ * exchange); its body is relayed as it comes, parsed only for its end. */
 
 static int on_response_complete(http_parser *p) {
   conn_t *c = p->data;
-  /* 1xx (100 Continue) is interim: the final response follows. */
-  if (p->status_code >= 100 && p->status_code < 200 && p->status_code != 101) return 0;
   c->response_done = 1;
   if (!http_should_keep_alive(p)) c->upstream_spoiled = 1;
   http_parser_pause(p, 1);
@@ -133,7 +128,6 @@ static int on_response_complete(http_parser *p) {
 }
 
 static const http_parser_settings response_settings = {
-  .on_headers_complete = on_response_head,
   .on_message_complete = on_response_complete,
 };
 
@@ -150,7 +144,7 @@ static void idle_upstream_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *bu
  * then the next request on the same connection, or the end. */
 static void exchange_done(conn_t *c) {
   c->exchanges++;
-  int again = c->keep_alive && c->message_done && !c->upstream_spoiled && !draining;
+  int again = c->keep_alive && c->message_done && !c->client_close && !draining;
   if (!again) {
     conn_close(c, "completed");
     return;
@@ -173,15 +167,16 @@ static void upstream_failed(conn_t *c, const char *ended) {
     conn_close(c, ended);
 }
 
-static void on_response_written(uv_write_t *w, int status) {
-  conn_t *c = w->data;
-  c->upstream.writing = 0;
-  release_side_buffer(&c->upstream);
+/* After each write to the client: the exchange ends when the response is
+ * complete and the last of its writes is done. */
+static void after_client_write(conn_t *c, int status) {
+  c->client_writes--;
   if (c->phase != PH_RELAY) return;
   if (status != 0) {
     conn_close(c, "client_error");
     return;
   }
+  if (c->client_writes) return;
   if (c->response_done)
     exchange_done(c);
   else if (c->upstream.eof)
@@ -190,27 +185,137 @@ static void on_response_written(uv_write_t *w, int status) {
     uv_read_start((uv_stream_t *)&c->upstream.tcp, alloc_side, response_read);
 }
 
+static void on_body_written(uv_write_t *w, int status) {
+  conn_t *c = w->data;
+  c->upstream.writing = 0;
+  release_side_buffer(&c->upstream);
+  after_client_write(c, status);
+}
+
+static void on_head_written(uv_write_t *w, int status) {
+  conn_t *c = w->handle->data;
+  free(w);
+  after_client_write(c, status);
+}
+
+static int write_client(conn_t *c, const char *head, size_t hl, const char *body, size_t bl) {
+  out_write_t *o = malloc(sizeof *o + hl + bl);
+  if (!o) return -1;
+  memcpy(o->data, head, hl);
+  if (bl) memcpy(o->data + hl, body, bl);
+  uv_buf_t b = uv_buf_init(o->data, (unsigned)(hl + bl));
+  if (uv_write(&o->w, (uv_stream_t *)&c->client.tcp, &b, 1, on_head_written) != 0) {
+    free(o);
+    return -1;
+  }
+  c->client_writes++;
+  c->down_bytes += hl + bl;
+  c->response_sent = 1;
+  return 0;
+}
+
+enum { INTERIMS_MAX = 8 };
+
+/* Response head bytes; returns -1 when the connection was closed. */
+static int response_head_bytes(conn_t *c, const char *data, size_t n) {
+  head_t *h = c->rhead;
+  if (n > h->cap - h->len) {
+    upstream_failed(c, "bad_response");
+    return -1;
+  }
+  memcpy(h->buf + h->len, data, n);
+  head_status_t st = head_feed(h, n);
+  if (st == HEAD_MORE) return 0;
+  if (st != HEAD_DONE || !head_response_ok(h)) {
+    upstream_failed(c, "bad_response");
+    return -1;
+  }
+  unsigned code = h->parser.status_code;
+  int interim = code >= 100 && code < 200 && code != 101;
+  if (interim && ++c->interims > INTERIMS_MAX) {
+    upstream_failed(c, "bad_response");
+    return -1;
+  }
+  if (!interim) {
+    c->status = (int)code;
+    c->client_close = !(c->keep_alive && head_response_self_delimited(h)) || draining;
+  }
+  size_t cap = head_render_size(h);
+  char *out = malloc(cap);
+  size_t hl = out ? head_render_response(h, interim ? 0 : c->client_close, out, cap) : 0;
+  const char *rest = h->buf + h->used;
+  size_t rest_len = h->len - h->used, body = 0;
+  int bad = !hl;
+  if (!bad && interim) {
+    /* 100 Continue and the like are passed on; the final head follows,
+     * perhaps in the bytes already read. */
+    bad = write_client(c, out, hl, NULL, 0) != 0 ||
+          !(c->rhead = head_new_response(cfg.header_bytes, cfg.header_bytes + 1 + rest_len, c->head_request));
+    free(out);
+    if (bad) {
+      c->rhead = NULL;
+      free(h);
+      conn_close(c, "internal_error");
+      return -1;
+    }
+    int r = rest_len ? response_head_bytes(c, rest, rest_len) : 0;
+    free(h);
+    return r;
+  }
+  c->rhead = NULL;
+  if (!bad) {
+    /* The final head: the body bytes that came with it go out with it. */
+    c->resp = h->parser;
+    c->resp.data = c;
+    http_parser_pause(&c->resp, 0);
+    size_t took = http_parser_execute(&c->resp, &response_settings, rest - 1, rest_len + 1);
+    enum http_errno e = HTTP_PARSER_ERRNO(&c->resp);
+    if (e != HPE_OK && e != HPE_PAUSED) {
+      free(out);
+      free(h);
+      upstream_failed(c, "bad_response");
+      return -1;
+    }
+    body = took ? took - 1 : 0;
+    if (rest_len > body) c->upstream_spoiled = 1;
+    bad = write_client(c, out, hl, rest, body) != 0;
+  }
+  free(out);
+  free(h);
+  if (bad) {
+    conn_close(c, "internal_error");
+    return -1;
+  }
+  return 0;
+}
+
 static void response_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   conn_t *c = s->data;
   if (nread == 0) {
     release_side_buffer(&c->upstream);
     return;
   }
-  size_t took = 0;
   if (nread < 0) {
     release_side_buffer(&c->upstream);
     c->upstream.eof = 1;
     c->upstream_spoiled = 1;
     /* A body that runs to the connection's end ends here. */
-    if (nread == UV_EOF) http_parser_execute(&c->resp, &response_settings, NULL, 0);
-    if (c->response_done)
-      exchange_done(c);
-    else
+    if (nread == UV_EOF && !c->rhead) http_parser_execute(&c->resp, &response_settings, NULL, 0);
+    if (c->response_done) {
+      if (!c->client_writes) exchange_done(c);
+    } else {
       upstream_failed(c, nread == UV_EOF ? "upstream_closed" : "upstream_error");
+    }
     return;
   }
   arm_idle(c);
-  took = http_parser_execute(&c->resp, &response_settings, buf->base, (size_t)nread);
+  if (c->rhead) {
+    int closed = response_head_bytes(c, buf->base, (size_t)nread);
+    release_side_buffer(&c->upstream);
+    if (!closed && c->response_done) uv_read_stop(s);
+    return;
+  }
+  size_t took = http_parser_execute(&c->resp, &response_settings, buf->base, (size_t)nread);
   enum http_errno e = HTTP_PARSER_ERRNO(&c->resp);
   if (e != HPE_OK && e != HPE_PAUSED) {
     release_side_buffer(&c->upstream);
@@ -225,9 +330,11 @@ static void response_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   c->response_sent = 1;
   c->upstream.writing = 1;
   c->upstream.wreq.data = c;
+  c->client_writes++;
   uv_buf_t b = uv_buf_init(buf->base, (unsigned)took);
-  if (uv_write(&c->upstream.wreq, (uv_stream_t *)&c->client.tcp, &b, 1, on_response_written) != 0) {
+  if (uv_write(&c->upstream.wreq, (uv_stream_t *)&c->client.tcp, &b, 1, on_body_written) != 0) {
     c->upstream.writing = 0;
+    c->client_writes--;
     conn_close(c, "client_error");
   }
 }
@@ -249,12 +356,12 @@ void start_forward(conn_t *c) {
   egress_request_free(scratch);
   c->phase = PH_RELAY;
   c->status = 0;
-  c->message_done = c->response_done = c->response_sent = 0;
-  http_parser_init(&c->resp, HTTP_RESPONSE);
-  c->resp.data = c;
+  c->message_done = c->response_done = c->response_sent = c->client_close = c->interims = 0;
+  free(c->rhead);
+  c->rhead = head_new_response(cfg.header_bytes, cfg.header_bytes + 1 + RELAY_BUF, c->head_request);
   uv_timer_stop(&c->timer);
   uv_timer_start(&c->timer, on_idle, cfg.idle_timeout_ms, cfg.idle_timeout_ms);
-  if (!n || send_upstream(c, out, n) != 0) {
+  if (!n || !c->rhead || send_upstream(c, out, n) != 0) {
     free(out);
     conn_close(c, "internal_error");
     return;

@@ -67,11 +67,13 @@ static int on_headers_complete(http_parser *p) {
   head_t *h = p->data;
   h->done = 1;
   http_parser_pause(p, 1);
-  return 0;
+  /* A response to HEAD has no body whatever its fields say. */
+  return h->skip_body;
 }
 
 static const http_parser_settings head_settings = {
   .on_url = on_url,
+  .on_status = on_url, /* a response's reason phrase, kept where a request keeps its target */
   .on_header_field = on_header_field,
   .on_header_value = on_header_value,
   .on_headers_complete = on_headers_complete,
@@ -86,6 +88,15 @@ head_t *head_new(size_t header_limit, size_t pending) {
   h->cap = cap;
   http_parser_init(&h->parser, HTTP_REQUEST);
   h->parser.data = h;
+  return h;
+}
+
+head_t *head_new_response(size_t header_limit, size_t pending, int to_head) {
+  head_t *h = head_new(header_limit, pending);
+  if (!h) return NULL;
+  http_parser_init(&h->parser, HTTP_RESPONSE);
+  h->parser.data = h;
+  h->skip_body = to_head;
   return h;
 }
 
@@ -306,6 +317,51 @@ size_t head_render(const head_t *h, const target_t *t, char *out, size_t cap) {
     PUT("Content-Length: %llu\r\n", (unsigned long long)t->content_length);
   /* RFC 9110 7.6.3: each intermediary adds itself. */
   PUT("Via: 1.1 egressd\r\n\r\n");
+#undef PUT
+  return w;
+}
+
+/* ---- responses -------------------------------------------------------------- */
+
+int head_response_ok(const head_t *h) {
+  int lengths = 0, codings = 0;
+  for (size_t i = 0; i < h->n_fields; i++) {
+    const char *n, *v;
+    const head_field_t *f = field_at(h, i, &n, &v);
+    if (!is_token(n, f->name_len)) return 0;
+    if (head_ieq(n, f->name_len, "content-length")) lengths++;
+    if (head_ieq(n, f->name_len, "transfer-encoding")) codings++;
+  }
+  /* Framing the client could read differently than egressd did. */
+  return lengths + codings <= 1;
+}
+
+int head_response_self_delimited(const head_t *h) {
+  const http_parser *p = &h->parser;
+  unsigned code = p->status_code;
+  return h->skip_body || (p->flags & F_CHUNKED) || p->content_length != ULLONG_MAX ||
+         (code >= 100 && code < 200) || code == 204 || code == 304;
+}
+
+size_t head_render_response(const head_t *h, int close, char *out, size_t cap) {
+  static const char *const hop[] = { "connection", "proxy-connection", "keep-alive",
+                                     "te",         "trailer",          "upgrade" };
+  size_t w = 0;
+#define PUT(...)                                      \
+  do {                                                \
+    int n_ = snprintf(out + w, cap - w, __VA_ARGS__); \
+    if (n_ < 0 || (size_t)n_ >= cap - w) return 0;    \
+    w += (size_t)n_;                                  \
+  } while (0)
+  PUT("HTTP/1.1 %u %.*s\r\n", h->parser.status_code, (int)h->url_len, h->url);
+  for (size_t i = 0; i < h->n_fields; i++) {
+    const char *n, *v;
+    const head_field_t *f = field_at(h, i, &n, &v);
+    int drop = connection_lists(h, n, f->name_len);
+    for (size_t k = 0; !drop && k < sizeof hop / sizeof hop[0]; k++) drop = head_ieq(n, f->name_len, hop[k]);
+    if (!drop) PUT("%.*s: %.*s\r\n", (int)f->name_len, n, (int)f->value_len, v);
+  }
+  PUT("Via: 1.1 egressd\r\n%s\r\n", close ? "Connection: close\r\n" : "");
 #undef PUT
   return w;
 }

@@ -34,9 +34,10 @@ typedef struct head {
   size_t limit; /* the most bytes a head may take */
   size_t cap;   /* size of buf: at least limit + 1 */
   int done, url_too_long, too_many_fields, last_cb;
+  int skip_body; /* a response to HEAD */
   size_t url_len;
   size_t n_fields;
-  char url[HEAD_URL_MAX];
+  char url[HEAD_URL_MAX]; /* a request's target; a response's reason phrase */
   head_field_t fields[HEAD_FIELDS_MAX];
   char buf[];
 } head_t;
@@ -79,6 +80,18 @@ int head_target(const head_t *h, target_t *t, egress_request_t *req);
  * head_render_size() is always enough. */
 size_t head_render(const head_t *h, const target_t *t, char *out, size_t cap);
 size_t head_render_size(const head_t *h);
+
+/* A response head from upstream, read the same way (the parser told
+ * whether it answers HEAD, TO_HEAD).  Once complete: head_response_ok()
+ * says whether it may be relayed (field names are tokens, framed once);
+ * head_response_self_delimited() whether its end is known without the
+ * connection closing; head_render_response() writes it for the client,
+ * hop-by-hop fields removed, Via added, and "Connection: close" when
+ * CLOSE.  Returns the length, or 0 when CAP (head_render_size) is short. */
+head_t *head_new_response(size_t header_limit, size_t pending, int to_head);
+int head_response_ok(const head_t *h);
+int head_response_self_delimited(const head_t *h);
+size_t head_render_response(const head_t *h, int close, char *out, size_t cap);
 
 /* Case-insensitive equality of the N bytes at A and the string B. */
 int head_ieq(const char *a, size_t an, const char *b);
