@@ -309,6 +309,12 @@ with tempfile.TemporaryDirectory() as tmp:
                 "header block over 32 KiB")
         refused(b"CONNECT up.test:%d HTTP/1.1\r\nBad Header\r\n\r\n" % up.port, 400, None, None, "malformed header")
         refused(b"CONNECT up.test HTTP/1.1\r\n\r\n", 400, None, None, "CONNECT without a port")
+        refused(b"CONNECT up.test:0 HTTP/1.1\r\n\r\n", 400, "http_request_error", "invalid_port", "CONNECT to port 0")
+        checks += 1
+        refused(b"CONNECT up.test:65536 HTTP/1.1\r\n\r\n", 400, None, None, "CONNECT to port 65536")
+        refused(b"GET http://up.test:0/ HTTP/1.1\r\n\r\n", 400, "http_request_error", "invalid_port",
+                "absolute-form to port 0")
+        checks += 1
         refused(b"GET /x HTTP/1.1\r\nHost: up.test\r\n\r\n", 400, None, None, "origin-form request")
         u = b"http://up.test:%d" % up.port
         for req, what in [
