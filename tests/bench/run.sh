@@ -2,7 +2,8 @@
 # Run the libegress benchmarks.
 #
 #   tests/bench/run.sh [BUILD_DIR] [--reps N] [--quick] [--only FIGURE]
-#   (FIGURE uv: checks on a libuv loop, tests/bench/bench_uv.c)
+#   (FIGURE uv: checks on a libuv loop, tests/bench/bench_uv.c;
+#    FIGURE egressd: egressd against Squid, tests/bench/egressd_bench.py)
 #
 # Configures a release build in BUILD_DIR (default: build/bench under the
 # source tree) unless one is there already, builds the benchmark, runs it,
@@ -18,7 +19,8 @@ case "${1:-}" in
 esac
 
 if [ ! -f "$build/build.ninja" ]; then
-  meson setup "$build" "$src" --buildtype=release -Dbench=true -Dtests=true
+  # -Ddebug=true: symbols for perf (the egressd figure); the code is the same.
+  meson setup "$build" "$src" --buildtype=release -Ddebug=true -Dbench=true -Dtests=true
 else
   buildtype=$(python3 -c 'import json,sys
 for o in json.load(open(sys.argv[1])):
@@ -42,6 +44,25 @@ case " $* " in
       shift
     done
     exec "$build/tests/bench/egress-bench-uv" $args ;;
+esac
+
+# --only egressd: egressd against Squid (tests/bench/egressd_bench.py), which
+# drives egressd-load, egressd and the loopback DNS responder.
+case " $* " in
+  *" --only egressd "*)
+    ninja -C "$build" tests/bench/egressd-load tools/egressd tests/dns/egress-test-dns
+    args=""
+    while [ $# -gt 0 ]; do
+      case "$1" in
+        --only) shift ;;
+        --json) shift ;;
+        *) args="$args $1" ;;
+      esac
+      shift
+    done
+    exec python3 "$src/tests/bench/egressd_bench.py" --load "$build/tests/bench/egressd-load" \
+      --egressd "$build/tools/egressd" --dns "$build/tests/dns/egress-test-dns" \
+      --json "$build/egressd-bench.json" $args ;;
 esac
 
 ninja -C "$build" tests/bench/egress-bench
