@@ -36,7 +36,7 @@ ap.add_argument("--load", required=True)
 ap.add_argument("--egressd", required=True)
 ap.add_argument("--dns", required=True)
 ap.add_argument("--json")
-ap.add_argument("--reps", type=int, default=3)
+ap.add_argument("--reps", type=int, default=5)
 ap.add_argument("--quick", action="store_true", help="small counts: a smoke run of a few seconds")
 ap.add_argument("--no-squid", action="store_true", help="leave Squid out even if it is installed")
 ap.add_argument("--no-perf", action="store_true", help="leave out the perf profile")
@@ -51,7 +51,7 @@ RPS_SECONDS = 1 if quick else 4
 BULK_BYTES = (64 if quick else 1024) << 20
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-IDLE_TUNNELS = 500 if quick else min(10000, (hard - 300) // 2)
+IDLE_TUNNELS = min(500 if quick else 10000, (hard - 300) // 2)
 
 use_squid = not a.no_squid and os.access(a.squid, os.X_OK)
 use_perf = not a.no_perf and not quick and shutil.which("perf") is not None
@@ -237,7 +237,7 @@ workers 1
     profile = None
     if use_perf:
         data = os.path.join(tmp, "perf.data")
-        perf = spawn(["perf", "record", "-q", "-F", "499", "--call-graph", "dwarf,16384", "-p", str(egressd.pid),
+        perf = spawn(["perf", "record", "-q", "-F", "999", "--call-graph", "dwarf,16384", "-p", str(egressd.pid),
                       "-o", data], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
         load("rps", proxies["egressd"], "--proxy", "--host", authority, "--conns", RPS_CONNS, "--seconds", 3)
@@ -245,6 +245,7 @@ workers 1
         perf.wait(60)
         script = subprocess.run(["perf", "script", "-i", data, "-F", "ip,sym,dso"], capture_output=True, text=True)
         counts = {"libegress": 0, "egressd": 0, "libuv": 0, "other": 0}
+        check_funcs = {}  # innermost libegress function of the check's samples
         own = os.path.basename(a.egressd)
 
         def owner(dso):
@@ -258,19 +259,29 @@ workers 1
             return None  # libc, the kernel, c-ares, cJSON...: charged to whoever called them
 
         def flush(frames):
-            if frames:
-                counts[next((o for o in map(owner, frames) if o), "other")] += 1
+            if not frames:
+                return
+            for sym, dso in frames:
+                o = owner(dso)
+                if o:
+                    counts[o] += 1
+                    if o == "libegress":
+                        check_funcs[sym] = check_funcs.get(sym, 0) + 1
+                    return
+            counts["other"] += 1
 
         frames = []
         for line in script.stdout.splitlines():
-            if not line.strip():
+            parts = line.split()
+            if not parts:
                 flush(frames)
                 frames = []
-            else:
-                frames.append(line.rsplit(" ", 1)[-1])
+            elif len(parts) >= 3:
+                frames.append((" ".join(parts[1:-1]), parts[-1]))
         flush(frames)
         total = sum(counts.values())
-        profile = {"samples": total, "by_owner": counts,
+        top = sorted(check_funcs.items(), key=lambda kv: -kv[1])[:8]
+        profile = {"samples": total, "by_owner": counts, "check_top_functions": dict(top),
                    "check_share": counts["libegress"] / total if total else None}
         results["perf"] = profile
 
@@ -323,6 +334,13 @@ workers 1
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in rows:
         print("| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |")
+    if profile:
+        c, t = profile["by_owner"], profile["samples"] or 1
+        print(f"perf: {t} samples of egressd under the GET load, by the innermost frame in libegress, egressd or"
+              f" libuv (kernel and library time charged to its caller): libegress {100 * c['libegress'] / t:.1f}%,"
+              f" egressd {100 * c['egressd'] / t:.1f}%, libuv {100 * c['libuv'] / t:.1f}%,"
+              f" unattributed {100 * c['other'] / t:.1f}%")
+        print("  libegress: " + ", ".join(f"{k} {100 * v / t:.1f}%" for k, v in profile["check_top_functions"].items()))
     fails = {}
     for n in names:
         fails[n] = sum(r["errors"] for r in rps[n]) + idle[n]["failed"]
