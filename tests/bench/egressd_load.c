@@ -335,8 +335,8 @@ static int cmd_rps(long nconns, double seconds) {
   /* The connections open at the start count too: with keep-alive they may
    * be all there ever were. */
   printf("{\"responses\":%llu,\"seconds\":%.3f,\"rps\":%.1f,\"connections\":%llu,\"errors\":%llu}\n",
-         (unsigned long long)responses, s, (double)responses / s, (unsigned long long)(opened + (uint64_t)nconns),
-         (unsigned long long)errors);
+         (unsigned long long)responses, s, (double)responses / s,
+         (unsigned long long)(opened + (uint64_t)nconns), (unsigned long long)errors);
   return 0;
 }
 
@@ -386,8 +386,7 @@ static int cmd_idle(long count) {
   printf("READY %ld %ld\n", ok, failed + (count - ok - failed));
   fflush(stdout);
   char b;
-  while (read(0, &b, 1) > 0) {
-  }
+  while (read(0, &b, 1) > 0) {}
   return 0;
 }
 
@@ -432,12 +431,13 @@ static int serve_step(sconn_t *s) {
     s->in[h - 1] = '\0';
     s->close_after = says_close(s->in, h);
     unsigned long long n = 0;
-    int big = sscanf(s->in, "GET /bytes/%llu ", &n) == 1 ||
-              sscanf(s->in, "GET http://%*[^/]/bytes/%llu ", &n) == 1;
+    int big =
+        sscanf(s->in, "GET /bytes/%llu ", &n) == 1 || sscanf(s->in, "GET http://%*[^/]/bytes/%llu ", &n) == 1;
     s->in[h - 1] = save;
     s->out_off = 0;
-    s->out_len = (size_t)snprintf(s->out, sizeof s->out, "HTTP/1.1 200 OK\r\nContent-Length: %llu\r\n%s\r\n%s",
-                                  big ? n : 2ULL, s->close_after ? "Connection: close\r\n" : "", big ? "" : "ok");
+    s->out_len =
+        (size_t)snprintf(s->out, sizeof s->out, "HTTP/1.1 200 OK\r\nContent-Length: %llu\r\n%s\r\n%s",
+                         big ? n : 2ULL, s->close_after ? "Connection: close\r\n" : "", big ? "" : "ok");
     s->body_left = big ? n : 0;
     memmove(s->in, s->in + h, s->in_len - h);
     s->in_len -= h;
@@ -456,7 +456,8 @@ static int cmd_serve(void) {
   printf("PORT %d\n", ntohs(sa.sin_port));
   fflush(stdout);
   /* data.ptr NULL: the listener; &lfd: stdin, the lifeline. */
-  struct epoll_event lev = { .events = EPOLLIN, .data.ptr = NULL }, sev = { .events = EPOLLIN, .data.ptr = &lfd };
+  struct epoll_event lev = { .events = EPOLLIN, .data.ptr = NULL },
+                     sev = { .events = EPOLLIN, .data.ptr = &lfd };
   epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &lev);
   epoll_ctl(ep, EPOLL_CTL_ADD, 0, &sev);
   for (;;) {
