@@ -307,6 +307,8 @@ with tempfile.TemporaryDirectory() as tmp:
         # Hostile heads: nothing checked, nothing connected.
         refused(b"CONNECT up.test:%d HTTP/1.1\r\nX-Big: %s\r\n\r\n" % (up.port, b"a" * 40000), 431, None, None,
                 "header block over 32 KiB")
+        refused(b"GET http://up.test:%d/ HTTP/1.1\r\n%s\r\n" % (up.port, b"".join(b"X-F%d: 1\r\n" % i for i in range(125))),
+                431, None, None, "125 header fields")
         refused(b"CONNECT up.test:%d HTTP/1.1\r\nBad Header\r\n\r\n" % up.port, 400, None, None, "malformed header")
         refused(b"CONNECT up.test HTTP/1.1\r\n\r\n", 400, None, None, "CONNECT without a port")
         refused(b"CONNECT up.test:0 HTTP/1.1\r\n\r\n", 400, "http_request_error", "invalid_port", "CONNECT to port 0")
@@ -367,6 +369,11 @@ with tempfile.TemporaryDirectory() as tmp:
         refused(b"GET http://169.254.169.254/latest/meta-data/ HTTP/1.1\r\n\r\n", 403, "destination_ip_prohibited",
                 "special_purpose_address", "absolute-form to 169.254.169.254")
         checks += 1
+        many = b"".join(b"X-F%d: 1\r\n" % i for i in range(122))
+        resp = raw(pport, b"GET %s/many HTTP/1.1\r\nHost: up.test:%d\r\nConnection: close\r\n%s\r\n" % (u, up.port, many))
+        checks += 1
+        # (the upstream itself takes only 100: its own 431 proves egressd passed them on)
+        check(b"Server: BaseHTTP" in resp and b"Via: 1.1 egressd" in resp, f"124 header fields forwarded: {resp[:60]!r}")
         # Pipelining: each request checked and answered in order, one
         # upstream connection for all three.
         before, acc = up.requests, up.accepted

@@ -77,6 +77,7 @@ static void check_rendered(const head_t *h, const target_t *t) {
 
   head_t *back = head_new(cap, 0);
   FUZZ_REQUIRE(back, "out of memory");
+  back->max_fields = HEAD_FIELDS_MAX; /* what egressd writes may have a few more */
   memcpy(back->buf, out, n);
   head_status_t st = head_feed(back, n);
   FUZZ_REQUIRE(st == HEAD_DONE, "rendered head does not parse (%d): %.*s", (int)st, (int)n, out);
@@ -142,6 +143,7 @@ static void check_response(const uint8_t *data, size_t size, int to_head, int cl
     FUZZ_REQUIRE(w > 0 && w < cap, "head_render_size too small for a response");
     head_t *back = head_new_response(cap, 0, to_head);
     FUZZ_REQUIRE(back, "out of memory");
+    back->max_fields = HEAD_FIELDS_MAX;
     memcpy(back->buf, out, w);
     head_status_t st = head_feed(back, w);
     FUZZ_REQUIRE(st == HEAD_DONE && back->used == w, "rendered response does not parse (%d): %.*s", (int)st,

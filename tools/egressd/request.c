@@ -38,7 +38,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len) {
   if (h->last_cb == 1) {
     head_field_t *f = &h->fields[h->n_fields - 1];
     if (extend(&f->name_off, &f->name_len, h, at, len)) return 1;
-  } else if (h->n_fields == HEAD_FIELDS_MAX) {
+  } else if (h->n_fields == h->max_fields) {
     h->too_many_fields = 1;
     return 1;
   } else {
@@ -86,6 +86,7 @@ head_t *head_new(size_t header_limit, size_t pending) {
   memset(h, 0, sizeof *h);
   h->limit = header_limit;
   h->cap = cap;
+  h->max_fields = HEAD_FIELDS_READ;
   http_parser_init(&h->parser, HTTP_REQUEST);
   h->parser.data = h;
   return h;
@@ -288,7 +289,11 @@ static int not_forwarded(const head_t *h, const char *n, size_t nl) {
   return (nl >= 9 && !strncasecmp(n, "x-egress-", 9)) || connection_lists(h, n, nl);
 }
 
-size_t head_render_size(const head_t *h) { return h->used + h->url_len + HEAD_HOST_MAX + 160; }
+/* A field may grow by two bytes (": " for ":", CR LF for a bare LF); the
+ * rest is the Host, framing and Via lines egressd writes itself. */
+size_t head_render_size(const head_t *h) {
+  return h->used + 2 * h->n_fields + h->url_len + HEAD_HOST_MAX + 160;
+}
 
 size_t head_render(const head_t *h, const target_t *t, char *out, size_t cap) {
   size_t w = 0;

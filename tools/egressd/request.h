@@ -18,7 +18,14 @@
 
 #include "egress.h"
 
-enum { HEAD_URL_MAX = 2048, HEAD_FIELDS_MAX = 128, HEAD_HOST_MAX = 300 };
+/* A head egressd reads may have HEAD_FIELDS_READ fields, so that the one
+ * it writes (Host, framing, Via added) stays within HEAD_FIELDS_MAX. */
+enum {
+  HEAD_URL_MAX = 2048,
+  HEAD_FIELDS_MAX = 128,
+  HEAD_FIELDS_READ = HEAD_FIELDS_MAX - 4,
+  HEAD_HOST_MAX = 300
+};
 
 typedef struct head_field {
   uint32_t name_off, name_len, value_off, value_len;
@@ -34,7 +41,8 @@ typedef struct head {
   size_t limit; /* the most bytes a head may take */
   size_t cap;   /* size of buf: at least limit + 1 */
   int done, url_too_long, too_many_fields, last_cb;
-  int skip_body; /* a response to HEAD */
+  int skip_body;     /* a response to HEAD */
+  size_t max_fields; /* HEAD_FIELDS_READ */
   size_t url_len;
   size_t n_fields;
   char url[HEAD_URL_MAX]; /* a request's target; a response's reason phrase */
