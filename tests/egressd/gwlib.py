@@ -121,7 +121,7 @@ def body_of(resp):
     return resp.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in resp else b""
 
 
-def start_egressd(egressd, policy, tmp, *extra, nofile=None, name="egressd"):
+def start_egressd(egressd, policy, tmp, *extra, nofile=None, name="egressd", env=None):
     """egressd on a free loopback port, events to TMP/NAME.events, stderr
     to TMP/NAME.err.  NOFILE sets its RLIMIT_NOFILE (soft and hard)."""
     portfile = os.path.join(tmp, name + ".port")
@@ -135,7 +135,7 @@ def start_egressd(egressd, policy, tmp, *extra, nofile=None, name="egressd"):
     err = open(errpath, "w")
     p = subprocess.Popen([egressd, "--listen", "127.0.0.1:0", "--port-file", portfile, "--policy", policy,
                           "--events-path", events] + list(extra),
-                         stdout=subprocess.DEVNULL, stderr=err, preexec_fn=limits)
+                         stdout=subprocess.DEVNULL, stderr=err, preexec_fn=limits, env=env)
     err.close()
     p.errpath, p.events = errpath, events
     for _ in range(200):
