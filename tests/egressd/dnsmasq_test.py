@@ -125,7 +125,7 @@ with tempfile.TemporaryDirectory() as tmp:
         st, _, resp = tunnel_get(pport, "up.test", up.port, "/t")
         check(st == 200 and body_of(resp) == b"hello from 127.0.0.1 /t", f"CONNECT to a name dnsmasq answers: {st} {resp[-40:]!r}")
         q0 = queries("up.test")
-        resp = raw(pport, b"GET http://up.test:%d/f HTTP/1.1\r\nHost: up.test:%d\r\n\r\n" % (up.port, up.port))
+        resp = raw(pport, b"GET http://up.test:%d/f HTTP/1.1\r\nHost: up.test:%d\r\nConnection: close\r\n\r\n" % (up.port, up.port))
         check(head_of(resp)[0] == 200 and body_of(resp) == b"hello from 127.0.0.1 /f", f"absolute-form GET: {resp[:12]!r}")
         check(queries("up.test") > q0, f"--dns-cache 0: the second request asked dnsmasq again ({q0} -> {queries('up.test')})")
 

@@ -64,12 +64,19 @@ class Upstream:
 
 
 def raw(port, data, timeout=5):
-    """Sends DATA to the proxy; returns what came back until it closed."""
+    """Sends DATA to the proxy; returns the first response: its head and
+    the body its Content-Length announces, or what came until the proxy
+    closed (egressd keeps client connections alive)."""
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     s.sendall(data)
     out = b""
     try:
         while True:
+            if b"\r\n\r\n" in out:
+                st, h = head_of(out)
+                cl = h.get("content-length")
+                if cl is not None and cl.isdigit() and len(body_of(out)) >= int(cl):
+                    break
             b = s.recv(65536)
             if not b:
                 break

@@ -222,7 +222,7 @@ with tempfile.TemporaryDirectory() as tmp:
                         else:
                             outcomes["allowed_bad"].append((st, resp[:30]))
                     else:
-                        resp = raw(pport, b"GET http://127.0.0.1:%d/f%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n"
+                        resp = raw(pport, b"GET http://127.0.0.1:%d/f%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n\r\n"
                                    % (up.port, i, up.port))
                         if head_of(resp)[0] == 200 and body_of(resp) == f"hello from 127.0.0.1 /f{i}".encode():
                             outcomes["allowed_ok"] += 1
