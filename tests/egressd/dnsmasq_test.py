@@ -12,7 +12,7 @@ file, no upstream servers, one loopback socket, our own user and group so
 that it changes no credentials), plus --addn-hosts=FILE (re-read on SIGHUP,
 which also clears dnsmasq's cache), --local=/test/ (dnsmasq answers for
 .test itself: NXDOMAIN for names it does not know) and --local-ttl=0."""
-import argparse, grp, os, pwd, random, shutil, signal, socket, struct, subprocess, sys, tempfile, time
+import argparse, grp, os, pwd, random, shutil, signal, socket, struct, subprocess, tempfile, time
 from gwlib import Upstream, body_of, check, events_of, finish, head_of, raw, start_egressd, stop_egressd, tunnel_get
 
 ap = argparse.ArgumentParser()

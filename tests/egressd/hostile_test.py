@@ -10,7 +10,7 @@ involved.  After each part egressd must still serve a plain request; at the
 end each egressd must exit 0 on SIGTERM with no sanitizer report on its
 stderr (gwlib.stop_egressd), which is what makes an ASan+UBSan build of
 egressd fail this test on a memory error or a leak."""
-import argparse, json, os, resource, select, signal, socket, struct, sys, tempfile, threading, time
+import argparse, json, os, resource, select, signal, socket, struct, tempfile, threading, time
 from gwlib import (Upstream, body_of, check, events_of, fd_count, finish, head_of, raw, rss_kib, start_egressd,
                    stop_egressd, tunnel_get)
 
