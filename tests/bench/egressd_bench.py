@@ -137,7 +137,10 @@ try:
 
     # egressd: the upstream's name and port, nothing else (a name that
     # resolves to loopback is refused unless a rule opens the address too).
-    policy = os.path.join(tmp, "policy.json")
+    # The policy in a directory of its own: egressd watches the policy's
+    # directory, and the events file written there would wake it every check.
+    os.mkdir(os.path.join(tmp, "policy"))
+    policy = os.path.join(tmp, "policy", "policy.json")
     with open(policy, "w") as f:
         json.dump({"egressAllowlist": [authority, f"127.0.0.1/32:{up_port}"], "egressDenylist": []}, f)
     egressd_port_file = os.path.join(tmp, "egressd.port")
