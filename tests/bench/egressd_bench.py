@@ -299,18 +299,24 @@ workers 1
     def fmt(v, spec):
         return "-" if v is None else format(v, spec)
 
+    def spread(xs):
+        """The reps' range, printed after a median ratio: the machine is shared."""
+        return f" [{min(xs):.2f}-{max(xs):.2f}]" if len(xs) > 1 else ""
+
     def per_rep(fig, key, name):
         return [r[key] for r in fig[name]]
 
     rows = []
     d50 = per_rep(setup, "p50_us", "direct")
     added = {n: [p - d for p, d in zip(per_rep(setup, "p50_us", n), d50)] for n in names}
-    setup_ratio = med([e / s for e, s in zip(added["egressd"], added["squid"]) if s > 0]) if use_squid else None
+    setup_ratios = [e / s for e, s in zip(added["egressd"], added["squid"]) if s > 0] if use_squid else []
+    setup_ratio = med(setup_ratios)
     rows.append(["tunnel setup p50, us (CONNECT + GET)", fmt(med(d50), ".0f"),
                  fmt(med(per_rep(setup, "p50_us", "egressd")), ".0f") + f" (+{med(added['egressd']):.0f})",
                  (fmt(med(per_rep(setup, "p50_us", "squid")), ".0f") + f" (+{med(added['squid']):.0f})") if use_squid else "-",
-                 "added " + fmt(setup_ratio, ".2f") + "x Squid's", "<= 0.5x"])
-    rps_ratio = med([e["rps"] / s["rps"] for e, s in zip(rps["egressd"], rps["squid"])]) if use_squid else None
+                 "added " + fmt(setup_ratio, ".2f") + "x Squid's" + spread(setup_ratios), "<= 0.5x"])
+    rps_ratios = [e["rps"] / s["rps"] for e, s in zip(rps["egressd"], rps["squid"])] if use_squid else []
+    rps_ratio = med(rps_ratios)
 
     def conns_per_1k(name):
         return med([1000 * r["connections"] / r["responses"] for r in rps[name] if r["responses"]])
@@ -318,18 +324,19 @@ workers 1
     rows.append([f"HTTP keep-alive GET/s, {RPS_CONNS} connections", fmt(med(per_rep(rps, "rps", "direct")), ".0f"),
                  fmt(med(per_rep(rps, "rps", "egressd")), ".0f"),
                  fmt(med(per_rep(rps, "rps", "squid")), ".0f") if use_squid else "-",
-                 fmt(rps_ratio, ".2f") + "x Squid", ">= 2x"])
+                 fmt(rps_ratio, ".2f") + "x Squid" + spread(rps_ratios), ">= 2x"])
     rows.append(["  connections per 1000 GETs", fmt(conns_per_1k("direct"), ".1f"), fmt(conns_per_1k("egressd"), ".1f"),
                  fmt(conns_per_1k("squid"), ".1f") if use_squid else "-", "", ""])
     if profile:
         rows.append(["  egressd CPU in libegress (perf)", "",
                      fmt(100 * profile["check_share"], ".1f") + "%" + f" (event write {100 * profile['sink_share']:.1f}%)",
                      "", "", "< 5%"])
-    bulk_ratio = {n: med([p["mib_per_s"] / d["mib_per_s"] for p, d in zip(bulk[n], bulk["direct"])]) for n in names}
+    bulk_ratios = {n: [p["mib_per_s"] / d["mib_per_s"] for p, d in zip(bulk[n], bulk["direct"])] for n in names}
+    bulk_ratio = {n: med(v) for n, v in bulk_ratios.items()}
     rows.append([f"tunnel throughput, MiB/s ({BULK_BYTES >> 20} MiB)", fmt(med(per_rep(bulk, "mib_per_s", "direct")), ".0f"),
                  fmt(med(per_rep(bulk, "mib_per_s", "egressd")), ".0f"),
                  fmt(med(per_rep(bulk, "mib_per_s", "squid")), ".0f") if use_squid else "-",
-                 fmt(bulk_ratio["egressd"], ".2f") + "x direct" +
+                 fmt(bulk_ratio["egressd"], ".2f") + "x direct" + spread(bulk_ratios["egressd"]) +
                  (f" (Squid {bulk_ratio['squid']:.2f}x)" if use_squid else ""), ">= 0.7x"])
     rows.append([f"memory per idle tunnel, KiB ({idle['egressd']['tunnels']} tunnels)", "",
                  fmt(idle["egressd"]["kib_per_tunnel"], ".1f"),
@@ -341,7 +348,8 @@ workers 1
 
     head = ["figure", "direct", "egressd", "squid" if use_squid else "squid (not run)", "egressd ratio", "target"]
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
-    print(f"egressd vs Squid, median of {reps} rep(s)" + (" (--quick)" if quick else ""))
+    print(f"egressd vs Squid, median of {reps} rep(s), [the reps' range]" + (" (--quick)" if quick else "")
+          + f"; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in rows:
