@@ -39,6 +39,8 @@ static void read_head(const uint8_t *data, size_t size, size_t cut, reading_t *o
   size_t off = 0;
   head_status_t st = HEAD_MORE;
   while (st == HEAD_MORE && off < size) {
+    h = head_reserve(h, cut);
+    FUZZ_REQUIRE(h, "out of memory");
     size_t room = h->cap - h->len, n = size - off;
     if (n > cut) n = cut;
     if (n > room) n = room;
@@ -76,7 +78,7 @@ static void check_rendered(const head_t *h, const target_t *t) {
   FUZZ_REQUIRE(n > 0 && n < cap, "head_render_size too small (%zu)", cap);
 
   head_t *back = head_new(cap, 0);
-  FUZZ_REQUIRE(back, "out of memory");
+  FUZZ_REQUIRE(back && (back = head_reserve(back, n)), "out of memory");
   back->max_fields = HEAD_FIELDS_MAX; /* what egressd writes may have a few more */
   memcpy(back->buf, out, n);
   head_status_t st = head_feed(back, n);
@@ -132,7 +134,7 @@ static void check_rendered(const head_t *h, const target_t *t) {
  * without hop-by-hop fields. */
 static void check_response(const uint8_t *data, size_t size, int to_head, int close) {
   head_t *h = head_new_response(LIMIT, 0, to_head);
-  FUZZ_REQUIRE(h, "out of memory");
+  FUZZ_REQUIRE(h && (h = head_reserve(h, size)), "out of memory");
   size_t n = size < h->cap ? size : h->cap;
   memcpy(h->buf, data, n);
   if (head_feed(h, n) == HEAD_DONE && head_response_ok(h)) {
@@ -142,7 +144,7 @@ static void check_response(const uint8_t *data, size_t size, int to_head, int cl
     size_t w = head_render_response(h, close, out, cap);
     FUZZ_REQUIRE(w > 0 && w < cap, "head_render_size too small for a response");
     head_t *back = head_new_response(cap, 0, to_head);
-    FUZZ_REQUIRE(back, "out of memory");
+    FUZZ_REQUIRE(back && (back = head_reserve(back, w)), "out of memory");
     back->max_fields = HEAD_FIELDS_MAX;
     memcpy(back->buf, out, w);
     head_status_t st = head_feed(back, w);

@@ -370,8 +370,18 @@ static void on_header_timeout(uv_timer_t *t) {
 static void alloc_head(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   (void)suggested;
   conn_t *c = h->data;
-  size_t room = c->head->cap - c->head->len;
-  *buf = uv_buf_init(c->head->buf + c->head->len, (unsigned)(room < 65536 ? room : 65536));
+  /* The head is made when its first bytes come: an idle connection holds
+   * none. */
+  if (!c->head) c->head = head_new(cfg.header_bytes, 0);
+  head_t *g = c->head ? head_reserve(c->head, 16384) : NULL;
+  if (!g) {
+    /* UV_ENOBUFS: the connection ends */
+    *buf = uv_buf_init(NULL, 0);
+    return;
+  }
+  c->head = g;
+  size_t room = g->cap - g->len;
+  *buf = uv_buf_init(g->buf + g->len, (unsigned)(room < 65536 ? room : 65536));
 }
 
 static void on_head_bytes(conn_t *c, size_t n) {
@@ -394,7 +404,7 @@ static void head_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   conn_t *c = s->data;
   if (nread == 0) return;
   if (nread < 0) {
-    conn_close(c, c->exchanges > 0 && c->head->len == 0 ? "completed" : "client_closed");
+    conn_close(c, c->exchanges > 0 && (!c->head || c->head->len == 0) ? "completed" : "client_closed");
     return;
   }
   on_head_bytes(c, (size_t)nread);
@@ -404,11 +414,7 @@ static void head_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
  * what the client already sent after the last one. */
 void read_next_head(conn_t *c) {
   free(c->head);
-  c->head = head_new(cfg.header_bytes, c->pipelined_len);
-  if (!c->head) {
-    conn_close(c, "internal_error");
-    return;
-  }
+  c->head = NULL;
   c->phase = PH_HEADER;
   c->host[0] = '\0';
   c->status = 0;
@@ -419,6 +425,14 @@ void read_next_head(conn_t *c) {
   uv_timer_start(&c->timer, on_header_timeout, cfg.header_timeout_ms, 0);
   if (c->pipelined_len) {
     size_t n = c->pipelined_len;
+    head_t *h = head_new(cfg.header_bytes, n);
+    head_t *g = h ? head_reserve(h, n) : NULL;
+    if (!g) {
+      free(h);
+      conn_close(c, "internal_error");
+      return;
+    }
+    c->head = g;
     memcpy(c->head->buf, c->pipelined, n);
     free(c->pipelined);
     c->pipelined = NULL;
@@ -486,5 +500,6 @@ void on_accept(uv_stream_t *server, int status) {
  * nothing in flight and is closed at once. */
 void close_idle_connections(void) {
   for (conn_t *c = conns; c; c = c->next)
-    if (c->phase == PH_HEADER && c->exchanges > 0 && c->head && c->head->len == 0) conn_close(c, "completed");
+    if (c->phase == PH_HEADER && c->exchanges > 0 && (!c->head || c->head->len == 0))
+      conn_close(c, "completed");
 }

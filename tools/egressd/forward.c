@@ -218,11 +218,12 @@ enum { INTERIMS_MAX = 8 };
 
 /* Response head bytes; returns -1 when the connection was closed. */
 static int response_head_bytes(conn_t *c, const char *data, size_t n) {
-  head_t *h = c->rhead;
-  if (n > h->cap - h->len) {
+  head_t *h = head_reserve(c->rhead, n);
+  if (!h || n > h->cap - h->len) {
     upstream_failed(c, "bad_response");
     return -1;
   }
+  c->rhead = h;
   memcpy(h->buf + h->len, data, n);
   head_status_t st = head_feed(h, n);
   if (st == HEAD_MORE) return 0;
@@ -250,7 +251,7 @@ static int response_head_bytes(conn_t *c, const char *data, size_t n) {
     /* 100 Continue and the like are passed on; the final head follows,
      * perhaps in the bytes already read. */
     bad = write_client(c, out, hl, NULL, 0) != 0 ||
-          !(c->rhead = head_new_response(cfg.header_bytes, cfg.header_bytes + 1 + rest_len, c->head_request));
+          !(c->rhead = head_new_response(cfg.header_bytes, RELAY_BUF, c->head_request));
     free(out);
     if (bad) {
       c->rhead = NULL;
@@ -358,7 +359,7 @@ void start_forward(conn_t *c) {
   c->status = 0;
   c->message_done = c->response_done = c->response_sent = c->client_close = c->interims = 0;
   free(c->rhead);
-  c->rhead = head_new_response(cfg.header_bytes, cfg.header_bytes + 1 + RELAY_BUF, c->head_request);
+  c->rhead = head_new_response(cfg.header_bytes, RELAY_BUF, c->head_request);
   uv_timer_stop(&c->timer);
   uv_timer_start(&c->timer, on_idle, cfg.idle_timeout_ms, cfg.idle_timeout_ms);
   if (!n || !c->rhead || send_upstream(c, out, n) != 0) {

@@ -79,21 +79,40 @@ static const http_parser_settings head_settings = {
   .on_headers_complete = on_headers_complete,
 };
 
-head_t *head_new(size_t header_limit, size_t pending) {
-  size_t cap = pending > header_limit ? pending : header_limit + 1;
+/* A head starts small and grows as bytes come: a connection that has sent
+ * nothing, or a short head, does not cost the whole limit. */
+enum { HEAD_INITIAL = 2048 };
+
+head_t *head_new(size_t header_limit, size_t extra) {
+  size_t max = header_limit + 1 + extra, cap = max < HEAD_INITIAL ? max : HEAD_INITIAL;
   head_t *h = malloc(sizeof *h + cap);
   if (!h) return NULL;
   memset(h, 0, sizeof *h);
   h->limit = header_limit;
   h->cap = cap;
+  h->cap_max = max;
   h->max_fields = HEAD_FIELDS_READ;
   http_parser_init(&h->parser, HTTP_REQUEST);
   h->parser.data = h;
   return h;
 }
 
-head_t *head_new_response(size_t header_limit, size_t pending, int to_head) {
-  head_t *h = head_new(header_limit, pending);
+head_t *head_reserve(head_t *h, size_t want) {
+  size_t need = h->len + (want < h->cap_max - h->len ? want : h->cap_max - h->len);
+  if (need <= h->cap) return h;
+  size_t cap = h->cap;
+  while (cap < need) cap *= 2;
+  if (cap > h->cap_max) cap = h->cap_max;
+  head_t *g = realloc(h, sizeof *g + cap);
+  if (!g) return NULL;
+  g->cap = cap;
+  /* Offsets into buf stay right; the parser's way back to us moved. */
+  g->parser.data = g;
+  return g;
+}
+
+head_t *head_new_response(size_t header_limit, size_t extra, int to_head) {
+  head_t *h = head_new(header_limit, extra);
   if (!h) return NULL;
   http_parser_init(&h->parser, HTTP_RESPONSE);
   h->parser.data = h;

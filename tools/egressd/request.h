@@ -36,10 +36,11 @@ typedef struct head_field {
  * with the body. */
 typedef struct head {
   http_parser parser;
-  size_t len;   /* bytes in buf */
-  size_t used;  /* bytes of buf the parser took (the whole head, once done) */
-  size_t limit; /* the most bytes a head may take */
-  size_t cap;   /* size of buf: at least limit + 1 */
+  size_t len;     /* bytes in buf */
+  size_t used;    /* bytes of buf the parser took (the whole head, once done) */
+  size_t limit;   /* the most bytes a head may take */
+  size_t cap;     /* size of buf now */
+  size_t cap_max; /* the most buf grows to: limit + 1 + what may follow in one read */
   int done, url_too_long, too_many_fields, last_cb;
   int skip_body;     /* a response to HEAD */
   size_t max_fields; /* HEAD_FIELDS_READ */
@@ -51,7 +52,7 @@ typedef struct head {
 } head_t;
 
 typedef enum head_status {
-  HEAD_MORE,      /* incomplete: read more (room: cap - len) */
+  HEAD_MORE,      /* incomplete: read more (head_reserve for room) */
   HEAD_DONE,      /* the head is complete; body bytes may follow at used */
   HEAD_BAD,       /* 400 */
   HEAD_URI_LONG,  /* 414 */
@@ -71,10 +72,15 @@ typedef struct target {
   size_t path_off, path_len; /* in url: origin-form target */
 } target_t;
 
-/* A head of at most HEADER_LIMIT bytes, its buffer large enough for one
- * byte more (what shows a head too large) or for PENDING bytes the client
- * already sent; NULL when out of memory.  free() it. */
-head_t *head_new(size_t header_limit, size_t pending);
+/* A head of at most HEADER_LIMIT bytes; its buffer grows (head_reserve)
+ * up to one byte more (what shows a head too large) plus EXTRA (bytes that
+ * may come in the same read).  NULL when out of memory.  free() it. */
+head_t *head_new(size_t header_limit, size_t extra);
+
+/* Room for WANT more bytes at buf + len, or as many as the head may still
+ * take: H, or where it moved; NULL when out of memory (H is then still
+ * valid). */
+head_t *head_reserve(head_t *h, size_t want);
 
 /* Takes N more bytes that the caller put at buf + len. */
 head_status_t head_feed(head_t *h, size_t n);
@@ -96,7 +102,7 @@ size_t head_render_size(const head_t *h);
  * connection closing; head_render_response() writes it for the client,
  * hop-by-hop fields removed, Via added, and "Connection: close" when
  * CLOSE.  Returns the length, or 0 when CAP (head_render_size) is short. */
-head_t *head_new_response(size_t header_limit, size_t pending, int to_head);
+head_t *head_new_response(size_t header_limit, size_t extra, int to_head);
 int head_response_ok(const head_t *h);
 int head_response_self_delimited(const head_t *h);
 size_t head_render_response(const head_t *h, int close, char *out, size_t cap);
