@@ -15,9 +15,15 @@ a = ap.parse_args()
 failures = []
 
 
+passed = 0
+
+
 def check(cond, what):
+    global passed
     print(("ok   " if cond else "FAIL ") + what)
-    if not cond:
+    if cond:
+        passed += 1
+    else:
         failures.append(what)
 
 
@@ -591,6 +597,8 @@ with tempfile.TemporaryDirectory() as tmp:
     check(any(e["ended"] == "idle_timeout" for e in closes), "close event of the idle tunnel")
     check(any(e["ended"] == "drain_deadline" and e["bytesDown"] > 0 for e in closes), "close event of a tunnel cut at the drain deadline")
 
+# Counted check by check by tests/summarize.py.
+print(f"EGRESS-TESTS: egressd-{a.relay} passed={passed} failed={len(failures)}", flush=True)
 if failures:
     sys.exit(f"{len(failures)} failures")
 print("all ok")
