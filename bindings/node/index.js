@@ -65,6 +65,7 @@ const N_ADDR_OVERFLOW = 11; // 1: per-address numbers follow the strings instead
 const N_NULLS = 12; // bit i set: string field i is null
 const N_MEMO_SLOT = 13; // string memo slot of this decision, -1: none
 const N_MEMO_TAG = 14; // the slot's tag
+const N_EVENT = 15; // where the event text is: EVENT_NONE, EVENT_AFTER, EVENT_ALONE
 const N_HEADER = 16; // then 3 numbers per address: verdict, reason, ttl
 // Packed string fields.
 const S_MESSAGE = 0;
@@ -73,9 +74,13 @@ const S_RULE_TEXT = 2;
 const S_ADDRESSES = 3; // comma-separated address texts
 const S_CURL_RESOLVE = 4;
 const S_DIGEST = 5; // '' when it is the digest of the previous decision
-const S_EVENT = 6;
-const S_URL = 7;
-const S_COUNT = 8; // then, with N_ADDR_OVERFLOW, "verdict,reason,ttl" per address
+const S_URL = 6;
+const S_COUNT = 7; // then, with N_ADDR_OVERFLOW, "verdict,reason,ttl" per address
+// N_EVENT: the event text is not a packed field (its id and time differ for
+// every check, the fields do not: the memo keeps them); it is
+const EVENT_NONE = 0; // absent (checkSync without an event sink)
+const EVENT_AFTER = 1; // the last NUL-separated part of the packed string
+const EVENT_ALONE = 2; // the whole string the addon returned (fields memoized)
 
 // What the addon's layout() must return: every constant above by name, and
 // the request context keys in the order ctxArray() fills them.
@@ -83,9 +88,9 @@ function packedLayout() {
   return {
     numbers: {
       N_VERDICT, N_OUTCOME, N_REASON, N_PORT, N_HAS_RULE, N_RULE_LIST, N_RULE_INDEX, N_NADDRS,
-      N_DNS_MS, N_LATENCY_MS, N_MODE, N_ADDR_OVERFLOW, N_NULLS, N_MEMO_SLOT, N_MEMO_TAG, N_HEADER,
+      N_DNS_MS, N_LATENCY_MS, N_MODE, N_ADDR_OVERFLOW, N_NULLS, N_MEMO_SLOT, N_MEMO_TAG, N_EVENT, N_HEADER,
     },
-    strings: { S_MESSAGE, S_HOST, S_RULE_TEXT, S_ADDRESSES, S_CURL_RESOLVE, S_DIGEST, S_EVENT, S_URL, S_COUNT },
+    strings: { S_MESSAGE, S_HOST, S_RULE_TEXT, S_ADDRESSES, S_CURL_RESOLVE, S_DIGEST, S_URL, S_COUNT },
     context: CTX_KEYS,
   };
 }
@@ -126,17 +131,24 @@ const LISTS = ['allow', 'deny'];
 const MEMO_FIELDS = [];
 const MEMO_TAGS = [];
 
+// The decision's event text, from what the addon returned (see N_EVENT).
+let EVENT_TEXT = null;
+
 function stringFields(packed) {
   const n = NUMS;
   const slot = n[N_MEMO_SLOT];
+  const where = n[N_EVENT];
   let s;
-  if (packed === undefined) {
+  EVENT_TEXT = null;
+  if (packed === undefined || where === EVENT_ALONE) {
     // Same bytes as the slot held: reuse its fields if this is the store
     // the addon means, else ask for the bytes again.
+    if (where === EVENT_ALONE) EVENT_TEXT = packed;
     if (MEMO_TAGS[slot] === n[N_MEMO_TAG]) return MEMO_FIELDS[slot];
     s = native.lastPacked().split('\0');
   } else {
     s = packed.split('\0');
+    if (where === EVENT_AFTER) EVENT_TEXT = s.pop();
   }
   if (slot >= 0) {
     MEMO_FIELDS[slot] = s;
@@ -198,9 +210,9 @@ function buildDecision(packed) {
   }
   // The event stays text until read (see Decision#event): most callers
   // never read it, and parsing it cost more than the check.
-  const eventText = (nulls & (1 << S_EVENT)) === 0 ? s[S_EVENT] : null;
+  const eventText = EVENT_TEXT;
   const allowRule = n[N_HAS_RULE] === 1 && n[N_RULE_LIST] === 0 ? s[S_RULE_TEXT] : null;
-  const seal = new Seal(texts, allowed, many, allowRule, eventText !== null ? eventMethod(eventText) : null);
+  const seal = new Seal(texts, allowed, many, allowRule, eventText);
   const host = (nulls & (1 << S_HOST)) === 0 ? s[S_HOST] : null;
   const url = (nulls & (1 << S_URL)) === 0 ? s[S_URL] : null;
   const verdict = VERDICTS[n[N_VERDICT]];
@@ -301,18 +313,30 @@ class Decision {
 }
 
 class Seal {
-  constructor(texts, allowed, many, allowRule, method) {
+  constructor(texts, allowed, many, allowRule, eventText) {
     this.verdict = null;
     this.mode = null;
     this.host = null;
     this.port = 0;
     this.url = null;
-    this.method = method;
+    this.eventText = eventText; // null: the method is the context's (sealMethod)
+    this.knownMethod = undefined; // the method, once read
     this.texts = texts; // address texts in answer order, or null
     this.allowedMask = allowed;
     this.allowedMany = many;
     this.allowRule = allowRule; // text of the allow rule that decided, or null
     this.target = null; // made on first use
+  }
+
+  /* The request method the check recorded, read from the event text on
+   * first use (most decisions never go to a helper that asks). */
+  get method() {
+    if (this.knownMethod === undefined) this.knownMethod = this.eventText !== null ? eventMethod(this.eventText) : null;
+    return this.knownMethod;
+  }
+
+  set method(m) {
+    this.knownMethod = m;
   }
 
   passed(i) {
@@ -2003,7 +2027,7 @@ module.exports = {
 // then still come out right (the tag check sends it to lastPacked()).
 Object.defineProperty(module.exports, '_poisonStringMemo', {
   value() {
-    const stale = ['stale', 'stale.invalid', 'stale', '192.0.2.1', 'stale', 'stale', '', ''];
+    const stale = ['stale', 'stale.invalid', 'stale', '192.0.2.1', 'stale', 'stale', ''];
     for (let i = 0; i < MEMO_FIELDS.length; i++) {
       MEMO_FIELDS[i] = stale;
       MEMO_TAGS[i] = -1;

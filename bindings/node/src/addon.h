@@ -65,7 +65,8 @@
   X(ADDR_OVERFLOW) /* 1: per-address numbers follow the strings instead */ \
   X(NULLS)         /* bit i set: string field i is null */                 \
   X(MEMO_SLOT)     /* string memo slot of this decision, -1: none */       \
-  X(MEMO_TAG)      /* the slot's tag (see packed.c) */
+  X(MEMO_TAG)      /* the slot's tag (see packed.c) */                     \
+  X(EVENT)         /* the event text: EVENT_NONE, _AFTER or _ALONE */
 
 /* The string fields, in the order they are packed into one string separated
  * by NUL characters (no field can hold a NUL: they come from C strings). */
@@ -76,8 +77,16 @@
   X(ADDRESSES) /* comma-separated address texts */                  \
   X(CURL_RESOLVE)                                                   \
   X(DIGEST) /* "" when it is the digest of the previous decision */ \
-  X(EVENT)                                                          \
   X(URL)
+
+/* Where N_EVENT says the event text is.  It is not one of the packed
+ * fields: it differs for every check (id, time), and the fields around it
+ * are the same for every check of one destination (the memo, packed.c). */
+enum {
+  EVENT_NONE = 0,  /* the decision has none (checkSync without a sink) */
+  EVENT_AFTER = 1, /* after the packed fields, NUL-separated, last */
+  EVENT_ALONE = 2  /* the whole string returned: the fields are memoized */
+};
 
 #define PACKED_ENUM_N_(name) N_##name,
 #define PACKED_ENUM_S_(name) S_##name,
@@ -214,8 +223,9 @@ napi_value instance_setup(napi_env env, napi_value builder, napi_value numbers);
 /* { numbers: {N_VERDICT: 0, ...}, strings: {S_MESSAGE: 0, ...},
  *   context: ['method', ...] } */
 napi_value packed_layout(napi_env env);
-/* Fill the number array from @p d and return the packed string fields, or
- * undefined when the builder has them memoized. */
+/* Fill the number array from @p d and return the packed string fields (the
+ * event text after them), or, when the builder has the fields memoized, the
+ * event text alone or undefined; N_EVENT says which. */
 napi_value emit_packed(napi_env env, instance_t *inst, const egress_decision_t *d);
 /* The decision object, through the JS builder (async completions). */
 napi_value emit_object(napi_env env, instance_t *inst, const egress_decision_t *d);

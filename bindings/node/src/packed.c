@@ -151,20 +151,28 @@ static uint64_t memo_hash(const char *p, size_t n) {
   return h;
 }
 
-/* The packed fields in inst->buf as a JS string, or undefined when a memo
- * slot already holds the same bytes (N_MEMO_SLOT/N_MEMO_TAG say which). */
-static napi_value packed_or_memo(napi_env env, instance_t *inst) {
+/* The packed fields in inst->buf (buf_len bytes) as a JS string, with
+ * @p event after them; or, when a memo slot already holds the same fields
+ * (N_MEMO_SLOT/N_MEMO_TAG say which), @p event alone or undefined.  The
+ * event is never memoized: its id and time differ for every check. */
+static napi_value packed_or_memo(napi_env env, instance_t *inst, const char *event, size_t event_len) {
   napi_value v;
   const char *b = inst->buf;
   size_t len = inst->buf_len;
   inst->nums[N_MEMO_SLOT] = -1;
+  inst->nums[N_EVENT] = event ? EVENT_AFTER : EVENT_NONE;
   if (inst->memo && len <= MEMO_MAX_BYTES) {
     uint64_t h = memo_hash(b, len);
     memo_t *m = &inst->memo[h % MEMO_SLOTS];
     inst->nums[N_MEMO_SLOT] = (double)(size_t)(m - inst->memo);
     if (m->tag && m->hash == h && m->len == len && !memcmp(m->bytes, b, len)) {
       inst->nums[N_MEMO_TAG] = (double)m->tag;
-      NAPI_CHECK(env, napi_get_undefined(env, &v));
+      if (event) {
+        inst->nums[N_EVENT] = EVENT_ALONE;
+        NAPI_CHECK(env, napi_create_string_utf8(env, event, event_len, &v));
+      } else {
+        NAPI_CHECK(env, napi_get_undefined(env, &v));
+      }
       return v;
     }
     m->tag = ++inst->next_tag;
@@ -173,11 +181,19 @@ static napi_value packed_or_memo(napi_env env, instance_t *inst) {
     memcpy(m->bytes, b, len);
     inst->nums[N_MEMO_TAG] = (double)m->tag;
   }
+  if (event) {
+    /* Reserved by emit_packed: the event goes after the fields, which
+     * lastPacked() still returns alone (buf_len). */
+    inst->buf[len] = '\0';
+    memcpy(inst->buf + len + 1, event, event_len);
+    len += 1 + event_len;
+  }
   NAPI_CHECK(env, napi_create_string_utf8(env, b, len, &v));
   return v;
 }
 
-/* Fill the number array from @p d and return the packed string fields. */
+/* Fill the number array from @p d and return the packed string fields
+ * (packed_or_memo says how). */
 napi_value emit_packed(napi_env env, instance_t *inst, const egress_decision_t *d) {
   double *n = inst->nums;
   size_t naddrs = egress_decision_address_count(d);
@@ -210,8 +226,9 @@ napi_value emit_packed(napi_env env, instance_t *inst, const egress_decision_t *
     f[S_DIGEST] = "";
   else if (f[S_DIGEST])
     snprintf(inst->last_digest, sizeof inst->last_digest, "%s", f[S_DIGEST]);
-  f[S_EVENT] = egress_decision_event_json(d);
   f[S_URL] = egress_decision_url(d);
+  const char *event = egress_decision_event_json(d);
+  size_t event_len = event ? strlen(event) : 0;
 
   size_t total = S_COUNT;
   for (size_t k = 0; k < naddrs; k++) {
@@ -224,7 +241,7 @@ napi_value emit_packed(napi_env env, instance_t *inst, const egress_decision_t *
     total += len[i];
   }
   n[N_NULLS] = nulls;
-  if (!reserve(inst, total + 1)) return throw_status(env, EGRESS_ENOMEM, NULL);
+  if (!reserve(inst, total + 1 + event_len + 1)) return throw_status(env, EGRESS_ENOMEM, NULL);
   char *o = inst->buf;
   for (int i = 0; i < S_COUNT; i++) {
     if (i) *o++ = '\0';
@@ -255,14 +272,15 @@ napi_value emit_packed(napi_env env, instance_t *inst, const egress_decision_t *
       int w = snprintf(num, sizeof num, "%c%d,%d,%ld", '\0', (int)egress_decision_address_verdict(d, k),
                        (int)egress_decision_address_reason(d, k), (long)egress_decision_address_ttl(d, k));
       size_t used = (size_t)(o - inst->buf);
-      if (w < 0 || !reserve(inst, used + (size_t)w + 1)) return throw_status(env, EGRESS_ENOMEM, NULL);
+      if (w < 0 || !reserve(inst, used + (size_t)w + 1 + event_len + 1))
+        return throw_status(env, EGRESS_ENOMEM, NULL);
       o = inst->buf + used;
       memcpy(o, num, (size_t)w);
       o += w;
     }
   }
   inst->buf_len = (size_t)(o - inst->buf);
-  return packed_or_memo(env, inst);
+  return packed_or_memo(env, inst, event, event_len);
 }
 
 /* The decision object, through the JS builder (async completions). */
