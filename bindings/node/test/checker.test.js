@@ -336,6 +336,40 @@ test('string memo: interleaved destinations keep their own fields', () => {
   c.close();
 });
 
+test('string memo: decisions of one destination carry their own event, memoized fields or not', async () => {
+  const seen = [];
+  const c = checker({ onEvent: (e) => seen.push(e) });
+  const ids = new Set();
+  const one = (d, method) => {
+    assert.equal(d.host, 'api.example.com');
+    assert.equal(d.verdict, 'allow');
+    assert.equal(d.event.data.host, 'api.example.com');
+    assert.equal(d.event.data.method, method);
+    assert.equal(d.event.subject, 'api.example.com:443');
+    assert.ok(!ids.has(d.event.id), `event id ${d.event.id} seen twice`);
+    ids.add(d.event.id);
+  };
+  for (let i = 0; i < 6; i++) {
+    // Every third round the builder has missed the store: lastPacked().
+    if (i % 3 === 2) egress._poisonStringMemo();
+    const method = i % 2 ? 'PUT' : null;
+    one(await c.check('api.example.com', 443, method ? { method } : undefined), method);
+    one(await c.checkUrl('https://api.example.com/v1'), null);
+    one(c.checkSync('api.example.com', 443), null);
+    // Another destination in between: its own fields and event.
+    const lit = await c.check('203.0.113.9', 443);
+    assert.equal(lit.host, '203.0.113.9');
+    assert.equal(lit.event.data.host, '203.0.113.9');
+  }
+  // A decision without an event (no sink) between two with one.
+  const quiet = checker();
+  assert.equal(quiet.checkSync('api.example.com', 443).event, null);
+  assert.equal((await quiet.check('api.example.com', 443)).event.data.host, 'api.example.com');
+  assert.equal(quiet.checkSync('api.example.com', 443).event, null);
+  quiet.close();
+  c.close();
+});
+
 test('string memo: a builder that missed a store recovers the fields', () => {
   const c = checker();
   const first = c.checkSync('api.example.com', 443);
