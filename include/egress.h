@@ -632,6 +632,22 @@ EGRESS_API EGRESS_WUR egress_status_t egress_check_url_start(egress_loop_t *loop
  */
 EGRESS_API egress_status_t egress_check_cancel(egress_pending_t *pending);
 
+/**
+ * Hand @p decision back to @p loop instead of egress_decision_free(): a
+ * check started on @p loop later fills it again rather than allocating a
+ * new one (a binding that copies each decision out in its callback checks
+ * without an allocation for the decision).  What it held is released now:
+ * strings read from it before are invalid, as after egress_decision_free().
+ * The loop keeps a few and frees any more, and the ones it keeps when it is
+ * freed.
+ * @param loop      the loop's thread only, as every call taking it; NULL
+ *                  (or a loop being freed) frees @p decision.
+ * @param decision  any decision of this library; Caller gives up ownership
+ *                  and must not use it again.  NULL is accepted.
+ * Never fails.  @since 0.2
+ */
+EGRESS_API void egress_loop_recycle(egress_loop_t *loop, egress_decision_t *decision);
+
 /* ------------------------------------------------------------------------ */
 /* Decisions.                                                                */
 /* ------------------------------------------------------------------------ */

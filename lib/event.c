@@ -31,7 +31,8 @@
 /* Values                                                                    */
 /* ------------------------------------------------------------------------ */
 
-/* A constant token of the library (a reason, outcome or mode name). */
+/* A text the library made that needs no escape: a reason, outcome or mode
+ * name, an event id or time, a digest in hex, the special-ranges version. */
 static void token(egress__jsonw_t *w, const char *s) {
   EGRESS__JSONW_LIT(w, "\"");
   egress__jsonw_raw(w, s, strlen(s));
@@ -183,10 +184,11 @@ static void write_host_port(egress__jsonw_t *w, const egress_decision_t *d) {
 
 /*
  * Event ids come from the kernel's random source, fetched in blocks per
- * thread rather than one getrandom(2) per event.  A forked child starts
- * with an empty block, so parent and child never share ids.
+ * thread rather than one getrandom(2) per event: 256 ids a block, as a
+ * system call costs more than the rest of a cached check.  A forked child
+ * starts with an empty block, so parent and child never share ids.
  */
-static _Thread_local unsigned char random_block[512];
+static _Thread_local unsigned char random_block[4096];
 static _Thread_local size_t random_left;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
@@ -275,9 +277,9 @@ static void write_event(egress__jsonw_t *w, const egress_decision_t *d, const ch
   EGRESS__JSONW_LIT(w, "{\"specversion\":\"1.0\",\"type\":\"" EGRESS__EVENT_TYPE "\",\"source\":");
   egress__jsonw_string(w, source ? source : EGRESS__DEFAULT_SOURCE);
   EGRESS__JSONW_LIT(w, ",\"id\":");
-  egress__jsonw_string(w, d->event_id);
+  token(w, d->event_id);
   EGRESS__JSONW_LIT(w, ",\"time\":");
-  egress__jsonw_string(w, d->time_rfc3339);
+  token(w, d->time_rfc3339);
   EGRESS__JSONW_LIT(w, ",\"datacontenttype\":\"application/json\",\"subject\":");
   /* The subject is also data.destination: written once, copied once. */
   size_t subject = w->len;
@@ -322,9 +324,12 @@ static void write_event(egress__jsonw_t *w, const egress_decision_t *d, const ch
   EGRESS__JSONW_LIT(w, ",\"latencyMs\":");
   write_ms(w, d->v.latency_ms);
   EGRESS__JSONW_LIT(w, ",\"policyDigest\":");
-  egress__jsonw_string(w, d->policy_digest[0] ? d->policy_digest : NULL);
+  if (d->policy_digest[0])
+    token(w, d->policy_digest);
+  else
+    egress__jsonw_null(w);
   EGRESS__JSONW_LIT(w, ",\"specialRangesVersion\":");
-  egress__jsonw_string(w, d->v.special_version ? d->v.special_version : egress__special_version);
+  token(w, d->v.special_version ? d->v.special_version : egress__special_version);
   if (d->t.url) {
     EGRESS__JSONW_LIT(w, ",\"url\":");
     write_cut(w, d->t.url, EGRESS__REPORT_URL_MAX);

@@ -56,6 +56,10 @@ struct egress_pending {
   egress_request_t *req; /* copy */
 };
 
+/* One spare serves a caller that copies each decision out in its callback
+ * and hands it back; a few more cover callbacks that hold one a while. */
+#define LOOP_SPARES 4
+
 struct egress_loop {
   egress_checker_t *checker;
   egress_watch_cb watch;
@@ -80,6 +84,10 @@ struct egress_loop {
 
   unsigned depth; /* calls into the driver on the stack */
   bool closing;
+
+  /* Decisions handed back (egress_loop_recycle), released and reset. */
+  egress_decision_t *spare[LOOP_SPARES];
+  size_t nspare;
 };
 
 static double now_ms(void) { return egress__mono_ms(false); }
@@ -273,6 +281,7 @@ static void destroy(egress_loop_t *l) {
   close(l->wake_fd);
   pthread_mutex_destroy(&l->qlock);
   egress__free(l->fds);
+  while (l->nspare) egress__free(l->spare[--l->nspare]);
   egress__free(l);
 }
 
@@ -349,6 +358,19 @@ egress_status_t egress_check_cancel(egress_pending_t *p) {
 }
 
 size_t egress_loop_pending(const egress_loop_t *l) { return l ? l->npending : 0; }
+
+void egress_loop_recycle(egress_loop_t *l, egress_decision_t *d) {
+  if (!d) return;
+  if (!l || l->closing || l->nspare == LOOP_SPARES) {
+    egress_decision_free(d);
+    return;
+  }
+  /* Released and reset here, as egress_check_into() readies a decision:
+   * nothing of this check survives into the next. */
+  egress__decision_release(d);
+  egress__decision_reset(d);
+  l->spare[l->nspare++] = d;
+}
 
 int egress_loop_timeout(egress_loop_t *l) {
   if (!l) return -1;
@@ -494,6 +516,7 @@ out:
 }
 
 static egress_decision_t *decision_for(egress_loop_t *l) {
+  if (l->nspare) return l->spare[--l->nspare];
   egress_decision_t *d = egress__calloc(1, sizeof(*d));
   if (!d) egress__count(l->checker, EGRESS_COUNTER_EVENTS_FAILED);
   return d;

@@ -428,7 +428,10 @@ napi_value check_start(napi_env env, nchecker_t *nc, const char *host, int32_t p
     settle_held(env, nc);
     instance_t *inst = instance(env);
     result = inst ? emit_packed(env, inst, w->d) : throw_type(env, "setup() was not called");
-    egress_decision_free(w->d);
+    /* Copied out: the loop fills it again for the next check, with no
+     * allocation.  nc->uv is NULL if the JS run above closed the checker:
+     * the decision is freed then. */
+    egress_loop_recycle(egress_uv_driver(nc->uv), w->d);
     free(w);
     return result;
   }
