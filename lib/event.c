@@ -32,7 +32,7 @@
 /* ------------------------------------------------------------------------ */
 
 /* A text the library made that needs no escape: a reason, outcome or mode
- * name, an event id or time, a digest in hex, the special-ranges version. */
+ * name, an event id or time, a digest in hex. */
 static void token(egress__jsonw_t *w, const char *s) {
   EGRESS__JSONW_LIT(w, "\"");
   egress__jsonw_raw(w, s, strlen(s));
@@ -217,6 +217,13 @@ static bool random_bytes(unsigned char *out, size_t len) {
   return true;
 }
 
+/* The time up to its seconds, for the second it was last made in: gmtime_r
+ * and its six numbers cost more than the rest of a stamp, and a thread
+ * stamps many events a second. */
+static _Thread_local bool stamp_valid;
+static _Thread_local time_t stamp_second;
+static _Thread_local char stamp_text[19];
+
 egress_status_t egress__event_stamp(egress_decision_t *d) {
   static const char hex[] = "0123456789abcdef";
   unsigned char r[16];
@@ -242,20 +249,28 @@ egress_status_t egress__event_stamp(egress_decision_t *d) {
   }
   *p = '\0';
 
-  if (clock_gettime(CLOCK_REALTIME, &ts) != 0 || !gmtime_r(&ts.tv_sec, &tm)) goto fail;
-  if (tm.tm_year + 1900 < 0 || tm.tm_year + 1900 > 9999) goto fail;
+  if (clock_gettime(CLOCK_REALTIME, &ts) != 0) goto fail;
+  if (!stamp_valid || ts.tv_sec != stamp_second) {
+    if (!gmtime_r(&ts.tv_sec, &tm)) goto fail;
+    if (tm.tm_year + 1900 < 0 || tm.tm_year + 1900 > 9999) goto fail;
+    char *s = stamp_text; /* YYYY-MM-DDTHH:MM:SS */
+    s = egress__put_uint(s, (unsigned)(tm.tm_year + 1900), 4);
+    *s++ = '-';
+    s = egress__put_uint(s, (unsigned)(tm.tm_mon + 1), 2);
+    *s++ = '-';
+    s = egress__put_uint(s, (unsigned)tm.tm_mday, 2);
+    *s++ = 'T';
+    s = egress__put_uint(s, (unsigned)tm.tm_hour, 2);
+    *s++ = ':';
+    s = egress__put_uint(s, (unsigned)tm.tm_min, 2);
+    *s++ = ':';
+    egress__put_uint(s, (unsigned)tm.tm_sec, 2);
+    stamp_second = ts.tv_sec;
+    stamp_valid = true;
+  }
   char *t = d->time_rfc3339; /* YYYY-MM-DDTHH:MM:SS.mmmZ, 24 characters */
-  t = egress__put_uint(t, (unsigned)(tm.tm_year + 1900), 4);
-  *t++ = '-';
-  t = egress__put_uint(t, (unsigned)(tm.tm_mon + 1), 2);
-  *t++ = '-';
-  t = egress__put_uint(t, (unsigned)tm.tm_mday, 2);
-  *t++ = 'T';
-  t = egress__put_uint(t, (unsigned)tm.tm_hour, 2);
-  *t++ = ':';
-  t = egress__put_uint(t, (unsigned)tm.tm_min, 2);
-  *t++ = ':';
-  t = egress__put_uint(t, (unsigned)tm.tm_sec, 2);
+  memcpy(t, stamp_text, sizeof stamp_text);
+  t += sizeof stamp_text;
   *t++ = '.';
   t = egress__put_uint(t, (unsigned long long)(ts.tv_nsec / 1000000), 3);
   *t++ = 'Z';
@@ -329,7 +344,7 @@ static void write_event(egress__jsonw_t *w, const egress_decision_t *d, const ch
   else
     egress__jsonw_null(w);
   EGRESS__JSONW_LIT(w, ",\"specialRangesVersion\":");
-  token(w, d->v.special_version ? d->v.special_version : egress__special_version);
+  egress__jsonw_string(w, d->v.special_version ? d->v.special_version : egress__special_version);
   if (d->t.url) {
     EGRESS__JSONW_LIT(w, ",\"url\":");
     write_cut(w, d->t.url, EGRESS__REPORT_URL_MAX);
