@@ -67,6 +67,8 @@ int limits_admit(struct conn *c);
 void limits_release(struct conn *c);
 /* A connection refused by LIMIT (its client's TCP handle, for the log). */
 void limits_refused(limit_kind_t limit, const uv_tcp_t *client);
+/* Logs the refusals not yet logged (at exit: none goes unsaid). */
+void limits_flush(void);
 
 /* ---- reload (reload.c) ------------------------------------------------------- */
 

@@ -95,6 +95,11 @@ void limits_refused(limit_kind_t k, const uv_tcp_t *client) {
     uv_timer_start(&r->timer, on_log_interval, r->last_ms + LOG_INTERVAL_MS - now, 0);
 }
 
+void limits_flush(void) {
+  for (int k = 0; k < N_LIMITS; k++)
+    if (rlog[k].pending) log_refusals((limit_kind_t)k);
+}
+
 /* ---- refusing a client over its limit ---------------------------------------- */
 
 /* As conn.c does after its error replies: the client may still be

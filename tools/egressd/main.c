@@ -427,6 +427,7 @@ int main(int argc, char **argv) {
   uv_run(loop, UV_RUN_DEFAULT);
 
   admin_stop();
+  limits_flush();
   egress_uv_close(checker_uv, NULL, NULL);
   uv_walk(loop, close_any, NULL);
   uv_run(loop, UV_RUN_DEFAULT);
