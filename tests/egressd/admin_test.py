@@ -325,7 +325,8 @@ with tempfile.TemporaryDirectory() as tmp:
         check(st == 400, f"a bad request to the proxy: {st}")
         s = socket.create_connection(("127.0.0.1", pport))
         s.close()  # a connection that asks nothing
-        time.sleep(0.3)
+        wait_for(lambda: m_get(metrics(), "egressd_connections_accepted_total") == 7
+                 and m_get(metrics(), "egressd_connections_open") == 0)
 
         ms = metrics()
         closes = [json.loads(l) for l in open(events) if '"egressd.close"' in l]
@@ -392,7 +393,7 @@ with tempfile.TemporaryDirectory() as tmp:
         refused = m_get(ms, "egressd_connections_refused_total", limit="client")
         lines = [l for l in px.logs() if l.get("msg") == "connections refused by a limit" and l.get("limit") == "client"]
         stamps = [time.mktime(time.strptime(l["ts"][:19], "%Y-%m-%dT%H:%M:%S")) + int(l["ts"][20:23]) / 1000 for l in lines]
-        check(flood > 100 and refused == flood + 2, f"refusals counted: {refused} (flood {flood} + 2)")
+        check(flood > 30 and refused == flood + 2, f"refusals counted: {refused} (flood {flood} + 2)")
         check(sum(l["refused"] for l in lines) == refused and 3 <= len(lines) <= 5
               and all(b - c >= 0.99 for b, c in zip(stamps[1:], stamps)) and lines[-1].get("lastClient") == "127.0.0.1",
               f"refusals logged at most once a second with counts: {len(lines)} lines for {refused}")
@@ -533,7 +534,7 @@ with tempfile.TemporaryDirectory() as tmp:
     lines = [l for l in p2.logs() if l.get("msg") == "connections refused by a limit"]
     check(st2 == 503 and len(lines) == 2 and all(l.get("limit") == "connections" and l.get("refused") == 1
                                                    and l.get("max") == 1 for l in lines),
-          f"--max-connections refusals logged, the last at exit: {lines}")
+          f"--max-connections refusals logged, the last at exit: {st2} {lines}")
     stray = [l for l in p2.lines if not l.startswith("{") and l.split()[0:1] not in (["PORT"], ["ADMIN_PORT"])]
     check(rc == 0 and not stray, f"exit {rc}, nothing but JSON lines on stderr: {stray[:5]}")
 
