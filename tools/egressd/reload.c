@@ -56,23 +56,33 @@ static void on_settled(uv_timer_t *t) {
   reload_now(RELOAD_FILE);
 }
 
-/* Whether a change to directory entry NAME may change what the policy
- * path reads: the file itself, or the first step of the symlink it is
+/* The directory entries whose change may change what the policy path
+ * reads: the file itself, and the first step of the symlink it is
  * (ConfigMap: policy.json -> ..data/policy.json, and "..data" is swapped).
  * Other files in the directory (an events file, an editor's swap file)
- * are not the policy's business. */
-static int concerns_policy(const char *name) {
-  if (!name) return 1; /* the platform did not say: assume it does */
-  char copy[PATH_MAX];
-  snprintf(copy, sizeof copy, "%s", cfg.policy_path);
-  if (!strcmp(name, basename(copy))) return 1;
+ * are not the policy's business, and cost a name comparison each.  The
+ * link is read again only when the file's own entry changes, the one way
+ * its target can change. */
+static char own_name[NAME_MAX + 1], link_step[NAME_MAX + 1];
+
+static void read_link_step(void) {
   char target[PATH_MAX];
   ssize_t n = readlink(cfg.policy_path, target, sizeof target - 1);
-  if (n <= 0 || target[0] == '/') return 0;
+  link_step[0] = '\0';
+  if (n <= 0 || target[0] == '/') return;
   target[n] = '\0';
   char *slash = strchr(target, '/');
   if (slash) *slash = '\0';
-  return !strcmp(name, target);
+  if (strlen(target) < sizeof link_step) memcpy(link_step, target, strlen(target) + 1);
+}
+
+static int concerns_policy(const char *name) {
+  if (!name) return 1; /* the platform did not say: assume it does */
+  if (!strcmp(name, own_name)) {
+    read_link_step();
+    return 1;
+  }
+  return link_step[0] && !strcmp(name, link_step);
 }
 
 static void on_dir_event(uv_fs_event_t *h, const char *name, int events, int status) {
@@ -87,6 +97,10 @@ int reload_start(uv_loop_t *l) {
   uv_signal_start(&sig_hup, on_hup, SIGHUP);
   uv_timer_init(l, &settle);
   char copy[PATH_MAX];
+  snprintf(copy, sizeof copy, "%s", cfg.policy_path);
+  const char *base = basename(copy);
+  if (strlen(base) < sizeof own_name) memcpy(own_name, base, strlen(base) + 1);
+  read_link_step();
   snprintf(copy, sizeof copy, "%s", cfg.policy_path);
   int rc = uv_fs_event_init(l, &dir_watch);
   if (rc == 0) rc = uv_fs_event_start(&dir_watch, on_dir_event, dirname(copy), 0);
