@@ -538,6 +538,29 @@ with tempfile.TemporaryDirectory() as tmp:
     stray = [l for l in p2.lines if not l.startswith("{") and l.split()[0:1] not in (["PORT"], ["ADMIN_PORT"])]
     check(rc == 0 and not stray, f"exit {rc}, nothing but JSON lines on stderr: {stray[:5]}")
 
+    # Refusals hold no slot of --max-connections: a client flooding past
+    # its own limit (and keeping the refused connections open) leaves
+    # room for the others.
+    p3 = Proxy(policy, events, "--max-connections", "4", "--max-client-connections", "1")
+    try:
+        st, hd, t1 = open_tunnel(p3.port, up.port)
+        refused3 = []
+        for _ in range(8):
+            s = socket.create_connection(("127.0.0.1", p3.port), timeout=5)
+            refused3.append((s, read_all(s)))
+        st2, hd, t2 = open_tunnel(p3.port, up.port, src="127.0.0.2")
+        check(t1 and all(r.startswith(b"HTTP/1.1 503") and b"client connection limit" in r for s, r in refused3)
+              and st2 == 200 and t2 and through(t2, "/room") == "hello from up /room",
+              f"refused connections left open hold no slot: 127.0.0.2 answered {st2}")
+        for s, r in refused3:
+            s.close()
+        for t in (t1, t2):
+            if t:
+                t.close()
+    finally:
+        rc = p3.stop()
+    check(rc == 0, f"exit {rc}")
+
     # Usage errors.
     r = subprocess.run([a.egressd, "--policy", policy, "--admin", "nowhere"], capture_output=True, text=True)
     check(r.returncode == 64 and "--admin" in r.stderr, f"--admin without a port: exit {r.returncode}")

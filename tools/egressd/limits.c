@@ -102,30 +102,17 @@ void limits_flush(void) {
 
 /* ---- refusing a client over its limit ---------------------------------------- */
 
-/* As conn.c does after its error replies: the client may still be
- * sending its request, and closing with unread bytes would reset the
- * connection and could destroy the 503 before it is read.  So the write
- * side is shut and what arrives is dropped, for a second at most. */
-static void on_linger_done(uv_timer_t *t) { conn_close(t->data, NULL); }
-
-static void drop_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  (void)buf;
-  conn_t *c = s->data;
-  release_side_buffer(&c->client);
-  if (nread < 0) conn_close(c, NULL);
-}
-
+/* Closed as soon as the 503 is written, without the second of lingering
+ * that conn.c gives its error replies: a refused connection keeps its
+ * slot of --max-connections while it is open, and a client flooding past
+ * its own limit must not fill the gateway's with refusals.  (What the
+ * client sent meanwhile may reset the connection after the 503, as with
+ * --max-connections.) */
 static void on_refusal_written(uv_write_t *w, int status) {
+  (void)status;
   conn_t *c = w->data;
   free(w);
-  if (c->phase == PH_CLOSING) return;
-  c->sreq_c.data = c;
-  if (status != 0 || uv_shutdown(&c->sreq_c, (uv_stream_t *)&c->client.tcp, NULL) != 0 ||
-      uv_read_start((uv_stream_t *)&c->client.tcp, alloc_side, drop_read) != 0) {
-    conn_close(c, NULL);
-    return;
-  }
-  uv_timer_start(&c->timer, on_linger_done, 1000, 0);
+  conn_close(c, NULL);
 }
 
 /* The 503 of a client over its limit; the connection ends after it. */
