@@ -13,11 +13,15 @@ ap.add_argument("--egressd", required=True)
 a = ap.parse_args()
 
 failures = []
+passed = 0
 
 
 def check(cond, what):
+    global passed
     print(("ok   " if cond else "FAIL ") + what)
-    if not cond:
+    if cond:
+        passed += 1
+    else:
         failures.append(what)
 
 
@@ -567,6 +571,8 @@ with tempfile.TemporaryDirectory() as tmp:
     r = subprocess.run([a.egressd, "--policy", policy, "--max-client-connections", "-1"], capture_output=True, text=True)
     check(r.returncode == 64, f"--max-client-connections -1: exit {r.returncode}")
 
+# Counted by tests/summarize.py.
+print(f"EGRESS-TESTS: egressd-admin passed={passed} failed={len(failures)}", flush=True)
 if failures:
     sys.exit(f"{len(failures)} failures")
 print("all ok")
