@@ -35,7 +35,8 @@ typedef struct egress_uv egress_uv_t;
 EGRESS_API EGRESS_WUR egress_status_t egress_uv_new(uv_loop_t *loop, egress_checker_t *checker,
                                                     egress_uv_t **out);
 
-/** The driver underneath, for egress_check_cancel() and egress_loop_pending(). Borrowed. */
+/** The driver underneath, for egress_check_cancel(), egress_loop_pending() and
+ *  egress_loop_recycle(). Borrowed. */
 EGRESS_API egress_loop_t *egress_uv_driver(egress_uv_t *uv);
 
 /** egress_check_start() on the adapter's loop; the callback runs on the loop's thread. */
