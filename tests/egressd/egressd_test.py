@@ -89,6 +89,31 @@ class Upstream:
         threading.Thread(target=self.srv.serve_forever, daemon=True).start()
 
 
+class EchoUpstream:
+    """Sends back what it reads, both ways at once, until EOF."""
+
+    def __init__(self):
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(8)
+        self.port = self.srv.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            s, _ = self.srv.accept()
+            try:
+                while True:
+                    d = s.recv(1 << 16)
+                    if not d:
+                        break
+                    s.sendall(d)
+                s.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            s.close()
+
+
 class RawUpstream:
     """Answers each request head it reads with the next canned response,
     as raw bytes; closes after the last.  Counts connections."""
@@ -199,12 +224,13 @@ with tempfile.TemporaryDirectory() as tmp:
         b"Content-Length: 2\r\n\r\nok",
         b"HTTP/1.1 200 OK\r\nX-Kind: eof\r\n\r\nuntil-close",
     ])
+    echo_up = EchoUpstream()
     bad_up = RawUpstream([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"])
     policy = os.path.join(tmp, "policy.json")
     allow = [f"up.test:{up.port}", f"rebind.test:{up.port}", f"rebind2.test:{up.port}", f"black.test:{black_port}",
              f"refused.test:{refused_port}", f"nx.test:{up.port}", f"dual.test:{up.port}", f"[::1]/128:{up.port}",
              f"127.0.0.1/32:{up.port}", f"127.0.0.1/32:{black_port}", f"127.0.0.1/32:{refused_port}",
-             f"127.0.0.1/32:{raw_up.port}", f"127.0.0.1/32:{bad_up.port}"]
+             f"127.0.0.1/32:{raw_up.port}", f"127.0.0.1/32:{bad_up.port}", f"127.0.0.1/32:{echo_up.port}"]
     with open(policy, "w") as f:
         json.dump({"egressAllowlist": allow, "egressDenylist": []}, f)
     events = os.path.join(tmp, "events.jsonl")
@@ -468,6 +494,35 @@ with tempfile.TemporaryDirectory() as tmp:
         checks += 1
         check(0.5 < time.monotonic() - t0 < 4, f"504 after the connect timeout ({time.monotonic() - t0:.2f}s)")
 
+        # A bulk tunnel (both ways at once, past the hand-over to splice):
+        # every byte back in order, half-close passed on.
+        import hashlib
+        blob = os.urandom(1 << 20) * 3 + os.urandom(12345)
+        s = socket.create_connection(("127.0.0.1", pport), timeout=10)
+        s.sendall(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n" % echo_up.port)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(1)
+
+        def pour():
+            for i in range(0, len(blob), 1 << 16):
+                s.sendall(blob[i:i + (1 << 16)])
+            s.shutdown(socket.SHUT_WR)
+
+        pourer = threading.Thread(target=pour)
+        pourer.start()
+        back = bytearray()
+        while True:
+            d = s.recv(1 << 16)
+            if not d:
+                break
+            back += d
+        pourer.join()
+        s.close()
+        checks += 1
+        check(head.startswith(b"HTTP/1.1 200") and hashlib.sha256(back).digest() == hashlib.sha256(blob).digest(),
+              f"{len(blob)} bytes both ways through one tunnel, in order ({len(back)} back)")
+
         # Client abort mid-tunnel: the gateway goes on serving.
         s = socket.create_connection(("127.0.0.1", pport), timeout=5)
         s.sendall(b"CONNECT up.test:%d HTTP/1.1\r\n\r\nGET /abort HTTP/1.1\r\nHost: up" % up.port)
@@ -595,6 +650,13 @@ with tempfile.TemporaryDirectory() as tmp:
     check(any(e["host"] == "dual.test" and e["address"] == "127.0.0.1" and e["status"] == 200 for e in closes),
           "close event names the address connected to")
     check(any(e["ended"] == "idle_timeout" for e in closes), "close event of the idle tunnel")
+    bulk = [e for e in closes if e["port"] == echo_up.port]
+    want_relay = "splice" if a.relay == "splice" else "copy"
+    check(len(bulk) == 1 and bulk[0]["bytesUp"] == bulk[0]["bytesDown"] == (3 << 20) + 12345
+          and bulk[0]["ended"] == "completed" and bulk[0]["relay"] == want_relay,
+          f"the bulk tunnel's close event: its bytes, relayed by {want_relay}: {bulk}")
+    short = [e for e in closes if e["kind"] == "tunnel" and e["status"] == 200 and e["port"] != echo_up.port]
+    check(short and all(e["relay"] == "copy" for e in short), "short tunnels stay with libuv")
     check(any(e["ended"] == "drain_deadline" and e["bytesDown"] > 0 for e in closes), "close event of a tunnel cut at the drain deadline")
 
 # Counted check by check by tests/summarize.py.

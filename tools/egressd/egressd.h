@@ -4,7 +4,7 @@
  * egressd.h: what the parts of egressd share (main.c: options, signals,
  * events; conn.c: accepting, limits, the check, connecting; request.c: the
  * request head, without I/O; tunnel.c: CONNECT tunnels and relay buffers;
- * splice.c: established tunnels relayed by splice(2);
+ * splice.c: bulk tunnels relayed by splice(2);
  * forward.c: absolute-form forwarding on kept-alive connections).
  *
  * egressd: the egress gateway for workloads that cannot link libegress.
@@ -48,7 +48,7 @@ typedef struct config {
   unsigned max_connections, header_bytes, header_timeout_ms, idle_timeout_ms, connect_timeout_ms,
       drain_timeout_ms;
   long dns_cache; /* -1: the library's default */
-  int relay_copy; /* --relay copy: tunnels copy through buffers, no splice */
+  int relay_copy; /* --relay copy: tunnels never handed to splice */
 } config_t;
 
 extern config_t cfg;
@@ -85,10 +85,10 @@ typedef struct splicer splicer_t;
 
 typedef struct conn {
   side_t client, upstream;
-  splicer_t *splice; /* an established tunnel's kernel-side relay (splice.c) */
+  splicer_t *splice; /* a bulk tunnel's kernel-side relay (splice.c) */
   uv_timer_t timer;
   uv_connect_t creq;
-  uv_shutdown_t sreq_c;
+  uv_shutdown_t sreq_c, sreq_u;
   phase_t phase;
   head_t *head;    /* while a request head is read, checked and sent */
   char *pipelined; /* bytes the client sent after the current request */
@@ -140,9 +140,9 @@ void arm_idle(conn_t *c);
 void on_idle(uv_timer_t *t);
 void start_relay(conn_t *c);
 
-/* splice.c: an established tunnel's bytes moved inside the kernel.
- * splice_start before the 200 (it needs two descriptors), splice_watch
- * once nothing more goes through the stream handles. */
+/* splice.c: a bulk tunnel's bytes moved inside the kernel.  splice_start
+ * once nothing is in flight through the stream handles (their reads
+ * stopped), then splice_watch. */
 int splice_start(conn_t *c);
 void splice_watch(conn_t *c);
 void splice_stop(conn_t *c, uv_close_cb closed);

@@ -71,10 +71,10 @@ static const char *const usage_text[] = {
   "    --connect-timeout-ms N    upstream connect limit over all addresses\n"
   "                              (default 10000); 504.\n"
   "    --drain-timeout-ms N      SIGTERM: time given to open tunnels (default 10000).\n"
-  "    --relay splice|copy       how tunnel bytes move: splice(2) through a pipe,\n"
-  "                              never copied into egressd (default), or read and\n"
-  "                              written through a buffer (what a tunnel falls back\n"
-  "                              to when no pipe can be had).\n"
+  "    --relay splice|copy       how bulk tunnels move bytes: after 256 KiB a tunnel\n"
+  "                              is handed to splice(2) through a pipe, never\n"
+  "                              copied into egressd (default), or stays read and\n"
+  "                              written through a buffer (copy).\n"
   "    --help                    this text.\n"
   "\n",
   "ADMIN ENDPOINTS\n"
@@ -166,6 +166,7 @@ void emit_close_event(conn_t *c) {
   cJSON_AddNumberToObject(o, "bytesDown", (double)c->down_bytes);
   cJSON_AddNumberToObject(o, "durationMs", (double)(now_ms() - c->t0));
   cJSON_AddStringToObject(o, "ended", c->ended ? c->ended : "closed");
+  if (!c->forward) cJSON_AddStringToObject(o, "relay", c->splice ? "splice" : "copy");
   char *s = cJSON_PrintUnformatted(o);
   if (s) write_line(events_fd, s);
   cJSON_free(s);

@@ -1,17 +1,16 @@
-/* egressd: tunnel bytes moved by splice(2), never copied through egressd;
- * see egressd.h.
+/* egressd: bulk tunnels' bytes moved by splice(2), never copied through
+ * egressd; see egressd.h.
  *
- * Once a tunnel is established egressd has nothing more to read in it, so
- * each direction's bytes go socket -> pipe -> socket inside the kernel.  A
- * pipe is held only while bytes sit in it (the destination was full): it
- * comes from a small pool and goes back when drained, so an idle tunnel
- * holds no pipe and a busy one at most one per direction.  Where no pipe
- * can be had (descriptors exhausted), or with --relay copy, a direction
- * copies through a relay buffer instead, with the same rules.
+ * tunnel.c hands a tunnel over once it has carried enough to be worth it
+ * (short exchanges are cheaper through libuv).  From then on each
+ * direction's bytes go socket -> pipe -> socket inside the kernel.  The
+ * tunnel takes its two pipes at hand-over, from a small pool that they
+ * return to when it closes empty; when none can be had (descriptors
+ * short) the tunnel is not handed over and libuv goes on relaying it.
  *
- * libuv has no splice: the tunnel's sockets are watched by poll handles on
+ * libuv has no splice: the sockets are watched by poll handles on
  * duplicates of their descriptors while the stream handles stay idle
- * (nothing reads or writes through them after the 200 was sent). */
+ * (their reads stopped, nothing in flight). */
 #ifndef _GNU_SOURCE
 #  define _GNU_SOURCE /* splice(2) */
 #endif
@@ -20,16 +19,16 @@
 #include <sys/socket.h>
 
 typedef struct flow {
-  int pipe[2]; /* -1: none held */
-  char *buf;   /* the copy path's bytes, when no pipe could be had */
-  size_t off, queued;
+  int pipe[2];
+  size_t queued; /* bytes in the pipe, read and not yet written */
   int eof, shut;
 } flow_t;
 
 struct splicer {
   uv_poll_t poll[2]; /* [0] the client's socket, [1] upstream's */
   int fd[2];
-  flow_t flow[2]; /* [0] client -> upstream, [1] upstream -> client */
+  flow_t flow[2];  /* [0] client -> upstream, [1] upstream -> client */
+  int watching[2]; /* the events each poll handle was started with */
 };
 
 enum { PIPE_POOL_MAX = 64, PIPE_BYTES = 256 * 1024, ROUNDS = 16 };
@@ -61,30 +60,16 @@ static void pipe_put(int p[2]) {
   p[0] = p[1] = -1;
 }
 
-/* What a flow holds while bytes wait in it: a pipe, else a buffer. */
-static int flow_hold(flow_t *f) {
-  if (f->pipe[0] >= 0 || f->buf) return 0;
-  if (!cfg.relay_copy && pipe_get(f->pipe) == 0) return 0;
+static void flow_release(flow_t *f) {
+  if (f->pipe[0] < 0) return;
+  if (f->queued == 0) {
+    pipe_put(f->pipe);
+  } else {
+    /* Bytes left in a pipe belong to a tunnel that is gone. */
+    close(f->pipe[0]);
+    close(f->pipe[1]);
+  }
   f->pipe[0] = f->pipe[1] = -1;
-  f->buf = relay_buffer_get();
-  f->off = 0;
-  return f->buf ? 0 : -1;
-}
-
-static void flow_release(flow_t *f, int drop) {
-  if (f->pipe[0] >= 0) {
-    if (drop) {
-      close(f->pipe[0]);
-      close(f->pipe[1]);
-      f->pipe[0] = f->pipe[1] = -1;
-    } else {
-      pipe_put(f->pipe);
-    }
-  }
-  if (f->buf) {
-    relay_buffer_put(f->buf);
-    f->buf = NULL;
-  }
 }
 
 /* Moves what can be moved from SRC to DST without blocking.  Returns 0,
@@ -92,13 +77,7 @@ static void flow_release(flow_t *f, int drop) {
 static int pump(conn_t *c, flow_t *f, int src, int dst, uint64_t *count, int *failed) {
   for (int round = 0; round < ROUNDS; round++) {
     if (f->queued == 0 && !f->eof) {
-      if (flow_hold(f) != 0) {
-        *failed = 0;
-        return -1;
-      }
-      ssize_t n = f->pipe[0] >= 0
-                      ? splice(src, NULL, f->pipe[1], NULL, PIPE_BYTES, SPLICE_F_MOVE | SPLICE_F_NONBLOCK)
-                      : read(src, f->buf, RELAY_BUF);
+      ssize_t n = splice(src, NULL, f->pipe[1], NULL, PIPE_BYTES, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
       if (n < 0 && (errno == EAGAIN || errno == EINTR)) break;
       if (n < 0) {
         *failed = 0;
@@ -108,27 +87,22 @@ static int pump(conn_t *c, flow_t *f, int src, int dst, uint64_t *count, int *fa
         f->eof = 1;
       else {
         f->queued = (size_t)n;
-        f->off = 0;
         *count += (uint64_t)n;
         arm_idle(c);
       }
     }
     if (f->queued) {
-      ssize_t m = f->pipe[0] >= 0
-                      ? splice(f->pipe[0], NULL, dst, NULL, f->queued, SPLICE_F_MOVE | SPLICE_F_NONBLOCK)
-                      : send(dst, f->buf + f->off, f->queued, MSG_NOSIGNAL);
+      ssize_t m = splice(f->pipe[0], NULL, dst, NULL, f->queued, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
       if (m < 0 && (errno == EAGAIN || errno == EINTR)) break;
       if (m < 0) {
         *failed = 1;
         return -1;
       }
       f->queued -= (size_t)m;
-      f->off += (size_t)m;
       if (f->queued) break; /* dst is full: wait until it can take more */
     }
     if (f->eof) break;
   }
-  if (f->queued == 0) flow_release(f, 0);
   if (f->eof && f->queued == 0 && !f->shut) {
     f->shut = 1;
     (void)shutdown(dst, SHUT_WR);
@@ -173,12 +147,16 @@ static void on_ready(uv_poll_t *h, int status, int events) {
   watch(c);
 }
 
+/* uv_poll_start re-registers the descriptor with the kernel even when the
+ * events are the same: it is called only when they change. */
 static void watch(conn_t *c) {
   splicer_t *s = c->splice;
   for (int i = 0; i < 2; i++) {
     int ev = 0;
     if (!s->flow[i].eof && s->flow[i].queued == 0) ev |= UV_READABLE;
     if (s->flow[1 - i].queued) ev |= UV_WRITABLE;
+    if (ev == s->watching[i]) continue;
+    s->watching[i] = ev;
     if (ev)
       uv_poll_start(&s->poll[i], ev, on_ready);
     else
@@ -191,18 +169,22 @@ void splice_watch(conn_t *c) { watch(c); }
 int splice_start(conn_t *c) {
   splicer_t *s = calloc(1, sizeof *s);
   if (!s) return -1;
-  int fd0 = -1, fd1 = -1;
+  int fd0 = -1, fd1 = -1, pipes = 0;
   uv_os_fd_t a, b;
-  if (uv_fileno((uv_handle_t *)&c->client.tcp, &a) != 0 ||
+  for (int i = 0; i < 2; i++) s->flow[i].pipe[0] = s->flow[i].pipe[1] = -1;
+  while (pipes < 2 && pipe_get(s->flow[pipes].pipe) == 0) pipes++;
+  if (pipes < 2 || uv_fileno((uv_handle_t *)&c->client.tcp, &a) != 0 ||
       uv_fileno((uv_handle_t *)&c->upstream.tcp, &b) != 0 || (fd0 = fcntl(a, F_DUPFD_CLOEXEC, 0)) < 0 ||
       (fd1 = fcntl(b, F_DUPFD_CLOEXEC, 0)) < 0 || uv_poll_init(loop, &s->poll[0], fd0) != 0) {
-    /* Descriptors short: the caller refuses the tunnel. */
     if (fd0 >= 0) close(fd0);
     if (fd1 >= 0) close(fd1);
+    for (int i = 0; i < 2; i++) flow_release(&s->flow[i]);
     free(s);
     return -1;
   }
   if (uv_poll_init(loop, &s->poll[1], fd1) != 0) {
+    for (int i = 0; i < 2; i++) flow_release(&s->flow[i]);
+    /* poll[0] is the first member: its close callback frees s */
     uv_close((uv_handle_t *)&s->poll[0], (uv_close_cb)free);
     close(fd0);
     close(fd1);
@@ -210,10 +192,7 @@ int splice_start(conn_t *c) {
   }
   s->fd[0] = fd0;
   s->fd[1] = fd1;
-  for (int i = 0; i < 2; i++) {
-    s->poll[i].data = c;
-    s->flow[i].pipe[0] = s->flow[i].pipe[1] = -1;
-  }
+  for (int i = 0; i < 2; i++) s->poll[i].data = c;
   c->splice = s;
   c->handles += 2;
   return 0;
@@ -223,8 +202,7 @@ void splice_stop(conn_t *c, uv_close_cb closed) {
   splicer_t *s = c->splice;
   if (!s) return;
   for (int i = 0; i < 2; i++) {
-    /* Bytes left in a pipe belong to a tunnel that is gone. */
-    flow_release(&s->flow[i], 1);
+    flow_release(&s->flow[i]);
     uv_close((uv_handle_t *)&s->poll[i], closed);
     /* uv_close has stopped the watcher: the duplicate can go now. */
     close(s->fd[i]);

@@ -1,4 +1,5 @@
-/* egressd: CONNECT tunnels, bytes relayed both ways; see egressd.h. */
+/* egressd: CONNECT tunnels, bytes relayed both ways (splice.c takes over
+ * bulk ones); see egressd.h. */
 #include "egressd.h"
 
 /* ---- relay buffers -------------------------------------------------------- */
@@ -41,6 +42,112 @@ void arm_idle(conn_t *c) { uv_timer_again(&c->timer); }
 
 void on_idle(uv_timer_t *t) { conn_close(t->data, "idle_timeout"); }
 
+/* A tunnel starts relayed through libuv (a read, a write that almost
+ * always completes at once): cheapest for the short exchanges most tunnels
+ * carry.  Once it has moved SPLICE_AFTER bytes it is handed to splice.c,
+ * whose pipes and extra descriptors pay off only on bulk transfers. */
+enum { SPLICE_AFTER = 256 * 1024 };
+
+static void relay_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+
+static void start_reading(conn_t *c) {
+  if (!c->client.eof) uv_read_start((uv_stream_t *)&c->client.tcp, alloc_side, relay_read);
+  if (!c->upstream.eof) uv_read_start((uv_stream_t *)&c->upstream.tcp, alloc_side, relay_read);
+}
+
+/* Between reads with nothing in flight either way, nothing goes through
+ * the stream handles any more: the kernel can take over. */
+static void maybe_splice(conn_t *c) {
+  if (cfg.relay_copy || c->up_bytes + c->down_bytes < SPLICE_AFTER || c->client.writing ||
+      c->upstream.writing || c->client.eof || c->upstream.eof || c->client.tcp.write_queue_size ||
+      c->upstream.tcp.write_queue_size)
+    return;
+  uv_read_stop((uv_stream_t *)&c->client.tcp);
+  uv_read_stop((uv_stream_t *)&c->upstream.tcp);
+  release_side_buffer(&c->client);
+  release_side_buffer(&c->upstream);
+  if (splice_start(c) == 0)
+    splice_watch(c);
+  else
+    start_reading(c); /* descriptors short: libuv goes on relaying */
+}
+
+static void maybe_finish(conn_t *c) {
+  if (c->client.eof && c->upstream.eof && !c->client.writing && !c->upstream.writing)
+    conn_close(c, "completed");
+}
+
+static void on_shutdown(uv_shutdown_t *r, int status) {
+  (void)status;
+  conn_t *c = r->data;
+  if (c->phase == PH_RELAY) maybe_finish(c);
+}
+
+static void on_relay_written(uv_write_t *w, int status) {
+  side_t *from = w->data;
+  conn_t *c = from->tcp.data;
+  from->writing = 0;
+  release_side_buffer(from);
+  if (c->phase != PH_RELAY) return;
+  if (status != 0) {
+    conn_close(c, from == &c->client ? "upstream_error" : "client_error");
+    return;
+  }
+  uv_read_start((uv_stream_t *)&from->tcp, alloc_side, relay_read);
+}
+
+static void relay_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
+  (void)buf;
+  conn_t *c = stream->data;
+  side_t *from = (uv_tcp_t *)stream == &c->client.tcp ? &c->client : &c->upstream;
+  side_t *to = from == &c->client ? &c->upstream : &c->client;
+  if (nread == 0) {
+    release_side_buffer(from);
+    return;
+  }
+  if (nread == UV_EOF) {
+    /* Half-close passed on; the tunnel ends when both sides have. */
+    from->eof = 1;
+    release_side_buffer(from);
+    uv_read_stop(stream);
+    uv_shutdown_t *sr = to == &c->client ? &c->sreq_c : &c->sreq_u;
+    sr->data = c;
+    if (uv_shutdown(sr, (uv_stream_t *)&to->tcp, on_shutdown) != 0) conn_close(c, "completed");
+    return;
+  }
+  if (nread < 0) {
+    conn_close(c, from == &c->client ? "client_error" : "upstream_error");
+    return;
+  }
+  arm_idle(c);
+  if (from == &c->client)
+    c->up_bytes += (uint64_t)nread;
+  else
+    c->down_bytes += (uint64_t)nread;
+  /* Most writes complete at once: the buffer is then free again and
+   * reading goes on without a turn of the loop. */
+  uv_buf_t b = uv_buf_init(from->buf, (unsigned)nread);
+  int wrote = to->tcp.write_queue_size == 0 ? uv_try_write((uv_stream_t *)&to->tcp, &b, 1) : 0;
+  if (wrote == nread) {
+    maybe_splice(c);
+    return;
+  }
+  if (wrote < 0 && wrote != UV_EAGAIN) {
+    conn_close(c, from == &c->client ? "upstream_error" : "client_error");
+    return;
+  }
+  if (wrote > 0) b = uv_buf_init(from->buf + wrote, (unsigned)(nread - wrote));
+  /* The rest waits in the reader's own buffer: reading resumes only when
+   * it is written, which is the whole of the backpressure. */
+  uv_read_stop(stream);
+  from->writing = 1;
+  from->wreq.data = from;
+  if (uv_write(&from->wreq, (uv_stream_t *)&to->tcp, &b, 1, on_relay_written) != 0) {
+    from->writing = 0;
+    conn_close(c, from == &c->client ? "upstream_error" : "client_error");
+  }
+}
+
 static void on_established_written(uv_write_t *w, int status) {
   conn_t *c = w->data;
   if (c->phase == PH_CLOSING) return;
@@ -51,9 +158,8 @@ static void on_established_written(uv_write_t *w, int status) {
   c->phase = PH_RELAY;
   uv_timer_stop(&c->timer);
   uv_timer_start(&c->timer, on_idle, cfg.idle_timeout_ms, cfg.idle_timeout_ms);
-  /* The bytes that followed the client's head may still be on their way;
-   * once they are written nothing goes through the stream handles. */
-  if (!c->client.writing) splice_watch(c);
+  /* The bytes that followed the client's head may still be on their way. */
+  if (!c->client.writing) start_reading(c);
 }
 
 typedef struct leftover {
@@ -71,18 +177,12 @@ static void on_leftover_written(uv_write_t *w, int status) {
   if (status != 0)
     conn_close(c, "upstream_error");
   else if (c->phase == PH_RELAY)
-    splice_watch(c);
+    start_reading(c);
 }
 
 void start_relay(conn_t *c) {
   head_t *h = c->head;
   c->head = NULL;
-  if (splice_start(c) != 0) {
-    free(h);
-    reply_and_close(c, 503, "Service Unavailable", "proxy_internal_error", "descriptors exhausted",
-                    "no_descriptors");
-    return;
-  }
   c->status = 200;
   /* Bytes the client sent after the request head go first, in order; the
    * client is read again once they are written. */
