@@ -416,6 +416,15 @@ with tempfile.TemporaryDirectory() as tmp:
         check(0 < i1 < i2 < i3 and up.requests == before + 3 and up.accepted == acc + 1,
               f"pipelined requests answered in order on one upstream connection ({up.requests - before}, {up.accepted - acc})")
 
+        # A body that arrives with its head, and the next request right
+        # after it, all in one write: the body goes with its request.
+        before = up.requests
+        resp = raw(pport, b"POST %s/pb HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET %s/pa HTTP/1.1\r\n"
+                   b"Connection: close\r\n\r\n" % (u, u))
+        checks += 2
+        check(resp.count(b"HTTP/1.1 200") == 2 and b"\r\n\r\nhello" in resp and resp.find(b"hello") < resp.find(b"/pa")
+              and up.requests == before + 2, f"a POST and a GET in one write: {resp!r}")
+
         # Keep-alive: each request on the client connection is its own
         # check; the upstream connection is kept only for addresses the
         # next check vetted.

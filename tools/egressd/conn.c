@@ -51,6 +51,7 @@ void drop_upstream(conn_t *c) {
   if (!c->upstream.open) return;
   c->upstream.open = 0;
   c->upstream_idle = 0;
+  c->upstream_reading = 0;
   uv_close((uv_handle_t *)&c->upstream.tcp, on_handle_closed);
 }
 
@@ -96,6 +97,7 @@ void reply_and_close(conn_t *c, int status, const char *text, const char *proxy_
   c->phase = PH_REPLYING;
   uv_timer_stop(&c->timer);
   uv_read_stop((uv_stream_t *)&c->client.tcp);
+  c->client_reading = 0;
   drop_upstream(c);
   reply_t *r = malloc(sizeof *r);
   if (!r) {
@@ -177,6 +179,7 @@ static void try_next_address(conn_t *c) {
   uv_tcp_init(loop, &c->upstream.tcp);
   c->upstream.tcp.data = c;
   c->upstream.open = 1;
+  c->upstream_reading = 0;
   c->upstream.eof = 0;
   c->handles++;
   c->creq.data = c;
@@ -290,10 +293,10 @@ static void on_checked(egress_status_t status, egress_decision_t *d, void *user)
     return;
   }
   if (upstream_reusable(c)) {
+    /* still being read (forward.c): its bytes are this request's answer now */
     free(c->addrs);
     c->addrs = NULL;
     c->upstream_idle = 0;
-    uv_read_stop((uv_stream_t *)&c->upstream.tcp);
     start_forward(c);
     return;
   }
@@ -340,8 +343,8 @@ static void start_check(conn_t *c) {
   c->phase = PH_CHECK;
   /* The check is bounded by the library's own deadline. */
   uv_timer_stop(&c->timer);
-  uv_read_stop((uv_stream_t *)&c->client.tcp);
-  release_side_buffer(&c->client);
+  /* A tunnel's bytes wait in the kernel until it is established. */
+  if (!c->forward) client_reading(c, 0);
   egress_pending_t *p = NULL;
   egress_status_t st = c->forward ? egress_uv_check_url(checker_uv, c->head->url, req, on_checked, c, &p)
                                   : egress_uv_check(checker_uv, c->host, c->port, req, on_checked, c, &p);
@@ -399,15 +402,76 @@ static void on_head_bytes(conn_t *c, size_t n) {
   }
 }
 
-static void head_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  (void)buf;
+/* A client connection that forwards is read all along, whatever it is
+ * waiting for (a head, the check, a connect, the response): stopping and
+ * starting reads would cost kernel calls on every request.  What comes
+ * while a request is under way is the next request: kept, up to the head
+ * limit, after which reading pauses until it is needed. */
+static void client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  conn_t *c = h->data;
+  if (c->phase == PH_HEADER)
+    alloc_head(h, suggested, buf);
+  else
+    alloc_side(h, suggested, buf);
+}
+
+static void client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   conn_t *c = s->data;
-  if (nread == 0) return;
-  if (nread < 0) {
-    conn_close(c, c->exchanges > 0 && (!c->head || c->head->len == 0) ? "completed" : "client_closed");
+  if (c->phase == PH_HEADER) {
+    if (nread == 0) return;
+    if (nread < 0) {
+      conn_close(c, c->exchanges > 0 && (!c->head || c->head->len == 0) ? "completed" : "client_closed");
+      return;
+    }
+    on_head_bytes(c, (size_t)nread);
     return;
   }
-  on_head_bytes(c, (size_t)nread);
+  if (c->phase == PH_RELAY && c->forward && !c->message_done) {
+    forward_body_read(c, nread, buf);
+    return;
+  }
+  if (nread == 0) {
+    release_side_buffer(&c->client);
+    return;
+  }
+  if (nread == UV_EOF) {
+    /* The client has said all it will: the exchange under way finishes. */
+    release_side_buffer(&c->client);
+    c->client_eof = 1;
+    client_reading(c, 0);
+    return;
+  }
+  if (nread < 0) {
+    conn_close(c, "client_closed");
+    return;
+  }
+  int bad = keep_pipelined(c, buf->base, (size_t)nread);
+  release_side_buffer(&c->client);
+  if (bad) {
+    conn_close(c, "internal_error");
+    return;
+  }
+  if (c->pipelined_len >= cfg.header_bytes) client_reading(c, 0);
+}
+
+void client_reading(conn_t *c, int on) {
+  if (c->client_reading == on) return;
+  c->client_reading = on;
+  if (on)
+    uv_read_start((uv_stream_t *)&c->client.tcp, client_alloc, client_read);
+  else
+    uv_read_stop((uv_stream_t *)&c->client.tcp);
+}
+
+/* Bytes after the end of the request: the next request, kept for later. */
+int keep_pipelined(conn_t *c, const char *data, size_t len) {
+  if (!len) return 0;
+  char *p = realloc(c->pipelined, c->pipelined_len + len);
+  if (!p) return -1;
+  memcpy(p + c->pipelined_len, data, len);
+  c->pipelined = p;
+  c->pipelined_len += len;
+  return 0;
 }
 
 /* Waits for the next request head on the client connection, starting with
@@ -440,7 +504,12 @@ void read_next_head(conn_t *c) {
     on_head_bytes(c, n);
     if (c->phase != PH_HEADER) return;
   }
-  uv_read_start((uv_stream_t *)&c->client.tcp, alloc_head, head_read);
+  if (c->client_eof) {
+    /* nothing more will come: an unfinished head is the end */
+    conn_close(c, c->head && c->head->len ? "client_closed" : "completed");
+    return;
+  }
+  client_reading(c, 1);
 }
 
 static void on_over_limit_written(uv_write_t *w, int status) {

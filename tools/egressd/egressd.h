@@ -105,7 +105,7 @@ typedef struct conn {
   int connect_error; /* the last connect's libuv error */
   /* forwarding */
   int forward, chunked, head_request, keep_alive, message_done, response_done, response_sent, upstream_idle,
-      upstream_spoiled, client_close, client_writes, interims;
+      upstream_spoiled, client_close, client_writes, interims, upstream_reading, client_reading, client_eof;
   unsigned exchanges;
   const char *ended;
   uint64_t up_bytes, down_bytes, t0;
@@ -128,6 +128,8 @@ void conn_close(conn_t *c, const char *ended);
 void reply_and_close(conn_t *c, int status, const char *text, const char *proxy_error, const char *reason,
                      const char *ended);
 void read_next_head(conn_t *c);
+void client_reading(conn_t *c, int on);
+int keep_pipelined(conn_t *c, const char *data, size_t len);
 void drop_upstream(conn_t *c);
 void close_idle_connections(void);
 
@@ -149,6 +151,7 @@ void splice_stop(conn_t *c, uv_close_cb closed);
 
 /* forward.c */
 void start_forward(conn_t *c);
+void forward_body_read(conn_t *c, ssize_t nread, const uv_buf_t *buf);
 
 #include "admin.h" /* admin listener, metrics, per-client limit, reloads */
 

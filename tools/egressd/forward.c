@@ -14,7 +14,6 @@ typedef struct out_write {
   char data[];
 } out_write_t;
 
-static void body_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void response_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
 /* ---- the request, to upstream ---------------------------------------------- */
@@ -27,8 +26,9 @@ static void on_out_written(uv_write_t *w, int status) {
     conn_close(c, "upstream_error");
     return;
   }
-  if (!c->message_done && c->upstream.tcp.write_queue_size < UPSTREAM_QUEUE_MAX)
-    uv_read_start((uv_stream_t *)&c->client.tcp, alloc_side, body_read);
+  if (c->upstream.tcp.write_queue_size < UPSTREAM_QUEUE_MAX && !c->client_eof &&
+      c->pipelined_len < cfg.header_bytes)
+    client_reading(c, 1);
 }
 
 /* Copies and queues bytes to upstream; the client is read again only when
@@ -43,7 +43,7 @@ static int send_upstream(conn_t *c, const char *data, size_t len) {
     return -1;
   }
   c->up_bytes += len;
-  if (c->upstream.tcp.write_queue_size >= UPSTREAM_QUEUE_MAX) uv_read_stop((uv_stream_t *)&c->client.tcp);
+  if (c->upstream.tcp.write_queue_size >= UPSTREAM_QUEUE_MAX) client_reading(c, 0);
   return 0;
 }
 
@@ -65,8 +65,7 @@ static int on_message_complete(http_parser *p) {
   if (c->phase != PH_RELAY) return 0;
   if (c->chunked && send_upstream(c, "0\r\n\r\n", 5)) return -1;
   c->message_done = 1;
-  /* The next request, if any, is read after this exchange. */
-  uv_read_stop((uv_stream_t *)&c->client.tcp);
+  /* What follows is the next request, kept until this exchange is over. */
   http_parser_pause(p, 1);
   return 0;
 }
@@ -75,17 +74,6 @@ static const http_parser_settings body_settings = {
   .on_body = on_body,
   .on_message_complete = on_message_complete,
 };
-
-/* Bytes after the end of the request: the next request, kept for later. */
-static int keep_pipelined(conn_t *c, const char *data, size_t len) {
-  if (!len) return 0;
-  char *p = realloc(c->pipelined, c->pipelined_len + len);
-  if (!p) return -1;
-  memcpy(p + c->pipelined_len, data, len);
-  c->pipelined = p;
-  c->pipelined_len += len;
-  return 0;
-}
 
 /* Parses body bytes; what follows the request's end is kept. */
 static int take_body(conn_t *c, const char *data, size_t len) {
@@ -97,8 +85,7 @@ static int take_body(conn_t *c, const char *data, size_t len) {
   return 0;
 }
 
-static void body_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  conn_t *c = s->data;
+void forward_body_read(conn_t *c, ssize_t nread, const uv_buf_t *buf) {
   if (nread == 0) {
     release_side_buffer(&c->client);
     return;
@@ -131,20 +118,36 @@ static const http_parser_settings response_settings = {
   .on_message_complete = on_response_complete,
 };
 
-static void idle_upstream_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  (void)buf;
+/* The upstream connection is read from its first response on, also while
+ * it waits, kept alive, for the next request: stopping and starting reads
+ * costs the kernel calls that a kept-alive exchange is meant to save. */
+static void upstream_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   conn_t *c = s->data;
+  if (!c->upstream_idle) {
+    response_read(s, nread, buf);
+    return;
+  }
   release_side_buffer(&c->upstream);
   /* Anything from an idle upstream (its close, or bytes nobody asked
    * for) ends it; the client connection goes on. */
   if (nread != 0) drop_upstream(c);
 }
 
+static void upstream_reading(conn_t *c, int on) {
+  if (c->upstream_reading == on || !c->upstream.open) return;
+  c->upstream_reading = on;
+  if (on)
+    uv_read_start((uv_stream_t *)&c->upstream.tcp, alloc_side, upstream_read);
+  else
+    uv_read_stop((uv_stream_t *)&c->upstream.tcp);
+}
+
 /* The exchange is over (request sent, response relayed): the close event,
  * then the next request on the same connection, or the end. */
 static void exchange_done(conn_t *c) {
   c->exchanges++;
-  int again = c->keep_alive && c->message_done && !c->client_close && !draining;
+  int again = c->keep_alive && c->message_done && !c->client_close && !draining &&
+              !(c->client_eof && !c->pipelined_len);
   if (!again) {
     conn_close(c, "completed");
     return;
@@ -153,7 +156,7 @@ static void exchange_done(conn_t *c) {
   emit_close_event(c);
   if (c->upstream.open && !c->upstream.eof && !c->upstream_spoiled) {
     c->upstream_idle = 1;
-    uv_read_start((uv_stream_t *)&c->upstream.tcp, alloc_side, idle_upstream_read);
+    upstream_reading(c, 1);
   } else {
     drop_upstream(c);
   }
@@ -182,7 +185,7 @@ static void after_client_write(conn_t *c, int status) {
   else if (c->upstream.eof)
     conn_close(c, "upstream_closed");
   else
-    uv_read_start((uv_stream_t *)&c->upstream.tcp, alloc_side, response_read);
+    upstream_reading(c, 1);
 }
 
 static void on_body_written(uv_write_t *w, int status) {
@@ -198,19 +201,35 @@ static void on_head_written(uv_write_t *w, int status) {
   after_client_write(c, status);
 }
 
+/* Writes at once what the client takes (in order: only when nothing
+ * waits before it); the rest is queued.  Returns 0, or -1. */
 static int write_client(conn_t *c, const char *head, size_t hl, const char *body, size_t bl) {
-  out_write_t *o = malloc(sizeof *o + hl + bl);
+  uv_buf_t parts[2] = { uv_buf_init((char *)head, (unsigned)hl), uv_buf_init((char *)body, (unsigned)bl) };
+  int n = bl ? 2 : 1, wrote = 0;
+  c->down_bytes += hl + bl;
+  c->response_sent = 1;
+  if (c->client.tcp.write_queue_size == 0) {
+    wrote = uv_try_write((uv_stream_t *)&c->client.tcp, parts, (unsigned)n);
+    if (wrote == (int)(hl + bl)) return 0;
+    if (wrote < 0 && wrote != UV_EAGAIN) return -1;
+    if (wrote < 0) wrote = 0;
+  }
+  size_t rest = hl + bl - (size_t)wrote;
+  out_write_t *o = malloc(sizeof *o + rest);
   if (!o) return -1;
-  memcpy(o->data, head, hl);
-  if (bl) memcpy(o->data + hl, body, bl);
-  uv_buf_t b = uv_buf_init(o->data, (unsigned)(hl + bl));
+  size_t skip = (size_t)wrote, k = 0;
+  for (int i = 0; i < n; i++) {
+    size_t len = parts[i].len, from = skip < len ? skip : len;
+    skip -= from;
+    memcpy(o->data + k, parts[i].base + from, len - from);
+    k += len - from;
+  }
+  uv_buf_t b = uv_buf_init(o->data, (unsigned)rest);
   if (uv_write(&o->w, (uv_stream_t *)&c->client.tcp, &b, 1, on_head_written) != 0) {
     free(o);
     return -1;
   }
   c->client_writes++;
-  c->down_bytes += hl + bl;
-  c->response_sent = 1;
   return 0;
 }
 
@@ -313,7 +332,7 @@ static void response_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   if (c->rhead) {
     int closed = response_head_bytes(c, buf->base, (size_t)nread);
     release_side_buffer(&c->upstream);
-    if (!closed && c->response_done) uv_read_stop(s);
+    if (!closed && c->response_done && !c->client_writes) exchange_done(c);
     return;
   }
   size_t took = http_parser_execute(&c->resp, &response_settings, buf->base, (size_t)nread);
@@ -326,13 +345,26 @@ static void response_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   /* Bytes past the response's end were not asked for: dropped, and the
    * connection is not used again. */
   if ((size_t)nread > took) c->upstream_spoiled = 1;
-  uv_read_stop(s);
   c->down_bytes += took;
   c->response_sent = 1;
+  uv_buf_t b = uv_buf_init(buf->base, (unsigned)took);
+  int wrote = c->client.tcp.write_queue_size == 0 ? uv_try_write((uv_stream_t *)&c->client.tcp, &b, 1) : 0;
+  if (wrote == (int)took) {
+    release_side_buffer(&c->upstream);
+    if (c->response_done && !c->client_writes) exchange_done(c);
+    return;
+  }
+  if (wrote < 0 && wrote != UV_EAGAIN) {
+    conn_close(c, "client_error");
+    return;
+  }
+  if (wrote > 0) b = uv_buf_init(buf->base + wrote, (unsigned)(took - (size_t)wrote));
+  /* The rest waits in the read buffer; upstream is read again once the
+   * client has taken it. */
+  upstream_reading(c, 0);
   c->upstream.writing = 1;
   c->upstream.wreq.data = c;
   c->client_writes++;
-  uv_buf_t b = uv_buf_init(buf->base, (unsigned)took);
   if (uv_write(&c->upstream.wreq, (uv_stream_t *)&c->client.tcp, &b, 1, on_body_written) != 0) {
     c->upstream.writing = 0;
     c->client_writes--;
@@ -375,6 +407,12 @@ void start_forward(conn_t *c) {
   const char *rest = h->buf + h->used;
   size_t rest_len = h->len - h->used;
   int no_body = !c->chunked && (t.content_length == 0 || t.content_length == ULLONG_MAX);
+  /* What the client sent while the request was checked and connected
+   * came after what came with the head. */
+  char *early = c->pipelined;
+  size_t early_len = c->pipelined_len;
+  c->pipelined = NULL;
+  c->pipelined_len = 0;
   int bad;
   if (no_body) {
     c->message_done = 1;
@@ -383,12 +421,16 @@ void start_forward(conn_t *c) {
     /* The paused parser has yet to take the head's last byte. */
     bad = take_body(c, rest - 1, rest_len + 1);
   }
+  if (!bad && early_len)
+    bad = c->message_done ? keep_pipelined(c, early, early_len) : take_body(c, early, early_len);
+  free(early);
   c->head = NULL;
   free(h);
   if (bad) {
     if (c->phase == PH_RELAY) conn_close(c, "bad_body");
     return;
   }
-  if (!c->message_done) uv_read_start((uv_stream_t *)&c->client.tcp, alloc_side, body_read);
-  uv_read_start((uv_stream_t *)&c->upstream.tcp, alloc_side, response_read);
+  upstream_reading(c, 1);
+  /* Reading may have paused while the head limit's worth waited. */
+  if (!c->message_done && !c->client_eof) client_reading(c, 1);
 }
