@@ -337,6 +337,9 @@ static int cmd_rps(long nconns, double seconds) {
   printf("{\"responses\":%llu,\"seconds\":%.3f,\"rps\":%.1f,\"connections\":%llu,\"errors\":%llu}\n",
          (unsigned long long)responses, s, (double)responses / s,
          (unsigned long long)(opened + (uint64_t)nconns), (unsigned long long)errors);
+  for (long i = 0; i < nconns; i++) close(cs[i].fd);
+  free(cs);
+  close(ep);
   return 0;
 }
 
@@ -387,6 +390,9 @@ static int cmd_idle(long count) {
   fflush(stdout);
   char b;
   while (read(0, &b, 1) > 0) {}
+  for (long i = 0; i < count; i++)
+    if (cs[i].fd > 0) close(cs[i].fd);
+  free(cs);
   return 0;
 }
 
