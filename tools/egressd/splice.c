@@ -31,7 +31,7 @@ struct splicer {
   int watching[2]; /* the events each poll handle was started with */
 };
 
-enum { PIPE_POOL_MAX = 64, PIPE_BYTES = 256 * 1024, ROUNDS = 16 };
+enum { PIPE_POOL_MAX = 64, PIPE_BYTES = 1024 * 1024, ROUNDS = 16 };
 static int pipe_pool[PIPE_POOL_MAX][2];
 static int pipes_pooled;
 
@@ -43,7 +43,8 @@ static int pipe_get(int p[2]) {
     return 0;
   }
   if (pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) return -1;
-  /* Fewer, larger moves; the default 64 KiB also works. */
+  /* Fewer, larger moves (1 MiB is the default ceiling for a pipe, and
+   * past a user's share the kernel gives less); 64 KiB also works. */
   (void)fcntl(p[1], F_SETPIPE_SZ, PIPE_BYTES);
   return 0;
 }
