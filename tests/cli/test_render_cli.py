@@ -634,11 +634,13 @@ class Gateway(unittest.TestCase):
         if image is not None:
             self.assertEqual(ctr["image"], image)
         self.assertRegex(ctr["image"], r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
-        self.assertEqual(ctr["command"], ["egressd", "--listen", "0.0.0.0:3128",
+        self.assertEqual(ctr["command"], ["egressd", "--listen", "0.0.0.0:3128", "--admin", "0.0.0.0:9090",
                                           "--policy", "/etc/egressd/policy.json"])
-        self.assertEqual(ctr["ports"], [{"name": "proxy", "containerPort": 3128, "protocol": "TCP"}])
-        for probe in ("readinessProbe", "livenessProbe"):
-            self.assertEqual(ctr[probe]["tcpSocket"], {"port": 3128})
+        self.assertEqual(ctr["ports"], [{"name": "proxy", "containerPort": 3128, "protocol": "TCP"},
+                                        {"name": "admin", "containerPort": 9090, "protocol": "TCP"}])
+        # Readiness follows egressd's drain; liveness only its loop.
+        self.assertEqual(ctr["readinessProbe"]["httpGet"], {"path": "/readyz", "port": "admin"})
+        self.assertEqual(ctr["livenessProbe"]["httpGet"], {"path": "/healthz", "port": "admin"})
         sc = ctr["securityContext"]
         self.assertEqual((sc["allowPrivilegeEscalation"], sc["readOnlyRootFilesystem"], sc["runAsNonRoot"]),
                          (False, True, True))

@@ -1085,6 +1085,7 @@ done:
 /* ------------------------------------------------------------------------ */
 
 #define GATEWAY_PORT       3128
+#define GATEWAY_ADMIN_PORT 9090
 #define GATEWAY_COMPONENT  "egress-gateway"
 #define GATEWAY_POLICY_DIR "/etc/egressd"
 
@@ -1138,18 +1139,23 @@ static void jgw_configmap(jb_t *j, cJSON *items, const rctx_t *c, const char *na
   egress__free(text);
 }
 
-static void jprobe(jb_t *j, cJSON *ctr, const char *key, double delay, double period) {
+/* Probes ask egressd's admin listener: /readyz turns 503 while egressd
+ * drains, so the Service stops sending it clients before it stops. */
+static void jprobe(jb_t *j, cJSON *ctr, const char *key, const char *path, double delay, double period) {
   cJSON *pr = jobj(j, ctr, key);
-  jnum(j, jobj(j, pr, "tcpSocket"), "port", GATEWAY_PORT);
+  cJSON *get = jobj(j, pr, "httpGet");
+  jstr(j, get, "path", path);
+  jstr(j, get, "port", "admin");
   jnum(j, pr, "initialDelaySeconds", delay);
   jnum(j, pr, "periodSeconds", period);
 }
 
 static void jgw_deployment(jb_t *j, cJSON *items, const rctx_t *c, const char *name, const char *ns,
                            const char *const *sel) {
-  char cname[320], listen[32];
+  char cname[320], listen[32], admin[32];
   snprintf(cname, sizeof cname, "%s-policy", name);
   snprintf(listen, sizeof listen, "0.0.0.0:%d", GATEWAY_PORT);
+  snprintf(admin, sizeof admin, "0.0.0.0:%d", GATEWAY_ADMIN_PORT);
   cJSON *d = jobj(j, items, NULL);
   jstr(j, d, "apiVersion", "apps/v1");
   jstr(j, d, "kind", "Deployment");
@@ -1175,14 +1181,21 @@ static void jgw_deployment(jb_t *j, cJSON *items, const rctx_t *c, const char *n
   jstr(j, ctr, "name", "egressd");
   jstr(j, ctr, "image", c->o->gateway_image ? c->o->gateway_image : egress__render_default_gateway_image);
   cJSON *cmd = jarr(j, ctr, "command");
-  const char *argv[] = { "egressd", "--listen", listen, "--policy", GATEWAY_POLICY_DIR "/policy.json", NULL };
+  const char *argv[] = {
+    "egressd", "--listen", listen, "--admin", admin, "--policy", GATEWAY_POLICY_DIR "/policy.json", NULL
+  };
   for (size_t i = 0; argv[i]; i++) jstr(j, cmd, NULL, argv[i]);
-  cJSON *port = jobj(j, jarr(j, ctr, "ports"), NULL);
+  cJSON *ports = jarr(j, ctr, "ports");
+  cJSON *port = jobj(j, ports, NULL);
   jstr(j, port, "name", "proxy");
   jnum(j, port, "containerPort", GATEWAY_PORT);
   jstr(j, port, "protocol", "TCP");
-  jprobe(j, ctr, "readinessProbe", 1, 5);
-  jprobe(j, ctr, "livenessProbe", 10, 10);
+  cJSON *aport = jobj(j, ports, NULL);
+  jstr(j, aport, "name", "admin");
+  jnum(j, aport, "containerPort", GATEWAY_ADMIN_PORT);
+  jstr(j, aport, "protocol", "TCP");
+  jprobe(j, ctr, "readinessProbe", "/readyz", 1, 5);
+  jprobe(j, ctr, "livenessProbe", "/healthz", 10, 10);
   cJSON *res = jobj(j, ctr, "resources");
   const char *req[] = { "cpu", "100m", "memory", "64Mi", NULL };
   const char *lim[] = { "cpu", "1", "memory", "256Mi", NULL };
