@@ -13,7 +13,7 @@
 // undici comes from bindings/node/node_modules (npm ci --prefix
 // bindings/node, which tools/dev.sh runs).  One "ok   "/"FAIL " line per
 // check, then the "EGRESS-TESTS:" line tests/summarize.py counts.
-import { spawn, execFileSync } from 'node:child_process';
+import { spawn, execFile, execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -241,6 +241,13 @@ try {
   if (r) check(r.status === 200 && r.body === 'hello from https /env', `EnvHttpProxyAgent https via HTTPS_PROXY: ${r.status}`);
   r = await attempt('EnvHttpProxyAgent http', () => get(`http://up.test:${plain.port}/env`, env));
   if (r) check(r.status === 200 && r.body === 'hello from http /env', `EnvHttpProxyAgent http via HTTP_PROXY: ${r.status}`);
+  // curl finds the proxy in HTTPS_PROXY too (run apart: the TLS upstream
+  // lives in this process's loop, which must go on turning).
+  const curl = await new Promise((resolve) => {
+    execFile('curl', ['-sS', '--max-time', '5', '--cacert', path.join(tmp, 'ca.pem'), `https://tls.test:${tls.port}/curl`],
+      { env: { ...process.env, HTTPS_PROXY: proxyUrl } }, (err, stdout, stderr) => resolve({ err, stdout, stderr }));
+  });
+  check(!curl.err && curl.stdout === 'hello from https /curl', `curl with HTTPS_PROXY, TLS verified through the tunnel: ${curl.stdout} ${curl.stderr}`);
   const envForward = new EnvHttpProxyAgent({ proxyTunnel: false });
   r = await attempt('EnvHttpProxyAgent http absolute-form', () => get(`http://up.test:${plain.port}/env-abs`, envForward));
   if (r) check(r.status === 200 && r.body === 'hello from http /env-abs', `EnvHttpProxyAgent proxyTunnel:false: ${r.status}`);

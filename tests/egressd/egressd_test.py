@@ -339,6 +339,8 @@ with tempfile.TemporaryDirectory() as tmp:
         # Hostile heads: nothing checked, nothing connected.
         refused(b"CONNECT up.test:%d HTTP/1.1\r\nX-Big: %s\r\n\r\n" % (up.port, b"a" * 40000), 431, None, None,
                 "header block over 32 KiB")
+        refused(b"GET http://up.test:%d/ HTTP/1.1\r\n%s\r\n" % (up.port, b"".join(b"X-B%d: %s\r\n" % (i, b"b" * 2000) for i in range(100))),
+                431, None, None, "200 kB of header fields")
         refused(b"GET http://up.test:%d/ HTTP/1.1\r\n%s\r\n" % (up.port, b"".join(b"X-F%d: 1\r\n" % i for i in range(125))),
                 431, None, None, "125 header fields")
         refused(b"CONNECT up.test:%d HTTP/1.1\r\nBad Header\r\n\r\n" % up.port, 400, None, None, "malformed header")
