@@ -384,30 +384,13 @@ static void admin_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
  * --header-timeout-ms is dropped. */
 static void admin_timeout(uv_timer_t *t) { admin_close(t->data); }
 
-static void busy_written(uv_write_t *w, int status) {
-  (void)status;
-  uv_close((uv_handle_t *)w->handle, (uv_close_cb)free);
-  free(w);
-}
-
 static void admin_accept(uv_stream_t *server, int status) {
   if (status != 0) return;
   if (admin_open >= ADMIN_MAX_CONNS) {
     /* Answered without a connection state, as the proxy's own limit. */
     static const char busy[] =
         "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-    uv_tcp_t *t = malloc(sizeof *t);
-    uv_write_t *w = malloc(sizeof *w);
-    if (!t || !w || uv_tcp_init(loop, t) != 0) {
-      free(t);
-      free(w);
-      return;
-    }
-    uv_buf_t b = uv_buf_init((char *)busy, sizeof busy - 1);
-    if (uv_accept(server, (uv_stream_t *)t) != 0 || uv_write(w, (uv_stream_t *)t, &b, 1, busy_written) != 0) {
-      free(w);
-      uv_close((uv_handle_t *)t, (uv_close_cb)free);
-    }
+    refuse_at_accept(server, busy, sizeof busy - 1, NULL);
     return;
   }
   admin_conn_t *a = calloc(1, sizeof *a);

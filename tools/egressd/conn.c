@@ -512,37 +512,45 @@ void read_next_head(conn_t *c) {
   client_reading(c, 1);
 }
 
-static void on_over_limit_written(uv_write_t *w, int status) {
+static void on_refusal_written(uv_write_t *w, int status) {
   (void)status;
   uv_close((uv_handle_t *)w->handle, (uv_close_cb)free);
   free(w);
 }
 
+/* Accepts a client only to answer it TEXT and close, without a connection
+ * state: a flood past a limit costs one reply each.  SEEN (if any) sees
+ * the accepted socket first. */
+void refuse_at_accept(uv_stream_t *server, const char *text, size_t len, void (*seen)(uv_tcp_t *t)) {
+  uv_tcp_t *t = malloc(sizeof *t);
+  uv_write_t *w = malloc(sizeof *w);
+  if (!t || !w || uv_tcp_init(loop, t) != 0) {
+    free(t);
+    free(w);
+    return;
+  }
+  if (uv_accept(server, (uv_stream_t *)t) != 0) {
+    free(w);
+    uv_close((uv_handle_t *)t, (uv_close_cb)free);
+    return;
+  }
+  if (seen) seen(t);
+  uv_buf_t b = uv_buf_init((char *)text, (unsigned)len);
+  if (uv_write(w, (uv_stream_t *)t, &b, 1, on_refusal_written) != 0) {
+    free(w);
+    uv_close((uv_handle_t *)t, (uv_close_cb)free);
+  }
+}
+
+static void connection_limit_seen(uv_tcp_t *t) { limits_refused(LIMIT_CONNECTIONS, t); }
+
 void on_accept(uv_stream_t *server, int status) {
   if (status != 0) return;
   if (active >= cfg.max_connections) {
-    /* Answered without a connection state: a flood costs one reply each. */
-    uv_tcp_t *t = malloc(sizeof *t);
-    uv_write_t *w = malloc(sizeof *w);
-    if (!t || !w || uv_tcp_init(loop, t) != 0) {
-      free(t);
-      free(w);
-      return;
-    }
-    if (uv_accept(server, (uv_stream_t *)t) != 0) {
-      free(w);
-      uv_close((uv_handle_t *)t, (uv_close_cb)free);
-      return;
-    }
-    limits_refused(LIMIT_CONNECTIONS, t);
     static const char busy[] =
         "HTTP/1.1 503 Service Unavailable\r\nProxy-Status: egressd; error=proxy_internal_error; "
         "details=\"connection limit\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-    uv_buf_t b = uv_buf_init((char *)busy, sizeof busy - 1);
-    if (uv_write(w, (uv_stream_t *)t, &b, 1, on_over_limit_written) != 0) {
-      free(w);
-      uv_close((uv_handle_t *)t, (uv_close_cb)free);
-    }
+    refuse_at_accept(server, busy, sizeof busy - 1, connection_limit_seen);
     return;
   }
   conn_t *c = calloc(1, sizeof *c);
