@@ -571,6 +571,20 @@ with tempfile.TemporaryDirectory() as tmp:
         check(got.startswith(b"HTTP/1.1 200") and rest == b"" and 0.3 < time.monotonic() - t0 < 3,
               f"idle tunnel closed after --idle-timeout-ms ({time.monotonic() - t0:.2f}s)")
         s.close()
+        # A kept-alive connection with no next request is closed at the
+        # header timeout, without an answer.
+        s = socket.create_connection(("127.0.0.1", p2), timeout=5)
+        s.sendall(b"GET http://up.test:%d/ka HTTP/1.1\r\n\r\n" % up.port)
+        got = b""
+        while b"/ka" not in got:
+            got += s.recv(4096)
+        t0 = time.monotonic()
+        rest = s.recv(200)
+        checks += 1
+        check(got.startswith(b"HTTP/1.1 200") and rest == b"" and 0.2 < time.monotonic() - t0 < 3,
+              f"an idle kept-alive connection closed at the header timeout, unanswered ({rest[:20]!r}, "
+              f"{time.monotonic() - t0:.2f}s)")
+        s.close()
         proxy2.terminate()
         proxy2.wait(timeout=10)
 
