@@ -18,7 +18,8 @@
  *
  * Each check writes the library's attempt event through the checker's
  * sink; each tunnel or exchange writes one close event (bytes each way,
- * duration, address, how it ended) to the same place.  See `egressd --help`.
+ * duration, address, how it ended) to the same place.  docs/egressd.md says
+ * what the gateway promises and why; `egressd --help` how to run it.
  */
 #include <arpa/inet.h>
 #include <errno.h>
