@@ -35,6 +35,8 @@ class Upstream:
         self.accepted = 0
         self.requests = 0
         self.last_headers = {}
+        self.events_path = None
+        self.audited = []
 
         class H(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -60,6 +62,10 @@ class Upstream:
             def do_GET(self):
                 outer.requests += 1
                 outer.last_headers = {k.lower(): v for k, v in self.headers.items()}
+                if outer.events_path and self.path.startswith("/audit"):
+                    # Is the request's attempt line written by the time it arrives?
+                    with open(outer.events_path) as ev:
+                        outer.audited.append(any(self.path in l and "io.portarium.egress.attempt" in l for l in ev))
                 body = f"hello from {ip} {self.path}".encode()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
@@ -234,6 +240,7 @@ with tempfile.TemporaryDirectory() as tmp:
     with open(policy, "w") as f:
         json.dump({"egressAllowlist": allow, "egressDenylist": []}, f)
     events = os.path.join(tmp, "events.jsonl")
+    up.events_path = events
     portfile = os.path.join(tmp, "port")
 
     dns = subprocess.Popen([a.dns, "--bind", "127.0.0.1", "--zone", zone, "--stdin-lifeline"],
@@ -426,6 +433,17 @@ with tempfile.TemporaryDirectory() as tmp:
         checks += 2
         check(resp.count(b"HTTP/1.1 200") == 2 and b"\r\n\r\nhello" in resp and resp.find(b"hello") < resp.find(b"/pa")
               and up.requests == before + 2, f"a POST and a GET in one write: {resp!r}")
+
+        # Audit before acting: each request's attempt line is in the events
+        # file before the upstream sees the request (kept-alive, so the
+        # close line of the one before waits for it).
+        c = http.client.HTTPConnection("127.0.0.1", pport, timeout=5)
+        for path in ("/audit1", "/audit2", "/audit3"):
+            c.request("GET", f"http://up.test:{up.port}{path}")
+            c.getresponse().read()
+        c.close()
+        checks += 3
+        check(up.audited == [True, True, True], f"attempt lines written before the upstream saw each request: {up.audited}")
 
         # Keep-alive: each request on the client connection is its own
         # check; the upstream connection is kept only for addresses the

@@ -123,6 +123,14 @@ static inline uint64_t now_ms(void) { return uv_now(loop); }
 /* main.c */
 void emit_close_event(conn_t *c);
 
+/* events.c: attempt lines written at once (the library's sink), close
+ * lines after them in order, at the latest when the loop turn ends */
+int events_init(void);
+int events_attempt(const char *json, size_t len, const egress_decision_t *d, void *user);
+void events_close_line(const char *line, size_t len);
+void events_flush(void);
+void events_end(void);
+
 /* conn.c */
 void on_accept(uv_stream_t *server, int status);
 void refuse_at_accept(uv_stream_t *server, const char *text, size_t len, void (*seen)(uv_tcp_t *t));

@@ -155,28 +155,46 @@ void log_json_fields(const char *level, const char *msg, cJSON *fields) {
   cJSON_Delete(fields);
 }
 
+/* A JSON string of S (the host as the client wrote it may hold anything
+ * the URL parser let through). */
+static size_t json_str(char *out, size_t cap, const char *s) {
+  size_t w = 0;
+  if (cap < 3) return 0;
+  out[w++] = '"';
+  for (; *s && w + 8 < cap; s++) {
+    unsigned char ch = (unsigned char)*s;
+    if (ch == '"' || ch == '\\') {
+      out[w++] = '\\';
+      out[w++] = (char)ch;
+    } else if (ch < 0x20 || ch == 0x7f) {
+      w += (size_t)snprintf(out + w, cap - w, "\\u%04x", ch);
+    } else {
+      out[w++] = (char)ch;
+    }
+  }
+  out[w++] = '"';
+  out[w] = '\0';
+  return w;
+}
+
 void emit_close_event(conn_t *c) {
   stats_closed(c);
   if (!c->host[0]) return; /* no check was made: nothing to close */
-  cJSON *o = cJSON_CreateObject();
-  cJSON_AddStringToObject(o, "event", "egressd.close");
-  cJSON_AddStringToObject(o, "kind", c->forward ? "forward" : "tunnel");
-  cJSON_AddStringToObject(o, "host", c->host);
-  cJSON_AddNumberToObject(o, "port", c->port);
-  cJSON_AddNumberToObject(o, "status", c->status);
+  char host[2 * HEAD_HOST_MAX + 16], address[160], line[1024];
+  json_str(host, sizeof host, c->host);
   if (c->connected_to[0])
-    cJSON_AddStringToObject(o, "address", c->connected_to);
+    json_str(address, sizeof address, c->connected_to);
   else
-    cJSON_AddNullToObject(o, "address");
-  cJSON_AddNumberToObject(o, "bytesUp", (double)c->up_bytes);
-  cJSON_AddNumberToObject(o, "bytesDown", (double)c->down_bytes);
-  cJSON_AddNumberToObject(o, "durationMs", (double)(now_ms() - c->t0));
-  cJSON_AddStringToObject(o, "ended", c->ended ? c->ended : "closed");
-  if (!c->forward) cJSON_AddStringToObject(o, "relay", c->splice ? "splice" : "copy");
-  char *s = cJSON_PrintUnformatted(o);
-  if (s) write_line(events_fd, s);
-  cJSON_free(s);
-  cJSON_Delete(o);
+    snprintf(address, sizeof address, "null");
+  int n = snprintf(
+      line, sizeof line,
+      "{\"event\":\"egressd.close\",\"kind\":\"%s\",\"host\":%s,\"port\":%d,\"status\":%d,"
+      "\"address\":%s,\"bytesUp\":%llu,\"bytesDown\":%llu,\"durationMs\":%llu,\"ended\":\"%s\"%s%s%s}",
+      c->forward ? "forward" : "tunnel", host, c->port, c->status, address, (unsigned long long)c->up_bytes,
+      (unsigned long long)c->down_bytes, (unsigned long long)(now_ms() - c->t0),
+      c->ended ? c->ended : "closed", c->forward ? "" : ",\"relay\":\"",
+      c->forward ? "" : (c->splice ? "splice" : "copy"), c->forward ? "" : "\"");
+  if (n > 0 && (size_t)n < sizeof line) events_close_line(line, (size_t)n);
 }
 
 /* ---- signals and setup -------------------------------------------------------- */
@@ -361,7 +379,7 @@ int main(int argc, char **argv) {
   if (st == EGRESS_OK && cfg.dns_cache >= 0)
     st = egress_options_set_cache(opts, (uint32_t)cfg.dns_cache, 0, 86400, 60);
   if (st == EGRESS_OK) st = egress_options_set_event_source(opts, "egressd");
-  if (st == EGRESS_OK) st = egress_options_set_event_fd(opts, events_fd);
+  if (st == EGRESS_OK) st = egress_options_set_event_callback(opts, events_attempt, NULL);
   if (st == EGRESS_OK) st = egress_checker_new(policy, opts, &checker, err, sizeof err);
   egress_options_free(opts);
   egress_policy_unref(policy);
@@ -432,6 +450,10 @@ int main(int argc, char **argv) {
   cJSON_AddNumberToObject(f, "maxClientConnections", ops_cfg.max_client_connections);
   log_json_fields("info", "listening", f);
 
+  if (events_init() != 0) {
+    fputs("egressd: cannot set up the events file's writer\n", stderr);
+    return EXIT_SOFTWARE;
+  }
   uv_run(loop, UV_RUN_DEFAULT);
 
   admin_stop();
@@ -441,6 +463,7 @@ int main(int argc, char **argv) {
   uv_run(loop, UV_RUN_DEFAULT);
   (void)uv_loop_close(loop);
   egress_checker_free(checker);
+  events_end();
   if (events_fd != 1) close(events_fd);
   return 0;
 }
