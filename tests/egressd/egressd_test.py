@@ -439,7 +439,9 @@ with tempfile.TemporaryDirectory() as tmp:
         # close line of the one before waits for it).
         c = http.client.HTTPConnection("127.0.0.1", pport, timeout=5)
         for path in ("/audit1", "/audit2", "/audit3"):
-            c.request("GET", f"http://up.test:{up.port}{path}")
+            # only the first names a correlation id: the others must not inherit it
+            extra = {"X-Egress-Correlation-Id": "corr-audit1"} if path == "/audit1" else {}
+            c.request("GET", f"http://up.test:{up.port}{path}", headers=extra)
             c.getresponse().read()
         c.close()
         checks += 3
@@ -680,6 +682,10 @@ with tempfile.TemporaryDirectory() as tmp:
     check(len(attempts) == checks, f"one attempt event per check: {len(attempts)} events, {checks} checks")
     check(len(closes) == checks, f"one close event per checked tunnel: {len(closes)} vs {checks}")
     check(all(e["data"].get("runId") == "run-7" for e in attempts), "--context on every attempt event, never replaced by a header")
+    audit = {e["data"]["url"].rsplit("/", 1)[1]: e["data"].get("correlationId") for e in attempts
+             if "/audit" in (e["data"].get("url") or "")}
+    check(audit == {"audit1": "corr-audit1", "audit2": None, "audit3": None},
+          f"a request's X-Egress-* context stays with it: {audit}")
     check(any(e["data"].get("correlationId") == "corr-fwd" and e["data"].get("method") == "GET" for e in attempts),
           "X-Egress-Correlation-Id and the method as the check's context")
     check(any(e["kind"] == "forward" and e["status"] == 200 and e["bytesDown"] > 0 for e in closes), "close event of a forwarded exchange")

@@ -313,15 +313,32 @@ static void on_checked(egress_status_t status, egress_decision_t *d, void *user)
   try_next_address(c);
 }
 
+/* One request context for every check: the check copies what it needs,
+ * and egressd has one thread. */
+static egress_request_t *context;
+
+void conn_end(void) {
+  egress_request_free(context);
+  context = NULL;
+}
+
+static egress_request_t *check_context(void) {
+  if (!context && egress_request_new(&context) != EGRESS_OK) return NULL;
+    /* Nothing of the request before may reach this one's event. */
+#define CLEAR_FIELD(name, value, key) (void)egress_request_set(context, EGRESS_FIELD_##name, NULL);
+  EGRESS_FIELD_MAP(CLEAR_FIELD)
+#undef CLEAR_FIELD
+  return context;
+}
+
 static void start_check(conn_t *c) {
-  egress_request_t *req = NULL;
+  egress_request_t *req = check_context();
   target_t t;
-  if (egress_request_new(&req) != EGRESS_OK) {
+  if (!req) {
     reply_and_close(c, 500, "Internal Server Error", "proxy_internal_error", NULL, "internal_error");
     return;
   }
   if (head_target(c->head, &t, req) != 0) {
-    egress_request_free(req);
     c->host[0] = '\0';
     reply_and_close(c, 400, "Bad Request", "http_request_error", NULL, "bad_request");
     return;
@@ -348,7 +365,6 @@ static void start_check(conn_t *c) {
   egress_pending_t *p = NULL;
   egress_status_t st = c->forward ? egress_uv_check_url(checker_uv, c->head->url, req, on_checked, c, &p)
                                   : egress_uv_check(checker_uv, c->host, c->port, req, on_checked, c, &p);
-  egress_request_free(req);
   /* The callback may already have run (a literal needs no DNS). */
   if (st != EGRESS_OK) {
     reply_and_close(c, 500, "Internal Server Error", "proxy_internal_error", NULL, "internal_error");

@@ -133,6 +133,7 @@ void events_end(void);
 
 /* conn.c */
 void on_accept(uv_stream_t *server, int status);
+void conn_end(void);
 void refuse_at_accept(uv_stream_t *server, const char *text, size_t len, void (*seen)(uv_tcp_t *t));
 void conn_close(conn_t *c, const char *ended);
 void reply_and_close(conn_t *c, int status, const char *text, const char *proxy_error, const char *reason,

@@ -379,14 +379,11 @@ static void response_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 void start_forward(conn_t *c) {
   head_t *h = c->head;
   target_t t;
-  egress_request_t *scratch = NULL;
   size_t cap = head_render_size(h);
   char *out = malloc(cap);
   size_t n = 0;
-  /* The head was judged before the check; judged again only to render it. */
-  if (out && egress_request_new(&scratch) == EGRESS_OK && head_target(h, &t, scratch) == 0)
-    n = head_render(h, &t, out, cap);
-  egress_request_free(scratch);
+  /* The head was judged before the check; read again only to render it. */
+  if (out && head_target(h, &t, NULL) == 0) n = head_render(h, &t, out, cap);
   c->phase = PH_RELAY;
   c->status = 0;
   c->message_done = c->response_done = c->response_sent = c->client_close = c->interims = 0;

@@ -463,6 +463,7 @@ int main(int argc, char **argv) {
   uv_run(loop, UV_RUN_DEFAULT);
   (void)uv_loop_close(loop);
   egress_checker_free(checker);
+  conn_end();
   events_end();
   if (events_fd != 1) close(events_fd);
   return 0;

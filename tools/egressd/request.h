@@ -86,7 +86,9 @@ head_t *head_reserve(head_t *h, size_t want);
 head_status_t head_feed(head_t *h, size_t n);
 
 /* Judges a complete head: 0 and T filled, the context (method, X-Egress-*
- * fields) set in REQ; or -1 (answer 400), with T->host empty. */
+ * fields) set in REQ; or -1 (answer 400), with T->host empty.  REQ may be
+ * NULL to read T again from a head judged before (the context is then only
+ * named, not set). */
 int head_target(const head_t *h, target_t *t, egress_request_t *req);
 
 /* The head sent upstream (origin-form, hop-by-hop and X-Egress-* fields
