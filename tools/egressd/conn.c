@@ -333,12 +333,12 @@ static egress_request_t *check_context(void) {
 
 static void start_check(conn_t *c) {
   egress_request_t *req = check_context();
-  target_t t;
   if (!req) {
     reply_and_close(c, 500, "Internal Server Error", "proxy_internal_error", NULL, "internal_error");
     return;
   }
-  if (head_target(c->head, &t, req) != 0) {
+  target_t *t = &c->head->target;
+  if (head_target(c->head, t, req) != 0) {
     c->host[0] = '\0';
     reply_and_close(c, 400, "Bad Request", "http_request_error", NULL, "bad_request");
     return;
@@ -351,11 +351,11 @@ static void start_check(conn_t *c) {
     EGRESS_FIELD_MAP(SET_FIELD)
 #undef SET_FIELD
   }
-  memcpy(c->host, t.host, sizeof c->host);
-  c->port = t.port;
-  c->forward = !t.connect;
-  c->chunked = t.chunked;
-  c->keep_alive = t.keep_alive;
+  memcpy(c->host, t->host, sizeof c->host);
+  c->port = t->port;
+  c->forward = !t->connect;
+  c->chunked = t->chunked;
+  c->keep_alive = t->keep_alive;
   c->head_request = c->head->parser.method == HTTP_HEAD;
   c->phase = PH_CHECK;
   /* The check is bounded by the library's own deadline. */
@@ -579,7 +579,6 @@ void on_accept(uv_stream_t *server, int status) {
   uv_timer_init(loop, &c->timer);
   c->client.tcp.data = c;
   c->timer.data = c;
-  c->client.open = 1;
   c->handles = 2;
   if (uv_accept(server, (uv_stream_t *)&c->client.tcp) != 0) {
     conn_close(c, "accept_failed");

@@ -77,7 +77,8 @@ typedef enum phase {
  * flight (read and not yet written on): an idle tunnel holds none. */
 typedef struct side {
   uv_tcp_t tcp;
-  int open, eof, writing;
+  int open; /* upstream: a socket is there (the client's always is) */
+  int eof, writing;
   uv_write_t wreq;
   char *buf;
 } side_t;
@@ -128,7 +129,6 @@ void emit_close_event(conn_t *c);
 int events_init(void);
 int events_attempt(const char *json, size_t len, const egress_decision_t *d, void *user);
 void events_close_line(const char *line, size_t len);
-void events_flush(void);
 void events_end(void);
 
 /* conn.c */
@@ -145,8 +145,6 @@ void drop_upstream(conn_t *c);
 void close_idle_connections(void);
 
 /* tunnel.c: relaying and the relay buffers */
-char *relay_buffer_get(void);
-void relay_buffer_put(char *buf);
 void alloc_side(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 void release_side_buffer(side_t *s);
 void arm_idle(conn_t *c);

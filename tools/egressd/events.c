@@ -35,7 +35,7 @@ static int write_all(struct iovec *iov, int n) {
   return 0;
 }
 
-void events_flush(void) {
+static void events_flush(void) {
   if (!pending_len) return;
   struct iovec iov = { pending, pending_len };
   /* A failed write loses these lines; the next ones are tried anew. */

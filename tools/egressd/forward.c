@@ -378,12 +378,10 @@ static void response_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
  * parser, and relays the response. */
 void start_forward(conn_t *c) {
   head_t *h = c->head;
-  target_t t;
+  const target_t *t = &h->target;
   size_t cap = head_render_size(h);
   char *out = malloc(cap);
-  size_t n = 0;
-  /* The head was judged before the check; read again only to render it. */
-  if (out && head_target(h, &t, NULL) == 0) n = head_render(h, &t, out, cap);
+  size_t n = out ? head_render(h, t, out, cap) : 0;
   c->phase = PH_RELAY;
   c->status = 0;
   c->message_done = c->response_done = c->response_sent = c->client_close = c->interims = 0;
@@ -403,7 +401,7 @@ void start_forward(conn_t *c) {
   http_parser_pause(&c->parser, 0);
   const char *rest = h->buf + h->used;
   size_t rest_len = h->len - h->used;
-  int no_body = !c->chunked && (t.content_length == 0 || t.content_length == ULLONG_MAX);
+  int no_body = !c->chunked && (t->content_length == 0 || t->content_length == ULLONG_MAX);
   /* What the client sent while the request was checked and connected
    * came after what came with the head. */
   char *early = c->pipelined;

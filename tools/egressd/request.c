@@ -166,7 +166,7 @@ static int set_context_field(egress_request_t *req, const char *n, size_t nl, co
   val[vl] = '\0';
 #define SET_CONTEXT(name, value, jkey)                                  \
   if (!strcmp(key, jkey) && EGRESS_FIELD_##name != EGRESS_FIELD_METHOD) \
-    return !req || egress_request_set(req, EGRESS_FIELD_##name, val) == EGRESS_OK ? 0 : -1;
+    return egress_request_set(req, EGRESS_FIELD_##name, val) == EGRESS_OK ? 0 : -1;
   EGRESS_FIELD_MAP(SET_CONTEXT)
 #undef SET_CONTEXT
   return -1;
@@ -232,7 +232,7 @@ static int judge(const head_t *h, target_t *t, egress_request_t *req) {
   t->chunked = (p->flags & F_CHUNKED) != 0;
   t->content_length = p->content_length;
   t->keep_alive = !t->connect && http_should_keep_alive(p);
-  if (req && egress_request_set(req, EGRESS_FIELD_METHOD, t->method) != EGRESS_OK) return -1;
+  if (egress_request_set(req, EGRESS_FIELD_METHOD, t->method) != EGRESS_OK) return -1;
 
   int hosts = 0, lengths = 0, codings = 0;
   for (size_t i = 0; i < h->n_fields; i++) {

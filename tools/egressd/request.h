@@ -31,6 +31,19 @@ typedef struct head_field {
   uint32_t name_off, name_len, value_off, value_len;
 } head_field_t;
 
+/* What the request asks for, once judged. */
+typedef struct target {
+  int connect; /* CONNECT host:port; else absolute-form forwarding */
+  char host[HEAD_HOST_MAX];
+  int port;
+  int has_port;            /* the URI named the port */
+  int chunked;             /* request body in chunked coding */
+  uint64_t content_length; /* ULLONG_MAX: none */
+  int keep_alive;          /* the client will send another request after this */
+  const char *method;
+  size_t path_off, path_len; /* in url: origin-form target */
+} target_t;
+
 /* One request head in one buffer: the bytes read so far (the head and
  * whatever followed it) and, once complete, the parser state to go on
  * with the body. */
@@ -47,6 +60,7 @@ typedef struct head {
   size_t url_len;
   size_t n_fields;
   char url[HEAD_URL_MAX]; /* a request's target; a response's reason phrase */
+  target_t target;        /* what a judged request head asks for (head_target) */
   head_field_t fields[HEAD_FIELDS_MAX];
   char buf[];
 } head_t;
@@ -58,19 +72,6 @@ typedef enum head_status {
   HEAD_URI_LONG,  /* 414 */
   HEAD_TOO_LARGE, /* 431 */
 } head_status_t;
-
-/* What the request asks for, once judged. */
-typedef struct target {
-  int connect; /* CONNECT host:port; else absolute-form forwarding */
-  char host[HEAD_HOST_MAX];
-  int port;
-  int has_port;            /* the URI named the port */
-  int chunked;             /* request body in chunked coding */
-  uint64_t content_length; /* ULLONG_MAX: none */
-  int keep_alive;          /* the client will send another request after this */
-  const char *method;
-  size_t path_off, path_len; /* in url: origin-form target */
-} target_t;
 
 /* A head of at most HEADER_LIMIT bytes; its buffer grows (head_reserve)
  * up to one byte more (what shows a head too large) plus EXTRA (bytes that
@@ -86,9 +87,8 @@ head_t *head_reserve(head_t *h, size_t want);
 head_status_t head_feed(head_t *h, size_t n);
 
 /* Judges a complete head: 0 and T filled, the context (method, X-Egress-*
- * fields) set in REQ; or -1 (answer 400), with T->host empty.  REQ may be
- * NULL to read T again from a head judged before (the context is then only
- * named, not set). */
+ * fields) set in REQ; or -1 (answer 400), with T->host empty.  T may be
+ * &h->target, kept with the head for head_render. */
 int head_target(const head_t *h, target_t *t, egress_request_t *req);
 
 /* The head sent upstream (origin-form, hop-by-hop and X-Egress-* fields

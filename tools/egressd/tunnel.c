@@ -12,9 +12,9 @@ enum { POOL_MAX = 64 };
 static char *pool[POOL_MAX];
 static int pooled;
 
-char *relay_buffer_get(void) { return pooled ? pool[--pooled] : malloc(RELAY_BUF); }
+static char *relay_buffer_get(void) { return pooled ? pool[--pooled] : malloc(RELAY_BUF); }
 
-void relay_buffer_put(char *buf) {
+static void relay_buffer_put(char *buf) {
   if (pooled < POOL_MAX)
     pool[pooled++] = buf;
   else
