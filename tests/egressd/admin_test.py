@@ -5,94 +5,19 @@ close events of the same traffic, the per-client connection limit (127.0.0.1
 held at its limit while 127.0.0.2 is served), policy reloads when the file
 changes (a ConfigMap-style symlink swap, rename-into-place, writes in place,
 a bad file, an unchanged one), the JSON log lines on stderr and --help."""
-import argparse, http.server, json, os, re, signal, socket, subprocess, sys
+import argparse, json, os, re, signal, socket, subprocess, sys
 import tempfile, threading, time
+
+from gwlib import Upstream, body_of, check, finish, free_port, head_of, raw_until_close, read_all
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--egressd", required=True)
 a = ap.parse_args()
 
-failures = []
-passed = 0
-
-
-def check(cond, what):
-    global passed
-    print(("ok   " if cond else "FAIL ") + what)
-    if cond:
-        passed += 1
-    else:
-        failures.append(what)
-
-
-class Upstream:
-    """HTTP server in a thread: GET answers "hello from <name> <path>"."""
-
-    def __init__(self, name):
-        class H(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self):
-                body = f"hello from {name} {self.path}".encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        class S(http.server.ThreadingHTTPServer):
-            daemon_threads = True
-
-        self.srv = S(("127.0.0.1", 0), H)
-        self.port = self.srv.server_address[1]
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def read_all(s):
-    out = b""
-    try:
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            out += b
-    except (socket.timeout, ConnectionResetError):
-        pass
-    return out
-
-
-def parse_response(resp):
-    head, _, body = resp.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split()
-    status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-    hdrs = {}
-    for l in lines[1:]:
-        k, _, v = l.partition(":")
-        hdrs[k.strip().lower()] = v.strip()
-    return status, hdrs, body
-
-
 def raw(port, data, src=None, timeout=5):
-    s = socket.socket()
-    s.settimeout(timeout)
-    if src:
-        s.bind((src, 0))
-    s.connect(("127.0.0.1", port))
-    s.sendall(data)
-    out = read_all(s)
-    s.close()
-    return parse_response(out)
+    """(status, fields, body) of what came back until egressd closed."""
+    out = raw_until_close(port, data, src, timeout)
+    return (*head_of(out), body_of(out))
 
 
 def admin_get(path, method="GET"):
@@ -113,7 +38,7 @@ def open_tunnel(port, dest_port, src=None):
         if not b:
             break
         head += b
-    st, h, _ = parse_response(head)
+    st, h = head_of(head)
     if st != 200:
         read_all(s)
         s.close()
@@ -237,7 +162,7 @@ check(all(w in h for w in ("--admin ADDR:PORT", "--max-client-connections N", "/
       "--help documents --admin, --max-client-connections, the endpoints and reloads")
 
 with tempfile.TemporaryDirectory() as tmp:
-    up, up2 = Upstream("up"), Upstream("up2")
+    up, up2 = Upstream(name="up"), Upstream(name="up2")
     refused_port = free_port()
     black = socket.socket()
     black.bind(("127.0.0.1", 0))
@@ -571,8 +496,4 @@ with tempfile.TemporaryDirectory() as tmp:
     r = subprocess.run([a.egressd, "--policy", policy, "--max-client-connections", "-1"], capture_output=True, text=True)
     check(r.returncode == 64, f"--max-client-connections -1: exit {r.returncode}")
 
-# Counted by tests/summarize.py.
-print(f"EGRESS-TESTS: egressd-admin passed={passed} failed={len(failures)}", flush=True)
-if failures:
-    sys.exit(f"{len(failures)} failures")
-print("all ok")
+finish("egressd-admin")

@@ -3,191 +3,17 @@
 real clients (curl --proxytunnel, http.client set_tunnel, urllib) and hostile
 requests.  Every refusal is proven by its status, Proxy-Status and
 X-Egress-Reason, and by the upstream (or trap) that saw no connection."""
-import argparse, http.client, http.server, json, os, signal, socket, subprocess, sys
+import argparse, http.client, json, os, signal, socket, subprocess, sys
 import tempfile, threading, time, urllib.request
+
+from gwlib import (EchoUpstream, RawUpstream, Upstream, check, finish, free_port, head_of, raw_until_close,
+                   read_all)
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--egressd", required=True)
 ap.add_argument("--dns", required=True)
 ap.add_argument("--relay", default="splice")
 a = ap.parse_args()
-
-failures = []
-
-
-passed = 0
-
-
-def check(cond, what):
-    global passed
-    print(("ok   " if cond else "FAIL ") + what)
-    if cond:
-        passed += 1
-    else:
-        failures.append(what)
-
-
-class Upstream:
-    """HTTP server in a thread that counts the connections it accepted."""
-
-    def __init__(self, ip="127.0.0.1", port=0):
-        outer = self
-        self.accepted = 0
-        self.requests = 0
-        self.last_headers = {}
-        self.events_path = None
-        self.audited = []
-
-        class H(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self):
-                outer.requests += 1
-                if self.headers.get("Transfer-Encoding") == "chunked":
-                    data = b""
-                    while True:
-                        n = int(self.rfile.readline().strip(), 16)
-                        if n == 0:
-                            self.rfile.readline()
-                            break
-                        data += self.rfile.read(n)
-                        self.rfile.readline()
-                else:
-                    data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                outer.requests += 1
-                outer.last_headers = {k.lower(): v for k, v in self.headers.items()}
-                if outer.events_path and self.path.startswith("/audit"):
-                    # Is the request's attempt line written by the time it arrives?
-                    with open(outer.events_path) as ev:
-                        outer.audited.append(any(self.path in l and "io.portarium.egress.attempt" in l for l in ev))
-                body = f"hello from {ip} {self.path}".encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_HEAD(self):
-                outer.requests += 1
-                # Content-Length of a body that a HEAD answer never carries.
-                self.send_response(200)
-                self.send_header("Content-Length", "50")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        class S(http.server.ThreadingHTTPServer):
-            daemon_threads = True
-
-            def get_request(self):
-                r = super().get_request()
-                outer.accepted += 1
-                return r
-
-        self.srv = S((ip, port), H)
-        self.port = self.srv.server_address[1]
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-
-
-class EchoUpstream:
-    """Sends back what it reads, both ways at once, until EOF."""
-
-    def __init__(self):
-        self.srv = socket.socket()
-        self.srv.bind(("127.0.0.1", 0))
-        self.srv.listen(8)
-        self.port = self.srv.getsockname()[1]
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self):
-        while True:
-            s, _ = self.srv.accept()
-            try:
-                while True:
-                    d = s.recv(1 << 16)
-                    if not d:
-                        break
-                    s.sendall(d)
-                s.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-            s.close()
-
-
-class RawUpstream:
-    """Answers each request head it reads with the next canned response,
-    as raw bytes; closes after the last.  Counts connections."""
-
-    def __init__(self, responses):
-        self.responses = list(responses)
-        self.accepted = 0
-        self.srv = socket.socket()
-        self.srv.bind(("127.0.0.1", 0))
-        self.srv.listen(8)
-        self.port = self.srv.getsockname()[1]
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self):
-        while True:
-            s, _ = self.srv.accept()
-            self.accepted += 1
-            buf = b""
-            try:
-                while self.responses:
-                    while b"\r\n\r\n" not in buf:
-                        d = s.recv(4096)
-                        if not d:
-                            raise ConnectionError
-                        buf += d
-                    buf = buf.split(b"\r\n\r\n", 1)[1]
-                    s.sendall(self.responses.pop(0))
-            except OSError:
-                pass
-            s.close()
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def raw(port, data, read_all=True, timeout=5):
-    """Sends DATA to the proxy; returns what came back until it closed."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    s.sendall(data)
-    out = b""
-    try:
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            out += b
-            if not read_all and b"\r\n\r\n" in out:
-                break
-    except (socket.timeout, ConnectionResetError):
-        pass
-    s.close()
-    return out
-
-
-def head_of(resp):
-    lines = resp.split(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1]) if lines and len(lines[0].split()) > 1 else 0
-    hdrs = {}
-    for l in lines[1:]:
-        k, _, v = l.partition(":")
-        hdrs[k.strip().lower()] = v.strip()
-    return status, hdrs
-
 
 with tempfile.TemporaryDirectory() as tmp:
     up = Upstream("127.0.0.1")
@@ -231,12 +57,16 @@ with tempfile.TemporaryDirectory() as tmp:
         b"HTTP/1.1 200 OK\r\nX-Kind: eof\r\n\r\nuntil-close",
     ])
     echo_up = EchoUpstream()
+    late = socket.socket()  # answers only after the client's end (half-close)
+    late.bind(("127.0.0.1", 0))
+    late.listen(1)
     bad_up = RawUpstream([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"])
     policy = os.path.join(tmp, "policy.json")
     allow = [f"up.test:{up.port}", f"rebind.test:{up.port}", f"rebind2.test:{up.port}", f"black.test:{black_port}",
              f"refused.test:{refused_port}", f"nx.test:{up.port}", f"dual.test:{up.port}", f"[::1]/128:{up.port}",
              f"127.0.0.1/32:{up.port}", f"127.0.0.1/32:{black_port}", f"127.0.0.1/32:{refused_port}",
-             f"127.0.0.1/32:{raw_up.port}", f"127.0.0.1/32:{bad_up.port}", f"127.0.0.1/32:{echo_up.port}"]
+             f"127.0.0.1/32:{raw_up.port}", f"127.0.0.1/32:{bad_up.port}", f"127.0.0.1/32:{echo_up.port}",
+             f"127.0.0.1/32:{late.getsockname()[1]}"]
     with open(policy, "w") as f:
         json.dump({"egressAllowlist": allow, "egressDenylist": []}, f)
     events = os.path.join(tmp, "events.jsonl")
@@ -295,7 +125,7 @@ with tempfile.TemporaryDirectory() as tmp:
 
         def refused(req, status, error, reason, what, watch=(up, trap, closed_up)):
             before = [u.accepted for u in watch]
-            resp = raw(pport, req)
+            resp = raw_until_close(pport, req)
             st, h = head_of(resp)
             time.sleep(0.1)
             after = [u.accepted for u in watch]
@@ -411,14 +241,14 @@ with tempfile.TemporaryDirectory() as tmp:
                 "special_purpose_address", "absolute-form to 169.254.169.254")
         checks += 1
         many = b"".join(b"X-F%d: 1\r\n" % i for i in range(122))
-        resp = raw(pport, b"GET %s/many HTTP/1.1\r\nHost: up.test:%d\r\nConnection: close\r\n%s\r\n" % (u, up.port, many))
+        resp = raw_until_close(pport, b"GET %s/many HTTP/1.1\r\nHost: up.test:%d\r\nConnection: close\r\n%s\r\n" % (u, up.port, many))
         checks += 1
         # (the upstream itself takes only 100: its own 431 proves egressd passed them on)
         check(b"Server: BaseHTTP" in resp and b"Via: 1.1 egressd" in resp, f"124 header fields forwarded: {resp[:60]!r}")
         # Pipelining: each request checked and answered in order, one
         # upstream connection for all three.
         before, acc = up.requests, up.accepted
-        resp = raw(pport, b"GET %s/p1 HTTP/1.1\r\nHost: up.test:%d\r\n\r\nGET %s/p2 HTTP/1.1\r\n\r\n"
+        resp = raw_until_close(pport, b"GET %s/p1 HTTP/1.1\r\nHost: up.test:%d\r\n\r\nGET %s/p2 HTTP/1.1\r\n\r\n"
                    b"GET %s/p3 HTTP/1.1\r\nConnection: close\r\n\r\n" % (u, up.port, u, u))
         checks += 3
         i1, i2, i3 = resp.find(b"/p1"), resp.find(b"/p2"), resp.find(b"/p3")
@@ -428,7 +258,7 @@ with tempfile.TemporaryDirectory() as tmp:
         # A body that arrives with its head, and the next request right
         # after it, all in one write: the body goes with its request.
         before = up.requests
-        resp = raw(pport, b"POST %s/pb HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET %s/pa HTTP/1.1\r\n"
+        resp = raw_until_close(pport, b"POST %s/pb HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET %s/pa HTTP/1.1\r\n"
                    b"Connection: close\r\n\r\n" % (u, u))
         checks += 2
         check(resp.count(b"HTTP/1.1 200") == 2 and b"\r\n\r\nhello" in resp and resp.find(b"hello") < resp.find(b"/pa")
@@ -492,7 +322,7 @@ with tempfile.TemporaryDirectory() as tmp:
         # Response heads are written anew: hop-by-hop fields (and those the
         # upstream's Connection names) removed, Via added; a body that ends
         # with the connection ends the client's too (Connection: close).
-        r = raw(pport, b"GET http://127.0.0.1:%d/a HTTP/1.1\r\n\r\nGET http://127.0.0.1:%d/b HTTP/1.1\r\n\r\n"
+        r = raw_until_close(pport, b"GET http://127.0.0.1:%d/a HTTP/1.1\r\n\r\nGET http://127.0.0.1:%d/b HTTP/1.1\r\n\r\n"
                 % (raw_up.port, raw_up.port))
         first, _, second = r.partition(b"okHTTP/1.1")
         checks += 2
@@ -501,7 +331,7 @@ with tempfile.TemporaryDirectory() as tmp:
               f"response hop-by-hop fields removed, Via added: {first!r}")
         check(b"X-Kind: eof" in second and b"Connection: close" in second and second.endswith(b"until-close"),
               f"a close-delimited response ends the client connection: {second!r}")
-        st, h = head_of(raw(pport, b"GET http://127.0.0.1:%d/ HTTP/1.1\r\n\r\n" % bad_up.port))
+        st, h = head_of(raw_until_close(pport, b"GET http://127.0.0.1:%d/ HTTP/1.1\r\n\r\n" % bad_up.port))
         checks += 1
         check(st == 502 and h.get("proxy-status", "").startswith("egressd; error=connection_terminated"),
               f"a response framed twice (Content-Length and chunked) is not relayed: {st}")
@@ -553,6 +383,33 @@ with tempfile.TemporaryDirectory() as tmp:
         checks += 1
         check(head.startswith(b"HTTP/1.1 200") and hashlib.sha256(back).digest() == hashlib.sha256(blob).digest(),
               f"{len(blob)} bytes both ways through one tunnel, in order ({len(back)} back)")
+
+        # Half-close on a short tunnel (relayed by libuv, not spliced): the
+        # client's end of sending does not end the tunnel; the upstream
+        # answers after it, and the client reads every byte, then the end.
+        def answer_late():
+            u, _ = late.accept()
+            got = read_all(u)
+            time.sleep(0.2)
+            u.sendall(b"late:" + got * 1000)
+            u.close()
+
+        answering = threading.Thread(target=answer_late)
+        answering.start()
+        s = socket.create_connection(("127.0.0.1", pport), timeout=10)
+        s.sendall(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n" % late.getsockname()[1])
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(1)
+        s.sendall(b"ping")
+        s.shutdown(socket.SHUT_WR)
+        back = read_all(s)
+        s.close()
+        answering.join()
+        late.close()
+        checks += 1
+        check(head.startswith(b"HTTP/1.1 200") and back == b"late:" + b"ping" * 1000,
+              f"half-closed short tunnel: the answer after the client's end arrives whole ({len(back)} bytes)")
 
         # Client abort mid-tunnel: the gateway goes on serving.
         s = socket.create_connection(("127.0.0.1", pport), timeout=5)
@@ -612,7 +469,7 @@ with tempfile.TemporaryDirectory() as tmp:
         proxy3, p3 = start_proxy("--max-connections", "1", portfile=portfile + "3")
         hold = socket.create_connection(("127.0.0.1", p3), timeout=5)
         time.sleep(0.1)
-        got = raw(p3, b"CONNECT up.test:%d HTTP/1.1\r\n\r\n" % up.port)
+        got = raw_until_close(p3, b"CONNECT up.test:%d HTTP/1.1\r\n\r\n" % up.port)
         check(got.startswith(b"HTTP/1.1 503"), f"over the connection limit: {got[:20]!r}")
         hold.close()
         proxy3.terminate()
@@ -708,8 +565,4 @@ with tempfile.TemporaryDirectory() as tmp:
     check(short and all(e["relay"] == "copy" for e in short), "short tunnels stay with libuv")
     check(any(e["ended"] == "drain_deadline" and e["bytesDown"] > 0 for e in closes), "close event of a tunnel cut at the drain deadline")
 
-# Counted check by check by tests/summarize.py.
-print(f"EGRESS-TESTS: egressd-{a.relay} passed={passed} failed={len(failures)}", flush=True)
-if failures:
-    sys.exit(f"{len(failures)} failures")
-print("all ok")
+finish(f"egressd-{a.relay}")

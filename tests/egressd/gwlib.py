@@ -28,23 +28,60 @@ def finish(name):
 
 
 class Upstream:
-    """HTTP/1.1 server in a thread that counts the connections it accepted."""
+    """HTTP/1.1 server in a thread that counts the connections it accepted.
+    GET answers "hello from NAME PATH" (NAME defaults to the address) and
+    keeps the request's fields in last_headers; POST echoes its body
+    (Content-Length or chunked); HEAD announces a body it never sends.
+    With events_path set, a GET of /audit... records whether its attempt
+    line was already in the events file when the request arrived."""
 
-    def __init__(self, ip="127.0.0.1", port=0):
+    def __init__(self, ip="127.0.0.1", port=0, name=None):
         outer = self
         self.accepted = 0
         self.requests = 0
+        self.last_headers = {}
+        self.events_path = None
+        self.audited = []
+        name = name or ip
 
         class H(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def do_POST(self):
+                outer.requests += 1
+                if self.headers.get("Transfer-Encoding") == "chunked":
+                    data = b""
+                    while True:
+                        n = int(self.rfile.readline().strip(), 16)
+                        if n == 0:
+                            self.rfile.readline()
+                            break
+                        data += self.rfile.read(n)
+                        self.rfile.readline()
+                else:
+                    data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             def do_GET(self):
                 outer.requests += 1
-                body = f"hello from {ip} {self.path}".encode()
+                outer.last_headers = {k.lower(): v for k, v in self.headers.items()}
+                if outer.events_path and self.path.startswith("/audit"):
+                    with open(outer.events_path) as ev:
+                        outer.audited.append(any(self.path in l and "io.portarium.egress.attempt" in l for l in ev))
+                body = f"hello from {name} {self.path}".encode()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+
+            def do_HEAD(self):
+                outer.requests += 1
+                self.send_response(200)
+                self.send_header("Content-Length", "50")
+                self.end_headers()
 
             def log_message(self, *args):
                 pass
@@ -61,6 +98,101 @@ class Upstream:
         self.srv = S((ip, port), H)
         self.port = self.srv.server_address[1]
         threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+
+def serve_in_thread(server):
+    """A loopback listener for SERVER (its srv and port), served by its
+    serve() in a thread."""
+    server.srv = socket.socket()
+    server.srv.bind(("127.0.0.1", 0))
+    server.srv.listen(8)
+    server.port = server.srv.getsockname()[1]
+    threading.Thread(target=server.serve, daemon=True).start()
+
+
+class EchoUpstream:
+    """Sends back what it reads, both ways at once, until EOF."""
+
+    def __init__(self):
+        serve_in_thread(self)
+
+    def serve(self):
+        while True:
+            s, _ = self.srv.accept()
+            try:
+                while True:
+                    d = s.recv(1 << 16)
+                    if not d:
+                        break
+                    s.sendall(d)
+                s.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            s.close()
+
+
+class RawUpstream:
+    """Answers each request head it reads with the next canned response,
+    as raw bytes; closes after the last.  Counts connections."""
+
+    def __init__(self, responses):
+        self.responses = list(responses)
+        self.accepted = 0
+        serve_in_thread(self)
+
+    def serve(self):
+        while True:
+            s, _ = self.srv.accept()
+            self.accepted += 1
+            buf = b""
+            try:
+                while self.responses:
+                    while b"\r\n\r\n" not in buf:
+                        d = s.recv(4096)
+                        if not d:
+                            raise ConnectionError
+                        buf += d
+                    buf = buf.split(b"\r\n\r\n", 1)[1]
+                    s.sendall(self.responses.pop(0))
+            except OSError:
+                pass
+            s.close()
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def read_all(s):
+    """What comes on S until the peer closes (or a timeout or reset)."""
+    out = b""
+    try:
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            out += b
+    except (socket.timeout, ConnectionResetError):
+        pass
+    return out
+
+
+def raw_until_close(port, data, src=None, timeout=5):
+    """Sends DATA to the proxy (from the address SRC if given); returns
+    what came back until it closed."""
+    s = socket.socket()
+    s.settimeout(timeout)
+    if src:
+        s.bind((src, 0))
+    s.connect(("127.0.0.1", port))
+    s.sendall(data)
+    out = read_all(s)
+    s.close()
+    return out
 
 
 def raw(port, data, timeout=5):

@@ -83,6 +83,20 @@ static void on_shutdown(uv_shutdown_t *r, int status) {
   if (c->phase == PH_RELAY) maybe_finish(c);
 }
 
+/* Nothing queued for TO: its write side is shut at once, without the
+ * poll for writability (two kernel calls) uv_shutdown goes through.  A
+ * failure shows on the next read. */
+static void shut_write(conn_t *c, side_t *to) {
+  uv_os_fd_t fd;
+  if (to->tcp.write_queue_size == 0 && uv_fileno((uv_handle_t *)&to->tcp, &fd) == 0) {
+    (void)shutdown(fd, SHUT_WR);
+    return;
+  }
+  uv_shutdown_t *sr = to == &c->client ? &c->sreq_c : &c->sreq_u;
+  sr->data = c;
+  if (uv_shutdown(sr, (uv_stream_t *)&to->tcp, on_shutdown) != 0) conn_close(c, "completed");
+}
+
 static void on_relay_written(uv_write_t *w, int status) {
   side_t *from = w->data;
   conn_t *c = from->tcp.data;
@@ -106,13 +120,18 @@ static void relay_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) 
     return;
   }
   if (nread == UV_EOF) {
-    /* Half-close passed on; the tunnel ends when both sides have. */
+    /* Half-close passed on; the tunnel ends when both sides have.  The
+     * other side has already ended and its last bytes are written (its
+     * reads stop while a write is in flight): closing sends the last FIN
+     * and nothing is left unread to turn it into a reset. */
     from->eof = 1;
     release_side_buffer(from);
     uv_read_stop(stream);
-    uv_shutdown_t *sr = to == &c->client ? &c->sreq_c : &c->sreq_u;
-    sr->data = c;
-    if (uv_shutdown(sr, (uv_stream_t *)&to->tcp, on_shutdown) != 0) conn_close(c, "completed");
+    if (to->eof && !c->client.tcp.write_queue_size && !c->upstream.tcp.write_queue_size) {
+      conn_close(c, "completed");
+      return;
+    }
+    shut_write(c, to);
     return;
   }
   if (nread < 0) {
