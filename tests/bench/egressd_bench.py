@@ -15,8 +15,10 @@ port, as egressd's policy does.  Both proxies log each request to a file.
 Figures, each the median of the reps, every rep measuring its baselines
 right next to it:
   setup   CONNECT + one GET through the tunnel on a fresh connection, p50 of
-          --count sequential setups; the time each proxy adds over the same
-          GET on a direct connection.  Target: egressd adds <= 0.5x Squid's.
+          2 000 sequential setups each; the time each proxy adds over the
+          same GET on a direct connection.  Direct, egressd and Squid take
+          turns setup by setup, so the machine's noise falls on all three
+          alike.  Target: egressd adds <= 0.5x Squid's.
   rps     absolute-form GET with keep-alive from 50 connections, small
           responses; connections the proxy closes are replaced and counted.
           Target: egressd >= 2x Squid.
@@ -24,7 +26,11 @@ right next to it:
           samples spent in libegress (the check), attributing each sample
           to the innermost frame in libegress, egressd or libuv.  Target < 5%.
   bulk    1 GiB through one CONNECT tunnel vs the same transfer direct.
-          Target >= 0.7x direct.
+          Target >= 0.7x direct.  With it, the CPU seconds per GiB of the
+          sender, the proxy and the receiver, and the ratio those allow on
+          this machine's CPUs at best (the proxied transfer takes at least
+          its processes' CPU time spread over all CPUs, and at least its
+          busiest process's).
   idle    N tunnels established and idle (N = 10 000, or what the fd hard
           limit allows: an idle egressd tunnel holds two descriptors, its
           two sockets): RSS growth / N.
@@ -95,6 +101,13 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def cpu_s(pid):
+    """User + system CPU seconds of process PID so far (clock-tick grain)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port():
@@ -225,18 +238,28 @@ workers 1
     rps = {n: [] for n in ["direct"] + names}
     bulk = {n: [] for n in ["direct"] + names}
     for _ in range(reps):
-        setup["direct"].append(load("setup", direct, "--host", authority, "--count", SETUP_COUNT))
-        for name, addr in proxies.items():
-            setup[name].append(load("setup", addr, "--proxy", "--host", authority, "--count", SETUP_COUNT))
+        # Direct, egressd and Squid take turns setup by setup (setup-rr).
+        rr = load("setup-rr", direct, "--host", authority, "--count", SETUP_COUNT,
+                  "--proxies", ",".join(proxies.values()))
+        for name, got in zip(["direct"] + names, rr):
+            setup[name].append(got)
     for _ in range(reps):
         rps["direct"].append(load("rps", direct, "--host", authority, "--conns", RPS_CONNS, "--seconds", RPS_SECONDS))
         for name, addr in proxies.items():
             rps[name].append(load("rps", addr, "--proxy", "--host", authority, "--conns", RPS_CONNS,
                                   "--seconds", RPS_SECONDS))
+    def bulk_run(addr, proxy_pid=None):
+        """One bulk transfer, with the CPU time its processes spent."""
+        before = (cpu_s(up.pid), cpu_s(proxy_pid) if proxy_pid else 0)
+        r = load("bulk", addr, *(["--proxy"] if proxy_pid else []), "--host", authority, "--bytes", BULK_BYTES)
+        r["sender_cpu_s"] = cpu_s(up.pid) - before[0]
+        r["proxy_cpu_s"] = cpu_s(proxy_pid) - before[1] if proxy_pid else 0
+        return r
+
     for _ in range(reps):
-        bulk["direct"].append(load("bulk", direct, "--host", authority, "--bytes", BULK_BYTES))
+        bulk["direct"].append(bulk_run(direct))
         for name, addr in proxies.items():
-            bulk[name].append(load("bulk", addr, "--proxy", "--host", authority, "--bytes", BULK_BYTES))
+            bulk[name].append(bulk_run(addr, pids[name]))
     results.update(setup=setup, rps=rps, bulk=bulk)
 
     # perf on egressd under the rps load, apart from the timed reps.
@@ -342,6 +365,26 @@ workers 1
                  fmt(med(per_rep(bulk, "mib_per_s", "squid")), ".0f") if use_squid else "-",
                  fmt(bulk_ratio["egressd"], ".2f") + "x direct" + spread(bulk_ratios["egressd"]) +
                  (f" (Squid {bulk_ratio['squid']:.2f}x)" if use_squid else ""), ">= 0.7x"])
+    # What the transfer costs in CPU, per GiB, and what that allows here:
+    # the proxied transfer cannot finish before its processes' CPU time is
+    # spread over this machine's CPUs, nor before its busiest process is done.
+    gib = BULK_BYTES / (1 << 30)
+
+    def cpu_per_gib(name):
+        return {k: med([r[k + "_cpu_s"] / gib for r in bulk[name]]) for k in ("sender", "proxy", "receiver")}
+
+    def cpu_text(name):
+        c = cpu_per_gib(name)
+        return "+".join(f"{c[k]:.2f}" for k in ("sender", "proxy", "receiver") if name != "direct" or k != "proxy")
+
+    direct_s = med([r["seconds"] for r in bulk["direct"]])
+    eg_cpu = cpu_per_gib("egressd")
+    floor_s = max(sum(eg_cpu.values()) * gib / (os.cpu_count() or 1), max(eg_cpu.values()) * gib)
+    ceiling = direct_s / floor_s if floor_s > 0 else None
+    rows.append(["  CPU-s per GiB: sender+(proxy+)receiver", cpu_text("direct"), cpu_text("egressd"),
+                 cpu_text("squid") if use_squid else "-",
+                 f"CPU-bound ceiling on {os.cpu_count()} CPUs: {fmt(ceiling, '.2f')}x", ""])
+    results["bulk_ceiling_vs_direct"] = ceiling
     rows.append([f"memory per idle tunnel, KiB ({idle['egressd']['tunnels']} tunnels)", "",
                  fmt(idle["egressd"]["kib_per_tunnel"], ".1f"),
                  fmt(idle["squid"]["kib_per_tunnel"], ".1f") if use_squid else "-",

@@ -13,6 +13,10 @@
  *       N sequential setups, each: connect, (CONNECT H:P and its 200,)
  *       GET / and its whole response, close.  Prints the latency
  *       percentiles in microseconds.
+ *   egressd-load setup-rr DIRECT --host H:P --count N --proxies P1[,P2...]
+ *       The same setups, direct to DIRECT and through each proxy in turn,
+ *       N rounds; prints a JSON list of the percentiles: direct's first,
+ *       then each proxy's in the order given.
  *   egressd-load rps    TARGET --host H:P [--proxy] --conns C --seconds S
  *       C connections, each sending GET (absolute-form through a proxy)
  *       and the next one as soon as the response is complete; a
@@ -21,7 +25,8 @@
  *       S seconds after a 0.5 s warm-up.
  *   egressd-load bulk   TARGET --host H:P [--proxy] --bytes N
  *       One connection (one CONNECT tunnel with --proxy): GET /bytes/N,
- *       timed from the request to the last byte.
+ *       timed from the request to the last byte; also the CPU time the
+ *       receiving (this) process spent meanwhile.
  *   egressd-load idle   TARGET --host H:P --count N
  *       Opens N CONNECT tunnels (256 handshakes in flight at most), prints
  *       "READY <ok> <failed>", then holds them, idle, until stdin reaches
@@ -197,22 +202,71 @@ static int cmp_double(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
+static double one_setup(void) {
+  double t0 = now_s();
+  int fd = dial_blocking();
+  if (via_proxy) tunnel_open(fd);
+  get(fd, "/");
+  double us = (now_s() - t0) * 1e6;
+  close(fd);
+  return us;
+}
+
+static void print_percentiles(double *lat, long count) {
+  qsort(lat, (size_t)count, sizeof *lat, cmp_double);
+  printf("{\"count\":%ld,\"p50_us\":%.1f,\"p90_us\":%.1f,\"p99_us\":%.1f,\"min_us\":%.1f}", count,
+         lat[count / 2], lat[count * 9 / 10], lat[count * 99 / 100], lat[0]);
+}
+
 static int cmd_setup(long count) {
   double *lat = malloc((size_t)count * sizeof *lat);
   if (!lat) die("out of memory");
-  for (long i = 0; i < count; i++) {
-    double t0 = now_s();
-    int fd = dial_blocking();
-    if (via_proxy) tunnel_open(fd);
-    get(fd, "/");
-    lat[i] = (now_s() - t0) * 1e6;
-    close(fd);
-  }
-  qsort(lat, (size_t)count, sizeof *lat, cmp_double);
-  printf("{\"count\":%ld,\"p50_us\":%.1f,\"p90_us\":%.1f,\"p99_us\":%.1f,\"min_us\":%.1f}\n", count,
-         lat[count / 2], lat[count * 9 / 10], lat[count * 99 / 100], lat[0]);
+  for (long i = 0; i < count; i++) lat[i] = one_setup();
+  print_percentiles(lat, count);
+  putchar('\n');
   free(lat);
   return 0;
+}
+
+/* setup-rr: the direct target and each proxy take turns, one setup each,
+ * so that a noisy neighbour's burst falls on all of them alike rather than
+ * on whichever ran during it. */
+enum { RR_MAX = 8 };
+
+static int cmd_setup_rr(long count, const char *proxies) {
+  struct sockaddr_in to[RR_MAX];
+  int n = 1;
+  to[0] = target;
+  char list[512];
+  if (strlen(proxies) >= sizeof list) die("--proxies too long");
+  strcpy(list, proxies);
+  for (char *save = NULL, *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+    if (n == RR_MAX) die("too many proxies");
+    parse_addr(t, &to[n++]);
+  }
+  double *lat = malloc((size_t)(count * n) * sizeof *lat);
+  if (!lat) die("out of memory");
+  for (long i = 0; i < count; i++)
+    for (int k = 0; k < n; k++) {
+      target = to[k];
+      via_proxy = k > 0;
+      lat[k * count + i] = one_setup();
+    }
+  putchar('[');
+  for (int k = 0; k < n; k++) {
+    if (k) putchar(',');
+    print_percentiles(lat + k * count, count);
+  }
+  puts("]");
+  free(lat);
+  return 0;
+}
+
+static double cpu_s(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
 static int cmd_bulk(uint64_t bytes) {
@@ -220,12 +274,12 @@ static int cmd_bulk(uint64_t bytes) {
   int fd = dial_blocking();
   if (via_proxy) tunnel_open(fd);
   snprintf(path, sizeof path, "/bytes/%llu", (unsigned long long)bytes);
-  double t0 = now_s();
+  double t0 = now_s(), c0 = cpu_s();
   get(fd, path);
-  double s = now_s() - t0;
+  double s = now_s() - t0, cpu = cpu_s() - c0;
   close(fd);
-  printf("{\"bytes\":%llu,\"seconds\":%.4f,\"mib_per_s\":%.1f}\n", (unsigned long long)bytes, s,
-         (double)bytes / s / (1 << 20));
+  printf("{\"bytes\":%llu,\"seconds\":%.4f,\"mib_per_s\":%.1f,\"receiver_cpu_s\":%.4f}\n",
+         (unsigned long long)bytes, s, (double)bytes / s / (1 << 20), cpu);
   return 0;
 }
 
@@ -503,10 +557,12 @@ static int cmd_serve(void) {
 int main(int argc, char **argv) {
   long count = 1000, conns = 50;
   double seconds = 3;
+  const char *proxies = NULL;
   uint64_t bytes = 1ULL << 30;
   signal(SIGPIPE, SIG_IGN);
   raise_nofile();
-  if (argc < 2) die("usage: egressd-load serve | setup|rps|bulk|idle IP:PORT [options] (see the source)");
+  if (argc < 2)
+    die("usage: egressd-load serve | setup|setup-rr|rps|bulk|idle IP:PORT [options] (see the source)");
   const char *cmd = argv[1];
   if (!strcmp(cmd, "serve")) return cmd_serve();
   if (argc < 3) die("missing IP:PORT");
@@ -527,6 +583,8 @@ int main(int argc, char **argv) {
       conns = atol(v);
     else if (!strcmp(a, "--seconds"))
       seconds = atof(v);
+    else if (!strcmp(a, "--proxies"))
+      proxies = v;
     else if (!strcmp(a, "--bytes"))
       bytes = strtoull(v, NULL, 10);
     else
@@ -534,6 +592,10 @@ int main(int argc, char **argv) {
   }
   if (count < 1 || conns < 1 || seconds <= 0) die("counts must be positive");
   if (!strcmp(cmd, "setup")) return cmd_setup(count);
+  if (!strcmp(cmd, "setup-rr")) {
+    if (!proxies) die("setup-rr needs --proxies");
+    return cmd_setup_rr(count, proxies);
+  }
   if (!strcmp(cmd, "rps")) return cmd_rps(conns, seconds);
   if (!strcmp(cmd, "bulk")) return cmd_bulk(bytes);
   if (!strcmp(cmd, "idle")) return cmd_idle(count);
