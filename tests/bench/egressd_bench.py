@@ -17,8 +17,10 @@ right next to it:
   setup   CONNECT + one GET through the tunnel on a fresh connection, p50 of
           2 000 sequential setups each; the time each proxy adds over the
           same GET on a direct connection.  Direct, egressd and Squid take
-          turns setup by setup, so the machine's noise falls on all three
-          alike.  Target: egressd adds <= 0.5x Squid's.
+          turns setup by setup (each round in a shuffled order), so the
+          machine's noise, and what one proxy still does after its client
+          is done, fall on all three alike.  Target: egressd adds <= 0.5x
+          Squid's.
   rps     absolute-form GET with keep-alive from 50 connections, small
           responses; connections the proxy closes are replaced and counted.
           Target: egressd >= 2x Squid.

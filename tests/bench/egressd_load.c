@@ -15,7 +15,7 @@
  *       percentiles in microseconds.
  *   egressd-load setup-rr DIRECT --host H:P --count N --proxies P1[,P2...]
  *       The same setups, direct to DIRECT and through each proxy in turn,
- *       N rounds; prints a JSON list of the percentiles: direct's first,
+ *       N rounds, each in a shuffled order; prints a JSON list of the percentiles: direct's first,
  *       then each proxy's in the order given.
  *   egressd-load rps    TARGET --host H:P [--proxy] --conns C --seconds S
  *       C connections, each sending GET (absolute-form through a proxy)
@@ -246,12 +246,24 @@ static int cmd_setup_rr(long count, const char *proxies) {
   }
   double *lat = malloc((size_t)(count * n) * sizeof *lat);
   if (!lat) die("out of memory");
-  for (long i = 0; i < count; i++)
-    for (int k = 0; k < n; k++) {
-      target = to[k];
-      via_proxy = k > 0;
-      lat[k * count + i] = one_setup();
+  /* Each round in a fresh order: what one target leaves behind after its
+   * client is done (the proxy closing its side, writing its log) falls on
+   * whichever runs next, so no target may always follow the same one. */
+  srand(1);
+  for (long i = 0; i < count; i++) {
+    int order[RR_MAX];
+    for (int k = 0; k < n; k++) order[k] = k;
+    for (int k = n - 1; k > 0; k--) {
+      int j = rand() % (k + 1), t = order[k];
+      order[k] = order[j];
+      order[j] = t;
     }
+    for (int k = 0; k < n; k++) {
+      target = to[order[k]];
+      via_proxy = order[k] > 0;
+      lat[order[k] * count + i] = one_setup();
+    }
+  }
   putchar('[');
   for (int k = 0; k < n; k++) {
     if (k) putchar(',');
