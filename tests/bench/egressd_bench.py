@@ -20,7 +20,9 @@ right next to it:
           turns setup by setup (each round in a shuffled order), so the
           machine's noise, and what one proxy still does after its client
           is done, fall on all three alike.  Target: egressd adds <= 0.5x
-          Squid's.
+          Squid's.  With them, in the same turns, the floor: a bare relay
+          (egressd-load relay: accept, read the head, connect, 200, relay;
+          no check, no log), what any proxy's setup costs here.
   rps     absolute-form GET with keep-alive from 50 connections, small
           responses; connections the proxy closes are replaced and counted.
           Target: egressd >= 2x Squid.
@@ -236,14 +238,20 @@ workers 1
         time.sleep(1)  # the proxy closes its side and the upstream's
     results["idle"] = idle
 
-    setup = {n: [] for n in ["direct"] + names}
+    # The floor of the setup figure: a bare relay (egressd-load relay) that
+    # only accepts, reads the head, connects and relays: what any proxy's
+    # setup costs on this machine before it checks or logs anything.
+    bare = spawn([a.load, "relay", direct], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    bare_addr = f"127.0.0.1:{int(bare.stdout.readline().split()[1])}"
+    setup_names = names + ["bare"]
+    setup = {n: [] for n in ["direct"] + setup_names}
     rps = {n: [] for n in ["direct"] + names}
     bulk = {n: [] for n in ["direct"] + names}
     for _ in range(reps):
-        # Direct, egressd and Squid take turns setup by setup (setup-rr).
+        # Direct, the proxies and the bare relay take turns setup by setup.
         rr = load("setup-rr", direct, "--host", authority, "--count", SETUP_COUNT,
-                  "--proxies", ",".join(proxies.values()))
-        for name, got in zip(["direct"] + names, rr):
+                  "--proxies", ",".join(list(proxies.values()) + [bare_addr]))
+        for name, got in zip(["direct"] + setup_names, rr):
             setup[name].append(got)
     for _ in range(reps):
         rps["direct"].append(load("rps", direct, "--host", authority, "--conns", RPS_CONNS, "--seconds", RPS_SECONDS))
@@ -337,13 +345,18 @@ workers 1
 
     rows = []
     d50 = per_rep(setup, "p50_us", "direct")
-    added = {n: [p - d for p, d in zip(per_rep(setup, "p50_us", n), d50)] for n in names}
+    added = {n: [p - d for p, d in zip(per_rep(setup, "p50_us", n), d50)] for n in setup_names}
     setup_ratios = [e / s for e, s in zip(added["egressd"], added["squid"]) if s > 0] if use_squid else []
     setup_ratio = med(setup_ratios)
     rows.append(["tunnel setup p50, us (CONNECT + GET)", fmt(med(d50), ".0f"),
                  fmt(med(per_rep(setup, "p50_us", "egressd")), ".0f") + f" (+{med(added['egressd']):.0f})",
                  (fmt(med(per_rep(setup, "p50_us", "squid")), ".0f") + f" (+{med(added['squid']):.0f})") if use_squid else "-",
                  "added " + fmt(setup_ratio, ".2f") + "x Squid's" + spread(setup_ratios), "<= 0.5x"])
+    bare_ratios = [b / s for b, s in zip(added["bare"], added["squid"]) if s > 0] if use_squid else []
+    rows.append(["  a bare relay: no check, no log (floor)", "",
+                 fmt(med(per_rep(setup, "p50_us", "bare")), ".0f") + f" (+{med(added['bare']):.0f})", "",
+                 ("added " + fmt(med(bare_ratios), ".2f") + "x Squid's" + spread(bare_ratios)) if use_squid else "", ""])
+    results["setup_bare_vs_squid"] = med(bare_ratios)
     rps_ratios = [e["rps"] / s["rps"] for e, s in zip(rps["egressd"], rps["squid"])] if use_squid else []
     rps_ratio = med(rps_ratios)
 

@@ -9,6 +9,11 @@
  *       request answers "ok".  Keep-alive unless the request says
  *       Connection: close; pipelined requests are answered in order.
  *
+ *   egressd-load relay  UPSTREAM
+ *       The floor of the setup figure: a bare CONNECT relay on 127.0.0.1
+ *       ("PORT <n>" on stdout) that connects every tunnel to UPSTREAM, with
+ *       no check and no log, until stdin reaches EOF.
+ *
  *   egressd-load setup  TARGET --host H:P [--proxy] --count N
  *       N sequential setups, each: connect, (CONNECT H:P and its 200,)
  *       GET / and its whole response, close.  Prints the latency
@@ -564,6 +569,99 @@ static int cmd_serve(void) {
   }
 }
 
+/* ---- relay: the floor -------------------------------------------------------- */
+
+/* The least a CONNECT proxy can do, as a floor for the setup figure: accept,
+ * read the head, connect (to the one upstream it knows, whatever the head
+ * asks: no check, no log), answer 200, relay.  Blocking sockets read only
+ * when epoll says so; one client at a time is what the setup figure needs. */
+enum { RELAY_FDS = 1024 };
+static int relay_peer[RELAY_FDS]; /* -1: a client still sending its head */
+static size_t relay_head_len[RELAY_FDS];
+static char relay_head[RELAY_FDS][1024];
+
+static void relay_close(int fd) {
+  int peer = relay_peer[fd];
+  close(fd);
+  if (peer >= 0) close(peer);
+}
+
+static void relay_watch(int fd) {
+  struct epoll_event ev = { .events = EPOLLIN, .data.fd = fd };
+  if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0) die_sys("epoll_ctl");
+}
+
+static void relay_head_bytes(int fd, struct sockaddr_in *up) {
+  char *h = relay_head[fd];
+  ssize_t n = read(fd, h + relay_head_len[fd], sizeof relay_head[0] - 1 - relay_head_len[fd]);
+  if (n <= 0) {
+    close(fd);
+    return;
+  }
+  relay_head_len[fd] += (size_t)n;
+  size_t hl = head_len(h, relay_head_len[fd]);
+  if (!hl) {
+    if (relay_head_len[fd] + 1 >= sizeof relay_head[0]) close(fd);
+    return;
+  }
+  int u = socket(AF_INET, SOCK_STREAM, 0);
+  if (u < 0 || u >= RELAY_FDS || connect(u, (struct sockaddr *)up, sizeof *up) != 0) {
+    if (u >= 0) close(u);
+    close(fd);
+    return;
+  }
+  static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
+  send_all(fd, ok, sizeof ok - 1);
+  if (relay_head_len[fd] > hl) send_all(u, h + hl, relay_head_len[fd] - hl);
+  relay_peer[fd] = u;
+  relay_peer[u] = fd;
+  relay_watch(u);
+}
+
+static int cmd_relay(struct sockaddr_in *up) {
+  int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+  socklen_t sl = sizeof sa;
+  struct epoll_event evs[64];
+  if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(lfd, 4096) != 0 ||
+      getsockname(lfd, (struct sockaddr *)&sa, &sl) != 0 || (ep = epoll_create1(0)) < 0)
+    die_sys("listen");
+  printf("PORT %d\n", ntohs(sa.sin_port));
+  fflush(stdout);
+  relay_watch(lfd);
+  relay_watch(0); /* stdin: the lifeline */
+  for (;;) {
+    int n = epoll_wait(ep, evs, 64, -1);
+    for (int i = 0; i < n; i++) {
+      int fd = evs[i].data.fd;
+      if (fd == 0) return 0;
+      if (fd == lfd) {
+        int c;
+        while ((c = accept4(lfd, NULL, NULL, 0)) >= 0) {
+          if (c >= RELAY_FDS) {
+            close(c);
+            continue;
+          }
+          relay_peer[c] = -1;
+          relay_head_len[c] = 0;
+          relay_watch(c);
+        }
+        continue;
+      }
+      if (relay_peer[fd] == -1) {
+        relay_head_bytes(fd, up);
+        continue;
+      }
+      ssize_t r = read(fd, io_buf, sizeof io_buf);
+      if (r <= 0) {
+        relay_close(fd);
+        continue;
+      }
+      send_all(relay_peer[fd], io_buf, (size_t)r);
+    }
+  }
+}
+
 /* ---- main ------------------------------------------------------------------ */
 
 int main(int argc, char **argv) {
@@ -574,11 +672,12 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   raise_nofile();
   if (argc < 2)
-    die("usage: egressd-load serve | setup|setup-rr|rps|bulk|idle IP:PORT [options] (see the source)");
+    die("usage: egressd-load serve | relay|setup|setup-rr|rps|bulk|idle IP:PORT [options] (see the source)");
   const char *cmd = argv[1];
   if (!strcmp(cmd, "serve")) return cmd_serve();
   if (argc < 3) die("missing IP:PORT");
   parse_addr(argv[2], &target);
+  if (!strcmp(cmd, "relay")) return cmd_relay(&target);
   for (int i = 3; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--proxy")) {
