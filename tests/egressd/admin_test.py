@@ -8,7 +8,7 @@ a bad file, an unchanged one), the JSON log lines on stderr and --help."""
 import argparse, json, os, re, signal, socket, subprocess, sys
 import tempfile, threading, time
 
-from gwlib import Upstream, body_of, check, finish, free_port, head_of, raw_until_close, read_all
+from gwlib import Upstream, black_hole, body_of, check, finish, free_port, head_of, raw_until_close, read_all
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--egressd", required=True)
@@ -164,20 +164,7 @@ check(all(w in h for w in ("--admin ADDR:PORT", "--max-client-connections N", "/
 with tempfile.TemporaryDirectory() as tmp:
     up, up2 = Upstream(name="up"), Upstream(name="up2")
     refused_port = free_port()
-    black = socket.socket()
-    black.bind(("127.0.0.1", 0))
-    black.listen(0)
-    black_port = black.getsockname()[1]
-    fillers = []
-    for _ in range(8):
-        f = socket.socket()
-        f.setblocking(False)
-        try:
-            f.connect(("127.0.0.1", black_port))
-        except BlockingIOError:
-            pass
-        fillers.append(f)
-    time.sleep(0.2)
+    black, black_port, fillers = black_hole()
 
     # A ConfigMap volume: policy.json -> ..data/policy.json, ..data -> ..v1.
     cm = os.path.join(tmp, "cm")

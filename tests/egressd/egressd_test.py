@@ -6,8 +6,8 @@ X-Egress-Reason, and by the upstream (or trap) that saw no connection."""
 import argparse, http.client, json, os, signal, socket, subprocess, sys
 import tempfile, threading, time, urllib.request
 
-from gwlib import (EchoUpstream, RawUpstream, Upstream, check, finish, free_port, head_of, raw_until_close,
-                   read_all)
+from gwlib import (EchoUpstream, RawUpstream, Upstream, black_hole, check, finish, free_port, head_of,
+                   raw_until_close, read_all)
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--egressd", required=True)
@@ -23,20 +23,7 @@ with tempfile.TemporaryDirectory() as tmp:
     closed_up = Upstream("127.0.0.1")  # listening, but its port is not opened
     refused_port = free_port()  # opened, nothing listens
     # A listener that never accepts, its queue filled: SYNs go unanswered.
-    black = socket.socket()
-    black.bind(("127.0.0.1", 0))
-    black.listen(0)
-    black_port = black.getsockname()[1]
-    fillers = []
-    for _ in range(8):
-        f = socket.socket()
-        f.setblocking(False)
-        try:
-            f.connect(("127.0.0.1", black_port))
-        except BlockingIOError:
-            pass
-        fillers.append(f)
-    time.sleep(0.2)
+    black, black_port, fillers = black_hole()
 
     zone = os.path.join(tmp, "zone")
     with open(zone, "w") as f:

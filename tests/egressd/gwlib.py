@@ -167,6 +167,27 @@ def free_port():
     return p
 
 
+def black_hole():
+    """A listener that never accepts, its queue filled, so that a connect to
+    it goes unanswered.  Returns (listener, port, the sockets filling it):
+    keep all three open for as long as it is needed."""
+    black = socket.socket()
+    black.bind(("127.0.0.1", 0))
+    black.listen(0)
+    port = black.getsockname()[1]
+    fillers = []
+    for _ in range(8):
+        f = socket.socket()
+        f.setblocking(False)
+        try:
+            f.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        fillers.append(f)
+    time.sleep(0.2)
+    return black, port, fillers
+
+
 def read_all(s):
     """What comes on S until the peer closes (or a timeout or reset)."""
     out = b""
