@@ -188,11 +188,12 @@ def black_hole():
     return black, port, fillers
 
 
-def read_all(s):
-    """What comes on S until the peer closes (or a timeout or reset)."""
+def read_all(s, enough=None):
+    """What comes on S until the peer closes (or a timeout or reset), or
+    until enough(what came so far) is true."""
     out = b""
     try:
-        while True:
+        while not (enough and enough(out)):
             b = s.recv(65536)
             if not b:
                 break
@@ -220,22 +221,15 @@ def raw(port, data, timeout=5):
     """Sends DATA to the proxy; returns the first response: its head and
     the body its Content-Length announces, or what came until the proxy
     closed (egressd keeps client connections alive)."""
+    def whole_response(out):
+        if b"\r\n\r\n" not in out:
+            return False
+        cl = head_of(out)[1].get("content-length")
+        return cl is not None and cl.isdigit() and len(body_of(out)) >= int(cl)
+
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     s.sendall(data)
-    out = b""
-    try:
-        while True:
-            if b"\r\n\r\n" in out:
-                st, h = head_of(out)
-                cl = h.get("content-length")
-                if cl is not None and cl.isdigit() and len(body_of(out)) >= int(cl):
-                    break
-            b = s.recv(65536)
-            if not b:
-                break
-            out += b
-    except (socket.timeout, ConnectionResetError):
-        pass
+    out = read_all(s, whole_response)
     s.close()
     return out
 
