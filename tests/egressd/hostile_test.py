@@ -11,7 +11,7 @@ end each egressd must exit 0 on SIGTERM with no sanitizer report on its
 stderr (gwlib.stop_egressd), which is what makes an ASan+UBSan build of
 egressd fail this test on a memory error or a leak."""
 import argparse, json, os, resource, select, signal, socket, struct, tempfile, threading, time
-from gwlib import (Upstream, body_of, check, events_of, fd_count, finish, head_of, raw, rss_kib, start_egressd,
+from gwlib import (Upstream, black_hole, body_of, check, events_of, fd_count, finish, head_of, raw, rss_kib, start_egressd,
                    stop_egressd, tunnel_get)
 
 ap = argparse.ArgumentParser()
@@ -96,11 +96,43 @@ def silent(c):
     """Accepts and never reads nor answers; the connection stays open."""
 
 
+def serve_late(black, fillers, delay):
+    """Makes black_hole's listener answer after DELAY seconds: its queue is
+    emptied, so the connect egressd started meanwhile (its SYN dropped
+    while the queue was full) gets in when the SYN is sent again, about a
+    second after the first.  Every connection that then sends a request is
+    answered "late" and closed."""
+    def run():
+        time.sleep(delay)
+        for f in fillers:
+            f.close()
+        black.settimeout(0.5)
+        end = time.monotonic() + 5
+        while time.monotonic() < end:
+            try:
+                c, _ = black.accept()
+            except socket.timeout:
+                continue
+            c.settimeout(1)
+            try:
+                if c.recv(4096):
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nlate")
+            except OSError:
+                pass
+            c.close()
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    return th
+
+
 with tempfile.TemporaryDirectory() as tmp:
     up = Upstream("127.0.0.1")
     resetter = RawUpstream(reset_mid_response)
     mute = RawUpstream(silent)
-    good = {"egressAllowlist": [f"127.0.0.1/32:{p}" for p in (up.port, resetter.port, mute.port)],
+    late_kinds = ("tunnel", "forward")
+    late = {kind: black_hole() for kind in late_kinds}
+    good = {"egressAllowlist": [f"127.0.0.1/32:{p}" for p in
+                                (up.port, resetter.port, mute.port) + tuple(late[k][1] for k in late_kinds)],
             "egressDenylist": []}
     policy = os.path.join(tmp, "policy.json")
 
@@ -194,6 +226,40 @@ with tempfile.TemporaryDirectory() as tmp:
         reset_closes = [e for e in events_of(proxy) if e.get("event") == "egressd.close" and e.get("port") == resetter.port]
         check(len(reset_closes) == 2 and all(e["ended"] != "idle_timeout" and e["bytesDown"] >= 5000 for e in reset_closes),
               f"upstream reset: close events {[(e['kind'], e['ended'], e['bytesDown']) for e in reset_closes]}")
+
+        # ---- an upstream slow to accept ------------------------------------
+        # The connect is still under way when connect(2) returns (most on
+        # loopback are not): egressd must watch it and go on when it
+        # completes, a second later, within --connect-timeout-ms 2000.
+        for kind in late_kinds:
+            black, black_port, fillers = late[kind]
+            server = serve_late(black, fillers, 0.3)
+            s = socket.create_connection(("127.0.0.1", pport), timeout=5)
+            t0 = time.monotonic()
+            if kind == "tunnel":
+                s.sendall(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n" % black_port)
+                s.settimeout(4)
+                ack = s.recv(4096)
+                s.sendall(b"GET /late HTTP/1.1\r\nHost: x\r\n\r\n")
+            else:
+                ack = b"HTTP/1.1 200"
+                s.sendall(b"GET http://127.0.0.1:%d/late HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n\r\n"
+                          % (black_port, black_port))
+            got, _ = read_until_closed(s, 4)
+            took = time.monotonic() - t0
+            s.close()
+            server.join()
+            black.close()
+            check(ack.startswith(b"HTTP/1.1 200") and got.startswith(b"HTTP/1.1 200") and body_of(got) == b"late"
+                  and took > 0.8,
+                  f"upstream slow to accept ({kind}): the connect watched until it completed after {took:.2f}s, "
+                  f"then relayed ({ack[:12]!r}, {got[:12]!r}, body {body_of(got)!r})")
+        time.sleep(0.1)
+        late_closes = [e for e in events_of(proxy) if e.get("event") == "egressd.close"
+                       and e.get("port") in {late[k][1] for k in late_kinds}]
+        check(sorted((e["kind"], e["status"]) for e in late_closes) == [("forward", 200), ("tunnel", 200)],
+              f"upstream slow to accept: close events {[(e['kind'], e['status'], e['ended']) for e in late_closes]}")
+        served(pport, up, "after upstreams slow to accept")
 
         # ---- SIGHUP storm ------------------------------------------------
         # The malformed file never replaces the policy in force, so the good

@@ -2,6 +2,11 @@
  * the check, and connecting to the vetted addresses; see egressd.h. */
 #include "egressd.h"
 
+#include <poll.h>
+#include <sys/socket.h>
+
+static void connect_abandon(conn_t *c, uv_close_cb closed);
+
 /* ---- connection lifetime ------------------------------------------------- */
 
 static void on_handle_closed(uv_handle_t *h) {
@@ -38,6 +43,7 @@ void conn_close(conn_t *c, const char *ended) {
     (void)egress_check_cancel(p);
   }
   splice_stop(c, on_handle_closed);
+  connect_abandon(c, on_handle_closed);
   uv_close((uv_handle_t *)&c->timer, on_handle_closed);
   uv_close((uv_handle_t *)&c->client.tcp, on_handle_closed);
   if (c->upstream.open) {
@@ -48,6 +54,7 @@ void conn_close(conn_t *c, const char *ended) {
 
 /* Closes the upstream connection alone (the client's goes on). */
 void drop_upstream(conn_t *c) {
+  connect_abandon(c, on_handle_closed);
   if (!c->upstream.open) return;
   c->upstream.open = 0;
   c->upstream_idle = 0;
@@ -132,7 +139,7 @@ static void on_connect_timeout(uv_timer_t *t) {
   reply_and_close(c, 504, "Gateway Timeout", "connection_timeout", NULL, "connect_timeout");
 }
 
-static void on_upstream_closed_retry(uv_handle_t *h) {
+static void on_closed_then_connect(uv_handle_t *h) {
   conn_t *c = h->data;
   if (c->phase != PH_CONNECT) {
     on_handle_closed(h);
@@ -142,13 +149,28 @@ static void on_upstream_closed_retry(uv_handle_t *h) {
   try_next_address(c);
 }
 
-static void on_connected(uv_connect_t *r, int status) {
-  conn_t *c = r->data;
-  if (c->phase != PH_CONNECT) return;
-  if (status != 0) {
-    c->connect_error = status;
+/* The connect under way, if any, is given up: its socket closed. */
+static void connect_abandon(conn_t *c, uv_close_cb closed) {
+  if (!c->connecting) return;
+  c->connecting = 0;
+  /* uv_close stops the watcher at once: the socket can go now. */
+  uv_close((uv_handle_t *)&c->connect_poll, closed);
+  close(c->connect_fd);
+  c->connect_fd = -1;
+}
+
+/* FD, connected, becomes the upstream side. */
+static void upstream_connected(conn_t *c, int fd) {
+  uv_tcp_init(loop, &c->upstream.tcp);
+  c->upstream.tcp.data = c;
+  c->upstream.open = 1;
+  c->handles++;
+  int err = uv_tcp_open(&c->upstream.tcp, fd);
+  if (err != 0) {
+    close(fd);
+    c->connect_error = err;
     c->upstream.open = 0;
-    uv_close((uv_handle_t *)&c->upstream.tcp, on_upstream_closed_retry);
+    uv_close((uv_handle_t *)&c->upstream.tcp, on_closed_then_connect);
     return;
   }
   uv_timer_stop(&c->timer);
@@ -161,33 +183,94 @@ static void on_connected(uv_connect_t *r, int status) {
     start_relay(c);
 }
 
-static void try_next_address(conn_t *c) {
-  if (c->next_addr >= c->n_addrs) {
-    uv_timer_stop(&c->timer);
-    if (c->connect_error == UV_EMFILE || c->connect_error == UV_ENFILE)
-      reply_and_close(c, 503, "Service Unavailable", "proxy_internal_error", "descriptors exhausted",
-                      "no_descriptors");
-    else
-      reply_and_close(c, 502, "Bad Gateway", "connection_refused", NULL, "connect_failed");
+/* The socket's pending error as a libuv error (0: connected). */
+static int socket_error(int fd) {
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+  return err ? -err : 0;
+}
+
+static void on_connect_ready(uv_poll_t *p, int status, int events) {
+  (void)events;
+  conn_t *c = p->data;
+  if (c->phase != PH_CONNECT) {
+    connect_abandon(c, on_handle_closed);
     return;
   }
-  const struct sockaddr *sa = (const struct sockaddr *)&c->addrs[c->next_addr++];
-  if (sa->sa_family == AF_INET6)
-    uv_ip6_name((const struct sockaddr_in6 *)sa, c->connected_to, sizeof c->connected_to);
-  else
-    uv_ip4_name((const struct sockaddr_in *)sa, c->connected_to, sizeof c->connected_to);
-  uv_tcp_init(loop, &c->upstream.tcp);
-  c->upstream.tcp.data = c;
-  c->upstream.open = 1;
-  c->upstream_reading = 0;
-  c->upstream.eof = 0;
-  c->handles++;
-  c->creq.data = c;
-  c->connect_error = uv_tcp_connect(&c->creq, &c->upstream.tcp, sa, on_connected);
-  if (c->connect_error != 0) {
-    c->upstream.open = 0;
-    uv_close((uv_handle_t *)&c->upstream.tcp, on_upstream_closed_retry);
+  int fd = c->connect_fd;
+  int err = status < 0 ? status : socket_error(fd);
+  if (err == 0) {
+    /* The socket is the upstream's now: only the watcher goes. */
+    c->connecting = 0;
+    c->connect_fd = -1;
+    uv_close((uv_handle_t *)p, on_handle_closed);
+    upstream_connected(c, fd);
+    return;
   }
+  c->connect_error = err;
+  connect_abandon(c, on_closed_then_connect);
+}
+
+/* Connects to the next vetted address, or answers that none could be
+ * reached.  The connect is libuv's own but for one thing: on loopback and
+ * other near peers it has often completed by the time connect(2) returns,
+ * and a socket found connected at once goes on without a turn of the loop
+ * (uv_tcp_connect always waits for one).  Only a connect still under way
+ * is watched. */
+static void try_next_address(conn_t *c) {
+  while (c->next_addr < c->n_addrs) {
+    const struct sockaddr *sa = (const struct sockaddr *)&c->addrs[c->next_addr++];
+    socklen_t len = sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (sa->sa_family == AF_INET6)
+      uv_ip6_name((const struct sockaddr_in6 *)sa, c->connected_to, sizeof c->connected_to);
+    else
+      uv_ip4_name((const struct sockaddr_in *)sa, c->connected_to, sizeof c->connected_to);
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      c->connect_error = -errno;
+      continue;
+    }
+    if (connect(fd, sa, len) == 0) {
+      upstream_connected(c, fd);
+      return;
+    }
+    if (errno != EINPROGRESS) {
+      c->connect_error = -errno;
+      close(fd);
+      continue;
+    }
+    struct pollfd now = { .fd = fd, .events = POLLOUT };
+    if (poll(&now, 1, 0) == 1) {
+      /* Refused or reset shows as POLLERR or POLLHUP besides POLLOUT. */
+      int err = now.revents == POLLOUT ? 0 : socket_error(fd);
+      if (err == 0) {
+        upstream_connected(c, fd);
+        return;
+      }
+      c->connect_error = err;
+      close(fd);
+      continue;
+    }
+    int err = uv_poll_init(loop, &c->connect_poll, fd);
+    if (err != 0) {
+      c->connect_error = err;
+      close(fd);
+      continue;
+    }
+    c->connect_poll.data = c;
+    c->connect_fd = fd;
+    c->connecting = 1;
+    c->handles++;
+    uv_poll_start(&c->connect_poll, UV_WRITABLE, on_connect_ready);
+    return;
+  }
+  uv_timer_stop(&c->timer);
+  if (c->connect_error == UV_EMFILE || c->connect_error == UV_ENFILE)
+    reply_and_close(c, 503, "Service Unavailable", "proxy_internal_error", "descriptors exhausted",
+                    "no_descriptors");
+  else
+    reply_and_close(c, 502, "Bad Gateway", "connection_refused", NULL, "connect_failed");
 }
 
 /* Only the addresses the check vetted, IPv6 and IPv4 taking turns. */
@@ -236,16 +319,6 @@ static int upstream_reusable(conn_t *c) {
     if (!strcmp(name, c->connected_to)) return 1;
   }
   return 0;
-}
-
-static void on_dropped_then_connect(uv_handle_t *h) {
-  conn_t *c = h->data;
-  if (c->phase != PH_CONNECT) {
-    on_handle_closed(h);
-    return;
-  }
-  c->handles--;
-  try_next_address(c);
 }
 
 /* ---- the check ------------------------------------------------------------ */
@@ -307,7 +380,7 @@ static void on_checked(egress_status_t status, egress_decision_t *d, void *user)
     /* A kept-alive connection this request may not use: closed first. */
     c->upstream.open = 0;
     c->upstream_idle = 0;
-    uv_close((uv_handle_t *)&c->upstream.tcp, on_dropped_then_connect);
+    uv_close((uv_handle_t *)&c->upstream.tcp, on_closed_then_connect);
     return;
   }
   try_next_address(c);
@@ -560,6 +633,26 @@ void refuse_at_accept(uv_stream_t *server, const char *text, size_t len, void (*
 
 static void connection_limit_seen(uv_tcp_t *t) { limits_refused(LIMIT_CONNECTIONS, t); }
 
+/* A client usually sends its request with the connection's first bytes,
+ * so they are most often there by the time it is accepted: taken at once
+ * (as if sent after a previous request), they save a turn of the loop and
+ * its kernel calls on every tunnel's setup.  Nothing there, or an end or
+ * error, is left for the reads that follow to find. */
+static int read_sent_already(conn_t *c) {
+  char buf[4096];
+  uv_os_fd_t fd;
+  if (uv_fileno((const uv_handle_t *)&c->client.tcp, &fd) != 0) return 0;
+  ssize_t n;
+  do
+    n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+  while (n < 0 && errno == EINTR);
+  if (n > 0 && keep_pipelined(c, buf, (size_t)n) != 0) {
+    conn_close(c, "internal_error");
+    return -1;
+  }
+  return 0;
+}
+
 void on_accept(uv_stream_t *server, int status) {
   if (status != 0) return;
   if (active >= cfg.max_connections) {
@@ -585,6 +678,7 @@ void on_accept(uv_stream_t *server, int status) {
     return;
   }
   if (limits_admit(c) != 0) return;
+  if (read_sent_already(c) != 0) return;
   read_next_head(c);
 }
 

@@ -89,7 +89,8 @@ typedef struct conn {
   side_t client, upstream;
   splicer_t *splice; /* a bulk tunnel's kernel-side relay (splice.c) */
   uv_timer_t timer;
-  uv_connect_t creq;
+  uv_poll_t connect_poll; /* a connect under way: its socket's writability */
+  int connecting, connect_fd; /* connect_poll is open; the socket it watches */
   uv_shutdown_t sreq_c, sreq_u;
   phase_t phase;
   head_t *head;    /* while a request head is read, checked and sent */
