@@ -643,9 +643,9 @@ static int read_sent_already(conn_t *c) {
   uv_os_fd_t fd;
   if (uv_fileno((const uv_handle_t *)&c->client.tcp, &fd) != 0) return 0;
   ssize_t n;
-  do
+  do {
     n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
-  while (n < 0 && errno == EINTR);
+  } while (n < 0 && errno == EINTR);
   if (n > 0 && keep_pipelined(c, buf, (size_t)n) != 0) {
     conn_close(c, "internal_error");
     return -1;

@@ -89,7 +89,7 @@ typedef struct conn {
   side_t client, upstream;
   splicer_t *splice; /* a bulk tunnel's kernel-side relay (splice.c) */
   uv_timer_t timer;
-  uv_poll_t connect_poll; /* a connect under way: its socket's writability */
+  uv_poll_t connect_poll;     /* a connect under way: its socket's writability */
   int connecting, connect_fd; /* connect_poll is open; the socket it watches */
   uv_shutdown_t sreq_c, sreq_u;
   phase_t phase;
