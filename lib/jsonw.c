@@ -81,14 +81,31 @@ static size_t escape_ascii(unsigned char c, char *out) {
   }
 }
 
+/* Whether any of the eight bytes of X needs more than a copy: a control
+ * byte (below 0x20), '"', '\\' or a byte of a multi-byte sequence (0x80 and
+ * up).  The classic "has a zero byte" test, (v - 0x01..) & ~v & 0x80..,
+ * may mark the wrong byte of a word but never misses one, and a marked
+ * word only goes to the byte-by-byte scan: that is all it decides. */
+static inline bool word_needs_care(uint64_t x) {
+  const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+  uint64_t quote = x ^ (ones * '"'), backslash = x ^ (ones * '\\');
+  uint64_t control = (x - ones * 0x20) & ~x;
+  uint64_t zq = (quote - ones) & ~quote, zb = (backslash - ones) & ~backslash;
+  return ((control | zq | zb) & highs) != 0 || (x & highs) != 0;
+}
+
 void egress__jsonw_escape(egress__jsonw_t *w, const char *s, size_t n) {
   const unsigned char *u = (const unsigned char *)s;
   size_t i = 0;
   while (i < n) {
     /* The longest run that goes out as it is: plain ASCII, and well-formed
-     * multi-byte sequences. */
+     * multi-byte sequences.  Plain text is skipped a word at a time. */
     size_t j = i;
     for (;;) {
+      for (uint64_t x; j + 8 <= n; j += 8) {
+        memcpy(&x, u + j, 8);
+        if (word_needs_care(x)) break;
+      }
       while (j < n && byte_class[u[j]] == 0) j++;
       if (j == n || byte_class[u[j]] == 1) break;
       size_t bad, k = egress__utf8_seq(u + j, n - j, &bad);

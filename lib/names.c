@@ -96,16 +96,31 @@ const char *egress_outcome_name(egress_outcome_t outcome) {
 
 const char *egress_version(void) { return EGRESS_VERSION_STRING; }
 
+/* Two digits a step: an event holds a dozen numbers (times, ports, TTLs,
+ * addresses' octets), and a digit a step was a tenth of a check's time. */
+static const char digit_pairs[] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
 char *egress__put_uint(char *p, unsigned long long v, int width) {
   char tmp[24];
-  int n = 0;
-  do {
-    tmp[n++] = (char)('0' + v % 10);
-    v /= 10;
-  } while (v);
-  while (n < width && n < (int)sizeof tmp) tmp[n++] = '0';
-  while (n) *p++ = tmp[--n];
-  return p;
+  char *end = tmp + sizeof tmp, *s = end;
+  while (v >= 100) {
+    unsigned r = (unsigned)(v % 100);
+    v /= 100;
+    s -= 2;
+    memcpy(s, digit_pairs + 2 * r, 2);
+  }
+  if (v >= 10) {
+    s -= 2;
+    memcpy(s, digit_pairs + 2 * v, 2);
+  } else {
+    *--s = (char)('0' + v);
+  }
+  while (end - s < width && s > tmp) *--s = '0';
+  memcpy(p, s, (size_t)(end - s));
+  return p + (end - s);
 }
 
 size_t egress__report_keep(const char *s, size_t len, size_t max) {

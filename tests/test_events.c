@@ -1291,6 +1291,101 @@ static void test_writer_escapes(void) {
   egress__free(got);
 }
 
+/* Plain text is skipped a word at a time: every byte that needs care must
+ * be found wherever it falls in a word, and next to any other.  Strings of
+ * tokens, each with its known escape, against the writer. */
+static void test_writer_words(void) {
+  static const struct {
+    const char *in, *out;
+  } tok[] = {
+    { "a", "a" },
+    { "Z", "Z" },
+    { " ", " " },
+    { "~", "~" },
+    { "\"", "\\\"" },
+    { "\\", "\\\\" },
+    { "\n", "\\n" },
+    { "\x01", "\\u0001" },
+    { "\x1f", "\\u001f" },
+    { "\x7f", "\x7f" },
+    { "!", "!" },
+    { "#", "#" },
+    { "[", "[" },
+    { "]", "]" },
+    { "\xC3\xA9", "\xC3\xA9" },
+    { "\xFF", R },
+    { "\xF0\x9F\x98\x80", "\xF0\x9F\x98\x80" },
+  };
+  enum { NTOK = sizeof tok / sizeof tok[0] };
+  unsigned seed = 12345;
+  char in[256], want[1024];
+  for (int round = 0; round < 20000; round++) {
+    size_t il = 0, wl = 0;
+    int count = (int)(rand_r(&seed) % 40);
+    /* Mostly plain letters, so that whole plain words come up too. */
+    for (int k = 0; k < count; k++) {
+      int t = rand_r(&seed) % 3 ? (int)(rand_r(&seed) % 4) : (int)(rand_r(&seed) % NTOK);
+      size_t a = strlen(tok[t].in), b = strlen(tok[t].out);
+      memcpy(in + il, tok[t].in, a);
+      memcpy(want + wl, tok[t].out, b);
+      il += a;
+      wl += b;
+    }
+    egress__jsonw_t w;
+    egress__jsonw_heap(&w, 1);
+    egress__jsonw_escape(&w, in, il);
+    size_t len = 0;
+    char *got = egress__jsonw_finish(&w, &len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(got);
+    CU_ASSERT_EQUAL_FATAL(len, wl);
+    CU_ASSERT_FATAL(memcmp(got, want, wl) == 0);
+    egress__free(got);
+  }
+}
+
+/* Decimal digits two at a time, against snprintf, with zero padding. */
+static void test_put_uint(void) {
+  unsigned long long values[] = { 0,
+                                  1,
+                                  9,
+                                  10,
+                                  11,
+                                  99,
+                                  100,
+                                  101,
+                                  999,
+                                  1000,
+                                  4095,
+                                  65535,
+                                  99999,
+                                  100000,
+                                  1234567,
+                                  4294967295ULL,
+                                  4294967296ULL,
+                                  999999999999ULL,
+                                  UINT64_MAX - 1,
+                                  UINT64_MAX };
+  for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
+    for (int width = 0; width <= 24; width++) {
+      char got[32], want[32];
+      char *e = egress__put_uint(got, values[i], width);
+      *e = '\0';
+      snprintf(want, sizeof want, "%0*llu", width, values[i]);
+      CU_ASSERT_STRING_EQUAL(got, want);
+    }
+  }
+  unsigned seed = 7;
+  for (int k = 0; k < 100000; k++) {
+    unsigned long long v = ((unsigned long long)rand_r(&seed) << 33) ^
+                           ((unsigned long long)rand_r(&seed) << 11) ^ (unsigned long long)rand_r(&seed);
+    v >>= rand_r(&seed) % 64;
+    char got[32], want[32];
+    *egress__put_uint(got, v, 1) = '\0';
+    snprintf(want, sizeof want, "%llu", v);
+    CU_ASSERT_STRING_EQUAL_FATAL(got, want);
+  }
+}
+
 /* A fixed buffer holds a text exactly when it has one byte more than the
  * text (for the NUL), and is never written past its capacity. */
 static void test_writer_capacity(void) {
@@ -2194,6 +2289,8 @@ static CU_TestInfo event_tests[] = {
   { "one print buffer per thread, reused in any order", test_print_buffer_reuse },
   { "writer: exact escapes and numbers", test_writer_escapes },
   { "writer: fixed capacity and growth", test_writer_capacity },
+  { "writer: plain words skipped, every escape found", test_writer_words },
+  { "writer: decimal digits two at a time", test_put_uint },
   { "writer: every short string against the reference", test_writer_all_short_strings },
   { "hostile strings in every field, longest fields", test_hostile_fields },
   { "8 threads of hostile events", test_events_threads },
