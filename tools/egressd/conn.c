@@ -213,11 +213,12 @@ static void on_connect_ready(uv_poll_t *p, int status, int events) {
 }
 
 /* Connects to the next vetted address, or answers that none could be
- * reached.  The connect is libuv's own but for one thing: on loopback and
- * other near peers it has often completed by the time connect(2) returns,
- * and a socket found connected at once goes on without a turn of the loop
- * (uv_tcp_connect always waits for one).  Only a connect still under way
- * is watched. */
+ * reached.  egressd makes the connect itself rather than through
+ * uv_tcp_connect, which always waits a turn of the loop for it: to
+ * loopback and other near peers it has often completed by the time
+ * connect(2) returns, and a socket found connected at once goes on in
+ * this turn.  Only a connect still under way is watched; a socket is
+ * handed to libuv once connected. */
 static void try_next_address(conn_t *c) {
   while (c->next_addr < c->n_addrs) {
     const struct sockaddr *sa = (const struct sockaddr *)&c->addrs[c->next_addr++];
