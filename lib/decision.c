@@ -40,6 +40,9 @@ egress_status_t egress_request_set(egress_request_t *req, egress_field_t field, 
     if (len > 1024) return EGRESS_EINVAL;
     for (size_t i = 0; i < len; i++)
       if ((unsigned char)value[i] < 0x20 || value[i] == 0x7f) return EGRESS_EINVAL;
+    /* A caller that fills one request for every check sets the same
+     * values again and again (a gateway's method, a worker's ids). */
+    if (req->field[field] && !strcmp(req->field[field], value)) return EGRESS_OK;
     if (!(copy = egress__strndup(value, len))) return EGRESS_ENOMEM;
   }
   egress__free(req->field[field]);

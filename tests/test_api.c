@@ -574,6 +574,19 @@ static void test_null_request_calls(void) {
   CU_ASSERT_EQUAL(egress_request_set(r, EGRESS_FIELD_AGENT_ID, big), EGRESS_EINVAL);
   big[1024] = '\0';
   CU_ASSERT_EQUAL(egress_request_set(r, EGRESS_FIELD_AGENT_ID, big), EGRESS_OK);
+  /* The same value again is kept as it is, with no allocation to fail;
+   * another value is a new copy. */
+  CU_ASSERT_EQUAL(egress_request_set(r, EGRESS_FIELD_METHOD, "GET"), EGRESS_OK);
+  egress__alloc_fail_at(1);
+  CU_ASSERT_EQUAL(egress_request_set(r, EGRESS_FIELD_METHOD, "GET"), EGRESS_OK);
+  CU_ASSERT_EQUAL(egress_request_set(r, EGRESS_FIELD_METHOD, "POST"), EGRESS_ENOMEM);
+  egress__alloc_fail_at(0);
+  CU_ASSERT_EQUAL(egress_request_set(r, EGRESS_FIELD_METHOD, "GE"), EGRESS_OK);
+  CU_ASSERT_EQUAL(egress_request_set(r, EGRESS_FIELD_METHOD, "GET"), EGRESS_OK);
+  egress_request_t *copy = NULL;
+  CU_ASSERT_FATAL(egress__request_copy(r, &copy) == EGRESS_OK && copy);
+  CU_ASSERT_STRING_EQUAL(copy->field[EGRESS_FIELD_METHOD], "GET");
+  egress_request_free(copy);
   egress_request_free(r);
 }
 

@@ -398,8 +398,12 @@ void conn_end(void) {
 
 static egress_request_t *check_context(void) {
   if (!context && egress_request_new(&context) != EGRESS_OK) return NULL;
-    /* Nothing of the request before may reach this one's event. */
-#define CLEAR_FIELD(name, value, key) (void)egress_request_set(context, EGRESS_FIELD_##name, NULL);
+    /* Nothing of the request before may reach this one's event.  The
+     * method is the exception: every head sets it before its check (an
+     * unchanged one costs nothing then). */
+#define CLEAR_FIELD(name, value, key)             \
+  if (EGRESS_FIELD_##name != EGRESS_FIELD_METHOD) \
+    (void)egress_request_set(context, EGRESS_FIELD_##name, NULL);
   EGRESS_FIELD_MAP(CLEAR_FIELD)
 #undef CLEAR_FIELD
   return context;
