@@ -418,7 +418,9 @@ EGRESS_API EGRESS_WUR egress_status_t egress_request_new(egress_request_t **out)
 /** Free a request. NULL is accepted. */
 EGRESS_API void egress_request_free(egress_request_t *req);
 /** Set a context field (Copied; NULL clears it). Values longer than 1024
- *  bytes or holding control characters are rejected with EGRESS_EINVAL. */
+ *  bytes or holding control characters are rejected with EGRESS_EINVAL.
+ *  Setting the value a field already holds allocates nothing, so a request
+ *  refilled for every check costs only what changes. */
 EGRESS_API egress_status_t egress_request_set(egress_request_t *req, egress_field_t field, const char *value);
 /**
  * Refuse the request before it is checked.  For a caller that has already
