@@ -7,12 +7,19 @@
 
 static void connect_abandon(conn_t *c, uv_close_cb closed);
 
+/* A decision done with goes back to the check loop, which fills it again
+ * for a later check instead of allocating one; once the adapter is closed
+ * (checker_uv NULL) it is freed. */
+static void decision_done(egress_decision_t *d) {
+  egress_loop_recycle(checker_uv ? egress_uv_driver(checker_uv) : NULL, d);
+}
+
 /* ---- connection lifetime ------------------------------------------------- */
 
 static void on_handle_closed(uv_handle_t *h) {
   conn_t *c = h->data;
   if (--c->handles > 0) return;
-  egress_decision_free(c->decision);
+  decision_done(c->decision);
   release_side_buffer(&c->client);
   release_side_buffer(&c->upstream);
   limits_release(c);
@@ -328,10 +335,10 @@ static void on_checked(egress_status_t status, egress_decision_t *d, void *user)
   conn_t *c = user;
   c->pending = NULL;
   if (status == EGRESS_ECANCELLED || c->phase != PH_CHECK) {
-    egress_decision_free(d);
+    decision_done(d);
     return;
   }
-  egress_decision_free(c->decision);
+  decision_done(c->decision);
   c->decision = d;
   if (egress_decision_verdict(d) != EGRESS_VERDICT_ALLOW) {
     egress_reason_t r = egress_decision_reason(d);
@@ -360,7 +367,7 @@ static void on_checked(egress_status_t status, egress_decision_t *d, void *user)
   int collected = collect_addresses(c);
   /* The addresses are all a connection needs of the decision; an open
    * tunnel keeps nothing else of it. */
-  egress_decision_free(c->decision);
+  decision_done(c->decision);
   c->decision = NULL;
   if (collected != 0) {
     reply_and_close(c, 500, "Internal Server Error", "proxy_internal_error", NULL, "internal_error");

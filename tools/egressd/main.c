@@ -459,6 +459,7 @@ int main(int argc, char **argv) {
   admin_stop();
   limits_flush();
   egress_uv_close(checker_uv, NULL, NULL);
+  checker_uv = NULL; /* decisions still held are freed from now on */
   uv_walk(loop, close_any, NULL);
   uv_run(loop, UV_RUN_DEFAULT);
   (void)uv_loop_close(loop);
