@@ -97,7 +97,8 @@ const char *egress_outcome_name(egress_outcome_t outcome) {
 const char *egress_version(void) { return EGRESS_VERSION_STRING; }
 
 /* Two digits a step: an event holds a dozen numbers (times, ports, TTLs,
- * addresses' octets), and a digit a step was a tenth of a check's time. */
+ * addresses' octets), and a digit a step was a tenth of the
+ * library's instructions per check. */
 static const char digit_pairs[] =
     "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
     "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
