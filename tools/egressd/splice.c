@@ -31,7 +31,7 @@ struct splicer {
   int watching[2]; /* the events each poll handle was started with */
 };
 
-enum { PIPE_POOL_MAX = 64, PIPE_BYTES = 1024 * 1024, ROUNDS = 16 };
+enum { PIPE_POOL_MAX = 64, PIPE_BYTES = 1024 * 1024, ROUNDS = 16, CLIENT_SNDBUF = 1024 * 1024 };
 static int pipe_pool[PIPE_POOL_MAX][2];
 static int pipes_pooled;
 
@@ -193,6 +193,14 @@ int splice_start(conn_t *c) {
   }
   s->fd[0] = fd0;
   s->fd[1] = fd1;
+  /* Toward the client, a fixed send buffer (the kernel doubles it: 2 MiB)
+   * rather than one that grows to 4 MiB: the client is near (the workloads
+   * the gateway serves), 2 MiB covers its round trip many times over, and
+   * bytes that wait less are still in cache when the client copies them.
+   * Measured: 1 GiB through a tunnel 0.49-0.54x direct without it,
+   * 0.56-0.58x with it, in turns; 2 MiB asked (4 MiB) gave nothing. */
+  int sndbuf = CLIENT_SNDBUF;
+  (void)setsockopt(fd0, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
   for (int i = 0; i < 2; i++) s->poll[i].data = c;
   c->splice = s;
   c->handles += 2;
