@@ -8,7 +8,7 @@ a bad file, an unchanged one), the JSON log lines on stderr and --help."""
 import argparse, json, os, re, signal, socket, subprocess, sys
 import tempfile, threading, time
 
-from gwlib import Upstream, black_hole, body_of, check, finish, free_port, head_of, raw_until_close, read_all
+from gwlib import Upstream, black_hole, body_of, check, closed_port, finish, head_of, raw_until_close, read_all
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--egressd", required=True)
@@ -163,7 +163,7 @@ check(all(w in h for w in ("--admin ADDR:PORT", "--max-client-connections N", "/
 
 with tempfile.TemporaryDirectory() as tmp:
     up, up2 = Upstream(name="up"), Upstream(name="up2")
-    refused_port = free_port()
+    closed, refused_port = closed_port()
     black, black_port, fillers = black_hole()
 
     # A ConfigMap volume: policy.json -> ..data/policy.json, ..data -> ..v1.

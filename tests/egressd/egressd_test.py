@@ -6,7 +6,7 @@ X-Egress-Reason, and by the upstream (or trap) that saw no connection."""
 import argparse, http.client, json, os, signal, socket, subprocess, sys
 import tempfile, threading, time, urllib.request
 
-from gwlib import (EchoUpstream, RawUpstream, Upstream, black_hole, check, finish, free_port, head_of,
+from gwlib import (EchoUpstream, RawUpstream, Upstream, black_hole, check, closed_port, finish, head_of,
                    raw_until_close, read_all)
 
 ap = argparse.ArgumentParser()
@@ -21,7 +21,7 @@ with tempfile.TemporaryDirectory() as tmp:
     # answer.  The policy opens only 127.0.0.1 on that port.
     trap = Upstream("127.0.0.2", up.port)
     closed_up = Upstream("127.0.0.1")  # listening, but its port is not opened
-    refused_port = free_port()  # opened, nothing listens
+    closed, refused_port = closed_port()  # opened in the policy, nothing listens
     # A listener that never accepts, its queue filled: SYNs go unanswered.
     black, black_port, fillers = black_hole()
 

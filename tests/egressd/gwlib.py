@@ -167,6 +167,16 @@ def free_port():
     return p
 
 
+def closed_port():
+    """A port where a connect is refused, and stays refused: a socket bound
+    there without listening, so that neither another test's listener nor a
+    connect's own ephemeral port (a TCP self-connect) can take it.  Returns
+    (the socket, its port): keep the socket open while the port is used."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    return s, s.getsockname()[1]
+
+
 def black_hole():
     """A listener that never accepts, its queue filled, so that a connect to
     it goes unanswered.  Returns (listener, port, the sockets filling it):
