@@ -381,7 +381,11 @@ size_t head_render_response(const head_t *h, int close, char *out, size_t cap) {
   for (size_t i = 0; i < h->n_fields; i++) {
     const char *n, *v;
     const head_field_t *f = field_at(h, i, &n, &v);
-    int drop = connection_lists(h, n, f->name_len);
+    /* Framing stays whatever Connection names: egressd read the body by
+     * it, and the client must read it the same way (RFC 9110 7.6.1: a
+     * field meant for every recipient is no connection option). */
+    int framing = head_ieq(n, f->name_len, "content-length") || head_ieq(n, f->name_len, "transfer-encoding");
+    int drop = !framing && connection_lists(h, n, f->name_len);
     for (size_t k = 0; !drop && k < sizeof hop / sizeof hop[0]; k++) drop = head_ieq(n, f->name_len, hop[k]);
     if (!drop) PUT("%.*s: %.*s\r\n", (int)f->name_len, n, (int)f->value_len, v);
   }
