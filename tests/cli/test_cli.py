@@ -93,14 +93,14 @@ def responder_path():
     return None
 
 
-def closed_udp_port():
-    """A loopback port with nothing listening (bound, then released)."""
+def silent_udp_port():
+    """A loopback DNS server that never answers: a socket bound and never
+    read, so that no other test's responder can take the port meanwhile.
+    Returns (the socket, its port): keep the socket open while it is used."""
     import socket
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    return s, s.getsockname()[1]
 
 
 class CliBase(unittest.TestCase):
@@ -112,11 +112,13 @@ class CliBase(unittest.TestCase):
         cls.policy = cls.write("policy.json", json.dumps(POLICY))
         cls.hosts = cls.write("hosts", HOSTS)
         # Names missing from the hosts file must not reach a real resolver:
-        # point c-ares at a closed loopback port as well.
-        cls.nodns = "127.0.0.1:%d" % closed_udp_port()
+        # point c-ares at a loopback port that never answers as well.
+        cls.nodns_sock, port = silent_udp_port()
+        cls.nodns = "127.0.0.1:%d" % port
 
     @classmethod
     def tearDownClass(cls):
+        cls.nodns_sock.close()
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     @classmethod
