@@ -688,9 +688,13 @@ EGRESS_API const char *egress_decision_rule_text(const egress_decision_t *d);
 EGRESS_API size_t egress_decision_address_count(const egress_decision_t *d);
 /** Address @p i as text; NULL when out of range. */
 EGRESS_API const char *egress_decision_address(const egress_decision_t *d, size_t i);
-/** Whether address @p i passed vetting (it is among those to connect to). */
+/** Whether address @p i is among those to connect to: ALLOW only when the
+ *  outcome is allowed and the address passed vetting (so a monitor-mode
+ *  denial, verdict allow, lists none).  Under deny-if-any an address that
+ *  passed, in an answer denied for another, is DENY with reason NONE
+ *  (docs/check.md, "Mixed answers"). */
 EGRESS_API egress_verdict_t egress_decision_address_verdict(const egress_decision_t *d, size_t i);
-/** Reason of address @p i (NONE when it passed). */
+/** Reason of address @p i: why it is forbidden; NONE when it passed vetting. */
 EGRESS_API egress_reason_t egress_decision_address_reason(const egress_decision_t *d, size_t i);
 /** DNS TTL of address @p i in seconds; -1 for IP literals and unknown. */
 EGRESS_API int32_t egress_decision_address_ttl(const egress_decision_t *d, size_t i);
