@@ -172,11 +172,11 @@ const egress__special_block_t egress__special_blocks[] = {
    .name = "IPv4-translated Address",
    .rfc = "[RFC2765], Section 2.1",
    .global = false, .by_rule = true, .synthetic = false},
-  /* 64:ff9b::/96: IPv4-IPv6 Translat. [RFC6052]; global; IANA IPv6 registry, allocated 2010-10 */
+  /* 64:ff9b::/96: IPv4-IPv6 Translat. [RFC6052]; not global; IANA IPv6 registry, allocated 2010-10; registry says globally reachable, not global here: outside 2000::/3 */
   {.prefix = {.addr = {.family = 6, .bytes = {0x00, 0x64, 0xff, 0x9b}}, .len = 96},
    .name = "IPv4-IPv6 Translat.",
    .rfc = "[RFC6052]",
-   .global = true, .by_rule = false, .synthetic = false},
+   .global = false, .by_rule = false, .synthetic = false},
   /* 64:ff9b:1::/48: IPv4-IPv6 Translat. [RFC8215]; not global; IANA IPv6 registry, allocated 2017-06 */
   {.prefix = {.addr = {.family = 6, .bytes = {0x00, 0x64, 0xff, 0x9b, 0x00, 0x01}}, .len = 48},
    .name = "IPv4-IPv6 Translat.",

@@ -458,9 +458,10 @@ static void vet(const egress_policy_t *p, const egress__prefix_t *pref64, size_t
 /* Deny-list CIDRs, special-purpose addresses opened only by a rule inside
  * their range and on the port, and IPv4 carried inside IPv6. */
 static void test_vet_address(void) {
-  const char *allow[] = { "0.0.0.0/0:*", "10.1.0.0/16:443", "[2001:db8:64::]/96:*" };
+  const char *allow[] = { "0.0.0.0/0:*", "10.1.0.0/16:443", "[2001:db8:64::]/96:*", "::/0",
+                          "[64:ff9b::]/96:443" };
   const char *deny[] = { "8.8.4.0/24:*" };
-  egress_policy_t *p = must_policy(allow, 3, deny, 1);
+  egress_policy_t *p = must_policy(allow, 5, deny, 1);
   const egress__rule_t *A = p->rules[EGRESS_LIST_ALLOW], *D = p->rules[EGRESS_LIST_DENY];
   egress__vet_t v;
 
@@ -489,14 +490,22 @@ static void test_vet_address(void) {
   CU_ASSERT_PTR_NULL(v.elsewhere);
   CU_ASSERT_PTR_NULL(v.opener);
 
-  /* NAT64 well-known prefix: the embedded IPv4 is vetted as itself. */
+  /* NAT64 well-known prefix: outside 2000::/3, so special; ::/0 does not
+   * open it, naming it does (on its ports), and the embedded IPv4 is vetted
+   * as itself on top. */
+  vet(p, NULL, 0, "64:ff9b::808:808", 80, &v);
+  CU_ASSERT_EQUAL(v.reason, EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS);
+  CU_ASSERT_STRING_EQUAL(v.detail, "IPv4-IPv6 Translat.");
+  vet(p, NULL, 0, "64:ff9b::808:808", 443, &v);
+  CU_ASSERT_EQUAL(v.reason, EGRESS_REASON_NONE);
+  CU_ASSERT_PTR_EQUAL(v.opener, &A[4]);
   vet(p, NULL, 0, "64:ff9b::808:404", 443, &v);
   CU_ASSERT_EQUAL(v.reason, EGRESS_REASON_EXPLICIT_DENY);
   CU_ASSERT_PTR_EQUAL(v.rule, &D[0]);
   CU_ASSERT_STRING_EQUAL(v.detail, "embedded IPv4 8.8.4.4: explicit_deny");
-  vet(p, NULL, 0, "64:ff9b::a01:203", 80, &v);
+  vet(p, NULL, 0, "64:ff9b::a02:203", 443, &v);
   CU_ASSERT_EQUAL(v.reason, EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS);
-  CU_ASSERT_STRING_EQUAL(v.detail, "embedded IPv4 10.1.2.3: Private-Use");
+  CU_ASSERT_STRING_EQUAL(v.detail, "embedded IPv4 10.2.2.3: Private-Use");
   vet(p, NULL, 0, "64:ff9b::a01:203", 443, &v);
   CU_ASSERT_EQUAL(v.reason, EGRESS_REASON_NONE);
 

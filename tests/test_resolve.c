@@ -337,9 +337,20 @@ static void test_private_range_opened_by_name(void) {
   expect(&f, "10.1.2.3", 5432, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
   expect(&f, "10.1.2.3", 5433, EGRESS_OUTCOME_DENIED, EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS);
   expect(&f, "93.184.216.34", 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
+  /* NAT64 lies outside 2000::/3: ::/0 does not open it either... */
+  expect(&f, "64:ff9b::5db8:d822", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS);
+  egress_dns_add_aaaa(dns, "nat64.example.net", "64:ff9b::5db8:d822", 30);
+  expect(&f, "nat64.example.net", 5432, EGRESS_OUTCOME_DENIED, EGRESS_REASON_RESOLVED_ADDRESS_FORBIDDEN);
+  teardown(&f);
+
+  /* ... naming it does, and the IPv4 it carries is vetted on top. */
+  const char *allow64[] = { "**.example.net:5432", "10.1.0.0/16:5432", "0.0.0.0/0", "[64:ff9b::]/96:*" };
+  setup(&f, allow64, 4, NULL, 0);
   expect(&f, "64:ff9b::5db8:d822", 443, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
+  expect(&f, "nat64.example.net", 5432, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
   expect(&f, "64:ff9b::a01:203", 5432, EGRESS_OUTCOME_ALLOWED, EGRESS_REASON_NONE);
   expect(&f, "64:ff9b::a02:1", 5432, EGRESS_OUTCOME_DENIED, EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS);
+  expect(&f, "64:ff9b::7f00:1", 443, EGRESS_OUTCOME_DENIED, EGRESS_REASON_SPECIAL_PURPOSE_ADDRESS);
   teardown(&f);
 }
 
@@ -384,10 +395,10 @@ static void test_servers_only(void) {
 }
 
 static void test_deny_list_on_addresses(void) {
-  const char *allow[] = { "**.example.com", "0.0.0.0/0" };
+  const char *allow[] = { "**.example.com", "0.0.0.0/0", "[64:ff9b::]/96" };
   const char *deny[] = { "93.184.216.0/24", "bad.example.com", "[2606:4700::]/32:443" };
   fixture_t f;
-  setup(&f, allow, 2, deny, 3);
+  setup(&f, allow, 3, deny, 3);
   egress_dns_add_a(dns, "deny1.example.com", "93.184.216.34", 30);
   egress_decision_t *d = check(&f, "deny1.example.com", 443);
   CU_ASSERT_EQUAL(egress_decision_reason(d), EGRESS_REASON_RESOLVED_ADDRESS_FORBIDDEN);

@@ -51,9 +51,11 @@ holds the exceptions, each with its reason):
   192.52.193.0/24 and 2001:3::/32 (AMT relay anycast, RFC 7450: announced
   in BGP so that gateways anywhere find a relay); 192.31.196.0/24,
   192.175.48.0/24, 2001:4:112::/48 and 2620:4f:8000::/48 (AS112, announced
-  in BGP); 64:ff9b::/96 (NAT64 well-known prefix: the translator in the path
-  makes it reach the global IPv4 address it embeds, and that address is
-  vetted on top, lib/special.c egress__embedded_ipv4).
+  in BGP).
+- Outside 2000::/3 no IPv6 address is global, whatever its row says: the
+  NAT64 well-known prefix 64:ff9b::/96 (marked True) is special, opened only
+  by a CIDR rule inside it, and the IPv4 address it embeds is vetted on top
+  (lib/special.c egress__embedded_ipv4).
 - Terminated rows (2001:10::/28 ORCHID v1, 192.88.99.0/24 6to4 relay
   anycast) have empty flag cells and are therefore not global.
 - Inside 2001::/23 (IETF Protocol Assignments, not global) only the rows
@@ -209,6 +211,15 @@ def build(data_dir):
         if row["global"]:
             row["global"] = False
             row["source"] += "; registry says globally reachable, not global here: " + why
+
+    # An IPv6 address is global only inside 2000::/3: a registry row outside
+    # it is special whatever its "Globally Reachable" cell says.
+    global_unicast = ipaddress.ip_network("2000::/3")
+    for row in rows:
+        net = row["net"]
+        if net.version == 6 and row["global"] and not net.subnet_of(global_unicast):
+            row["global"] = False
+            row["source"] += "; registry says globally reachable, not global here: outside 2000::/3"
 
     for text, name, rfc, synthetic in RULE_BLOCKS:
         net = ipaddress.ip_network(text, strict=True)
