@@ -11,7 +11,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <nettle/sha2.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -205,6 +207,55 @@ static bool has_nul_escape(const char *json, size_t len) {
   return false;
 }
 
+static int key_order(const void *a, const void *b) {
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* A key written twice in any object of the document, with its count (0:
+ * none; -1: out of memory).  JSON readers disagree on which one counts
+ * (cJSON takes the first, most others the last), so a document a worker's
+ * other tools would read differently is refused.  Keys are sorted, not
+ * compared pairwise: a document of many keys costs n log n, not n^2.
+ * cJSON caps nesting (CJSON_NESTING_LIMIT), which bounds the recursion. */
+static int duplicate_key(const cJSON *node, const char **key) {
+  if (cJSON_IsObject(node)) {
+    size_t n = 0;
+    for (const cJSON *it = node->child; it; it = it->next) n++;
+    if (n > 1) {
+      const char **keys = egress__calloc(n, sizeof *keys);
+      if (!keys) return -1;
+      size_t k = 0;
+      for (const cJSON *it = node->child; it; it = it->next) keys[k++] = it->string ? it->string : "";
+      qsort(keys, n, sizeof *keys, key_order);
+      int dup = 0;
+      for (size_t i = 1; i < n && !dup; i++) {
+        if (strcmp(keys[i - 1], keys[i])) continue;
+        size_t run = 2;
+        while (i + 1 < n && !strcmp(keys[i], keys[i + 1])) run++, i++;
+        *key = keys[i];
+        dup = run > INT32_MAX ? INT32_MAX : (int)run;
+      }
+      egress__free(keys);
+      if (dup) return dup;
+    }
+  }
+  if (cJSON_IsObject(node) || cJSON_IsArray(node))
+    for (const cJSON *it = node->child; it; it = it->next) {
+      int dup = duplicate_key(it, key);
+      if (dup) return dup;
+    }
+  return 0;
+}
+
+static const char *json_kind(const cJSON *it) {
+  if (cJSON_IsNumber(it)) return "a number";
+  if (cJSON_IsBool(it)) return "a boolean";
+  if (cJSON_IsNull(it)) return "null";
+  if (cJSON_IsArray(it)) return "an array";
+  if (cJSON_IsObject(it)) return "an object";
+  return "not a string";
+}
+
 static int count_key(const cJSON *obj, const char *key) {
   int n = 0;
   for (const cJSON *it = obj->child; it; it = it->next)
@@ -233,7 +284,12 @@ static egress_status_t collect_list(const cJSON *obj, egress_list_t list, bool r
   size_t i = 0;
   for (const cJSON *it = arr->child; it; it = it->next, i++) {
     if (!cJSON_IsString(it) || !it->valuestring) {
-      egress__errf(errbuf, errlen, EGRESS_EPOLICY, "%s[%zu]: entry must be a string", key, i);
+      /* Name the value as written (cut, escaped) so the operator finds it. */
+      char quoted[400], *shown = cJSON_PrintUnformatted(it);
+      quote_entry(shown ? shown : "", shown ? strlen(shown) : 0, quoted, sizeof quoted);
+      cJSON_free(shown);
+      egress__errf(errbuf, errlen, EGRESS_EPOLICY, "%s[%zu] %s: entry must be a string, not %s", key, i,
+                   quoted, json_kind(it));
       if (!errs) return EGRESS_EPOLICY;
       errs->report(errs->user, errbuf);
       errs->count++;
@@ -287,6 +343,18 @@ static egress_status_t policy_from_json(const char *json, size_t len, egress__en
   }
   if (!cJSON_IsObject(root)) {
     st = egress__errf(errbuf, errlen, EGRESS_EPOLICY, "policy must be a JSON object");
+    goto done;
+  }
+  const char *dup_key = NULL;
+  int dups = duplicate_key(root, &dup_key);
+  if (dups < 0) {
+    st = EGRESS_ENOMEM;
+    goto done;
+  }
+  if (dups > 0) {
+    char quoted[400];
+    quote_entry(dup_key, strlen(dup_key), quoted, sizeof quoted);
+    st = egress__errf(errbuf, errlen, EGRESS_EPOLICY, "%s: key appears %d times", quoted, dups);
     goto done;
   }
   const cJSON *pol = root;
