@@ -148,6 +148,118 @@ static const char *path_ambiguity(const char *p, size_t len) {
   return NULL;
 }
 
+static int hex_value(char ch) { return ch <= '9' ? ch - '0' : (ch | 0x20) - 'a' + 10; }
+
+static bool is_unreserved(unsigned char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
+         c == '_' || c == '~';
+}
+
+/* RFC 3986 section 6.2.2: percent-encoded unreserved characters decoded and
+ * the hex digits of the rest upper-cased, so "/%76%31" is "/v1" and
+ * "caf%c3%a9" is "caf%C3%A9", as entries are written (docs/policy.md).  In
+ * place: the text only shrinks.  Every '%' is followed by two hex digits
+ * (path_ambiguity has run). */
+static size_t pct_normalize(char *p, size_t len) {
+  size_t o = 0;
+  for (size_t i = 0; i < len; i++) {
+    if (p[i] != '%') {
+      p[o++] = p[i];
+      continue;
+    }
+    unsigned char c = (unsigned char)(hex_value(p[i + 1]) << 4 | hex_value(p[i + 2]));
+    if (is_unreserved(c)) {
+      p[o++] = (char)c;
+    } else {
+      p[o++] = '%';
+      p[o++] = "0123456789ABCDEF"[c >> 4];
+      p[o++] = "0123456789ABCDEF"[c & 15];
+    }
+    i += 2;
+  }
+  return o;
+}
+
+/* Code points some servers fold to '.' (Unicode compatibility forms, IIS
+ * "best fit"): a segment spelled with them may become a dot segment after
+ * the check. */
+static size_t dot_like(const unsigned char *s, size_t n) {
+  static const char *const alike[] = { "\xef\xbc\x8e", /* U+FF0E fullwidth full stop */
+                                       "\xe2\x80\xa4", /* U+2024 one dot leader */
+                                       "\xe2\x80\xa5", /* U+2025 two dot leader */
+                                       "\xef\xb9\x92", /* U+FE52 small full stop */
+                                       "\xe3\x80\x82", /* U+3002 ideographic full stop */
+                                       "\xef\xbd\xa1" /* U+FF61 halfwidth ideographic full stop */ };
+  if (n >= 1 && s[0] == '.') return 1;
+  for (size_t k = 0; k < sizeof alike / sizeof alike[0]; k++)
+    if (n >= 3 && !memcmp(s, alike[k], 3)) return 3;
+  return 0;
+}
+
+/*
+ * What the path says once a server decodes it, refused where servers part
+ * ways: an encoded control character (a NUL ends the path for some, is
+ * kept by others), bytes that are not UTF-8 (overlong "%C0%AE" is '.' to
+ * lenient decoders), a dot segment with parameters however the ';' is
+ * spelled ("..%3B"), and a segment of dots that is not plain "." or ".."
+ * (dot look-alikes, "..%20": trailing dots and spaces are dropped from file
+ * names on Windows).  @p p is pct_normalize'd.
+ */
+static const char *decoded_ambiguity(const char *p, size_t len, bool *nomem) {
+  unsigned char *d = egress__malloc(len + 1);
+  if (!d) {
+    *nomem = true;
+    return "out of memory";
+  }
+  size_t n = 0;
+  for (size_t i = 0; i < len; i++) {
+    if (p[i] == '%') {
+      d[n++] = (unsigned char)(hex_value(p[i + 1]) << 4 | hex_value(p[i + 2]));
+      i += 2;
+    } else {
+      d[n++] = (unsigned char)p[i];
+    }
+  }
+  const char *why = NULL;
+  for (size_t i = 0; i < n && !why;) {
+    size_t bad = 0, k = d[i] < 0x80 ? 1 : egress__utf8_seq(d + i, n - i, &bad);
+    if (d[i] < 0x20 || d[i] == 0x7f)
+      why = "URL path has an encoded control character";
+    else if (k == 0)
+      why = "URL path has percent-encoded bytes that are not UTF-8";
+    i += k;
+  }
+  for (size_t i = 0; i < n && !why;) {
+    size_t start = i, end = i;
+    while (end < n && d[end] != '/') end++;
+    size_t stem = start; /* the segment up to its parameters */
+    while (stem < end && d[stem] != ';') stem++;
+    size_t dots = 0, other = 0, spaces = 0, ascii_dots = 0;
+    for (size_t j = start; j < stem;) {
+      size_t k = dot_like(d + j, stem - j);
+      if (k) {
+        dots++;
+        ascii_dots += k == 1;
+        j += k;
+      } else {
+        spaces += d[j] == ' ';
+        other += d[j] != ' ';
+        j++;
+      }
+    }
+    if (dots > 0 && other == 0) {
+      bool plain = spaces == 0 && ascii_dots == dots && dots <= 2;
+      if (!plain)
+        why = "URL path has a dot segment in another spelling";
+      else if (stem < end)
+        why = "URL path has a dot segment with parameters";
+    }
+    i = end + 1;
+  }
+  egress__free(d);
+  return why;
+}
+
 static const char *parse_url(const char *url, url_parts_t *u, bool *nomem) {
   size_t len = strlen(url);
   size_t i = 0;
@@ -206,8 +318,18 @@ static const char *parse_url(const char *url, url_parts_t *u, bool *nomem) {
   u->host = egress__strndup(url + auth_start, host_end - auth_start);
   const char *ambiguous = path_ambiguity(url + auth_end, path_end - auth_end);
   if (ambiguous) return ambiguous;
-  u->path = normalize_path(url + auth_end, path_end - auth_end);
-  if (!u->host || !u->path) {
+  char *raw = egress__strndup(url + auth_end, path_end - auth_end);
+  if (!u->host || !raw) {
+    egress__free(raw);
+    *nomem = true;
+    return "out of memory";
+  }
+  size_t raw_len = pct_normalize(raw, path_end - auth_end);
+  ambiguous = decoded_ambiguity(raw, raw_len, nomem);
+  if (!ambiguous) u->path = normalize_path(raw, raw_len);
+  egress__free(raw);
+  if (ambiguous) return ambiguous;
+  if (!u->path) {
     *nomem = true;
     return "out of memory";
   }

@@ -1088,7 +1088,8 @@ static void test_resolved_forbidden(void) {
 }
 
 static void test_allowed(void) {
-  const char *allow[] = { "api.example.com", "https://svc.example.com:8443/v1" };
+  const char *allow[] = { "api.example.com", "https://svc.example.com:8443/v1",
+                          "https://svc.example.com:8443/caf%C3%A9" };
   egress_policy_t *p = POLICY_ALLOW(allow);
   egress_checker_t *c = mkchecker(p, NULL);
   egress_decision_t *d =
@@ -1151,7 +1152,24 @@ static void test_allowed(void) {
                { "https://svc.example.com:8443/admin/../v1/ok", EGRESS_REASON_NONE },
                { "https://svc.example.com:8443/../../v1", EGRESS_REASON_NONE },
                { "https://svc.example.com:8443/v1/..", EGRESS_REASON_NOT_IN_ALLOWLIST },
-               { "https://svc.example.com:8443/v1/.../x", EGRESS_REASON_NONE },
+               { "https://svc.example.com:8443/v1/a..b/x", EGRESS_REASON_NONE },
+               /* Compared as RFC 3986 6.2.2 normalizes: unreserved decoded,
+                * hex digits in upper case (as entries are written). */
+               { "https://svc.example.com:8443/%76%31/x", EGRESS_REASON_NONE },
+               { "https://svc.example.com:8443/v1/%7Euser", EGRESS_REASON_NONE },
+               { "https://svc.example.com:8443/caf%c3%a9/x", EGRESS_REASON_NONE },
+               { "https://svc.example.com:8443/caf%C3%A9x", EGRESS_REASON_NOT_IN_ALLOWLIST },
+               { "https://svc.example.com:8443/%76%31%2e%2e/x", EGRESS_REASON_NOT_IN_ALLOWLIST },
+               /* What a server decodes into a dot segment, a NUL or bytes
+                * that are not UTF-8 is refused: */
+               { "https://svc.example.com:8443/v1/.../x", EGRESS_REASON_INVALID_HOST },
+               { "https://svc.example.com:8443/v1/..%20/admin", EGRESS_REASON_INVALID_HOST },
+               { "https://svc.example.com:8443/v1/..%3B/admin", EGRESS_REASON_INVALID_HOST },
+               { "https://svc.example.com:8443/v1/%C0%AE%C0%AE/admin", EGRESS_REASON_INVALID_HOST },
+               { "https://svc.example.com:8443/v1/%EF%BC%8E%EF%BC%8E/admin", EGRESS_REASON_INVALID_HOST },
+               { "https://svc.example.com:8443/v1/\xe2\x80\xa5/admin", EGRESS_REASON_INVALID_HOST },
+               { "https://svc.example.com:8443/v1/x%00.json", EGRESS_REASON_INVALID_HOST },
+               { "https://svc.example.com:8443/v1/%e9", EGRESS_REASON_INVALID_HOST },
                /* Paths servers read differently are refused outright: */
                { "https://svc.example.com:8443/v1//items", EGRESS_REASON_INVALID_HOST },
                { "https://svc.example.com:8443/v1/x/../items//../", EGRESS_REASON_INVALID_HOST },
