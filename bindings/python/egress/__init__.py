@@ -67,6 +67,8 @@ _EPOLICY = 3
 _EIO = 4
 
 _VERDICT_ALLOW = 1
+_REASON_INVALID_HOST = 1
+_REASON_INVALID_PORT = 2
 _REASON_INTERNAL_ERROR = 12
 
 _LISTS = {0: "allow", 1: "deny"}
@@ -271,12 +273,6 @@ class Decision:
         return tuple(a for a in self.addresses if a.verdict == "allow")
 
 
-# Every decision a check returned, by identity, for as long as the caller
-# keeps it: connect() trusts the addresses of these alone, not of a Decision
-# anyone could construct.
-_ISSUED = weakref.WeakValueDictionary()
-
-
 def _targets(decision):
     """The addresses connect() tries for an allowed decision, in order."""
     targets = [a for a in decision.addresses if a.verdict == "allow"]
@@ -285,6 +281,76 @@ def _targets(decision):
         # saw are used even when enforce mode would have refused them.
         targets = list(decision.addresses)
     return [a for a in targets if a.sockaddr is not None]
+
+
+class _Snapshot(typing.NamedTuple):
+    """What the library decided, as immutable values, taken when the check
+    returned.  The helpers act on this, never on the Decision's attributes:
+    object.__setattr__ edits a "frozen" dataclass in place."""
+    issuer: object          # the issuing checker's token
+    verdict: str
+    outcome: str
+    mode: str
+    host: typing.Optional[str]
+    destination: typing.Union[str, bytes, None]
+    port: int
+    url: typing.Union[str, bytes, None]
+    policy_digest: typing.Optional[str]
+    rule: typing.Optional[tuple]    # (index, list, text)
+    method: typing.Optional[str]    # the event's
+    targets: tuple                  # ((family, sockaddr), ...) to connect to, in order
+
+
+def _snapshot(decision, issuer):
+    rule = decision.matched_rule
+    data = decision.event.get("data") if isinstance(decision.event, dict) else None
+    return _Snapshot(
+        issuer, decision.verdict, decision.outcome, decision.mode, decision.host,
+        decision.destination, decision.port, decision.url, decision.policy_digest,
+        None if rule is None else (rule.index, rule.list, rule.text),
+        data.get("method") if isinstance(data, dict) else None,
+        tuple((socket.AddressFamily(a.family), tuple(a.sockaddr)) for a in _targets(decision)))
+
+
+class _Entry:
+    __slots__ = ("ref", "snapshot", "spent")
+
+
+# Every decision a check returned, by id(), for as long as the caller keeps
+# it, with its snapshot: connect() and the HTTP helpers act only on these.
+# A dead decision's entry goes in its weakref callback, which runs before
+# its id can be reused.
+_ISSUED = {}
+_SPEND_LOCK = threading.Lock()
+
+
+def _issue(decision, issuer):
+    entry = _Entry()
+    entry.snapshot = _snapshot(decision, issuer)
+    entry.spent = False
+    key = id(decision)
+    entry.ref = weakref.ref(decision, lambda _ref, key=key: _ISSUED.pop(key, None))
+    _ISSUED[key] = entry
+
+
+def _issued(decision):
+    """The entry of a decision a check returned and nobody altered since."""
+    if not isinstance(decision, Decision):
+        raise TypeError("decision must be an egress.Decision, not %s" % type(decision).__name__)
+    entry = _ISSUED.get(id(decision))
+    if entry is None or entry.ref() is not decision:
+        raise ValueError("this Decision was not made by a check: only addresses "
+                         "a check vetted are connected to")
+    try:
+        same = _snapshot(decision, entry.snapshot.issuer) == entry.snapshot
+    except Exception:  # an attribute replaced by something unreadable
+        same = False
+    if not same:
+        # Edits are refused loudly; the snapshot alone is ever acted on, so
+        # an edit that compares equal to the original is ignored.
+        raise ValueError("this Decision was altered after its check (object.__setattr__): "
+                         "only what the library decided is acted on")
+    return entry
 
 
 def _text(raw):
@@ -417,31 +483,39 @@ def _c_destination(value, nul_replacement, what):
     UTF-8 they stand for, which the library rejects the same way.
     """
     note = None
+    # One exact value, decided and shown alike: a str subclass can override
+    # encode() and __str__, a bytes subclass __bytes__, a bytearray change.
     if isinstance(value, str):
+        value = str.__str__(value)
         try:
             raw = value.encode("utf-8")
         except UnicodeEncodeError:
             raw = value.encode("utf-8", "surrogatepass")
             note = "invalid %s: %s is not valid UTF-8 (lone surrogate)" % (what, what)
     elif isinstance(value, (bytes, bytearray, memoryview)):
-        raw = bytes(value)
+        raw = value = bytes(memoryview(value))
     else:
         raise TypeError("%s must be str or bytes, not %s" % (what, type(value).__name__))
     if b"\0" in raw:
         raw = raw.replace(b"\0", nul_replacement)
         note = "invalid %s: %s contains a NUL character (reported as %r)" % (
             what, what, nul_replacement.decode("ascii"))
-    return raw, note
+    return value, raw, note
 
 
 def _c_port(port):
-    """A port as the int32 the library takes.  Values outside int32 are
-    clamped (to an equally invalid port) rather than wrapped by ctypes, which
-    would turn 4294967739 into 443."""
+    """(the port, the int32 the library takes, None or why it is refused).
+
+    ctypes would wrap 4294967739 to 443, and a clamped value would be
+    reported as a port nobody gave; a port outside int32 is passed as 0 (the
+    library's "no port", as for a URL whose port it cannot read) with a
+    refusal whose message names the real value."""
     if isinstance(port, bool) or not hasattr(port, "__index__"):
         raise TypeError("port must be an int, not %s" % type(port).__name__)
-    port = operator.index(port)
-    return port, max(_INT32_MIN, min(_INT32_MAX, port))
+    port = operator.index(port)  # once: __index__ may answer differently twice
+    if _INT32_MIN <= port <= _INT32_MAX:
+        return port, port, None
+    return port, 0, (_REASON_INVALID_PORT, "port %d is outside 1-65535" % port)
 
 
 def _u32(value, what, low=0, high=_UINT32_MAX):
@@ -467,6 +541,7 @@ def _context_value(value, key):
     done with the request (an HTTP request line is not yet buffered)."""
     if not isinstance(value, str):
         raise TypeError("%s must be a str, not %s" % (key, type(value).__name__))
+    value = str.__str__(value)  # the value checked is the value sent (see _c_destination)
     try:
         raw = value.encode("utf-8")
     except UnicodeEncodeError:
@@ -644,6 +719,15 @@ def _compile_policy(policy, policy_file):
     return out.value, defaults
 
 
+def _no_source_address(source_address):
+    """Binding the local address is refused, as by the Node binding
+    (localAddress): with source-based routing it picks the network a
+    connection leaves through, which the check never saw."""
+    if source_address is not None:
+        raise ValueError("source_address is not supported: the local address can choose the "
+                         "route a connection takes, outside what the egress check vetted")
+
+
 def _check_status(st, what):
     if st != _OK:
         err = "%s: %s" % (what, _text(lib.egress_strerror(st)))
@@ -697,6 +781,9 @@ class Checker:
         self._callback = None
         self._on_event = None
         self._defaults = {}
+        # Names this checker in the snapshots of its decisions (a strong
+        # reference to a token, not to the checker).
+        self._token = object()
         if mode not in _MODES:
             raise ValueError("mode must be 'enforce' or 'monitor', not %r" % (mode,))
         self._mode = mode
@@ -840,17 +927,23 @@ class Checker:
 
     # -- checks ------------------------------------------------------------
 
-    def _request(self, fields):
+    def _request(self, fields, refuse=None):
         """A C request for ``fields`` ({egress_field_t: str}) completed with
-        the registration's context; None when there is nothing to set."""
+        the registration's context; None when there is nothing to set.
+        ``refuse`` = (reason, message): the library denies the check with
+        them (in monitor mode too) and records it like any other."""
         defaults = self._defaults
         if defaults:
             fields = {**defaults, **fields}
-        if not fields:
+        if not fields and refuse is None:
             return None
         req = ctypes.c_void_p()
         _check_status(lib.egress_request_new(ctypes.byref(req)), "request")
         try:
+            if refuse is not None:
+                _check_status(lib.egress_request_refuse(
+                    req.value, refuse[0], refuse[1].encode("utf-8", "backslashreplace")),
+                    "refuse")
             for field, value in fields.items():
                 name = _FIELD_NAMES[field]
                 st = lib.egress_request_set(req.value, field, _c_text(value, name))
@@ -886,14 +979,19 @@ class Checker:
         """
         return self._check(host, port, _context(ctx, fields))
 
-    def _check(self, host, port, fields):
-        raw, altered = _c_destination(host, b"%00", "host")
-        port, cport = _c_port(port)
+    def _check(self, host, port, fields, refuse=None):
+        """check(); ``refuse`` (a message) denies it as invalid_host: for a
+        host the caller found unusable, still decided and recorded."""
+        host, raw, altered = _c_destination(host, b"%00", "host")
+        port, cport, bad_port = _c_port(port)
+        if refuse is not None:
+            refuse = (_REASON_INVALID_HOST, refuse)
+        refuse = refuse or bad_port
 
         def call(handle, req, out):
             lib.egress_check_ex(handle, raw, cport, req, out)
 
-        return self._run(call, fields, host, port, None, altered)
+        return self._run(call, fields, host, port, None, altered, refuse)
 
     def check_url(self, url, ctx=None, **fields):
         """Check an http or https URL (host, port and path prefix rules);
@@ -904,19 +1002,19 @@ class Checker:
     def _check_url(self, url, fields):
         # A control character makes any URL invalid; "%00" would not, since
         # it is a valid percent-encoding in a path.
-        raw, altered = _c_destination(url, b"\x01", "URL")
+        url, raw, altered = _c_destination(url, b"\x01", "URL")
 
         def call(handle, req, out):
             lib.egress_check_url(handle, raw, req, out)
 
         return self._run(call, fields, None, None, url, altered)
 
-    def _run(self, call, fields, destination, port, url, altered):
+    def _run(self, call, fields, destination, port, url, altered, refuse=None):
         req = None
         out = ctypes.c_void_p()
         handle = self._enter()
         try:
-            req = self._request(fields)
+            req = self._request(fields, refuse)
             call(handle, req, ctypes.byref(out))
             if not out.value:
                 decision = _internal_error_decision(destination, port, url, self._mode)
@@ -934,8 +1032,33 @@ class Checker:
                 decision, verdict="deny",
                 outcome=decision.outcome if decision.outcome != "allowed" else "denied",
                 reason=decision.reason or "invalid_host", message=altered)
-        _ISSUED[id(decision)] = decision
+        _issue(decision, self._token)
         return decision
+
+    def _use(self, decision, fresh=False):
+        """The snapshot to act on for ``decision``, which it spends: one
+        allowed decision opens one connection or carries one request.
+
+        Refused (ValueError): a decision not made by a check, altered since,
+        made by another checker (its mode, sinks and policy are not this
+        one's), already used, or made under a policy that is no longer in
+        force (``fresh``: made just now by the helper itself, so current).
+        A denied one is returned as is, for the caller to raise on."""
+        entry = _issued(decision)
+        snap = entry.snapshot
+        if snap.issuer is not self._token:
+            raise ValueError("this Decision was made by another Checker")
+        if snap.verdict != "allow":
+            return snap
+        if not fresh and snap.policy_digest != self.policy_digest:
+            raise ValueError("this Decision was made under a policy no longer in force "
+                             "(set_policy / reload_file since): check again")
+        with _SPEND_LOCK:
+            if entry.spent:
+                raise ValueError("this Decision was used already: one decision is for one "
+                                 "connection or request; check again")
+            entry.spent = True
+        return snap
 
     # -- connecting ----------------------------------------------------------
 
@@ -951,48 +1074,42 @@ class Checker:
         EgressUnavailableError when enforcement was unavailable, OSError
         when no address accepted the connection.
         """
-        return self.connect(self._check(host, port, _context(ctx, fields)), timeout,
-                            source_address)
+        _no_source_address(source_address)
+        decision = self._check(host, port, _context(ctx, fields))
+        return self._connect(decision, self._use(decision, fresh=True), timeout)[0]
 
     def connect(self, decision, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None):
         """Connect to the addresses ``decision`` vetted, in order, without
         checking again: check-then-connect is one decision and one event.
 
-        ``decision`` must come from a check (of any checker in this
-        process); a Decision built or altered by hand is refused with
-        ValueError, since its addresses were never vetted.  Raises as
-        create_connection does.
+        ``decision`` must come from a check of this checker, under the
+        policy in force, and not have been used yet; a Decision built,
+        copied or altered by hand, or one that fails those conditions, is
+        refused with ValueError.  Raises as create_connection does.
         """
-        return self._connect(decision, timeout, source_address)[0]
+        _no_source_address(source_address)
+        return self._connect(decision, self._use(decision), timeout)[0]
 
-    def _connect(self, decision, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None):
-        """connect(), also returning the Address the socket is connected to."""
-        if not isinstance(decision, Decision):
-            raise TypeError("decision must be an egress.Decision, not %s"
-                            % type(decision).__name__)
-        if _ISSUED.get(id(decision)) is not decision:
-            raise ValueError("this Decision was not made by a check: only addresses "
-                             "a check vetted are connected to")
-        if not decision.allowed:
+    def _connect(self, decision, snap, timeout=socket._GLOBAL_DEFAULT_TIMEOUT):
+        """Connect to what ``snap`` (the snapshot of ``decision``) vetted;
+        returns (socket, (family, sockaddr) it is connected to)."""
+        if snap.verdict != "allow":
             raise _denied(decision)
-        targets = _targets(decision)
-        if not targets:
+        if not snap.targets:
             raise EgressUnavailableError(
                 decision, "egress: no vetted address to connect to for %r (%s)"
-                % (decision.destination, decision.reason or decision.outcome))
+                % (snap.destination, decision.reason or snap.outcome))
         error = None
-        for a in targets:
+        for family, sockaddr in snap.targets:
             sock = None
             try:
-                sock = socket.socket(a.family, socket.SOCK_STREAM)
+                sock = socket.socket(family, socket.SOCK_STREAM)
                 if timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:
                     sock.settimeout(timeout)
-                if source_address:
-                    sock.bind(source_address)
                 # A numeric sockaddr: CPython parses it with inet_pton, so
                 # this connect performs no lookup.
-                sock.connect(a.sockaddr)
-                return sock, a
+                sock.connect(sockaddr)
+                return sock, (family, sockaddr)
             except OSError as e:
                 error = e
                 if sock is not None:

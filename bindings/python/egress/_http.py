@@ -14,18 +14,19 @@ import functools
 import http.client
 import socket
 import threading
+import unicodedata
 import urllib.error
 import urllib.parse
 import urllib.request
 
 from . import (
     _F_METHOD,
-    _ISSUED,
     Decision,
     EgressError,
     _context,
     _denied,
-    _targets,
+    _issued,
+    _no_source_address,
 )
 
 try:
@@ -52,6 +53,54 @@ def _norm_host(host):
     if host.endswith("."):
         host = host[:-1]
     return host
+
+
+# What never appears in a bare host name, so cannot be let into the URL a
+# request is checked as ("allowed.test/public" would be checked as the path
+# /public/... of allowed.test).  ":" only in an IPv6 literal.
+_NOT_IN_HOST = frozenset("/?#@%\\[]:")
+
+
+def _host_problem(host):
+    """None when ``host`` (a connection's) is a bare host name or IP
+    literal that can go into a URL as its host; else why not."""
+    if type(host) is not str or not host:
+        return "invalid host %r: not a host name" % (host,)
+    if ":" in host:
+        try:
+            socket.inet_pton(socket.AF_INET6, host)
+            return None
+        except (OSError, ValueError):
+            return "invalid host %r: ':' outside an IPv6 literal" % (host,)
+    # NFKC too: URL parsers and IDNA map e.g. U+FF0F to "/".
+    for text in (host, unicodedata.normalize("NFKC", host)):
+        for ch in text:
+            if ch in _NOT_IN_HOST or ch.isspace() or not ch.isprintable():
+                return "invalid host %r: %r is not part of a host name" % (host, ch)
+    return None
+
+
+def _names_host(value, host, port, scheme):
+    """Whether a Host header value names ``host``:``port`` (the port may be
+    left out when it is the scheme's default), case aside."""
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).decode("latin-1")
+    elif not isinstance(value, str):
+        return False
+    value = str.__str__(value).strip(" \t").lower()
+    name, sep, digits = value.rpartition(":")
+    if not (sep and digits.isascii() and digits.isdigit()):
+        name, digits = value, str(_DEFAULT_PORTS[scheme])
+    if int(digits) != port:
+        return False
+    names = {host.lower()}
+    try:
+        names.add(host.encode("idna").decode("ascii").lower())  # what http.client sends
+    except UnicodeError:
+        pass
+    if ":" in host:
+        names = {"[%s]" % n for n in names}
+    return name in names
 
 
 def _authority(host, port, scheme):
@@ -81,11 +130,11 @@ def _target_key(url):
 
 
 def _rule_limits_paths(rule):
-    """Whether an allow rule is a URL entry with a path prefix, which only
-    a check of the URL applies."""
-    if rule is None or rule.list != "allow":
+    """Whether an allow rule ((index, list, text)) is a URL entry with a
+    path prefix, which only a check of the URL applies."""
+    if rule is None or rule[1] != "allow":
         return False
-    text = rule.text
+    text = rule[2]
     for scheme in ("https://", "http://"):
         if text[:len(scheme)].lower() == scheme:
             rest = text[len(scheme):]
@@ -122,23 +171,47 @@ class _Response(http.client.HTTPResponse):
                 release(whole)
 
 
+def _fixed(name):
+    """An attribute set once (by http.client's __init__), then read-only:
+    requests are checked for this host and port, and TLS names this host
+    (SNI, certificate), so neither may change under a connection."""
+    attr = "_egress_fixed_" + name
+
+    def get(self):
+        return getattr(self, attr)
+
+    def set(self, value):
+        if hasattr(self, attr):
+            raise AttributeError("the %s of an egress connection cannot change: its "
+                                 "requests are checked for it" % name)
+        if isinstance(value, str):
+            value = str.__str__(value)  # one exact value, checked and connected alike
+        setattr(self, attr, value)
+
+    return property(get, set)
+
+
 class _Checked:
     """What EgressHTTPConnection and EgressHTTPSConnection add to http.client:
     a check in putrequest(), and connect() to the addresses it vetted."""
 
     _egress_scheme = "http"
     response_class = _Response
+    host = _fixed("host")
+    port = _fixed("port")
 
     def _egress_setup(self, checker, ctx, decision):
         if checker is None or not hasattr(checker, "_check_url"):
             raise TypeError("checker must be an egress.Checker")
         if decision is not None and not isinstance(decision, Decision):
             raise TypeError("decision must be an egress.Decision")
+        _no_source_address(self.source_address)
         self.checker = checker
         self._egress_ctx = _context(ctx)
         self._egress_held = decision
         #: The decision of the latest request (or of connect()).
         self.decision = None
+        self._egress_snap = None  # the snapshot of self.decision, acted on
         self._egress_next = None
         self._egress_pending = None
         self._egress_connect_with = None
@@ -157,10 +230,18 @@ class _Checked:
         self._egress_request(method, url, body, headers, encode_chunked=encode_chunked,
                              fields={**self._egress_ctx, **_context(ctx)}, decision=decision)
 
-    def _egress_request(self, method, url, body, headers, *, encode_chunked, fields, decision):
+    def _egress_request(self, method, url, body, headers, *, encode_chunked, fields, decision,
+                        resend=False):
+        """``resend``: the previous request again, under its decision (a
+        kept-alive connection the server had closed)."""
         if decision is not None and not isinstance(decision, Decision):
             raise TypeError("decision must be an egress.Decision")
-        self._egress_next = (fields, decision)
+        # Before any check: a Host header naming another host than the
+        # connection's would be domain fronting.
+        for name, value in headers.items():
+            if isinstance(name, str) and name.strip().lower() == "host":
+                self._egress_host_header(value)
+        self._egress_next = (fields, decision, resend)
         try:
             super().request(method, url, body, headers, encode_chunked=encode_chunked)
         finally:
@@ -168,15 +249,27 @@ class _Checked:
 
     def putrequest(self, method, url, skip_host=False, skip_accept_encoding=False):
         pending, self._egress_next = self._egress_next, None
-        fields, held = pending if pending is not None else (self._egress_ctx, None)
+        fields, held, resend = pending if pending is not None else (self._egress_ctx, None, False)
+        fields = dict(fields)
+        fields[_F_METHOD] = method  # the method on the wire, whatever ctx said
+        bad = _host_problem(self.host)
+        if bad is not None:
+            # Checked as host:port, which the library denies invalid_host:
+            # one decision and one event, nothing composed from the host.
+            self.close()
+            self.decision = self.checker._check(self.host, self.port, fields, refuse=bad)
+            raise _denied(self.decision)
         target = self._egress_url(url)
         # A decision given to the constructor is the first request's, even
         # when that request brings its own.
         first = self._egress_held is not None
-        if held is None:
+        if held is None and not resend:
             held = self._egress_held
-        if held is not None:
-            self._egress_fit(held, method, target)
+        snap = None
+        if resend:
+            held, snap = self.decision, self._egress_snap
+        elif held is not None:
+            snap = self._egress_fit(held, method, target)
         # http.client validates the method, the path and its own state here
         # and only buffers the request line: nothing is sent yet.
         super().putrequest(method, url, skip_host, skip_accept_encoding)
@@ -186,22 +279,41 @@ class _Checked:
             if held is not None:
                 decision = held
             else:
-                fields = dict(fields)
-                fields[_F_METHOD] = method  # the method on the wire, whatever ctx said
                 decision = self.checker._check_url(target, fields)
-            self.decision = decision
-            if not decision.allowed:
+                snap = self.checker._use(decision, fresh=True)
+            self.decision, self._egress_snap = decision, snap
+            if snap.verdict != "allow":
                 raise _denied(decision)
-            self._egress_reused = self.sock is not None and self._egress_may_reuse(decision)
+            self._egress_reused = self.sock is not None and self._egress_may_reuse(snap)
             if self.sock is not None and not self._egress_reused:
                 self._egress_drop()
-            self._egress_pending = decision
+            self._egress_pending = snap
         except BaseException:
             # Nothing was sent: forget the buffered request line, and the
             # kept-alive socket with it.
             self._buffer.clear()
             self.close()
             raise
+
+    def putheader(self, header, *values):
+        name = header.decode("latin-1") if isinstance(header, (bytes, bytearray)) else header
+        if isinstance(name, str) and name.strip().lower() == "host":
+            try:
+                if len(values) != 1:
+                    raise ValueError("one Host header value is sent, not %d" % len(values))
+                self._egress_host_header(values[0])
+            except ValueError:
+                self._buffer.clear()
+                self.close()
+                raise
+        super().putheader(header, *values)
+
+    def _egress_host_header(self, value):
+        if not _names_host(value, self.host, self.port, self._egress_scheme):
+            raise ValueError(
+                "Host header %r names another host than the one checked and connected to "
+                "(%s): refused (domain fronting)"
+                % (value, _authority(self.host, self.port, self._egress_scheme)))
 
     def endheaders(self, message_body=None, *, encode_chunked=False):
         try:
@@ -218,19 +330,22 @@ class _Checked:
     # -- connecting ----------------------------------------------------------
 
     def connect(self):
-        decision = self._egress_pending
-        if decision is None:
+        snap = self._egress_pending
+        if snap is None:
             # Called by the caller outside a request: a connection attempt of
             # its own, unless a held decision covers it.
             decision = self._egress_held
             if decision is not None:
-                self._egress_fit(decision)
+                snap = self._egress_fit(decision)
+                self._egress_held = None
             else:
-                decision = self.checker._check(self.host, self.port, self._egress_ctx)
-            self.decision = decision
-            if not decision.allowed:
+                decision = self.checker._check(self.host, self.port, self._egress_ctx,
+                                               refuse=_host_problem(self.host))
+                snap = self.checker._use(decision, fresh=True)
+            self.decision, self._egress_snap = decision, snap
+            if snap.verdict != "allow":
                 raise _denied(decision)
-        self._egress_connect_with = decision
+        self._egress_connect_with = snap
         try:
             super().connect()
         except BaseException:
@@ -244,18 +359,19 @@ class _Checked:
 
     def _egress_create_connection(self, address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT,
                                   source_address=None):
-        decision = self._egress_connect_with
-        if decision is None:
+        snap = self._egress_connect_with
+        if snap is None:
             raise EgressError("this connection opens sockets for checked requests only")
-        sock, self._egress_peer = self.checker._connect(decision, timeout, source_address)
+        _no_source_address(source_address)
+        sock, self._egress_peer = self.checker._connect(self.decision, snap, timeout)
         return sock
 
-    def _egress_may_reuse(self, decision):
+    def _egress_may_reuse(self, snap):
         peer = self._egress_peer
         if peer is None:
             return False
-        return any(a.family == peer.family and a.sockaddr[:2] == peer.sockaddr[:2]
-                   for a in _targets(decision))
+        return any(family == peer[0] and sockaddr[:2] == peer[1][:2]
+                   for family, sockaddr in snap.targets)
 
     def _egress_drop(self):
         sock, self.sock = self.sock, None
@@ -287,28 +403,29 @@ class _Checked:
                               _authority(self.host, self.port, self._egress_scheme), path)
 
     def _egress_fit(self, decision, method=None, url=None):
-        """Refuse a held decision that was not made for this connection and
-        request: it would let them through unchecked."""
-        if _ISSUED.get(id(decision)) is not decision:
-            raise ValueError("this Decision was not made by a check")
-        names = {_norm_host(decision.host), _norm_host(decision.destination)}
-        if decision.port != self.port or _norm_host(self.host) not in names:
+        """The snapshot of a held decision, spent, when it was made for this
+        connection and request; else refused (ValueError): it would let
+        them through unchecked.  Judged on the snapshot of what the library
+        decided, not on the Decision's attributes."""
+        snap = _issued(decision).snapshot
+        names = {_norm_host(snap.host), _norm_host(snap.destination)}
+        if snap.port != self.port or _norm_host(self.host) not in names:
             raise ValueError("the decision is for %s:%s, not this connection's %s:%s"
-                             % (decision.host or decision.destination, decision.port,
-                                self.host, self.port))
-        if url is None:
-            return
-        if decision.url is not None:
-            if _target_key(_norm_url(decision.url)) != _target_key(url):
-                raise ValueError("the decision is for %r, not %r" % (decision.url, url))
-        elif _rule_limits_paths(decision.matched_rule):
-            raise ValueError("the decision, from check(host, port), allowed the connection by "
-                             "%r, which limits paths: hold a check_url() decision for %r"
-                             % (decision.matched_rule.text, url))
-        event = decision.event or {}
-        said = (event.get("data") or {}).get("method")
-        if said is not None and method is not None and said != method:
-            raise ValueError("the decision is for a %s request, not %s" % (said, method))
+                             % (snap.host or snap.destination, snap.port, self.host, self.port))
+        if url is not None:
+            if snap.url is not None:
+                if _target_key(_norm_url(snap.url)) != _target_key(url):
+                    raise ValueError("the decision is for %r, not %r" % (snap.url, url))
+            elif _rule_limits_paths(snap.rule):
+                raise ValueError("the decision, from check(host, port), allowed the connection "
+                                 "by %r, which limits paths: hold a check_url() decision for %r"
+                                 % (snap.rule[2], url))
+            if snap.method is not None and method is not None and snap.method != method:
+                raise ValueError("the decision is for a %s request, not %s"
+                                 % (snap.method, method))
+        # Last: only a decision that fits is spent (another checker's, a
+        # stale or a used one is refused here).
+        return self.checker._use(decision)
 
 
 def _norm_url(url):
@@ -477,10 +594,11 @@ class EgressHandler(*_HANDLER_BASES):
         method = req.get_method()
         chunked = req.has_header("Transfer-encoding")
 
-        def send(decision):
+        def send(decision, resend=False):
             try:
                 conn._egress_request(method, req.selector, req.data, headers,
-                                     encode_chunked=chunked, fields=fields, decision=decision)
+                                     encode_chunked=chunked, fields=fields, decision=decision,
+                                     resend=resend)
             except EgressError:
                 raise
             except OSError as err:
@@ -500,7 +618,7 @@ class EgressHandler(*_HANDLER_BASES):
                         and isinstance(req.data, (type(None), bytes, bytearray))):
                     raise
                 conn.close()
-                r = send(conn.decision)
+                r = send(None, resend=True)
         except BaseException:
             conn.close()
             raise

@@ -163,6 +163,7 @@ _SIGNATURES = {
     "egress_request_new": (_i, [_pp]),
     "egress_request_free": (None, [_p]),
     "egress_request_set": (_i, [_p, _i, _s]),
+    "egress_request_refuse": (_i, [_p, _i, _s]),
     "egress_check_ex": (_i, [_p, _s, _i32, _p, _pp]),
     "egress_check_url": (_i, [_p, _s, _p, _pp]),
     "egress_decision_free": (None, [_p]),

@@ -255,6 +255,43 @@ class TestDecisions(unittest.TestCase):
                 with self.assertRaises(TypeError):
                     self.c.check("api.example.com", port)
 
+    def test_ports_beyond_int32_reported_faithfully(self):
+        # The C API takes an int32: the event can show no such port, so it
+        # shows none (0), never a clamped or wrapped one, and the decision
+        # names the real value.
+        events = []
+        with checker({"egressAllowlist": ["127.0.0.1/32:*"]}, on_event=events.append) as c:
+            for port in (2 ** 32 + 443, 2 ** 31, -2 ** 40):
+                with self.subTest(port=port):
+                    d = c.check("127.0.0.1", port)
+                    self.deny(d, "invalid_port")
+                    self.assertEqual(d.port, port)
+                    self.assertIn(str(port), d.message)
+                    data = events[-1]["data"]
+                    self.assertEqual((data["port"], data["denyReason"]), (0, "invalid_port"))
+                    self.assertNotIn("2147483647", json.dumps(events[-1]))
+                    self.assertNotIn("-2147483648", json.dumps(events[-1]))
+
+    def test_str_subclass_host_checked_as_shown(self):
+        class Sly(str):
+            def encode(self, *a, **k):
+                return b"127.0.0.1"
+
+            def __str__(self):
+                return "127.0.0.1"
+
+        events = []
+        with checker({"egressAllowlist": ["127.0.0.1/32:443"]}, on_event=events.append) as c:
+            d = c.check(Sly("169.254.169.254"), 443)
+            self.deny(d, "special_purpose_address")
+            self.assertIs(type(d.destination), str)
+            self.assertEqual(d.destination, "169.254.169.254")
+            self.assertEqual(events[0]["data"]["destination"], "169.254.169.254:443")
+            # A context value is sent as the value it was checked as.
+            with self.assertRaises(ValueError):
+                c.check("127.0.0.1", 443, runId=type("S", (str,), {
+                    "encode": lambda self, *a, **k: b"ok"})("x\ny"))
+
     def test_host_types(self):
         for host in (None, 443, ["api.example.com"]):
             with self.assertRaises(TypeError):
@@ -699,9 +736,22 @@ class TestCreateConnection(unittest.TestCase):
         with checker({"egressAllowlist": ["127.0.0.1/32:%d" % self.port]}) as c:
             d = c.check("127.0.0.1", self.port)
             self.assertTrue(d.allowed, d)
-            with c.connect(d, timeout=5, source_address=("127.0.0.1", 0)):
+            with c.connect(d, timeout=5):
                 self.assertIsNotNone(self.server.accept(5))
             self.assertIsNone(c.check("127.0.0.1", self.port).curl_resolve)
+
+    def test_source_address_refused(self):
+        # As Node refuses localAddress: the local address can pick the route
+        # (source-based routing), which no check saw.
+        with checker({"egressAllowlist": ["127.0.0.1/32:%d" % self.port]}) as c:
+            d = c.check("127.0.0.1", self.port)
+            with self.assertRaises(ValueError):
+                c.connect(d, timeout=5, source_address=("127.0.0.1", 0))
+            with self.assertRaises(ValueError):
+                c.create_connection("127.0.0.1", self.port, 5, ("127.0.0.1", 0))
+            with self.assertRaises(ValueError):
+                c.http_connection("127.0.0.1", self.port, source_address=("127.0.0.1", 0))
+            self.assertIsNone(self.server.accept(0.2))
 
     def test_unavailable(self):
         with checker(["dns-down.example.com"], dns_servers=["127.0.0.1:1"],
@@ -991,6 +1041,41 @@ class TestHeldDecision(unittest.TestCase):
                 c.connect(moved)
             with self.assertRaises(TypeError):
                 c.connect({"verdict": "allow"})
+            self.assertIsNone(self.server.accept(0.2))
+
+    def test_decision_edited_in_place_refused(self):
+        # "frozen" does not stop object.__setattr__: what the library decided
+        # is kept apart at issue time, and an edited decision is refused.
+        policy = {"egressAllowlist": ["127.0.0.1/32:%d" % self.server.port]}
+        with checker(policy) as c:
+            d = c.check("127.0.0.1", self.server.port)
+            self.assertTrue(d.allowed, d)
+            object.__setattr__(d.addresses[0], "sockaddr", ("127.0.0.2", self.server.port))
+            with self.assertRaises(ValueError):
+                c.connect(d, timeout=5)
+            denied = c.check("127.0.0.2", self.server.port)
+            object.__setattr__(denied, "verdict", "allow")
+            object.__setattr__(denied, "outcome", "allowed")
+            object.__setattr__(denied, "addresses", (dataclasses.replace(
+                denied.addresses[0], verdict="allow", sockaddr=("127.0.0.1", self.server.port)),))
+            with self.assertRaises(ValueError):
+                c.connect(denied, timeout=5)
+            self.assertIsNone(self.server.accept(0.2))
+
+    def test_stale_spent_and_foreign_decisions_refused(self):
+        policy = {"egressAllowlist": ["127.0.0.1/32:%d" % self.server.port]}
+        with checker(policy) as c, checker(policy) as other:
+            d = c.check("127.0.0.1", self.server.port)
+            with c.connect(d, timeout=5):
+                self.assertIsNotNone(self.server.accept(5))
+            with self.assertRaises(ValueError):  # one decision, one connection
+                c.connect(d, timeout=5)
+            with self.assertRaises(ValueError):  # another checker's
+                c.connect(other.check("127.0.0.1", self.server.port), timeout=5)
+            held = c.check("127.0.0.1", self.server.port)
+            c.set_policy({"egressAllowlist": []})
+            with self.assertRaises(ValueError):  # made under the old policy
+                c.connect(held, timeout=5)
             self.assertIsNone(self.server.accept(0.2))
 
 

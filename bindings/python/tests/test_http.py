@@ -11,6 +11,7 @@ import dataclasses
 import http.client
 import http.server
 import os
+import ssl
 import sys
 import threading
 import unittest
@@ -365,6 +366,94 @@ class TestHTTPConnection(Case):
         self.assertIsNone(conn.sock)
         self.assertEqual(self.events[1]["data"]["url"], "https://web.test:%d/tls" % self.port)
         self.assertEqual(self.server.requests, [])
+
+    def test_host_must_be_a_bare_host(self):
+        # "web.test/public" would be checked as http://web.test:P/public/admin
+        # and let through by a rule for /public.
+        with base.checker(["http://web.test:%d/public" % self.port, "127.0.0.0/8:%d" % self.port],
+                          on_event=self.events.append) as c:
+            for host in ("web.test/public", "web.test%2Fpublic", "web.test?", "u@web.test",
+                         "web.test\\x", "web.test\uff0fpublic"):
+                with self.subTest(host=host):
+                    conn = c.http_connection(host, self.port, timeout=5)
+                    with self.assertRaises(egress.EgressDeniedError) as cm:
+                        conn.request("GET", "/admin")
+                    self.assertEqual(cm.exception.reason, "invalid_host")
+                    self.assertEqual(self.events[-1]["data"]["destination"],
+                                     "%s:%d" % (host, self.port))
+                    self.assertEqual(self.events[-1]["data"]["outcome"], "denied")
+            opener = egress.build_opener(c)
+            with self.assertRaises(egress.EgressDeniedError) as cm:
+                opener.open("http://web.test%%2Fpublic:%d/admin" % self.port, timeout=5)
+            self.assertEqual(cm.exception.reason, "invalid_host")
+            opener.close()
+        self.assertEqual(len(self.events), 7)
+        self.assertEqual(self.server.requests, [])
+
+    def test_host_header_must_name_the_checked_host(self):
+        conn = self.c.http_connection("web.test", self.port, timeout=5)
+        for host in ("evil.test", "web.test:1", "web.test.evil.test", "user@web.test"):
+            with self.assertRaises(ValueError):
+                conn.request("GET", "/x", headers={"Host": host})
+        self.assertEqual(self.events, [])  # refused before any check
+        conn.putrequest("GET", "/x", skip_host=True)
+        with self.assertRaises(ValueError):
+            conn.putheader("Host", "evil.test")
+        self.assertIsNone(conn.sock)
+        # The checked host, in any case, is fine.
+        self.assertEqual(self.get(conn, "/ok", headers={"Host": "WEB.test:%d" % self.port})[0],
+                         200)
+        opener = egress.build_opener(self.c)
+        self.addCleanup(opener.close)
+        with self.assertRaises(ValueError):
+            opener.open(egress.Request(self.url("/u"), headers={"Host": "evil.test"}), timeout=5)
+        self.assertEqual([r[1] for r in self.server.requests], ["/ok"])
+        conn.close()
+
+    def test_https_names_the_checked_host(self):
+        names = []
+
+        class Recording(ssl.SSLContext):
+            def wrap_socket(self, sock, *args, server_hostname=None, **kw):
+                names.append(server_hostname)
+                raise ssl.SSLError("recorded")
+
+        conn = self.c.https_connection("web.test", self.port, timeout=5,
+                                       context=Recording(ssl.PROTOCOL_TLS_CLIENT))
+        conn.putrequest("GET", "/tls")  # checked for web.test
+        with self.assertRaises(AttributeError):
+            conn.host = "evil.test"  # would name evil.test in SNI over the vetted socket
+        with self.assertRaises(AttributeError):
+            conn.port = 1
+        with self.assertRaises(OSError):
+            conn.endheaders()
+        self.assertEqual(names, ["web.test"])
+        self.assertEqual(self.server.requests, [])
+
+    def test_held_decision_single_use_current_policy_unaltered(self):
+        conn = self.c.http_connection("web.test", self.port, timeout=5)
+        d = self.c.check_url(self.url("/x"), method="GET")
+        self.assertEqual(self.get(conn, "/x", decision=d)[0], 200)
+        with self.assertRaises(ValueError):  # one decision, one request
+            conn.request("GET", "/x", decision=d)
+        stale = self.c.check_url(self.url("/x"), method="GET")
+        stale_u = self.c.check_url(self.url("/x"), method="GET")
+        self.c.set_policy({"egressAllowlist": ["127.0.0.0/8:%d" % self.port]})
+        with self.assertRaises(ValueError):
+            self.c.http_connection("web.test", self.port).request("GET", "/x", decision=stale)
+        opener = egress.build_opener(self.c)
+        self.addCleanup(opener.close)
+        with self.assertRaises(ValueError):
+            opener.open(egress.Request(self.url("/x"), decision=stale_u), timeout=5)
+        # Edited in place: the URL of a decision for /x made to say /admin.
+        self.c.set_policy(self.policy)
+        edited = self.c.check_url(self.url("/x"), method="GET")
+        object.__setattr__(edited, "url", self.url("/admin"))
+        with self.assertRaises(ValueError):
+            self.c.http_connection("web.test", self.port).request("GET", "/admin",
+                                                                  decision=edited)
+        self.assertEqual([r[1] for r in self.server.requests], ["/x"])
+        conn.close()
 
 
 class TestUrllib(Case):
