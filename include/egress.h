@@ -714,6 +714,12 @@ EGRESS_API double egress_decision_latency_ms(const egress_decision_t *d);
 EGRESS_API const char *egress_decision_policy_digest(const egress_decision_t *d);
 /** The decision event's JSON text; NULL when it could not be built. */
 EGRESS_API const char *egress_decision_event_json(const egress_decision_t *d);
+/** The decision event's CloudEvents "id" (a UUID v4, 36 characters), for
+ *  events that refer to this attempt (egressd's connection events do);
+ *  NULL when no event was made for the check (no sink and no JSON asked
+ *  for, or the id could not be drawn).  Valid as long as the decision's
+ *  strings (see egress_decision_event_json). */
+EGRESS_API const char *egress_decision_event_id(const egress_decision_t *d);
 /** The decision as compact JSON in egressctl's output shape: host, port,
  *  verdict, outcome, reason, matchedRule, addresses, message.
  *  @return Caller owns: egress_free(). NULL on allocation failure. */

@@ -141,4 +141,8 @@ const char *egress_decision_policy_digest(const egress_decision_t *d) {
   return d && d->policy_digest[0] ? d->policy_digest : NULL;
 }
 const char *egress_decision_event_json(const egress_decision_t *d) { return d ? d->t.event_json : NULL; }
+
+const char *egress_decision_event_id(const egress_decision_t *d) {
+  return d && d->v.stamped ? d->event_id : NULL;
+}
 char *egress_decision_to_json(const egress_decision_t *d) { return d ? egress__decision_json(d) : NULL; }

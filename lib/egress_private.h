@@ -448,6 +448,7 @@ typedef struct egress__verdict_part {
   bool would_deny; /* monitor mode: outcome is not allowed */
   bool has_host;
   bool has_rule;
+  bool stamped; /* event_id and time_rfc3339 hold this check's */
   int32_t port;
   egress_list_t rule_list;
   size_t rule_index;

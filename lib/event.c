@@ -232,6 +232,7 @@ egress_status_t egress__event_stamp(egress_decision_t *d) {
   struct tm tm;
 
   if (!d) return EGRESS_EINVAL;
+  d->v.stamped = false;
   d->event_id[0] = '\0';
   d->time_rfc3339[0] = '\0';
 
@@ -275,6 +276,7 @@ egress_status_t egress__event_stamp(egress_decision_t *d) {
   t = egress__put_uint(t, (unsigned long long)(ts.tv_nsec / 1000000), 3);
   *t++ = 'Z';
   *t = '\0';
+  d->v.stamped = true;
   return EGRESS_OK;
 
 fail:

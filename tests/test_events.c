@@ -2275,7 +2275,63 @@ static void test_checker_jsonl_events(void) {
 
 /* ------------------------------------------------------------------------ */
 
+static int count_event_cb(const char *json, size_t len, const egress_decision_t *d, void *user) {
+  (void)json;
+  (void)len;
+  (void)d;
+  (void)user;
+  return 0;
+}
+
+/* egress_decision_event_id names the event the check made, and nothing
+ * when it made none: a connection event refers to its attempt by it. */
+static void test_event_id_accessor(void) {
+  const char *allow[] = { "93.184.216.0/24" };
+  egress_policy_t *p = NULL;
+  egress_checker_t *c = NULL;
+  CU_ASSERT_FATAL(egress_policy_from_entries(allow, 1, NULL, 0, &p, NULL, 0) == EGRESS_OK);
+  CU_ASSERT_FATAL(egress_checker_new(p, NULL, &c, NULL, 0) == EGRESS_OK);
+  CU_ASSERT_PTR_NULL(egress_decision_event_id(NULL));
+  char previous[37] = "";
+  for (int i = 0; i < 3; i++) {
+    egress_decision_t *d = NULL;
+    CU_ASSERT_FATAL(egress_check_ex(c, i == 1 ? "10.0.0.1" : "93.184.216.34", 443, NULL, &d) == EGRESS_OK);
+    const char *id = egress_decision_event_id(d), *json = egress_decision_event_json(d);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(id);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(json);
+    cJSON *ev = cJSON_Parse(json);
+    const cJSON *jid = cJSON_GetObjectItemCaseSensitive(ev, "id");
+    CU_ASSERT_TRUE(cJSON_IsString(jid) && !strcmp(jid->valuestring, id));
+    CU_ASSERT_EQUAL(strlen(id), 36);
+    CU_ASSERT_NOT_EQUAL(strcmp(id, previous), 0);
+    snprintf(previous, sizeof previous, "%s", id);
+    cJSON_Delete(ev);
+    egress_decision_free(d);
+  }
+  /* A reused decision: with a sink it carries its event's id; then, from a
+   * checker with none, no id, not the last check's left behind. */
+  egress_options_t *o = NULL;
+  egress_checker_t *with_sink = NULL;
+  CU_ASSERT_FATAL(egress_options_new(&o) == EGRESS_OK);
+  CU_ASSERT_FATAL(egress_options_set_event_callback(o, count_event_cb, NULL) == EGRESS_OK);
+  CU_ASSERT_FATAL(egress_checker_new(p, o, &with_sink, NULL, 0) == EGRESS_OK);
+  egress_decision_t *into = NULL;
+  CU_ASSERT_FATAL(egress_decision_new(&into) == EGRESS_OK);
+  CU_ASSERT_PTR_NULL(egress_decision_event_id(into));
+  CU_ASSERT_EQUAL(egress_check_into(with_sink, "93.184.216.34", 443, NULL, into), EGRESS_OK);
+  CU_ASSERT_PTR_NOT_NULL(egress_decision_event_id(into));
+  CU_ASSERT_EQUAL(egress_check_into(c, "93.184.216.34", 443, NULL, into), EGRESS_OK);
+  CU_ASSERT_PTR_NULL(egress_decision_event_id(into));
+  CU_ASSERT_PTR_NULL(egress_decision_event_json(into));
+  egress_decision_free(into);
+  egress_checker_free(with_sink);
+  egress_options_free(o);
+  egress_checker_free(c);
+  egress_policy_unref(p);
+}
+
 static CU_TestInfo event_tests[] = {
+  { "egress_decision_event_id names the check's event", test_event_id_accessor },
   { "golden events", test_golden_events },
   { "golden egressctl decisions", test_golden_decisions },
   { "schema: field names and types", test_schema },

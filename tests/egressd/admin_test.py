@@ -8,7 +8,7 @@ a bad file, an unchanged one), the JSON log lines on stderr and --help."""
 import argparse, json, os, re, signal, socket, subprocess, sys
 import tempfile, threading, time
 
-from gwlib import Upstream, black_hole, body_of, check, closed_port, finish, head_of, raw_until_close, read_all
+from gwlib import Upstream, black_hole, body_of, check, close_data, closed_port, finish, head_of, raw_until_close, read_all
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--egressd", required=True)
@@ -245,7 +245,7 @@ with tempfile.TemporaryDirectory() as tmp:
                  and m_get(metrics(), "egressd_connections_open") == 0)
 
         ms = metrics()
-        closes = [json.loads(l) for l in open(events) if '"egressd.close"' in l]
+        closes = close_data(json.loads(l) for l in open(events))
         check(m_get(ms, "egressd_connections_accepted_total") == 7, f"connections accepted: {m_get(ms, 'egressd_connections_accepted_total')} (7 made)")
         check(m_get(ms, "egressd_connections_open") == 0, "connections open: 0 after they closed")
         check(m_get(ms, "egressd_bytes_total", direction="up") == sum(e["bytesUp"] for e in closes) > 0

@@ -285,11 +285,11 @@ try {
 }
 
 const evs = fs.readFileSync(events, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
-const closes = evs.filter((e) => e.event === 'egressd.close');
+const closes = evs.filter((e) => e.type === 'io.portarium.egress.connection').map((e) => e.data);
 check(closes.some((e) => e.host === 'tls.test' && e.kind === 'tunnel' && e.status === 200 && e.bytesUp > 0 && e.bytesDown > 0),
   'close event of a TLS tunnel to tls.test with bytes both ways');
 check(closes.some((e) => e.host === 'up.test' && e.kind === 'forward' && e.status === 200), 'close event of an absolute-form exchange');
-const denied = evs.filter((e) => e.event !== 'egressd.close' && e.data && e.data.host === 'evil.test');
+const denied = evs.filter((e) => e.type === 'io.portarium.egress.attempt' && e.data && e.data.host === 'evil.test');
 check(denied.length >= 6 && denied.every((e) => JSON.stringify(e).includes('not_in_allowlist')),
   `attempt events of the denials name not_in_allowlist (${denied.length})`);
 finish();

@@ -13,7 +13,7 @@ that it changes no credentials), plus --addn-hosts=FILE (re-read on SIGHUP,
 which also clears dnsmasq's cache), --local=/test/ (dnsmasq answers for
 .test itself: NXDOMAIN for names it does not know) and --local-ttl=0."""
 import argparse, grp, os, pwd, random, shutil, signal, socket, struct, subprocess, tempfile, time
-from gwlib import Upstream, body_of, check, events_of, finish, head_of, raw, start_egressd, stop_egressd, tunnel_get
+from gwlib import ATTEMPT, Upstream, body_of, check, close_data, events_of, finish, head_of, raw, start_egressd, stop_egressd, tunnel_get
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--egressd", required=True)
@@ -172,12 +172,12 @@ with tempfile.TemporaryDirectory() as tmp:
         dnsmasq.wait(timeout=10)
 
     evs = events_of(proxy)
-    denied = [e for e in evs if e.get("event") != "egressd.close" and e.get("data", {}).get("host") == "rebind.test"
+    denied = [e for e in evs if e.get("type") == ATTEMPT and e.get("data", {}).get("host") == "rebind.test"
               and any(x.get("address") == "127.0.0.2" for x in e["data"].get("addresses", []))]
     check(len(denied) == 2 and all(x["verdict"] != "allow" for e in denied for x in e["data"]["addresses"]
                                    if x["address"] == "127.0.0.2"),
           f"two attempt events name 127.0.0.2, not allowed ({len(denied)})")
-    closes = [e for e in evs if e.get("event") == "egressd.close" and e["host"] == "rebind.test"]
+    closes = [e for e in close_data(evs) if e["host"] == "rebind.test"]
     check(all(e["address"] in ("127.0.0.1", None) for e in closes) and sum(e["address"] == "127.0.0.1" for e in closes) == 2,
           f"close events: rebind.test connected only to 127.0.0.1 {[e['address'] for e in closes]}")
 

@@ -3,10 +3,10 @@
 real clients (curl --proxytunnel, http.client set_tunnel, urllib) and hostile
 requests.  Every refusal is proven by its status, Proxy-Status and
 X-Egress-Reason, and by the upstream (or trap) that saw no connection."""
-import argparse, http.client, json, os, signal, socket, subprocess, sys
+import argparse, http.client, json, os, re, signal, socket, subprocess, sys
 import tempfile, threading, time, urllib.request
 
-from gwlib import (EchoUpstream, RawUpstream, Upstream, black_hole, check, closed_port, finish, head_of,
+from gwlib import (CONNECTION, EchoUpstream, attempts_of, close_data, RawUpstream, Upstream, black_hole, check, closed_port, finish, head_of,
                    raw_until_close, read_all)
 
 ap = argparse.ArgumentParser()
@@ -521,10 +521,27 @@ with tempfile.TemporaryDirectory() as tmp:
           and any(l.get("msg") == "policy reloaded" for l in logs), "reload logged as JSON lines on stderr")
 
     evs = [json.loads(l) for l in open(events)]
-    attempts = [e for e in evs if e.get("event") != "egressd.close"]
-    closes = [e for e in evs if e.get("event") == "egressd.close"]
-    check(len(attempts) == checks, f"one attempt event per check: {len(attempts)} events, {checks} checks")
+    attempts = attempts_of(evs)
+    closes = close_data(evs)
+    check(len(attempts) == checks and len(attempts) + len(closes) == len(evs),
+          f"one attempt event per check: {len(attempts)} events, {checks} checks, {len(evs)} events in all")
     check(len(closes) == checks, f"one close event per checked tunnel: {len(closes)} vs {checks}")
+    # A close event is a CloudEvent of its own that names its attempt's id.
+    uuid4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+    envelopes = [e for e in evs if e.get("type") == CONNECTION]
+    check(all(e["specversion"] == "1.0" and e["source"] == "egressd" and uuid4.match(e["id"])
+              and re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", e["time"])
+              and e["datacontenttype"] == "application/json"
+              and e["subject"] == (f"[{e['data']['host']}]" if ":" in e["data"]["host"] else e["data"]["host"])
+              + f":{e['data']['port']}" for e in envelopes),
+          "close events: CloudEvents 1.0 envelope (id, time, subject host:port)")
+    attempt_ids = [e["id"] for e in attempts]
+    check(sorted(e["attemptId"] for e in closes) == sorted(attempt_ids),
+          "each close event names its own attempt event's id, each attempt named once")
+    check(len({e["eventId"] for e in closes} | set(attempt_ids)) == len(closes) + len(attempts), "event ids unique")
+    by_id = {e["id"]: e for e in attempts}
+    check(all(by_id[e["attemptId"]]["data"]["port"] == e["port"] for e in closes),
+          "a close event's attempt is for the same port")
     check(all(e["data"].get("runId") == "run-7" for e in attempts), "--context on every attempt event, never replaced by a header")
     audit = {e["data"]["url"].rsplit("/", 1)[1]: e["data"].get("correlationId") for e in attempts
              if "/audit" in (e["data"].get("url") or "")}

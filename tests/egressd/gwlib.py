@@ -336,6 +336,20 @@ def events_of(p):
         return []
 
 
+ATTEMPT = "io.portarium.egress.attempt"
+CONNECTION = "io.portarium.egress.connection"
+
+
+def attempts_of(evs):
+    """The attempt events (the library's) among egressd's events."""
+    return [e for e in evs if e.get("type") == ATTEMPT]
+
+
+def close_data(evs):
+    """The data of the connection (close) events, each with its event's id."""
+    return [dict(e["data"], eventId=e["id"]) for e in evs if e.get("type") == CONNECTION]
+
+
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         for l in f:

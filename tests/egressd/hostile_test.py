@@ -11,7 +11,7 @@ end each egressd must exit 0 on SIGTERM with no sanitizer report on its
 stderr (gwlib.stop_egressd), which is what makes an ASan+UBSan build of
 egressd fail this test on a memory error or a leak."""
 import argparse, json, os, resource, select, signal, socket, struct, tempfile, threading, time
-from gwlib import (Upstream, black_hole, body_of, check, events_of, fd_count, finish, head_of, raw, rss_kib, start_egressd,
+from gwlib import (Upstream, black_hole, body_of, check, close_data, events_of, fd_count, finish, head_of, raw, rss_kib, start_egressd,
                    stop_egressd, tunnel_get)
 
 ap = argparse.ArgumentParser()
@@ -220,10 +220,10 @@ with tempfile.TemporaryDirectory() as tmp:
                   f"silent upstream ({kind}): closed at --idle-timeout-ms 1500 "
                   f"({took if took is None else round(took, 2)}s, {got[:12]!r})")
         time.sleep(0.1)
-        mute_closes = [e for e in events_of(proxy) if e.get("event") == "egressd.close" and e.get("port") == mute.port]
+        mute_closes = [e for e in close_data(events_of(proxy)) if e.get("port") == mute.port]
         check(sorted(e["kind"] for e in mute_closes if e["ended"] == "idle_timeout") == ["forward", "tunnel"],
               f"silent upstream: close events ended idle_timeout {[(e['kind'], e['ended']) for e in mute_closes]}")
-        reset_closes = [e for e in events_of(proxy) if e.get("event") == "egressd.close" and e.get("port") == resetter.port]
+        reset_closes = [e for e in close_data(events_of(proxy)) if e.get("port") == resetter.port]
         check(len(reset_closes) == 2 and all(e["ended"] != "idle_timeout" and e["bytesDown"] >= 5000 for e in reset_closes),
               f"upstream reset: close events {[(e['kind'], e['ended'], e['bytesDown']) for e in reset_closes]}")
 
@@ -255,8 +255,8 @@ with tempfile.TemporaryDirectory() as tmp:
                   f"upstream slow to accept ({kind}): the connect watched until it completed after {took:.2f}s, "
                   f"then relayed ({ack[:12]!r}, {got[:12]!r}, body {body_of(got)!r})")
         time.sleep(0.1)
-        late_closes = [e for e in events_of(proxy) if e.get("event") == "egressd.close"
-                       and e.get("port") in {late[k][1] for k in late_kinds}]
+        late_closes = [e for e in close_data(events_of(proxy))
+                       if e.get("port") in {late[k][1] for k in late_kinds}]
         check(sorted((e["kind"], e["status"]) for e in late_closes) == [("forward", 200), ("tunnel", 200)],
               f"upstream slow to accept: close events {[(e['kind'], e['status'], e['ended']) for e in late_closes]}")
         served(pport, up, "after upstreams slow to accept")

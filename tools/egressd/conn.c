@@ -340,6 +340,8 @@ static void on_checked(egress_status_t status, egress_decision_t *d, void *user)
   }
   decision_done(c->decision);
   c->decision = d;
+  const char *attempt = egress_decision_event_id(d);
+  snprintf(c->attempt_id, sizeof c->attempt_id, "%s", attempt ? attempt : "");
   if (egress_decision_verdict(d) != EGRESS_VERDICT_ALLOW) {
     egress_reason_t r = egress_decision_reason(d);
     const char *token = egress_reason_name(r);
@@ -448,6 +450,7 @@ static void start_check(conn_t *c) {
   /* A tunnel's bytes wait in the kernel until it is established. */
   if (!c->forward) client_reading(c, 0);
   egress_pending_t *p = NULL;
+  c->attempt_id[0] = '\0';
   egress_status_t st = c->forward ? egress_uv_check_url(checker_uv, c->head->url, req, on_checked, c, &p)
                                   : egress_uv_check(checker_uv, c->host, c->port, req, on_checked, c, &p);
   /* The callback may already have run (a literal needs no DNS). */

@@ -104,6 +104,7 @@ typedef struct conn {
   struct sockaddr_storage *addrs; /* the vetted addresses, while connecting */
   size_t n_addrs, next_addr;
   char connected_to[64], host[HEAD_HOST_MAX];
+  char attempt_id[37]; /* the check's attempt event, named by the close event */
   int port, status, connected_port;
   int connect_error; /* the last connect's libuv error */
   /* forwarding */

@@ -1,7 +1,13 @@
 /* egressd: options, signals, events and main; see egressd.h. */
 #include "egressd.h"
 
+#include <sys/random.h>
+
 #include <time.h>
+
+/* Attempt and connection events name the same source. */
+#define EVENT_SOURCE     "egressd"
+#define CLOSE_EVENT_TYPE "io.portarium.egress.connection"
 
 config_t cfg = { "127.0.0.1:3128", NULL,  NULL,   NULL,  NULL,  { { 0 } }, 0, 1024,
                  32 * 1024,        10000, 300000, 10000, 10000, -1,        0 };
@@ -177,23 +183,84 @@ static size_t json_str(char *out, size_t cap, const char *s) {
   return w;
 }
 
+/* A UUID v4 for a close event, from a block of getrandom(2) bytes (one
+ * system call per 256 events, not one per exchange). */
+static void close_event_id(char out[37]) {
+  static unsigned char block[4096];
+  static size_t left;
+  static const char hex[] = "0123456789abcdef";
+  unsigned char r[16];
+  if (left < sizeof r) {
+    size_t got = 0;
+    while (got < sizeof block) {
+      ssize_t n = getrandom(block + got, sizeof block - got, 0);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      got += (size_t)n;
+    }
+    left = got;
+    if (left < sizeof r) { /* no randomness: a visibly invalid id, never a repeated one */
+      snprintf(out, 37, "%s", "00000000-0000-0000-0000-000000000000");
+      return;
+    }
+  }
+  memcpy(r, block + sizeof block - left, sizeof r);
+  memset(block + sizeof block - left, 0, sizeof r);
+  left -= sizeof r;
+  r[6] = (unsigned char)((r[6] & 0x0F) | 0x40); /* version 4 */
+  r[8] = (unsigned char)((r[8] & 0x3F) | 0x80); /* variant 10 */
+  char *p = out;
+  for (size_t i = 0; i < sizeof r; i++) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) *p++ = '-';
+    *p++ = hex[r[i] >> 4];
+    *p++ = hex[r[i] & 0x0F];
+  }
+  *p = '\0';
+}
+
+/* RFC 3339, UTC, milliseconds, as the attempt events' "time". */
+static void close_event_time(char out[32]) {
+  struct timespec ts;
+  struct tm tm;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  gmtime_r(&ts.tv_sec, &tm);
+  size_t n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+  unsigned ms = (unsigned)(ts.tv_nsec / 1000000) % 1000u;
+  snprintf(out + n, 32 - n, ".%03uZ", ms);
+}
+
+/* The connection event of a tunnel or exchange (docs/egressd.md, "Events"):
+ * a CloudEvent of its own whose data names the attempt event it follows. */
 void emit_close_event(conn_t *c) {
   stats_closed(c);
   if (!c->host[0]) return; /* no check was made: nothing to close */
-  char host[2 * HEAD_HOST_MAX + 16], address[160], line[1024];
+  char host[2 * HEAD_HOST_MAX + 16], subject_raw[HEAD_HOST_MAX + 16], subject[2 * HEAD_HOST_MAX + 40];
+  char address[160], attempt[48], id[37], when[32], line[1536];
   json_str(host, sizeof host, c->host);
+  snprintf(subject_raw, sizeof subject_raw, strchr(c->host, ':') ? "[%s]:%d" : "%s:%d", c->host, c->port);
+  json_str(subject, sizeof subject, subject_raw);
   if (c->connected_to[0])
     json_str(address, sizeof address, c->connected_to);
   else
     snprintf(address, sizeof address, "null");
+  if (c->attempt_id[0])
+    snprintf(attempt, sizeof attempt, "\"%s\"", c->attempt_id);
+  else
+    snprintf(attempt, sizeof attempt, "null");
+  close_event_id(id);
+  close_event_time(when);
   int n = snprintf(
       line, sizeof line,
-      "{\"event\":\"egressd.close\",\"kind\":\"%s\",\"host\":%s,\"port\":%d,\"status\":%d,"
-      "\"address\":%s,\"bytesUp\":%llu,\"bytesDown\":%llu,\"durationMs\":%llu,\"ended\":\"%s\"%s%s%s}",
-      c->forward ? "forward" : "tunnel", host, c->port, c->status, address, (unsigned long long)c->up_bytes,
-      (unsigned long long)c->down_bytes, (unsigned long long)(now_ms() - c->t0),
-      c->ended ? c->ended : "closed", c->forward ? "" : ",\"relay\":\"",
-      c->forward ? "" : (c->splice ? "splice" : "copy"), c->forward ? "" : "\"");
+      "{\"specversion\":\"1.0\",\"type\":\"" CLOSE_EVENT_TYPE "\",\"source\":\"" EVENT_SOURCE
+      "\",\"id\":\"%s\","
+      "\"time\":\"%s\",\"datacontenttype\":\"application/json\",\"subject\":%s,\"data\":{\"attemptId\":%s,"
+      "\"kind\":\"%s\",\"host\":%s,\"port\":%d,\"status\":%d,\"address\":%s,\"bytesUp\":%llu,"
+      "\"bytesDown\":%llu,\"durationMs\":%llu,\"ended\":\"%s\"%s%s%s}}",
+      id, when, subject, attempt, c->forward ? "forward" : "tunnel", host, c->port, c->status, address,
+      (unsigned long long)c->up_bytes, (unsigned long long)c->down_bytes,
+      (unsigned long long)(now_ms() - c->t0), c->ended ? c->ended : "closed",
+      c->forward ? "" : ",\"relay\":\"", c->forward ? "" : (c->splice ? "splice" : "copy"),
+      c->forward ? "" : "\"");
   if (n > 0 && (size_t)n < sizeof line) events_close_line(line, (size_t)n);
 }
 
@@ -378,7 +445,7 @@ int main(int argc, char **argv) {
   if (st == EGRESS_OK && cfg.dns_server) st = egress_options_set_dns_servers(opts, cfg.dns_server);
   if (st == EGRESS_OK && cfg.dns_cache >= 0)
     st = egress_options_set_cache(opts, (uint32_t)cfg.dns_cache, 0, 86400, 60);
-  if (st == EGRESS_OK) st = egress_options_set_event_source(opts, "egressd");
+  if (st == EGRESS_OK) st = egress_options_set_event_source(opts, EVENT_SOURCE);
   if (st == EGRESS_OK) st = egress_options_set_event_callback(opts, events_attempt, NULL);
   if (st == EGRESS_OK) st = egress_checker_new(policy, opts, &checker, err, sizeof err);
   egress_options_free(opts);
