@@ -159,7 +159,8 @@ export interface CheckContext {
 /** Per-request options of the HTTP helpers (`egress` on a request). */
 export interface EgressRequestOptions extends CheckContext {
   /** A decision already made for this request (its URL or host and port,
-   *  its method): used instead of a check, so check-then-call is one event. */
+   *  its method): used instead of a check, so check-then-call is one event.
+   *  Used once, and only under the policy it was made under. */
   decision?: Decision;
 }
 
@@ -184,6 +185,11 @@ export interface EgressHttpRequestOptions extends HttpRequestOptions {
 export interface EgressHttpsRequestOptions extends HttpsRequestOptions {
   egress?: EgressRequestOptions;
 }
+
+/** What a guarded agent refuses in its constructor (a TypeError): Node's
+ *  agent lets these win over each request's, which would send requests
+ *  elsewhere than where they were checked.  Give them per request. */
+export type EgressAgentTargetOption = 'host' | 'hostname' | 'port' | 'servername';
 
 /** Options a guarded agent adds to http(s).Agent's. */
 export interface EgressAgentOptions {
@@ -213,7 +219,8 @@ export interface EgressDispatcherOptions extends Omit<UndiciAgent.Options, 'conn
 export interface EgressConnectOptions {
   /** TLS over the vetted address; servername defaults to the decision's host. */
   tls?: boolean | Omit<TlsConnectionOptions, 'socket' | 'lookup' | 'path' | 'host' | 'port'>;
-  /** TLS server name (SNI and certificate check); default: the decision's host. */
+  /** TLS server name (SNI and certificate check): the decision's host (the
+   *  default) or none (''); any other is refused. */
   servername?: string;
   /** Must be the decision's, when given. */
   host?: string;
@@ -333,7 +340,9 @@ export class Checker {
    * tried in order, with no second check, no second event and no lookup.
    * Throws (no socket) for a decision no check made, one for another
    * host:port, a denial (EgressDeniedError), an option that would connect
-   * elsewhere.
+   * elsewhere, a decision made under another policy than the one in force
+   * (setPolicy/reloadFile since) or used already (one decision, one
+   * connection).  Options are read once.
    */
   connect(decision: Decision, options: EgressConnectOptions & { tls: true | object }, connectListener?: () => void): TLSSocket;
   connect(decision: Decision, options?: EgressConnectOptions, connectListener?: () => void): Socket;
@@ -348,8 +357,8 @@ export class Checker {
   /** An http.Agent that checks every request it carries (one decision and
    *  one event per request); pooled sockets serve only requests whose own
    *  decision vetted their address. */
-  httpAgent(options?: HttpAgentOptions & EgressAgentOptions): HttpAgent;
-  httpsAgent(options?: HttpsAgentOptions & EgressAgentOptions): HttpsAgent;
+  httpAgent(options?: Omit<HttpAgentOptions, EgressAgentTargetOption> & EgressAgentOptions): HttpAgent;
+  httpsAgent(options?: Omit<HttpsAgentOptions, EgressAgentTargetOption> & EgressAgentOptions): HttpsAgent;
   /** An undici Dispatcher for fetch({dispatcher}) and undici.request that
    *  checks every request it is given.  Uses the undici package when
    *  installed, else the undici inside Node's fetch. */

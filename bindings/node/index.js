@@ -213,6 +213,7 @@ function buildDecision(packed) {
   const eventText = EVENT_TEXT;
   const allowRule = n[N_HAS_RULE] === 1 && n[N_RULE_LIST] === 0 ? s[S_RULE_TEXT] : null;
   const seal = new Seal(texts, allowed, many, allowRule, eventText);
+  seal.digest = digest;
   const host = (nulls & (1 << S_HOST)) === 0 ? s[S_HOST] : null;
   const url = (nulls & (1 << S_URL)) === 0 ? s[S_URL] : null;
   const verdict = VERDICTS[n[N_VERDICT]];
@@ -326,6 +327,9 @@ class Seal {
     this.allowedMany = many;
     this.allowRule = allowRule; // text of the allow rule that decided, or null
     this.target = null; // made on first use
+    this.digest = null; // of the policy the check applied
+    this.epoch = SWAPS; // policy swaps (of any checker) before the decision was made
+    this.used = false; // a held decision stands for one request or connection
   }
 
   /* The request method the check recorded, read from the event text on
@@ -349,6 +353,11 @@ class Seal {
 }
 
 const sealOf = Decision.sealOf;
+
+// Policy swaps of every checker so far: a decision made before a checker's
+// last swap is stale for that checker (Checker#_swappedAt), even if its
+// digest matches again (A, then B, then A).
+let SWAPS = 0;
 
 // A URL entry with a path prefix ("https://h/v1"): only a URL check applies it.
 function ruleLimitsPaths(text) {
@@ -825,6 +834,9 @@ class Checker {
     };
     this._closed = false;
     this._generation = 0;
+    this._swappedAt = 0; // SWAPS at this checker's last policy swap
+    this._digest = null; // digest of the policy in force, read when _digestAt lags
+    this._digestAt = -1;
     this._guards = new Set(); // WeakRefs of the agents and dispatchers to retire on a swap
     this._prune = 64;
     this._dispatcher = null;
@@ -970,6 +982,7 @@ class Checker {
    * idle and never reused (each request is checked anyway). */
   _retireAll() {
     this._generation++;
+    this._swappedAt = ++SWAPS;
     for (const ref of this._guards) {
       const g = ref.deref();
       if (g === undefined) this._guards.delete(ref);
@@ -987,6 +1000,15 @@ class Checker {
     const ref = new WeakRef(guard);
     this._guards.add(ref);
     return ref;
+  }
+
+  /* Digest of the policy in force, read from the library once per swap. */
+  _policyDigest() {
+    if (this._digestAt !== this._swappedAt) {
+      this._digest = native.policyInfo(this._h)[0];
+      this._digestAt = this._swappedAt;
+    }
+    return this._digest;
   }
 
   /** The policy in force: digest and rule texts. */
@@ -1073,9 +1095,11 @@ class Checker {
    * vetted lookup bound to options.port); a refusal is the socket's 'error'.
    */
   connect(options, connectListener, listener) {
-    if (isDecisionArg(options)) return connectDecision(options, connectListener, listener);
+    if (isDecisionArg(options)) return connectDecision(this, options, connectListener, listener);
     if (!options || typeof options !== 'object') throw new TypeError('connect(options): options must be an object');
-    const g = guardConnection(this, options, undefined);
+    // Read once: what is checked is what net.connect gets (a getter cannot
+    // show undefined to the checks and a Unix socket path to net.connect).
+    const g = guardConnection(this, { ...options }, undefined);
     if (g.error) {
       const socket = new net.Socket();
       process.nextTick(() => socket.destroy(g.error));
@@ -1297,7 +1321,7 @@ function targetKey(url) {
  * applies those).  Anything else is refused: it would let the request
  * through unchecked.  REQ: {host, port, url|null, method|undefined}.
  */
-function heldTarget(decision, req) {
+function heldTarget(checker, decision, req) {
   genuine(decision);
   const s = sealOf(decision);
   if (normHost(req.host) !== normHost(s.host) || req.port !== s.port)
@@ -1315,7 +1339,24 @@ function heldTarget(decision, req) {
       throw argError(`the decision is for a ${s.method} request, not ${req.method}`);
   }
   if (s.verdict !== 'allow') throw errorFor(decision);
-  return targetOf(decision);
+  const t = targetOf(decision);
+  takeHeld(checker, decision);
+  return t;
+}
+
+/*
+ * A held decision about to open a request or a connection of CHECKER: it
+ * must have been made under the policy in force there (same digest, no swap
+ * since), and is good for one request or connection, as a check is.
+ */
+function takeHeld(checker, decision) {
+  checker._live();
+  const s = sealOf(decision);
+  if (s.epoch < checker._swappedAt || s.digest !== checker._policyDigest())
+    throw argError('the decision was made under another policy than the one in force (setPolicy or reloadFile since, ' +
+      'or another checker\'s): check again');
+  if (s.used) throw argError('the decision was used already: a decision stands for one request or connection; check again');
+  s.used = true;
 }
 
 function requestTarget(d) {
@@ -1323,17 +1364,21 @@ function requestTarget(d) {
   return targetOf(d);
 }
 
-function connectDecision(decision, options, listener) {
+function connectDecision(checker, decision, options, listener) {
   if (typeof options === 'function') {
     listener = options;
     options = undefined;
   }
-  const o = options === undefined || options === null ? {} : options;
-  if (typeof o !== 'object') throw new TypeError('connect(decision, options): options must be an object');
+  if (options !== undefined && options !== null && typeof options !== 'object')
+    throw new TypeError('connect(decision, options): options must be an object');
+  // Read once (plain copies): the options checked are the options used.
+  const o = { ...options };
+  const useTls = !!o.tls;
+  const tlsOpts = useTls && typeof o.tls === 'object' ? { ...o.tls } : {};
+  delete o.tls;
   genuine(decision);
   const s = sealOf(decision);
   if (s.verdict !== 'allow') throw errorFor(decision);
-  const tlsOpts = o.tls && typeof o.tls === 'object' ? o.tls : {};
   for (const x of [o, tlsOpts]) {
     const bad = uncheckedOption(x);
     if (bad) throw argError(`connect(decision): option ${bad} would connect elsewhere than the addresses the decision vetted`);
@@ -1341,17 +1386,22 @@ function connectDecision(decision, options, listener) {
   if ((o.host !== undefined && normHost(o.host) !== normHost(s.host)) || (o.port !== undefined && Number(o.port) !== s.port))
     throw argError(`connect(decision): the decision is for ${s.host}:${s.port}, not ${o.host}:${o.port}`);
   const t = targetOf(decision);
-  const base = Object.assign({}, o);
-  delete base.tls;
-  base.host = t.literal !== null ? t.literal : t.host;
-  base.port = t.port;
-  const p = pinned(base, t);
-  if (o.tls) {
-    const opts = Object.assign({}, tlsOpts, p);
+  const p = pinned(Object.assign(o, { host: t.literal !== null ? t.literal : t.host, port: t.port }), t);
+  const opts = useTls ? Object.assign(tlsOpts, p) : p;
+  if (useTls) {
+    // TLS names the checked host: another servername would be another site's
+    // certificate and virtual host over the vetted address.
     if (opts.servername === undefined && t.literal === null) opts.servername = t.host;
-    return tls.connect(opts, listener);
+    if (!sameServername(opts.servername, t))
+      throw argError(`connect(decision): servername ${JSON.stringify(opts.servername)} is not the decision's host ${t.host}`);
   }
-  return net.connect(p, listener);
+  takeHeld(checker, decision);
+  return useTls ? tls.connect(opts, listener) : net.connect(opts, listener);
+}
+
+/* A TLS servername that names the checked host (or none: '' / undefined). */
+function sameServername(servername, t) {
+  return servername === undefined || servername === null || servername === '' || normHost(servername) === normHost(t.host);
 }
 
 // ---------------------------------------------------------------------------
@@ -1499,48 +1549,46 @@ function isEgressHeader(name) {
 
 /*
  * undici's headers (an object, a flat [name, value, ...] array, or an
- * iterable of pairs) without the x-egress-* ones, and the context those
- * gave.  Headers with none come back as they are.
+ * iterable of pairs) as a flat array without the x-egress-* ones, and the
+ * context those gave.  Always a copy, read once: undici reads the headers
+ * after the check, and a live object (Headers, a Map, getters) must not
+ * change them in between.
  */
 function stripHeaders(headers) {
   if (headers === null || headers === undefined || typeof headers !== 'object') return { headers, fields: null };
+  let pairs;
+  if (Array.isArray(headers) && !(headers.length > 0 && Array.isArray(headers[0]))) {
+    pairs = [];
+    for (let i = 0; i < headers.length; i += 2) pairs.push([headers[i], headers[i + 1]]);
+  } else if (typeof headers[Symbol.iterator] === 'function') {
+    pairs = Array.from(headers, (p) => [p[0], p[1]]);
+  } else {
+    pairs = Object.entries(headers);
+  }
   let fields = null;
-  const add = (name, value) => {
+  const out = [];
+  for (const [n, value] of pairs) {
+    const name = String(n);
+    if (!isEgressHeader(name)) {
+      out.push(name, value);
+      continue;
+    }
     const [k, v] = headerField(name, value);
     if (fields === null) fields = Object.create(null);
     if (fields[k] !== undefined && fields[k] !== v) throw argError(`two values for header ${name}`);
     fields[k] = v;
-  };
-  if (Array.isArray(headers)) {
-    if (headers.length > 0 && Array.isArray(headers[0])) {
-      if (!headers.some((p) => isEgressHeader(p[0]))) return { headers, fields: null };
-      const out = [];
-      for (const p of headers) if (isEgressHeader(p[0])) add(p[0], p[1]); else out.push(p);
-      return { headers: out, fields };
-    }
-    let any = false;
-    for (let i = 0; i < headers.length; i += 2) if (isEgressHeader(String(headers[i]))) any = true;
-    if (!any) return { headers, fields: null };
-    const out = [];
-    for (let i = 0; i < headers.length; i += 2) {
-      const name = String(headers[i]);
-      if (isEgressHeader(name)) add(name, headers[i + 1]);
-      else out.push(headers[i], headers[i + 1]);
-    }
-    return { headers: out, fields };
   }
-  if (typeof headers[Symbol.iterator] === 'function') {
-    const pairs = [...headers];
-    if (!pairs.some((p) => isEgressHeader(p[0]))) return { headers, fields: null };
-    const out = [];
-    for (const p of pairs) if (isEgressHeader(p[0])) add(p[0], p[1]); else out.push(p);
-    return { headers: out, fields };
-  }
-  const names = Object.keys(headers);
-  if (!names.some(isEgressHeader)) return { headers, fields: null };
-  const out = {};
-  for (const name of names) if (isEgressHeader(name)) add(name, headers[name]); else out[name] = headers[name];
   return { headers: out, fields };
+}
+
+/* A Host header of a flat header array naming another site than WANT. */
+function hostHeadersProblem(flat, want) {
+  for (let i = 0; i < flat.length; i += 2)
+    if (flat[i].toLowerCase() === 'host') {
+      const bad = hostHeaderProblem(flat[i + 1], want);
+      if (bad) return bad;
+    }
+  return null;
 }
 
 // ---------------------------------------------------------------------------
@@ -1551,6 +1599,15 @@ const kChecker = Symbol('egress.checker');
 const kContext = Symbol('egress.context');
 const kTarget = Symbol('egress.target');
 const kGeneration = Symbol('egress.generation');
+
+/*
+ * Agent options that choose where a connection goes.  Node's agent lets its
+ * own options win over the request's (host, port, servername), so one given
+ * to the constructor would send every request elsewhere than where it was
+ * checked: refused there.  (What cannot be checked at all, socketPath, lookup
+ * and the rest of UNCHECKED, is refused per request with a deny event.)
+ */
+const AGENT_TARGET = ['host', 'hostname', 'port', 'servername'];
 
 let INSTALLED = null; // what egress.install() put in place
 
@@ -1568,9 +1625,13 @@ function agentClass(Base, protocol) {
   const defaultPort = DEFAULT_PORTS[protocol];
   return class extends Base {
     constructor(options, checker) {
-      const o = Object.assign({}, options);
+      const o = { ...options };
       const context = o.context;
       delete o.context;
+      for (const k of AGENT_TARGET)
+        if (o[k] !== undefined && o[k] !== null)
+          throw argError(`${protocol === 'https:' ? 'httpsAgent' : 'httpAgent'}: option ${k} would override the host or ` +
+            'port each request is checked for; give it per request');
       super(o);
       this[kContext] = context === undefined || context === null ? null : ctxFields(context, 'context', false);
       this[kChecker] = checker || null;
@@ -1603,7 +1664,7 @@ function agentClass(Base, protocol) {
       try {
         const checker = this._egressChecker();
         if (!checker) throw requestError('this agent has no checker (egress.install() is not in force): refused', 'EGRESS_NO_CHECKER');
-        plan = planAgentRequest(this, checker, req, options || {}, defaultPort, protocol);
+        plan = planAgentRequest(this, checker, req, { ...options }, defaultPort, protocol);
       } catch (e) {
         req.onSocket(null, e);
         return undefined;
@@ -1619,13 +1680,22 @@ function agentClass(Base, protocol) {
 
     createConnection(options, oncreate) {
       const t = options && options[kTarget];
-      if (!t) {
-        const err = requestError('a guarded agent opens connections only for requests it checked', 'EGRESS_UNCHECKED');
+      // Checked again here, after the check (the agent's options may have
+      // changed since): only the checked target, by its own name.
+      const bad = !t ? 'a guarded agent opens connections only for requests it checked'
+        : uncheckedOption(options) !== null ? `option ${uncheckedOption(options)} connects where the egress check cannot see`
+        : protocol === 'https:' && !sameServername(options.servername, t)
+          ? `TLS servername ${JSON.stringify(options.servername)} (from the Host header or the servername option) is not the checked host ${t.host}`
+          : null;
+      if (bad !== null) {
+        const err = requestError(bad, 'EGRESS_UNCHECKED');
         if (typeof oncreate !== 'function') throw err;
         process.nextTick(oncreate, err);
         return undefined;
       }
-      const socket = super.createConnection(pinned(options, t), oncreate);
+      // The checked host and port win over whatever the merged options say.
+      const pin = { host: t.literal !== null ? t.literal : t.host, port: t.port };
+      const socket = super.createConnection(pinned(Object.assign({}, options, pin), t), oncreate);
       if (socket) socket[kGeneration] = t.generation;
       return socket;
     }
@@ -1665,10 +1735,66 @@ function takeRequestHeaders(req) {
   return fields;
 }
 
-/* The decision for one request of an agent: {held decision | check}. */
+/*
+ * What a request says on the wire must be what was checked: its header
+ * block, as rendered (first line, Host, no x-egress-*), against WANT
+ * {method, path, host, port, defaultPort}.  Returns the difference, or null.
+ */
+function renderedProblem(header, want) {
+  const lines = header.split('\r\n');
+  if (lines[0] !== `${want.method} ${want.path} HTTP/1.1`)
+    return `the request line ${JSON.stringify(lines[0])} is not the checked ${JSON.stringify(`${want.method} ${want.path}`)}`;
+  let hosts = 0;
+  for (let i = 1; i < lines.length; i++) {
+    const colon = lines[i].indexOf(':');
+    if (colon === -1) continue;
+    const name = lines[i].slice(0, colon).trim().toLowerCase();
+    const value = lines[i].slice(colon + 1).trim();
+    if (isEgressHeader(name)) return `header ${name} was set after the request was checked`;
+    if (name === 'host' && (++hosts > 1 || hostHeaderProblem(value, want)))
+      return hosts > 1 ? 'more than one Host header' : hostHeaderProblem(value, want);
+  }
+  return null;
+}
+
+/* A Host header naming another host or port than the checked one. */
+function hostHeaderProblem(value, want) {
+  const v = Array.isArray(value) ? value.join(',') : String(value);
+  const m = /^(\[[^\]]*\]|[^:]*)(?::(\d+))?$/.exec(v);
+  const port = m && m[2] !== undefined ? Number(m[2]) : want.defaultPort;
+  if (m === null || normHost(m[1]) !== normHost(want.host) || port !== want.port)
+    return `the Host header ${JSON.stringify(v)} is not the checked ${want.host}:${want.port}`;
+  return null;
+}
+
+/*
+ * The request must go out as it was checked: Node renders its header block
+ * when the request is first written (end(), write()), which may be after
+ * the check, from req.path, req.method and its headers as they are then.
+ * Checked when rendered; a request that changed is destroyed with the error
+ * (its socket, if it has one, too), so nothing of it is sent.
+ */
+function guardRender(req, want) {
+  if (req._header) {
+    // Headers given as an array are rendered already: check them now.
+    const bad = renderedProblem(req._header, want);
+    if (bad) throw argError(`egress: ${bad}`);
+    return;
+  }
+  const store = req._storeHeader;
+  req._storeHeader = function egressStoreHeader(firstLine, headers) {
+    const r = store.call(this, firstLine, headers);
+    const bad = renderedProblem(this._header, want);
+    if (bad) this.destroy(requestError(`${bad}: the request changed after it was checked, refused`, 'EGRESS_UNCHECKED'));
+    return r;
+  };
+}
+
+/* The decision for one request of an agent: {held decision | check}.
+ * OPTIONS is the agent's own copy; EGRESS is read once, too. */
 function planAgentRequest(agent, checker, req, options, defaultPort, protocol) {
-  const eg = options.egress;
-  const own = eg === undefined || eg === null ? null : ctxFields(eg, 'egress', true);
+  const eg = options.egress === undefined || options.egress === null ? null : { ...options.egress };
+  const own = eg === null ? null : ctxFields(eg, 'egress', true);
   const fields = mergeFields(agent[kContext], takeRequestHeaders(req), own);
   const ambient = alsFields(checker);
   const method = req.method;
@@ -1678,11 +1804,20 @@ function planAgentRequest(agent, checker, req, options, defaultPort, protocol) {
   const bad = uncheckedOption(merged);
   if (bad) return Promise.reject(refuseUnchecked(checker, bad, merged[bad], port));
   const host = options.host || options.hostname || 'localhost';
-  const url = urlSafeHost(host) && validPort(port) ? requestUrl(urlOrigin(protocol, host, port), req.path, method) : null;
+  const path = req.path;
+  const url = urlSafeHost(host) && validPort(port) ? requestUrl(urlOrigin(protocol, host, port), path, method) : null;
+  if (protocol === 'https:' && !sameServername(options.servername, { host }))
+    throw argError(`servername ${JSON.stringify(options.servername)} is not the request's host ${host}`);
+  const want = { method, path, host, port, defaultPort };
+  // A Host header naming another site: refused before the check, as the
+  // servername above (Node derives the TLS servername from it, too).
+  const hostHeader = req._header ? undefined : req.getHeader('host');
+  if (hostHeader !== undefined && hostHeaderProblem(hostHeader, want)) throw argError(`egress: ${hostHeaderProblem(hostHeader, want)}`);
+  guardRender(req, want);
   const generation = checker._generation;
   const withGen = (t) => Object.assign({}, t, { generation });
-  if (eg && eg.decision !== undefined && eg.decision !== null)
-    return Promise.resolve(withGen(heldTarget(eg.decision, { host, port, url, method })));
+  if (eg !== null && eg.decision !== undefined && eg.decision !== null)
+    return Promise.resolve(withGen(heldTarget(checker, eg.decision, { host, port, url, method })));
   return checker._checkRequest(url, host, port, ambient, fields, method).then((d) => withGen(requestTarget(d)));
 }
 
@@ -1845,34 +1980,41 @@ function dispatcherClass(U) {
         }).then(undefined, (e) => handler.onError(e));
     }
 
-    _plan(opts, ambient, first) {
+    _plan(dispatchOpts, ambient, first) {
       const checker = this[kDispatcherChecker];
-      const u = opts.origin instanceof URL ? opts.origin : new URL(String(opts.origin));
+      // Read once, into plain copies: the inner Agent dispatches later, after
+      // the check, and must see what was checked.  A URL (or any object) as
+      // origin becomes the string of its origin now; mutating it afterwards
+      // changes nothing.
+      const opts = { ...dispatchOpts };
+      const u = new URL(opts.origin instanceof URL ? opts.origin.href : String(opts.origin));
       if (u.protocol !== 'http:' && u.protocol !== 'https:') throw argError(`origin ${u.origin} is not http or https`);
       const method = opts.method;
       const path = withQuery(opts.path, opts.query);
       const url = requestUrl(urlOrigin(u.protocol, u.hostname, u.port === '' ? DEFAULT_PORTS[u.protocol] : Number(u.port)), path, method);
       const port = u.port === '' ? DEFAULT_PORTS[u.protocol] : Number(u.port);
-      const eg = opts.egress;
-      const own = eg === undefined || eg === null ? null : ctxFields(eg, 'egress', true);
+      const eg = opts.egress === undefined || opts.egress === null ? null : { ...opts.egress };
+      const own = eg === null ? null : ctxFields(eg, 'egress', true);
       const { headers, fields: hdr } = stripHeaders(opts.headers);
+      const badHost = Array.isArray(headers) ? hostHeadersProblem(headers, { host: u.hostname, port, defaultPort: DEFAULT_PORTS[u.protocol] }) : null;
+      if (badHost) throw argError(`egress: ${badHost}`);
       const fields = mergeFields(this._context, hdr, own);
-      const sent = Object.assign({}, opts, { headers, path, maxRedirections: 0 });
+      const origin = u.origin;
+      const sent = Object.assign(opts, { origin, headers, path, maxRedirections: 0 });
       delete sent.egress;
       delete sent.query;
-      const origin = u.origin;
       const bad = uncheckedOption(this._seen);
       if (bad) return { origin, opts: sent, target: Promise.reject(refuseUnchecked(checker, bad, this._seen[bad], port)) };
       let held;
       if (first) {
-        if (eg && eg.decision !== undefined && eg.decision !== null) held = eg.decision;
+        if (eg !== null && eg.decision !== undefined && eg.decision !== null) held = eg.decision;
         else if (this._held !== null && !this._held.used) {
           this._held.used = true;
           held = this._held.decision;
         } else held = alsTakeHeld(checker);
       }
       if (held !== undefined)
-        return { origin, opts: sent, target: Promise.resolve(heldTarget(held, { host: u.hostname, port, url, method })) };
+        return { origin, opts: sent, target: Promise.resolve(heldTarget(checker, held, { host: u.hostname, port, url, method })) };
       return { origin, opts: sent, target: checker._checkRequest(url, null, 0, ambient, fields, method).then(requestTarget) };
     }
 

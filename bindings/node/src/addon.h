@@ -201,7 +201,11 @@ char *get_opt_string(napi_env env, napi_value obj, const char *key, bool *ok);
 bool get_opt_number(napi_env env, napi_value obj, const char *key, bool *present, double *out);
 bool get_opt_bool(napi_env env, napi_value obj, const char *key, bool *out);
 
-bool get_port(napi_env env, napi_value v, int32_t *port);
+/* A port as the check takes it; one beyond int32_t leaves *port 0 and its
+ * value in *wide (else 0) for refuse_wide_port(), which refuses the check
+ * (creating *req if need be) as invalid_port naming the value. */
+bool get_port(napi_env env, napi_value v, int32_t *port, double *wide);
+bool refuse_wide_port(napi_env env, double wide, egress_request_t **req);
 
 /* The request context keys, the events' own, by egress_field_t value. */
 #define CTX_ONE_(name, value, key) +1

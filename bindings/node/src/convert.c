@@ -295,20 +295,47 @@ bool get_opt_bool(napi_env env, napi_value obj, const char *key, bool *out) {
 /* Numbers                                                                   */
 /* ------------------------------------------------------------------------ */
 
-bool get_port(napi_env env, napi_value v, int32_t *port) {
+bool get_port(napi_env env, napi_value v, int32_t *port, double *wide) {
   double d;
   /* napi_get_value_double refuses anything but a number. */
   if (napi_get_value_double(env, v, &d) != napi_ok) {
     throw_type(env, "port must be a number");
     return false;
   }
-  /* Every integer is decided (out of range is invalid_port); beyond int32
-   * it is clamped, which stays out of range. */
-  if (d != d || d != (double)(int64_t)d) {
+  /* NaN, infinities, fractions.  The cast only where int64_t holds the
+   * value: beyond it, it is undefined (1e19 came out as a RangeError, not a
+   * check), and every double of 2^53 or more is an integer anyway. */
+  if (d != d || d - d != 0 ||
+      (d > -9007199254740992.0 && d < 9007199254740992.0 && d != (double)(int64_t)d)) {
     napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "port must be an integer");
     return false;
   }
-  *port = d > 2147483647.0 ? INT32_MAX : d < -2147483648.0 ? INT32_MIN : (int32_t)d;
+  /* Every integer is decided (out of range is invalid_port).  One the
+   * library's int32_t cannot carry is not clamped (2147483647 would be
+   * recorded as if it were the port given): *wide keeps it, and the check
+   * is refused as invalid_port with a message naming it (refuse_wide_port). */
+  *wide = 0;
+  if (d > 2147483647.0 || d < -2147483648.0) {
+    *wide = d;
+    *port = 0;
+  } else {
+    *port = (int32_t)d;
+  }
+  return true;
+}
+
+bool refuse_wide_port(napi_env env, double wide, egress_request_t **req) {
+  char msg[400];
+  if (wide == 0) return true;
+  if (*req == NULL && egress_request_new(req) != EGRESS_OK) {
+    throw_status(env, EGRESS_ENOMEM, NULL);
+    return false;
+  }
+  snprintf(msg, sizeof msg, "port %.0f is out of range (must be between 1 and 65535)", wide);
+  if (egress_request_refuse(*req, EGRESS_REASON_INVALID_PORT, msg) != EGRESS_OK) {
+    throw_status(env, EGRESS_ENOMEM, NULL);
+    return false;
+  }
   return true;
 }
 

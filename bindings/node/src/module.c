@@ -189,13 +189,14 @@ static napi_value js_check_sync(napi_env env, napi_callback_info info) {
   char small[SMALL_BYTES];
   char *host = NULL;
   int32_t port;
+  double wide = 0;
   NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   instance_t *inst = instance(env);
   nchecker_t *nc = argc >= 3 ? get_checker(env, argv[0]) : NULL;
   if (!nc || !inst) goto done;
-  if (!(host = js_string_small(env, argv[1], "host", true, small)) || !get_port(env, argv[2], &port))
+  if (!(host = js_string_small(env, argv[1], "host", true, small)) || !get_port(env, argv[2], &port, &wide))
     goto done;
-  if (argc >= 4 && !make_request(env, argv[3], &req)) goto done;
+  if ((argc >= 4 && !make_request(env, argv[3], &req)) || !refuse_wide_port(env, wide, &req)) goto done;
   sync_checking = true;
   egress_status_t st = egress_check_into(nc->checker, host, port, req, inst->sync_decision);
   sync_checking = false;
@@ -256,6 +257,7 @@ static napi_value js_check_async(napi_env env, napi_callback_info info) {
   char small[SMALL_BYTES];
   char *host = NULL, *url = NULL;
   int32_t port = 0;
+  double wide = 0;
   NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 5) return throw_type(env, "checkAsync(handle, host, port, ctx, url)");
   nchecker_t *nc = get_checker(env, argv[0]);
@@ -263,10 +265,10 @@ static napi_value js_check_async(napi_env env, napi_callback_info info) {
   if (!is_nullish(env, argv[4])) {
     if (!(url = get_string(env, argv[4], "url", true))) goto done;
   } else {
-    if (!(host = js_string_small(env, argv[1], "host", true, small)) || !get_port(env, argv[2], &port))
+    if (!(host = js_string_small(env, argv[1], "host", true, small)) || !get_port(env, argv[2], &port, &wide))
       goto done;
   }
-  if (!make_request(env, argv[3], &req)) goto done;
+  if (!make_request(env, argv[3], &req) || !refuse_wide_port(env, wide, &req)) goto done;
   promise = check_start(env, nc, host, port, url, req);
 done:
   egress_request_free(req);

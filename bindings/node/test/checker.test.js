@@ -125,6 +125,17 @@ test('checkSync on invalid input: decided, never allowed', () => {
     assert.equal(d.verdict, 'deny', String(p));
     assert.equal(d.reason, 'invalid_port', String(p));
   }
+  // Beyond what the library's int32_t port holds: decided too (no RangeError),
+  // never recorded as a clamped 2147483647; the message names the value.
+  const ec = checker({ onEvent: () => {} });
+  for (const [p, text] of [[2 ** 63, '9223372036854775808'], [1e19, '10000000000000000000'], [-1e19, '-10000000000000000000']]) {
+    const d = ec.checkSync('api.example.com', p);
+    assert.deepEqual([d.verdict, d.reason], ['deny', 'invalid_port'], String(p));
+    assert.notEqual(d.port, 2147483647);
+    assert.ok(d.message.includes(`port ${text} is out of range`), d.message);
+    assert.ok(!d.event.data.destination.includes('2147483647'), d.event.data.destination);
+  }
+  ec.close();
   assert.throws(() => c.checkSync(null, 443), TypeError);
   assert.throws(() => c.checkSync(42, 443), TypeError);
   assert.throws(() => c.checkSync('api.example.com', '443'), TypeError);
@@ -144,6 +155,8 @@ test('check() rejects bad argument types', async () => {
   await assert.rejects(c.check(undefined, 443), TypeError);
   await assert.rejects(c.check('api.example.com', '443'), TypeError);
   await assert.rejects(c.checkUrl(5), TypeError);
+  const wide = await c.check('api.example.com', 1e19);
+  assert.deepEqual([wide.verdict, wide.reason], ['deny', 'invalid_port']);
   c.close();
 });
 

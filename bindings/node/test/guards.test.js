@@ -276,3 +276,38 @@ test('checker.lookup is gone: it throws, naming lookupFor(port) and the agents',
   });
   c.close();
 });
+
+test('checker.connect(): options are read once; a getter cannot swap in a Unix socket or a lookup', async () => {
+  const beforeUnix = unixConnections;
+  const { c, events } = setup([`127.0.0.1/32:${port}`, `local.test:${port}`]);
+  // undefined on the first read, the hostile value on every later one.
+  const shifty = (o, key, value) => {
+    let reads = 0;
+    Object.defineProperty(o, key, { enumerable: true, get: () => (reads++ === 0 ? undefined : value) });
+    return o;
+  };
+  let called = 0;
+  const lookup = (h, o, cb) => {
+    called++;
+    cb(null, '127.0.0.1', 4);
+  };
+  const connected = (s) => new Promise((resolve, reject) => s.on('connect', () => resolve(s)).on('error', reject));
+  // connect(options): checked (one event) and connected to what was checked.
+  for (const [key, value] of [['path', sockPath], ['socketPath', sockPath], ['lookup', lookup]]) {
+    events.length = 0;
+    const s = await connected(c.connect(shifty({ host: 'local.test', port }, key, value)));
+    assert.equal(s.remotePort, port, key);
+    s.destroy();
+    await new Promise((r) => setTimeout(r, 30));
+    assert.deepEqual(events.map((e) => [e.data.destination, e.data.outcome]), [[`local.test:${port}`, 'allowed']], key);
+  }
+  // connect(decision, options), and its tls options.
+  for (const [key, value] of [['path', sockPath], ['lookup', lookup], ['localAddress', '127.0.0.2']]) {
+    const s = await connected(c.connect(c.checkSync('local.test', port), shifty({}, key, value)));
+    assert.equal(s.remoteAddress, '127.0.0.1', key);
+    s.destroy();
+  }
+  assert.equal(called, 0, 'the caller\'s lookup was never called');
+  assert.equal(unixConnections, beforeUnix, 'the Unix socket saw no connection');
+  c.close();
+});

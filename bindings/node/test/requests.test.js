@@ -356,6 +356,9 @@ test('checker.connect(decision): one event, the vetted address, even after the D
   assert.deepEqual([d1.addresses.map((a) => a.address), d2.addresses.map((a) => a.address)], [['127.0.0.1'], ['127.0.0.2']],
     'the DNS answer changed between the two checks');
   assert.equal(events.length, 2);
+  // A held decision stands for one connection: one for each below.
+  const dt = await c.check('api.test', port);
+  const dx = await c.check('api.test', port);
   const connected = (sock) => new Promise((resolve, reject) => sock.once('connect', resolve).once('error', reject));
   for (const [d, want] of [[d1, '127.0.0.1'], [d2, '127.0.0.2']]) {
     const sock = c.connect(d);
@@ -366,12 +369,14 @@ test('checker.connect(decision): one event, the vetted address, even after the D
     sock.destroy();
   }
   // TLS over the vetted address (the server speaks plain HTTP: the handshake fails, the socket is TLS).
-  const ts = c.connect(d1, { tls: { rejectUnauthorized: false } });
+  const ts = c.connect(dt, { tls: { rejectUnauthorized: false } });
   assert.ok(ts instanceof tls.TLSSocket);
   ts.on('error', () => {});
   ts.destroy();
   await settle();
-  assert.equal(events.length, 2, 'connecting with a held decision made no second check');
+  assert.equal(events.length, 4, 'connecting with a held decision made no second check');
+  // Used once: a second connection needs a check of its own.
+  assert.throws(() => c.connect(d1), (e) => refusedArg(e) && /used already/.test(e.message));
 
   // What a check did not make, or not for this destination, is refused.
   assert.throws(() => c.connect({ ...d1 }), refusedArg);
@@ -380,9 +385,9 @@ test('checker.connect(decision): one event, the vetted address, even after the D
   assert.throws(() => c.connect(d1, { port: port + 1 }), refusedArg);
   assert.throws(() => c.connect(d1, { lookup: () => assert.fail('lookup called') }), refusedArg);
   // Tampering with a genuine decision changes nothing: the copy made when the check returned is used.
-  d1.addresses.push({ address: '127.0.0.3', verdict: 'allow', reason: null, ttl: 1, family: 4 });
-  d1.addresses.shift();
-  const again = c.connect(d1);
+  dx.addresses.push({ address: '127.0.0.3', verdict: 'allow', reason: null, ttl: 1, family: 4 });
+  dx.addresses.shift();
+  const again = c.connect(dx);
   await connected(again);
   assert.equal(again.remoteAddress, '127.0.0.1');
   again.destroy();
@@ -403,52 +408,53 @@ test('held decisions through the dispatcher, checker.fetch and the agent: one ev
   if (!s) return;
   const { c, events } = s;
   const url = `http://api.test:${port}/held`;
-  const du = await c.checkUrl(url, { method: 'GET', runId: 'held' });
-  const dh = await c.check('api.test', port);
-  assert.equal(events.length, 2);
+  // A held decision stands for one request: each call holds its own.
+  const du = () => c.checkUrl(url, { method: 'GET', runId: 'held' });
+  const dh = () => c.check('api.test', port);
   const before = counts();
   const agent = c.httpAgent({ keepAlive: true });
   const calls = [
-    () => get(http, url, { agent, egress: { decision: du } }),
-    () => get(http, url, { agent, egress: { decision: dh } }),
-    () => body(c.fetch(url, { egress: { decision: du } })),
+    async () => get(http, url, { agent, egress: { decision: await du() } }),
+    async () => get(http, url, { agent, egress: { decision: await dh() } }),
+    async () => body(c.fetch(url, { egress: { decision: await du() } })),
   ];
   let d = null;
   if (undici) {
     d = c.undiciDispatcher();
     calls.push(
-      () => body(undici.request(url, { dispatcher: d, egress: { decision: du } })),
-      () => body(fetch(url, { dispatcher: c.undiciDispatcher({ decision: du }) })),
+      async () => body(undici.request(url, { dispatcher: d, egress: { decision: await du() } })),
+      async () => body(fetch(url, { dispatcher: c.undiciDispatcher({ decision: await du() }) })),
     );
   }
   for (const call of calls) await call();
   assert.equal(counts().r1 - before.r1, calls.length, 'every request reached the server');
   await settle();
-  assert.equal(events.length, 2, 'no request made a check of its own');
+  assert.equal(events.length, calls.length, 'no request made a check of its own');
 
   // A decision that was not made for the request is refused: nothing is
   // checked, nothing is sent.
   const mid = counts();
+  const held = await du();
   const misfits = [
-    () => get(http, `http://api.test:${port}/elsewhere`, { agent, egress: { decision: du } }),
-    () => get(http, url, { agent, method: 'GET', egress: { decision: { ...du } } }),
+    () => get(http, `http://api.test:${port}/elsewhere`, { agent, egress: { decision: held } }),
+    () => get(http, url, { agent, method: 'GET', egress: { decision: { ...held } } }),
     () => new Promise((resolve, reject) => {
-      const req = http.request(url, { agent, method: 'POST', egress: { decision: du } }, resolve);
+      const req = http.request(url, { agent, method: 'POST', egress: { decision: held } }, resolve);
       req.on('error', reject);
       req.end('x');
     }),
-    () => c.fetch(`http://other.test:${port}/held`, { egress: { decision: du } }),
+    () => c.fetch(`http://other.test:${port}/held`, { egress: { decision: held } }),
   ];
-  if (d) misfits.push(() => undici.request(`http://api.test:${port}/held?x=1`, { dispatcher: d, egress: { decision: du } }));
+  if (d) misfits.push(() => undici.request(`http://api.test:${port}/held?x=1`, { dispatcher: d, egress: { decision: held } }));
   for (const call of misfits) await assert.rejects(call(), refusedArg);
-  assert.throws(() => c.undiciDispatcher({ decision: { ...du } }), refusedArg);
+  assert.throws(() => c.undiciDispatcher({ decision: { ...held } }), refusedArg);
   // A held denial is a denial.
   const no = await c.checkUrl(`http://nope.test:${port}/`);
   await assert.rejects(c.fetch(`http://nope.test:${port}/`, { egress: { decision: no } }), deniedWith('not_in_allowlist'));
   await settle();
   assert.equal(counts().r1, mid.r1);
   assert.equal(counts().c1, mid.c1);
-  assert.equal(events.length, 3, 'only the check of nope.test added an event');
+  assert.equal(events.length, calls.length + 2, 'only the checks of held and nope.test added events');
   agent.destroy();
   if (d) await d.close();
   c.close();
@@ -690,4 +696,166 @@ test('net.Socket and TLS options a decision connect does not take', (t) => {
   for (const bad of [{ path: '/tmp/x.sock' }, { localAddress: '127.0.0.1' }, { tls: { socket: new net.Socket() } }])
     assert.throws(() => s.c.connect(d, bad), refusedArg);
   s.c.close();
+});
+
+// Hostile callers: what selects the destination is read once and pinned to
+// what was checked; nothing checked for one target reaches another.
+
+test('agents: host, hostname, port, servername given to the constructor are refused; later changes lose', async (t) => {
+  const s = setup(t);
+  if (!s) return;
+  const { c, events } = s;
+  for (const make of [(o) => c.httpAgent(o), (o) => c.httpsAgent(o)]) {
+    for (const o of [{ host: '127.0.0.2' }, { hostname: '127.0.0.2' }, { port }, { servername: 'evil.test' }]) {
+      const k = Object.keys(o)[0];
+      assert.throws(() => make(o), (e) => refusedArg(e) && e.message.includes(`option ${k} `), k);
+    }
+  }
+  // Node's agent lets agent.options win over the request's: changed after
+  // construction, they still do not move the connection off the checked target.
+  const agent = c.httpAgent();
+  agent.options.host = '127.0.0.2';
+  const before = counts();
+  assert.deepEqual(await get(http, `http://api.test:${port}/pinned`, { agent }), { status: 200, body: 'hello from 127.0.0.1' });
+  assert.equal(counts().r2, before.r2, '127.0.0.2 saw nothing');
+  agent.options.socketPath = '/nonexistent.sock';
+  await assert.rejects(get(http, `http://api.test:${port}/unix`, { agent }), deniedWith('invalid_host'));
+  assert.equal(events.filter((e) => e.data.outcome === 'allowed').length, 1);
+  agent.destroy();
+  c.close();
+});
+
+test('undici dispatcher: a URL origin is read when checked; mutating it later goes nowhere else; no other Host', { skip: needUndici }, async (t) => {
+  const s = setup(t);
+  if (!s) return;
+  const { c, events } = s;
+  const d = c.undiciDispatcher();
+  const before = counts();
+  const origin = new URL(`http://api.test:${port}`);
+  const p = d.request({ origin, path: '/mutated', method: 'GET' });
+  origin.hostname = '127.0.0.2';
+  const r = await p;
+  assert.equal(await r.body.text(), 'hello from 127.0.0.1');
+  assert.equal(counts().r2, before.r2, '127.0.0.2 saw nothing');
+  assert.equal(one.requests[one.requests.length - 1].url, '/mutated');
+  assert.equal(one.requests[one.requests.length - 1].headers.host, `api.test:${port}`);
+  // Any object: read once, as a string.
+  let reads = 0;
+  const shifty = { toString: () => (reads++ === 0 ? `http://api.test:${port}` : `http://127.0.0.2:${port}`) };
+  assert.equal(await body(d.request({ origin: shifty, path: '/shifty', method: 'GET' })), 'hello from 127.0.0.1');
+  assert.equal(reads, 1);
+  // A Host header naming another site is refused (no check); one naming the origin is not.
+  for (const headers of [{ host: 'evil.test' }, ['Host', `api.test:${port + 1}`], [['host', 'evil.test']]])
+    await assert.rejects(d.request({ origin: `http://api.test:${port}`, path: '/host', method: 'GET', headers }), refusedArg);
+  assert.equal(counts().r2, before.r2);
+  assert.equal(one.requests.length, before.r1 + 2, 'only the two checked requests were sent');
+  await settle();
+  assert.deepEqual(events.map((e) => e.data.url), [`http://api.test:${port}/mutated`, `http://api.test:${port}/shifty`]);
+  await d.close();
+  c.close();
+});
+
+test('agents: path, method, Host or x-egress-* changed after the check are refused, nothing sent', async (t) => {
+  const s = setup(t, { policy: { egressAllowlist: [`http://api.test:${port}/public`, `127.0.0.0/8:${port}`] } });
+  if (!s) return;
+  const { c, events } = s;
+  const agent = c.httpAgent({ keepAlive: true });
+  const url = `http://api.test:${port}/public`;
+  const send = (change, options) => new Promise((resolve, reject) => {
+    const req = http.request(url, Object.assign({ agent }, options), (res) => res.resume().on('end', () => resolve(res.statusCode)));
+    req.on('error', reject);
+    change(req);
+    req.end();
+  });
+  const afterSocket = (change) => (req) => {
+    const end = req.end;
+    req.end = () => req.once('socket', () => {
+      change(req);
+      end.call(req);
+    });
+  };
+  const before = counts();
+  const changes = [
+    (req) => (req.path = '/admin'),
+    (req) => (req.method = 'DELETE'),
+    (req) => req.setHeader('Host', `127.0.0.2:${port}`),
+    (req) => req.setHeader('x-egress-run-id', 'unchecked'),
+    afterSocket((req) => (req.path = '/admin')),
+  ];
+  for (const change of changes)
+    await assert.rejects(send(change), (e) => e instanceof EgressError && e.code === 'EGRESS_UNCHECKED' && /after it was checked/.test(e.message));
+  // A Host header for another host, given up front: refused before any check.
+  const n = events.length;
+  await assert.rejects(send(() => {}, { headers: { host: 'evil.test' } }), refusedArg);
+  await assert.rejects(send(() => {}, { headers: [['Host', 'evil.test']] }), refusedArg);
+  await settle();
+  assert.equal(events.length, n, 'no check for a request refused up front');
+  assert.equal(counts().r1, before.r1, 'the server saw no request');
+  // The request as checked still goes through (its own Host, or the same one spelt otherwise).
+  assert.equal(await send(() => {}), 200);
+  assert.equal(await send((req) => req.setHeader('Host', `API.test:${port}`)), 200);
+  agent.destroy();
+  c.close();
+});
+
+test('held decisions: refused after a policy swap, or from another policy; used once', async (t) => {
+  const s = setup(t);
+  if (!s) return;
+  const { c, events } = s;
+  const url = `http://api.test:${port}/stale`;
+  const agent = c.httpAgent();
+  const stale = [await c.checkUrl(url, { method: 'GET' }), await c.checkUrl(url, { method: 'GET' }), await c.check('api.test', port)];
+  const d = undici ? c.undiciDispatcher({ decision: await c.checkUrl(url, { method: 'GET' }) }) : null;
+  // Swapped to the same policy (same digest): still a swap since, refused.
+  c.setPolicy(policy());
+  const before = counts();
+  const staleErr = (e) => refusedArg(e) && /another policy/.test(cause(e).message);
+  await assert.rejects(get(http, url, { agent, egress: { decision: stale[0] } }), staleErr);
+  await assert.rejects(c.fetch(url, { egress: { decision: stale[1] } }), staleErr);
+  assert.throws(() => c.connect(stale[2]), staleErr);
+  if (d) await assert.rejects(body(d.request({ origin: `http://api.test:${port}`, path: '/stale', method: 'GET' })), staleErr);
+  // A decision of another checker whose policy differs.
+  const other = new Checker({ policy: { egressAllowlist: [`api.test:${port}`, `127.0.0.0/8:${port}`] }, dnsServers: [dns.server] });
+  const foreign = await other.check('api.test', port);
+  assert.throws(() => c.connect(foreign), staleErr);
+  other.close();
+  await settle();
+  assert.equal(counts().r1, before.r1, 'nothing sent');
+  assert.equal(counts().c1, before.c1, 'no connection');
+  // Fresh: goes through once, then is refused.
+  const fresh = await c.checkUrl(url, { method: 'GET' });
+  assert.equal((await get(http, url, { agent, egress: { decision: fresh } })).status, 200);
+  await assert.rejects(get(http, url, { agent, egress: { decision: fresh } }), (e) => refusedArg(e) && /used already/.test(e.message));
+  assert.equal(events.length, (d ? 4 : 3) + 1, 'the checks made here, no more');
+  if (d) await d.close();
+  agent.destroy();
+  c.close();
+});
+
+test('https: a servername or Host header other than the checked host is refused', async (t) => {
+  const s = setup(t);
+  if (!s) return;
+  const { c } = s;
+  const srv = { requests: 0, snis: [] };
+  srv.server = https.createServer({ key: TLS_KEY, cert: TLS_CERT }, (req, res) => {
+    srv.requests++;
+    res.end('tls');
+  });
+  srv.server.on('secureConnection', (sock) => srv.snis.push(sock.servername));
+  await new Promise((r) => srv.server.listen(0, '127.0.0.1', r));
+  const tport = srv.server.address().port;
+  c.setPolicy(policy([`127.0.0.0/8:${tport}`, `api.test:${tport}`, `flip4.test:${tport}`]));
+  const agent = c.httpsAgent({ ca: TLS_CERT });
+  // flip4.test is on the certificate too: only the egress guard stops these.
+  await assert.rejects(get(https, `https://api.test:${tport}/`, { agent, servername: 'flip4.test' }), refusedArg);
+  await assert.rejects(get(https, `https://api.test:${tport}/`, { agent, headers: { Host: 'flip4.test' } }), refusedArg);
+  const d = await c.check('api.test', tport);
+  assert.throws(() => c.connect(d, { tls: { ca: TLS_CERT, servername: 'flip4.test' } }), refusedArg);
+  assert.throws(() => c.connect(d, { servername: 'flip4.test', tls: { ca: TLS_CERT } }), refusedArg);
+  assert.deepEqual([srv.requests, srv.snis], [0, []], 'the server saw no TLS connection');
+  assert.deepEqual(await get(https, `https://api.test:${tport}/`, { agent }), { status: 200, body: 'tls' });
+  assert.deepEqual(srv.snis, ['api.test']);
+  agent.destroy();
+  srv.server.close();
+  c.close();
 });

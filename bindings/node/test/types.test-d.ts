@@ -128,6 +128,10 @@ async function use(): Promise<void> {
   // HTTP helpers.
   const agent: https.Agent = checker.httpsAgent({ keepAlive: true, context: { agentId: 'agent-1' } });
   https.get('https://api.example.com/', { agent });
+  // @ts-expect-error: an agent-wide host would override where each request is checked for
+  checker.httpAgent({ host: '10.0.0.1' });
+  // @ts-expect-error: and so would an agent-wide servername
+  checker.httpsAgent({ servername: 'evil.example' });
   const opts: EgressHttpRequestOptions = { agent: checker.httpAgent(), egress: { runId: 'r', decision: d } };
   http.get('http://api.example.com/', opts);
   // @ts-expect-error: the decision option takes a Decision
