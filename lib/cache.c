@@ -15,6 +15,7 @@
  */
 #include "resolve.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -329,7 +330,13 @@ static flight_t *flight_new(shard_t *s, const char *name, size_t len, uint64_t h
   f->hash = hash;
   f->refs = 1;
   f->shard = s;
-  pthread_cond_init(&f->done_cond, NULL);
+  /* Blocking joiners wait against the monotonic clock (their deadline is
+   * a time-out, not a time of day). */
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&f->done_cond, &ca);
+  pthread_condattr_destroy(&ca);
   if (s) {
     f->next = s->flights;
     s->flights = f;
@@ -547,18 +554,40 @@ egress_status_t egress__cache_fetch(egress__cache_t *c, egress__resolver_t *r, c
   }
   flight_t *f = find_flight(s, name, len, hash);
   if (f) {
-    /* Someone is already asking: wait for their answer. */
+    /* Someone is already asking: wait for their answer, but no longer than
+     * this check's own time-out.  The lookup may be a loop's, and that loop
+     * may be stalled, or be driven by this very thread (a blocking check
+     * made on a loop's thread): then the answer can never come in time, and
+     * the check fails closed at its deadline, as its own lookup would. */
+    struct timespec deadline;
+    uint32_t budget = r ? egress__resolver_timeout_ms(r) : 2000u;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += (time_t)(budget / 1000u);
+    deadline.tv_nsec += (long)(budget % 1000u) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+      deadline.tv_sec++;
+      deadline.tv_nsec -= 1000000000L;
+    }
+    double start = now_ms();
     f->refs++;
-    while (!f->done) pthread_cond_wait(&f->done_cond, &s->lock);
-    st = f->status;
-    if (st == EGRESS_OK) {
-      answer_src_t src = src_of_answer(&f->answer);
-      st = copy_answer(ans, &src);
-      ans->ms = f->answer.ms;
+    int rc = 0;
+    while (!f->done && rc != ETIMEDOUT) rc = pthread_cond_timedwait(&f->done_cond, &s->lock, &deadline);
+    if (f->done) {
+      st = f->status;
+      if (st == EGRESS_OK) {
+        answer_src_t src = src_of_answer(&f->answer);
+        st = copy_answer(ans, &src);
+        ans->ms = f->answer.ms;
+      }
+      ans->cached = true; /* shared, not our own query */
+    } else {
+      st = EGRESS_OK;
+      ans->result = EGRESS__DNS_UNAVAILABLE;
+      ans->detail = "timed out waiting for the same name's lookup in progress";
+      ans->ms = now_ms() - start;
     }
     flight_release(f);
     pthread_mutex_unlock(&s->lock);
-    ans->cached = true; /* shared, not our own query */
     return st;
   }
   f = flight_new(s, name, len, hash);

@@ -138,7 +138,12 @@ static void on_ready(egress__waiter_t *w) {
     l->qhead = p;
   l->qtail = p;
   p->queued = true;
-  if (!l->wake_armed && !pthread_equal(pthread_self(), l->thread)) {
+  /* No wake-up is needed only when this very call chain will drain the
+   * queue before it returns: on the loop's own thread, inside one of its
+   * calls.  Another loop driven by the same thread (its answer published
+   * while that other loop processes) must still be woken. */
+  bool will_drain = pthread_equal(pthread_self(), l->thread) && l->depth > 0;
+  if (!l->wake_armed && !will_drain) {
     uint64_t one = 1;
     l->wake_armed = write(l->wake_fd, &one, sizeof one) == (ssize_t)sizeof one;
   }

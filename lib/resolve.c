@@ -250,6 +250,7 @@ typedef struct lookup_state {
   egress__answer_t *ans;
   const char *name; /* the name asked for */
   bool nomem;
+  bool timed_out; /* the deadline came first */
 } lookup_state_t;
 
 static bool answer_has(const egress__answer_t *ans, const egress__ip_t *ip) {
@@ -402,6 +403,7 @@ static void run_until_done(ares_channel ch, lookup_state_t *s, double deadline) 
     }
     double left = deadline - now_ms();
     if (left <= 0) {
+      s->timed_out = true;
       ares_cancel(ch);
       break;
     }
@@ -477,6 +479,14 @@ static egress_status_t lookup_finish(const egress__resolver_t *r, lookup_state_t
   egress__answer_t *ans = s->ans;
   ans->ms = now_ms() - start;
   if (s->status == ARES_ECANCELLED || s->status == ARES_EDESTRUCTION) s->status = ARES_ETIMEOUT;
+  if (s->timed_out) {
+    /* Cancelled at the deadline, c-ares 1.18 still reports success with
+     * the family that had answered.  A lookup that timed out is a time-out
+     * (dns_unavailable) whatever part of it came back, as on a loop, whose
+     * lookups are given up at their deadline (docs/check.md). */
+    egress__answer_clear(ans);
+    s->status = ARES_ETIMEOUT;
+  }
   ans->ares_status = s->status;
   ans->detail = ares_strerror(s->status);
   if (s->nomem) {

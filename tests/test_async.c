@@ -724,6 +724,86 @@ static void test_single_flight_blocking_leads(void) {
   fixture_close(&drv, c);
 }
 
+/* A blocking check made on the thread that drives the loop leading the
+ * same name's lookup cannot be answered while it waits (nothing drives the
+ * loop): it must end at its own deadline, dns_unavailable, not hang; the
+ * loop's check still gets its answer afterwards. */
+static void test_blocking_join_on_loop_thread(void) {
+  const char *name = "selfjoin.ok.test";
+  slow_name(name, 300);
+  egress_checker_t *c = checker_new(1000, 64, EGRESS_MODE_ENFORCE);
+  CU_ASSERT_FATAL(c != NULL);
+  driver_t drv;
+  driver_open(&drv, c);
+  slot_t s = { 0 };
+  CU_ASSERT_EQUAL(egress_check_start(drv.loop, name, 443, NULL, on_done, &s, NULL), EGRESS_OK);
+  for (int i = 0; i < 5; i++) driver_turn(&drv, 10);
+  wait_for_query(name, 1);
+  double t0 = now_ms();
+  egress_decision_t *d = NULL;
+  CU_ASSERT_EQUAL(egress_check_ex(c, name, 443, NULL, &d), EGRESS_OK);
+  double took = now_ms() - t0;
+  CU_ASSERT_EQUAL(egress_decision_reason(d), EGRESS_REASON_DNS_UNAVAILABLE);
+  CU_ASSERT_EQUAL(egress_decision_verdict(d), EGRESS_VERDICT_DENY);
+  CU_ASSERT(took >= 900 && took < 2500);
+  egress_decision_free(d);
+  CU_ASSERT(drive(&drv, 5000));
+  CU_ASSERT_EQUAL(s.calls, 1);
+  CU_ASSERT_EQUAL(s.verdict, EGRESS_VERDICT_ALLOW);
+  driver_free(&drv);
+  egress_checker_free(c);
+}
+
+/* Two loops on one thread share a checker; the second's check joins the
+ * first's lookup.  The answer comes in while the first loop processes, on
+ * the thread that also drives the second: the second must still be woken. */
+static void test_two_loops_one_thread(void) {
+  const char *name = "twoloops.ok.test";
+  slow_name(name, 200);
+  driver_t a, b;
+  egress_checker_t *c = fixture_open(&a);
+  driver_open(&b, c);
+  slot_t sa = { 0 }, sb = { 0 };
+  CU_ASSERT_EQUAL(egress_check_start(a.loop, name, 443, NULL, on_done, &sa, NULL), EGRESS_OK);
+  CU_ASSERT_EQUAL(egress_check_start(b.loop, name, 443, NULL, on_done, &sb, NULL), EGRESS_OK);
+  double end = now_ms() + 2500;
+  while ((sa.calls == 0 || sb.calls == 0) && now_ms() < end) {
+    driver_turn(&a, 20);
+    driver_turn(&b, 20);
+  }
+  CU_ASSERT_EQUAL(sa.calls, 1);
+  CU_ASSERT_EQUAL(sb.calls, 1);
+  CU_ASSERT_EQUAL(sa.verdict, EGRESS_VERDICT_ALLOW);
+  CU_ASSERT_EQUAL(sb.verdict, EGRESS_VERDICT_ALLOW);
+  CU_ASSERT_EQUAL(egress_dns_query_count_type(dns, name, 1), 1);
+  driver_free(&b);
+  fixture_close(&a, c);
+}
+
+/* One family answers, the other never does: at the deadline the lookup is
+ * a time-out, blocking and on a loop alike (the blocking call used to keep
+ * the family that had answered). */
+static void test_one_family_times_out(void) {
+  const char *name = "halfsilent.ok.test";
+  egress_dns_add_a(dns, name, "93.184.216.34", 60);
+  egress_dns_set_drop_type(dns, name, 28, true);
+  egress_checker_t *c = checker_new(600, 64, EGRESS_MODE_ENFORCE);
+  CU_ASSERT_FATAL(c != NULL);
+  egress_decision_t *d = NULL;
+  CU_ASSERT_EQUAL(egress_check_ex(c, name, 443, NULL, &d), EGRESS_OK);
+  CU_ASSERT_EQUAL(egress_decision_reason(d), EGRESS_REASON_DNS_UNAVAILABLE);
+  egress_decision_free(d);
+  driver_t drv;
+  driver_open(&drv, c);
+  slot_t s = { 0 };
+  CU_ASSERT_EQUAL(egress_check_start(drv.loop, name, 443, NULL, on_done, &s, NULL), EGRESS_OK);
+  CU_ASSERT(drive(&drv, 3000));
+  CU_ASSERT_EQUAL(s.calls, 1);
+  CU_ASSERT_EQUAL(s.reason, EGRESS_REASON_DNS_UNAVAILABLE);
+  driver_free(&drv);
+  egress_checker_free(c);
+}
+
 /* ---------- cancellation ---------- */
 
 static void assert_cancelled(const slot_t *s) {
@@ -979,6 +1059,10 @@ static CU_TestInfo tests[] = {
   { "decisions handed back are filled again, nothing left of them", test_recycle },
   { "single flight: async leads, blocking joins", test_single_flight_async_leads },
   { "single flight: blocking leads, async joins", test_single_flight_blocking_leads },
+  { "a blocking check on the loop's own thread joining its lookup ends at its deadline",
+    test_blocking_join_on_loop_thread },
+  { "two loops on one thread sharing a checker are both woken", test_two_loops_one_thread },
+  { "one family unanswered: a time-out, blocking and async alike", test_one_family_times_out },
   { "cancel in flight, alone and shared", test_cancel_in_flight },
   { "cancel after the answer was queued", test_cancel_after_answer_queued },
   { "callbacks cancel, start, free", test_callbacks_reenter },

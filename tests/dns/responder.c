@@ -51,6 +51,7 @@ typedef struct aset {
   int rcode; /* -1: none scripted */
   unsigned delay_ms;
   bool drop, truncate, wrong_id, wrong_name;
+  bool drop_a, drop_aaaa; /* one family's queries unanswered */
   int malformed;
 } aset_t;
 
@@ -338,6 +339,18 @@ SETTER(egress_dns_set_drop, bool, drop, v)
 SETTER(egress_dns_set_truncate, bool, truncate, v)
 SETTER(egress_dns_set_wrong_id, bool, wrong_id, v)
 SETTER(egress_dns_set_wrong_name, bool, wrong_name, v)
+
+int egress_dns_set_drop_type(egress_dns_responder_t *r, const char *name, uint16_t qtype, bool drop) {
+  if (qtype != T_A && qtype != T_AAAA) return -1;
+  aset_t *s = script_begin(r, name);
+  if (!s) return -1;
+  if (qtype == T_A)
+    s->drop_a = drop;
+  else
+    s->drop_aaaa = drop;
+  pthread_mutex_unlock(&r->mu);
+  return 0;
+}
 
 int egress_dns_set_rcode(egress_dns_responder_t *r, const char *name, int rcode) {
   if (rcode < -1 || rcode > 15) return -1;
@@ -681,7 +694,7 @@ static bool build_reply(egress_dns_responder_t *r, const query_t *q, bool tcp, w
     return true;
   }
   if (s) {
-    if (s->drop) return false;
+    if (s->drop || (q->qtype == T_A && s->drop_a) || (q->qtype == T_AAAA && s->drop_aaaa)) return false;
     *delay_ms = s->delay_ms;
     if (s->malformed) {
       put_malformed(b, q, flags, s->malformed);

@@ -105,6 +105,9 @@ int egress_dns_set_rcode(egress_dns_responder_t *r, const char *name, int rcode)
 int egress_dns_set_delay_ms(egress_dns_responder_t *r, const char *name, unsigned ms);
 /* Never answer (the client times out). */
 int egress_dns_set_drop(egress_dns_responder_t *r, const char *name, bool drop);
+/* The same for queries of one type only (1 A, 28 AAAA): the other family
+ * is answered. */
+int egress_dns_set_drop_type(egress_dns_responder_t *r, const char *name, uint16_t qtype, bool drop);
 /* UDP answers carry TC=1 and no records; TCP answers are whole. */
 int egress_dns_set_truncate(egress_dns_responder_t *r, const char *name, bool truncate);
 /* Reply with bytes that are not a valid DNS message (kind; true = TRUNCATED_RR). */
