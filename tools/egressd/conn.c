@@ -387,9 +387,11 @@ static void on_checked(egress_status_t status, egress_decision_t *d, void *user)
   uv_timer_stop(&c->timer);
   uv_timer_start(&c->timer, on_connect_timeout, cfg.connect_timeout_ms, 0);
   if (c->upstream.open) {
-    /* A kept-alive connection this request may not use: closed first. */
+    /* A kept-alive connection this request may not use: closed first.
+     * Its reads go with it: the next connection's must start anew. */
     c->upstream.open = 0;
     c->upstream_idle = 0;
+    c->upstream_reading = 0;
     uv_close((uv_handle_t *)&c->upstream.tcp, on_closed_then_connect);
     return;
   }
@@ -427,7 +429,23 @@ static void start_check(conn_t *c) {
   target_t *t = &c->head->target;
   if (head_target(c->head, t, req) != 0) {
     c->host[0] = '\0';
-    reply_and_close(c, 400, "Bad Request", "http_request_error", NULL, "bad_request");
+    if (t->loop)
+      reply_and_close(c, 508, "Loop Detected", "proxy_loop_detected", t->refusal, "bad_request");
+    else
+      reply_and_close(c, 400, "Bad Request", "http_request_error", t->refusal, "bad_request");
+    return;
+  }
+  /* TRACE reflects the request back, fields included that the client did
+   * not mean the response to show (RFC 9110 9.3.8): not forwarded. */
+  /* An OPTIONS that may go no further is answered by egressd itself as its
+   * final recipient (RFC 9110 7.6.2). */
+  if (t->max_forwards == 0) {
+    reply_and_close(c, 200, "OK", NULL, NULL, "completed");
+    return;
+  }
+  if (c->head->parser.method == HTTP_TRACE) {
+    reply_and_close(c, 405, "Method Not Allowed", "http_request_denied", "TRACE is not forwarded",
+                    "bad_request");
     return;
   }
   /* The gateway's --context is the operator's word: a workload's

@@ -110,6 +110,7 @@ typedef struct conn {
   /* forwarding */
   int forward, chunked, head_request, keep_alive, message_done, response_done, response_sent, upstream_idle,
       upstream_spoiled, client_close, client_writes, interims, upstream_reading, client_reading, client_eof;
+  int response_chunked; /* the response body is chunked: egressd writes the chunks anew */
   unsigned exchanges;
   const char *ended;
   uint64_t up_bytes, down_bytes, t0;

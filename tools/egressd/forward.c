@@ -85,6 +85,19 @@ static int take_body(conn_t *c, const char *data, size_t len) {
   return 0;
 }
 
+/* The request body could not be taken.  A body the parser refused is the
+ * client's error: answered 400 while no response has gone to the client
+ * (upstream, which has part of the request, is dropped); otherwise, or
+ * when egressd itself failed, the connection ends. */
+static void body_failed(conn_t *c) {
+  if (c->phase != PH_RELAY) return;
+  enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+  if (!c->response_sent && e > HPE_CB_chunk_complete && e != HPE_PAUSED)
+    reply_and_close(c, 400, "Bad Request", "http_request_error", "malformed request body", "bad_body");
+  else
+    conn_close(c, "bad_body");
+}
+
 void forward_body_read(conn_t *c, ssize_t nread, const uv_buf_t *buf) {
   if (nread == 0) {
     release_side_buffer(&c->client);
@@ -97,7 +110,7 @@ void forward_body_read(conn_t *c, ssize_t nread, const uv_buf_t *buf) {
   arm_idle(c);
   int bad = take_body(c, buf->base, (size_t)nread);
   release_side_buffer(&c->client);
-  if (bad && c->phase == PH_RELAY) conn_close(c, "bad_body");
+  if (bad) body_failed(c);
 }
 
 /* ---- the response, to the client ------------------------------------------ */
@@ -106,8 +119,40 @@ void forward_body_read(conn_t *c, ssize_t nread, const uv_buf_t *buf) {
  * removed, Via added, Connection: close when this is the connection's last
  * exchange); its body is relayed as it comes, parsed only for its end. */
 
+/* A chunked response body is written anew, chunk by chunk as http_parser
+ * read it (extensions and trailers dropped): http_parser lets loose framing
+ * through (chunk data not followed by CR LF, a bare CR), which the client
+ * could read otherwise, and egressd would then have relayed a response
+ * boundary the client does not see.  The chunks parsed from one read are
+ * written here, then to the client. */
+static char *reframed;
+static size_t reframed_len, reframed_cap;
+
+static int reframe_put(const char *data, size_t len) {
+  if (reframed_len + len > reframed_cap) {
+    size_t cap = reframed_cap ? reframed_cap : RELAY_BUF + 256;
+    while (cap < reframed_len + len) cap *= 2;
+    char *r = realloc(reframed, cap);
+    if (!r) return -1;
+    reframed = r;
+    reframed_cap = cap;
+  }
+  memcpy(reframed + reframed_len, data, len);
+  reframed_len += len;
+  return 0;
+}
+
+static int on_response_body(http_parser *p, const char *at, size_t len) {
+  conn_t *c = p->data;
+  if (!c->response_chunked) return 0;
+  char size[32];
+  int n = snprintf(size, sizeof size, "%zx\r\n", len);
+  return reframe_put(size, (size_t)n) || reframe_put(at, len) || reframe_put("\r\n", 2) ? -1 : 0;
+}
+
 static int on_response_complete(http_parser *p) {
   conn_t *c = p->data;
+  if (c->response_chunked && reframe_put("0\r\n\r\n", 5)) return -1;
   c->response_done = 1;
   if (!http_should_keep_alive(p)) c->upstream_spoiled = 1;
   http_parser_pause(p, 1);
@@ -115,6 +160,7 @@ static int on_response_complete(http_parser *p) {
 }
 
 static const http_parser_settings response_settings = {
+  .on_body = on_response_body,
   .on_message_complete = on_response_complete,
 };
 
@@ -163,11 +209,17 @@ static void exchange_done(conn_t *c) {
   read_next_head(c);
 }
 
-static void upstream_failed(conn_t *c, const char *ended) {
+/* Upstream failed the exchange: 502 while no final response has gone to
+ * the client (1xx ones may have), else the client connection ends. */
+static void upstream_failed_as(conn_t *c, const char *ended, const char *error, const char *details) {
   if (!c->response_sent)
-    reply_and_close(c, 502, "Bad Gateway", "connection_terminated", NULL, ended);
+    reply_and_close(c, 502, "Bad Gateway", error, details, ended);
   else
     conn_close(c, ended);
+}
+
+static void upstream_failed(conn_t *c, const char *ended) {
+  upstream_failed_as(c, ended, "connection_terminated", NULL);
 }
 
 /* After each write to the client: the exchange ends when the response is
@@ -207,7 +259,6 @@ static int write_client(conn_t *c, const char *head, size_t hl, const char *body
   uv_buf_t parts[2] = { uv_buf_init((char *)head, (unsigned)hl), uv_buf_init((char *)body, (unsigned)bl) };
   int n = bl ? 2 : 1, wrote = 0;
   c->down_bytes += hl + bl;
-  c->response_sent = 1;
   if (c->client.tcp.write_queue_size == 0) {
     wrote = uv_try_write((uv_stream_t *)&c->client.tcp, parts, (unsigned)n);
     if (wrote == (int)(hl + bl)) return 0;
@@ -251,14 +302,34 @@ static int response_head_bytes(conn_t *c, const char *data, size_t n) {
     return -1;
   }
   unsigned code = h->parser.status_code;
-  int interim = code >= 100 && code < 200 && code != 101;
-  if (interim && ++c->interims > INTERIMS_MAX) {
-    upstream_failed(c, "bad_response");
+  /* RFC 9110 15: a status is three digits, 100 to 599. */
+  if (code < 100 || code > 599) {
+    upstream_failed_as(c, "bad_response", "http_protocol_error", "invalid status code");
     return -1;
   }
+  /* egressd does not forward Upgrade: a switch of protocols is one it can
+   * neither relay as HTTP nor honour. */
+  if (code == 101) {
+    upstream_failed_as(c, "bad_response", "http_upgrade_failed", "upstream switched protocols");
+    return -1;
+  }
+  int interim = code < 200;
+  if (interim && ++c->interims > INTERIMS_MAX) {
+    upstream_failed_as(c, "bad_response", "http_protocol_error", "too many interim responses");
+    return -1;
+  }
+  /* A 1xx, 204 or 304 ends at its head (request.c).  One that announces
+   * a body anyway (a 304 may give the length of the body it stands for)
+   * may be followed by one: its connection is not used again. */
+  int framing = head_status_bodiless(code) ? head_response_framing(h) : 0;
+  if (framing && !(code == 304 && framing == 1)) c->upstream_spoiled = 1;
   if (!interim) {
     c->status = (int)code;
-    c->client_close = !(c->keep_alive && head_response_self_delimited(h)) || draining;
+    /* ... and a client that believed the field would read on: told the
+     * connection ends there. */
+    c->client_close =
+        !(c->keep_alive && head_response_self_delimited(h)) || draining || (framing && code == 204);
+    c->response_chunked = (h->parser.flags & F_CHUNKED) && !h->skip_body && !head_status_bodiless(code);
   }
   size_t cap = head_render_size(h);
   char *out = malloc(cap);
@@ -288,17 +359,22 @@ static int response_head_bytes(conn_t *c, const char *data, size_t n) {
     c->resp = h->parser;
     c->resp.data = c;
     http_parser_pause(&c->resp, 0);
+    reframed_len = 0;
     size_t took = http_parser_execute(&c->resp, &response_settings, rest - 1, rest_len + 1);
     enum http_errno e = HTTP_PARSER_ERRNO(&c->resp);
     if (e != HPE_OK && e != HPE_PAUSED) {
       free(out);
       free(h);
-      upstream_failed(c, "bad_response");
+      upstream_failed_as(c, "bad_response", "http_protocol_error", "malformed response body");
       return -1;
     }
     body = took ? took - 1 : 0;
     if (rest_len > body) c->upstream_spoiled = 1;
-    bad = write_client(c, out, hl, rest, body) != 0;
+    c->response_sent = 1;
+    if (c->response_chunked)
+      bad = write_client(c, out, hl, reframed, reframed_len) != 0;
+    else
+      bad = write_client(c, out, hl, rest, body) != 0;
   }
   free(out);
   free(h);
@@ -320,6 +396,7 @@ static void response_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     c->upstream.eof = 1;
     c->upstream_spoiled = 1;
     /* A body that runs to the connection's end ends here. */
+    reframed_len = 0;
     if (nread == UV_EOF && !c->rhead) http_parser_execute(&c->resp, &response_settings, NULL, 0);
     if (c->response_done) {
       if (!c->client_writes) exchange_done(c);
@@ -335,16 +412,31 @@ static void response_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     if (!closed && c->response_done && !c->client_writes) exchange_done(c);
     return;
   }
+  reframed_len = 0;
   size_t took = http_parser_execute(&c->resp, &response_settings, buf->base, (size_t)nread);
   enum http_errno e = HTTP_PARSER_ERRNO(&c->resp);
   if (e != HPE_OK && e != HPE_PAUSED) {
     release_side_buffer(&c->upstream);
-    upstream_failed(c, "bad_response");
+    upstream_failed_as(c, "bad_response", "http_protocol_error", "malformed response body");
     return;
   }
   /* Bytes past the response's end were not asked for: dropped, and the
    * connection is not used again. */
   if ((size_t)nread > took) c->upstream_spoiled = 1;
+  if (c->response_chunked) {
+    /* The chunks written anew go out as the head does; upstream is read
+     * again once the client has taken them. */
+    release_side_buffer(&c->upstream);
+    if (reframed_len && write_client(c, reframed, reframed_len, NULL, 0) != 0) {
+      conn_close(c, "client_error");
+      return;
+    }
+    if (c->client_writes)
+      upstream_reading(c, 0);
+    else if (c->response_done)
+      exchange_done(c);
+    return;
+  }
   c->down_bytes += took;
   c->response_sent = 1;
   uv_buf_t b = uv_buf_init(buf->base, (unsigned)took);
@@ -385,6 +477,7 @@ void start_forward(conn_t *c) {
   c->phase = PH_RELAY;
   c->status = 0;
   c->message_done = c->response_done = c->response_sent = c->client_close = c->interims = 0;
+  c->response_chunked = 0;
   free(c->rhead);
   c->rhead = head_new_response(cfg.header_bytes, RELAY_BUF, c->head_request);
   uv_timer_stop(&c->timer);
@@ -422,7 +515,7 @@ void start_forward(conn_t *c) {
   c->head = NULL;
   free(h);
   if (bad) {
-    if (c->phase == PH_RELAY) conn_close(c, "bad_body");
+    body_failed(c);
     return;
   }
   upstream_reading(c, 1);

@@ -9,6 +9,8 @@
 
 int head_ieq(const char *a, size_t an, const char *b) { return an == strlen(b) && !strncasecmp(a, b, an); }
 
+int head_status_bodiless(unsigned code) { return (code >= 100 && code < 200) || code == 204 || code == 304; }
+
 /* ---- reading ------------------------------------------------------------- */
 
 static int on_url(http_parser *p, const char *at, size_t len) {
@@ -67,8 +69,11 @@ static int on_headers_complete(http_parser *p) {
   head_t *h = p->data;
   h->done = 1;
   http_parser_pause(p, 1);
-  /* A response to HEAD has no body whatever its fields say. */
-  return h->skip_body;
+  /* A response to HEAD has no body whatever its fields say, nor has a 1xx,
+   * 204 or 304 (RFC 9112 6.3): its Content-Length or Transfer-Encoding
+   * must not make egressd read on into what comes next. */
+  if (p->type == HTTP_RESPONSE && (h->skip_body || head_status_bodiless(p->status_code))) return 1;
+  return 0;
 }
 
 static const http_parser_settings head_settings = {
@@ -196,6 +201,54 @@ static int is_token(const char *s, size_t n) {
   return 1;
 }
 
+/* Whether the path has a dot segment ("." or "..", also spelled %2e):
+ * the check compares the path as RFC 3986 normalizes it, and an upstream
+ * may resolve the segments or not, so that what it serves could differ
+ * from what was checked. */
+static int has_dot_segment(const char *p, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    while (i < n && p[i] == '/') i++;
+    size_t dots = 0, other = 0;
+    while (i < n && p[i] != '/') {
+      if (p[i] == '.') {
+        dots++;
+        i++;
+      } else if (p[i] == '%' && i + 2 < n && p[i + 1] == '2' && (p[i + 2] == 'e' || p[i + 2] == 'E')) {
+        dots++;
+        i += 3;
+      } else {
+        other++;
+        i++;
+      }
+    }
+    if (!other && (dots == 1 || dots == 2)) return 1;
+  }
+  return 0;
+}
+
+/* Whether a Via field value names egressd's own pseudonym as a recipient
+ * ("1.1 egressd"): the request went round through egressd already. */
+static int via_names_egressd(const char *v, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    /* one member: received-protocol RWS received-by [RWS comment] */
+    while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ',')) i++;
+    while (i < n && v[i] != ' ' && v[i] != '\t' && v[i] != ',') i++;
+    while (i < n && (v[i] == ' ' || v[i] == '\t')) i++;
+    size_t by = i;
+    while (i < n && v[i] != ' ' && v[i] != '\t' && v[i] != ',') i++;
+    if (head_ieq(v + by, i - by, "egressd")) return 1;
+    int depth = 0;
+    while (i < n && (depth || v[i] != ',')) {
+      if (v[i] == '(') depth++;
+      if (v[i] == ')' && depth) depth--;
+      i++;
+    }
+  }
+  return 0;
+}
+
 static int judge(const head_t *h, target_t *t, egress_request_t *req) {
   const http_parser *p = &h->parser;
   struct http_parser_url u;
@@ -206,8 +259,13 @@ static int judge(const head_t *h, target_t *t, egress_request_t *req) {
       u.field_data[UF_HOST].len >= sizeof t->host)
     return -1;
   if (t->connect) {
-    /* authority-form: host:port and nothing else */
+    /* authority-form: host:port and nothing else, in an HTTP/1.x request
+     * line (without a version, http_parser reads HTTP/0.9) */
     if (!(u.field_set & (1 << UF_PORT))) return -1;
+    if (p->http_major != 1 || p->http_minor > 1) {
+      t->refusal = "no HTTP/1.x version";
+      return -1;
+    }
   } else {
     /* absolute-form http:// without userinfo, HTTP/1.1 only: HTTP/1.0
      * has no Host field and no chunked coding to frame a body with. */
@@ -223,6 +281,10 @@ static int judge(const head_t *h, target_t *t, egress_request_t *req) {
   if (u.field_set & (1 << UF_PATH)) {
     t->path_off = u.field_data[UF_PATH].off;
     t->path_len = u.field_data[UF_PATH].len;
+    if (!t->connect && has_dot_segment(h->url + t->path_off, t->path_len)) {
+      t->refusal = "dot segment in path";
+      return -1;
+    }
   }
   if (u.field_set & (1 << UF_QUERY)) {
     /* path and query are adjacent in the URI, '?' between them */
@@ -233,6 +295,7 @@ static int judge(const head_t *h, target_t *t, egress_request_t *req) {
   t->content_length = p->content_length;
   t->keep_alive = !t->connect && http_should_keep_alive(p);
   if (egress_request_set(req, EGRESS_FIELD_METHOD, t->method) != EGRESS_OK) return -1;
+  t->max_forwards = -1;
 
   int hosts = 0, lengths = 0, codings = 0;
   for (size_t i = 0; i < h->n_fields; i++) {
@@ -257,6 +320,21 @@ static int judge(const head_t *h, target_t *t, egress_request_t *req) {
       codings++;
       while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t')) vl--;
       if (!head_ieq(v, vl, "chunked")) return -1;
+    } else if (head_ieq(n, nl, "max-forwards") && p->method == HTTP_OPTIONS) {
+      /* 1*DIGIT; given twice, or not a number, it is refused */
+      if (t->max_forwards >= 0 || !vl || vl > 9) return -1;
+      long m = 0;
+      for (size_t k = 0; k < vl; k++) {
+        if (v[k] < '0' || v[k] > '9') return -1;
+        m = m * 10 + (v[k] - '0');
+      }
+      t->max_forwards = m;
+    } else if (head_ieq(n, nl, "via")) {
+      if (!t->connect && via_names_egressd(v, vl)) {
+        t->loop = 1;
+        t->refusal = "Via names egressd";
+        return -1;
+      }
     } else if (nl >= 9 && !strncasecmp(n, "x-egress-", 9)) {
       if (set_context_field(req, n, nl, v, vl) != 0) return -1;
     }
@@ -333,6 +411,11 @@ size_t head_render(const head_t *h, const target_t *t, char *out, size_t cap) {
     const char *n, *v;
     const head_field_t *f = field_at(h, i, &n, &v);
     if (not_forwarded(h, n, f->name_len)) continue;
+    if (t->max_forwards > 0 && head_ieq(n, f->name_len, "max-forwards")) {
+      /* RFC 9110 7.6.2: each intermediary takes one off */
+      PUT("Max-Forwards: %ld\r\n", t->max_forwards - 1);
+      continue;
+    }
     PUT("%.*s: %.*s\r\n", (int)f->name_len, n, (int)f->value_len, v);
   }
   if (t->chunked)
@@ -358,6 +441,17 @@ int head_response_ok(const head_t *h) {
   }
   /* Framing the client could read differently than egressd did. */
   return lengths + codings <= 1;
+}
+
+int head_response_framing(const head_t *h) {
+  int r = 0;
+  for (size_t i = 0; i < h->n_fields; i++) {
+    const char *n, *v;
+    const head_field_t *f = field_at(h, i, &n, &v);
+    if (head_ieq(n, f->name_len, "content-length")) r |= 1;
+    if (head_ieq(n, f->name_len, "transfer-encoding")) r |= 2;
+  }
+  return r;
 }
 
 int head_response_self_delimited(const head_t *h) {

@@ -42,6 +42,14 @@ typedef struct target {
   int keep_alive;          /* the client will send another request after this */
   const char *method;
   size_t path_off, path_len; /* in url: origin-form target */
+  /* Set by a refusal that has a more precise answer than a bare 400: why
+   * (a static string, safe to quote), and whether it is a forwarding loop
+   * (508: a Via field names egressd). */
+  const char *refusal;
+  int loop;
+  /* OPTIONS with Max-Forwards (RFC 9110 7.6.2): its value (0: egressd
+   * answers itself; more: forwarded one less); -1 otherwise. */
+  long max_forwards;
 } target_t;
 
 /* One request head in one buffer: the bytes read so far (the head and
@@ -87,7 +95,8 @@ head_t *head_reserve(head_t *h, size_t want);
 head_status_t head_feed(head_t *h, size_t n);
 
 /* Judges a complete head: 0 and T filled, the context (method, X-Egress-*
- * fields) set in REQ; or -1 (answer 400), with T->host empty.  T may be
+ * fields) set in REQ; or -1 (answer 400, or 508 when T->loop), with
+ * T->host empty and T->refusal saying why when there is more to say.  T may be
  * &h->target, kept with the head for head_render. */
 int head_target(const head_t *h, target_t *t, egress_request_t *req);
 
@@ -107,6 +116,13 @@ size_t head_render_size(const head_t *h);
 head_t *head_new_response(size_t header_limit, size_t extra, int to_head);
 int head_response_ok(const head_t *h);
 int head_response_self_delimited(const head_t *h);
+/* Whether the response head has a Content-Length (1) or a
+ * Transfer-Encoding field (2), or both (3): a 1xx or 204 may have neither
+ * (RFC 9110 8.6, RFC 9112 6.1). */
+int head_response_framing(const head_t *h);
+/* Whether a response with status CODE ends at its head whatever its fields
+ * say: 1xx, 204, 304 (RFC 9112 6.3). */
+int head_status_bodiless(unsigned code);
 size_t head_render_response(const head_t *h, int close, char *out, size_t cap);
 
 /* Case-insensitive equality of the N bytes at A and the string B. */
