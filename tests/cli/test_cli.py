@@ -242,8 +242,7 @@ class TestUsage(CliBase):
 
     def test_bad_port_text_is_usage_error(self):
         for port in ("abc", "-1", "", "443x", "+443", " 443", "443 ", "0443", "00",
-                     "4 43", "0x1bb", "1e3", "443.0", "99999999999999999999",
-                     "2147483648", "\u0664\u0664\u0663"):
+                     "4 43", "0x1bb", "1e3", "443.0", "\u0664\u0664\u0663"):
             with self.subTest(port=port):
                 p = self.usage("check", "--policy", self.policy, "api.example.com", port)
                 self.assertIn(b"PORT", p.stderr)
@@ -256,6 +255,13 @@ class TestUsage(CliBase):
                 self.assertEqual(d["verdict"], "deny")
                 self.assertEqual(d["reason"], "invalid_port")
                 self.assertEqual(d["port"], int(port))
+        # Numbers past the library's port are decided too, the value named
+        # in the message (the event's port is 0: it cannot hold them).
+        for port in ("2147483648", "4294967739", "99999999999999999999"):
+            with self.subTest(port=port):
+                d = self.one(self.check("api.example.com", port), 1)
+                self.assertEqual((d["verdict"], d["reason"], d["port"]), ("deny", "invalid_port", 0))
+                self.assertIn(port, d["message"])
 
     def test_hostile_arguments_never_crash(self):
         weird = ["", "-", "--", "\x01", "a" * 100000, "%", "[", "]:", "\u00ff\u00fe",

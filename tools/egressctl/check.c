@@ -204,14 +204,32 @@ static int run_single(const run_t *run, const char *host_arg, const char *port_a
     egress_request_free(req);
   } else {
     unsigned long long port;
-    if (!parse_decimal(port_arg, INT32_MAX, &port))
+    bool digits = port_arg[0] != '\0' && strspn(port_arg, "0123456789") == strlen(port_arg) &&
+                  (port_arg[0] != '0' || port_arg[1] == '\0');
+    if (!digits)
       return usage_error(
           "PORT must be a decimal number without sign or "
           "leading zeros: '%s'",
           port_arg);
+    if (!parse_decimal(port_arg, INT32_MAX, &port)) {
+      /* A number too large for the library's port is still a number: it is
+       * decided, invalid_port naming the value, with its event (port 0, the
+       * library's "no port", stands in the event for what it cannot hold). */
+      char msg[160];
+      snprintf(msg, sizeof msg, "port %.40s%s is outside 1-65535", port_arg,
+               strlen(port_arg) > 40 ? "..." : "");
+      if (egress_request_new(&req) != EGRESS_OK ||
+          egress_request_refuse(req, EGRESS_REASON_INVALID_PORT, msg) != EGRESS_OK) {
+        egress_request_free(req);
+        errmsg("out of memory");
+        return CLI_SOFTWARE;
+      }
+      port = 0;
+    }
     /* Invalid UTF-8 goes to the library as given: it says so itself, and
      * its output replaces such bytes with U+FFFD. */
-    st = egress_check_ex(run->ck, host_arg, (int32_t)port, NULL, &d);
+    st = egress_check_ex(run->ck, host_arg, (int32_t)port, req, &d);
+    egress_request_free(req);
   }
   if (d == NULL) {
     errmsg("check failed: %s", egress_strerror(st));

@@ -24,10 +24,9 @@
  *   74  writing the output (or reading --batch input) failed
  *
  * PORT: argument *syntax* is checked here (decimal digits only, no sign, no
- * leading zero, below 2^31); anything else is a usage error.  A syntactically
- * numeric port outside 1..65535 (0, 65536, 70000) is a check input: the
- * library decides it as invalid_port, the decision is printed and the exit
- * status is 1.
+ * leading zero); anything else is a usage error.  A syntactically numeric
+ * port outside 1..65535 (0, 65536, 4294967739) is a check input: decided as
+ * invalid_port, the decision is printed and the exit status is 1.
  *
  * Exit status of a check follows the verdict, i.e. what the caller must do:
  * in monitor mode a policy denial has verdict allow and exits 0, while the
