@@ -100,6 +100,11 @@ def read_yaml(text):
     dash line), scalars as _scalar takes them, "{}" and "[]".  Anything else
     (tabs, comments, flow collections with content, anchors, tags, single
     quotes, duplicate keys) raises ValueError."""
+    # YAML 1.2 5.1: only printable characters may appear raw (readers such
+    # as kubectl's refuse the rest), whatever the quoting.
+    bad = re.search("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]", text)
+    if bad:
+        raise ValueError("a character YAML does not allow raw: U+%04X" % ord(bad.group()))
     lines = []
     for raw in text.split("\n"):
         if raw == "":
@@ -356,7 +361,7 @@ class RenderCli(unittest.TestCase):
                    "0755", "1e3", "0x1F", ".inf", "-1", "+1", "1_000", "2001-12-14", "12:30", "",
                    "- x", "[x]", "{y}", "&a", "*a", "!t", "|", ">", "'q'", '"d"', "%p", "@u", "`b",
                    "back\\slash", "new\nline", "tab\tx", "ctl\x01", "del\x7f", "c1\u0085",
-                   "\u00e9t\u00e9", "y", "True", "OFF", "=", "<<", "?", ",", "k=v"]
+                   "\u00e9t\u00e9", "nc\ufffe", "nc\uffff", "bom\ufeff", "y", "True", "OFF", "=", "<<", "?", ",", "k=v"]
         labels = {"k%d" % i: v for i, v in enumerate(hostile)}
         labels.update({v + "key" if v else "empty": "v" for v in hostile})
         base = self.write("hostile-baseline.json", {"services": [

@@ -91,7 +91,11 @@ static void quoted(ybuf_t *b, const char *s) {
                                      : 0;
     for (size_t k = 1; k < n; k++)
       if ((u[i + k] & 0xC0) != 0x80) n = 0;
-    if (n == 0 || (n == 2 && ch < 0xC2) || (n == 4 && ch > 0xF4)) {
+    /* Overlong forms, surrogates and code points past U+10FFFF are not
+     * UTF-8 either (Unicode Table 3-7). */
+    if (n == 0 || (n == 2 && ch < 0xC2) || (n == 4 && ch > 0xF4) ||
+        (n == 3 && ch == 0xE0 && u[i + 1] < 0xA0) || (n == 3 && ch == 0xED && u[i + 1] >= 0xA0) ||
+        (n == 4 && ch == 0xF0 && u[i + 1] < 0x90) || (n == 4 && ch == 0xF4 && u[i + 1] >= 0x90)) {
       snprintf(esc, sizeof esc, "\\x%02x", ch);
       puts_(b, esc);
       i++;
@@ -108,6 +112,10 @@ static void quoted(ybuf_t *b, const char *s) {
     } else if (ch < 0x20 || ch == 0x7F || (ch == 0xC2 && u[i + 1] >= 0x80 && u[i + 1] <= 0x9F)) {
       snprintf(esc, sizeof esc, "\\u%04x", n == 2 ? u[i + 1] : ch);
       puts_(b, esc);
+    } else if (n == 3 && ch == 0xEF && u[i + 1] == 0xBF && u[i + 2] >= 0xBE) {
+      /* U+FFFE and U+FFFF: outside YAML's printable set, refused raw by
+       * YAML readers (kubectl's among them). */
+      puts_(b, u[i + 2] == 0xBE ? "\\ufffe" : "\\uffff");
     } else {
       put(b, s + i, n);
     }
