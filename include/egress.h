@@ -430,8 +430,9 @@ EGRESS_API egress_status_t egress_request_set(egress_request_t *req, egress_fiel
  * It is denied, outcome denied, with @p reason and @p message (in monitor
  * mode too, as every input error), and recorded like any other decision:
  * event (destination, port, URL and context fields as given to the check),
- * counters.  @p host of egress_check_ex() may then be NULL (no destination;
- * the event has none).
+ * counters.  @p host of egress_check_ex() may then be NULL (no destination:
+ * the event's destination and subject are then ":PORT", as for an empty
+ * host, and its host null).
  * @param reason  EGRESS_REASON_INVALID_HOST or EGRESS_REASON_INVALID_PORT.
  * @param message the decision's message (Copied; at most 511 bytes are
  *                kept); NULL lifts the refusal.
