@@ -160,7 +160,8 @@ export interface CheckContext {
 export interface EgressRequestOptions extends CheckContext {
   /** A decision already made for this request (its URL or host and port,
    *  its method): used instead of a check, so check-then-call is one event.
-   *  Used once, and only under the policy it was made under. */
+   *  Used once, only with the checker whose check made it, and only under
+   *  the policy it was made under. */
   decision?: Decision;
 }
 
@@ -338,8 +339,9 @@ export class Checker {
   /**
    * Connect with a decision a check returned: to its vetted addresses,
    * tried in order, with no second check, no second event and no lookup.
-   * Throws (no socket) for a decision no check made, one for another
-   * host:port, a denial (EgressDeniedError), an option that would connect
+   * Throws (no socket) for a decision no check of this checker made, one
+   * for another host:port, a denial (EgressDeniedError; also an outcome
+   * other than allowed, unless this checker is in monitor mode), an option that would connect
    * elsewhere, a decision made under another policy than the one in force
    * (setPolicy/reloadFile since) or used already (one decision, one
    * connection).  Options are read once.

@@ -219,6 +219,7 @@ function buildDecision(packed) {
   const verdict = VERDICTS[n[N_VERDICT]];
   const mode = n[N_MODE] === 1 ? 'monitor' : 'enforce';
   seal.verdict = verdict;
+  seal.outcome = TABLES[1][outcome];
   seal.mode = mode;
   seal.host = host;
   seal.port = n[N_PORT];
@@ -315,7 +316,9 @@ class Decision {
 
 class Seal {
   constructor(texts, allowed, many, allowRule, eventText) {
+    this.checker = null; // the checker whose check made it (madeBy); null: none of the public checks
     this.verdict = null;
+    this.outcome = null;
     this.mode = null;
     this.host = null;
     this.port = 0;
@@ -457,8 +460,19 @@ function rethrowLibrary(e) {
 
 /* checkAsync's result: the promise of a check waiting for DNS, or a check
  * decided at once (a literal, a cached name, a policy denial), packed. */
-function settleCheck(r) {
-  return typeof r === 'object' && r !== null ? r.then(undefined, rethrowLibrary) : Promise.resolve(buildDecision(r));
+function settleCheck(r, checker) {
+  return typeof r === 'object' && r !== null
+    ? r.then((d) => madeBy(checker, d), rethrowLibrary)
+    : Promise.resolve(madeBy(checker, buildDecision(r)));
+}
+
+/* Records in D's seal the checker that made it: a held decision is taken
+ * only by that checker's helpers and connect() (see genuine), never by
+ * another checker's, whose mode, policy and events are not the ones the
+ * check applied. */
+function madeBy(checker, d) {
+  sealOf(d).checker = checker;
+  return d;
 }
 
 function closedError() {
@@ -842,6 +856,7 @@ class Checker {
     this._dispatcher = null;
     this._policyFile = o.policyFile;
     this.mode = o.monitor ? 'monitor' : 'enforce';
+    this._monitor = !!o.monitor; // the mode the addon applies (this.mode is a plain, writable field)
     if (o.policyFile !== undefined) {
       const r = fromStableFile(o.policyFile, create, (h) => n.close(h));
       this._h = r.result;
@@ -884,7 +899,7 @@ class Checker {
       this._live();
       checkHostPort(host, port);
       const a = ctxArray(this._defaults, alsFields(this), ctxOf(ctx), undefined);
-      return settleCheck(native.checkAsync(this._h, host, port, a, undefined));
+      return settleCheck(native.checkAsync(this._h, host, port, a, undefined), this);
     } catch (e) {
       return Promise.reject(libraryError(e));
     }
@@ -896,7 +911,7 @@ class Checker {
     this._live();
     checkHostPort(host, port);
     const a = ctxArray(this._defaults, alsFields(this), ctxOf(ctx), undefined);
-    return sealMethod(buildDecision(native.checkSync(this._h, host, port, a)), a);
+    return sealMethod(madeBy(this, buildDecision(native.checkSync(this._h, host, port, a))), a);
   }
 
   /** Check an http(s) URL without blocking (see check). */
@@ -905,7 +920,7 @@ class Checker {
       this._live();
       if (typeof url !== 'string') throw new TypeError('url must be a string');
       const a = ctxArray(this._defaults, alsFields(this), ctxOf(ctx), undefined);
-      return settleCheck(native.checkAsync(this._h, null, 0, a, url));
+      return settleCheck(native.checkAsync(this._h, null, 0, a, url), this);
     } catch (e) {
       return Promise.reject(libraryError(e));
     }
@@ -916,7 +931,7 @@ class Checker {
     this._live();
     if (typeof url !== 'string') throw new TypeError('url must be a string');
     const a = ctxArray(this._defaults, alsFields(this), ctxOf(ctx), undefined);
-    return sealMethod(buildDecision(native.checkUrlSync(this._h, url, a)), a);
+    return sealMethod(madeBy(this, buildDecision(native.checkUrlSync(this._h, url, a))), a);
   }
 
   /* The helpers' check of one request: the context captured when the
@@ -1143,7 +1158,7 @@ class Checker {
         throw new TypeError('checker.fetch() uses its own dispatcher: pass no dispatcher, or one of this checker\'s');
       const fields = eg === undefined || eg === null ? null : ctxFields(eg, 'egress', true);
       let held = null;
-      if (eg && eg.decision !== undefined && eg.decision !== null) held = { decision: genuine(eg.decision), used: false };
+      if (eg && eg.decision !== undefined && eg.decision !== null) held = { decision: genuine(eg.decision, this), used: false };
       const d = dispatcher || this._sharedDispatcher();
       return runLayer(this, fields, held, () => globalThis.fetch(input, Object.assign(rest, { dispatcher: d })), []);
     } catch (e) {
@@ -1211,11 +1226,26 @@ function isDecisionArg(x) {
   return x !== null && typeof x === 'object' && (sealOf(x) !== undefined || ('verdict' in x && 'addresses' in x));
 }
 
-function genuine(decision) {
-  if (sealOf(decision) === undefined)
+/* DECISION, if a check of CHECKER made it.  Another checker's decision is
+ * refused even under the same policy digest: its mode is not this one's (a
+ * monitor-mode decision says allow to what this checker would deny), and
+ * its event went to another sink. */
+function genuine(decision, checker) {
+  const s = sealOf(decision);
+  if (s === undefined)
     throw argError('this decision was not made by a check (only addresses a check vetted are connected to; ' +
       'a decision built or copied by hand is refused)');
+  if (s.checker !== checker)
+    throw argError('the decision was made by another checker: a held decision is good only with the checker ' +
+      'whose check made it (its mode, policy and events): check with this checker');
   return decision;
+}
+
+/* A held decision opens a connection only if its verdict is allow and, but
+ * for a monitor-mode checker, its outcome is allowed too. */
+function heldAllows(checker, decision) {
+  const s = sealOf(decision);
+  if (s.verdict !== 'allow' || (s.outcome !== 'allowed' && !checker._monitor)) throw errorFor(decision);
 }
 
 /*
@@ -1322,7 +1352,7 @@ function targetKey(url) {
  * through unchecked.  REQ: {host, port, url|null, method|undefined}.
  */
 function heldTarget(checker, decision, req) {
-  genuine(decision);
+  genuine(decision, checker);
   const s = sealOf(decision);
   if (normHost(req.host) !== normHost(s.host) || req.port !== s.port)
     throw argError(`the decision is for ${s.host}:${s.port}, not ${req.host}:${req.port}`);
@@ -1338,7 +1368,7 @@ function heldTarget(checker, decision, req) {
     if (s.method !== null && req.method !== undefined && String(s.method).toUpperCase() !== String(req.method).toUpperCase())
       throw argError(`the decision is for a ${s.method} request, not ${req.method}`);
   }
-  if (s.verdict !== 'allow') throw errorFor(decision);
+  heldAllows(checker, decision);
   const t = targetOf(decision);
   takeHeld(checker, decision);
   return t;
@@ -1353,8 +1383,8 @@ function takeHeld(checker, decision) {
   checker._live();
   const s = sealOf(decision);
   if (s.epoch < checker._swappedAt || s.digest !== checker._policyDigest())
-    throw argError('the decision was made under another policy than the one in force (setPolicy or reloadFile since, ' +
-      'or another checker\'s): check again');
+    throw argError('the decision was made under another policy than the one in force (setPolicy or reloadFile since): ' +
+      'check again');
   if (s.used) throw argError('the decision was used already: a decision stands for one request or connection; check again');
   s.used = true;
 }
@@ -1376,9 +1406,9 @@ function connectDecision(checker, decision, options, listener) {
   const useTls = !!o.tls;
   const tlsOpts = useTls && typeof o.tls === 'object' ? { ...o.tls } : {};
   delete o.tls;
-  genuine(decision);
+  genuine(decision, checker);
   const s = sealOf(decision);
-  if (s.verdict !== 'allow') throw errorFor(decision);
+  heldAllows(checker, decision);
   for (const x of [o, tlsOpts]) {
     const bad = uncheckedOption(x);
     if (bad) throw argError(`connect(decision): option ${bad} would connect elsewhere than the addresses the decision vetted`);
@@ -1521,6 +1551,14 @@ function requestUrl(origin, target, method) {
   if (target === '*') return origin;
   if (typeof target !== 'string' || target[0] !== '/')
     throw argError(`request target ${JSON.stringify(target)} is not a path on ${origin}`);
+  // The check must see the bytes sent.  Node and undici send the target as
+  // given, a '#' too, but the check's path ends at '#' ("/public#/../secret"
+  // checked as "/public"); a character above U+007E is sent as one Latin-1
+  // byte but checked as its UTF-8; white space and control characters are
+  // refused here rather than half-way (Node refuses most of them itself).
+  if (/[^\x21-\x7e]|#/.test(target))
+    throw argError(`request target ${JSON.stringify(target)} has a '#', white space, a control or a non-ASCII character: ` +
+      'the check would not see what is sent (percent-encode it; a fragment is never sent)');
   return origin + target;
 }
 
@@ -1912,7 +1950,7 @@ function dispatcherClass(U) {
         throw new TypeError('undiciDispatcher: a factory of your own would make clients that connect without the check');
       this[kDispatcherChecker] = checker;
       this._U = classes;
-      this._held = opts.decision === undefined || opts.decision === null ? null : { decision: genuine(opts.decision), used: false };
+      this._held = opts.decision === undefined || opts.decision === null ? null : { decision: genuine(opts.decision, checker), used: false };
       this._context = opts.context === undefined || opts.context === null ? null : ctxFields(opts.context, 'context', false);
       this._maxRedirections = opts.maxRedirections || 0;
       this._connect = Object.assign({}, opts.connect);

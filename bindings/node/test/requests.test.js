@@ -817,7 +817,7 @@ test('held decisions: refused after a policy swap, or from another policy; used 
   // A decision of another checker whose policy differs.
   const other = new Checker({ policy: { egressAllowlist: [`api.test:${port}`, `127.0.0.0/8:${port}`] }, dnsServers: [dns.server] });
   const foreign = await other.check('api.test', port);
-  assert.throws(() => c.connect(foreign), staleErr);
+  assert.throws(() => c.connect(foreign), (e) => refusedArg(e) && /another checker/.test(e.message));
   other.close();
   await settle();
   assert.equal(counts().r1, before.r1, 'nothing sent');
@@ -857,5 +857,88 @@ test('https: a servername or Host header other than the checked host is refused'
   assert.deepEqual(srv.snis, ['api.test']);
   agent.destroy();
   srv.server.close();
+  c.close();
+});
+
+test('held decisions: another checker\'s is refused, same policy digest or not (a monitor decision never opens an enforcing checker\'s way)', async (t) => {
+  // Same policy, so the same digest: only the mode differs.  127.0.0.2 is
+  // outside it: the monitor checker says allow (outcome denied) to it.
+  const only = { policy: { egressAllowlist: [`api.test:${port}`] } };
+  const s = setup(t, only);
+  if (!s) return;
+  const { c, events } = s;
+  const mon = new Checker(Object.assign({ mode: 'monitor', dnsServers: [dns.server] }, only));
+  assert.equal(mon.policy().digest, c.policy().digest);
+  const url = `http://127.0.0.2:${port}/secret`;
+  const held = async () => {
+    const d = await mon.checkUrl(url, { method: 'GET' });
+    assert.deepEqual([d.verdict, d.outcome], ['allow', 'denied']);
+    return d;
+  };
+  const agent = c.httpAgent();
+  const otherErr = (e) => refusedArg(e) && /another checker/.test(cause(e).message);
+  const before = counts();
+  await assert.rejects(get(http, url, { agent, egress: { decision: await held() } }), otherErr);
+  await assert.rejects(c.fetch(url, { egress: { decision: await held() } }), otherErr);
+  const dc = await mon.check('127.0.0.2', port);
+  assert.throws(() => c.connect(dc), otherErr);
+  if (undici) {
+    const dd = await held();
+    assert.throws(() => c.undiciDispatcher({ decision: dd }), otherErr);
+    const d = c.undiciDispatcher();
+    await assert.rejects(body(undici.request(url, { dispatcher: d, egress: { decision: await held() } })), otherErr);
+    await d.close();
+  }
+  await settle();
+  assert.equal(counts().r2, before.r2, 'nothing sent');
+  assert.equal(counts().c2, before.c2, 'no connection');
+  assert.equal(events.length, 0, 'the enforcing checker made no check');
+  // Its own monitor decisions still go through a monitor checker.
+  const magent = mon.httpAgent();
+  assert.equal((await get(http, url, { agent: magent, egress: { decision: await held() } })).status, 200);
+  magent.destroy();
+  agent.destroy();
+  mon.close();
+  c.close();
+});
+
+test("request targets the check would read otherwise (a '#', non-ASCII, white space) are refused before any check", async (t) => {
+  const s = setup(t, { policy: { egressAllowlist: [`http://api.test:${port}/public`, `127.0.0.0/8:${port}`] } });
+  if (!s) return;
+  const { c, events } = s;
+  assert.equal(c.checkUrlSync(`http://api.test:${port}/secret`).verdict, 'deny', 'only /public is allowed');
+  await settle();
+  events.length = 0;
+  const agent = c.httpAgent({ keepAlive: true });
+  const origin = `http://api.test:${port}`;
+  const viaAgent = (path) => get(http, origin, { agent, path });
+  const d = undici ? c.undiciDispatcher() : null;
+  const viaDispatcher = (path) => body(d.request({ origin, path, method: 'GET' }));
+  // Checked as "/public" (the check's path ends at '#'), sent as is: a
+  // server that cleans the path serves /secret.  A Latin-1 character is sent
+  // as one byte, checked as its UTF-8.
+  const targets = ['/public#/../secret', '/public/#', '/public/\u00e9', '/public?q=\u00e9'];
+  const before = counts();
+  for (const path of targets) {
+    await assert.rejects(viaAgent(path), refusedArg, `agent: ${path}`);
+    if (d) await assert.rejects(viaDispatcher(path), refusedArg, `dispatcher: ${path}`);
+  }
+  // Node refuses these itself; a raw dispatch is refused the same way.
+  if (d) for (const path of ['/public/a b', '/public/\t', '/public\x7f']) await assert.rejects(viaDispatcher(path), refusedArg, `dispatcher: ${JSON.stringify(path)}`);
+  await settle();
+  assert.equal(events.length, 0, 'no check for a target refused up front');
+  assert.equal(counts().r1, before.r1, 'the server saw no request');
+  // What is sent is what was checked, byte for byte, query included.
+  const ok = ['/public/x?a=1&b=%C3%A9', '/public?q=%23'];
+  for (const path of ok) {
+    assert.equal((await viaAgent(path)).status, 200);
+    if (d) assert.equal(await viaDispatcher(path), 'hello from 127.0.0.1');
+  }
+  await settle();
+  const sent = one.requests.slice(before.r1).map((r) => r.url);
+  assert.deepEqual(sent, ok.flatMap((p) => (d ? [p, p] : [p])));
+  assert.deepEqual(events.map((e) => e.data.url), sent.map((p) => origin + p));
+  agent.destroy();
+  if (d) await d.close();
   c.close();
 });
