@@ -313,7 +313,7 @@ def _snapshot(decision, issuer):
 
 
 class _Entry:
-    __slots__ = ("ref", "snapshot", "spent")
+    __slots__ = ("ref", "snapshot", "spent", "generation")
 
 
 # Every decision a check returned, by id(), for as long as the caller keeps
@@ -324,10 +324,11 @@ _ISSUED = {}
 _SPEND_LOCK = threading.Lock()
 
 
-def _issue(decision, issuer):
+def _issue(decision, issuer, generation):
     entry = _Entry()
     entry.snapshot = _snapshot(decision, issuer)
     entry.spent = False
+    entry.generation = generation
     key = id(decision)
     entry.ref = weakref.ref(decision, lambda _ref, key=key: _ISSUED.pop(key, None))
     _ISSUED[key] = entry
@@ -784,6 +785,10 @@ class Checker:
         # Names this checker in the snapshots of its decisions (a strong
         # reference to a token, not to the checker).
         self._token = object()
+        # Policy generation: bumped by every policy swap.  A held decision
+        # is good only under the generation it was made in; its digest alone
+        # would take it back after a swap A -> B -> A (as the Node binding).
+        self._generation = 0
         if mode not in _MODES:
             raise ValueError("mode must be 'enforce' or 'monitor', not %r" % (mode,))
         self._mode = mode
@@ -1010,6 +1015,9 @@ class Checker:
         return self._run(call, fields, None, None, url, altered)
 
     def _run(self, call, fields, destination, port, url, altered, refuse=None):
+        # Read before the check: a swap during it then makes the decision
+        # stale (the generation is bumped only once the library swapped).
+        generation = self._generation
         req = None
         out = ctypes.c_void_p()
         handle = self._enter()
@@ -1032,7 +1040,7 @@ class Checker:
                 decision, verdict="deny",
                 outcome=decision.outcome if decision.outcome != "allowed" else "denied",
                 reason=decision.reason or "invalid_host", message=altered)
-        _issue(decision, self._token)
+        _issue(decision, self._token, generation)
         return decision
 
     def _use(self, decision, fresh=False):
@@ -1041,8 +1049,9 @@ class Checker:
 
         Refused (ValueError): a decision not made by a check, altered since,
         made by another checker (its mode, sinks and policy are not this
-        one's), already used, or made under a policy that is no longer in
-        force (``fresh``: made just now by the helper itself, so current).
+        one's), already used, or made before the latest policy swap (another
+        generation, even when the digest is the same again) or under another
+        digest (``fresh``: made just now by the helper itself, so current).
         A denied one is returned as is, for the caller to raise on."""
         entry = _issued(decision)
         snap = entry.snapshot
@@ -1050,7 +1059,8 @@ class Checker:
             raise ValueError("this Decision was made by another Checker")
         if snap.verdict != "allow":
             return snap
-        if not fresh and snap.policy_digest != self.policy_digest:
+        if not fresh and (entry.generation != self._generation
+                          or snap.policy_digest != self.policy_digest):
             raise ValueError("this Decision was made under a policy no longer in force "
                              "(set_policy / reload_file since): check again")
         with _SPEND_LOCK:
@@ -1083,9 +1093,9 @@ class Checker:
         checking again: check-then-connect is one decision and one event.
 
         ``decision`` must come from a check of this checker, under the
-        policy in force, and not have been used yet; a Decision built,
-        copied or altered by hand, or one that fails those conditions, is
-        refused with ValueError.  Raises as create_connection does.
+        policy in force with no set_policy / changing reload_file since, and
+        not have been used yet; a Decision built, copied or altered by hand,
+        or one that fails those conditions, is refused with ValueError.  Raises as create_connection does.
         """
         _no_source_address(source_address)
         return self._connect(decision, self._use(decision), timeout)[0]
@@ -1143,6 +1153,7 @@ class Checker:
             try:
                 _check_status(lib.egress_checker_set_policy(handle, policy_h), "set_policy")
                 self._defaults = defaults
+                self._bump_generation()
             finally:
                 self._leave()
         finally:
@@ -1167,12 +1178,18 @@ class Checker:
                 self._leave()
             if st != _OK:
                 raise _library_error(_error_text(st, errbuf), st)
+            if changed.value:  # the library swapped in another policy
+                self._bump_generation()
             swapped = swapped or bool(changed.value)
 
         _, defaults = _from_stable_file(path, reload)
         swapped = swapped or defaults != self._defaults
         self._defaults = defaults
         return swapped
+
+    def _bump_generation(self):
+        with self._lock:
+            self._generation += 1
 
     @property
     def policy_digest(self):

@@ -14,7 +14,6 @@ import functools
 import http.client
 import socket
 import threading
-import unicodedata
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -72,11 +71,34 @@ def _host_problem(host):
             return None
         except (OSError, ValueError):
             return "invalid host %r: ':' outside an IPv6 literal" % (host,)
-    # NFKC too: URL parsers and IDNA map e.g. U+FF0F to "/".
-    for text in (host, unicodedata.normalize("NFKC", host)):
-        for ch in text:
-            if ch in _NOT_IN_HOST or ch.isspace() or not ch.isprintable():
-                return "invalid host %r: %r is not part of a host name" % (host, ch)
+    for ch in host:
+        if ch in _NOT_IN_HOST or ch.isspace() or not ch.isprintable():
+            return "invalid host %r: %r is not part of a host name" % (host, ch)
+    if not host.isascii():
+        # The library checks a U-label as its IDNA 2008 / UTS #46 A-label,
+        # while http.client (Host) and ssl (SNI) encode it with Python's
+        # IDNA 2003 codec: "fa\u00df.test" is checked as xn--fa-hia.test and
+        # sent as fass.test, another name.  (This also covers look-alikes
+        # such as U+FF0F, which NFKC maps to "/".)
+        return ("invalid host %r: a non-ASCII host name would be sent (Host, SNI) in Python's "
+                "IDNA 2003 form, which can name another host than the A-label checked; pass "
+                "the A-label (xn--...), as Decision.host of a check shows it" % (host,))
+    return None
+
+
+def _target_problem(target):
+    """None when a request target goes on the wire exactly as the URL it
+    is checked as holds it; else why not."""
+    if type(target) is not str:
+        return "request target %r: not a str" % (target,)
+    for ch in target:
+        # "#": the check reads a fragment and drops it, while http.client
+        # sends it ("/public#/../secret" would be checked as /public).
+        # Non-ASCII, whitespace and control characters: http.client refuses
+        # or encodes them apart from the check.  A backslash: servers read it as "/".
+        if ch == "#" or ch == "\\" or not "!" <= ch <= "~":
+            return ("request target %r: %r is not sent as checked (percent-encode it; a "
+                    "fragment is never sent)" % (target, ch))
     return None
 
 
@@ -87,20 +109,18 @@ def _names_host(value, host, port, scheme):
         value = bytes(value).decode("latin-1")
     elif not isinstance(value, str):
         return False
-    value = str.__str__(value).strip(" \t").lower()
+    value = str.__str__(value)
+    # Before lower(): "\u212a".lower() is "k".  Hosts are ASCII (see
+    # _host_problem); an IDNA 2003 alias is not the A-label the library checked.
+    if not value.isascii():
+        return False
+    value = value.strip(" \t").lower()
     name, sep, digits = value.rpartition(":")
     if not (sep and digits.isascii() and digits.isdigit()):
         name, digits = value, str(_DEFAULT_PORTS[scheme])
     if int(digits) != port:
         return False
-    names = {host.lower()}
-    try:
-        names.add(host.encode("idna").decode("ascii").lower())  # what http.client sends
-    except UnicodeError:
-        pass
-    if ":" in host:
-        names = {"[%s]" % n for n in names}
-    return name in names
+    return name == ("[%s]" % host.lower() if ":" in host else host.lower())
 
 
 def _authority(host, port, scheme):
@@ -197,6 +217,7 @@ class _Checked:
 
     _egress_scheme = "http"
     response_class = _Response
+    _egress_sending = False  # whether send() may write: see send()
     host = _fixed("host")
     port = _fixed("port")
 
@@ -217,8 +238,6 @@ class _Checked:
         self._egress_connect_with = None
         self._egress_peer = None
         self._egress_reused = False
-        # http.client's connect() opens its socket through this attribute.
-        self._create_connection = self._egress_create_connection
 
     # -- requests ------------------------------------------------------------
 
@@ -288,6 +307,7 @@ class _Checked:
             if self.sock is not None and not self._egress_reused:
                 self._egress_drop()
             self._egress_pending = snap
+            self._egress_sending = True
         except BaseException:
             # Nothing was sent: forget the buffered request line, and the
             # kept-alive socket with it.
@@ -309,6 +329,8 @@ class _Checked:
         super().putheader(header, *values)
 
     def _egress_host_header(self, value):
+        if _host_problem(self.host) is not None:
+            return  # putrequest() refuses the request, invalid_host, saying why
         if not _names_host(value, self.host, self.port, self._egress_scheme):
             raise ValueError(
                 "Host header %r names another host than the one checked and connected to "
@@ -320,6 +342,21 @@ class _Checked:
             super().endheaders(message_body, encode_chunked=encode_chunked)
         finally:
             self._egress_pending = None
+
+    def send(self, data):
+        """http.client's, for the request a checked putrequest() started
+        (its headers, and a body the caller streams after endheaders())
+        until getresponse(); refused anywhere else: the bytes would leave
+        on a connection vetted for another request, or for host:port only
+        while the policy limits paths."""
+        if not self._egress_sending:
+            raise EgressError("send() outside a checked request is refused: its bytes were "
+                              "never checked; use request() or putrequest() first")
+        super().send(data)
+
+    def getresponse(self):
+        self._egress_sending = False  # the request is over: send() is refused from here
+        return super().getresponse()
 
     def set_tunnel(self, host, port=None, headers=None):
         raise EgressError(
@@ -357,6 +394,22 @@ class _Checked:
         finally:
             self._egress_connect_with = None
 
+    # http.client's connect() opens its socket through self._create_connection,
+    # which its __init__ makes a plain instance attribute: replaced, it would
+    # open the socket anywhere once the check is done.  This property (a data
+    # descriptor, so the instance's __dict__ is never read) always gives the
+    # class's own function, never an instance override of either name.
+    @property
+    def _create_connection(self):
+        return _Checked._egress_create_connection.__get__(self)
+
+    @_create_connection.setter
+    def _create_connection(self, value):
+        if "_egress_ctx" in self.__dict__:
+            raise AttributeError("an egress connection opens its sockets to the addresses its "
+                                 "check vetted; _create_connection cannot be replaced")
+        # http.client's __init__ assigning socket.create_connection: ignored.
+
     def _egress_create_connection(self, address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT,
                                   source_address=None):
         snap = self._egress_connect_with
@@ -381,12 +434,17 @@ class _Checked:
     def close(self):
         super().close()
         self._egress_peer = None
+        self._egress_sending = False
 
     # -- what a request is -------------------------------------------------
 
     def _egress_url(self, url):
-        """The URL a request line's target stands for on this connection."""
+        """The URL a request line's target stands for on this connection:
+        the target itself, byte for byte, after the origin."""
         target = url or "/"
+        bad = _target_problem(target)
+        if bad is not None:
+            raise ValueError(bad)
         if target.startswith("/"):
             path = target
         elif target == "*":

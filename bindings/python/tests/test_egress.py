@@ -35,6 +35,7 @@ HOSTS = """\
 10.0.0.5 priv.test
 169.254.169.254 meta.test
 127.0.0.1 web.test
+127.0.0.1 xn--fa-hia.test
 127.0.0.1 pool.test
 127.0.0.2 pool.test
 """
@@ -1077,6 +1078,31 @@ class TestHeldDecision(unittest.TestCase):
             with self.assertRaises(ValueError):  # made under the old policy
                 c.connect(held, timeout=5)
             self.assertIsNone(self.server.accept(0.2))
+
+    def test_decision_stale_after_a_swap_and_back(self):
+        # A -> B -> A: the digest is A's again, but the decision was made
+        # before two swaps (B may have been in force for a reason).
+        policy = {"egressAllowlist": ["127.0.0.1/32:%d" % self.server.port]}
+        path = os.path.join(TMP, "generation.json")
+        with open(path, "w") as f:
+            json.dump(policy, f)
+        with checker(policy) as c:
+            held = c.check("127.0.0.1", self.server.port)
+            c.set_policy({"egressAllowlist": ["127.0.0.1/32:1"]})
+            c.set_policy(policy)
+            self.assertEqual(held.policy_digest, c.policy_digest)
+            with self.assertRaises(ValueError):
+                c.connect(held, timeout=5)
+            held = c.check("127.0.0.1", self.server.port)
+            c.set_policy(policy)  # every set_policy is a swap, even to the same rules
+            with self.assertRaises(ValueError):
+                c.connect(held, timeout=5)
+            self.assertIsNone(self.server.accept(0.2))
+            # A reload that changes nothing swaps nothing: still good.
+            held = c.check("127.0.0.1", self.server.port)
+            self.assertFalse(c.reload_file(path))
+            with c.connect(held, timeout=5):
+                self.assertIsNotNone(self.server.accept(5))
 
 
 class TestLibraryLookup(unittest.TestCase):

@@ -11,6 +11,7 @@ import dataclasses
 import http.client
 import http.server
 import os
+import socket
 import ssl
 import sys
 import threading
@@ -429,6 +430,108 @@ class TestHTTPConnection(Case):
             conn.endheaders()
         self.assertEqual(names, ["web.test"])
         self.assertEqual(self.server.requests, [])
+
+    def test_target_is_sent_as_checked(self):
+        # "/public#/../secret" was checked as /public (the library drops a
+        # fragment) and sent whole: a server that cleans paths serves /secret.
+        with base.checker(["http://web.test:%d/public" % self.port, "127.0.0.0/8:%d" % self.port],
+                          on_event=self.events.append) as c:
+            conn = c.http_connection("web.test", self.port, timeout=5)
+            for target in ("/public#/../secret", "/public?q#/../x", self.url("/public#x"),
+                           "/public\\..\\secret", "/public/a b", "/public/\x7f",
+                           "/public/caf\u00e9"):
+                with self.subTest(target=target):
+                    with self.assertRaises(ValueError):
+                        conn.request("GET", target)
+            with self.assertRaises(ValueError):
+                conn.putrequest("GET", "/public#/../secret")
+            self.assertEqual(self.events, [])  # refused before any check
+            self.assertEqual(self.get(conn, "/public/%23x")[0], 200)  # "#" percent-encoded
+            self.assertEqual(self.events[0]["data"]["url"], self.url("/public/%23x"))
+            conn.close()
+        self.assertEqual([r[1] for r in self.server.requests], ["/public/%23x"])
+
+    def test_non_ascii_host_refused(self):
+        # The library checks "fa\u00df.test" as its IDNA 2008 A-label
+        # xn--fa-hia.test; http.client (Host) and ssl (SNI) would send
+        # Python's IDNA 2003 form, fass.test: another name.
+        names = []
+
+        class Recording(ssl.SSLContext):
+            def wrap_socket(self, sock, *args, server_hostname=None, **kw):
+                names.append(server_hostname)
+                raise ssl.SSLError("recorded")
+
+        with base.checker(["xn--fa-hia.test:%d" % self.port, "127.0.0.0/8:%d" % self.port],
+                          on_event=self.events.append) as c:
+            for conn in (c.http_connection("fa\u00df.test", self.port, timeout=5),
+                         c.https_connection("fa\u00df.test", self.port, timeout=5,
+                                            context=Recording(ssl.PROTOCOL_TLS_CLIENT))):
+                with self.assertRaises(egress.EgressDeniedError) as cm:
+                    conn.request("GET", "/idn")
+                self.assertEqual(cm.exception.reason, "invalid_host")
+                self.assertIn("A-label", str(cm.exception))
+            opener = egress.build_opener(c)
+            self.addCleanup(opener.close)
+            with self.assertRaises(egress.EgressDeniedError) as cm:
+                opener.open("http://fa\u00df.test:%d/idn" % self.port, timeout=5)
+            self.assertEqual(cm.exception.reason, "invalid_host")
+            self.assertEqual(len(self.events), 3)
+            # The A-label is what the library checks, so what is sent.
+            conn = c.http_connection("xn--fa-hia.test", self.port, timeout=5)
+            self.assertEqual(self.get(conn, "/idn")[0], 200)
+            conn.close()
+        self.assertEqual(names, [])
+        self.assertEqual([r[1] for r in self.server.requests], ["/idn"])
+        # A Host header is the checked host itself, never an IDNA 2003 alias.
+        from egress import _http
+        self.assertFalse(_http._names_host("fass.test", "fa\u00df.test", 80, "http"))
+        self.assertFalse(_http._names_host("\u212aube.test", "kube.test", 80, "http"))
+
+    def test_send_only_inside_a_checked_request(self):
+        raw = b"GET /secret HTTP/1.1\r\nHost: web.test\r\n\r\n"
+        with base.checker(["http://web.test:%d/public" % self.port, "127.0.0.0/8:%d" % self.port],
+                          on_event=self.events.append) as c:
+            conn = c.http_connection("web.test", self.port, timeout=5)
+            with self.assertRaises(egress.EgressError):
+                conn.send(raw)  # would open a socket by a host:port check
+            self.assertIsNone(conn.sock)
+            conn.connect()  # allowed as host:port: the path rule is not applied
+            with self.assertRaises(egress.EgressError):
+                conn.send(raw)
+            self.assertEqual(self.get(conn, "/public")[0], 200)
+            with self.assertRaises(egress.EgressError):
+                conn.send(raw)  # the request is over
+            # What http.client allows: a body streamed after endheaders().
+            conn.putrequest("POST", "/public/up")
+            conn.putheader("Content-Length", "4")
+            conn.endheaders()
+            conn.send(b"data")
+            r = conn.getresponse()
+            r.read()
+            self.assertEqual(r.status, 200)
+            conn.close()
+        self.assertEqual([(r[0], r[1], r[3]) for r in self.server.requests],
+                         [("GET", "/public", b""), ("POST", "/public/up", b"data")])
+
+    def test_socket_opener_cannot_be_replaced(self):
+        one, two = two_servers()
+        self.addCleanup(one.close)
+        self.addCleanup(two.close)
+
+        def elsewhere(address, *args, **kw):
+            return socket.create_connection(("127.0.0.2", two.port))
+
+        with base.checker(["127.0.0.1/32:%d" % one.port, "web.test:%d" % one.port]) as c:
+            conn = c.http_connection("web.test", one.port, timeout=5)
+            with self.assertRaises(AttributeError):
+                conn._create_connection = elsewhere
+            conn.__dict__["_create_connection"] = elsewhere  # under the property
+            conn._egress_create_connection = elsewhere
+            self.assertEqual(self.get(conn, "/here")[1], b"GET /here on 127.0.0.1")
+            conn.close()
+        self.assertEqual([r[1] for r in one.requests], ["/here"])
+        self.assertEqual(two.connections, 0)
 
     def test_held_decision_single_use_current_policy_unaltered(self):
         conn = self.c.http_connection("web.test", self.port, timeout=5)
