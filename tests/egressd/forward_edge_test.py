@@ -12,7 +12,7 @@ DNS responder.  Every wait is bounded: a hang is a failed check, not a stuck
 test.  At the end egressd must exit 0 on SIGTERM with no sanitizer report."""
 import argparse, json, os, socket, subprocess, sys, tempfile, threading, time
 
-from gwlib import body_of, check, finish, head_of, start_egressd, stop_egressd
+from gwlib import body_of, check, close_data, events_of, finish, head_of, start_egressd, stop_egressd
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--egressd", required=True)
@@ -193,6 +193,7 @@ CANNED = {
     "/chunks": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\n",
     "/many-1xx": b"HTTP/1.1 100 Continue\r\n\r\n" * 9 + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
     "/some-1xx": b"HTTP/1.1 100 Continue\r\n\r\n" * 2 + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    "/100cl": b"HTTP/1.1 100 Continue\r\nContent-Length: 4\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
     "/wait": "wait",
 }
 
@@ -414,6 +415,46 @@ with tempfile.TemporaryDirectory() as tmp:
     c.close()
     check(head_of(r)[0] == 200 and len(up_a.conns) == n0 + 2 and b"\r\nMax-Forwards: 2\r\n" in up_a.conns[-1]["data"],
           f"OPTIONS with Max-Forwards: 3: forwarded with 2 ({up_a.conns[-1]['data'][:120]!r})")
+
+    # Max-Forwards: trailing white space is not part of the value, and a
+    # value of any length is a number.
+    for mf, want in ((b"5 \t", b"4"), (b"10000000000", b"999999998")):
+        c = Client(G)
+        c.send(b"OPTIONS http://127.0.0.1:%d/o HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nMax-Forwards: %s\r\n"
+               b"Connection: close\r\n\r\n" % (up_a.port, up_a.port, mf))
+        r, _ = c.response()
+        c.close()
+        check(head_of(r)[0] == 200 and b"\r\nMax-Forwards: %s\r\n" % want in up_a.conns[-1]["data"],
+              f"Max-Forwards {mf!r}: forwarded as {want!r} ({r[:30]!r})")
+
+    # A request denied on a kept-alive connection connected nowhere: its
+    # close event names no address, though the exchange before it had one.
+    c = Client(G)
+    c.send(get(path_up.port, "path.test", "/public/ok"))
+    r1, _ = c.response()
+    c.send(get(path_up.port, "path.test", "/admin"))
+    r2, _ = c.response()
+    c.close()
+    time.sleep(0.3)
+    closes = [e for e in close_data(events_of(gw)) if e["host"] == "path.test" and e["port"] == path_up.port]
+    denied = [e for e in closes if e["status"] == 403]
+    allowed = [e for e in closes if e["status"] == 200]
+    check(head_of(r1)[0] == 200 and head_of(r2)[0] == 403 and denied and all(e["address"] is None for e in denied)
+          and allowed and allowed[-1]["address"] == "127.0.0.1",
+          f"a denied request after an allowed one on one connection: close event with no address {denied}")
+
+    # An upstream connection dropped for bytes it should not have sent does
+    # not spoil the next one: /second and /third share a new connection.
+    n0 = len(raw_up.conns)
+    c = Client(G)
+    for p in ("/100cl", "/second", "/third"):
+        c.send(get(R, "127.0.0.1", p))
+        r, ok = c.response()
+        if p == "/100cl":
+            r, ok = c.response()  # the final response after the relayed 100
+    c.close()
+    check(len(raw_up.conns) - n0 == 2,
+          f"after a dropped upstream connection the next one is kept alive: {len(raw_up.conns) - n0} connections for 3 requests")
 
     stop_egressd(gw)
     dns.stdin.close()

@@ -184,6 +184,11 @@ static void upstream_connected(conn_t *c, int fd) {
   free(c->addrs);
   c->addrs = NULL;
   c->connected_port = c->port;
+  /* A new connection: nothing of the one before (its end, bytes it
+   * should not have sent) holds for it. */
+  c->upstream_spoiled = 0;
+  c->upstream.eof = 0;
+  c->used_upstream = 1;
   if (c->forward)
     start_forward(c);
   else
@@ -380,6 +385,7 @@ static void on_checked(egress_status_t status, egress_decision_t *d, void *user)
     free(c->addrs);
     c->addrs = NULL;
     c->upstream_idle = 0;
+    c->used_upstream = 1;
     start_forward(c);
     return;
   }
@@ -469,6 +475,7 @@ static void start_check(conn_t *c) {
   if (!c->forward) client_reading(c, 0);
   egress_pending_t *p = NULL;
   c->attempt_id[0] = '\0';
+  c->used_upstream = 0; /* until this request's exchange has an upstream */
   egress_status_t st = c->forward ? egress_uv_check_url(checker_uv, c->head->url, req, on_checked, c, &p)
                                   : egress_uv_check(checker_uv, c->host, c->port, req, on_checked, c, &p);
   /* The callback may already have run (a literal needs no DNS). */

@@ -105,6 +105,7 @@ typedef struct conn {
   size_t n_addrs, next_addr;
   char connected_to[64], host[HEAD_HOST_MAX];
   char attempt_id[37]; /* the check's attempt event, named by the close event */
+  int used_upstream;   /* this exchange went to connected_to (the close event's address) */
   int port, status, connected_port;
   int connect_error; /* the last connect's libuv error */
   /* forwarding */

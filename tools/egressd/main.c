@@ -239,7 +239,7 @@ void emit_close_event(conn_t *c) {
   json_str(host, sizeof host, c->host);
   snprintf(subject_raw, sizeof subject_raw, strchr(c->host, ':') ? "[%s]:%d" : "%s:%d", c->host, c->port);
   json_str(subject, sizeof subject, subject_raw);
-  if (c->connected_to[0])
+  if (c->used_upstream && c->connected_to[0])
     json_str(address, sizeof address, c->connected_to);
   else
     snprintf(address, sizeof address, "null");

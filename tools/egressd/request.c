@@ -321,12 +321,18 @@ static int judge(const head_t *h, target_t *t, egress_request_t *req) {
       while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t')) vl--;
       if (!head_ieq(v, vl, "chunked")) return -1;
     } else if (head_ieq(n, nl, "max-forwards") && p->method == HTTP_OPTIONS) {
-      /* 1*DIGIT; given twice, or not a number, it is refused */
-      if (t->max_forwards >= 0 || !vl || vl > 9) return -1;
+      /* 1*DIGIT, trailing white space aside (RFC 9110 5.5); given twice,
+       * or not a number, it is refused.  No bound on the digits: a value
+       * past what one hop could ever count down is held at 999999999. */
+      while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t')) vl--;
+      if (t->max_forwards >= 0 || !vl) return -1;
       long m = 0;
       for (size_t k = 0; k < vl; k++) {
         if (v[k] < '0' || v[k] > '9') return -1;
-        m = m * 10 + (v[k] - '0');
+        if (m < 100000000)
+          m = m * 10 + (v[k] - '0');
+        else
+          m = 999999999;
       }
       t->max_forwards = m;
     } else if (head_ieq(n, nl, "via")) {
