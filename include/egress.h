@@ -721,6 +721,19 @@ EGRESS_API const char *egress_decision_event_json(const egress_decision_t *d);
  *  for, or the id could not be drawn).  Valid as long as the decision's
  *  strings (see egress_decision_event_json). */
 EGRESS_API const char *egress_decision_event_id(const egress_decision_t *d);
+
+/**
+ * An id and a time for an event of the caller's own that stands beside the
+ * library's (egressd's connection events do), made as the library makes
+ * its events': a UUID v4 from getrandom(2) (36 characters) and the current
+ * time in RFC 3339, UTC, with milliseconds (24 characters).
+ * @param id         receives the id, NUL-terminated (Borrowed).
+ * @param time_text  receives the time, NUL-terminated (Borrowed).
+ * @return EGRESS_OK; EGRESS_EINVAL for a NULL buffer; EGRESS_EINTERNAL when
+ *         no randomness or clock could be had (both buffers then empty).
+ *         Thread-safety: safe from any thread.  @since 0.1
+ */
+EGRESS_API EGRESS_WUR egress_status_t egress_event_stamp(char id[37], char time_text[32]);
 /** The decision as compact JSON in egressctl's output shape: host, port,
  *  verdict, outcome, reason, matchedRule, addresses, message.
  *  @return Caller owns: egress_free(). NULL on allocation failure. */

@@ -224,25 +224,22 @@ static _Thread_local bool stamp_valid;
 static _Thread_local time_t stamp_second;
 static _Thread_local char stamp_text[19];
 
-egress_status_t egress__event_stamp(egress_decision_t *d) {
+/* A UUID v4 into id[37] and the time, RFC 3339 UTC with milliseconds, into
+ * time[32]; both empty on failure. */
+static egress_status_t stamp(char *id, char *time_text) {
   static const char hex[] = "0123456789abcdef";
   unsigned char r[16];
-  size_t got = 0;
   struct timespec ts;
   struct tm tm;
 
-  if (!d) return EGRESS_EINVAL;
-  d->v.stamped = false;
-  d->event_id[0] = '\0';
-  d->time_rfc3339[0] = '\0';
-
+  id[0] = '\0';
+  time_text[0] = '\0';
   /* getrandom(2) never needs a file descriptor (works in chroots and after
    * fd exhaustion) and blocks only until the kernel pool is first seeded. */
-  (void)got;
   if (!random_bytes(r, sizeof r)) return EGRESS_EINTERNAL;
   r[6] = (unsigned char)((r[6] & 0x0F) | 0x40); /* version 4 (RFC 9562 §5.4) */
   r[8] = (unsigned char)((r[8] & 0x3F) | 0x80); /* variant 10 */
-  char *p = d->event_id;
+  char *p = id;
   for (size_t i = 0; i < sizeof r; i++) {
     if (i == 4 || i == 6 || i == 8 || i == 10) *p++ = '-';
     *p++ = hex[r[i] >> 4];
@@ -269,20 +266,31 @@ egress_status_t egress__event_stamp(egress_decision_t *d) {
     stamp_second = ts.tv_sec;
     stamp_valid = true;
   }
-  char *t = d->time_rfc3339; /* YYYY-MM-DDTHH:MM:SS.mmmZ, 24 characters */
+  char *t = time_text; /* YYYY-MM-DDTHH:MM:SS.mmmZ, 24 characters */
   memcpy(t, stamp_text, sizeof stamp_text);
   t += sizeof stamp_text;
   *t++ = '.';
   t = egress__put_uint(t, (unsigned long long)(ts.tv_nsec / 1000000), 3);
   *t++ = 'Z';
   *t = '\0';
-  d->v.stamped = true;
   return EGRESS_OK;
 
 fail:
-  d->event_id[0] = '\0';
-  d->time_rfc3339[0] = '\0';
+  id[0] = '\0';
+  time_text[0] = '\0';
   return EGRESS_EINTERNAL;
+}
+
+egress_status_t egress__event_stamp(egress_decision_t *d) {
+  if (!d) return EGRESS_EINVAL;
+  egress_status_t st = stamp(d->event_id, d->time_rfc3339);
+  d->v.stamped = st == EGRESS_OK;
+  return st;
+}
+
+egress_status_t egress_event_stamp(char id[37], char time_text[32]) {
+  if (!id || !time_text) return EGRESS_EINVAL;
+  return stamp(id, time_text);
 }
 
 /* ------------------------------------------------------------------------ */

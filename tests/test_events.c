@@ -2330,7 +2330,27 @@ static void test_event_id_accessor(void) {
   egress_policy_unref(p);
 }
 
+/* The public stamp is the events' own: same id and time formats, fresh
+ * ids, refused buffers. */
+static void test_public_stamp(void) {
+  char id[37], when[32], last[37] = "";
+  for (int i = 0; i < 1000; i++) {
+    CU_ASSERT_EQUAL_FATAL(egress_event_stamp(id, when), EGRESS_OK);
+    CU_ASSERT_EQUAL(strlen(id), 36);
+    CU_ASSERT_EQUAL(id[14], '4');
+    CU_ASSERT(strchr("89ab", id[19]) != NULL);
+    CU_ASSERT_EQUAL(strlen(when), 24);
+    CU_ASSERT_EQUAL(when[23], 'Z');
+    CU_ASSERT_EQUAL(when[19], '.');
+    CU_ASSERT_NOT_EQUAL(strcmp(id, last), 0);
+    memcpy(last, id, sizeof last);
+  }
+  CU_ASSERT_EQUAL(egress_event_stamp(NULL, when), EGRESS_EINVAL);
+  CU_ASSERT_EQUAL(egress_event_stamp(id, NULL), EGRESS_EINVAL);
+}
+
 static CU_TestInfo event_tests[] = {
+  { "egress_event_stamp: the events' id and time", test_public_stamp },
   { "egress_decision_event_id names the check's event", test_event_id_accessor },
   { "golden events", test_golden_events },
   { "golden egressctl decisions", test_golden_decisions },

@@ -1,8 +1,6 @@
 /* egressd: options, signals, events and main; see egressd.h. */
 #include "egressd.h"
 
-#include <sys/random.h>
-
 #include <time.h>
 
 /* Attempt and connection events name the same source. */
@@ -183,52 +181,6 @@ static size_t json_str(char *out, size_t cap, const char *s) {
   return w;
 }
 
-/* A UUID v4 for a close event, from a block of getrandom(2) bytes (one
- * system call per 256 events, not one per exchange). */
-static void close_event_id(char out[37]) {
-  static unsigned char block[4096];
-  static size_t left;
-  static const char hex[] = "0123456789abcdef";
-  unsigned char r[16];
-  if (left < sizeof r) {
-    size_t got = 0;
-    while (got < sizeof block) {
-      ssize_t n = getrandom(block + got, sizeof block - got, 0);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      got += (size_t)n;
-    }
-    left = got;
-    if (left < sizeof r) { /* no randomness: a visibly invalid id, never a repeated one */
-      snprintf(out, 37, "%s", "00000000-0000-0000-0000-000000000000");
-      return;
-    }
-  }
-  memcpy(r, block + sizeof block - left, sizeof r);
-  memset(block + sizeof block - left, 0, sizeof r);
-  left -= sizeof r;
-  r[6] = (unsigned char)((r[6] & 0x0F) | 0x40); /* version 4 */
-  r[8] = (unsigned char)((r[8] & 0x3F) | 0x80); /* variant 10 */
-  char *p = out;
-  for (size_t i = 0; i < sizeof r; i++) {
-    if (i == 4 || i == 6 || i == 8 || i == 10) *p++ = '-';
-    *p++ = hex[r[i] >> 4];
-    *p++ = hex[r[i] & 0x0F];
-  }
-  *p = '\0';
-}
-
-/* RFC 3339, UTC, milliseconds, as the attempt events' "time". */
-static void close_event_time(char out[32]) {
-  struct timespec ts;
-  struct tm tm;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  gmtime_r(&ts.tv_sec, &tm);
-  size_t n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
-  unsigned ms = (unsigned)(ts.tv_nsec / 1000000) % 1000u;
-  snprintf(out + n, 32 - n, ".%03uZ", ms);
-}
-
 /* The connection event of a tunnel or exchange (docs/egressd.md, "Events"):
  * a CloudEvent of its own whose data names the attempt event it follows. */
 void emit_close_event(conn_t *c) {
@@ -247,8 +199,9 @@ void emit_close_event(conn_t *c) {
     snprintf(attempt, sizeof attempt, "\"%s\"", c->attempt_id);
   else
     snprintf(attempt, sizeof attempt, "null");
-  close_event_id(id);
-  close_event_time(when);
+  /* No randomness or clock: a CloudEvent needs its id; the attempt's
+   * event, written before, stands for the exchange. */
+  if (egress_event_stamp(id, when) != EGRESS_OK) return;
   int n = snprintf(
       line, sizeof line,
       "{\"specversion\":\"1.0\",\"type\":\"" CLOSE_EVENT_TYPE "\",\"source\":\"" EVENT_SOURCE
