@@ -182,6 +182,13 @@ static char *render_metrics(void) {
     put(&t, "egressd_exchange_duration_seconds_count{kind=\"%s\"} %llu\n", kind_names[k],
         (unsigned long long)h->count);
   }
+  family(&t, "egressd_relay_buffers", "gauge",
+         "4 MiB relay buffers of bulk tunnels made, in use or kept for reuse (at most --bulk-buffers).");
+  put(&t, "egressd_relay_buffers %u\n", bulk_buffers_made());
+  family(&t, "egressd_relay_buffer_shortfalls_total", "counter",
+         "Times a bulk tunnel's direction, about to read, found no 4 MiB buffer free and moved 64 KiB at a "
+         "time.");
+  put(&t, "egressd_relay_buffer_shortfalls_total %llu\n", bulk_buffer_shortfalls());
   family(&t, "egressd_upstream_connect_failures_total", "counter",
          "Allowed destinations not reached: every vetted address refused, or the connect timeout.");
   put(&t,

@@ -32,7 +32,7 @@ static void on_handle_closed(uv_handle_t *h) {
   free(c->rhead);
   free(c->pipelined);
   free(c->addrs);
-  free(c->splice);
+  free(c->bulk);
   free(c);
   active--;
   if (draining && active == 0) uv_stop(loop);
@@ -49,7 +49,7 @@ void conn_close(conn_t *c, const char *ended) {
     c->pending = NULL;
     (void)egress_check_cancel(p);
   }
-  splice_stop(c, on_handle_closed);
+  bulk_stop(c, on_handle_closed);
   connect_abandon(c, on_handle_closed);
   uv_close((uv_handle_t *)&c->timer, on_handle_closed);
   uv_close((uv_handle_t *)&c->client.tcp, on_handle_closed);

@@ -4,7 +4,7 @@
  * egressd.h: what the parts of egressd share (main.c: options, signals,
  * events; conn.c: accepting, limits, the check, connecting; request.c: the
  * request head, without I/O; tunnel.c: CONNECT tunnels and relay buffers;
- * splice.c: bulk tunnels relayed by splice(2);
+ * bulk.c: bulk tunnels, relayed through large buffers or splice(2);
  * forward.c: absolute-form forwarding on kept-alive connections).
  *
  * egressd: the egress gateway for workloads that cannot link libegress.
@@ -42,14 +42,18 @@
 enum { EXIT_USAGE = 64, EXIT_DATAERR = 65, EXIT_SOFTWARE = 70 };
 enum { MAX_ADDRS = 32, RELAY_BUF = 64 * 1024, UPSTREAM_QUEUE_MAX = 1 << 20 };
 
+/* copy: every tunnel stays with libuv's 64 KiB reads and writes. */
+typedef enum relay { RELAY_BUFFER, RELAY_SPLICE, RELAY_COPY } relay_t;
+
 typedef struct config {
   const char *listen, *policy_path, *dns_server, *events_path, *port_file;
   const char *context[8][2];
   int n_context;
   unsigned max_connections, header_bytes, header_timeout_ms, idle_timeout_ms, connect_timeout_ms,
       drain_timeout_ms;
-  long dns_cache; /* -1: the library's default */
-  int relay_copy; /* --relay copy: tunnels never handed to splice */
+  long dns_cache;        /* -1: the library's default */
+  relay_t relay;         /* --relay: how bulk tunnels move bytes (bulk.c) */
+  unsigned bulk_buffers; /* --bulk-buffers: large relay buffers at most */
 } config_t;
 
 extern config_t cfg;
@@ -83,11 +87,11 @@ typedef struct side {
   char *buf;
 } side_t;
 
-typedef struct splicer splicer_t;
+typedef struct bulk bulk_t;
 
 typedef struct conn {
   side_t client, upstream;
-  splicer_t *splice; /* a bulk tunnel's kernel-side relay (splice.c) */
+  bulk_t *bulk; /* a bulk tunnel's relay outside the stream handles (bulk.c) */
   uv_timer_t timer;
   uv_poll_t connect_poll;     /* a connect under way: its socket's writability */
   int connecting, connect_fd; /* connect_poll is open; the socket it watches */
@@ -149,18 +153,26 @@ void drop_upstream(conn_t *c);
 void close_idle_connections(void);
 
 /* tunnel.c: relaying and the relay buffers */
+char *relay_buffer_get(void); /* RELAY_BUF bytes, or NULL */
+void relay_buffer_put(char *buf);
 void alloc_side(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 void release_side_buffer(side_t *s);
 void arm_idle(conn_t *c);
 void on_idle(uv_timer_t *t);
 void start_relay(conn_t *c);
 
-/* splice.c: a bulk tunnel's bytes moved inside the kernel.  splice_start
- * once nothing is in flight through the stream handles (their reads
- * stopped), then splice_watch. */
-int splice_start(conn_t *c);
-void splice_watch(conn_t *c);
-void splice_stop(conn_t *c, uv_close_cb closed);
+/* bulk.c: a bulk tunnel's bytes moved outside libuv's stream handles.
+ * bulk_start once nothing is in flight through them (their reads
+ * stopped), then bulk_watch.  bulk_relay_name: "buffer", "splice" or
+ * "copy" (never handed over), for the close event. */
+int bulk_start(conn_t *c);
+void bulk_watch(conn_t *c);
+void bulk_stop(conn_t *c, uv_close_cb closed);
+const char *bulk_relay_name(const conn_t *c);
+/* For /metrics: the 4 MiB buffers made (kept for reuse: memory held), and
+ * the times a direction about to read found none free (--bulk-buffers). */
+unsigned bulk_buffers_made(void);
+unsigned long long bulk_buffer_shortfalls(void);
 
 /* forward.c */
 void start_forward(conn_t *c);

@@ -1,4 +1,4 @@
-/* egressd: CONNECT tunnels, bytes relayed both ways (splice.c takes over
+/* egressd: CONNECT tunnels, bytes relayed both ways (bulk.c takes over
  * bulk ones); see egressd.h. */
 #include "egressd.h"
 
@@ -12,9 +12,9 @@ enum { POOL_MAX = 64 };
 static char *pool[POOL_MAX];
 static int pooled;
 
-static char *relay_buffer_get(void) { return pooled ? pool[--pooled] : malloc(RELAY_BUF); }
+char *relay_buffer_get(void) { return pooled ? pool[--pooled] : malloc(RELAY_BUF); }
 
-static void relay_buffer_put(char *buf) {
+void relay_buffer_put(char *buf) {
   if (pooled < POOL_MAX)
     pool[pooled++] = buf;
   else
@@ -44,9 +44,9 @@ void on_idle(uv_timer_t *t) { conn_close(t->data, "idle_timeout"); }
 
 /* A tunnel starts relayed through libuv (a read, a write that almost
  * always completes at once): cheapest for the short exchanges most tunnels
- * carry.  Once it has moved SPLICE_AFTER bytes it is handed to splice.c,
- * whose pipes and extra descriptors pay off only on bulk transfers. */
-enum { SPLICE_AFTER = 256 * 1024 };
+ * carry.  Once it has moved BULK_AFTER bytes it is handed to bulk.c,
+ * whose large moves and extra descriptors pay off only on bulk transfers. */
+enum { BULK_AFTER = 256 * 1024 };
 
 static void relay_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 
@@ -57,8 +57,8 @@ static void start_reading(conn_t *c) {
 
 /* Between reads with nothing in flight either way, nothing goes through
  * the stream handles any more: the kernel can take over. */
-static void maybe_splice(conn_t *c) {
-  if (cfg.relay_copy || c->up_bytes + c->down_bytes < SPLICE_AFTER || c->client.writing ||
+static void maybe_bulk(conn_t *c) {
+  if (cfg.relay == RELAY_COPY || c->up_bytes + c->down_bytes < BULK_AFTER || c->client.writing ||
       c->upstream.writing || c->client.eof || c->upstream.eof || c->client.tcp.write_queue_size ||
       c->upstream.tcp.write_queue_size)
     return;
@@ -66,8 +66,8 @@ static void maybe_splice(conn_t *c) {
   uv_read_stop((uv_stream_t *)&c->upstream.tcp);
   release_side_buffer(&c->client);
   release_side_buffer(&c->upstream);
-  if (splice_start(c) == 0)
-    splice_watch(c);
+  if (bulk_start(c) == 0)
+    bulk_watch(c);
   else
     start_reading(c); /* descriptors short: libuv goes on relaying */
 }
@@ -148,7 +148,7 @@ static void relay_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) 
   uv_buf_t b = uv_buf_init(from->buf, (unsigned)nread);
   int wrote = to->tcp.write_queue_size == 0 ? uv_try_write((uv_stream_t *)&to->tcp, &b, 1) : 0;
   if (wrote == nread) {
-    maybe_splice(c);
+    maybe_bulk(c);
     return;
   }
   if (wrote < 0 && wrote != UV_EAGAIN) {
