@@ -211,8 +211,8 @@ static void on_ready(uv_poll_t *h, int status, int events) {
     conn_close(c, side == 0 ? "client_error" : "upstream_error");
     return;
   }
-  static const char *const why[2][3] = { { "client_error", "upstream_error", "out_of_memory" },
-                                         { "upstream_error", "client_error", "out_of_memory" } };
+  static const char *const why[2][3] = { { "client_error", "upstream_error", "internal_error" },
+                                         { "upstream_error", "client_error", "internal_error" } };
   int failed = 0;
   /* Readable: this side's bytes go to the other.  Writable: the other
    * side's waiting bytes come to this one. */
