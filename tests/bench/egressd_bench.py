@@ -304,6 +304,9 @@ workers 1
         # egressd's own close events take their id and time from the
         # library (egress_event_stamp, which the check never calls): that
         # is egressd's work, as it was when egressd stamped them itself.
+        # egress_event_stamp ends in a tail call, so its frame may be gone:
+        # a stamp entered straight from egressd is one too (the check's
+        # stamp is always entered from the check's own frames).
         counts["close_stamps"] = 0  # of counts["egressd"]
         check_funcs = {}  # innermost libegress function of the check's samples
         own = os.path.basename(a.egressd)
@@ -324,8 +327,9 @@ workers 1
             for i, (sym, dso) in enumerate(frames):
                 o = owner(dso)
                 if o == "libegress":
-                    run = itertools.takewhile(lambda f: owner(f[1]) == "libegress", frames[i:])
-                    if any(s == "egress_event_stamp" for s, _ in run):
+                    run = list(itertools.takewhile(lambda f: owner(f[1]) == "libegress", frames[i:]))
+                    caller = next((owner(d) for s, d in frames[i + len(run):] if owner(d)), None)
+                    if caller == "egressd" and {s for s, _ in run} <= {"stamp", "egress_event_stamp"}:
                         counts["egressd"] += 1
                         counts["close_stamps"] += 1
                         return
