@@ -508,6 +508,63 @@ with tempfile.TemporaryDirectory() as tmp:
         want = made == 0 and short > 0 if limit == "0" else 1 <= made <= 2 and short == 0
         check(rc == 0 and back == blob and want,
               f"--bulk-buffers {limit}: 3 MiB echoed whole ({len(back)}), {made:g} buffers made, {short:g} shortfalls")
+
+    # Clients that stop reading cannot make egressd hold a large buffer per
+    # tunnel: four bulk tunnels whose clients read 1 MiB and then nothing,
+    # under --bulk-buffers 2, hold two 4 MiB buffers between them (the
+    # others wait with 64 KiB ones); once the clients read again every byte
+    # arrives, in order.
+    SOURCE = 8 << 20
+    source = socket.socket()
+    source.bind(("127.0.0.1", 0))
+    source.listen(8)
+
+    def pour_all(c):
+        try:
+            c.sendall(bytes(range(256)) * (SOURCE // 256))
+        except OSError:
+            pass
+        c.close()
+
+    def serve_source():
+        while True:
+            try:
+                c, _ = source.accept()
+            except OSError:
+                return
+            threading.Thread(target=pour_all, args=(c,), daemon=True).start()
+
+    threading.Thread(target=serve_source, daemon=True).start()
+    write_policy(bulk_policy, [source.getsockname()[1]])
+    pb = Proxy(bulk_policy, events, "--bulk-buffers", "2")
+    tunnels, got, ms_stalled = [], [], {}
+    try:
+        for _ in range(4):
+            st, hd, s = open_tunnel(pb.port, source.getsockname()[1])
+            if s:
+                s.settimeout(10)
+                first = b""
+                while len(first) < (1 << 20):
+                    d = s.recv(1 << 16)
+                    if not d:
+                        break
+                    first += d
+                tunnels.append((s, first))
+        time.sleep(1)
+        aport = pb.aport
+        ms_stalled = metrics()
+        for s, first in tunnels:
+            got.append(first + read_all(s))
+            s.close()
+    finally:
+        rc = pb.stop()
+        source.close()
+    made = m_get(ms_stalled, "egressd_relay_buffers")
+    short = m_get(ms_stalled, "egressd_relay_buffer_shortfalls_total")
+    want = bytes(range(256)) * (SOURCE // 256)
+    check(rc == 0 and len(tunnels) == 4 and made == 2 and short >= 2 and all(g == want for g in got),
+          f"four stalled readers under --bulk-buffers 2: {made:g} buffers made, {short:g} shortfalls, "
+          f"then {[len(g) for g in got]} bytes each, whole")
     r = subprocess.run([a.egressd, "--policy", policy, "--bulk-buffers", "1025"], capture_output=True, text=True)
     check(r.returncode == 64 and "--bulk-buffers" in r.stderr, f"--bulk-buffers 1025: exit {r.returncode}")
 
