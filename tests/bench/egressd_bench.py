@@ -66,7 +66,7 @@ PERF_SECONDS = 12
 BULK_BYTES = (64 if quick else 1024) << 20
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-# Two descriptors an idle tunnel, its two sockets (a spliced one has two
+# Two descriptors an idle tunnel, its two sockets (a bulk one has two
 # more), in egressd as in Squid; each side of the test is its own process.
 IDLE_TUNNELS = min(500 if quick else 10000, (hard - 300) // 2)
 
