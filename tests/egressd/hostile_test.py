@@ -92,6 +92,28 @@ def reset_mid_response(c):
     c.close()
 
 
+def reset_mid_bulk(c):
+    """Sends 2 MiB at once (a tunnel past its hand-over to large moves),
+    then resets the connection."""
+    try:
+        c.sendall(b"y" * (2 << 20))
+        time.sleep(0.3)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    c.close()
+
+
+def pour_until_failed(c):
+    """Sends until the connection fails."""
+    try:
+        while True:
+            c.sendall(b"z" * 65536)
+    except OSError:
+        pass
+    c.close()
+
+
 def silent(c):
     """Accepts and never reads nor answers; the connection stays open."""
 
@@ -128,11 +150,13 @@ def serve_late(black, fillers, delay):
 with tempfile.TemporaryDirectory() as tmp:
     up = Upstream("127.0.0.1")
     resetter = RawUpstream(reset_mid_response)
+    bulk_resetter = RawUpstream(reset_mid_bulk)
+    pourer = RawUpstream(pour_until_failed)
     mute = RawUpstream(silent)
     late_kinds = ("tunnel", "forward")
     late = {kind: black_hole() for kind in late_kinds}
     good = {"egressAllowlist": [f"127.0.0.1/32:{p}" for p in
-                                (up.port, resetter.port, mute.port) + tuple(late[k][1] for k in late_kinds)],
+                                (up.port, resetter.port, bulk_resetter.port, pourer.port, mute.port) + tuple(late[k][1] for k in late_kinds)],
             "egressDenylist": []}
     policy = os.path.join(tmp, "policy.json")
 
@@ -203,6 +227,35 @@ with tempfile.TemporaryDirectory() as tmp:
                   f"upstream reset mid-response ({kind}): the 5000 bytes that came relayed, then the client "
                   f"closed in {took if took is None else round(took, 2)}s (idle timeout 1.5 s), {len(body_of(got))} body bytes")
         served(pport, up, "after upstream resets")
+
+        # ---- resets in a bulk tunnel (relayed in large moves) --------------
+        s = socket.create_connection(("127.0.0.1", pport), timeout=5)
+        s.sendall(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n" % bulk_resetter.port)
+        got, took = read_until_closed(s, 5)
+        s.close()
+        check(got.startswith(b"HTTP/1.1 200") and len(body_of(got)) >= 256 << 10 and set(body_of(got)) == {ord("y")}
+              and took is not None and took < 1.4,
+              f"upstream reset in a bulk tunnel: {len(body_of(got))} bytes relayed, then closed in "
+              f"{took if took is None else round(took, 2)}s (idle timeout 1.5 s)")
+        s = socket.create_connection(("127.0.0.1", pport), timeout=5)
+        s.sendall(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n" % pourer.port)
+        first = b""
+        while len(first) < (1 << 20):
+            d = s.recv(65536)
+            if not d:
+                break
+            first += d
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+        check(len(first) >= 1 << 20, f"a client reading a bulk tunnel ({len(first)} bytes), then resetting it")
+        time.sleep(0.3)
+        served(pport, up, "after resets in bulk tunnels")
+        bulk_closes = {e["port"]: e for e in close_data(events_of(proxy))
+                       if e.get("port") in (bulk_resetter.port, pourer.port)}
+        b_up, b_cl = bulk_closes.get(bulk_resetter.port, {}), bulk_closes.get(pourer.port, {})
+        check(b_up.get("relay") == "buffer" and b_up.get("ended") == "upstream_error"
+              and b_cl.get("relay") == "buffer" and b_cl.get("ended") == "client_error" and b_cl.get("bytesDown", 0) >= 1 << 20,
+              f"bulk resets: close events {[(e.get('relay'), e.get('ended'), e.get('bytesDown')) for e in (b_up, b_cl)]}")
 
         # ---- an upstream that accepts and never answers -------------------
         for kind in ("tunnel", "forward"):
