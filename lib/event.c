@@ -195,8 +195,14 @@ static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 static void random_forget(void) { random_left = 0; }
 static void atfork_register(void) { pthread_atfork(NULL, NULL, random_forget); }
 
+/* pthread_once is a call into libc on every event; a thread asks it once. */
+static _Thread_local bool atfork_seen;
+
 static bool random_bytes(unsigned char *out, size_t len) {
-  pthread_once(&atfork_once, atfork_register);
+  if (!atfork_seen) {
+    pthread_once(&atfork_once, atfork_register);
+    atfork_seen = true;
+  }
   if (random_left < len) {
     size_t got = 0;
     while (got < sizeof random_block) {

@@ -12,6 +12,7 @@
 #include "egress_private.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include <string.h>
 
@@ -81,6 +82,9 @@ static void table_bounds(const egress__ip_t *ip, size_t *begin, size_t *end) {
  */
 static uint8_t prefix16_special[2][65536 / 8];
 static pthread_once_t prefix16_once = PTHREAD_ONCE_INIT;
+/* Set (release) once the table is built: a classification then costs no
+ * call into libc's pthread_once. */
+static atomic_bool prefix16_ready;
 
 static void prefix16_init(void) {
   for (size_t i = 0; i < egress__special_block_count; i++) {
@@ -91,10 +95,12 @@ static void prefix16_init(void) {
     for (unsigned v = first; v < first + span && v < 65536; v++)
       prefix16_special[fam][v >> 3] |= (uint8_t)(1u << (v & 7));
   }
+  atomic_store_explicit(&prefix16_ready, true, memory_order_release);
 }
 
 void egress__special_classify(const egress__ip_t *ip, egress__special_info_t *info) {
-  pthread_once(&prefix16_once, prefix16_init);
+  if (!atomic_load_explicit(&prefix16_ready, memory_order_acquire))
+    pthread_once(&prefix16_once, prefix16_init);
   if (ip != NULL && family_ok(ip->family)) {
     unsigned v = (unsigned)ip->bytes[0] << 8 | ip->bytes[1];
     if (!(prefix16_special[ip->family == 6][v >> 3] & (1u << (v & 7)))) {
