@@ -106,7 +106,6 @@ static int flow_buffer_get(flow_t *f) {
     if (!(f->buf = relay_buffer_get())) return -1;
     f->cap = RELAY_BUF;
   }
-  f->off = 0;
   return 0;
 }
 

@@ -42,7 +42,8 @@
 enum { EXIT_USAGE = 64, EXIT_DATAERR = 65, EXIT_SOFTWARE = 70 };
 enum { MAX_ADDRS = 32, RELAY_BUF = 64 * 1024, UPSTREAM_QUEUE_MAX = 1 << 20 };
 
-/* copy: every tunnel stays with libuv's 64 KiB reads and writes. */
+/* --relay: buffer and splice take a tunnel over after 256 KiB (bulk.c);
+ * copy leaves every tunnel with libuv's 64 KiB reads and writes. */
 typedef enum relay { RELAY_BUFFER, RELAY_SPLICE, RELAY_COPY } relay_t;
 
 typedef struct config {
