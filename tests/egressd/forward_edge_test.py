@@ -134,6 +134,15 @@ class Client:
         self.s.close()
 
 
+def exchange(port, data):
+    """DATA on a fresh connection to egressd; its response."""
+    c = Client(port)
+    c.send(data)
+    resp, _ = c.response()
+    c.close()
+    return resp
+
+
 def strict_chunked_end(body):
     """Where strictly framed chunked BODY ends (after 0 CRLF CRLF, no
     trailers), None while incomplete; raises ValueError on loose framing."""
@@ -285,24 +294,15 @@ with tempfile.TemporaryDirectory() as tmp:
     # get the raw one.
     n0 = len(path_up.conns)
     for p in ["/admin/%2e%2e/public/x", "/admin/../public/x", "/public/./x", "/public/%2E./admin", "/public/x/.."]:
-        r = Client(G)
-        r.send(get(path_up.port, "path.test", p, b"Connection: close\r\n"))
-        resp, _ = r.response()
-        r.close()
+        resp = exchange(G, get(path_up.port, "path.test", p, b"Connection: close\r\n"))
         check(head_of(resp)[0] == 400 and "http_request_error" in proxy_status(resp) and
               "dot segment" in proxy_status(resp), f"dot segments {p}: 400 ({resp[:120]!r})")
     check(len(path_up.conns) == n0, "dot segments: nothing connected")
     # A path the library itself finds ambiguous (a dot look-alike) is 400 too.
-    r = Client(G)
-    r.send(get(path_up.port, "path.test", "/public/...", b"Connection: close\r\n"))
-    resp, _ = r.response()
-    r.close()
+    resp = exchange(G, get(path_up.port, "path.test", "/public/...", b"Connection: close\r\n"))
     check(head_of(resp)[0] == 400 and "http_request_error" in proxy_status(resp) and len(path_up.conns) == n0,
           f"a path the check refuses as ambiguous: 400 ({resp[:100]!r})")
-    r = Client(G)
-    r.send(get(path_up.port, "path.test", "/public/a..b/.x", b"Connection: close\r\n"))
-    resp, _ = r.response()
-    r.close()
+    resp = exchange(G, get(path_up.port, "path.test", "/public/a..b/.x", b"Connection: close\r\n"))
     check(head_of(resp)[0] == 200, f"dots inside a segment are no dot segment: 200 ({resp[:40]!r})")
 
     # 4. 101 to a forwarded request (Upgrade is not forwarded).
@@ -336,18 +336,12 @@ with tempfile.TemporaryDirectory() as tmp:
         check(good and payload == want, f"chunked {p}: relayed in strict chunked framing ({r[-40:]!r})")
         check(ok2 and head_of(r2)[0] == 200 and body_of(r2).startswith(b"conn"),
               f"chunked {p}: the next response is read where it begins ({r2[-30:]!r})")
-    c = Client(G)
-    c.send(get(R, "127.0.0.1", "/099"))
-    r, _ = c.response()
-    c.close()
+    r = exchange(G, get(R, "127.0.0.1", "/099"))
     check(head_of(r)[0] == 502 and "http_protocol_error" in proxy_status(r), f"status 099: 502 ({r[:100]!r})")
 
     # 6. CONNECT without an HTTP version.
     n0 = len(up_a.conns)
-    c = Client(G)
-    c.send(b"CONNECT 127.0.0.1:%d\r\n\r\n" % up_a.port)
-    r, _ = c.response()
-    c.close()
+    r = exchange(G, b"CONNECT 127.0.0.1:%d\r\n\r\n" % up_a.port)
     check(head_of(r)[0] == 400 and len(up_a.conns) == n0, f"CONNECT without a version: 400 ({r[:60]!r})")
 
     # 7. A bad chunk size after the head went upstream: 400, then the end.
@@ -387,25 +381,13 @@ with tempfile.TemporaryDirectory() as tmp:
 
     # 9. A request that went through egressd already, and TRACE.
     n0 = len(up_a.conns)
-    c = Client(G)
-    c.send(get(up_a.port, "127.0.0.1", "/loop", b"Via: 1.0 other (x, y), 1.1 egressd\r\n"))
-    r, _ = c.response()
-    c.close()
+    r = exchange(G, get(up_a.port, "127.0.0.1", "/loop", b"Via: 1.0 other (x, y), 1.1 egressd\r\n"))
     check(head_of(r)[0] == 508 and "proxy_loop_detected" in proxy_status(r), f"Via naming egressd: 508 ({r[:90]!r})")
-    c = Client(G)
-    c.send(get(up_a.port, "127.0.0.1", "/via", b"Via: 1.1 egressd-other\r\nConnection: close\r\n"))
-    r, _ = c.response()
-    c.close()
+    r = exchange(G, get(up_a.port, "127.0.0.1", "/via", b"Via: 1.1 egressd-other\r\nConnection: close\r\n"))
     check(head_of(r)[0] == 200, f"Via naming another proxy: forwarded ({r[:30]!r})")
-    c = Client(G)
-    c.send(b"TRACE http://127.0.0.1:%d/t HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nMax-Forwards: 0\r\n\r\n" % (up_a.port, up_a.port))
-    r, _ = c.response()
-    c.close()
+    r = exchange(G, b"TRACE http://127.0.0.1:%d/t HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nMax-Forwards: 0\r\n\r\n" % (up_a.port, up_a.port))
     check(head_of(r)[0] == 405 and len(up_a.conns) == n0 + 1, f"TRACE: 405, not forwarded ({r[:60]!r})")
-    c = Client(G)
-    c.send(b"OPTIONS http://127.0.0.1:%d/o HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nMax-Forwards: 0\r\n\r\n" % (up_a.port, up_a.port))
-    r, _ = c.response()
-    c.close()
+    r = exchange(G, b"OPTIONS http://127.0.0.1:%d/o HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nMax-Forwards: 0\r\n\r\n" % (up_a.port, up_a.port))
     check(head_of(r)[0] == 200 and "proxy-status" not in head_of(r)[1] and len(up_a.conns) == n0 + 1,
           f"OPTIONS with Max-Forwards: 0: answered by egressd ({r[:40]!r})")
     c = Client(G)
